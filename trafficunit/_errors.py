@@ -1,0 +1,28 @@
+"""The one small error hierarchy of trafficunit.
+
+Every error a user can cause carries a message that says what was wrong, where (file, row,
+column) and what to do about it. Dependencies' exceptions are caught at the boundary and
+re-raised as one of these, with the original chained for debugging.
+"""
+
+from __future__ import annotations
+
+
+class TrafficUnitError(Exception):
+    """Base class of every error trafficunit raises on purpose."""
+
+
+class ValidationError(TrafficUnitError, ValueError):
+    """Input data (file, table, geometry, parameter) is not what the function needs."""
+
+
+class CRSError(ValidationError):
+    """A coordinate reference system is missing, unknown or unsuitable."""
+
+
+class InputFileError(ValidationError):
+    """A file is missing, empty, corrupt or of a format trafficunit cannot read."""
+
+
+class TrafficUnitWarning(UserWarning):
+    """A recoverable oddity in the input (counted in the relevant report)."""

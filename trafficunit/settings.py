@@ -1,0 +1,528 @@
+"""Typed defaults in one place. Every threshold is configuration, overridable per call.
+
+Values follow ``DOMAIN.md``: tags there say which are sourced and which are recommendations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+#: OSM ``highway`` values kept by default: roads motor vehicles drive on (cf. osmnx ``drive``).
+DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(
+    {
+        "motorway",
+        "motorway_link",
+        "trunk",
+        "trunk_link",
+        "primary",
+        "primary_link",
+        "secondary",
+        "secondary_link",
+        "tertiary",
+        "tertiary_link",
+        "unclassified",
+        "residential",
+        "living_street",
+        "service",
+        "road",
+        "busway",
+    }
+)
+
+#: ``service=*`` values dropped from the drivable network (parking aisles, driveways...).
+EXCLUDED_SERVICE: frozenset[str] = frozenset(
+    {"parking_aisle", "driveway", "drive-through", "emergency_access", "private", "parking"}
+)
+
+#: ``access=*`` / ``motor_vehicle=*`` values that take a way out of the drivable network.
+EXCLUDED_ACCESS: frozenset[str] = frozenset({"no", "private"})
+
+#: Intersection influence radius by the highest road class meeting there, metres.
+#: DOMAIN.md: agencies use 15-76 m or 150 m; [rec] 30 m urban, by road class.
+INFLUENCE_M_BY_CLASS: dict[str, float] = {
+    "motorway": 76.0,
+    "trunk": 60.0,
+    "primary": 40.0,
+    "secondary": 35.0,
+    "tertiary": 30.0,
+    "unclassified": 25.0,
+    "residential": 20.0,
+    "living_street": 15.0,
+    "service": 15.0,
+}
+DEFAULT_INFLUENCE_M = 30.0
+
+#: Ranking of road classes, most important first (links rank with their parent road).
+ROAD_CLASS_RANK: tuple[str, ...] = (
+    "motorway",
+    "trunk",
+    "primary",
+    "secondary",
+    "tertiary",
+    "unclassified",
+    "residential",
+    "living_street",
+    "service",
+    "road",
+    "busway",
+)
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How a road network is read and filtered.
+
+    Attributes
+    ----------
+    highways
+        OSM ``highway`` values kept. ``None`` keeps every way that has a ``highway`` tag.
+    excluded_service, excluded_access
+        ``service=*`` and ``access=*`` values that drop a way.
+    """
+
+    highways: frozenset[str] | None = DRIVABLE_HIGHWAYS
+    excluded_service: frozenset[str] = EXCLUDED_SERVICE
+    excluded_access: frozenset[str] = EXCLUDED_ACCESS
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """How a network is split into traffic units.
+
+    Attributes
+    ----------
+    max_length_m
+        Longest segment unit, metres. Longer stretches are split evenly.
+    junction_merge_m
+        Junction nodes closer than this (metres) become one intersection unit, as osmnx's
+        ``consolidate_intersections`` does for complex junctions.
+    split_on
+        Attributes whose change along a road starts a new segment unit.
+    influence_m_by_class
+        Influence radius of an intersection (metres) by its highest road class.
+    snap_m
+        Vertices closer than this (metres) are the same network node.
+    """
+
+    max_length_m: float = 200.0
+    junction_merge_m: float = 20.0
+    split_on: tuple[str, ...] = ("road_class", "maxspeed_kmh", "lanes", "bridge", "tunnel")
+    influence_m_by_class: dict[str, float] = field(
+        default_factory=lambda: dict(INFLUENCE_M_BY_CLASS)
+    )
+    default_influence_m: float = DEFAULT_INFLUENCE_M
+    snap_m: float = 0.01
+
+    def with_(self, **changes: Any) -> UnitSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How risk tiles are built (:func:`trafficunit.tiles.build_tiles`).
+
+    Low zooms stay small by giving every feature a first zoom (``minzoom``): the riskiest units
+    appear first, the rest join as the map zooms in. Thresholds are configuration.
+
+    Attributes
+    ----------
+    minzoom, maxzoom
+        Zoom range of the archive.
+    unit_minzoom_by_level
+        First zoom of a unit by its risk level (``red`` shows from the archive's minzoom).
+    unit_minzoom_by_class
+        First zoom of an unscored unit (``level`` missing or ``none``) by road class; a scored
+        unit shows from the lower of its level's and its class's zoom.
+    default_unit_minzoom
+        First zoom of a unit whose class is not listed.
+    intersection_extra_zoom
+        Intersections (points) appear this many zooms after a segment of the same rank.
+    accident_minzoom_by_severity
+        First zoom of an accident by KABCO severity.
+    hazard_minzoom_by_grade
+        First zoom of a hazard by grade.
+    workzone_minzoom
+        First zoom of the work-zone layer.
+    simplification
+        tippecanoe ``--simplification`` factor (tile pixels; 1 is tippecanoe's default).
+    maximum_tile_bytes
+        Tiles larger than this drop the densest features (``--drop-densest-as-needed``).
+    float_decimals
+        Decimals kept for float attributes in tiles.
+    """
+
+    minzoom: int = 8
+    maxzoom: int = 16
+    unit_minzoom_by_level: dict[str, int] = field(
+        default_factory=lambda: {"red": 8, "orange": 10, "yellow": 12, "blue": 13}
+    )
+    unit_minzoom_by_class: dict[str, int] = field(
+        default_factory=lambda: {
+            "motorway": 8,
+            "trunk": 9,
+            "primary": 10,
+            "secondary": 11,
+            "tertiary": 12,
+            "unclassified": 13,
+            "residential": 13,
+        }
+    )
+    default_unit_minzoom: int = 14
+    intersection_extra_zoom: int = 1
+    accident_minzoom_by_severity: dict[str, int] = field(
+        default_factory=lambda: {"K": 9, "A": 10, "B": 12, "C": 13, "O": 14}
+    )
+    hazard_minzoom_by_grade: dict[str, int] = field(
+        default_factory=lambda: {"major": 10, "general": 12}
+    )
+    workzone_minzoom: int = 11
+    simplification: float = 1.0
+    maximum_tile_bytes: int = 500_000
+    float_decimals: int = 3
+
+    def with_(self, **changes: Any) -> TileSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# -- risk: measures, four-colour levels, black spots, time (trafficunit.risk / .blackspots) ------
+
+#: EPDO weights by KABCO severity from HSM-era crash costs (DOMAIN.md [src]). Versioned data:
+#: the version string travels with every result so a map legend can say which weights it used.
+EPDO_WEIGHTS_HSM: dict[str, float] = {"K": 542.0, "A": 29.0, "B": 11.0, "C": 6.0, "O": 1.0}
+EPDO_WEIGHTS_VERSION = "HSM-2010 (K 542, A 29, B 11, C 6, O 1)"
+
+#: The four risk levels, lowest first (level_rank 1..4), and their map colours.
+RISK_LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
+RISK_COLOURS: dict[str, str] = {
+    "red": "#d7191c",
+    "orange": "#fdae61",
+    "yellow": "#ffff66",
+    "blue": "#2c7bb6",
+}
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """How units are scored and coloured (:func:`trafficunit.score`).
+
+    Attributes
+    ----------
+    epdo_weights, epdo_version
+        EPDO weight per KABCO letter and a label of where the weights come from.
+    unknown_severity
+        KABCO letter an accident without a usable severity is counted as (for EPDO).
+    measure
+        Column the level is banded on: ``"eb_excess"`` (default), ``"epdo"``,
+        ``"epdo_per_km"``, ``"crashes_per_year"``, ``"crashes_per_km_year"``, ``"rate_mvkm"``,
+        ``"eb_expected"``...
+    intersection_measure
+        Measure for intersection units when it differs (per-km measures are NaN there);
+        ``None`` uses ``measure``, or ``"epdo"`` when ``measure`` is a per-km measure.
+    scheme
+        ``"percentile"`` (band the measure's percentile in the reference population),
+        ``"fixed"`` (band the measure itself on ``fixed_thresholds``), ``"length_share"`` (the
+        usRAP-style split of network length, ``length_shares``) or ``"matrix"`` (5x5
+        likelihood x severity, banded on ``matrix_bands``).
+    percentile_bands
+        Lower percentile bounds of yellow, orange and red [rec: 65, 85, 95, the same split as
+        the default length shares].
+    fixed_thresholds
+        Lower bounds of yellow, orange and red on the measure itself (scheme ``"fixed"``).
+    length_shares, length_share_levels
+        Shares of reference-population length (percent, lowest risk first; usRAP: 40/25/20/10/5)
+        and the level of each class. Intersections weigh one unit each.
+    matrix_bands
+        Lowest likelihood x severity product of yellow, orange and red ([src] 4, 9, 20).
+    min_crashes
+        Units with fewer observed accidents than this stay blue on their crash score.
+    positive_only
+        Units whose measure is <= 0 (e.g. fewer accidents than predicted) stay blue.
+    population
+        Unit columns whose combination is a reference population (SPF fit and percentiles).
+    min_population
+        Populations with fewer units are pooled per ``kind`` instead.
+    min_segment_length_m
+        Segment length floor used in the SPF (very short pieces are not zero-exposure).
+    hazard_raise
+        Levels an open hazard of each grade adds to the crash level (capped at red).
+    closed_hazard_status
+        Hazard ``status`` values (case-insensitive) that count as not open.
+    hotspot_measure, hotspot_permutations, hotspot_alpha
+        Measure, permutations and significance of the Getis-Ord Gi* / local Moran statistics.
+    seed
+        Seed of every random permutation.
+    peak_window_m, peak_max_cv
+        HSM peak searching: window increment (0.1 mi) and coefficient-of-variation limit [?].
+    screen_window_m, screen_step_m
+        HSM sliding-window screening: window (0.3 mi) and step (0.1 mi) [?].
+    chain_keys
+        Unit columns that say two segments are the same road, in priority order.
+    """
+
+    epdo_weights: dict[str, float] = field(default_factory=lambda: dict(EPDO_WEIGHTS_HSM))
+    epdo_version: str = EPDO_WEIGHTS_VERSION
+    unknown_severity: str = "O"
+    measure: str = "eb_excess"
+    intersection_measure: str | None = None
+    scheme: str = "percentile"
+    percentile_bands: tuple[float, float, float] = (65.0, 85.0, 95.0)
+    fixed_thresholds: tuple[float, float, float] | None = None
+    length_shares: tuple[float, ...] = (40.0, 25.0, 20.0, 10.0, 5.0)
+    length_share_levels: tuple[str, ...] = ("blue", "blue", "yellow", "orange", "red")
+    matrix_bands: tuple[int, int, int] = (4, 9, 20)
+    min_crashes: int = 1
+    positive_only: bool = True
+    population: tuple[str, ...] = ("road_class", "kind")
+    min_population: int = 20
+    min_segment_length_m: float = 5.0
+    hazard_raise: dict[str, int] = field(default_factory=lambda: {"general": 1, "major": 2})
+    closed_hazard_status: frozenset[str] = frozenset(
+        {"closed", "accepted", "resolved", "cancelled", "canceled", "rejected", "invalid"}
+    )
+    colours: dict[str, str] = field(default_factory=lambda: dict(RISK_COLOURS))
+    hotspot_measure: str = "epdo"
+    hotspot_permutations: int = 99
+    hotspot_alpha: float = 0.05
+    seed: int = 20240601
+    peak_window_m: float = 160.9344
+    peak_max_cv: float = 0.25
+    screen_window_m: float = 482.8032
+    screen_step_m: float = 160.9344
+    chain_keys: tuple[str, ...] = ("name", "ref")
+
+    def with_(self, **changes: Any) -> RiskSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One condition of a black-spot rule: ``field op value`` over a point or window.
+
+    ``field`` is a count over the accidents inside: ``crashes``, a KABCO letter or a combination
+    of letters (``"KA"``: fatal or serious, ``"KABC"``: injury accidents), ``deaths``,
+    ``serious_injuries``, ``minor_injuries``, ``epdo`` or ``index`` (the profile's weighted
+    casualty index).
+    """
+
+    field: str
+    value: float
+    op: str = ">="
+
+    def __str__(self) -> str:
+        value = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{self.field} {self.op} {value}"
+
+
+@dataclass(frozen=True)
+class BlackSpotProfile:
+    """A rule for accident-prone points and sections (:func:`trafficunit.find_black_spots`).
+
+    Attributes
+    ----------
+    name, description, source
+        Identification; ``source`` says where the numbers come from ([src]/[rec]/[?]).
+    years
+        Length of the analysis period (the latest ``years`` of data unless a period is given).
+    point_radius_m
+        Radius of a point (cluster of accidents around a centre accident), metres.
+    window_m, step_m
+        Sliding-window length and step along continuous roads, metres.
+    window_m_rural
+        Window on roads whose units are mostly rural (a boolean ``rural`` unit column).
+    criteria, combine
+        Conditions and how they combine: ``"any"`` (one suffices) or ``"all"``.
+    section_criteria
+        Conditions for sections when they differ from points.
+    index_weights
+        Weights of the casualty index (``index`` criterion field) by casualty column.
+    include_intersections
+        Count accidents on intersection units in the sections of every road through them.
+    """
+
+    name: str
+    criteria: tuple[Criterion, ...]
+    description: str = ""
+    source: str = ""
+    years: float = 3.0
+    point_radius_m: float = 50.0
+    window_m: float = 500.0
+    step_m: float = 100.0
+    window_m_rural: float | None = None
+    combine: str = "any"
+    section_criteria: tuple[Criterion, ...] | None = None
+    index_weights: dict[str, float] = field(
+        default_factory=lambda: {"deaths": 100.0, "serious_injuries": 10.0, "minor_injuries": 3.0}
+    )
+    include_intersections: bool = True
+
+    def with_(self, **changes: Any) -> BlackSpotProfile:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+#: Named black-spot profiles (DOMAIN.md). Korea, India and Portugal are published rules [src];
+#: ``default`` is our recommendation [rec] (3 years, 50 m points, 500 m windows, 100 m steps).
+BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
+    "default": BlackSpotProfile(
+        name="default",
+        description="3 years; 50 m points; 500 m windows, 100 m steps",
+        source="[rec] DOMAIN.md default; thresholds are a recommendation",
+        criteria=(Criterion("KA", 2), Criterion("KABC", 5), Criterion("crashes", 10)),
+    ),
+    "kr-molit": BlackSpotProfile(
+        name="kr-molit",
+        description="Korea: 3 years, 150 m radius, 600 m urban / 1000 m rural sections",
+        source="[src] DOMAIN.md (Korea)",
+        point_radius_m=150.0,
+        window_m=600.0,
+        window_m_rural=1000.0,
+        criteria=(Criterion("K", 3), Criterion("KA", 10)),
+    ),
+    "in-morth": BlackSpotProfile(
+        name="in-morth",
+        description="India: ~500 m stretch, 5 fatal/grievous crashes or 10 deaths in 3 years",
+        source="[src] DOMAIN.md (India)",
+        point_radius_m=250.0,
+        window_m=500.0,
+        criteria=(Criterion("KA", 5), Criterion("deaths", 10)),
+    ),
+    "pt-ansr": BlackSpotProfile(
+        name="pt-ansr",
+        description="Portugal: <=200 m, >=5 injury crashes in a year and severity index > 20",
+        source="[src] DOMAIN.md (Portugal)",
+        years=1.0,
+        point_radius_m=100.0,
+        window_m=200.0,
+        step_m=50.0,
+        combine="all",
+        criteria=(Criterion("KABC", 5), Criterion("index", 20, op=">")),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TimeSettings:
+    """How events are sliced in time (:mod:`trafficunit.timefilter`).
+
+    Attributes
+    ----------
+    day_hours
+        Clock day: ``start <= hour < end`` is day [rec: 7-19].
+    night_sun_elevation_deg
+        By sun: night when the sun is below this elevation, degrees (-6: end of civil twilight).
+    hour_bands
+        Named time-of-day bands (start hour inclusive, end exclusive) used in explanations.
+    """
+
+    day_hours: tuple[int, int] = (7, 19)
+    night_sun_elevation_deg: float = -6.0
+    hour_bands: tuple[tuple[str, int, int], ...] = (
+        ("night", 0, 6),
+        ("morning", 6, 10),
+        ("midday", 10, 15),
+        ("evening", 15, 19),
+        ("late evening", 19, 24),
+    )
+
+
+# --- events and join (trafficunit.events, trafficunit.join) ----------------------------------
+
+#: Kinds of event ``tu.read_events`` reads and ``tu.assign`` joins.
+EVENT_KINDS: tuple[str, ...] = ("accident", "hazard", "workzone")
+
+#: Hazard / work-zone ``status`` values (case-insensitive) that mean "no longer open".
+CLOSED_STATUSES: frozenset[str] = frozenset(
+    {
+        "closed",
+        "resolved",
+        "fixed",
+        "done",
+        "completed",
+        "work completed",
+        "accepted",
+        "cancelled",
+        "canceled",
+        "work cancelled",
+        "rejected",
+        "archived",
+        "duplicate",
+        "已关闭",
+        "已整改",
+        "已销号",
+        "已验收",
+    }
+)
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """How event files are read (``tu.read_events``).
+
+    Attributes
+    ----------
+    valid_area_margin_deg
+        Margin (degrees) around the source CRS's area of use inside which coordinates are
+        accepted; points further out are dropped as "outside the valid area".
+    zero_is_missing
+        Treat x = y = 0 as a missing position (a common placeholder), not a real one.
+    """
+
+    valid_area_margin_deg: float = 0.5
+    zero_is_missing: bool = True
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """How events are attached to units (``tu.assign``) and summarised (``tu.summarize``).
+
+    Attributes
+    ----------
+    max_distance_m
+        Largest snap distance of a point event to a segment unit, metres, by event kind
+        (DOMAIN.md [rec]: 25 m for crashes; citizen reports are often placed less precisely).
+    max_distance_m_by_class
+        Overrides of ``max_distance_m`` by event kind, then by the unit's ``road_class``,
+        e.g. ``{"accident": {"motorway": 40.0}}``.
+    line_tolerance_m
+        A line event touches the units within this distance, metres, by kind.
+    polygon_tolerance_m
+        A polygon event touches the units within this distance of its area, metres.
+    min_overlap_m
+        A unit touched by a line event is kept when their overlap (along the event) is at
+        least this long, metres, or covers half the unit; shorter contacts are cross streets.
+    name_aware
+        Where the event names its road, a unit of that name within the distance wins over a
+        nearer unit of another name (grade separations).
+    intersection_precedence
+        A point inside an intersection's influence disc (``radius_m``) goes to the
+        intersection.
+    default_radius_m
+        Influence radius of intersections whose ``radius_m`` is missing, metres.
+    epdo_weights
+        Version name of the EPDO weights (see ``trafficunit/epdo_weights.json``).
+    closed_statuses
+        Hazard statuses that do not count as open.
+    """
+
+    max_distance_m: dict[str, float] = field(
+        default_factory=lambda: {"accident": 25.0, "hazard": 20.0, "workzone": 25.0}
+    )
+    max_distance_m_by_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    line_tolerance_m: dict[str, float] = field(
+        default_factory=lambda: {"accident": 25.0, "hazard": 30.0, "workzone": 30.0}
+    )
+    polygon_tolerance_m: float = 5.0
+    min_overlap_m: float = 10.0
+    name_aware: bool = True
+    intersection_precedence: bool = True
+    default_radius_m: float = DEFAULT_INFLUENCE_M
+    epdo_weights: str = "hsm-2010"
+    closed_statuses: frozenset[str] = CLOSED_STATUSES
+
+    def with_(self, **changes: Any) -> JoinSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
