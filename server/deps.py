@@ -1,0 +1,158 @@
+"""Small dependency functions that parse and validate request inputs (tipg/titiler style)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated
+
+import pandas as pd
+from fastapi import Depends, Path, Query, Request
+
+from .errors import BadRequest, NotAcceptable, TooLarge
+from .settings import Settings
+from .store import DataStore
+from .tilehttp import parse_zxy
+
+BBox = tuple[float, float, float, float]
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> DataStore:
+    """The app's data store, reloaded if files changed."""
+    store: DataStore = request.app.state.store
+    store.check()
+    return store
+
+
+def bbox_area_km2(bbox: BBox) -> float:
+    """Approximate area of a WGS84 bbox, km² (spherical Earth)."""
+    minx, miny, maxx, maxy = bbox
+    r = 6371.0088
+    return (
+        math.radians(maxx - minx)
+        * r
+        * r
+        * abs(math.sin(math.radians(maxy)) - math.sin(math.radians(miny)))
+    )
+
+
+def bbox_query(
+    request: Request,
+    bbox: Annotated[
+        str | None,
+        Query(
+            description="minlon,minlat,maxlon,maxlat in WGS84 degrees",
+            examples=["24.93,60.16,24.95,60.17"],
+        ),
+    ] = None,
+) -> BBox | None:
+    """Parse ``bbox``: 400 when malformed, 413 when larger than the configured maximum area."""
+    if bbox is None or bbox == "":
+        return None
+    parts = bbox.split(",")
+    if len(parts) != 4:
+        raise BadRequest(f"bbox must be minlon,minlat,maxlon,maxlat; got {bbox!r}")
+    try:
+        minx, miny, maxx, maxy = (float(p) for p in parts)
+    except ValueError as exc:
+        raise BadRequest(f"bbox has a value that is not a number: {bbox!r}") from exc
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise BadRequest(f"bbox values must be finite: {bbox!r}")
+    if not (
+        -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
+    ):
+        raise BadRequest(f"bbox is outside longitude -180..180 / latitude -90..90: {bbox!r}")
+    if minx > maxx or miny > maxy:
+        raise BadRequest(f"bbox minimum exceeds maximum: {bbox!r}")
+    settings: Settings = request.app.state.settings
+    area = bbox_area_km2((minx, miny, maxx, maxy))
+    if area > settings.query.max_bbox_km2:
+        raise TooLarge(
+            f"bbox covers {area:.0f} km², more than the maximum "
+            f"{settings.query.max_bbox_km2:g} km²; ask for a smaller area or use the tiles"
+        )
+    return (minx, miny, maxx, maxy)
+
+
+def limit_query(
+    request: Request,
+    limit: Annotated[int | None, Query(ge=1, description="Most rows returned")] = None,
+) -> int:
+    """The row limit: default when missing, 400 beyond the configured maximum."""
+    settings: Settings = request.app.state.settings
+    if limit is None:
+        return settings.query.default_limit
+    if limit > settings.query.max_limit:
+        raise BadRequest(f"limit {limit} exceeds the maximum {settings.query.max_limit}")
+    return limit
+
+
+def output_format(
+    request: Request,
+    format: Annotated[
+        str | None, Query(description="geojson (default), json or csv; or send Accept: text/csv")
+    ] = None,
+) -> str:
+    """The list format from ``?format=`` or the ``Accept`` header."""
+    if format is None:
+        accept = request.headers.get("accept", "")
+        return "csv" if "text/csv" in accept else "geojson"
+    fmt = format.lower()
+    if fmt not in ("geojson", "json", "csv"):
+        raise NotAcceptable(f"format {format!r} is not one of geojson, json, csv")
+    return "geojson" if fmt == "json" else fmt
+
+
+def comma_list(value: str | None) -> list[str] | None:
+    """``"a,b"`` -> ``["a", "b"]``; None or empty -> None."""
+    if value is None or value.strip() == "":
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_time(value: str | None, what: str) -> pd.Timestamp | None:
+    """An ISO date or datetime (UTC when no zone), 400 when malformed."""
+    if value is None or value == "":
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"{what}={value!r} is not an ISO date (YYYY-MM-DD) or datetime") from exc
+    if t is pd.NaT:
+        raise BadRequest(f"{what}={value!r} is not a date")
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """A parsed tile request."""
+
+    tileset: str
+    z: int
+    x: int
+    y: int
+
+
+def tile_params(
+    tileset: Annotated[str, Path(description="Tileset name, see GET /tiles")],
+    z: Annotated[str, Path(description="Zoom")],
+    x: Annotated[str, Path(description="Column")],
+    y: Annotated[str, Path(description="Row (XYZ scheme)")],
+) -> TileParams:
+    """Parse z/x/y path strings: 400 for anything that is not a valid tile address."""
+    zi, xi, yi = parse_zxy(z, x, y)
+    return TileParams(tileset, zi, xi, yi)
+
+
+StoreDep = Annotated[DataStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BBoxDep = Annotated[BBox | None, Depends(bbox_query)]
+LimitDep = Annotated[int, Depends(limit_query)]
+FormatDep = Annotated[str, Depends(output_format)]
+TileDep = Annotated[TileParams, Depends(tile_params)]

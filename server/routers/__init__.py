@@ -1,0 +1,1 @@
+"""Routers per concern; each module exposes ``router``."""

@@ -1,0 +1,58 @@
+"""Health, style, legend and the web map page."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from ..deps import StoreDep
+from ..store import DataStore
+from ..style import legend, style
+from .tiles import LIVE
+
+router = APIRouter(tags=["meta"])
+
+
+def _legend(store: DataStore) -> dict[str, object]:
+    units = store.table("units")
+    counts = {}
+    if units is not None and "level" in units.frame:
+        counts = units.frame["level"].value_counts().to_dict()
+    data = legend(store.rule(), counts)
+    data["generated_sample"] = bool(store.manifest.get("generated_sample", False))
+    data["period"] = store.manifest.get("period")
+    return data
+
+
+@router.get("/healthz", summary="Liveness and what is loaded")
+async def healthz(store: StoreDep) -> JSONResponse:
+    return JSONResponse(
+        {
+            "status": "ok",
+            "data_version": store.version,
+            "tables": {k: len(v) for k, v in store.tables.items()},
+            "tilesets": sorted(store.archives),
+        }
+    )
+
+
+@router.get("/legend", summary="Legend of the risk levels and the rule behind them")
+async def legend_route(store: StoreDep) -> JSONResponse:
+    return JSONResponse(_legend(store))
+
+
+@router.get("/style.json", summary="MapLibre style of the risk layers")
+async def style_route(request: Request, store: StoreDep) -> JSONResponse:
+    risk = "risk" if "risk" in store.archives else next(iter(store.archives), None)
+    live = [n for n, (layer, _) in LIVE.items() if layer in store.live and n == "live-accidents"]
+    return JSONResponse(
+        style(str(request.base_url), risk_tileset=risk, live=live, legend_data=_legend(store))
+    )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    page = files("server") / "static" / "index.html"
+    return HTMLResponse(page.read_text(encoding="utf-8"))

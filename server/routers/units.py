@@ -1,0 +1,117 @@
+"""Units: list with filters (GeoJSON or CSV) and one unit with its events."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from ..deps import BBoxDep, FormatDep, LimitDep, StoreDep, comma_list
+from ..errors import NotFound, Unavailable
+from ..lists import list_response
+from ..store import DataStore, Table
+
+router = APIRouter(tags=["units"])
+
+#: Measures that accept a ``min_<measure>`` filter.
+MIN_MEASURES = ("crashes", "epdo", "epdo_per_km", "eb_excess", "score_percentile", "open_hazards")
+
+
+def _units(store: DataStore) -> Table:
+    table = store.table("units")
+    if table is None:
+        raise Unavailable("no units.parquet in the data folder; build it with `trafficunit demo`")
+    return table
+
+
+def _priority(table: Table) -> np.ndarray:
+    """Row order riskiest first (level rank, then score percentile, then EPDO)."""
+    order = table.extra.get("priority")
+    if order is None:
+        f = table.frame
+        keys = [
+            -pd.to_numeric(f[c], errors="coerce").fillna(-1).to_numpy()
+            for c in ("epdo", "score_percentile", "level_rank")
+            if c in f
+        ]
+        order = np.lexsort(keys) if keys else np.arange(len(f))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        table.extra["priority"] = rank
+        order = rank
+    return order
+
+
+@router.get("/units", summary="Units in a bbox, riskiest first (GeoJSON or CSV)")
+async def list_units(
+    store: StoreDep,
+    bbox: BBoxDep,
+    limit: LimitDep,
+    fmt: FormatDep,
+    level: Annotated[str | None, Query(description="red,orange,yellow,blue")] = None,
+    kind: Annotated[str | None, Query(description="segment or intersection")] = None,
+    road_class: Annotated[str | None, Query(description="e.g. primary,secondary")] = None,
+    min_crashes: Annotated[float | None, Query()] = None,
+    min_epdo: Annotated[float | None, Query()] = None,
+    min_epdo_per_km: Annotated[float | None, Query()] = None,
+    min_eb_excess: Annotated[float | None, Query()] = None,
+    min_score_percentile: Annotated[float | None, Query(ge=0, le=100)] = None,
+    min_open_hazards: Annotated[float | None, Query()] = None,
+) -> Response:
+    table = _units(store)
+    rows = table.bbox_rows(bbox)
+    f = table.frame
+    for col, wanted in (("level", level), ("kind", kind), ("road_class", road_class)):
+        values = comma_list(wanted)
+        if values is not None and col in f:
+            rows = rows[f[col].iloc[rows].isin(values).to_numpy()]
+        elif values is not None:
+            rows = rows[:0]
+    mins = {
+        "crashes": min_crashes,
+        "epdo": min_epdo,
+        "epdo_per_km": min_epdo_per_km,
+        "eb_excess": min_eb_excess,
+        "score_percentile": min_score_percentile,
+        "open_hazards": min_open_hazards,
+    }
+    for col, threshold in mins.items():
+        if threshold is None:
+            continue
+        if col not in f:
+            rows = rows[:0]
+            continue
+        vals = pd.to_numeric(f[col].iloc[rows], errors="coerce").to_numpy(dtype=float)
+        rows = rows[np.nan_to_num(vals, nan=-np.inf) >= threshold]
+    rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
+    return list_response(table, rows, fmt=fmt, limit=limit, name="units")
+
+
+def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
+    if table is None or "unit_id" not in table.frame:
+        return []
+    ids = table.frame["unit_id"].astype("string")
+    hit = ids.str.split(";").map(lambda v: unit_id in v if isinstance(v, list) else False)
+    rows = np.flatnonzero(hit.to_numpy(dtype=bool))
+    return [json.loads(s) for s in table.features[rows].tolist()]
+
+
+@router.get("/units/{unit_id}", summary="One unit: attributes, measures and its events")
+async def get_unit(unit_id: str, store: StoreDep) -> JSONResponse:
+    table = _units(store)
+    index = table.extra.get("by_id")
+    if index is None:
+        index = pd.Index(table.frame["unit_id"].astype(str))
+        table.extra["by_id"] = index
+    pos = index.get_indexer([unit_id])[0]
+    if pos < 0:
+        raise NotFound(f"no unit {unit_id!r}")
+    feature = json.loads(table.features[pos])
+    feature["accidents"] = _records(store.table("accidents"), unit_id)
+    feature["hazards"] = _records(store.table("hazards"), unit_id)
+    feature["workzones"] = _records(store.table("workzones"), unit_id)
+    return JSONResponse(feature)

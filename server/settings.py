@@ -1,0 +1,67 @@
+"""Server settings: pydantic-settings, environment prefix ``TRAFFICUNIT_``, one class per concern.
+
+``TRAFFICUNIT_DATA_DIR=out trafficunit serve`` or ``uvicorn server.app:app_from_env --factory``.
+Nested concerns read their own prefix: ``TRAFFICUNIT_TILES_MAX_AGE``,
+``TRAFFICUNIT_QUERY_MAX_LIMIT``,
+``TRAFFICUNIT_CORS_ORIGINS`` (a JSON list or ``*``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TileSettings(BaseSettings):
+    """Tile serving: cache headers, live-tile cache and reload checks."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFICUNIT_TILES_", extra="ignore")
+
+    max_age: int = Field(default=300, description="Cache-Control max-age of tiles, seconds")
+    live_max_age: int = Field(
+        default=30, description="Cache-Control max-age of live tiles, seconds"
+    )
+    cache_entries: int = Field(
+        default=8192, description="Live and stored tiles kept in memory (LRU)"
+    )
+    reload_check_s: float = Field(
+        default=1.0,
+        description="How often (seconds) archives and tables are checked for replacement",
+    )
+    live_minzoom: int = Field(default=10, description="Lowest zoom of live tilesets")
+    live_maxzoom: int = Field(default=18, description="Highest zoom of live tilesets")
+    extent: int = 4096
+    buffer: int = 64
+
+
+class QuerySettings(BaseSettings):
+    """List endpoints: limits that keep a request cheap."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFICUNIT_QUERY_", extra="ignore")
+
+    default_limit: int = Field(default=1000, description="Rows returned when no limit is given")
+    max_limit: int = Field(default=10000, description="Largest accepted limit (400 beyond)")
+    max_bbox_km2: float = Field(
+        default=400.0, description="Largest accepted bbox area (413 beyond)"
+    )
+    night_hours: tuple[int, int] = Field(
+        default=(19, 7), description="Night is hour >= first or hour < second (local clock)"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the server needs; ``create_app(Settings(data_dir=...))``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAFFICUNIT_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("demo-output"), description="Folder built by `trafficunit demo`"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins allowed by CORS ('*' for any)"
+    )
+    title: str = "trafficunit"
+    tiles: TileSettings = Field(default_factory=lambda: TileSettings())
+    query: QuerySettings = Field(default_factory=lambda: QuerySettings())

@@ -1,0 +1,289 @@
+"""What the server serves, loaded from a data folder built by ``trafficunit demo`` (or by hand).
+
+A data folder holds any of:
+
+=====================  =======================================================================
+``units.parquet``      scored units (``tu.score``) or plain units, indexed by ``unit_id``
+``accidents.parquet``  joined accidents (``tu.assign``), one row per accident
+``hazards.parquet``    joined hazards
+``workzones.parquet``  joined work zones
+``black_spots.parquet`` black spots (``tu.find_black_spots``)
+``*.pmtiles``          tilesets, served by name (``risk.pmtiles`` -> ``/tiles/risk/...``)
+``manifest.json``      what was built: the risk rule (legend), period, sources, counts
+=====================  =======================================================================
+
+Tables are loaded once, indexed (shapely ``STRtree``) and pre-serialised to GeoJSON strings so
+list endpoints only select and join; a table replaced on disk is reloaded (new data version)
+on the next request after ``reload_check_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from trafficunit._errors import InputFileError
+from trafficunit.io import read_table
+from trafficunit.mvt import LiveLayer
+
+from .archive import Archive
+
+TABLES = ("units", "accidents", "hazards", "workzones", "black_spots")
+_ID = {"units": "unit_id", "black_spots": "spot_id"}
+
+
+def _json_ready(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        s = df[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s):
+            out[col] = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z").astype(object).where(s.notna(), None)
+        elif pd.api.types.is_float_dtype(s):
+            out[col] = s.astype("float64").round(6)
+        else:
+            out[col] = s
+    return out
+
+
+@dataclass
+class Table:
+    """One loaded table with its spatial index and pre-serialised GeoJSON features."""
+
+    name: str
+    frame: gpd.GeoDataFrame  # EPSG:4326, id as a column, positional index
+    tree: shapely.STRtree
+    features: np.ndarray  # GeoJSON Feature text per row
+    stat: tuple[int, int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def bbox_rows(self, bbox: tuple[float, float, float, float] | None) -> np.ndarray:
+        """Positions of rows whose geometry intersects ``bbox`` (all rows when None)."""
+        if bbox is None:
+            return np.arange(len(self.frame))
+        return np.sort(self.tree.query(shapely.box(*bbox), predicate="intersects"))
+
+
+def _load_table(name: str, path: Path) -> Table:
+    df = read_table(path, index=None)
+    if not isinstance(df, gpd.GeoDataFrame):
+        raise InputFileError(f"{path}: no geometry column; expected a GeoParquet table")
+    if df.crs is None:
+        raise InputFileError(f"{path}: no CRS in the GeoParquet metadata")
+    id_col = _ID.get(name, "event_id")
+    if df.index.name == id_col or id_col not in df.columns:
+        df = df.reset_index()
+    if id_col not in df.columns:
+        df[id_col] = np.arange(len(df)).astype(str)
+    if name != "units" and name != "black_spots" and df[id_col].duplicated().any():
+        # line/polygon events joined to several units: one feature, ';'-joined unit ids
+        if "unit_id" in df:
+            ids = df.groupby(id_col, sort=False)["unit_id"].agg(
+                lambda s: ";".join(s.dropna().astype(str).unique())
+            )
+            df = df.drop_duplicates(id_col).copy()
+            df["unit_id"] = df[id_col].map(ids).replace("", None)
+        else:
+            df = df.drop_duplicates(id_col)
+    df = df.to_crs(4326) if not df.crs.equals("EPSG:4326") else df
+    df = df[~(df.geometry.isna() | df.geometry.is_empty)].reset_index(drop=True)
+    geoms = np.asarray(df.geometry.array)
+    props = _json_ready(df.drop(columns=[df.geometry.name]))
+    prop_text = props.to_json(orient="records", lines=True, default_handler=str).splitlines()
+    if not len(df):
+        prop_text = []
+    sdt = np.dtypes.StringDType()
+    feats = (
+        np.strings.add(
+            np.strings.add(
+                '{"type":"Feature","id":',
+                df[id_col].astype(str).map(json.dumps).to_numpy(dtype=sdt),
+            ),
+            np.strings.add(
+                np.strings.add(',"properties":', np.asarray(prop_text, dtype=sdt)),
+                np.strings.add(
+                    np.strings.add(
+                        ',"geometry":', np.asarray(shapely.to_geojson(geoms), dtype=sdt)
+                    ),
+                    "}",
+                ),
+            ),
+        )
+        if len(df)
+        else np.zeros(0, dtype=sdt)
+    )
+    st = os.stat(path)
+    return Table(name, df, shapely.STRtree(geoms), feats, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+class DataStore:
+    """Tables and tilesets of a data folder, reloaded when their files change.
+
+    Parameters
+    ----------
+    data_dir
+        The folder.
+    reload_check_s
+        Minimum seconds between two checks of the folder.
+    cache_entries
+        Tiles kept per archive.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        reload_check_s: float = 1.0,
+        cache_entries: int = 8192,
+        night_hours: tuple[int, int] = (19, 7),
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.is_dir():
+            raise InputFileError(
+                f"{self.data_dir}: no such data folder; "
+                "build one with `trafficunit demo --no-serve`"
+            )
+        self.reload_check_s = reload_check_s
+        self.cache_entries = cache_entries
+        self.night_hours = night_hours
+        self.tables: dict[str, Table] = {}
+        self.archives: dict[str, Archive] = {}
+        self.live: dict[str, LiveLayer] = {}
+        self.manifest: dict[str, Any] = {}
+        self.version = "0"
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._scan(force=True)
+
+    # -- loading
+    def _scan(self, *, force: bool = False) -> None:
+        changed = force
+        for name in TABLES:
+            path = self.data_dir / f"{name}.parquet"
+            if not path.exists():
+                if name in self.tables:
+                    del self.tables[name]
+                    changed = True
+                continue
+            st = os.stat(path)
+            old = self.tables.get(name)
+            if old is None or old.stat != (st.st_ino, st.st_size, st.st_mtime_ns):
+                self.tables[name] = _load_table(name, path)
+                changed = True
+        for path in sorted(self.data_dir.glob("*.pmtiles")):
+            if path.stem not in self.archives:
+                try:
+                    self.archives[path.stem] = Archive(
+                        path, reload_check_s=self.reload_check_s, cache_entries=self.cache_entries
+                    )
+                except InputFileError:
+                    continue
+        for name in list(self.archives):
+            if not (self.data_dir / f"{name}.pmtiles").exists():
+                del self.archives[name]
+        manifest = self.data_dir / "manifest.json"
+        if manifest.exists():
+            try:
+                self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+            except ValueError:
+                self.manifest = {}
+        if changed:
+            self._build_live()
+            stats = repr(sorted((k, t.stat) for k, t in self.tables.items())).encode()
+            self.version = hashlib.blake2b(stats, digest_size=6).hexdigest()
+
+    def _build_live(self) -> None:
+        live: dict[str, LiveLayer] = {}
+        for name in ("accidents", "hazards", "workzones"):
+            table = self.tables.get(name)
+            if table is None:
+                continue
+            cols = [
+                c
+                for c in table.frame.columns
+                if c not in ("source", "kind", table.frame.geometry.name)
+            ]
+            live[name] = LiveLayer(name, table.frame, id_column="event_id", columns=cols)
+        acc = self.tables.get("accidents")
+        if acc is not None:
+            acc.extra.update(_time_arrays(acc.frame, self.night_hours))
+        units = self.tables.get("units")
+        if units is not None:
+            cols = [
+                c
+                for c in (
+                    "unit_id",
+                    "kind",
+                    "level",
+                    "level_rank",
+                    "colour",
+                    "crashes",
+                    "epdo",
+                    "road_class",
+                    "name",
+                )
+                if c in units.frame
+            ]
+            live["units"] = LiveLayer("units", units.frame, id_column="unit_id", columns=cols)
+        self.live = live
+
+    def check(self) -> None:
+        """Reload tables that changed on disk (at most every ``reload_check_s``)."""
+        now = time.monotonic()
+        if now - self._checked < self.reload_check_s:
+            return
+        self._checked = now
+        # a half-written replacement raises: keep serving what we have
+        with self._lock, contextlib.suppress(InputFileError):
+            self._scan()
+
+    def table(self, name: str) -> Table | None:
+        self.check()
+        return self.tables.get(name)
+
+    def rule(self) -> dict[str, Any]:
+        """The risk rule (for legends) from the manifest, or a description of the defaults."""
+        rule = self.manifest.get("rule")
+        return rule if isinstance(rule, dict) else {}
+
+
+def _time_arrays(frame: pd.DataFrame, night_hours: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Per accident: UTC time in ns (1 July of the year when only a year is known), night flag."""
+    n = len(frame)
+    t_ns = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    if "time" in frame:
+        t = pd.to_datetime(frame["time"], utc=True, errors="coerce")
+        ok = t.notna().to_numpy()
+        t_ns[ok] = t[ok].astype("int64").to_numpy() if ok.any() else t_ns[ok]
+    if "year" in frame:
+        yr = pd.to_numeric(frame["year"], errors="coerce")
+        fill = (t_ns == np.iinfo(np.int64).min) & yr.notna().to_numpy()
+        if fill.any():
+            mid = pd.to_datetime(yr[fill].astype(int).astype(str) + "-07-01", utc=True)
+            t_ns[fill] = mid.astype("int64").to_numpy()
+    hour = (
+        pd.to_numeric(frame["hour"], errors="coerce")
+        if "hour" in frame
+        else pd.Series(np.nan, index=frame.index)
+    )
+    if hour.isna().all() and "time" in frame:
+        hour = pd.to_datetime(frame["time"], errors="coerce").dt.hour
+    h = hour.to_numpy(dtype=float, na_value=np.nan)
+    start, end = night_hours
+    night = (h >= start) | (h < end)
+    known = ~np.isnan(h)
+    return {"t_ns": t_ns, "night": night & known, "day": ~night & known}

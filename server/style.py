@@ -1,0 +1,168 @@
+"""The MapLibre style of the risk layers (no basemap: works offline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trafficunit.tiles import LEVEL_COLOURS
+
+#: Legend labels of the four levels.
+LEVEL_LABELS = {
+    "red": "red: major risk (重大)",
+    "orange": "orange: high risk (较大)",
+    "yellow": "yellow: moderate risk (一般)",
+    "blue": "blue: low risk (低)",
+    "none": "not scored",
+}
+SEVERITY_COLOURS = {"K": "#67000d", "A": "#cb181d", "B": "#fb6a4a", "C": "#fcae91", "O": "#969696"}
+
+
+def legend(rule: dict[str, Any], counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Legend entries (level, colour, label, count) and the rule that assigns them."""
+    counts = counts or {}
+    levels = [
+        {
+            "level": lv,
+            "colour": LEVEL_COLOURS[lv],
+            "label": LEVEL_LABELS[lv],
+            "count": int(counts.get(lv, 0)),
+        }
+        for lv in ("red", "orange", "yellow", "blue")
+    ]
+    return {"levels": levels, "rule": rule, "severity_colours": SEVERITY_COLOURS}
+
+
+def style(
+    base_url: str, *, risk_tileset: str | None, live: list[str], legend_data: dict[str, Any]
+) -> dict[str, Any]:
+    """A MapLibre style: units by level, intersections, work zones, hazards, accidents.
+
+    ``risk_tileset`` is the stored archive (``risk``); the live sources are added too so the web
+    map can switch accidents to the filtered live layer.
+    """
+    base = base_url.rstrip("/")
+    sources: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = [
+        {"id": "background", "type": "background", "paint": {"background-color": "#f4f3ef"}}
+    ]
+    if risk_tileset:
+        sources["risk"] = {"type": "vector", "url": f"{base}/tiles/{risk_tileset}/tilejson.json"}
+    for name in live:
+        sources[name] = {"type": "vector", "url": f"{base}/tiles/{name}/tilejson.json"}
+    width = ["interpolate", ["linear"], ["zoom"], 8, 1.0, 13, 2.5, 16, 6]
+    if "risk" in sources:
+        layers += [
+            {
+                "id": "units-casing",
+                "type": "line",
+                "source": "risk",
+                "source-layer": "units",
+                "filter": ["==", ["geometry-type"], "LineString"],
+                "layout": {"line-cap": "round", "line-join": "round"},
+                "paint": {
+                    "line-color": [
+                        "case",
+                        ["boolean", ["feature-state", "selected"], False],
+                        "#000000",
+                        "#ffffff",
+                    ],
+                    "line-width": ["+", 2, width],
+                },
+            },
+            {
+                "id": "units-segments",
+                "type": "line",
+                "source": "risk",
+                "source-layer": "units",
+                "filter": ["==", ["geometry-type"], "LineString"],
+                "layout": {
+                    "line-cap": "round",
+                    "line-join": "round",
+                    "line-sort-key": ["get", "level_rank"],
+                },
+                "paint": {
+                    "line-color": ["coalesce", ["get", "colour"], "#8c8c8c"],
+                    "line-width": width,
+                },
+            },
+            {
+                "id": "units-intersections",
+                "type": "circle",
+                "source": "risk",
+                "source-layer": "units",
+                "filter": ["==", ["geometry-type"], "Point"],
+                "paint": {
+                    "circle-color": ["coalesce", ["get", "colour"], "#8c8c8c"],
+                    "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2, 16, 7],
+                    "circle-stroke-color": [
+                        "case",
+                        ["boolean", ["feature-state", "selected"], False],
+                        "#000000",
+                        "#ffffff",
+                    ],
+                    "circle-stroke-width": 1.2,
+                },
+            },
+            {
+                "id": "workzones",
+                "type": "line",
+                "source": "risk",
+                "source-layer": "workzones",
+                "paint": {"line-color": "#7b3294", "line-width": 3, "line-dasharray": [2, 1.5]},
+            },
+            {
+                "id": "accidents",
+                "type": "circle",
+                "source": "risk",
+                "source-layer": "accidents",
+                "paint": _accident_paint(),
+            },
+            {
+                "id": "hazards",
+                "type": "circle",
+                "source": "risk",
+                "source-layer": "hazards",
+                "paint": _hazard_paint(),
+            },
+        ]
+    if "live-accidents" in sources:
+        layers.append(
+            {
+                "id": "accidents-live",
+                "type": "circle",
+                "source": "live-accidents",
+                "source-layer": "accidents",
+                "layout": {"visibility": "none"},
+                "paint": _accident_paint(),
+            }
+        )
+    return {
+        "version": 8,
+        "name": "trafficunit risk",
+        "metadata": {"trafficunit:legend": legend_data},
+        "sources": sources,
+        "layers": layers,
+    }
+
+
+def _accident_paint() -> dict[str, Any]:
+    match: list[Any] = ["match", ["get", "severity"]]
+    for k, v in SEVERITY_COLOURS.items():
+        match += [k, v]
+    match.append("#969696")
+    return {
+        "circle-color": match,
+        "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 1.5, 16, 4.5],
+        "circle-stroke-color": "#ffffff",
+        "circle-stroke-width": 0.6,
+        "circle-opacity": 0.9,
+    }
+
+
+def _hazard_paint() -> dict[str, Any]:
+    return {
+        "circle-color": ["match", ["get", "grade"], "major", "#e7298a", "#fdb863"],
+        "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 3, 16, 7],
+        "circle-stroke-color": "#3f007d",
+        "circle-stroke-width": 1.5,
+    }

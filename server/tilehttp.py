@@ -1,0 +1,181 @@
+"""HTTP semantics of tiles, in one place for the FastAPI routes and the ASGI fast path.
+
+Strong ``ETag`` per representation, ``If-None-Match`` -> 304, ``Cache-Control``, gzip passed
+through as stored (decompressed only for clients that do not accept gzip), ``Vary``, 204 for an
+empty tile inside the zoom range, 404 outside it, 400 for malformed z/x/y.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from trafficunit.mvt import CachedTile
+
+from .archive import Archive
+from .errors import BadRequest, NotFound
+
+MVT = "application/vnd.mapbox-vector-tile"
+_INT = re.compile(r"^(0|[1-9][0-9]{0,7})$")
+
+
+@dataclass
+class TileAnswer:
+    """Status, headers and body of a tile response (body empty for HEAD/204/304)."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+def parse_zxy(z: str, x: str, y: str, *, maxzoom: int = 30) -> tuple[int, int, int]:
+    """Validate tile coordinates given as path strings; 400 unless 0 <= x, y < 2**z."""
+    for name, value in (("z", z), ("x", x), ("y", y)):
+        if not _INT.match(value):
+            raise BadRequest(f"tile {name}={value!r} is not a non-negative integer")
+    zi, xi, yi = int(z), int(x), int(y)
+    if zi > maxzoom:
+        raise NotFound(f"zoom {zi} is beyond the highest zoom served ({maxzoom})")
+    n = 1 << zi
+    if xi >= n or yi >= n:
+        raise BadRequest(f"tile {zi}/{xi}/{yi} does not exist: x and y must be below {n} at z{zi}")
+    return zi, xi, yi
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (``gzip;q=0`` refuses it)."""
+    if not accept_encoding:
+        return False
+    for token in accept_encoding.lower().split(","):
+        name, _, params = token.strip().partition(";")
+        if name.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip()
+            if q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"):
+                continue
+            return True
+    return False
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison of ``If-None-Match`` against ``etag`` (RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
+
+
+def _answer(
+    *,
+    status: int,
+    body: bytes,
+    etag: str,
+    gzipped: bool,
+    head: bool,
+    if_none_match: str | None,
+    cache_control: str,
+    content_type: str,
+    vary: str,
+) -> TileAnswer:
+    headers = [
+        ("cache-control", cache_control),
+        ("etag", etag),
+        ("vary", vary),
+    ]
+    if etag_matches(if_none_match, etag):
+        return TileAnswer(304, headers)
+    headers += [("content-type", content_type), ("content-length", str(len(body)))]
+    if gzipped:
+        headers.append(("content-encoding", "gzip"))
+    return TileAnswer(status, headers, b"" if head else body)
+
+
+def empty_tile(cache_control: str, vary: str) -> TileAnswer:
+    return TileAnswer(204, [("cache-control", cache_control), ("vary", vary)])
+
+
+def stored_tile(
+    archive: Archive,
+    z: int,
+    x: int,
+    y: int,
+    *,
+    accept_encoding: str | None,
+    if_none_match: str | None,
+    head: bool,
+    max_age: int,
+    vary: str = "Accept-Encoding",
+) -> TileAnswer:
+    """Answer for tile z/x/y of a PMTiles archive (coordinates already parsed)."""
+    archive.check()
+    if z < archive.minzoom or z > archive.maxzoom:
+        raise NotFound(
+            f"zoom {z} is outside tileset {archive.name!r} (z{archive.minzoom}-z{archive.maxzoom})"
+        )
+    cache_control = f"public, max-age={max_age}"
+    tile = archive.get(z, x, y)
+    if tile is None:
+        return empty_tile(cache_control, vary)
+    if not tile.gzipped or accepts_gzip(accept_encoding):
+        return _answer(
+            status=200,
+            body=tile.data,
+            etag=tile.etag,
+            gzipped=tile.gzipped,
+            head=head,
+            if_none_match=if_none_match,
+            cache_control=cache_control,
+            content_type=archive.content_type,
+            vary=vary,
+        )
+    return _answer(
+        status=200,
+        body=tile.identity(),
+        etag=tile.etag_identity,
+        gzipped=False,
+        head=head,
+        if_none_match=if_none_match,
+        cache_control=cache_control,
+        content_type=archive.content_type,
+        vary=vary,
+    )
+
+
+def live_tile(
+    tile: CachedTile,
+    *,
+    accept_encoding: str | None,
+    if_none_match: str | None,
+    head: bool,
+    max_age: int,
+    vary: str = "Accept-Encoding",
+) -> TileAnswer:
+    """Answer for a finished live tile."""
+    cache_control = f"public, max-age={max_age}"
+    if not tile.raw:
+        return empty_tile(cache_control, vary)
+    if accepts_gzip(accept_encoding):
+        etag = tile.etag[:-1] + '-gz"'
+        return _answer(
+            status=200,
+            body=tile.gz,
+            etag=etag,
+            gzipped=True,
+            head=head,
+            if_none_match=if_none_match,
+            cache_control=cache_control,
+            content_type=MVT,
+            vary=vary,
+        )
+    return _answer(
+        status=200,
+        body=tile.raw,
+        etag=tile.etag,
+        gzipped=False,
+        head=head,
+        if_none_match=if_none_match,
+        cache_control=cache_control,
+        content_type=MVT,
+        vary=vary,
+    )

