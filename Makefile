@@ -22,12 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+SRC = $(wildcard trafficunit server tests benchmarks)
+
 lint: $(STAMP)
-	$(BIN)/ruff check trafficunit server tests benchmarks
-	$(BIN)/ruff format --check trafficunit server tests benchmarks
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/mypy $(foreach p,$(wildcard trafficunit server),-p $(p))
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_units.py

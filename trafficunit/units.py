@@ -186,18 +186,28 @@ def _coord_keys(xy: np.ndarray, geographic: bool) -> np.ndarray:
 
 
 def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """';'-join ``values`` grouped by integer ``keys`` (0..n-1), sorted, deduplicated."""
+    """';'-join ``values`` grouped by integer ``keys`` (0..n-1), sorted, deduplicated.
+
+    Vectorised with pyarrow's ``binary_join`` over a list array: no per-group Python.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     out = np.full(n, None, dtype=object)
     if len(keys) == 0:
         return out
-    s = pd.Series(values, index=keys).dropna()
-    s = s[s.astype(str) != ""]
-    if len(s) == 0:
+    vals = pd.Series(values, dtype="string")
+    ok = vals.notna().to_numpy() & (vals.fillna("") != "").to_numpy()
+    if not ok.any():
         return out
-    df = pd.DataFrame({"k": s.index.to_numpy(), "v": s.astype(str).to_numpy()})
-    df = df.drop_duplicates().sort_values(["k", "v"])
-    joined = df.groupby("k", sort=False)["v"].agg(";".join)
-    out[joined.index.to_numpy()] = joined.to_numpy()
+    df = pd.DataFrame({"k": np.asarray(keys)[ok], "v": vals[ok].to_numpy(dtype=object)})
+    df = df.drop_duplicates().sort_values(["k", "v"], kind="stable")
+    k = df["k"].to_numpy(dtype=np.int64)
+    present, counts = np.unique(k, return_counts=True)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(df["v"].to_numpy(), pa.string()))
+    joined = pc.binary_join(lists, ";").to_numpy(zero_copy_only=False)
+    out[present] = joined
     return out
 
 
