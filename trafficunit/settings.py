@@ -494,6 +494,9 @@ class JoinSettings:
     min_overlap_m
         A unit touched by a line event is kept when their overlap (along the event) is at
         least this long, metres, or covers half the unit; shorter contacts are cross streets.
+    area_buffer_m
+        The network's area is the units' convex hull buffered by this (metres); unmatched
+        events beyond it are "outside", inside it "too_far".
     name_aware
         Where the event names its road, a unit of that name within the distance wins over a
         nearer unit of another name (grade separations).
@@ -517,6 +520,7 @@ class JoinSettings:
     )
     polygon_tolerance_m: float = 5.0
     min_overlap_m: float = 10.0
+    area_buffer_m: float = 0.0
     name_aware: bool = True
     intersection_precedence: bool = True
     default_radius_m: float = DEFAULT_INFLUENCE_M

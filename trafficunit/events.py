@@ -1,0 +1,1312 @@
+"""Read accidents, hazards and road works from the files people actually produce.
+
+:func:`read_events` maps a file's columns onto one of three standard schemas and returns a
+GeoDataFrame in EPSG:4326, one row per event. The mapping is the user's to give (column names
+differ in every source); :mod:`trafficunit.presets` holds worked examples for real files.
+
+Standard schemas (columns always present, ``<NA>`` where the source has no value):
+
+==============  =============================================================================
+kind            columns
+==============  =============================================================================
+all             ``event_id`` (str, unique), ``kind``, ``road_name``, ``geometry``
+``accident``    ``time`` (tz-aware; NaT when only a year is known), ``year``, ``hour`` (Int64),
+                ``severity`` (KABCO letter ``K A B C O``), ``deaths``, ``serious_injuries``,
+                ``minor_injuries``, ``injuries`` (Int64), ``collision_type``, ``light``,
+                ``weather``
+``hazard``      ``category``, ``grade`` (``"general"`` | ``"major"``), ``status``,
+                ``reported_at`` (tz-aware); point, line or polygon
+``workzone``    ``site_code``, ``start``, ``end`` (tz-aware), ``lanes_taken`` (Float),
+                ``night_works`` (boolean); point, line or polygon (optionally buffered)
+==============  =============================================================================
+
+Source columns not used for a standard field are kept unchanged (prefixed ``src_`` if their
+name collides with a standard one).
+
+What real files throw at an importer, and what happens here:
+
+- CSV separator sniffed (``, ; tab |``) unless given; UTF-8 with or without BOM, else
+  Windows-1252/Latin-1; quoted fields with separators and newlines; stray spaces around values
+  and names; decimal commas (``"25501661,91"``) and thousands separators in numbers.
+- GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet (geometry and CRS from the file), plain
+  Parquet, or a (Geo)DataFrame.
+- Positions from x/y columns in any CRS pyproj knows (``crs=3879``, ``"EPSG:27700"``, CGCS2000
+  ``4490`` and its Gauss-Krüger zones), from the Chinese consumer-map systems ``crs="gcj02"``
+  / ``"bd09"`` (see :mod:`trafficunit.chinacrs`), or from a WKT/EWKT column (``geometry=``),
+  falling back to x/y where that column is empty.
+- Every dropped row is counted by reason in ``events.attrs["report"]``: ``missing
+  coordinates``, ``unparseable coordinates``, ``outside the valid area``, ``bad time``,
+  ``missing severity``, ``unknown severity``, ``unknown grade``, ``duplicate id``. A warning
+  says how many were dropped; ``strict=True`` raises instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+from . import chinacrs
+from ._errors import CRSError, InputFileError, TrafficUnitWarning, ValidationError
+from .settings import EVENT_KINDS, EventSettings
+
+__all__ = [
+    "FIELDS",
+    "SEVERITY_DEFAULTS",
+    "GRADE_DEFAULTS",
+    "read_events",
+    "to_float",
+    "KABCO",
+]
+
+#: Severity letters, most severe first.
+KABCO = ("K", "A", "B", "C", "O")
+
+_COMMON = ("event_id", "road_name")
+
+#: Standard fields by kind (besides ``kind`` and ``geometry``), in output order.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "accident": (
+        "event_id",
+        "time",
+        "year",
+        "hour",
+        "severity",
+        "deaths",
+        "serious_injuries",
+        "minor_injuries",
+        "injuries",
+        "collision_type",
+        "light",
+        "weather",
+        "road_name",
+    ),
+    "hazard": ("event_id", "category", "grade", "status", "reported_at", "road_name"),
+    "workzone": (
+        "event_id",
+        "site_code",
+        "start",
+        "end",
+        "lanes_taken",
+        "night_works",
+        "status",
+        "road_name",
+    ),
+}
+
+_TIME_FIELDS = {"time", "reported_at", "start", "end"}
+_INT_FIELDS = {"year", "hour", "deaths", "serious_injuries", "minor_injuries", "injuries"}
+_FLOAT_FIELDS = {"lanes_taken"}
+_BOOL_FIELDS = {"night_works"}
+
+#: Default severity labels (compared case-insensitively, spaces collapsed) → KABCO.
+#: Numeric codes differ between sources and have no default: map them with ``severity_map``.
+SEVERITY_DEFAULTS: dict[str, str] = {
+    **{k: "K" for k in ("k", "fatal", "fatality", "killed", "death", "dead", "fat", "死亡")},
+    **{
+        k: "A"
+        for k in (
+            "a",
+            "serious",
+            "serious injury",
+            "suspected serious injury",
+            "incapacitating",
+            "incapacitating injury",
+            "severe",
+            "重伤",
+        )
+    },
+    **{
+        k: "B"
+        for k in (
+            "b",
+            "slight",
+            "minor",
+            "minor injury",
+            "suspected minor injury",
+            "non-incapacitating",
+            "non-incapacitating injury",
+            "injury",
+            "inj",
+            "轻伤",
+        )
+    },
+    **{
+        k: "C"
+        for k in ("c", "possible", "possible injury", "complaint of pain", "轻微伤")
+    },
+    **{
+        k: "O"
+        for k in (
+            "o",
+            "pdo",
+            "property damage",
+            "property damage only",
+            "no injury",
+            "none",
+            "财产损失",
+        )
+    },
+}
+
+#: Default hazard grade labels → ``"general"`` / ``"major"`` (一般 → general, 重大 → major).
+GRADE_DEFAULTS: dict[str, str] = {
+    **{k: "general" for k in ("general", "一般", "minor", "low", "normal", "ordinary")},
+    **{k: "major" for k in ("major", "重大", "serious", "high", "severe", "critical")},
+}
+
+_TRUE = {"1", "yes", "y", "true", "t", "x", "on", "是"}
+_FALSE = {"0", "no", "n", "false", "f", "off", "", "否"}
+
+_CSV_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".csv.gz", ".csv.zip")
+_GEO_SUFFIXES = (
+    ".geojson",
+    ".json",
+    ".gpkg",
+    ".shp",
+    ".fgb",
+    ".gml",
+    ".kml",
+    ".zip",
+)
+_SEPARATORS = (",", ";", "\t", "|")
+
+ValueMap = Mapping[Any, Any] | Callable[[pd.Series], pd.Series]
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class _Report:
+    """What :func:`read_events` read, kept and dropped, and why (``events.attrs["report"]``)."""
+
+    source: str
+    kind: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fmt: str = ""
+    encoding: str | None = None
+    sep: str | None = None
+    crs: str | None = None
+    tz: str | None = None
+    columns: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "format": self.fmt,
+            "encoding": self.encoding,
+            "sep": self.sep,
+            "crs": self.crs,
+            "tz": self.tz,
+            "columns": self.columns,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "examples": self.examples,
+            "unknown_values": self.unknown_values,
+            "notes": list(self.notes),
+        }
+
+
+class _Drops:
+    """First drop reason per row, with a few example rows per reason."""
+
+    def __init__(self, n: int, raw: pd.DataFrame) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.raw = raw
+
+    def mark(self, mask: np.ndarray, reason: str, column: str | Sequence[str] | None = None) -> None:
+        mask = np.asarray(mask, dtype=bool) & (self.reason == None)  # noqa: E711
+        self.reason[mask] = reason
+        self._columns = getattr(self, "_columns", {})
+        if column is not None:
+            self._columns[reason] = [column] if isinstance(column, str) else list(column)
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+    def fill(self, report: _Report, examples: int = 5) -> None:
+        cols = getattr(self, "_columns", {})
+        for reason, count in Counter(r for r in self.reason if r is not None).most_common():
+            report.dropped[reason] = count
+            rows = np.flatnonzero(self.reason == reason)[:examples]
+            ex = []
+            for r in rows:
+                item: dict[str, Any] = {"row": int(r) + 1}
+                for c in cols.get(reason, []):
+                    if c in self.raw.columns:
+                        v = self.raw[c].iloc[r]
+                        item[c] = None if _isna(v) else str(v)
+                ex.append(item)
+            report.examples[reason] = ex
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _decode(data: bytes, encoding: str | None) -> tuple[str, str]:
+    if encoding:
+        try:
+            return data.decode(encoding), encoding
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise InputFileError(
+                f"cannot decode the file as {encoding!r} ({exc}); try encoding='latin-1' or "
+                "leave encoding unset to detect it"
+            ) from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _sniff_sep(text: str) -> str:
+    """The separator giving the most consistent multi-field records in the first lines."""
+    sample = text[:200_000]
+    cut = sample.rfind("\n")
+    if cut > 0 and len(text) > len(sample):
+        sample = sample[:cut]
+    best, best_score = ",", (-1.0, 0)
+    for sep in _SEPARATORS:
+        try:
+            rows = list(csv.reader(io.StringIO(sample), delimiter=sep))[:500]
+        except csv.Error:
+            continue
+        rows = [r for r in rows if r]
+        if len(rows) < 1:
+            continue
+        counts = Counter(len(r) for r in rows)
+        width, freq = counts.most_common(1)[0]
+        header_ok = len(rows[0]) == width
+        if width < 2:
+            continue
+        score = (freq / len(rows) + (0.5 if header_ok else 0.0), width)
+        if score > best_score:
+            best, best_score = sep, score
+    return best
+
+
+def _read_csv(
+    path_or_text: Path | str, *, sep: str | None, encoding: str | None, report: _Report, name: str
+) -> pd.DataFrame:
+    if isinstance(path_or_text, Path):
+        try:
+            if path_or_text.suffix.lower() in (".gz", ".zip", ".bz2", ".xz"):
+                data = pd.io.common.get_handle(  # type: ignore[attr-defined]
+                    path_or_text, "rb", compression="infer"
+                ).handle.read()
+            else:
+                data = path_or_text.read_bytes()
+        except OSError as exc:
+            raise InputFileError(f"{name}: cannot read ({exc})") from exc
+        text, used = _decode(data, encoding)
+    else:
+        text, used = path_or_text, "str"
+    if not text.strip():
+        raise InputFileError(f"{name}: the file is empty")
+    report.encoding = used
+    if sep is None:
+        sep = _sniff_sep(text)
+    report.sep = sep
+    try:
+        df = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            quotechar='"',
+            engine="c",
+            on_bad_lines="warn",
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputFileError(
+            f"{name}: cannot parse as CSV with separator {sep!r} ({exc}); give sep=..."
+        ) from exc
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    for col in df.columns:
+        s = df[col].str.strip()
+        df[col] = s.where(s != "", None)
+    return df
+
+
+def _load(
+    source: Any,
+    *,
+    sep: str | None,
+    encoding: str | None,
+    layer: str | None,
+    report: _Report,
+) -> pd.DataFrame:
+    if isinstance(source, gpd.GeoDataFrame):
+        report.source, report.fmt = "<GeoDataFrame>", "geodataframe"
+        return source.copy()
+    if isinstance(source, pd.DataFrame):
+        report.source, report.fmt = "<DataFrame>", "dataframe"
+        return source.copy()
+    if not isinstance(source, str | os.PathLike):
+        raise ValidationError(
+            f"cannot read events from {type(source).__name__}; give a file path or a DataFrame"
+        )
+    path = Path(source)
+    name = str(path)
+    report.source = name
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty")
+    lower = path.name.lower()
+    if lower.endswith((".parquet", ".geoparquet")):
+        report.fmt = "parquet"
+        try:
+            return gpd.read_parquet(path)
+        except ValueError:
+            return pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001
+            raise InputFileError(f"{path}: cannot read Parquet ({exc})") from exc
+    if lower.endswith(_CSV_SUFFIXES) or not lower.endswith(_GEO_SUFFIXES):
+        report.fmt = "csv"
+        return _read_csv(path, sep=sep, encoding=encoding, report=report, name=name)
+    report.fmt = path.suffix.lower().lstrip(".")
+    try:
+        return gpd.read_file(path, layer=layer, engine="pyogrio", encoding=encoding)
+    except Exception as exc:  # noqa: BLE001
+        raise InputFileError(f"{path}: cannot read ({exc})") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# value parsing
+
+
+def to_float(values: pd.Series, *, decimal: str | None = None) -> pd.Series:
+    """Parse numbers written by people: stray spaces, decimal commas, thousands separators.
+
+    ``"25501661,91"`` → 25501661.91, ``" 1 234,5 "`` → 1234.5, ``"1,234.5"`` → 1234.5,
+    ``"1.234,5"`` → 1234.5. Anything else that is not a number becomes NaN.
+
+    Parameters
+    ----------
+    values
+        Strings or numbers.
+    decimal
+        ``","`` or ``"."`` when the file's decimal mark is known; by default each value's
+        last ``,`` or ``.`` is its decimal mark when the other one also appears, and a lone
+        comma is a decimal comma.
+    """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    s = values.astype("string").str.strip().str.replace(r"[\s\u00a0\u202f']", "", regex=True)
+    if decimal == ",":
+        s = s.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    elif decimal == ".":
+        s = s.str.replace(",", "", regex=False)
+    else:
+        has_c = s.str.contains(",", regex=False).fillna(False)
+        has_d = s.str.contains(".", regex=False).fillna(False)
+        both = has_c & has_d
+        comma_last = s.str.rfind(",") > s.str.rfind(".")
+        eu = both & comma_last.fillna(False)
+        us = both & ~comma_last.fillna(False)
+        s = s.mask(eu, s.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
+        s = s.mask(us, s.str.replace(",", "", regex=False))
+        lone = has_c & ~has_d
+        s = s.mask(lone, s.str.replace(",", ".", regex=False))
+    out = pd.to_numeric(s, errors="coerce")
+    return pd.Series(np.asarray(out, dtype="float64"), index=values.index, name=values.name)
+
+
+def _norm_key(v: Any) -> str:
+    """Key used to compare a source value with a mapping key."""
+    if isinstance(v, bool | np.bool_):
+        return str(v).lower()
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        return str(int(v)) if np.isfinite(v) and float(v).is_integer() else repr(float(v))
+    text = re.sub(r"\s+", " ", str(v)).strip().casefold()
+    if re.fullmatch(r"[+-]?\d+(\.0+)?", text):
+        return str(int(float(text)))
+    return text
+
+
+def _apply_map(
+    values: pd.Series, mapping: ValueMap | None, defaults: Mapping[str, Any] | None = None
+) -> tuple[pd.Series, np.ndarray]:
+    """Map values; return (mapped object Series with NaN where unmapped, unmapped-given mask)."""
+    present = values.notna().to_numpy()
+    if callable(mapping):
+        out = pd.Series(mapping(values.copy()), index=values.index, dtype=object)
+        return out, present & out.isna().to_numpy()
+    table: dict[str, Any] = {}
+    if defaults:
+        table.update({_norm_key(k): v for k, v in defaults.items()})
+    if mapping:
+        table.update({_norm_key(k): v for k, v in mapping.items()})
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped_uniques = np.array([table.get(_norm_key(u), None) for u in uniques], dtype=object)
+    out_arr = np.full(len(values), None, dtype=object)
+    ok = codes >= 0
+    out_arr[ok] = mapped_uniques[codes[ok]]
+    out = pd.Series(out_arr, index=values.index, dtype=object)
+    return out, present & out.isna().to_numpy()
+
+
+def _count_values(values: pd.Series, mask: np.ndarray, top: int = 10) -> dict[str, int]:
+    vc = values[mask].astype(str).value_counts().head(top)
+    return {str(k): int(v) for k, v in vc.items()}
+
+
+_YEAR_RE = r"\d{4}(?:\.0+)?"
+_EPOCH_RE = r"\d{9,10}(?:\.\d+)?"
+_AWARE_RE = r".*(?:[zZ]|[+-]\d{2}:?\d{2}|\bUTC|\bGMT)"
+
+
+def _parse_datetimes(s: pd.Series, fmt: str | None, dayfirst: bool, utc: bool) -> pd.Series:
+    kwargs: dict[str, Any] = {"errors": "coerce", "utc": utc}
+    if fmt:
+        kwargs["format"] = fmt
+    else:
+        kwargs["dayfirst"] = dayfirst
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = pd.to_datetime(s, **kwargs)
+        if not fmt:
+            retry = out.isna() & s.notna()
+            if retry.any():
+                again = pd.to_datetime(
+                    s[retry], errors="coerce", utc=utc, format="mixed", dayfirst=dayfirst
+                )
+                out = out.astype(again.dtype) if len(again) else out
+                out[retry] = again
+    return out
+
+
+@dataclass
+class _Times:
+    value: pd.Series  # tz-aware
+    year_only: np.ndarray
+    year: pd.Series  # Int64, from year-only values
+    bad: np.ndarray
+    naive: bool
+    date_only: bool
+
+
+def _parse_time_column(
+    raw: pd.Series, *, fmt: str | None, dayfirst: bool, tz: str, hours: pd.Series | None
+) -> _Times:
+    s = raw.astype("string").str.strip()
+    s = s.mask(s == "")
+    present = s.notna().to_numpy()
+    year_only = present & s.str.fullmatch(_YEAR_RE).fillna(False).to_numpy()
+    yr = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    if year_only.any():
+        y = pd.to_numeric(s[year_only], errors="coerce").astype("Int64")
+        y = y.where((y >= 1800) & (y <= 2200))
+        yr[year_only] = y
+    epoch = present & ~year_only & s.str.fullmatch(_EPOCH_RE).fillna(False).to_numpy()
+    aware = (
+        present & ~year_only & ~epoch & s.str.fullmatch(_AWARE_RE).fillna(False).to_numpy()
+    )
+    naive = present & ~year_only & ~epoch & ~aware
+    out = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[us, {tz}]")
+    date_only = False
+    if naive.any():
+        nv = _parse_datetimes(s[naive], fmt, dayfirst, utc=False)
+        if isinstance(nv.dtype, pd.DatetimeTZDtype):  # format carried an offset
+            nv = nv.dt.tz_convert(tz)
+        else:
+            ok = nv.dropna()
+            date_only = bool(len(ok)) and bool((ok == ok.dt.normalize()).all())
+            if date_only and hours is not None:
+                h = hours[naive]
+                nv = nv + pd.to_timedelta(h.astype("float64").fillna(0.0), unit="h")
+            nv = nv.dt.tz_localize(
+                tz, ambiguous=np.zeros(len(nv), dtype=bool), nonexistent="shift_forward"
+            )
+        out[naive] = nv.dt.as_unit("us").astype(out.dtype)
+    if aware.any():
+        av = _parse_datetimes(s[aware], fmt, dayfirst, utc=True)
+        out[aware] = av.dt.tz_convert(tz).dt.as_unit("us")
+    if epoch.any():
+        ev = pd.to_datetime(pd.to_numeric(s[epoch]), unit="s", utc=True, errors="coerce")
+        out[epoch] = ev.dt.tz_convert(tz).dt.as_unit("us")
+    parsed = out.notna().to_numpy()
+    bad = present & ~year_only & ~parsed
+    bad |= year_only & yr.isna().to_numpy()
+    return _Times(out, year_only, yr, bad, bool(naive.any()), date_only)
+
+
+def _to_int(values: pd.Series) -> pd.Series:
+    f = to_float(values)
+    whole = f.where(np.isfinite(f) & (np.floor(f) == f))
+    return whole.round().astype("Int64")
+
+
+def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    keys = values.map(lambda v: None if _isna(v) else _norm_key(v))
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    out[keys.isin(_TRUE)] = True
+    out[keys.isin(_FALSE - {""})] = False
+    return out, values.notna().to_numpy() & out.isna().to_numpy()
+
+
+def _text(values: pd.Series) -> pd.Series:
+    s = values.astype("string").str.replace(r"\s+", " ", regex=True).str.strip()
+    return s.mask(s == "")
+
+
+# --------------------------------------------------------------------------------------------
+# columns
+
+
+def _find_column(df: pd.DataFrame, name: str, what: str) -> str:
+    if name in df.columns:
+        return name
+    norm = {str(c).strip().casefold(): c for c in df.columns}
+    key = str(name).strip().casefold()
+    if key in norm:
+        return str(norm[key])
+    close = difflib.get_close_matches(str(name), [str(c) for c in df.columns], n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    cols = ", ".join(str(c) for c in list(df.columns)[:40])
+    raise ValidationError(
+        f"column {name!r} (for {what}) is not in the file{hint} Columns are: {cols}"
+    )
+
+
+def _resolve(df: pd.DataFrame, mapping: Mapping[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for fld, cols in mapping.items():
+        if cols is None:
+            continue
+        names = [cols] if isinstance(cols, str) else list(cols)
+        out[fld] = [_find_column(df, c, fld) for c in names]
+    return out
+
+
+def _joined(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    if len(cols) == 1:
+        return df[cols[0]]
+    parts = [df[c].astype("string").str.strip() for c in cols]
+    out = parts[0].fillna("")
+    for p in parts[1:]:
+        out = (out + " " + p.fillna("")).str.strip()
+    return out.mask(out == "")
+
+
+# --------------------------------------------------------------------------------------------
+# coordinates
+
+
+def _parse_crs(crs: Any) -> tuple[pyproj.CRS | None, str | None]:
+    if crs is None:
+        return None, None
+    system = chinacrs.normalise_system(crs)
+    if system is not None:
+        return None, system
+    try:
+        return pyproj.CRS.from_user_input(crs), None
+    except pyproj.exceptions.CRSError as exc:
+        raise CRSError(
+            f"unknown CRS {crs!r} ({exc}); give an EPSG code such as 4326, 3879 or 27700, "
+            "or 'gcj02' / 'bd09' for Chinese consumer-map coordinates"
+        ) from exc
+
+
+def _valid_box(
+    crs: pyproj.CRS | None, system: str | None, margin: float
+) -> tuple[float, float, float, float]:
+    if system is not None:
+        w, s, e, n = chinacrs.CHINA_BBOX
+        return w - margin, s - margin, e + margin, n + margin
+    area = crs.area_of_use if crs is not None else None
+    if area is None or (crs is not None and crs.is_geographic):
+        return -180.0, -90.0, 180.0, 90.0
+    w, s, e, n = area.west, area.south, area.east, area.north
+    if w > e:  # crosses the antimeridian
+        return -180.0, max(-90.0, s - margin), 180.0, min(90.0, n + margin)
+    return (
+        max(-180.0, w - margin),
+        max(-90.0, s - margin),
+        min(180.0, e + margin),
+        min(90.0, n + margin),
+    )
+
+
+_EWKT_RE = re.compile(r"^\s*SRID=(\d+)\s*;\s*", re.IGNORECASE)
+
+
+def _geometry_from_text(values: pd.Series) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """Parse WKT / EWKT / hex WKB strings; return (geoms, unparseable mask, SRIDs seen)."""
+    s = values.astype("string").str.strip()
+    s = s.mask(s == "")
+    present = s.notna().to_numpy()
+    srids = s.str.extract(_EWKT_RE, expand=False).dropna().astype(int)
+    body = s.str.replace(_EWKT_RE, "", regex=True)
+    geoms = np.full(len(values), None, dtype=object)
+    if present.any():
+        txt = body[present].astype(str).to_numpy()
+        is_hex = np.array([bool(re.fullmatch(r"[0-9A-Fa-f]+", t)) for t in txt[:1]]).all()
+        try:
+            if is_hex:
+                g = shapely.from_wkb(txt, on_invalid="ignore")
+            else:
+                g = shapely.from_wkt(txt, on_invalid="ignore")
+        except Exception:  # noqa: BLE001 - shapely raises on some junk even with ignore
+            g = np.array(
+                [shapely.from_wkt(t, on_invalid="ignore") for t in txt], dtype=object
+            )
+        geoms[present] = g
+    bad = present & (shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    geoms[bad] = None
+    return geoms, bad, set(srids.unique().tolist())
+
+
+def _transform_geoms(
+    geoms: np.ndarray, crs: pyproj.CRS | None, system: str | None
+) -> np.ndarray:
+    """Geometries (non-missing) from their CRS / Chinese system to EPSG:4326."""
+    if system is not None:
+
+        def fn(xy: np.ndarray) -> np.ndarray:
+            lon, lat = chinacrs.to_wgs84(xy[:, 0], xy[:, 1], system)
+            return np.column_stack([lon, lat])
+
+        return shapely.transform(geoms, fn)
+    assert crs is not None
+    if crs.equals(pyproj.CRS.from_epsg(4326)):
+        return geoms
+    tr = pyproj.Transformer.from_crs(crs, 4326, always_xy=True)
+
+    def fn2(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1], errcheck=False)
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, fn2)
+
+
+# --------------------------------------------------------------------------------------------
+# main entry
+
+
+def read_events(
+    source: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    kind: str | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    crs: Any = None,
+    geometry: str | None = None,
+    event_id: str | None = None,
+    time: str | Sequence[str] | None = None,
+    severity: str | None = None,
+    road_name: str | None = None,
+    columns: Mapping[str, str | Sequence[str] | None] | None = None,
+    severity_map: ValueMap | None = None,
+    value_maps: Mapping[str, ValueMap] | None = None,
+    time_format: str | None = None,
+    dayfirst: bool = False,
+    tz: str | None = None,
+    sep: str | None = None,
+    encoding: str | None = None,
+    decimal: str | None = None,
+    layer: str | None = None,
+    buffer_m: float | None = None,
+    valid_area: Any = None,
+    preset: str | None = None,
+    strict: bool = False,
+    settings: EventSettings | None = None,
+) -> gpd.GeoDataFrame:
+    """Read accidents, hazards or work zones into a standard schema, in EPSG:4326.
+
+    Parameters
+    ----------
+    source
+        A CSV (any common separator and encoding), GeoJSON, GeoPackage, Shapefile,
+        FlatGeobuf or (Geo)Parquet file, or a (Geo)DataFrame.
+    kind
+        ``"accident"``, ``"hazard"`` or ``"workzone"`` (may come from ``preset``).
+    x, y
+        Columns holding the position (easting/longitude, northing/latitude).
+    crs
+        CRS of ``x``/``y`` (anything pyproj accepts, e.g. ``3879``, ``"EPSG:27700"``,
+        ``4490``) or ``"gcj02"`` / ``"bd09"``. Required for x/y and for files without a CRS;
+        for a file with a CRS it relabels the file's coordinates (e.g. GCJ-02 stored as 4326).
+    geometry
+        Column holding WKT or EWKT geometries (``"SRID=27700;LINESTRING(...)"``); rows where
+        it is empty fall back to ``x``/``y``.
+    event_id, time, severity, road_name
+        Source columns of these standard fields (shortcuts for ``columns``). ``time`` may be
+        a list of columns joined with a space (date and clock time), a date column (combined
+        with an ``hour`` column) or a year column (``time`` is then NaT and ``year`` set).
+    columns
+        Source column(s) for any standard field of the kind, e.g. ``{"hour": "Tunti",
+        "deaths": "Kuolleet"}``; see :data:`FIELDS`.
+    severity_map
+        Source severity value → KABCO letter, e.g. ``{1: "O", 2: "B", 3: "K"}``, or a
+        function of the source Series. Merged over :data:`SEVERITY_DEFAULTS` (values compared
+        case-insensitively). When no severity column is given, severity is derived from
+        ``deaths``/``serious_injuries``/``minor_injuries``/``injuries`` where those exist.
+    value_maps
+        Value maps (or functions) for other fields, e.g. ``{"grade": {"一般": "general"},
+        "hour": {24: 0}}``; applied before the field's type conversion.
+    time_format, dayfirst
+        strptime format of the time column(s), or a hint for ambiguous dates.
+    tz
+        Time zone of times written without one (e.g. ``"Europe/Helsinki"``); UTC with a
+        warning when not given. Times with an offset are converted to it.
+    sep, encoding, decimal
+        CSV separator (sniffed), text encoding (UTF-8 with/without BOM, else Windows-1252)
+        and decimal mark of coordinates (detected per value).
+    layer
+        Layer of a multi-layer file.
+    buffer_m
+        Buffer every geometry by this many metres (work zones and hazard areas drawn as points
+        or lines); the result is a polygon.
+    valid_area
+        ``(min_lon, min_lat, max_lon, max_lat)`` or a shapely geometry in EPSG:4326 outside
+        which positions are dropped. Default: the CRS's area of use plus
+        ``settings.valid_area_margin_deg`` (China for GCJ-02/BD-09).
+    preset
+        Name of a column mapping in :mod:`trafficunit.presets`; explicit arguments win.
+    strict
+        Raise :class:`~trafficunit.ValidationError` instead of dropping rows.
+    settings
+        :class:`~trafficunit.settings.EventSettings`.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per kept event in EPSG:4326 with the standard columns of ``kind`` first, then
+        the unused source columns. ``.attrs["report"]`` is a plain dict: rows read, kept,
+        dropped by reason with example rows, unknown severity values, detected encoding and
+        separator.
+
+    Examples
+    --------
+    >>> import pandas as pd, trafficunit as tu
+    >>> table = pd.DataFrame({"E": ["25496500,5", "25496600"], "N": ["6672900", "6673000"],
+    ...                       "sev": [3, 1], "year": [2021, 2022]})
+    >>> acc = tu.read_events(table, kind="accident", x="E", y="N", crs=3879,
+    ...                      severity="sev", severity_map={1: "O", 2: "B", 3: "K"}, time="year")
+    >>> acc["severity"].tolist(), acc["year"].tolist(), acc.crs.to_epsg()
+    (['K', 'O'], [2021, 2022], 4326)
+    """
+    settings = settings or EventSettings()
+    args: dict[str, Any] = {}
+    if preset is not None:
+        from .presets import get_preset
+
+        args = get_preset(preset).read_kwargs()
+    mapping: dict[str, Any] = dict(args.pop("columns", {}) or {})
+    for fld in ("event_id", "time", "severity", "road_name"):
+        if args.get(fld) is not None:
+            mapping[fld] = args.pop(fld)
+    mapping.update({k: v for k, v in (columns or {}).items()})
+    for fld, val in (
+        ("event_id", event_id),
+        ("time", time),
+        ("severity", severity),
+        ("road_name", road_name),
+    ):
+        if val is not None:
+            mapping[fld] = val
+    vmaps: dict[str, Any] = dict(args.pop("value_maps", {}) or {})
+    vmaps.update(value_maps or {})
+    explicit = {
+        "kind": kind,
+        "x": x,
+        "y": y,
+        "crs": crs,
+        "geometry": geometry,
+        "severity_map": severity_map,
+        "time_format": time_format,
+        "tz": tz,
+        "sep": sep,
+        "encoding": encoding,
+        "decimal": decimal,
+        "layer": layer,
+        "buffer_m": buffer_m,
+        "valid_area": valid_area,
+    }
+    for k, v in explicit.items():
+        if v is not None:
+            args[k] = v
+    if dayfirst:
+        args["dayfirst"] = True
+    kind = args.get("kind")
+    if kind not in EVENT_KINDS:
+        raise ValidationError(
+            f"kind must be one of {', '.join(EVENT_KINDS)} (got {kind!r})"
+        )
+    if args.get("severity_map") is not None:
+        vmaps["severity"] = args["severity_map"]
+    unknown_fields = set(mapping) - set(FIELDS[kind])
+    if unknown_fields:
+        raise ValidationError(
+            f"unknown field(s) {sorted(unknown_fields)} for kind {kind!r}; "
+            f"standard fields are {', '.join(FIELDS[kind])}"
+        )
+    return _read(
+        source,
+        kind=kind,
+        mapping=mapping,
+        vmaps=vmaps,
+        x=args.get("x"),
+        y=args.get("y"),
+        crs=args.get("crs"),
+        geometry=args.get("geometry"),
+        time_format=args.get("time_format"),
+        dayfirst=bool(args.get("dayfirst", False)),
+        tz=args.get("tz"),
+        sep=args.get("sep"),
+        encoding=args.get("encoding"),
+        decimal=args.get("decimal"),
+        layer=args.get("layer"),
+        buffer_m=args.get("buffer_m"),
+        valid_area=args.get("valid_area"),
+        strict=strict,
+        settings=settings,
+    )
+
+
+def _read(
+    source: Any,
+    *,
+    kind: str,
+    mapping: dict[str, Any],
+    vmaps: dict[str, Any],
+    x: str | None,
+    y: str | None,
+    crs: Any,
+    geometry: str | None,
+    time_format: str | None,
+    dayfirst: bool,
+    tz: str | None,
+    sep: str | None,
+    encoding: str | None,
+    decimal: str | None,
+    layer: str | None,
+    buffer_m: float | None,
+    valid_area: Any,
+    strict: bool,
+    settings: EventSettings,
+) -> gpd.GeoDataFrame:
+    report = _Report(source=str(source), kind=kind)
+    raw = _load(source, sep=sep, encoding=encoding, layer=layer, report=report)
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    report.rows_read = n
+    name = report.source
+    cols = _resolve(raw, mapping)
+    xcol = _find_column(raw, x, "x") if x else None
+    ycol = _find_column(raw, y, "y") if y else None
+    gcol = _find_column(raw, geometry, "geometry") if geometry else None
+    if (xcol is None) != (ycol is None):
+        raise ValidationError(f"{name}: give both x= and y= (got only one)")
+    file_geom = isinstance(raw, gpd.GeoDataFrame) and raw.geometry.name in raw.columns
+    if xcol is None and gcol is None and not file_geom:
+        guess = [
+            c
+            for c in raw.columns
+            if re.search(r"(^|_)(x|y|lon|lng|long|lat|longitude|latitude|east|north|"
+                         r"easting|northing|coord)", str(c), re.IGNORECASE)
+        ]
+        hint = f" Columns that look like coordinates: {', '.join(map(str, guess))}." if guess else ""
+        raise ValidationError(
+            f"{name}: no position given; pass x= and y= (with crs=) or geometry= (a WKT "
+            f"column).{hint}"
+        )
+    report.columns = {k: v for k, v in cols.items()}
+    if xcol:
+        report.columns["x"], report.columns["y"] = [xcol], [ycol]  # type: ignore[list-item]
+    if gcol:
+        report.columns["geometry"] = [gcol]
+    drops = _Drops(n, raw)
+    tz_name = tz or "UTC"
+    report.tz = tz_name
+
+    # ---- position --------------------------------------------------------------------------
+    crs_obj, system = _parse_crs(crs)
+    geoms = np.full(n, None, dtype=object)
+    if gcol is not None:
+        g, bad_wkt, srids = _geometry_from_text(raw[gcol])
+        if crs_obj is None and system is None:
+            if len(srids) == 1:
+                crs_obj = pyproj.CRS.from_epsg(srids.pop())
+            elif len(srids) > 1:
+                raise CRSError(
+                    f"{name}: column {gcol!r} mixes SRIDs {sorted(srids)}; give crs= or split "
+                    "the file"
+                )
+        geoms[:] = g
+        drops.mark(bad_wkt, "unparseable coordinates", gcol)
+    elif file_geom:
+        assert isinstance(raw, gpd.GeoDataFrame)
+        geoms[:] = raw.geometry.to_numpy()
+        if crs_obj is None and system is None:
+            if raw.crs is None:
+                raise CRSError(
+                    f"{name}: the file has no CRS; give crs= (e.g. 4326 for longitude/latitude)"
+                )
+            crs_obj = pyproj.CRS.from_user_input(raw.crs)
+        elif raw.crs is not None and (
+            system is not None or not pyproj.CRS.from_user_input(raw.crs).equals(crs_obj)
+        ):
+            report.notes.append(f"file CRS {raw.crs} relabelled as {crs}")
+    if xcol is not None:
+        todo = shapely.is_missing(geoms) & (drops.reason == None)  # noqa: E711
+        xv = to_float(raw[xcol], decimal=decimal).to_numpy()
+        yv = to_float(raw[ycol], decimal=decimal).to_numpy()
+        x_given = raw[xcol].notna().to_numpy()
+        y_given = raw[ycol].notna().to_numpy()
+        missing = todo & ~(x_given & y_given)
+        unparse = todo & ~missing & ~(np.isfinite(xv) & np.isfinite(yv))
+        if settings.zero_is_missing:
+            missing |= todo & ~unparse & (xv == 0) & (yv == 0)
+        drops.mark(missing, "missing coordinates", [xcol, ycol])  # type: ignore[list-item]
+        drops.mark(unparse, "unparseable coordinates", [xcol, ycol])  # type: ignore[list-item]
+        ok = todo & ~missing & ~unparse
+        geoms[ok] = shapely.points(xv[ok], yv[ok])
+    if crs_obj is None and system is None:
+        raise CRSError(
+            f"{name}: the CRS of the coordinates is not known; give crs= (e.g. 4326 for "
+            "longitude/latitude, 3879 for Helsinki's GK25, 'gcj02' for AMap coordinates)"
+        )
+    report.crs = system if system is not None else crs_obj.to_string()  # type: ignore[union-attr]
+    missing_geom = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    drops.mark(missing_geom, "missing coordinates", [c for c in (gcol, xcol, ycol) if c])
+    live = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    if live.any():
+        geoms[live] = _transform_geoms(geoms[live], crs_obj, system)
+    # valid area
+    if valid_area is None:
+        box = _valid_box(crs_obj, system, settings.valid_area_margin_deg)
+        area = shapely.box(*box)
+    elif isinstance(valid_area, tuple | list) and len(valid_area) == 4:
+        area = shapely.box(*[float(v) for v in valid_area])
+    elif isinstance(valid_area, shapely.Geometry):
+        area = valid_area
+    else:
+        raise ValidationError(
+            "valid_area must be (min_lon, min_lat, max_lon, max_lat) or a shapely geometry "
+            "in EPSG:4326"
+        )
+    if live.any():
+        b = shapely.bounds(geoms[live])
+        finite = np.isfinite(b).all(axis=1)
+        inside = np.zeros(len(b), dtype=bool)
+        if finite.any():
+            lv = np.flatnonzero(finite)
+            if isinstance(valid_area, shapely.Geometry):
+                inside[lv] = shapely.covers(area, geoms[live][lv])
+            else:
+                minx, miny, maxx, maxy = shapely.bounds(area)
+                bb = b[lv]
+                inside[lv] = (
+                    (bb[:, 0] >= minx) & (bb[:, 2] <= maxx) & (bb[:, 1] >= miny) & (bb[:, 3] <= maxy)
+                )
+        outside = np.zeros(n, dtype=bool)
+        outside[np.flatnonzero(live)] = ~inside
+        drops.mark(outside, "outside the valid area", [c for c in (gcol, xcol, ycol) if c])
+
+    # ---- fields ----------------------------------------------------------------------------
+    out: dict[str, Any] = {}
+    hours_src: pd.Series | None = None
+    if "hour" in cols:
+        h = _joined(raw, cols["hour"])
+        if "hour" in vmaps:
+            h, _ = _apply_map(h, vmaps["hour"])
+        hours = _to_int(h)
+        bad_h = hours.notna() & ((hours < 0) | (hours > 23))
+        if bad_h.any():
+            report.notes.append(f"{int(bad_h.sum())} hour values outside 0-23 set to <NA>")
+        hours_src = hours.mask(bad_h)
+    naive_seen = False
+    for fld in FIELDS[kind]:
+        if fld == "event_id" or fld == "hour":
+            continue
+        if fld in _TIME_FIELDS:
+            if fld not in cols:
+                out[fld] = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[us, {tz_name}]")
+                continue
+            src = _joined(raw, cols[fld])
+            if fld in vmaps:
+                src, _ = _apply_map(src, vmaps[fld])
+            t = _parse_time_column(
+                src,
+                fmt=time_format,
+                dayfirst=dayfirst,
+                tz=tz_name,
+                hours=hours_src if fld == "time" else None,
+            )
+            naive_seen |= t.naive
+            drops.mark(t.bad, "bad time", cols[fld])
+            out[fld] = t.value
+            if fld == "time":
+                out["_year_only"] = t.year
+                out["_date_only"] = t.date_only
+            continue
+        if fld not in cols:
+            continue
+        src = _joined(raw, cols[fld])
+        if fld == "severity":
+            mapped, unknown = _apply_map(src, vmaps.get("severity"), SEVERITY_DEFAULTS)
+            bad_letters = set(mapped.dropna().unique()) - set(KABCO)
+            if bad_letters:
+                raise ValidationError(
+                    f"severity_map gives {sorted(map(str, bad_letters))}; map to one of "
+                    f"{', '.join(KABCO)}"
+                )
+            missing_sev = src.isna().to_numpy()
+            if unknown.any():
+                report.unknown_values["severity"] = _count_values(src, unknown)
+            drops.mark(missing_sev, "missing severity", cols[fld])
+            drops.mark(unknown, "unknown severity", cols[fld])
+            out[fld] = mapped.astype("string")
+            continue
+        if fld == "grade":
+            mapped, unknown = _apply_map(src, vmaps.get("grade"), GRADE_DEFAULTS)
+            if unknown.any():
+                report.unknown_values["grade"] = _count_values(src, unknown)
+            drops.mark(unknown, "unknown grade", cols[fld])
+            out[fld] = mapped.astype("string")
+            continue
+        if fld in vmaps:
+            src, _ = _apply_map(src, vmaps[fld])
+        if fld in _INT_FIELDS:
+            v = _to_int(src)
+            out[fld] = v.mask(v < 0)
+        elif fld in _FLOAT_FIELDS:
+            out[fld] = to_float(src, decimal=decimal)
+        elif fld in _BOOL_FIELDS:
+            out[fld], _ = _to_bool(src)
+        else:
+            out[fld] = _text(src)
+    if naive_seen and tz is None:
+        msg = f"{name}: times have no time zone; read as UTC. Pass tz= (e.g. 'Europe/Helsinki')"
+        report.notes.append(msg)
+        warnings.warn(msg, TrafficUnitWarning, stacklevel=3)
+
+    # ---- event id -------------------------------------------------------------------------
+    if "event_id" in cols:
+        ids = _text(_joined(raw, cols["event_id"]).astype("string"))
+        ids = ids.str.replace(r"\.0$", "", regex=True)
+        gen = pd.Series([str(i + 1) for i in range(n)], index=raw.index, dtype="string")
+        no_id = ids.isna()
+        if no_id.any():
+            report.notes.append(f"{int(no_id.sum())} rows without an id got their row number")
+        ids = ids.fillna("row" + gen)
+        # duplicates only among rows that survive the other checks
+        live_ids = ids.where(drops.keep)
+        dup = live_ids.duplicated(keep="first").to_numpy() & live_ids.notna().to_numpy()
+        drops.mark(dup, "duplicate id", cols["event_id"])
+    else:
+        ids = pd.Series([str(i + 1) for i in range(n)], index=raw.index, dtype="string")
+
+    # ---- drop, report, strict ------------------------------------------------------------
+    drops.fill(report)
+    keep = drops.keep
+    report.rows_kept = int(keep.sum())
+    n_dropped = n - report.rows_kept
+    if n_dropped:
+        summary = ", ".join(f"{c} {r}" for r, c in report.dropped.most_common())
+        examples = "; ".join(
+            f"{r}: " + ", ".join(_fmt_example(e) for e in ex[:3])
+            for r, ex in report.examples.items()
+        )
+        unknown = ""
+        if report.unknown_values.get("severity"):
+            vals = ", ".join(repr(v) for v in report.unknown_values["severity"])
+            unknown = f" Unknown severity values: {vals} (map them with severity_map=)."
+        if strict:
+            raise ValidationError(
+                f"{name}: {n_dropped} of {n} rows are unusable ({summary}). Examples: "
+                f"{examples}.{unknown}"
+            )
+        warnings.warn(
+            f"{name}: dropped {n_dropped} of {n} rows ({summary}).{unknown} See "
+            ".attrs['report'] for examples; strict=True raises instead.",
+            TrafficUnitWarning,
+            stacklevel=3,
+        )
+
+    # ---- assemble --------------------------------------------------------------------------
+    result = pd.DataFrame(index=raw.index)
+    result["event_id"] = ids
+    result["kind"] = kind
+    if kind == "accident":
+        time_s = out["time"]
+        date_only = bool(out.get("_date_only", False))
+        year = out.get("year")
+        if year is None:
+            year = time_s.dt.year.astype("Int64")
+            ys = out.get("_year_only")
+            if ys is not None:
+                year = year.fillna(ys)
+        else:
+            year = year.fillna(time_s.dt.year.astype("Int64"))
+        result["time"] = time_s
+        result["year"] = year.astype("Int64")
+        if hours_src is not None:
+            result["hour"] = hours_src
+        elif not date_only:
+            result["hour"] = time_s.dt.hour.astype("Int64")
+        else:
+            result["hour"] = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+        counts = {}
+        for c in ("deaths", "serious_injuries", "minor_injuries", "injuries"):
+            counts[c] = out.get(c, pd.Series(pd.NA, index=raw.index, dtype="Int64"))
+        if "severity" in out:
+            sev = out["severity"]
+        else:
+            sev = _severity_from_counts(counts, raw.index)
+        result["severity"] = sev
+        for c, v in counts.items():
+            result[c] = v
+        for c in ("collision_type", "light", "weather"):
+            result[c] = out.get(c, pd.Series(pd.NA, index=raw.index, dtype="string"))
+    elif kind == "hazard":
+        result["category"] = out.get("category", pd.Series(pd.NA, index=raw.index, dtype="string"))
+        result["grade"] = out.get(
+            "grade", pd.Series("general", index=raw.index, dtype="string")
+        ).fillna("general")
+        result["status"] = out.get("status", pd.Series(pd.NA, index=raw.index, dtype="string"))
+        result["reported_at"] = out["reported_at"]
+    else:
+        result["site_code"] = out.get(
+            "site_code", pd.Series(pd.NA, index=raw.index, dtype="string")
+        )
+        result["start"] = out["start"]
+        result["end"] = out["end"]
+        bad_window = (result["end"] < result["start"]).fillna(False).to_numpy()
+        if bad_window.any():
+            report.notes.append(
+                f"{int(bad_window.sum())} work zones end before they start; kept as given"
+            )
+        result["lanes_taken"] = out.get(
+            "lanes_taken", pd.Series(np.nan, index=raw.index, dtype="float64")
+        )
+        result["night_works"] = out.get(
+            "night_works", pd.Series(pd.NA, index=raw.index, dtype="boolean")
+        )
+        result["status"] = out.get("status", pd.Series(pd.NA, index=raw.index, dtype="string"))
+    result["road_name"] = out.get("road_name", pd.Series(pd.NA, index=raw.index, dtype="string"))
+
+    used = {c for cs in cols.values() for c in cs}
+    if gcol:
+        used.add(gcol)
+    if file_geom:
+        used.add(raw.geometry.name)  # type: ignore[union-attr]
+    reserved = set(result.columns) | {
+        "geometry",
+        "unit_id",
+        "distance_m",
+        "measure_m",
+        "match",
+        "overlap_m",
+    }
+    extras = {}
+    for c in raw.columns:
+        if c in used:
+            continue
+        new = f"src_{c}" if c in reserved else str(c)
+        col = raw[c]
+        if report.fmt == "csv":
+            col = _infer(col)
+        extras[new] = col
+    if extras:
+        result = pd.concat([result, pd.DataFrame(extras, index=raw.index)], axis=1)
+    gdf = gpd.GeoDataFrame(result, geometry=gpd.GeoSeries(geoms, index=raw.index), crs=4326)
+    gdf = gdf.loc[keep].reset_index(drop=True)
+    if buffer_m:
+        gdf = _buffer(gdf, float(buffer_m))
+    gdf.attrs = {"report": report.as_dict()}
+    return gdf
+
+
+def _fmt_example(e: dict[str, Any]) -> str:
+    vals = ", ".join(f"{k}={v!r}" for k, v in e.items() if k != "row")
+    return f"row {e['row']}" + (f" ({vals})" if vals else "")
+
+
+def _severity_from_counts(counts: dict[str, pd.Series], index: pd.Index) -> pd.Series:
+    sev = pd.Series(pd.NA, index=index, dtype="string")
+    given = [c for c in counts.values() if c.notna().any()]
+    if not given:
+        return sev
+    known = pd.Series(False, index=index)
+    for c in given:
+        known |= c.notna()
+    sev[known] = "O"
+    for col, letter in (
+        ("injuries", "B"),
+        ("minor_injuries", "B"),
+        ("serious_injuries", "A"),
+        ("deaths", "K"),
+    ):
+        v = counts[col]
+        sev[(v > 0).fillna(False)] = letter
+    return sev
+
+
+def _infer(col: pd.Series) -> pd.Series:
+    """Type a text column from a CSV: integers, floats, else trimmed text."""
+    if col.dtype != object and not pd.api.types.is_string_dtype(col):
+        return col
+    s = col.dropna()
+    if len(s) == 0:
+        return col
+    text = s.astype(str)
+    if text.str.fullmatch(r"[+-]?(?:0|[1-9]\d{0,17})").all():
+        return pd.to_numeric(col, errors="coerce").astype("Int64")
+    if text.str.fullmatch(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+)").all() and not (
+        text.str.fullmatch(r"0\d+").any()
+    ):
+        return pd.to_numeric(col, errors="coerce").astype("float64")
+    return col.astype("string")
+
+
+def _buffer(gdf: gpd.GeoDataFrame, metres: float) -> gpd.GeoDataFrame:
+    if len(gdf) == 0:
+        return gdf
+    out = gdf.copy()
+    metric = out.estimate_utm_crs()
+    out["geometry"] = out.geometry.to_crs(metric).buffer(metres).to_crs(4326)
+    return out
