@@ -268,13 +268,14 @@ def _time_arrays(frame: pd.DataFrame, night_hours: tuple[int, int]) -> dict[str,
     if "time" in frame:
         t = pd.to_datetime(frame["time"], utc=True, errors="coerce")
         ok = t.notna().to_numpy()
-        t_ns[ok] = t[ok].astype("int64").to_numpy() if ok.any() else t_ns[ok]
+        if ok.any():
+            t_ns[ok] = t[ok].dt.as_unit("ns").astype("int64").to_numpy()
     if "year" in frame:
         yr = pd.to_numeric(frame["year"], errors="coerce")
         fill = (t_ns == np.iinfo(np.int64).min) & yr.notna().to_numpy()
         if fill.any():
             mid = pd.to_datetime(yr[fill].astype(int).astype(str) + "-07-01", utc=True)
-            t_ns[fill] = mid.astype("int64").to_numpy()
+            t_ns[fill] = mid.dt.as_unit("ns").astype("int64").to_numpy()
     hour = (
         pd.to_numeric(frame["hour"], errors="coerce")
         if "hour" in frame

@@ -18,18 +18,48 @@ SEVERITY_COLOURS = {"K": "#67000d", "A": "#cb181d", "B": "#fb6a4a", "C": "#fcae9
 
 
 def legend(rule: dict[str, Any], counts: dict[str, int] | None = None) -> dict[str, Any]:
-    """Legend entries (level, colour, label, count) and the rule that assigns them."""
+    """Legend entries (level, colour, label, count) and sentences explaining the rule.
+
+    ``rule`` is ``risk.attrs["rule"]`` (:func:`trafficunit.score`); its bands label the levels.
+    """
     counts = counts or {}
-    levels = [
-        {
-            "level": lv,
-            "colour": LEVEL_COLOURS[lv],
-            "label": LEVEL_LABELS[lv],
-            "count": int(counts.get(lv, 0)),
-        }
-        for lv in ("red", "orange", "yellow", "blue")
-    ]
-    return {"levels": levels, "rule": rule, "severity_colours": SEVERITY_COLOURS}
+    bands = {b.get("level"): b for b in rule.get("bands", []) if isinstance(b, dict)}
+    levels = []
+    for lv in ("red", "orange", "yellow", "blue"):
+        band = bands.get(lv, {})
+        label = f"{lv}: {band['label']}" if band.get("label") else LEVEL_LABELS[lv]
+        levels.append(
+            {
+                "level": lv,
+                "colour": band.get("colour", LEVEL_COLOURS[lv]),
+                "label": label,
+                "count": int(counts.get(lv, 0)),
+            }
+        )
+    explanation = []
+    if isinstance(rule.get("measure"), dict):
+        measures = sorted(set(map(str, rule["measure"].values())))
+        explanation.append(
+            f"score: {', '.join(measures)} ranked as a percentile within "
+            f"{' x '.join(map(str, rule.get('population', []))) or 'the network'}"
+        )
+    guards = rule.get("guards")
+    if isinstance(guards, dict) and guards.get("text"):
+        explanation.append(str(guards["text"]))
+    if rule.get("hazard_text"):
+        explanation.append(str(rule["hazard_text"]))
+    if rule.get("epdo_version"):
+        explanation.append(f"EPDO weights {rule['epdo_version']}")
+    if rule.get("period"):
+        explanation.append(f"period {' to '.join(str(p)[:10] for p in rule['period'])}")
+    if not explanation and rule.get("text"):
+        explanation.append(str(rule["text"]))
+    return {
+        "levels": levels,
+        "explanation": explanation,
+        "rule": rule,
+        "severity_colours": SEVERITY_COLOURS,
+    }
 
 
 def style(

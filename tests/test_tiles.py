@@ -1,0 +1,327 @@
+"""Risk tiles (tippecanoe PMTiles), the live MVT encoder and the generated sample."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import mapbox_vector_tile
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pmtiles.reader import MmapSource, Reader
+from typer.testing import CliRunner
+
+import trafficunit as tu
+from trafficunit import mvt
+from trafficunit._errors import TrafficUnitError, ValidationError
+from trafficunit.cli import app
+from trafficunit.io import write_table
+from trafficunit.tiles import build_tiles, build_tiles_report, feature_ids, read_tile_layers
+
+from ._serverdata import LAT0, LON0, grid_events, grid_units
+
+
+@pytest.fixture(scope="module")
+def grid() -> gpd.GeoDataFrame:
+    return grid_units()
+
+
+@pytest.fixture(scope="module")
+def archive(grid: gpd.GeoDataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiles") / "risk.pmtiles"
+    build_tiles(grid, output=out, **grid_events(grid))
+    return out
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    return (z, *mvt.lonlat_to_tile(lon, lat, z))
+
+
+# --------------------------------------------------------------------------- feature ids
+
+
+def test_feature_ids_are_stable_distinct_and_safe_in_javascript() -> None:
+    ids = [f"S{i:012d}" for i in range(20000)]
+    a = feature_ids(ids)
+    b = feature_ids(list(reversed(ids)))[::-1]
+    assert np.array_equal(a, b)  # independent of order
+    assert len(np.unique(a)) == len(ids)
+    assert a.min() >= 0 and a.max() < 2**53
+    assert feature_ids(["I0VGAJCHN8YW3"])[0] == feature_ids(np.array(["I0VGAJCHN8YW3"]))[0]
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def test_archive_is_pmtiles_v3_with_one_layer_per_kind(archive: Path) -> None:
+    with open(archive, "rb") as fh:
+        reader = Reader(MmapSource(fh))
+        header = reader.header()
+        meta = reader.metadata()
+    assert header["version"] == 3
+    assert (header["min_zoom"], header["max_zoom"]) == (8, 16)
+    layers = {layer["id"] for layer in meta["vector_layers"]}
+    assert layers == {"units", "accidents", "hazards", "workzones"}
+
+
+def test_units_carry_level_colour_measures_and_stable_ids(
+    archive: Path, grid: gpd.GeoDataFrame
+) -> None:
+    layers = read_tile_layers(archive, *_tile_of(LON0 + 0.007, LAT0 + 0.003, 16))
+    feats = layers["units"]
+    assert feats
+    by_id = {f["properties"]["unit_id"]: f for f in feats}
+    for uid, f in by_id.items():
+        assert f["id"] == int(feature_ids([uid])[0])
+        assert f["properties"]["level"] == grid.loc[uid, "level"]
+        assert f["properties"]["colour"] == grid.loc[uid, "colour"]
+        assert f["properties"]["crashes"] == grid.loc[uid, "crashes"]
+    kinds = {f["properties"]["kind"]: f["geometry"]["type"] for f in feats}
+    assert kinds == {"segment": "LineString", "intersection": "Point"}
+    z13 = read_tile_layers(archive, *_tile_of(LON0 + 0.007, LAT0 + 0.003, 13))
+    assert set(z13) == {"units", "accidents", "hazards", "workzones"}
+    assert len(z13["hazards"]) == 3
+    wz = z13["workzones"]
+    assert len(wz) == 1 and set(wz[0]["properties"]["unit_id"].split(";")) == set(
+        grid_events(grid)["workzones"]["unit_id"]
+    )
+
+
+def test_low_zooms_keep_the_riskiest_units_first(archive: Path, grid: gpd.GeoDataFrame) -> None:
+    z8 = read_tile_layers(archive, *_tile_of(LON0, LAT0, 8))["units"]
+    levels8 = {f["properties"]["level"] for f in z8}
+    classes8 = {(f["properties"]["level"], f["properties"]["road_class"]) for f in z8}
+    # red units whatever their class; otherwise only the main roads (primary from z10 < no)
+    assert "red" in levels8
+    assert all(lv == "red" for lv, cls in classes8 if cls == "residential")
+    z16 = read_tile_layers(archive, *_tile_of(LON0 + 0.007, LAT0 + 0.003, 16))["units"]
+    assert {f["properties"]["level"] for f in z16} == {"red", "orange", "yellow", "blue"}
+    n_red = int((grid["level"] == "red").sum())
+    assert len({f["properties"]["unit_id"] for f in z8}) >= n_red
+    # fatal accidents show from z9, property-damage ones only from z14
+    z10 = read_tile_layers(archive, *_tile_of(LON0, LAT0, 10)).get("accidents", [])
+    assert z10 and {f["properties"]["severity"] for f in z10} <= {"K", "A"}
+
+
+def test_plain_units_without_levels_are_tiled_grey(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    plain = grid.drop(columns=["level", "level_rank", "colour", "crashes", "epdo"])
+    report = build_tiles_report(plain, output=tmp_path / "u.pmtiles", minzoom=12, maxzoom=14)
+    assert report.features == {"units": len(grid)}
+    feats = read_tile_layers(tmp_path / "u.pmtiles", *_tile_of(LON0 + 0.007, LAT0 + 0.003, 14))
+    assert {f["properties"]["level"] for f in feats["units"]} == {"none"}
+    assert {f["properties"]["colour"] for f in feats["units"]} == {"#8c8c8c"}
+
+
+def test_failed_build_leaves_previous_archive_intact(
+    tmp_path: Path, grid: gpd.GeoDataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "risk.pmtiles"
+    out.write_bytes(b"previous archive")
+    monkeypatch.setattr("trafficunit.tiles.tippecanoe_path", lambda: Path("/bin/false"))
+    with pytest.raises(TrafficUnitError, match="tippecanoe failed"):
+        build_tiles(grid, output=out)
+    assert out.read_bytes() == b"previous archive"
+    assert [p.name for p in tmp_path.iterdir()] == ["risk.pmtiles"]
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    with pytest.raises(ValidationError, match="no CRS"):
+        build_tiles(grid.set_crs(None, allow_override=True), output=tmp_path / "a.pmtiles")
+    with pytest.raises(ValidationError, match=".pmtiles"):
+        build_tiles(grid, output=tmp_path / "a.mbtiles")
+    with pytest.raises(ValidationError, match="zoom range"):
+        build_tiles(grid, output=tmp_path / "a.pmtiles", minzoom=12, maxzoom=10)
+
+
+def test_projected_input_is_reprojected(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    out = tmp_path / "p.pmtiles"
+    build_tiles(grid.to_crs(3067), output=out, minzoom=14, maxzoom=14)
+    feats = read_tile_layers(out, *_tile_of(LON0 + 0.007, LAT0 + 0.003, 14))["units"]
+    assert len(feats) > 10
+
+
+@pytest.mark.slow
+def test_helsinki_units_tile_end_to_end(tmp_path: Path) -> None:
+    units = tu.build_units(tu.read_network(tu.sample_network_path()))
+    report = build_tiles_report(units, output=tmp_path / "h.pmtiles")
+    assert report.features["units"] == len(units)
+    z16 = read_tile_layers(tmp_path / "h.pmtiles", *_tile_of(24.9441, 60.1685, 16))["units"]
+    assert z16, "the centre of Helsinki has units at z16"
+    ids = {f["properties"]["unit_id"] for f in z16}
+    assert ids <= set(units.index)
+
+
+def test_cli_tiles_verb(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    write_table(grid, tmp_path / "risk.parquet")
+    events = grid_events(grid)
+    write_table(events["accidents"], tmp_path / "acc.parquet")
+    result = CliRunner().invoke(
+        app,
+        [
+            "tiles",
+            str(tmp_path / "risk.parquet"),
+            "--accidents",
+            str(tmp_path / "acc.parquet"),
+            "-o",
+            str(tmp_path / "out.pmtiles"),
+            "--maxzoom",
+            "14",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "accidents" in result.output
+    layers = read_tile_layers(tmp_path / "out.pmtiles", *_tile_of(LON0 + 0.007, LAT0 + 0.003, 14))
+    assert set(layers) == {"units", "accidents"}
+    bad = CliRunner().invoke(app, ["tiles", str(tmp_path / "nope.parquet"), "-o", "x.pmtiles"])
+    assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+# --------------------------------------------------------------------------- live encoder
+
+
+def _decode(tile: bytes) -> dict[str, list[dict[str, Any]]]:
+    if tile[:2] == b"\x1f\x8b":
+        tile = gzip.decompress(tile)
+    out = mapbox_vector_tile.decode(tile, default_options={"y_coord_down": True})
+    return {k: v["features"] for k, v in out.items()}
+
+
+def test_live_layer_round_trips_through_a_reference_decoder() -> None:
+    z, x, y = 15, *mvt.lonlat_to_tile(24.94, 60.17, 15)
+    minx, miny, maxx, maxy = mvt.tile_bounds(z, x, y)
+    sx, sy = (maxx - minx) / 4096, (maxy - miny) / 4096
+    merc = [
+        shapely.Point(minx + 100 * sx, maxy - 200 * sy),
+        shapely.Point(minx + 4000 * sx, maxy - 50 * sy),
+    ]
+    line = shapely.LineString([(minx - 50, miny + 10), (maxx + 50, maxy - 10)])
+    poly = shapely.box(minx + 10, miny + 10, minx + 200, miny + 200)
+    gdf = gpd.GeoDataFrame(
+        {
+            "event_id": ["p1", "p2", "l1", "g1"],
+            "severity": ["K", None, "B", "O"],
+            "n": pd.array([3, -7, None, 0], dtype="Int64"),
+            "x": [1.25, np.nan, 2.5, 1e-3],
+            "flag": [True, False, None, True],
+        },
+        geometry=[*merc, line, poly],
+        crs=3857,
+    )
+    layer = mvt.LiveLayer("events", gdf)
+    feats = _decode(mvt.encode_tile([layer.encode(z, x, y)]))["events"]
+    by = {f["properties"]["event_id"]: f for f in feats}
+    assert set(by) == {"p1", "p2", "l1", "g1"}
+    assert by["p1"]["geometry"] == {"type": "Point", "coordinates": [100, 200]}
+    assert by["p2"]["geometry"]["coordinates"] == [4000, 50]
+    assert by["p1"]["properties"] == {
+        "event_id": "p1",
+        "severity": "K",
+        "n": 3,
+        "x": 1.25,
+        "flag": True,
+    }
+    assert by["p2"]["properties"] == {"event_id": "p2", "n": -7, "flag": False}
+    assert by["l1"]["geometry"]["type"] == "LineString"
+    coords = np.array(by["l1"]["geometry"]["coordinates"])
+    assert coords.min() >= -64 and coords.max() <= 4096 + 64  # clipped to the buffer
+    assert by["g1"]["geometry"]["type"] == "Polygon"
+    assert by["l1"]["id"] == int(feature_ids(["l1"])[0])
+
+
+def test_live_filter_mask_and_empty_tiles() -> None:
+    pts = gpd.GeoDataFrame(
+        {"event_id": ["a", "b"], "hour": [1, 12]},
+        geometry=[shapely.Point(24.94, 60.17), shapely.Point(24.9401, 60.1701)],
+        crs=4326,
+    )
+    layer = mvt.LiveLayer("accidents", pts)
+    z, x, y = 16, *mvt.lonlat_to_tile(24.94, 60.17, 16)
+    only_b = _decode(mvt.encode_tile([layer.encode(z, x, y, mask=np.array([False, True]))]))
+    assert [f["properties"]["event_id"] for f in only_b["accidents"]] == ["b"]
+    assert mvt.encode_tile([layer.encode(z, x + 5, y)]) == b""
+    assert mvt.encode_tile([layer.encode(z, x, y, mask=np.array([False, False]))]) == b""
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(-40, 4136), st.integers(-40, 4136)), min_size=2, max_size=8),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_encoded_lines_match_quantised_clipped_input(lines: list[list[tuple[int, int]]]) -> None:
+    """Whatever lines go in, the decoder gets the same vertices (deduplicated), never garbage."""
+    z, x, y = 14, 9327, 4742
+    minx, miny, maxx, maxy = mvt.tile_bounds(z, x, y)
+    sx, sy = (maxx - minx) / 4096, (maxy - miny) / 4096
+    geoms = [
+        shapely.LineString([(minx + px * sx, maxy - py * sy) for px, py in pts]) for pts in lines
+    ]
+    gdf = gpd.GeoDataFrame(
+        {"event_id": [f"e{i}" for i in range(len(geoms))]}, geometry=geoms, crs=3857
+    )
+    tile = mvt.encode_tile([mvt.LiveLayer("l", gdf).encode(z, x, y)])
+    feats = _decode(tile).get("l", []) if tile else []
+    got = {str(f["properties"]["event_id"]): f["geometry"]["coordinates"] for f in feats}
+    expected = {}
+    for i, pts in enumerate(lines):
+        dedup = [list(p) for k, p in enumerate(pts) if k == 0 or pts[k - 1] != p]
+        if len(dedup) >= 2:  # a line needs two distinct points to be drawn
+            expected[f"e{i}"] = dedup
+    assert got == expected
+    assert all(f["geometry"]["type"] == "LineString" for f in feats)
+
+
+def test_tile_cache_is_lru() -> None:
+    cache = mvt.TileCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)  # evicts b, the least recently used
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def test_generated_sample_is_labelled_deterministic_and_on_the_network(
+    grid: gpd.GeoDataFrame,
+) -> None:
+    a = tu.sample.generate(grid, seed=7, n_accidents=300)
+    b = tu.sample.generate(grid, seed=7, n_accidents=300)
+    acc = a["accidents"]
+    pd.testing.assert_frame_equal(acc, b["accidents"])
+    assert acc["generated"].all() and (acc["source"] == tu.sample.GENERATED_LABEL).all()
+    for col in (
+        "event_id",
+        "kind",
+        "time",
+        "year",
+        "hour",
+        "severity",
+        "deaths",
+        "serious_injuries",
+        "minor_injuries",
+        "road_name",
+    ):
+        assert col in acc
+    assert acc["event_id"].is_unique and set(acc["severity"]) <= set("KABCO")
+    assert acc["time"].dt.tz is not None
+    assert (acc["time"].dt.hour == acc["hour"]).all()
+    assert (acc.loc[acc["severity"] == "K", "deaths"] >= 1).all()
+    # every accident lies within 40 m of a unit
+    metric = grid.to_crs(3067)
+    dist = acc.to_crs(3067).geometry.apply(lambda p: metric.distance(p).min())
+    assert dist.max() < 40
+    other = tu.sample.generate(grid, seed=8, n_accidents=300)["accidents"]
+    assert not acc.geometry.geom_equals(other.geometry).all()
+    assert set(a["hazards"]["grade"]) <= {"general", "major"}
+    wz = a["workzones"]
+    assert (wz["end"] > wz["start"]).all() and (wz.geometry.geom_type == "LineString").all()

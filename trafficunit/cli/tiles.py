@@ -1,0 +1,70 @@
+"""``trafficunit tiles RISK_OR_UNITS [--accidents J] [--hazards H] [--workzones W] -o OUT``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import io
+from .._errors import InputFileError
+from . import app
+from ._common import console, user_errors
+
+
+def _read_optional(path: Path | None) -> object:
+    if path is None:
+        return None
+    frame = io.read_table(path, index=None)
+    if not hasattr(frame, "geometry"):
+        raise InputFileError(f"{path}: no geometry column; give a GeoParquet or GeoPackage")
+    return frame
+
+
+@app.command("tiles")
+def tiles_cmd(
+    units: Annotated[
+        Path, typer.Argument(help="Scored units (tu.score) or units: .parquet or .gpkg")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .pmtiles")],
+    accidents: Annotated[
+        Path | None, typer.Option(help="Joined accidents (.parquet/.gpkg) for the accidents layer")
+    ] = None,
+    hazards: Annotated[
+        Path | None, typer.Option(help="Joined hazards for the hazards layer")
+    ] = None,
+    workzones: Annotated[
+        Path | None, typer.Option(help="Joined work zones for the workzones layer")
+    ] = None,
+    minzoom: Annotated[int, typer.Option(help="Lowest zoom")] = 8,
+    maxzoom: Annotated[int, typer.Option(help="Highest zoom")] = 16,
+    name: Annotated[str, typer.Option(help="Tileset name in the metadata")] = "trafficunit risk",
+) -> None:
+    """Build a PMTiles v3 archive: units coloured by risk level, accidents, hazards, work zones."""
+    from ..tiles import build_tiles_report
+
+    with user_errors():
+        frame = io.read_table(units)
+        report = build_tiles_report(
+            frame,
+            output=output,
+            accidents=_read_optional(accidents),
+            hazards=_read_optional(hazards),
+            workzones=_read_optional(workzones),
+            minzoom=minzoom,
+            maxzoom=maxzoom,
+            name=name,
+        )
+    table = Table(title="tiles", show_edge=False)
+    table.add_column("layer")
+    table.add_column("features", justify="right")
+    for layer, n in report.features.items():
+        table.add_row(layer, f"{n:,}")
+    console.print(table)
+    console.print(
+        f"z{report.minzoom}-z{report.maxzoom}, {report.bytes / 1e6:.2f} MB in "
+        f"{report.prepare_s + report.tippecanoe_s:.1f} s (tippecanoe {report.tippecanoe_s:.1f} s)"
+    )
+    console.print(f"wrote [bold]{output}[/]")
