@@ -246,6 +246,9 @@ class RiskSettings:
         Populations with fewer units are pooled per ``kind`` instead.
     min_segment_length_m
         Segment length floor used in the SPF (very short pieces are not zero-exposure).
+    spf_length_exponent
+        Exponent of segment length in fitted SPFs: 1 makes length an offset (accidents
+        proportional to length, the HSM form); ``None`` fits it as a covariate.
     hazard_raise
         Levels an open hazard of each grade adds to the crash level (capped at red).
     closed_hazard_status
@@ -260,6 +263,13 @@ class RiskSettings:
         HSM sliding-window screening: window (0.3 mi) and step (0.1 mi) [?].
     chain_keys
         Unit columns that say two segments are the same road, in priority order.
+    chain_max_turn_deg
+        Largest turn (degrees) a road may make through an intersection and stay one road; keeps
+        the two carriageways of a divided road apart (no U-turns) [rec: 100].
+    rank_among
+        ``"all"``: percentiles among every unit of the reference population; ``"with_crashes"``:
+        among its units with at least ``min_crashes`` accidents (useful where the data covers
+        only some corridors).
     """
 
     epdo_weights: dict[str, float] = field(default_factory=lambda: dict(EPDO_WEIGHTS_HSM))
@@ -278,6 +288,7 @@ class RiskSettings:
     population: tuple[str, ...] = ("road_class", "kind")
     min_population: int = 20
     min_segment_length_m: float = 5.0
+    spf_length_exponent: float | None = 1.0
     hazard_raise: dict[str, int] = field(default_factory=lambda: {"general": 1, "major": 2})
     closed_hazard_status: frozenset[str] = frozenset(
         {"closed", "accepted", "resolved", "cancelled", "canceled", "rejected", "invalid"}
@@ -292,6 +303,8 @@ class RiskSettings:
     screen_window_m: float = 482.8032
     screen_step_m: float = 160.9344
     chain_keys: tuple[str, ...] = ("name", "ref")
+    chain_max_turn_deg: float = 100.0
+    rank_among: str = "all"
 
     def with_(self, **changes: Any) -> RiskSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""

@@ -1,0 +1,1095 @@
+"""Accident-prone points and sections (black spots), sliding windows and HSM peak searching.
+
+- **Roads**: :func:`road_chains` chains segment units into continuous roads. Consecutive
+  pieces of one road are linked directly (``from_unit`` / ``to_unit``); through an intersection
+  two segments are linked when they carry the same road name (or ref, ``chain_keys``) and their
+  directions agree (two one-way carriageways flowing into the same junction are two roads, not
+  one). Where more than two same-named ends meet, the straightest pairs are linked. Every
+  chain has a running distance, and each intersection on it sits at the distance of its joint.
+- **Sections**: :func:`sliding_windows` moves a window along every chain and counts the
+  accidents inside (by KABCO severity, casualties, EPDO); :func:`find_black_spots` keeps the
+  windows that meet a profile's rule, the worst first, without overlaps on the same road.
+- **Points**: accidents within ``point_radius_m`` of a centre accident, the worst qualifying
+  circle first, each accident in at most one point.
+- **Peak searching** (HSM Part B): :func:`peak_search` grows a window along each road until the
+  coefficient of variation of its EB estimate falls below a limit, and reports the window with
+  the largest excess.
+
+Profiles (:data:`trafficunit.settings.BLACK_SPOT_PROFILES`): ``default``, ``kr-molit``,
+``in-morth``, ``pt-ansr``; pass a :class:`~trafficunit.settings.BlackSpotProfile` for your own.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from scipy import sparse
+from scipy.sparse import csgraph
+from shapely.ops import substring
+
+from ._errors import TrafficUnitWarning, ValidationError
+from ._validate import metric_crs
+from .risk import SEVERITIES, _units_frame, accidents, describe_events
+from .settings import BLACK_SPOT_PROFILES, BlackSpotProfile, Criterion, RiskSettings
+from .timefilter import Period, as_period, event_years
+
+__all__ = [
+    "find_black_spots",
+    "road_chains",
+    "sliding_windows",
+    "peak_search",
+    "get_profile",
+    "register_profile",
+    "parse_criterion",
+    "PROFILES",
+]
+
+#: Profiles by name; :func:`register_profile` adds user-defined ones.
+PROFILES: dict[str, BlackSpotProfile] = dict(BLACK_SPOT_PROFILES)
+
+_BASE_FIELDS = ("crashes", *SEVERITIES, "deaths", "serious_injuries", "minor_injuries", "epdo")
+_CASUALTY_PROXY = {"deaths": "K", "serious_injuries": "A", "minor_injuries": "BC"}
+_CRITERION_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(>=|>)\s*([0-9.]+)\s*$")
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+
+def parse_criterion(text: str) -> Criterion:
+    """``"KA >= 3"`` -> ``Criterion("KA", 3)``."""
+    m = _CRITERION_RE.match(text)
+    if not m:
+        raise ValidationError(
+            f"cannot read criterion {text!r}; write e.g. 'KA >= 3' or 'index > 20'"
+        )
+    return Criterion(m.group(1), float(m.group(3)), op=m.group(2))
+
+
+def get_profile(profile: str | BlackSpotProfile | Mapping[str, Any]) -> BlackSpotProfile:
+    """A profile by name, as given, or built from a mapping (criteria may be strings)."""
+    if isinstance(profile, BlackSpotProfile):
+        out = profile
+    elif isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValidationError(
+                f"unknown black-spot profile {profile!r}; use one of {sorted(PROFILES)} or pass "
+                "a BlackSpotProfile"
+            )
+        out = PROFILES[profile]
+    elif isinstance(profile, Mapping):
+        d = dict(profile)
+        for key in ("criteria", "section_criteria"):
+            if d.get(key) is not None:
+                d[key] = tuple(parse_criterion(c) if isinstance(c, str) else c for c in d[key])
+        d.setdefault("name", "custom")
+        out = BlackSpotProfile(**d)
+    else:
+        raise ValidationError(f"profile must be a name or a BlackSpotProfile, got {profile!r}")
+    _check_profile(out)
+    return out
+
+
+def register_profile(profile: BlackSpotProfile) -> None:
+    """Make a user-defined profile available by its name."""
+    _check_profile(profile)
+    PROFILES[profile.name] = profile
+
+
+def _check_profile(p: BlackSpotProfile) -> None:
+    if not p.criteria:
+        raise ValidationError(f"profile {p.name!r} has no criteria")
+    if p.combine not in ("any", "all"):
+        raise ValidationError(f"profile {p.name!r}: combine must be 'any' or 'all'")
+    for c in (*p.criteria, *(p.section_criteria or ())):
+        _field_ok(c.field)
+        if c.op not in (">=", ">"):
+            raise ValidationError(f"criterion {c}: op must be '>=' or '>'")
+    for name, v in (("point_radius_m", p.point_radius_m), ("window_m", p.window_m)):
+        if not v > 0:
+            raise ValidationError(f"profile {p.name!r}: {name} must be positive, got {v}")
+    if not 0 < p.step_m <= p.window_m:
+        raise ValidationError(f"profile {p.name!r}: step_m must be in (0, window_m]")
+    if not p.years > 0:
+        raise ValidationError(f"profile {p.name!r}: years must be positive")
+
+
+def _field_ok(name: str) -> None:
+    if name in _BASE_FIELDS or name in ("index", "injury"):
+        return
+    if name and set(name) <= set(SEVERITIES):
+        return
+    raise ValidationError(
+        f"unknown criterion field {name!r}; use crashes, KABCO letters (e.g. 'KA'), injury, "
+        "deaths, serious_injuries, minor_injuries, epdo or index"
+    )
+
+
+def _rule_text(criteria: tuple[Criterion, ...], combine: str) -> str:
+    return f" {'or' if combine == 'any' else 'and'} ".join(str(c) for c in criteria)
+
+
+# -- accident fields ------------------------------------------------------------------------------
+
+
+def _fields(acc: pd.DataFrame, cfg: RiskSettings) -> tuple[pd.DataFrame, list[str]]:
+    """Per-accident numeric fields (crashes, K..O, casualties, EPDO) and fields approximated."""
+    sev = acc["severity"].fillna(cfg.unknown_severity).to_numpy(dtype=object)
+    f = pd.DataFrame(index=acc.index)
+    f["crashes"] = 1.0
+    for letter in SEVERITIES:
+        f[letter] = (sev == letter).astype(float)
+    approx = []
+    for col, proxy in _CASUALTY_PROXY.items():
+        if col in acc.columns and acc[col].notna().any():
+            f[col] = pd.to_numeric(acc[col], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+        else:
+            f[col] = f[list(proxy)].sum(axis=1)
+            approx.append(col)
+    f["epdo"] = sum(f[s] * cfg.epdo_weights[s] for s in SEVERITIES)
+    return f, approx
+
+
+def _evaluate(
+    sums: pd.DataFrame | dict[str, np.ndarray], p: BlackSpotProfile, criteria: tuple[Criterion, ...]
+) -> np.ndarray:
+    """Whether each row of field sums meets the criteria."""
+    results = []
+    for c in criteria:
+        v = _field_value(sums, c.field, p)
+        results.append(v > c.value if c.op == ">" else v >= c.value - 1e-9)
+    stack = np.vstack(results)
+    return np.asarray(stack.any(axis=0) if p.combine == "any" else stack.all(axis=0))
+
+
+def _field_value(sums: Any, name: str, p: BlackSpotProfile) -> np.ndarray:
+    if name == "index":
+        return np.asarray(
+            sum(np.asarray(sums[k], dtype=float) * w for k, w in p.index_weights.items())
+        )
+    if name == "injury":
+        name = "KABC"
+    if name in _BASE_FIELDS:
+        return np.asarray(sums[name], dtype=float)
+    return np.asarray(sum(np.asarray(sums[ch], dtype=float) for ch in name))
+
+
+# -- chains ---------------------------------------------------------------------------------------
+
+
+def _road_key(u: pd.DataFrame, keys: Iterable[str]) -> pd.Series:
+    out = pd.Series(pd.NA, index=u.index, dtype="string")
+    for col in keys:
+        if col in u.columns:
+            v = u[col].astype("string").str.strip().str.lower()
+            v = v.mask(v == "")
+            out = out.fillna(v)
+    return out
+
+
+def _end_vectors(geoms: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Unit vector pointing from a segment's end (side 0: start, 1: end) into the segment."""
+    n = shapely.get_num_points(geoms)
+    i0 = np.where(side == 0, 0, n - 1)
+    i1 = np.where(side == 0, 1, n - 2)
+    p0 = shapely.get_coordinates(shapely.get_point(geoms, i0))
+    p1 = shapely.get_coordinates(shapely.get_point(geoms, i1))
+    v = p1 - p0
+    norm = np.hypot(v[:, 0], v[:, 1])
+    norm[norm == 0] = 1.0
+    return np.asarray(v / norm[:, None])
+
+
+def road_chains(units: gpd.GeoDataFrame, *, settings: RiskSettings | None = None) -> pd.DataFrame:
+    """Chain segment units into continuous roads with a running distance.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per segment (``kind`` "segment") and one per intersection on a road
+        (``kind`` "intersection", ``start_m == end_m``): ``chain_id``, ``unit_id``, ``kind``,
+        ``start_m``, ``end_m``, ``reversed`` (the segment is traversed against its drawing
+        direction), ``road`` (the chain's name or ref) and ``chain_length_m``. Segments inside
+        a complex junction (``junction_id`` set) are represented by their junction.
+    """
+    cfg = settings or RiskSettings()
+    u = _units_frame(units)
+    is_seg = (u["kind"] == "segment").to_numpy()
+    internal = np.zeros(len(u), dtype=bool)
+    if "junction_id" in u.columns:
+        internal = is_seg & u["junction_id"].notna().to_numpy()
+    s = u.loc[is_seg & ~internal]
+    n = len(s)
+    if n == 0:
+        raise ValidationError("the units have no segments to chain into roads")
+    ids = s.index.to_numpy(dtype=object)
+    seg_index = pd.Index(ids)
+    length = pd.to_numeric(s["length_m"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    # every unit id -> the node it stands for (intersection itself; junction link -> junction)
+    node_of = pd.Series(u.index.to_numpy(dtype=object), index=u.index)
+    if internal.any():
+        node_of[internal] = u.loc[internal, "junction_id"].astype(object)
+    node_of[is_seg & ~internal] = None
+    key = np.array(_road_key(s, cfg.chain_keys).to_numpy(dtype=object), dtype=object)
+    key[pd.isna(key)] = None
+    oneway = (
+        (s["direction"] == "forward").to_numpy() if "direction" in s.columns else np.zeros(n, bool)
+    )
+
+    def col(name: str) -> np.ndarray:
+        if name not in s.columns:
+            return np.full(n, None, dtype=object)
+        v = np.array(s[name].astype(object).to_numpy(), dtype=object)
+        v[pd.isna(v)] = None
+        return v
+
+    other = np.r_[col("from_unit"), col("to_unit")]
+    e_seg = np.r_[np.arange(n), np.arange(n)]
+    e_side = np.r_[np.zeros(n, dtype=int), np.ones(n, dtype=int)]
+    links: list[np.ndarray] = []
+
+    def compatible(
+        a_seg: np.ndarray, a_side: np.ndarray, b_seg: np.ndarray, b_side: np.ndarray
+    ) -> np.ndarray:
+        both_oneway = oneway[a_seg] & oneway[b_seg]
+        return np.asarray(~(both_oneway & (a_side == b_side)) & (a_seg != b_seg))
+
+    # 1. direct segment -> segment continuations
+    j = seg_index.get_indexer(pd.Index(other))
+    direct = j >= 0
+    a_seg, a_side, b_seg = e_seg[direct], e_side[direct], j[direct]
+    me = ids[a_seg]
+    fu_b, tu_b = col("from_unit")[b_seg], col("to_unit")[b_seg]
+    b_side = np.where(fu_b == me, 0, np.where(tu_b == me, 1, -1))
+    ka, kb = key[a_seg], key[b_seg]
+    same = np.array([x is None or y is None or x == y for x, y in zip(ka, kb, strict=True)], bool)
+    ok = (b_side >= 0) & same & compatible(a_seg, a_side, b_seg, b_side)
+    na = 2 * a_seg[ok] + a_side[ok]
+    nb = 2 * b_seg[ok] + b_side[ok]
+    keep = na < nb
+    links.append(np.column_stack([na[keep], nb[keep]]))
+
+    # 2. through intersections: same road key, compatible direction, straightest pairs
+    onode = node_of.reindex(pd.Index(other)).to_numpy(dtype=object)
+    at_node = ~direct & pd.notna(onode)
+    at_key = at_node & np.array([k is not None for k in key[e_seg]], dtype=bool)
+    ends = pd.DataFrame(
+        {
+            "node": onode[at_key],
+            "key": key[e_seg[at_key]],
+            "seg": e_seg[at_key],
+            "side": e_side[at_key],
+        }
+    )
+    ends["size"] = ends.groupby(["node", "key"])["seg"].transform("size")
+    ends = ends.loc[ends["size"] >= 2]
+    if len(ends):
+        geoms = s.geometry.to_numpy()[ends["seg"].to_numpy()]
+        vec = _end_vectors(geoms, ends["side"].to_numpy())
+        if u.crs is not None and u.crs.is_geographic:
+            lat = shapely.get_coordinates(shapely.get_point(geoms, 0))[:, 1]
+            vec[:, 0] *= np.cos(np.deg2rad(lat))
+            vec /= np.maximum(np.hypot(vec[:, 0], vec[:, 1]), 1e-12)[:, None]
+        ends = ends.assign(vx=vec[:, 0], vy=vec[:, 1])
+    # a continuation may turn by at most chain_max_turn_deg (no U-turns onto the other
+    # carriageway): the outward vectors' cosine must be <= -cos(max turn)
+    max_cos = -float(np.cos(np.deg2rad(cfg.chain_max_turn_deg)))
+    pairs2 = ends.loc[ends["size"] == 2].sort_values(["node", "key", "seg", "side"])
+    if len(pairs2):
+        a = pairs2.iloc[0::2]
+        b = pairs2.iloc[1::2]
+        a_s, a_d = a["seg"].to_numpy(), a["side"].to_numpy()
+        b_s, b_d = b["seg"].to_numpy(), b["side"].to_numpy()
+        cosang = a["vx"].to_numpy() * b["vx"].to_numpy() + a["vy"].to_numpy() * b["vy"].to_numpy()
+        ok = compatible(a_s, a_d, b_s, b_d) & (cosang <= max_cos + 1e-9)
+        links.append(np.column_stack([2 * a_s[ok] + a_d[ok], 2 * b_s[ok] + b_d[ok]]))
+    many = ends.loc[ends["size"] > 2]
+    if len(many):
+        extra = []
+        for _, grp in many.groupby(["node", "key"], sort=False):
+            seg_g = grp["seg"].to_numpy()
+            side_g = grp["side"].to_numpy()
+            v = grp[["vx", "vy"]].to_numpy()
+            ia, ib = np.triu_indices(len(grp), 1)
+            cosang = (v[ia] * v[ib]).sum(axis=1)
+            okp = compatible(seg_g[ia], side_g[ia], seg_g[ib], side_g[ib]) & (
+                cosang <= max_cos + 1e-9
+            )
+            ia, ib, cosang = ia[okp], ib[okp], cosang[okp]
+            used: set[int] = set()
+            for t in np.argsort(cosang, kind="stable"):  # straightest first
+                x, y = int(ia[t]), int(ib[t])
+                if x in used or y in used:
+                    continue
+                used.update((x, y))
+                extra.append((2 * seg_g[x] + side_g[x], 2 * seg_g[y] + side_g[y]))
+        if extra:
+            links.append(np.asarray(extra, dtype=np.int64))
+    ext = np.vstack(links) if links else np.zeros((0, 2), dtype=np.int64)
+    # each end takes at most one link
+    if len(ext):
+        flat = ext.ravel()
+        first = np.zeros(len(flat), dtype=bool)
+        _, idx = np.unique(flat, return_index=True)
+        first[idx] = True
+        ext = ext[first.reshape(-1, 2).all(axis=1)]
+
+    m = 2 * n
+    internal_edges = np.column_stack([np.arange(0, m, 2), np.arange(1, m, 2)])
+    ext_deg = np.bincount(ext.ravel(), minlength=m) if len(ext) else np.zeros(m, dtype=int)
+
+    def graph(edges: np.ndarray, size: int) -> sparse.csr_matrix:
+        e = np.vstack([internal_edges, edges]) if len(edges) else internal_edges
+        return sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(size, size)).tocsr()
+
+    _, comp = csgraph.connected_components(graph(ext, m), directed=False)
+    endpoint = ext_deg == 0
+    has_end = np.zeros(comp.max() + 1, dtype=bool)
+    has_end[comp[endpoint]] = True
+    if not has_end.all() and len(ext):  # rings: cut one link per ring
+        ring_link = ~has_end[comp[ext[:, 0]]]
+        ring_comp = comp[ext[:, 0]]
+        cut = np.zeros(len(ext), dtype=bool)
+        idx = np.flatnonzero(ring_link)
+        _, first_idx = np.unique(ring_comp[idx], return_index=True)
+        cut[idx[first_idx]] = True
+        ext = ext[~cut]
+        ext_deg = np.bincount(ext.ravel(), minlength=m) if len(ext) else np.zeros(m, dtype=int)
+        endpoint = ext_deg == 0
+        _, comp = csgraph.connected_components(graph(ext, m), directed=False)
+    # one start per chain, then one depth-first walk from a virtual root through every chain
+    ep = np.flatnonzero(endpoint)
+    _, first_ep = np.unique(comp[ep], return_index=True)
+    starts = ep[first_ep]
+    root = m
+    root_edges = np.column_stack([np.full(len(starts), root), starts])
+    g = graph(np.vstack([ext, root_edges]) if len(ext) else root_edges, m + 1)
+    order = csgraph.depth_first_order(g, root, directed=False, return_predecessors=False)
+    rank = np.empty(m + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    r0, r1 = rank[0:m:2], rank[1:m:2]
+    rev = r1 < r0
+    chain_raw = comp[0:m:2]
+    seg_order = np.argsort(np.minimum(r0, r1), kind="stable")
+    chain_codes, chain_id = np.unique(chain_raw[seg_order], return_inverse=True)
+    # chain ids numbered in walk order
+    first_pos = np.zeros(len(chain_codes), dtype=np.int64)
+    np.minimum.at(first_pos, chain_id, 0)
+    seg_len = length[seg_order]
+    cid = chain_id
+    cum = np.cumsum(seg_len)
+    chain_start = np.r_[0, np.flatnonzero(np.diff(cid)) + 1]
+    base = np.repeat(cum[chain_start] - seg_len[chain_start], np.diff(np.r_[chain_start, len(cid)]))
+    start_m = cum - seg_len - base
+    end_m = start_m + seg_len
+    seg_rows = pd.DataFrame(
+        {
+            "chain_id": cid,
+            "unit_id": ids[seg_order],
+            "kind": "segment",
+            "start_m": start_m,
+            "end_m": end_m,
+            "reversed": rev[seg_order],
+        }
+    )
+    # intersections at segment ends
+    pos_in_order = np.empty(n, dtype=np.int64)
+    pos_in_order[seg_order] = np.arange(n)
+    e_row = pos_in_order[e_seg]
+    e_rev = rev[e_seg]
+    at_start_of_walk = (e_side == 0) != e_rev  # the end where the walk enters the segment
+    offset = np.where(at_start_of_walk, start_m[e_row], end_m[e_row])
+    inode = at_node
+    node_rows = pd.DataFrame(
+        {
+            "chain_id": cid[e_row[inode]],
+            "unit_id": onode[inode],
+            "kind": "intersection",
+            "start_m": offset[inode],
+            "end_m": offset[inode],
+            "reversed": False,
+        }
+    )
+    # an intersection sits once on a road: a road that loops back to it (a service loop, a
+    # turning circle) keeps the first passage only, so its accidents are never counted twice
+    node_rows = node_rows.sort_values(["chain_id", "start_m"], kind="stable").drop_duplicates(
+        ["chain_id", "unit_id"]
+    )
+    out = pd.concat([seg_rows, node_rows], ignore_index=True)
+    out = out.sort_values(["chain_id", "start_m", "kind"], kind="stable", ignore_index=True)
+    seg_keys = pd.Series(key[seg_order], dtype=object)
+    road = seg_keys.groupby(cid).first()
+    out["road"] = out["chain_id"].map(road)
+    # display name as in the data (not lower-cased)
+    disp = _road_key_display(s, cfg.chain_keys).to_numpy(dtype=object)[seg_order]
+    road_disp = pd.Series(disp, dtype=object).groupby(cid).first()
+    out["road"] = out["chain_id"].map(road_disp)
+    chain_len = pd.Series(end_m).groupby(cid).max()
+    out["chain_length_m"] = out["chain_id"].map(chain_len)
+    return out
+
+
+def _road_key_display(u: pd.DataFrame, keys: Iterable[str]) -> pd.Series:
+    out = pd.Series(pd.NA, index=u.index, dtype="string")
+    for col in keys:
+        if col in u.columns:
+            v = u[col].astype("string").str.strip()
+            v = v.mask(v == "")
+            out = out.fillna(v)
+    return out
+
+
+# -- positions of accidents along chains ----------------------------------------------------------
+
+
+def _chain_positions(
+    chains: pd.DataFrame, acc: pd.DataFrame, u: pd.DataFrame, include_intersections: bool
+) -> pd.DataFrame:
+    """(accident row, chain_id, pos_m) for every accident on a chained unit."""
+    acc_unit = acc["unit_id"].astype(object).to_numpy()
+    measure = (
+        pd.to_numeric(acc["measure_m"], errors="coerce").to_numpy(dtype=float)
+        if "measure_m" in acc.columns
+        else np.full(len(acc), np.nan)
+    )
+    # map junction-internal links to their junction
+    if "junction_id" in u.columns:
+        jmap = u["junction_id"].dropna()
+        jmap = jmap[u.loc[jmap.index, "kind"] == "segment"]
+        mapped = pd.Series(acc_unit).map(jmap).to_numpy(dtype=object)
+        acc_unit = np.where(pd.notna(mapped), mapped, acc_unit)
+    rows = pd.DataFrame({"row": np.arange(len(acc)), "unit_id": acc_unit, "m": measure})
+    seg = chains.loc[chains["kind"] == "segment"]
+    a = rows.merge(seg, on="unit_id", how="inner")
+    length = a["end_m"] - a["start_m"]
+    along = np.minimum(a["m"].fillna(length / 2.0).clip(lower=0.0).to_numpy(), length.to_numpy())
+    a["pos_m"] = np.where(a["reversed"], a["end_m"] - along, a["start_m"] + along)
+    parts = [a[["row", "chain_id", "pos_m"]]]
+    if include_intersections:
+        nodes = chains.loc[chains["kind"] == "intersection"]
+        b = rows.merge(nodes, on="unit_id", how="inner")
+        b["pos_m"] = b["start_m"]
+        parts.append(b[["row", "chain_id", "pos_m"]])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _windows(chain_len: np.ndarray, window: np.ndarray, step: float) -> pd.DataFrame:
+    """Window starts/ends along each chain (vectorised); the last window ends at the chain end."""
+    span = np.maximum(chain_len - window, 0.0)
+    k_full = np.floor(span / step + 1e-9).astype(np.int64)
+    rem = span - k_full * step
+    n_w = k_full + 1 + (rem > 1e-6).astype(np.int64)
+    chain = np.repeat(np.arange(len(chain_len)), n_w)
+    first = np.repeat(np.cumsum(n_w) - n_w, n_w)
+    k = np.arange(n_w.sum()) - first
+    start = k * step
+    last_extra = (k == n_w[chain] - 1) & (rem[chain] > 1e-6)
+    start = np.where(last_extra, span[chain], start).astype(float)
+    end = np.minimum(start + window[chain], chain_len[chain])
+    return pd.DataFrame({"chain_id": chain, "start_m": start, "end_m": end})
+
+
+def _window_sums(
+    pos: pd.DataFrame, fields: pd.DataFrame, win: pd.DataFrame, chain_len: np.ndarray
+) -> pd.DataFrame:
+    """Sum accident fields over closed windows [start, end] with one global searchsorted."""
+    base = np.r_[0.0, np.cumsum(chain_len + 1.0)[:-1]]
+    g = base[pos["chain_id"].to_numpy()] + pos["pos_m"].to_numpy()
+    order = np.argsort(g, kind="stable")
+    g = g[order]
+    vals = fields.to_numpy(dtype=float)[pos["row"].to_numpy()[order]]
+    cs = np.vstack([np.zeros((1, vals.shape[1])), np.cumsum(vals, axis=0)])
+    wb = base[win["chain_id"].to_numpy()]
+    lo = np.searchsorted(g, wb + win["start_m"].to_numpy() - 1e-6, side="left")
+    hi = np.searchsorted(g, wb + win["end_m"].to_numpy() + 1e-6, side="right")
+    sums = cs[hi] - cs[lo]
+    return pd.DataFrame(sums, columns=fields.columns, index=win.index)
+
+
+def _chain_table(chains: pd.DataFrame) -> pd.DataFrame:
+    return chains.groupby("chain_id").agg(
+        road=("road", "first"), length_m=("chain_length_m", "first")
+    )
+
+
+def sliding_windows(
+    units: gpd.GeoDataFrame,
+    joined: pd.DataFrame,
+    *,
+    window_m: float | None = None,
+    step_m: float | None = None,
+    period: Any = None,
+    chains: pd.DataFrame | None = None,
+    include_intersections: bool = True,
+    settings: RiskSettings | None = None,
+) -> pd.DataFrame:
+    """Accident counts in windows moved along every continuous road (network screening).
+
+    Parameters
+    ----------
+    window_m, step_m
+        Window length and step in metres (default HSM 0.3 mi / 0.1 mi,
+        ``settings.screen_window_m`` / ``screen_step_m``). A road shorter than the window is one
+        window. The last window of a road ends at the road's end.
+    period
+        ``(start, end)`` of the accidents counted; default all.
+    chains
+        Output of :func:`road_chains` to reuse.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per window: ``chain_id``, ``road``, ``start_m``, ``end_m``, and sums of
+        ``crashes``, ``K``..``O``, ``deaths``, ``serious_injuries``, ``minor_injuries``,
+        ``epdo`` (casualties approximated by K / A / B+C counts when the data has none).
+    """
+    cfg = settings or RiskSettings()
+    window = cfg.screen_window_m if window_m is None else float(window_m)
+    step = cfg.screen_step_m if step_m is None else float(step_m)
+    if not (window > 0 and step > 0):
+        raise ValidationError(f"window_m and step_m must be positive, got {window}, {step}")
+    u = _units_frame(units)
+    ch = chains if chains is not None else road_chains(u, settings=cfg)
+    acc, _, _ = accidents(joined, period=period)
+    fields, _ = _fields(acc, cfg)
+    pos = _chain_positions(ch, acc, u, include_intersections)
+    table = _chain_table(ch)
+    chain_len = table["length_m"].to_numpy(dtype=float)
+    win = _windows(chain_len, np.full(len(chain_len), window), step)
+    sums = _window_sums(pos, fields, win, chain_len)
+    out = pd.concat([win, sums], axis=1)
+    out.insert(1, "road", table["road"].to_numpy()[win["chain_id"].to_numpy()])
+    return out
+
+
+# -- black spots ----------------------------------------------------------------------------------
+
+
+def _default_period(acc: pd.DataFrame, years: float) -> Period | None:
+    y = event_years(acc).dropna()
+    if len(y) == 0:
+        return None
+    end = pd.Timestamp(year=int(y.max()) + 1, month=1, day=1)
+    if float(years).is_integer():
+        start = pd.Timestamp(year=int(y.max()) - int(years) + 1, month=1, day=1)
+    else:
+        start = end - pd.Timedelta(days=round(years * 365.25))
+    return Period(start, end)
+
+
+def find_black_spots(
+    units: gpd.GeoDataFrame,
+    joined: pd.DataFrame,
+    *,
+    profile: str | BlackSpotProfile | Mapping[str, Any] = "default",
+    period: Any = None,
+    types: Iterable[str] = ("point", "section"),
+    settings: RiskSettings | None = None,
+) -> gpd.GeoDataFrame:
+    """Accident-prone points and sections by a named or user-defined profile.
+
+    Parameters
+    ----------
+    units
+        Traffic units (:func:`trafficunit.build_units`).
+    joined
+        Accidents joined to the units (:func:`trafficunit.assign`); a GeoDataFrame for points.
+    profile
+        ``"default"``, ``"kr-molit"``, ``"in-morth"``, ``"pt-ansr"``, a registered name, a
+        :class:`~trafficunit.settings.BlackSpotProfile` or a mapping of its fields.
+    period
+        ``(start, end)``; default the latest ``profile.years`` whole years of data.
+    types
+        ``"point"`` and/or ``"section"``.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        In the units' CRS, worst first: ``spot_id``, ``type``, ``road``, ``unit_ids``
+        (';'-joined), ``length_m`` (0 for points), ``radius_m``, ``start_m``/``end_m`` along
+        the road (sections), ``crashes``, ``K``..``O``, ``KA``, ``deaths``,
+        ``serious_injuries``, ``minor_injuries``, ``epdo``, ``index``, ``rule``,
+        ``explanation``, ``event_ids``, geometry (point or line). ``.attrs`` has the profile,
+        period and a report.
+    """
+    cfg = settings or RiskSettings()
+    p = get_profile(profile)
+    types = tuple(types)
+    bad = set(types) - {"point", "section"}
+    if bad:
+        raise ValidationError(f"unknown black-spot types {sorted(bad)}; use 'point', 'section'")
+    u = _units_frame(units)
+    acc_all, _, report = accidents(joined, period=None)
+    per = as_period(period) if period is not None else _default_period(acc_all, p.years)
+    if per is None:
+        raise ValidationError("the accidents carry no time or year; give period=(start, end)")
+    acc, _, report = accidents(joined, period=per)
+    if abs(per.years - p.years) > 0.1 * p.years:
+        warnings.warn(
+            f"period {per.label()} is {per.years:.1f} years but profile {p.name!r} is defined "
+            f"over {p.years:g}; thresholds are applied unchanged",
+            TrafficUnitWarning,
+            stacklevel=2,
+        )
+    fields, approx = _fields(acc, cfg)
+    used_fields = {c.field for c in (*p.criteria, *(p.section_criteria or ()))}
+    if "index" in used_fields:
+        used_fields |= set(p.index_weights)
+    approx_used = sorted(set(approx) & used_fields)
+    if approx_used:
+        warnings.warn(
+            f"the accidents have no {approx_used} column(s); approximated by accident counts "
+            f"({', '.join(f'{c}≈{_CASUALTY_PROXY[c]}' for c in approx_used)}), a lower bound",
+            TrafficUnitWarning,
+            stacklevel=2,
+        )
+    report["approximated_fields"] = approx_used  # type: ignore[assignment]
+    frames = []
+    if "point" in types:
+        frames.append(_point_spots(acc, fields, u, p, per))
+    if "section" in types:
+        frames.append(_section_spots(acc, fields, u, p, per, cfg))
+    frames = [f for f in frames if len(f)]
+    if frames:
+        out = pd.concat(frames, ignore_index=True)
+    else:
+        out = pd.DataFrame(columns=["type", "epdo", "crashes", "geometry"])
+    out = out.sort_values(["epdo", "crashes"], ascending=False, kind="stable", ignore_index=True)
+    prefix = np.where(out["type"] == "point", "BP", "BS")
+    rank = out.groupby("type").cumcount() + 1 if len(out) else pd.Series(dtype=int)
+    out.insert(0, "spot_id", [f"{a}{b:04d}" for a, b in zip(prefix, rank, strict=True)])
+    if len(out):
+        desc = _explain_spots(acc, out)
+        out["explanation"] = desc
+    else:
+        out["explanation"] = pd.Series(dtype=object)
+    gdf = gpd.GeoDataFrame(out, geometry="geometry", crs=u.crs)
+    gdf.attrs = {
+        "profile": {
+            "name": p.name,
+            "description": p.description,
+            "source": p.source,
+            "criteria": [str(c) for c in p.criteria],
+            "combine": p.combine,
+            "point_radius_m": p.point_radius_m,
+            "window_m": p.window_m,
+            "step_m": p.step_m,
+        },
+        "period": per.to_json(),
+        "report": {
+            k: (int(v) if isinstance(v, int | np.integer) else v) for k, v in report.items()
+        },
+    }
+    return gdf
+
+
+def _rule(
+    p: BlackSpotProfile, per: Period, kind: str, criteria: tuple[Criterion, ...], extent: str
+) -> str:
+    return (
+        f"{p.name} {kind}: {_rule_text(criteria, p.combine)} {extent} over {per.years:g} "
+        f"year(s) ({per.label()})"
+    )
+
+
+def _sum_columns(sums: pd.DataFrame, p: BlackSpotProfile) -> pd.DataFrame:
+    out = pd.DataFrame(index=sums.index)
+    out["crashes"] = sums["crashes"].round().astype(np.int64)
+    for s in SEVERITIES:
+        out[s] = sums[s].round().astype(np.int64)
+    out["KA"] = out["K"] + out["A"]
+    for col in ("deaths", "serious_injuries", "minor_injuries"):
+        out[col] = sums[col]
+    out["epdo"] = sums["epdo"]
+    out["index"] = _field_value(sums, "index", p)
+    return out
+
+
+def _point_spots(
+    acc: pd.DataFrame, fields: pd.DataFrame, u: gpd.GeoDataFrame, p: BlackSpotProfile, per: Period
+) -> pd.DataFrame:
+    if not isinstance(acc, gpd.GeoDataFrame) or acc.crs is None or len(acc) == 0:
+        if len(acc):
+            warnings.warn(
+                "joined has no geometry/CRS; point black spots skipped",
+                TrafficUnitWarning,
+                stacklevel=3,
+            )
+        return pd.DataFrame()
+    geoms = acc.geometry.to_numpy()
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    acc = acc.loc[ok]
+    fields = fields.loc[ok]
+    mcrs = metric_crs(u)
+    pts_m = gpd.GeoSeries(shapely.point_on_surface(acc.geometry.to_numpy()), crs=acc.crs).to_crs(
+        mcrs
+    )
+    pts = pts_m.to_numpy()
+    n = len(pts)
+    if n == 0:
+        return pd.DataFrame()
+    tree = shapely.STRtree(pts)
+    ci, mi = tree.query(pts, predicate="dwithin", distance=p.point_radius_m)
+    order = np.lexsort((mi, ci))
+    ci, mi = ci[order], mi[order]
+    indptr = np.r_[0, np.cumsum(np.bincount(ci, minlength=n))]
+    f = fields.to_numpy(dtype=float)
+    cols = list(fields.columns)
+    sums = np.column_stack(
+        [np.bincount(ci, weights=f[mi, k], minlength=n) for k in range(f.shape[1])]
+    )
+    alive = np.ones(n, dtype=bool)
+    chosen: list[tuple[int, np.ndarray]] = []
+    epdo_k, crash_k = cols.index("epdo"), cols.index("crashes")
+    while True:
+        frame = {c: sums[:, k] for k, c in enumerate(cols)}
+        q = _evaluate(frame, p, p.criteria) & alive
+        if not q.any():
+            break
+        cand = np.flatnonzero(q)
+        best = cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]]
+        members = mi[indptr[best] : indptr[best + 1]]
+        members = members[alive[members]]
+        chosen.append((int(best), members))
+        alive[members] = False
+        # remove the members from every circle that contains them (pairs are symmetric)
+        starts, stops = indptr[members], indptr[members + 1]
+        counts = stops - starts
+        rows = np.repeat(members, counts)
+        idx = np.concatenate([mi[a:b] for a, b in zip(starts, stops, strict=True)])
+        for k in range(f.shape[1]):
+            np.subtract.at(sums[:, k], idx, f[rows, k])
+    if not chosen:
+        return pd.DataFrame()
+    ids = (
+        acc["event_id"].astype(str).to_numpy()
+        if "event_id" in acc.columns
+        else acc.index.astype(str).to_numpy()
+    )
+    unit = acc["unit_id"].astype(object).to_numpy()
+    member_rows = [m for _, m in chosen]
+    spot_sums = pd.DataFrame([f[m].sum(axis=0) for m in member_rows], columns=cols)
+    out = _sum_columns(spot_sums, p)
+    out.insert(0, "type", "point")
+    out.insert(1, "road", [_common_road(acc, m) for m in member_rows])
+    out["unit_ids"] = [";".join(sorted({str(x) for x in unit[m]})) for m in member_rows]
+    out["length_m"] = 0.0
+    out["radius_m"] = p.point_radius_m
+    out["start_m"] = np.nan
+    out["end_m"] = np.nan
+    out["rule"] = _rule(p, per, "point", p.criteria, f"within {p.point_radius_m:g} m")
+    out["event_ids"] = [";".join(ids[m]) for m in member_rows]
+    centre = gpd.GeoSeries(pts[[b for b, _ in chosen]], crs=mcrs).to_crs(u.crs)
+    out["geometry"] = centre.to_numpy()
+    return out
+
+
+def _common_road(acc: pd.DataFrame, rows: np.ndarray) -> Any:
+    if "road_name" not in acc.columns:
+        return None
+    v = acc["road_name"].iloc[rows].dropna().astype(str)
+    return v.mode().iloc[0] if len(v) else None
+
+
+def _section_spots(
+    acc: pd.DataFrame,
+    fields: pd.DataFrame,
+    u: gpd.GeoDataFrame,
+    p: BlackSpotProfile,
+    per: Period,
+    cfg: RiskSettings,
+) -> pd.DataFrame:
+    chains = road_chains(u, settings=cfg)
+    table = _chain_table(chains)
+    chain_len = table["length_m"].to_numpy(dtype=float)
+    window = np.full(len(chain_len), p.window_m)
+    if p.window_m_rural is not None and "rural" in u.columns:
+        seg = chains.loc[chains["kind"] == "segment"]
+        rural = u["rural"].reindex(seg["unit_id"]).fillna(False).astype(bool).to_numpy()
+        lw = (seg["end_m"] - seg["start_m"]).to_numpy()
+        share = pd.Series(rural * lw).groupby(seg["chain_id"].to_numpy()).sum() / pd.Series(
+            lw
+        ).groupby(seg["chain_id"].to_numpy()).sum().replace(0, np.nan)
+        window = np.where(
+            share.reindex(range(len(chain_len))).fillna(0).to_numpy() > 0.5,
+            p.window_m_rural,
+            window,
+        )
+    pos = _chain_positions(chains, acc, u, p.include_intersections)
+    win = _windows(chain_len, window, p.step_m)
+    sums = _window_sums(pos, fields, win, chain_len)
+    criteria = p.section_criteria or p.criteria
+    q = _evaluate(sums, p, criteria)
+    cand = win.loc[q].join(sums.loc[q])
+    if len(cand) == 0:
+        return pd.DataFrame()
+    cand = cand.sort_values(
+        ["epdo", "crashes", "chain_id", "start_m"],
+        ascending=[False, False, True, True],
+        kind="stable",
+    )
+    chosen: list[int] = []
+    taken: dict[int, list[tuple[float, float]]] = {}
+    for idx, c, a, b in zip(
+        cand.index, cand["chain_id"], cand["start_m"], cand["end_m"], strict=True
+    ):
+        spans = taken.setdefault(int(c), [])
+        if any(a < y - 1e-6 and x < b - 1e-6 for x, y in spans):
+            continue
+        spans.append((a, b))
+        chosen.append(idx)
+    sel = cand.loc[chosen]
+    out = _sum_columns(sel[fields.columns], p).reset_index(drop=True)
+    out.insert(0, "type", "section")
+    road = table["road"].to_numpy(dtype=object)[sel["chain_id"].to_numpy()]
+    out.insert(1, "road", np.where(pd.isna(road), "(unnamed)", road))
+    out["chain_id"] = sel["chain_id"].to_numpy()
+    out["start_m"] = sel["start_m"].to_numpy()
+    out["end_m"] = sel["end_m"].to_numpy()
+    out["length_m"] = out["end_m"] - out["start_m"]
+    out["radius_m"] = np.nan
+    # units and events inside each section
+    members = chains.merge(
+        out[["chain_id", "start_m", "end_m"]].reset_index(), on="chain_id", suffixes=("", "_w")
+    )
+    inside = np.where(
+        members["kind"] == "segment",
+        (members["end_m"] > members["start_m_w"] + 1e-6)
+        & (members["start_m"] < members["end_m_w"] - 1e-6),
+        (members["start_m"] >= members["start_m_w"] - 1e-6)
+        & (members["start_m"] <= members["end_m_w"] + 1e-6),
+    )
+    members = members.loc[inside]
+    out["unit_ids"] = (
+        members.groupby("index")["unit_id"]
+        .agg(lambda s: ";".join(dict.fromkeys(s)))
+        .reindex(out.index)
+    )
+    ev = pos.merge(out[["chain_id", "start_m", "end_m"]].reset_index(), on="chain_id")
+    ev = ev.loc[(ev["pos_m"] >= ev["start_m"] - 1e-6) & (ev["pos_m"] <= ev["end_m"] + 1e-6)]
+    ids = (
+        acc["event_id"].astype(str).to_numpy()
+        if "event_id" in acc.columns
+        else acc.index.astype(str).to_numpy()
+    )
+    ev = ev.assign(event_id=ids[ev["row"].to_numpy()])
+    out["event_ids"] = (
+        ev.groupby("index")["event_id"].agg(lambda s: ";".join(dict.fromkeys(s))).reindex(out.index)
+    )
+    extent = f"within a {p.window_m:g} m window" + (
+        f" ({p.window_m_rural:g} m rural)" if p.window_m_rural and "rural" in u.columns else ""
+    )
+    out["rule"] = _rule(p, per, "section", criteria, extent)
+    out["geometry"] = _section_geometries(members, u, out)
+    return out.drop(columns="chain_id")
+
+
+def _section_geometries(members: pd.DataFrame, u: gpd.GeoDataFrame, out: pd.DataFrame) -> list[Any]:
+    """The part of each section's segments inside the window, merged into one line."""
+    seg = members.loc[members["kind"] == "segment"]
+    geoms = u.geometry.reindex(seg["unit_id"]).to_numpy()
+    length = (seg["end_m"] - seg["start_m"]).to_numpy()
+    a = np.clip(seg["start_m_w"].to_numpy() - seg["start_m"].to_numpy(), 0, None)
+    b = np.minimum(seg["end_m_w"].to_numpy(), seg["end_m"].to_numpy()) - seg["start_m"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fa = np.where(length > 0, a / length, 0.0)
+        fb = np.where(length > 0, b / length, 1.0)
+    rev = seg["reversed"].to_numpy()
+    f0 = np.where(rev, 1 - fb, fa)
+    f1 = np.where(rev, 1 - fa, fb)
+    pieces = [
+        substring(g, x, y, normalized=True) if g is not None else None
+        for g, x, y in zip(geoms, f0, f1, strict=True)
+    ]
+    by_spot: dict[int, list[Any]] = {}
+    for i, piece in zip(seg["index"].to_numpy(), pieces, strict=True):
+        if piece is not None and not piece.is_empty:
+            by_spot.setdefault(int(i), []).append(piece)
+    result: list[Any] = []
+    for i in range(len(out)):
+        parts = by_spot.get(i, [])
+        if not parts:
+            result.append(None)
+            continue
+        merged = shapely.line_merge(shapely.multilinestrings(parts)) if len(parts) > 1 else parts[0]
+        result.append(merged)
+    return result
+
+
+def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame) -> pd.Series:
+    ids = acc["event_id"].astype(str) if "event_id" in acc.columns else acc.index.astype(str)
+    per_spot = spots["event_ids"].fillna("").str.split(";").explode()
+    per_spot = per_spot[per_spot != ""]
+    pos = pd.Index(ids).get_indexer(pd.Index(per_spot.to_numpy()))
+    ok = pos >= 0
+    rows = acc.iloc[pos[ok]]
+    groups = pd.Series(per_spot.index.to_numpy()[ok], index=rows.index)
+    desc = describe_events(rows, groups)
+    desc = desc.reindex(spots.index)
+    text = desc["severity_mix"].fillna("").astype(str)
+    tt = desc["top_type"].astype("string")
+    text = text + np.where(
+        tt.notna(),
+        "; "
+        + (desc["top_type_share"] * 100).round(0).astype("Int64").astype(str)
+        + "% "
+        + tt.fillna(""),
+        "",
+    )
+    tm = desc["top_time"].astype("string")
+    text = text + np.where(
+        tm.notna(),
+        "; "
+        + (desc["top_time_share"] * 100).round(0).astype("Int64").astype(str)
+        + "% in the "
+        + tm.fillna(""),
+        "",
+    )
+    return text.str.strip("; ")
+
+
+# -- HSM peak searching ---------------------------------------------------------------------------
+
+
+def peak_search(
+    units: gpd.GeoDataFrame,
+    risk: pd.DataFrame,
+    *,
+    window_m: float | None = None,
+    max_cv: float | None = None,
+    max_window_m: float | None = None,
+    chains: pd.DataFrame | None = None,
+    settings: RiskSettings | None = None,
+) -> pd.DataFrame:
+    """HSM peak searching: the peak window of every road by EB excess, with a CV test.
+
+    Along each road, windows of ``window_m`` (0.1 mi) move in steps of ``window_m``; a window's
+    EB expected crashes, prediction and variance are the unit values (from :func:`score`)
+    spread evenly along segments plus those of the intersections inside. A window is *valid*
+    when ``CV = sqrt(variance) / expected <= max_cv`` (0.25). If no window of a size is valid,
+    the window grows by ``window_m`` (up to ``max_window_m`` or the road's length); the valid
+    window with the largest excess is the road's peak. Roads that never pass the test report
+    their whole length with ``cv_ok`` False.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per road, highest excess first: ``chain_id``, ``road``, ``start_m``, ``end_m``,
+        ``length_m``, ``expected``, ``predicted``, ``excess``, ``cv``, ``cv_ok``.
+    """
+    cfg = settings or RiskSettings()
+    step = cfg.peak_window_m if window_m is None else float(window_m)
+    limit = cfg.peak_max_cv if max_cv is None else float(max_cv)
+    need = ["eb_expected", "eb_predicted", "eb_variance"]
+    missing = [c for c in need if c not in risk.columns]
+    if missing:
+        raise ValidationError(f"risk lacks {missing}; compute it with tu.score first")
+    u = _units_frame(units)
+    ch = chains if chains is not None else road_chains(u, settings=cfg)
+    table = _chain_table(ch)
+    chain_len = table["length_m"].to_numpy(dtype=float)
+    n_chain = len(chain_len)
+    base = np.r_[0.0, np.cumsum(chain_len + 1.0)[:-1]]
+    vals = risk[need].reindex(ch["unit_id"]).fillna(0.0).to_numpy(dtype=float)
+    is_seg = (ch["kind"] == "segment").to_numpy()
+    cb = base[ch["chain_id"].to_numpy()]
+    # segments: piecewise-linear cumulative sums along the global coordinate
+    s_start = cb[is_seg] + ch["start_m"].to_numpy()[is_seg]
+    s_end = cb[is_seg] + ch["end_m"].to_numpy()[is_seg]
+    sv = vals[is_seg]
+    cum_after = np.cumsum(sv, axis=0)
+    cum_before = cum_after - sv
+    xp = np.column_stack([s_start, s_end]).ravel()
+    # point masses: intersections
+    p_pos = cb[~is_seg] + ch["start_m"].to_numpy()[~is_seg]
+    po = np.argsort(p_pos, kind="stable")
+    p_pos = p_pos[po]
+    p_cs = np.vstack([np.zeros((1, 3)), np.cumsum(vals[~is_seg][po], axis=0)])
+
+    def window_values(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ga, gb = base[c] + a, base[c] + b
+        out = np.empty((len(c), 3))
+        for k in range(3):
+            fp = np.column_stack([cum_before[:, k], cum_after[:, k]]).ravel()
+            out[:, k] = np.interp(gb, xp, fp) - np.interp(ga, xp, fp) if len(xp) else 0.0
+        lo = np.searchsorted(p_pos, ga - 1e-6, side="left")
+        hi = np.searchsorted(p_pos, gb + 1e-6, side="right")
+        return out + (p_cs[hi] - p_cs[lo])
+
+    done = np.zeros(n_chain, dtype=bool)
+    res = np.zeros((n_chain, 6))  # start, end, expected, predicted, variance, cv_ok
+    top_len = chain_len.max() if max_window_m is None else min(max_window_m, chain_len.max())
+    size = step
+    while not done.all():
+        todo = np.flatnonzero(~done)
+        w = np.minimum(np.full(len(todo), size), chain_len[todo])
+        sub = _windows(chain_len[todo], w, step)
+        c = todo[sub["chain_id"].to_numpy()]
+        a, b = sub["start_m"].to_numpy(), sub["end_m"].to_numpy()
+        v = window_values(c, a, b)
+        expected, predicted, var = v[:, 0], v[:, 1], v[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = np.where(expected > 0, np.sqrt(np.maximum(var, 0)) / expected, np.inf)
+        valid = cv <= limit
+        excess = expected - predicted
+        last = size >= top_len - 1e-9
+        whole = (w >= chain_len[todo] - 1e-9)[sub["chain_id"].to_numpy()]
+        # per chain: best valid window; or, at the last size / whole-road window, the whole road
+        df = pd.DataFrame(
+            {
+                "c": c,
+                "a": a,
+                "b": b,
+                "e": expected,
+                "p": predicted,
+                "v": var,
+                "x": np.where(valid, excess, -np.inf),
+                "ok": valid,
+                "whole": whole,
+            }
+        )
+        best = (
+            df.loc[df["ok"]]
+            .sort_values(["c", "x", "a"], ascending=[True, False, True])
+            .drop_duplicates("c")
+        )
+        res[best["c"].to_numpy()] = best[["a", "b", "e", "p", "v"]].assign(ok=1.0).to_numpy()
+        done[best["c"].to_numpy()] = True
+        give_up = df.loc[~df["c"].isin(best["c"]) & (df["whole"] | last)].drop_duplicates("c")
+        if last:
+            # whole road for every remaining chain
+            rem = np.flatnonzero(~done)
+            v_all = window_values(rem, np.zeros(len(rem)), chain_len[rem])
+            res[rem, 0] = 0.0
+            res[rem, 1] = chain_len[rem]
+            res[rem, 2:5] = v_all
+            res[rem, 5] = 0.0
+            done[rem] = True
+        else:
+            gu = give_up.loc[give_up["whole"]]
+            res[gu["c"].to_numpy()] = gu[["a", "b", "e", "p", "v"]].assign(ok=0.0).to_numpy()
+            done[gu["c"].to_numpy()] = True
+        size += step
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv_all = np.where(res[:, 2] > 0, np.sqrt(np.maximum(res[:, 4], 0)) / res[:, 2], np.inf)
+    out = pd.DataFrame(
+        {
+            "chain_id": np.arange(n_chain),
+            "road": table["road"].to_numpy(),
+            "start_m": res[:, 0],
+            "end_m": res[:, 1],
+            "length_m": res[:, 1] - res[:, 0],
+            "expected": res[:, 2],
+            "predicted": res[:, 3],
+            "excess": res[:, 2] - res[:, 3],
+            "cv": cv_all,
+            "cv_ok": res[:, 5] > 0,
+        }
+    )
+    return out.sort_values("excess", ascending=False, kind="stable", ignore_index=True)
