@@ -164,9 +164,9 @@ def _live_mask(
     return mask
 
 
-@router.api_route(
+@router.get(
     "/tiles/{tileset}/{z}/{x}/{y}.mvt",
-    methods=["GET", "HEAD"],
+    operation_id="get_tile",
     summary="One vector tile",
     response_class=Response,
     responses={
@@ -176,6 +176,12 @@ def _live_mask(
         400: {"description": "Malformed z/x/y or filter"},
         404: {"description": "Unknown tileset, or zoom outside its range"},
     },
+)
+@router.head(
+    "/tiles/{tileset}/{z}/{x}/{y}.mvt",
+    operation_id="head_tile",
+    summary="Headers of one vector tile",
+    response_class=Response,
 )
 async def tile(
     request: Request,
