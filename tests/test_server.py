@@ -229,7 +229,7 @@ def test_live_accident_tiles_filter_by_night_and_dates(client: TestClient) -> No
     assert {f["properties"]["time"][:7] for f in early} == {"2018-01"}
     assert len(early) == 7  # every fifth day in January: 1, 6, ..., 31
     ids = {f["id"] for f in every}
-    assert ids == set(int(i) for i in feature_ids([f["properties"]["event_id"] for f in every]))
+    assert ids == {int(i) for i in feature_ids([f["properties"]["event_id"] for f in every])}
     assert client.get(url + "?light=dusk").status_code == 400
     assert client.get(url + "?from=yesterday").status_code == 400
     assert client.get(url + "?from=2018-02-01&to=2018-01-01").status_code == 400
