@@ -265,12 +265,48 @@ class UnitIndex:
             self.names = np.where(pd.isna(names), None, names)
         else:
             self.names = np.full(len(units), None, dtype=object)
+        # straight pieces of the segment units, for exact distances and measures in numpy
+        parts, part_unit = shapely.get_parts(self.geoms[self.seg], return_index=True)
+        cxy, cidx = shapely.get_coordinates(parts, return_index=True)
+        same = cidx[1:] == cidx[:-1]
+        self.pa = np.ascontiguousarray(cxy[:-1][same])
+        self.pb = np.ascontiguousarray(cxy[1:][same])
+        piece_part = cidx[:-1][same]
+        self.piece_unit = self.seg[part_unit[piece_part]]
+        self.piece_len = np.hypot(self.pb[:, 0] - self.pa[:, 0], self.pb[:, 1] - self.pa[:, 1])
+        cum = np.cumsum(self.piece_len)
+        unit_first = np.r_[True, self.piece_unit[1:] != self.piece_unit[:-1]]
+        base = np.maximum.accumulate(np.where(unit_first, cum - self.piece_len, 0.0))
+        self.piece_start = cum - self.piece_len - base
+        self._piece_trees: dict[float, shapely.STRtree] = {}
+        r_int = self.radius[self.ints]
+        self.disc_tree = shapely.STRtree(
+            shapely.box(
+                self.int_xy[:, 0] - r_int,
+                self.int_xy[:, 1] - r_int,
+                self.int_xy[:, 0] + r_int,
+                self.int_xy[:, 1] + r_int,
+            )
+            if len(self.ints)
+            else np.empty(0, dtype=object)
+        )
         self.rank = np.empty(len(ids), dtype=np.int64)
         self.rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
         self._hull: dict[float, Any] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def piece_tree(self, grow_m: float) -> shapely.STRtree:
+        """STRtree of the segment pieces' bounding boxes grown by ``grow_m`` (cached)."""
+        key = round(float(grow_m), 6)
+        tree = self._piece_trees.get(key)
+        if tree is None:
+            lo = np.minimum(self.pa, self.pb) - grow_m
+            hi = np.maximum(self.pa, self.pb) + grow_m
+            tree = shapely.STRtree(shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]))
+            self._piece_trees[key] = tree
+        return tree
 
     def area(self, buffer_m: float) -> shapely.Geometry:
         """The network's area: convex hull of the units buffered by ``buffer_m`` (metric CRS)."""
@@ -329,6 +365,74 @@ class _PointResult:
     name_overrode: int = 0
 
 
+_BIG = np.iinfo(np.int64).max
+
+
+def _sorted_by(q: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pairs ordered by query index (STRtree returns them so; sort only if not)."""
+    if len(q) > 1 and (np.diff(q) < 0).any():
+        order = np.argsort(q, kind="stable")
+        return (q[order], *(o[order] for o in others))
+    return (q, *others)
+
+
+def _group_best(
+    g: np.ndarray, d: np.ndarray, rank: np.ndarray, prefer: np.ndarray | None = None
+) -> np.ndarray:
+    """Index of the best pair per group ``g`` (sorted ascending).
+
+    Best: ``prefer`` first (if given), then the smaller distance (to the micrometre), then
+    the smaller ``rank``. Vectorised with ``reduceat``; no sort.
+    """
+    if len(g) == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    counts = np.diff(np.r_[starts, len(g)])
+    ok = np.ones(len(g), dtype=bool)
+    if prefer is not None:
+        any_pref = np.maximum.reduceat(prefer.astype(np.int8), starts).astype(bool)
+        ok = prefer | ~np.repeat(any_pref, counts)
+    dr = np.where(ok, np.round(d, 6), np.inf)
+    dmin = np.minimum.reduceat(dr, starts)
+    ok &= dr == np.repeat(dmin, counts)
+    r = np.where(ok, rank, _BIG)
+    rmin = np.minimum.reduceat(r, starts)
+    ok &= rank == np.repeat(rmin, counts)
+    idx = np.flatnonzero(ok)
+    gi = g[idx]
+    return idx[np.r_[True, gi[1:] != gi[:-1]]]
+
+
+def _segment_pairs(
+    ix: UnitIndex, pts: np.ndarray, x: np.ndarray, y: np.ndarray, dmax: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(point, unit position, distance, measure) for every unit within ``dmax`` of a point.
+
+    The units' straight pieces are indexed by their bounding boxes grown by ``dmax``; a point
+    query returns the pieces whose grown box holds it, and the exact point-to-piece distance
+    and the position along the unit are computed in numpy. A unit may appear once per piece
+    near the point; the selection downstream keeps the nearest.
+    """
+    tree = ix.piece_tree(dmax)
+    qi, ti = tree.query(pts)
+    qi, ti = _sorted_by(qi, ti)
+    ax, ay = ix.pa[ti, 0], ix.pa[ti, 1]
+    bx, by = ix.pb[ti, 0], ix.pb[ti, 1]
+    px, py = x[qi], y[qi]
+    dx, dy = bx - ax, by - ay
+    l2 = dx * dx + dy * dy
+    t = ((px - ax) * dx + (py - ay) * dy) / np.where(l2 > 0, l2, 1.0)
+    np.clip(t, 0.0, 1.0, out=t)
+    ex = px - (ax + t * dx)
+    ey = py - (ay + t * dy)
+    d = np.sqrt(ex * ex + ey * ey)
+    keep = d <= dmax
+    qi, ti, d, t = qi[keep], ti[keep], d[keep], t[keep]
+    unit = ix.piece_unit[ti]
+    meas = ix.piece_start[ti] + t * ix.piece_len[ti]
+    return qi, unit, d, meas
+
+
 def _assign_points(
     ix: UnitIndex,
     pts: np.ndarray,
@@ -348,105 +452,65 @@ def _assign_points(
     res = _PointResult(unit, dist, measure, status)
     if n == 0:
         return res
-    dmax_kind = table.max(axis=1)
-    dmax = float(dmax_kind.max())
-    uniform = bool((table == table.max(axis=1, keepdims=True)).all())
+    xy = shapely.get_coordinates(pts)
+    x, y = xy[:, 0].copy(), xy[:, 1].copy()
+    dmax = float(table.max())
     has_name = np.zeros(n, dtype=bool)
     if name_aware and names is not None:
-        has_name = pd.notna(names) & (pd.Series(names, dtype=object).astype(str).str.strip() != "")
-        has_name = np.asarray(has_name, dtype=bool)
+        text = pd.Series(names, dtype="string").str.strip()
+        has_name = (text.notna() & (text != "")).to_numpy(dtype=bool)
 
-    ev_parts: list[np.ndarray] = []
-    u_parts: list[np.ndarray] = []
-    d_parts: list[np.ndarray] = []
-
-    # -- segments: nearest only where names do not matter ---------------------------------
-    seg_cls = ix.class_codes[ix.seg] if len(ix.seg) else np.empty(0, dtype=np.int64)
-    if len(ix.seg):
-        fast = np.flatnonzero(~has_name)
-        slow = np.flatnonzero(has_name)
-        if len(fast):
-            (qi, ti), dd = ix.seg_tree.query_nearest(
-                pts[fast], max_distance=dmax, return_distance=True, all_matches=True
-            )
-            ev = fast[qi]
-            ok = dd <= table[kind_codes[ev], seg_cls[ti]]
-            if not uniform:
-                # the nearest may fail its class's distance while a farther unit passes
-                got = np.zeros(n, dtype=bool)
-                got[ev[ok]] = True
-                retry = fast[~got[fast]]
-                retry = retry[np.isin(retry, ev)]
-                slow = np.union1d(slow, retry)
-                keep_fast = ~np.isin(ev, retry)
-                ev, ti, dd, ok = ev[keep_fast], ti[keep_fast], dd[keep_fast], ok[keep_fast]
-            ev_parts.append(ev[ok])
-            u_parts.append(ix.seg[ti[ok]])
-            d_parts.append(dd[ok])
-        if len(slow):
-            qi, ti = ix.seg_tree.query(
-                pts[slow], predicate="dwithin", distance=dmax_kind[kind_codes[slow]]
-            )
-            ev = slow[qi]
-            dd = shapely.distance(pts[ev], ix.geoms[ix.seg[ti]])
-            ok = dd <= table[kind_codes[ev], seg_cls[ti]]
-            ev_parts.append(ev[ok])
-            u_parts.append(ix.seg[ti[ok]])
-            d_parts.append(dd[ok])
-    n_seg_pairs = sum(len(p) for p in ev_parts)
-
-    # -- intersections: discs containing the point ----------------------------------------
+    # -- candidates: segments within their class's distance, intersection discs ----------
+    ev_s, un_s, d_s, m_s = _segment_pairs(ix, pts, x, y, dmax)
+    if len(ev_s):
+        ok = d_s <= table[kind_codes[ev_s], ix.class_codes[un_s]]
+        ev_s, un_s, d_s, m_s = ev_s[ok], un_s[ok], d_s[ok], m_s[ok]
     if intersection_precedence and len(ix.ints):
-        radius = ix.radius[ix.ints]
-        qi, ti = ix.int_tree.query(pts, predicate="dwithin", distance=float(radius.max()))
-        xy = shapely.get_coordinates(pts)
-        dd = np.hypot(xy[qi, 0] - ix.int_xy[ti, 0], xy[qi, 1] - ix.int_xy[ti, 1])
-        ok = dd <= radius[ti]
-        ev_parts.append(qi[ok])
-        u_parts.append(ix.ints[ti[ok]])
-        d_parts.append(dd[ok])
-
-    ev = np.concatenate(ev_parts) if ev_parts else np.empty(0, dtype=np.int64)
-    uu = np.concatenate(u_parts) if u_parts else np.empty(0, dtype=np.int64)
-    dd = np.concatenate(d_parts) if d_parts else np.empty(0)
-    is_int = np.zeros(len(ev), dtype=bool)
-    is_int[n_seg_pairs:] = True
+        qi, ti = ix.disc_tree.query(pts)
+        qi, ti = _sorted_by(qi, ti)
+        d_i = np.hypot(x[qi] - ix.int_xy[ti, 0], y[qi] - ix.int_xy[ti, 1])
+        ok = d_i <= ix.radius[ix.ints[ti]]
+        ev_i, un_i, d_i = qi[ok], ix.ints[ti[ok]], d_i[ok]
+    else:
+        ev_i = un_i = np.empty(0, dtype=np.int64)
+        d_i = np.empty(0)
+    ev = np.r_[ev_s, ev_i]
+    uu = np.r_[un_s, un_i]
+    dd = np.r_[d_s, d_i]
+    mm = np.r_[m_s, np.zeros(len(ev_i))]
+    is_int = np.r_[np.zeros(len(ev_s), dtype=bool), np.ones(len(ev_i), dtype=bool)]
+    if len(ev_i) and len(ev_s):
+        order = np.argsort(ev, kind="stable")
+        ev, uu, dd, mm, is_int = ev[order], uu[order], dd[order], mm[order], is_int[order]
 
     if len(ev):
-        keep = np.ones(len(ev), dtype=bool)
-        named_pair = has_name[ev]
+        rank = ix.rank[uu]
+        first_plain = _group_best(ev, dd, rank, prefer=is_int)
+        first = first_plain
         name_ok = np.zeros(len(ev), dtype=bool)
+        named_pair = has_name[ev]
         if named_pair.any():
             assert names is not None
             idx = np.flatnonzero(named_pair)
             name_ok[idx] = _pair_name_match(names[ev[idx]], ix.names[uu[idx]])
-            any_ok = np.zeros(n, dtype=bool)
-            any_ok[ev[name_ok]] = True
-            keep = ~any_ok[ev] | name_ok
-        first_plain = _pick(ev, uu, dd, is_int, ix.rank)
-        if keep.all():
-            first = first_plain
-        else:
-            first = _pick(ev[keep], uu[keep], dd[keep], is_int[keep], ix.rank)
-            first = np.flatnonzero(keep)[first]
+            if name_ok.any():
+                any_ok = np.zeros(n, dtype=bool)
+                any_ok[ev[name_ok]] = True
+                keep = ~any_ok[ev] | name_ok
+                kidx = np.flatnonzero(keep)
+                first = kidx[_group_best(ev[kidx], dd[kidx], rank[kidx], prefer=is_int[kidx])]
         chosen_ev = ev[first]
         unit[chosen_ev] = uu[first]
         dist[chosen_ev] = dd[first]
+        measure[chosen_ev] = mm[first]
         status[chosen_ev] = np.where(is_int[first], _INTERSECTION, _MATCHED)
         res.name_matched = int(name_ok[first].sum())
-        plain_unit = np.full(n, -1, dtype=np.int64)
-        plain_unit[ev[first_plain]] = uu[first_plain]
-        res.name_overrode = int((plain_unit[chosen_ev] != uu[first]).sum())
-        seg_rows = chosen_ev[~is_int[first]]
-        if len(seg_rows):
-            measure[seg_rows] = shapely.line_locate_point(ix.geoms[unit[seg_rows]], pts[seg_rows])
-        measure[chosen_ev[is_int[first]]] = 0.0
+        res.name_overrode = int((uu[first_plain] != uu[first]).sum())
 
     # -- unmatched: too far (with the distance to the nearest unit) or outside -------------
     rest = np.flatnonzero(status == _NOT_DONE)
     if len(rest):
-        xy = shapely.get_coordinates(pts[rest])
-        inside = shapely.contains_xy(ix.area(area_buffer_m), xy[:, 0], xy[:, 1])
+        inside = shapely.contains_xy(ix.area(area_buffer_m), x[rest], y[rest])
         status[rest[~inside]] = _OUTSIDE
         far = rest[inside]
         status[far] = _TOO_FAR
@@ -456,17 +520,6 @@ def _assign_points(
             )
             dist[far[qi]] = dn
     return res
-
-
-def _pick(
-    ev: np.ndarray, uu: np.ndarray, dd: np.ndarray, is_int: np.ndarray, rank: np.ndarray
-) -> np.ndarray:
-    """Index of the winning pair per event: intersections first, then distance, then id."""
-    d_key = np.round(dd, 6)
-    order = np.lexsort((rank[uu], d_key, ~is_int, ev))
-    ev_sorted = ev[order]
-    first = np.r_[True, ev_sorted[1:] != ev_sorted[:-1]]
-    return order[first]
 
 
 # --------------------------------------------------------------------------------------------
