@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -50,9 +52,7 @@ def grid_roads(n: int, spacing: float = 90.0, seed: int = 0) -> gpd.GeoDataFrame
                 lines.append(shapely.LineString(xy))
                 classes.append("primary" if k % 7 == 0 else "residential")
                 names.append(f"Street {axis}-{k}")
-    return gpd.GeoDataFrame(
-        {"highway": classes, "name": names}, geometry=lines, crs="EPSG:3067"
-    )
+    return gpd.GeoDataFrame({"highway": classes, "name": names}, geometry=lines, crs="EPSG:3067")
 
 
 def scatter_accidents(units: gpd.GeoDataFrame, m: int, seed: int = 1) -> gpd.GeoDataFrame:
@@ -70,8 +70,10 @@ def scatter_accidents(units: gpd.GeoDataFrame, m: int, seed: int = 1) -> gpd.Geo
     xy[:, 1] += r * np.sin(ang)
     minx, miny, maxx, maxy = units.total_bounds
     far = np.column_stack(
-        [rng.uniform(minx - 500, maxx + 500, m - n_near), rng.uniform(miny - 500, maxy + 500,
-                                                                      m - n_near)]
+        [
+            rng.uniform(minx - 500, maxx + 500, m - n_near),
+            rng.uniform(miny - 500, maxy + 500, m - n_near),
+        ]
     )
     xy = np.vstack([xy, far])
     sev = rng.choice(list("KABCO"), m, p=[0.005, 0.03, 0.2, 0.1, 0.665])
@@ -107,8 +109,9 @@ def main() -> None:
     events = scatter_accidents(units, args.events)
     print(f"{len(events):,} generated accidents, CRS {events.crs}")
 
-    def best(fn):  # type: ignore[no-untyped-def]
-        times, out = [], None
+    def best(fn: Callable[[], Any]) -> tuple[Any, float]:
+        times: list[float] = []
+        out = None
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             out = fn()
@@ -116,7 +119,9 @@ def main() -> None:
         return out, min(times)
 
     ours, t_ours = best(lambda: tu.assign(units, events, max_distance_m=25))
-    right = units.reset_index()[["unit_id", "kind", "geometry"]].rename(columns={"kind": "unit_kind"})
+    right = units.reset_index()[["unit_id", "kind", "geometry"]].rename(
+        columns={"kind": "unit_kind"}
+    )
     theirs, t_gpd = best(
         lambda: gpd.sjoin_nearest(
             events, right, how="left", max_distance=25, distance_col="distance_m"

@@ -116,10 +116,9 @@ _BOOL_FIELDS = {"night_works"}
 #: Default severity labels (compared case-insensitively, spaces collapsed) → KABCO.
 #: Numeric codes differ between sources and have no default: map them with ``severity_map``.
 SEVERITY_DEFAULTS: dict[str, str] = {
-    **{k: "K" for k in ("k", "fatal", "fatality", "killed", "death", "dead", "fat", "死亡")},
-    **{
-        k: "A"
-        for k in (
+    **dict.fromkeys(("k", "fatal", "fatality", "killed", "death", "dead", "fat", "死亡"), "K"),
+    **dict.fromkeys(
+        (
             "a",
             "serious",
             "serious injury",
@@ -128,11 +127,11 @@ SEVERITY_DEFAULTS: dict[str, str] = {
             "incapacitating injury",
             "severe",
             "重伤",
-        )
-    },
-    **{
-        k: "B"
-        for k in (
+        ),
+        "A",
+    ),
+    **dict.fromkeys(
+        (
             "b",
             "slight",
             "minor",
@@ -143,30 +142,20 @@ SEVERITY_DEFAULTS: dict[str, str] = {
             "injury",
             "inj",
             "轻伤",
-        )
-    },
-    **{
-        k: "C"
-        for k in ("c", "possible", "possible injury", "complaint of pain", "轻微伤")
-    },
-    **{
-        k: "O"
-        for k in (
-            "o",
-            "pdo",
-            "property damage",
-            "property damage only",
-            "no injury",
-            "none",
-            "财产损失",
-        )
-    },
+        ),
+        "B",
+    ),
+    **dict.fromkeys(("c", "possible", "possible injury", "complaint of pain", "轻微伤"), "C"),
+    **dict.fromkeys(
+        ("o", "pdo", "property damage", "property damage only", "no injury", "none", "财产损失"),
+        "O",
+    ),
 }
 
 #: Default hazard grade labels → ``"general"`` / ``"major"`` (一般 → general, 重大 → major).
 GRADE_DEFAULTS: dict[str, str] = {
-    **{k: "general" for k in ("general", "一般", "minor", "low", "normal", "ordinary")},
-    **{k: "major" for k in ("major", "重大", "serious", "high", "severe", "critical")},
+    **dict.fromkeys(("general", "一般", "minor", "low", "normal", "ordinary"), "general"),
+    **dict.fromkeys(("major", "重大", "serious", "high", "severe", "critical"), "major"),
 }
 
 _TRUE = {"1", "yes", "y", "true", "t", "x", "on", "是"}
@@ -237,7 +226,9 @@ class _Drops:
         self.reason = np.full(n, None, dtype=object)
         self.raw = raw
 
-    def mark(self, mask: np.ndarray, reason: str, column: str | Sequence[str] | None = None) -> None:
+    def mark(
+        self, mask: np.ndarray, reason: str, column: str | Sequence[str] | None = None
+    ) -> None:
         mask = np.asarray(mask, dtype=bool) & (self.reason == None)  # noqa: E711
         self.reason[mask] = reason
         self._columns = getattr(self, "_columns", {})
@@ -398,7 +389,7 @@ def _load(
             return gpd.read_parquet(path)
         except ValueError:
             return pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputFileError(f"{path}: cannot read Parquet ({exc})") from exc
     if lower.endswith(_CSV_SUFFIXES) or not lower.endswith(_GEO_SUFFIXES):
         report.fmt = "csv"
@@ -406,7 +397,7 @@ def _load(
     report.fmt = path.suffix.lower().lstrip(".")
     try:
         return gpd.read_file(path, layer=layer, engine="pyogrio", encoding=encoding)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputFileError(f"{path}: cannot read ({exc})") from exc
 
 
@@ -479,7 +470,7 @@ def _apply_map(
     if mapping:
         table.update({_norm_key(k): v for k, v in mapping.items()})
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped_uniques = np.array([table.get(_norm_key(u), None) for u in uniques], dtype=object)
+    mapped_uniques = np.array([table.get(_norm_key(u)) for u in uniques], dtype=object)
     out_arr = np.full(len(values), None, dtype=object)
     ok = codes >= 0
     out_arr[ok] = mapped_uniques[codes[ok]]
@@ -540,9 +531,7 @@ def _parse_time_column(
         y = y.where((y >= 1800) & (y <= 2200))
         yr[year_only] = y
     epoch = present & ~year_only & s.str.fullmatch(_EPOCH_RE).fillna(False).to_numpy()
-    aware = (
-        present & ~year_only & ~epoch & s.str.fullmatch(_AWARE_RE).fillna(False).to_numpy()
-    )
+    aware = present & ~year_only & ~epoch & s.str.fullmatch(_AWARE_RE).fillna(False).to_numpy()
     naive = present & ~year_only & ~epoch & ~aware
     out = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[us, {tz}]")
     date_only = False
@@ -688,19 +677,15 @@ def _geometry_from_text(values: pd.Series) -> tuple[np.ndarray, np.ndarray, set[
                 g = shapely.from_wkb(txt, on_invalid="ignore")
             else:
                 g = shapely.from_wkt(txt, on_invalid="ignore")
-        except Exception:  # noqa: BLE001 - shapely raises on some junk even with ignore
-            g = np.array(
-                [shapely.from_wkt(t, on_invalid="ignore") for t in txt], dtype=object
-            )
+        except Exception:
+            g = np.array([shapely.from_wkt(t, on_invalid="ignore") for t in txt], dtype=object)
         geoms[present] = g
     bad = present & (shapely.is_missing(geoms) | shapely.is_empty(geoms))
     geoms[bad] = None
     return geoms, bad, set(srids.unique().tolist())
 
 
-def _transform_geoms(
-    geoms: np.ndarray, crs: pyproj.CRS | None, system: str | None
-) -> np.ndarray:
+def _transform_geoms(geoms: np.ndarray, crs: pyproj.CRS | None, system: str | None) -> np.ndarray:
     """Geometries (non-missing) from their CRS / Chinese system to EPSG:4326."""
     if system is not None:
 
@@ -838,7 +823,7 @@ def read_events(
     for fld in ("event_id", "time", "severity", "road_name"):
         if args.get(fld) is not None:
             mapping[fld] = args.pop(fld)
-    mapping.update({k: v for k, v in (columns or {}).items()})
+    mapping.update(dict((columns or {}).items()))
     for fld, val in (
         ("event_id", event_id),
         ("time", time),
@@ -872,9 +857,7 @@ def read_events(
         args["dayfirst"] = True
     kind = args.get("kind")
     if kind not in EVENT_KINDS:
-        raise ValidationError(
-            f"kind must be one of {', '.join(EVENT_KINDS)} (got {kind!r})"
-        )
+        raise ValidationError(f"kind must be one of {', '.join(EVENT_KINDS)} (got {kind!r})")
     if args.get("severity_map") is not None:
         vmaps["severity"] = args["severity_map"]
     unknown_fields = set(mapping) - set(FIELDS[kind])
@@ -945,15 +928,21 @@ def _read(
         guess = [
             c
             for c in raw.columns
-            if re.search(r"(^|_)(x|y|lon|lng|long|lat|longitude|latitude|east|north|"
-                         r"easting|northing|coord)", str(c), re.IGNORECASE)
+            if re.search(
+                r"(^|_)(x|y|lon|lng|long|lat|longitude|latitude|east|north|"
+                r"easting|northing|coord)",
+                str(c),
+                re.IGNORECASE,
+            )
         ]
-        hint = f" Columns that look like coordinates: {', '.join(map(str, guess))}." if guess else ""
+        hint = (
+            f" Columns that look like coordinates: {', '.join(map(str, guess))}." if guess else ""
+        )
         raise ValidationError(
             f"{name}: no position given; pass x= and y= (with crs=) or geometry= (a WKT "
             f"column).{hint}"
         )
-    report.columns = {k: v for k, v in cols.items()}
+    report.columns = dict(cols.items())
     if xcol:
         report.columns["x"], report.columns["y"] = [xcol], [ycol]  # type: ignore[list-item]
     if gcol:
@@ -1040,7 +1029,10 @@ def _read(
                 minx, miny, maxx, maxy = shapely.bounds(area)
                 bb = b[lv]
                 inside[lv] = (
-                    (bb[:, 0] >= minx) & (bb[:, 2] <= maxx) & (bb[:, 1] >= miny) & (bb[:, 3] <= maxy)
+                    (bb[:, 0] >= minx)
+                    & (bb[:, 2] <= maxx)
+                    & (bb[:, 1] >= miny)
+                    & (bb[:, 3] <= maxy)
                 )
         outside = np.zeros(n, dtype=bool)
         outside[np.flatnonzero(live)] = ~inside
@@ -1151,17 +1143,17 @@ def _read(
             f"{r}: " + ", ".join(_fmt_example(e) for e in ex[:3])
             for r, ex in report.examples.items()
         )
-        unknown = ""
+        unknown_msg = ""
         if report.unknown_values.get("severity"):
             vals = ", ".join(repr(v) for v in report.unknown_values["severity"])
-            unknown = f" Unknown severity values: {vals} (map them with severity_map=)."
+            unknown_msg = f" Unknown severity values: {vals} (map them with severity_map=)."
         if strict:
             raise ValidationError(
                 f"{name}: {n_dropped} of {n} rows are unusable ({summary}). Examples: "
-                f"{examples}.{unknown}"
+                f"{examples}.{unknown_msg}"
             )
         warnings.warn(
-            f"{name}: dropped {n_dropped} of {n} rows ({summary}).{unknown} See "
+            f"{name}: dropped {n_dropped} of {n} rows ({summary}).{unknown_msg} See "
             ".attrs['report'] for examples; strict=True raises instead.",
             TrafficUnitWarning,
             stacklevel=3,
@@ -1193,10 +1185,7 @@ def _read(
         counts = {}
         for c in ("deaths", "serious_injuries", "minor_injuries", "injuries"):
             counts[c] = out.get(c, pd.Series(pd.NA, index=raw.index, dtype="Int64"))
-        if "severity" in out:
-            sev = out["severity"]
-        else:
-            sev = _severity_from_counts(counts, raw.index)
+        sev = out["severity"] if "severity" in out else _severity_from_counts(counts, raw.index)
         result["severity"] = sev
         for c, v in counts.items():
             result[c] = v
@@ -1233,7 +1222,7 @@ def _read(
     if gcol:
         used.add(gcol)
     if file_geom:
-        used.add(raw.geometry.name)  # type: ignore[union-attr]
+        used.add(str(raw.geometry.name))
     reserved = set(result.columns) | {
         "geometry",
         "unit_id",

@@ -31,6 +31,7 @@ arrays, through shapely ``STRtree`` queries.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import unicodedata
@@ -75,39 +76,77 @@ _SEVERITIES = ("K", "A", "B", "C", "O")
 # names
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+#: Street-type words ignored when names are compared (English; Finnish ones are suffixes).
 _TYPE_WORDS = frozenset(
-    """street st str avenue ave av road rd boulevard blvd bvd drive dr lane ln court ct place pl
-    parkway pkwy pky highway hwy way wy terrace ter terr circle cir square sq expressway expy
-    freeway fwy trail trl crescent cres close cl grove gr gardens gdns row walk alley aly
-    plaza plz loop lp bridge br""".split()
+    _words(
+        """street st str avenue ave av road rd boulevard blvd bvd drive dr lane ln court ct
+        place pl parkway pkwy pky highway hwy way wy terrace ter terr circle cir square sq
+        expressway expy freeway fwy trail trl crescent cres close cl grove gr gardens gdns
+        row walk alley aly plaza plz loop lp bridge br"""
+    )
 )
 _DIRECTIONS = frozenset(
-    """n s e w ne nw se sw north south east west northeast northwest southeast southwest
-    nb sb eb wb""".split()
+    _words(
+        """n s e w ne nw se sw north south east west northeast northwest southeast southwest
+        nb sb eb wb"""
+    )
 )
 _SPLIT_RE = re.compile(r"\s+(?:x|at|and|@|&|/|×)\s+|[;&/@×|,]|\s+-\s+", re.IGNORECASE)
 _PAREN_RE = re.compile(r"\(.*$|\[.*$")
 _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+_ORDINAL_WORDS = _words(
+    """first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth
+    thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"""
+)
 
 
-def _core(part: str) -> frozenset[str]:
-    words = _WORD_RE.findall(part)
+def _ordinal(i: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(i % 10, "th") if i not in (11, 12, 13) else "th"
+    return f"{i}{suffix}"
+
+
+#: "fifth" → "5th", so written-out and numbered streets compare equal.
+_ORDINALS = {w: _ordinal(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
+_FUZZY_MIN_LEN = 6
+_FUZZY_RATIO = 0.85
+
+
+def _core(part: str) -> tuple[frozenset[str], str]:
+    words = [_ORDINALS.get(w, w) for w in _WORD_RE.findall(part)]
     words = [w for w in words if not re.fullmatch(r"\d+", w)]
-    core = [w for w in words if w not in _TYPE_WORDS and w not in _DIRECTIONS]
-    return frozenset(core or words)
+    core = [w for w in words if w not in _TYPE_WORDS and w not in _DIRECTIONS] or words
+    return frozenset(core), "".join(core)
 
 
 @lru_cache(maxsize=200_000)
-def _name_cores(name: str) -> tuple[frozenset[str], ...]:
+def _name_cores(name: str) -> tuple[tuple[frozenset[str], str], ...]:
     text = unicodedata.normalize("NFKC", name).casefold()
     text = _PAREN_RE.sub("", text)
     parts = _SPLIT_RE.split(text)
     cores = {_core(p) for p in parts if p and p.strip()}
-    return tuple(c for c in cores if c)
+    return tuple(sorted((c for c in cores if c[0]), key=lambda c: c[1]))
+
+
+def _parts_match(x: tuple[frozenset[str], str], y: tuple[frozenset[str], str]) -> bool:
+    if x[0] <= y[0] or y[0] <= x[0] or x[1] == y[1]:
+        return True
+    if min(len(x[1]), len(y[1])) < _FUZZY_MIN_LEN:
+        return False
+    return difflib.SequenceMatcher(None, x[1], y[1]).ratio() >= _FUZZY_RATIO
 
 
 def names_match(a: str, b: str) -> bool:
     """Whether two road names refer to the same road (see the module docs for the rule).
+
+    Names are split into streets (``;``, ``/``, ``&``, `` X ``, `` at ``), lower-cased, house
+    numbers, directions and street-type words dropped, ordinal words written as numbers
+    ("Fifth" = "5th"). Two streets match when one's words contain the other's, when they are
+    the same written together ("Etelä Esplanadi" = "Eteläesplanadi"), or when they differ by
+    a typo (similarity >= 0.85 for names of 6+ letters).
 
     Examples
     --------
@@ -115,11 +154,13 @@ def names_match(a: str, b: str) -> bool:
     True
     >>> names_match("HUOPALAHDENTIE X TURUNVÄYLÄ", "Turunväylä")
     True
+    >>> names_match("5TH AVE", "Fifth Avenue"), names_match("SNELLMANNINKATU 25", "Snellmaninkatu")
+    (True, True)
     >>> names_match("Mannerheimintie", "Runeberginkatu")
     False
     """
     ca, cb = _name_cores(a), _name_cores(b)
-    return any(x <= y or y <= x for x in ca for y in cb)
+    return any(_parts_match(x, y) for x in ca for y in cb)
 
 
 def _pair_name_match(ev_names: np.ndarray, unit_names: np.ndarray) -> np.ndarray:
@@ -262,7 +303,8 @@ class UnitIndex:
         self.class_codes, self.classes = pd.factorize(cls)
         if "name" in units.columns:
             names = units["name"].astype("string").to_numpy(dtype=object)
-            self.names = np.where(pd.isna(names), None, names)
+            self.names: np.ndarray = names.copy()
+            self.names[pd.isna(names)] = None
         else:
             self.names = np.full(len(units), None, dtype=object)
         # straight pieces of the segment units, for exact distances and measures in numpy
@@ -696,8 +738,10 @@ def assign(
     require_gdf(events, "events")
     ix = units if isinstance(units, UnitIndex) else UnitIndex(units, crs=crs, settings=cfg)
     name_aware = cfg.name_aware if name_aware is None else name_aware
-    int_prec = cfg.intersection_precedence if intersection_precedence is None else (
-        intersection_precedence
+    int_prec = (
+        cfg.intersection_precedence
+        if intersection_precedence is None
+        else (intersection_precedence)
     )
     n = len(events)
     if "kind" in events.columns:
@@ -716,8 +760,9 @@ def assign(
     if isinstance(max_distance_m, int | float):
         line_tol = {k: float(max_distance_m) for k in kinds}
     else:
-        line_tol = {k: float(cfg.line_tolerance_m.get(k, table[i].max())) for i, k in
-                    enumerate(kinds)}
+        line_tol = {
+            k: float(cfg.line_tolerance_m.get(k, table[i].max())) for i, k in enumerate(kinds)
+        }
 
     if len(ix) and not pyproj.CRS.from_user_input(events.crs).equals(ix.crs):
         geoms = events.geometry.to_crs(ix.crs).to_numpy()
@@ -797,7 +842,10 @@ def assign(
     else:
         out = events.reset_index(drop=True).copy(deep=False)
 
-    ids = np.where(unit >= 0, ix.ids[np.maximum(unit, 0)] if len(ix) else None, None)
+    ids = np.full(len(unit), None, dtype=object)
+    if len(ix):
+        hit = unit >= 0
+        ids[hit] = ix.ids[unit[hit]]
     out["unit_id"] = pd.array(ids, dtype="string")
     out["distance_m"] = dist
     out["measure_m"] = meas
@@ -828,11 +876,7 @@ def _report(
     matched = counts["matched"] + counts["intersection"]
     inside = n_ev - counts["outside"]
     d = dist[(stat == _MATCHED) | (stat == _INTERSECTION)]
-    pct = (
-        {f"p{q}": round(float(np.percentile(d, q)), 2) for q in (50, 90, 99)}
-        if len(d)
-        else {}
-    )
+    pct = {f"p{q}": round(float(np.percentile(d, q)), 2) for q in (50, 90, 99)} if len(d) else {}
     read = events.attrs.get("report") if isinstance(events.attrs, dict) else None
     return {
         "events": n_ev,
@@ -1021,9 +1065,11 @@ def summarize(
     linked = joined["unit_id"].notna()
     hz = joined.loc[((kind == "hazard") & linked).to_numpy(dtype=bool)]
     if len(hz):
-        status = hz["status"].astype("string").str.strip().str.casefold() if (
-            "status" in hz.columns
-        ) else pd.Series(pd.NA, index=hz.index, dtype="string")
+        status = (
+            hz["status"].astype("string").str.strip().str.casefold()
+            if ("status" in hz.columns)
+            else pd.Series(pd.NA, index=hz.index, dtype="string")
+        )
         closed_set = {s.casefold() for s in cfg.closed_statuses}
         is_open = ~status.isin(closed_set).fillna(False)
         if "reported_at" in hz.columns:
@@ -1033,8 +1079,12 @@ def summarize(
         hz_uid = hz["unit_id"].astype(str)
         hz_ev = hz["event_id"].astype(str) if "event_id" in hz.columns else hz_uid.index
         frame = pd.DataFrame(
-            {"u": hz_uid.to_numpy(), "e": np.asarray(hz_ev), "open": is_open.to_numpy(),
-             "major": major.to_numpy()}
+            {
+                "u": hz_uid.to_numpy(),
+                "e": np.asarray(hz_ev),
+                "open": is_open.to_numpy(),
+                "major": major.to_numpy(),
+            }
         ).drop_duplicates(["u", "e"])
         out["hazards"] = frame["u"].value_counts().reindex(idx).fillna(0).astype(int).to_numpy()
         op = frame.loc[frame["open"], "u"].value_counts()

@@ -119,8 +119,9 @@ PRESETS: dict[str, EventPreset] = {
                 "severity_map": {1: "O", 2: "B", 3: "K"},
                 "tz": "Europe/Helsinki",
             },
-            notes=("LAJI is the road-user type: MA motor vehicle, JK pedestrian, PP bicycle, "
-                   "MP moped",),
+            notes=(
+                "LAJI is the road-user type: MA motor vehicle, JK pedestrian, PP bicycle, MP moped",
+            ),
         ),
         EventPreset(
             name="helsinki-fta",
@@ -156,8 +157,10 @@ PRESETS: dict[str, EventPreset] = {
                 },
                 "tz": "Europe/Helsinki",
             },
-            notes=("Tunti read as the hour's ordinal (1 = 00:00-00:59); the field guide does "
-                   "not say, the morning peak fits this reading",),
+            notes=(
+                "Tunti read as the hour's ordinal (1 = 00:00-00:59); the field guide does "
+                "not say, the morning peak fits this reading",
+            ),
         ),
         EventPreset(
             name="portland",
@@ -239,8 +242,10 @@ PRESETS: dict[str, EventPreset] = {
                 "value_maps": {"time": _boston_cad_time},
                 "tz": "America/New_York",
             },
-            notes=("dispatch subtypes are a rough proxy for severity; other subtypes are "
-                   "dropped as unknown severity",),
+            notes=(
+                "dispatch subtypes are a rough proxy for severity; other subtypes are "
+                "dropped as unknown severity",
+            ),
         ),
         EventPreset(
             name="boston-safety-reports",
