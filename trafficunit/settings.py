@@ -543,3 +543,93 @@ class JoinSettings:
     def with_(self, **changes: Any) -> JoinSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# --- re-segmentation lineage and scale-out (trafficunit.lineage, trafficunit.distributed) ------
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    """How a re-segmentation relates old units to new ones (``tu.resegment``).
+
+    Attributes
+    ----------
+    match_tolerance_m
+        A stretch of an old segment within this distance (metres) of a new segment is shared
+        by the two (absorbs re-digitising noise and rounding).
+    min_overlap_m
+        Two segments are related when they share at least this length (metres), or at least
+        half of either; shorter contacts are cross streets touching at a junction.
+    intersection_match_m
+        A changed old intersection and a changed new one whose centres are this close
+        (metres) are the same junction, moved or reshaped; segments left unrelated on both
+        sides are the same stretch re-drawn when they share a way and lie within this
+        Hausdorff distance.
+    reassign_slack_m
+        An event follows its unit's successor when it lies within the join's maximum
+        distance plus this (metres) of it; farther ones are joined again spatially.
+    compare_attributes
+        Attributes compared between an old unit and its unchanged new self; differences are
+        listed in the lineage's ``changed`` column.
+    """
+
+    match_tolerance_m: float = 1.0
+    min_overlap_m: float = 5.0
+    intersection_match_m: float = 20.0
+    reassign_slack_m: float = 10.0
+    compare_attributes: tuple[str, ...] = (
+        "road_class",
+        "ramp",
+        "name",
+        "ref",
+        "maxspeed_kmh",
+        "lanes",
+        "oneway",
+        "direction",
+        "lit",
+        "sidewalk",
+        "surface",
+        "bridge",
+        "tunnel",
+        "degree",
+        "road_classes",
+        "aadt",
+    )
+
+    def with_(self, **changes: Any) -> LineageSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """How the build → join → score pipeline is partitioned on Dask (``trafficunit.distributed``).
+
+    Attributes
+    ----------
+    cell_size_m
+        Side of the square partition cells, metres (default: chosen so a cell holds about
+        ``roads_per_cell`` road lines).
+    roads_per_cell
+        Target number of road lines per cell when ``cell_size_m`` is not given.
+    halo_m
+        First halo around a cell, metres: a task builds units from the roads within the cell
+        grown by the halo, and keeps the units anchored in the cell whose whole context lies
+        inside; otherwise it retries with the halo doubled.
+    max_halo_doublings
+        Retries before a cell falls back to the whole network (always exact).
+    n_workers, threads_per_worker, memory_limit
+        The local cluster started when no scheduler address is given.
+    """
+
+    cell_size_m: float | None = None
+    roads_per_cell: int = 20_000
+    halo_m: float = 400.0
+    max_halo_doublings: int = 6
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+
+    def with_(self, **changes: Any) -> DistributedSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
