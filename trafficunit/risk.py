@@ -298,10 +298,9 @@ def _fit_one(
     if total == 0:
         return SafetyPerformanceFunction(intercept=-math.inf, k=0.0, source="no crashes", **common)
     fixed_length = kind == "segment" and cfg.spf_length_exponent is not None
+    names: list[str] = ["log_degree"]
     if kind == "segment":
         names = [] if fixed_length else ["log_length_km"]
-    else:
-        names = ["log_degree"]
     if "aadt" in units.columns:
         aadt = pd.to_numeric(units["aadt"], errors="coerce")
         if bool((aadt > 0).all()):

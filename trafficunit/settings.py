@@ -545,6 +545,56 @@ class JoinSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# --- hazard ledger and work zones (trafficunit.ledger) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Rules of the hazard closed loop (``trafficunit.ledger``); DOMAIN.md "Hazard lifecycle".
+
+    Attributes
+    ----------
+    catalogue
+        Path of a hazard category catalogue (JSON, the shape of the shipped
+        ``trafficunit/ledger/catalogue.json``); ``None`` for the shipped default (4 classes).
+    deadline_days
+        Days from assignment to the rectification deadline, by grade [rec]: a general hazard
+        (一般) is fixed at once, a major one (重大) needs time or outside help.
+    list_major
+        Put major hazards under listed supervision (挂牌督办) when they are assigned.
+    list_overdue
+        Put overdue hazards under listed supervision when the overdue sweep finds them.
+    duplicate_distance_m
+        A new report within this distance (metres) of an open hazard of the same category is
+        linked to it instead of opening another.
+    duplicate_window_days
+        ... provided that hazard was last reported within this many days.
+    reopen_days
+        A serious crash on a hazard's unit within this many days of its closure reopens it
+        (DOMAIN.md [rec]: 12 months).
+    reopen_severities
+        KABCO severities that count as serious for reopening.
+    max_vertices
+        Largest number of vertices of a reported geometry.
+    """
+
+    catalogue: str | None = None
+    deadline_days: dict[str, float] = field(
+        default_factory=lambda: {"general": 7.0, "major": 90.0}
+    )
+    list_major: bool = True
+    list_overdue: bool = True
+    duplicate_distance_m: float = 30.0
+    duplicate_window_days: float = 30.0
+    reopen_days: float = 365.0
+    reopen_severities: frozenset[str] = frozenset({"K", "A"})
+    max_vertices: int = 5000
+
+    def with_(self, **changes: Any) -> LedgerSettings:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
 # --- re-segmentation lineage and scale-out (trafficunit.lineage, trafficunit.distributed) ------
 
 

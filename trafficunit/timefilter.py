@@ -355,7 +355,7 @@ def filter_events(
         keep &= h.isin(wanted).fillna(False).to_numpy(dtype=bool)
     if weekdays is not None:
         days = sorted({_weekday_number(d) for d in weekdays})
-        wd = event_times(events).dt.weekday
+        wd = event_times(events).dt.day_of_week
         report["no_weekday"] = int(wd.isna().sum())
         keep &= wd.isin(days).to_numpy(dtype=bool)
     if light is not None:
@@ -389,7 +389,7 @@ def hour_weekday(events: pd.DataFrame) -> pd.DataFrame:
     """
     t = event_times(events)
     h = _event_hours(events)
-    wd = t.dt.weekday
+    wd = t.dt.day_of_week
     ok = wd.notna().to_numpy() & h.notna().to_numpy()
     codes = wd.to_numpy(dtype=float)[ok].astype(int) * 24 + h.to_numpy(dtype=float)[ok].astype(int)
     counts = np.bincount(codes, minlength=7 * 24).reshape(7, 24)

@@ -1,0 +1,328 @@
+"""Roads, sliding windows, black spots and peak searching, worked out by hand.
+
+Main St positions (tests/_risk_net.py): S1 [0, 300], IA at 300, S2 [300, 600], S3 [600, 1000]
+traversed against its drawing direction, so an accident 100 m along S3 sits at 900 m.
+The accidents of SPEC: K at 100, O at 110, A at 300 (IA), B at 350, B at 360, C at 370, O at 900.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import LineString, Point
+
+import trafficunit as tu
+from trafficunit import blackspots as bs
+from trafficunit.settings import BlackSpotProfile, Criterion
+
+from ._risk_net import SPEC, crashes, make_units, network
+
+# -- roads ----------------------------------------------------------------------------------------
+
+
+def test_road_chains_follow_names_through_intersections() -> None:
+    ch = bs.road_chains(network())
+    main = ch.loc[ch["road"] == "Main St"]
+    assert main["unit_id"].tolist() == ["S1", "IA", "S2", "S3"]
+    assert main["start_m"].tolist() == pytest.approx([0, 300, 300, 600])
+    assert main["end_m"].tolist() == pytest.approx([300, 300, 600, 1000])
+    assert main["reversed"].tolist() == [False, False, False, True]
+    assert main["chain_length_m"].iloc[0] == pytest.approx(1000)
+    side = ch.loc[ch["road"] == "Side Rd"]
+    assert set(side["unit_id"]) == {"S4", "IA", "S5"}
+    assert side.loc[side["unit_id"] == "IA", "start_m"].item() == pytest.approx(300)
+    assert ch["chain_id"].nunique() == 2
+
+
+def _oneway(
+    uid: str,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    fu: str | None,
+    tu_: str | None,
+    name: str = "Dual",
+) -> tuple[object, ...]:
+    return (uid, "segment", LineString([a, b]), name, "forward", fu, tu_, "primary")
+
+
+def test_one_way_carriageways_meeting_head_on_are_not_one_road() -> None:
+    node = ("I", "intersection", Point(100, 0), "Dual", None, None, None, "primary")
+    # both drawn (and driven) into I: two roads
+    head_on = make_units(
+        [
+            _oneway("D1", (0, 0), (100, 0), None, "I"),
+            _oneway("D2", (200, 0), (100, 0), None, "I"),
+            node,
+        ]
+    )
+    assert bs.road_chains(head_on)["chain_id"].nunique() == 2
+    # one in, one out, straight on: one road of 200 m
+    through = make_units(
+        [
+            _oneway("D1", (0, 0), (100, 0), None, "I"),
+            _oneway("D2", (100, 0), (200, 0), "I", None),
+            node,
+        ]
+    )
+    ch = bs.road_chains(through)
+    assert ch["chain_id"].nunique() == 1 and ch["chain_length_m"].iloc[0] == pytest.approx(200)
+    # in on one carriageway, back out on the other (a U-turn): two roads
+    u_turn = make_units(
+        [
+            _oneway("D1", (0, 0), (100, 0), None, "I"),
+            _oneway("D3", (100, 0), (0, 5), "I", None),
+            node,
+        ]
+    )
+    assert bs.road_chains(u_turn)["chain_id"].nunique() == 2
+
+
+def test_straightest_pair_wins_where_three_same_named_ends_meet() -> None:
+    units = make_units(
+        [
+            ("A", "segment", LineString([(-100, 0), (0, 0)]), "X St", "both", None, "I", "primary"),
+            ("B", "segment", LineString([(0, 0), (100, 0)]), "X St", "both", "I", None, "primary"),
+            ("C", "segment", LineString([(0, 0), (70, 70)]), "X St", "both", "I", None, "primary"),
+            ("I", "intersection", Point(0, 0), "X St", None, None, None, "primary"),
+        ]
+    )
+    ch = bs.road_chains(units)
+    seg = ch.loc[ch["kind"] == "segment"]
+    by_unit = seg.set_index("unit_id")["chain_id"]
+    assert by_unit["A"] == by_unit["B"] != by_unit["C"]
+
+
+def test_a_ring_road_becomes_one_chain() -> None:
+    pts = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    rows = [
+        (
+            f"R{i}",
+            "segment",
+            LineString([pts[i], pts[(i + 1) % 4]]),
+            "Ring",
+            "both",
+            f"R{(i - 1) % 4}",
+            f"R{(i + 1) % 4}",
+            "primary",
+        )
+        for i in range(4)
+    ]
+    ch = bs.road_chains(make_units(rows))
+    assert ch["chain_id"].nunique() == 1
+    assert ch["chain_length_m"].iloc[0] == pytest.approx(400)
+    assert sorted(ch["start_m"].round(6).tolist()) == [0, 100, 200, 300]
+
+
+# -- sliding windows ------------------------------------------------------------------------------
+
+
+def test_sliding_window_counts_by_hand() -> None:
+    units = network()
+    joined = crashes(units, SPEC)
+    w = bs.sliding_windows(units, joined, window_m=500, step_m=100)
+    main = w.loc[w["road"] == "Main St"].set_index("start_m")
+    assert main.index.tolist() == [0, 100, 200, 300, 400, 500]
+    assert main["crashes"].tolist() == [6, 6, 4, 4, 1, 1]
+    # K + O + A + 2 B + C = 542 + 1 + 29 + 22 + 6
+    assert main["epdo"].tolist() == [600, 600, 57, 57, 1, 1]
+    assert main.loc[0, "K"] == 1 and main.loc[0, "A"] == 1 and main.loc[400, "O"] == 1
+    side = w.loc[w["road"] == "Side Rd"]
+    assert side["start_m"].tolist() == [0, 100]
+    assert side["A"].tolist() == [1, 1]  # the intersection's accident counts on both roads
+    # the last window ends at the road's end: 1000 m, 500 m window, 300 m step -> 0, 300, 500
+    w2 = bs.sliding_windows(units, joined, window_m=500, step_m=300)
+    assert w2.loc[w2["road"] == "Main St", "start_m"].tolist() == [0, 300, 500]
+    # without intersections, IA's accident drops out
+    w3 = bs.sliding_windows(units, joined, window_m=500, step_m=100, include_intersections=False)
+    assert w3.loc[w3["road"] == "Main St", "crashes"].tolist() == [5, 5, 3, 3, 1, 1]
+
+
+# -- black spots ----------------------------------------------------------------------------------
+
+
+def test_default_profile_finds_the_section_by_hand() -> None:
+    units = network()
+    joined = crashes(units, SPEC)
+    spots = tu.find_black_spots(units, joined)  # latest 3 years: 2020-2022
+    assert spots.attrs["period"][0].startswith("2020-01-01")
+    assert (spots["type"] == "point").sum() == 0
+    sec = spots.loc[spots["type"] == "section"]
+    assert len(sec) == 1  # [0, 500] and [100, 600] tie; the overlapping one is dropped
+    s = sec.iloc[0]
+    assert (s["road"], s["start_m"], s["end_m"], s["length_m"]) == ("Main St", 0, 500, 500)
+    assert s["unit_ids"] == "S1;IA;S2"
+    assert [s[c] for c in ("crashes", "K", "A", "B", "C", "O", "KA")] == [6, 1, 1, 2, 1, 1, 2]
+    assert s["epdo"] == 600
+    assert s["rule"].startswith("default section: KA >= 2 or KABC >= 5 or crashes >= 10")
+    assert "500 m window" in s["rule"] and "2020-01-01–2022-12-31" in s["rule"]
+    assert s["spot_id"] == "BS0001"
+    assert s.geometry.length == pytest.approx(500)
+    assert s.geometry.coords[0] == (0, 0)
+    assert s["explanation"].startswith("K 1, A 1, B 2, C 1, O 1")
+    assert spots.crs == units.crs
+
+
+def test_points_take_each_accident_once() -> None:
+    units = network()
+    # S3 is drawn from x=1000: measure 200 -> x=800, 250 -> 750, 300 -> 700
+    spec = [("S3", 200, "A", 2022)] * 3 + [("S3", 250, "A", 2022)] + [("S3", 300, "A", 2022)] * 2
+    joined = crashes(units, spec)
+    prof = {"name": "test", "criteria": ["KA >= 2"], "point_radius_m": 30.0}
+    spots = tu.find_black_spots(units, joined, profile=prof, types=["point"])
+    # circles of 30 m: 3 A at 800 (first, worst), 2 A at 700; the lone A at 750 stays out
+    assert spots["crashes"].tolist() == [3, 2]
+    assert [round(g.x) for g in spots.geometry] == [800, 700]
+    assert spots["unit_ids"].tolist() == ["S3", "S3"]
+    # a 60 m circle around 750 holds all six accidents: one point
+    wide = tu.find_black_spots(
+        units, joined, profile={**prof, "point_radius_m": 60.0}, types=["point"]
+    )
+    assert wide["crashes"].tolist() == [6] and round(wide.geometry.iloc[0].x) == 750
+    assert wide["rule"].iloc[0] == (
+        "test point: KA >= 2 within 60 m over 3 year(s) (2020-01-01–2022-12-31)"
+    )
+
+
+def _injury_spec(last: str) -> tuple[list[tuple[Any, ...]], pd.DataFrame]:
+    spec: list[tuple[Any, ...]] = [("S2", m, "B", 2022) for m in (10, 20, 30, 40)] + [
+        ("S2", 50, last, 2022)
+    ]
+    cas = pd.DataFrame(
+        {
+            "deaths": [0] * 5,
+            "serious_injuries": [0, 0, 0, 0, 1 if last == "A" else 0],
+            "minor_injuries": [1, 1, 1, 1, 0 if last == "A" else 1],
+        }
+    )
+    return spec, cas
+
+
+def test_portugal_profile_needs_count_and_severity_index() -> None:
+    units = network()
+    spec, cas = _injury_spec("A")
+    joined = crashes(units, spec)
+    joined[cas.columns] = cas.to_numpy()
+    spots = tu.find_black_spots(units, joined, profile="pt-ansr", types=["section"])
+    # 5 injury accidents at 310-350 m; index = 10 x 1 serious + 3 x 4 slight = 22 > 20
+    assert len(spots) == 1
+    s = spots.iloc[0]
+    assert (s["start_m"], s["end_m"]) == (150, 350)  # first of the tied 200 m windows
+    assert s["index"] == 22 and s["KA"] == 1
+    assert "KABC >= 5 and index > 20" in s["rule"] and "over 1 year(s)" in s["rule"]
+    spec, cas = _injury_spec("B")  # index = 3 x 5 = 15: not a black spot
+    joined = crashes(units, spec)
+    joined[cas.columns] = cas.to_numpy()
+    assert len(tu.find_black_spots(units, joined, profile="pt-ansr")) == 0
+
+
+def test_korean_rural_sections_are_longer() -> None:
+    units = network()
+    joined = crashes(units, [("S1", 50, "K", 2022), ("S2", 100, "K", 2022), ("S3", 50, "K", 2022)])
+    # fatal accidents at 50, 400 and 950 m: no 600 m window holds three
+    assert len(tu.find_black_spots(units, joined, profile="kr-molit", types=["section"])) == 0
+    rural = units.assign(rural=True)
+    spots = tu.find_black_spots(rural, joined, profile="kr-molit", types=["section"])
+    assert len(spots) == 1 and spots["length_m"].item() == pytest.approx(1000)
+    assert "(1000 m rural)" in spots["rule"].item()
+
+
+def test_casualty_criteria_without_casualty_columns_warn() -> None:
+    units = network()
+    joined = crashes(units, SPEC)
+    with pytest.warns(tu.TrafficUnitWarning, match="deaths"):
+        tu.find_black_spots(units, joined, profile="in-morth")
+
+
+def test_profiles_and_user_defined_rules() -> None:
+    assert set(bs.PROFILES) >= {"default", "kr-molit", "in-morth", "pt-ansr"}
+    assert str(bs.parse_criterion("index > 20")) == "index > 20"
+    mine = BlackSpotProfile(name="mine", criteria=(Criterion("crashes", 3),), window_m=300)
+    bs.register_profile(mine)
+    units = network()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tu.TrafficUnitWarning)
+        spots = tu.find_black_spots(units, crashes(units, SPEC), profile="mine")
+    assert (spots["type"] == "section").sum() >= 1
+    with pytest.raises(tu.ValidationError, match="unknown black-spot profile"):
+        tu.find_black_spots(units, crashes(units, SPEC), profile="nope")
+    with pytest.raises(tu.ValidationError, match="unknown criterion field"):
+        bs.get_profile({"criteria": ["X >= 1"]})
+    with pytest.raises(tu.ValidationError, match="cannot read criterion"):
+        bs.parse_criterion("KA at least 3")
+
+
+# -- peak searching -------------------------------------------------------------------------------
+
+
+def test_peak_search_by_hand() -> None:
+    units = network()
+    per_100m = pd.Series({"S1": 1.0, "S2": 10.0, "S3": 1.0, "S4": 0.0, "S5": 0.0})
+    length = units["length_m"]
+    expected = (per_100m * length.reindex(per_100m.index) / 100).reindex(units.index)
+    expected["IA"] = 5.0
+    predicted = (length / 100).where(units.index.isin(["S1", "S2", "S3"]), 0.0)
+    risk = pd.DataFrame(
+        {"eb_expected": expected, "eb_predicted": predicted, "eb_variance": 0.5 * expected}
+    )
+    peaks = bs.peak_search(units, risk, window_m=100, max_cv=0.25).set_index("road")
+    main = peaks.loc["Main St"]
+    # [300, 400]: IA 5 + 10 along S2 = 15 expected, 1 predicted, CV = sqrt(7.5) / 15
+    assert (main["start_m"], main["end_m"]) == (300, 400)
+    assert main["expected"] == pytest.approx(15.0)
+    assert main["excess"] == pytest.approx(14.0)
+    assert main["cv"] == pytest.approx(np.sqrt(7.5) / 15)
+    assert bool(main["cv_ok"])
+    side = peaks.loc["Side Rd"]  # only IA's 5: CV 0.32 at every size -> whole road, not ok
+    assert (side["start_m"], side["end_m"], bool(side["cv_ok"])) == (0, 600, False)
+    assert side["expected"] == pytest.approx(5.0)
+
+
+def test_peak_search_needs_eb_columns() -> None:
+    with pytest.raises(tu.ValidationError, match="tu.score"):
+        bs.peak_search(network(), pd.DataFrame({"epdo": [1.0]}))
+
+
+def test_black_spots_keep_input_untouched() -> None:
+    units = network()
+    joined = crashes(units, SPEC)
+    u0, j0 = units.copy(), joined.copy()
+    tu.find_black_spots(units, joined)
+    pd.testing.assert_frame_equal(units, u0)
+    pd.testing.assert_frame_equal(joined, j0)
+    assert isinstance(joined, gpd.GeoDataFrame)
+
+
+# -- real data ------------------------------------------------------------------------------------
+
+
+def test_portland_corridor_sections() -> None:
+    from .conftest import shared_path
+
+    roads = tu.read_network(shared_path("osm", "portland-central.osm.pbf"))
+    events = tu.read_events(
+        shared_path("crashes", "portland-corridors-2007-2015.csv"), preset="portland"
+    )
+    units = tu.build_units(roads, max_length_m=200)
+    joined = tu.assign(units, events)
+    spots = tu.find_black_spots(units, joined)
+    assert spots.attrs["period"][0].startswith("2013-01-01")  # the latest 3 years
+    sec = spots.loc[spots["type"] == "section"]
+    assert len(sec) >= 5 and (spots["type"] == "point").sum() >= 1
+    counts = sec[["K", "A", "B", "C", "O"]].sum(axis=1)
+    assert (counts == sec["crashes"]).all()
+    assert (sec["length_m"] <= 500 + 1e-6).all()
+    # each section's accidents are listed once; its units exist; its line is as long as it says
+    n_ids = sec["event_ids"].str.split(";").map(lambda ids: len(set(ids)))
+    assert (n_ids == sec["crashes"]).all()
+    known = set(units.index)
+    assert all(set(s.split(";")) <= known for s in sec["unit_ids"])
+    metric = sec.to_crs(sec.estimate_utm_crs())
+    ratio = metric.geometry.length / sec["length_m"]
+    assert ratio.between(0.9, 1.1).mean() > 0.8
+    # the worst section is on a named arterial, with accidents every year-ish
+    assert sec["crashes"].iloc[0] >= 20 and sec["road"].iloc[0] != "(unnamed)"
