@@ -126,7 +126,12 @@ def parse_time(value: str | None, what: str) -> pd.Timestamp | None:
         raise BadRequest(f"{what}={value!r} is not an ISO date (YYYY-MM-DD) or datetime") from exc
     if t is pd.NaT:
         raise BadRequest(f"{what}={value!r} is not a date")
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    try:
+        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        _ = (t + pd.Timedelta(days=1)).value  # representable in ns with a day to spare
+    except (OverflowError, ValueError) as exc:
+        raise BadRequest(f"{what}={value!r} is outside the supported years 1678-2261") from exc
+    return t
 
 
 @dataclass(frozen=True)

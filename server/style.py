@@ -63,7 +63,12 @@ def legend(rule: dict[str, Any], counts: dict[str, int] | None = None) -> dict[s
 
 
 def style(
-    base_url: str, *, risk_tileset: str | None, live: list[str], legend_data: dict[str, Any]
+    base_url: str,
+    *,
+    risk_tileset: str | None,
+    live: list[str],
+    legend_data: dict[str, Any],
+    live_zooms: tuple[int, int] = (10, 18),
 ) -> dict[str, Any]:
     """A MapLibre style: units by level, intersections, work zones, hazards, accidents.
 
@@ -78,7 +83,13 @@ def style(
     if risk_tileset:
         sources["risk"] = {"type": "vector", "url": f"{base}/tiles/{risk_tileset}/tilejson.json"}
     for name in live:
-        sources[name] = {"type": "vector", "url": f"{base}/tiles/{name}/tilejson.json"}
+        # tiles, not a TileJSON url: the web map swaps the tile URL's filter query with setTiles
+        sources[name] = {
+            "type": "vector",
+            "tiles": [f"{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt"],
+            "minzoom": live_zooms[0],
+            "maxzoom": live_zooms[1],
+        }
     width = ["interpolate", ["linear"], ["zoom"], 8, 1.0, 13, 2.5, 16, 6]
     if "risk" in sources:
         layers += [
@@ -96,7 +107,7 @@ def style(
                         "#000000",
                         "#ffffff",
                     ],
-                    "line-width": ["+", 2, width],
+                    "line-width": ["interpolate", ["linear"], ["zoom"], 8, 2.5, 13, 4.5, 16, 9],
                 },
             },
             {
@@ -191,8 +202,8 @@ def _accident_paint() -> dict[str, Any]:
 
 def _hazard_paint() -> dict[str, Any]:
     return {
-        "circle-color": ["match", ["get", "grade"], "major", "#e7298a", "#fdb863"],
-        "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 3, 16, 7],
-        "circle-stroke-color": "#3f007d",
-        "circle-stroke-width": 1.5,
+        "circle-color": "#ffffff",
+        "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2.5, 16, 6],
+        "circle-stroke-color": ["match", ["get", "grade"], "major", "#7a0177", "#e08214"],
+        "circle-stroke-width": ["interpolate", ["linear"], ["zoom"], 10, 1.5, 16, 3],
     }

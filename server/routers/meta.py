@@ -47,8 +47,15 @@ async def legend_route(store: StoreDep) -> JSONResponse:
 async def style_route(request: Request, store: StoreDep) -> JSONResponse:
     risk = "risk" if "risk" in store.archives else next(iter(store.archives), None)
     live = [n for n, (layer, _) in LIVE.items() if layer in store.live and n == "live-accidents"]
+    ts = request.app.state.settings.tiles
     return JSONResponse(
-        style(str(request.base_url), risk_tileset=risk, live=live, legend_data=_legend(store))
+        style(
+            str(request.base_url),
+            risk_tileset=risk,
+            live=live,
+            legend_data=_legend(store),
+            live_zooms=(ts.live_minzoom, ts.live_maxzoom),
+        )
     )
 
 

@@ -6,6 +6,7 @@
   const fmt = (v) => (typeof v === "number" && !Number.isInteger(v)) ? v.toFixed(2) : v;
   window.trafficunit = { tilesLoaded: 0, popupShown: false, errors: [] };
 
+  const initialHash = location.hash;
   fetch("/style.json").then((r) => r.json()).then((style) => {
     const legend = (style.metadata || {})["trafficunit:legend"] || {};
     renderLegend(legend);
@@ -42,7 +43,8 @@
     if (!src) return;
     const done = () => {
       const b = src.bounds;
-      if (b && !location.hash) map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: 30, duration: 0 });
+      const pad = { top: 30, bottom: 30, right: 30, left: Math.min(320, window.innerWidth / 3) };
+      if (b && !initialHash) map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: pad, duration: 0 });
     };
     if (src.loaded()) done(); else map.once("sourcedata", done);
   }
