@@ -91,7 +91,12 @@ _NA_SENTINEL = "\x00<NA>"
 
 
 def _as_timestamp(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp.now(tz="UTC").floor("s") if value is None else pd.Timestamp(value)
+    try:
+        ts = pd.Timestamp.now(tz="UTC").floor("s") if value is None else pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(
+            f"as_of must be a date or time (e.g. '2024-05-01'), got {value!r}"
+        ) from exc
     if pd.isna(ts):
         raise ValidationError(f"as_of must be a date or time, got {value!r}")
     if ts.tzinfo is None:
@@ -495,7 +500,7 @@ def resegment(
         prev_from = pd.Series(pd.NaT, index=old.index, dtype="datetime64[ns, UTC]")
     kept = new.index.isin(old.index)
     valid_from = pd.Series(when, index=new.index, dtype="datetime64[ns, UTC]")
-    valid_from[kept] = prev_from.reindex(new.index[kept]).to_numpy()
+    valid_from = valid_from.where(~kept, prev_from.reindex(new.index))
     new = new.copy()
     new["valid_from"] = valid_from
     new["valid_to"] = pd.Series(pd.NaT, index=new.index, dtype="datetime64[ns, UTC]")
