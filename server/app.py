@@ -22,7 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from trafficunit.mvt import TileCache
 
 from .errors import ServerError, install_error_handlers
-from .routers import accidents, blackspots, meta, tiles, units
+from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
+from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
 from .settings import Settings
 from .store import DataStore
 from .tilehttp import TileAnswer, parse_zxy, stored_tile
@@ -34,6 +35,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
+ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 
 
 class TileFastPath:
@@ -122,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.tile_cache = TileCache(settings.tiles.cache_entries)
         try:
-            yield
+            async with ledger_lifespan(app):
+                yield
         finally:
             for archive in app.state.store.archives.values():
                 archive.close()
@@ -135,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_ledger_errors(app)
     for router in ROUTERS:
         app.include_router(router)
     static = files("server") / "static"
@@ -142,11 +146,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
         allow_headers=["*"],
-        expose_headers=["ETag", "X-Total-Count"],
+        expose_headers=["ETag", "X-Total-Count", "Location"],
     )
     app.add_middleware(TileFastPath)
+    app.add_middleware(BodyLimit, max_bytes=settings.ledger.max_body_bytes)
     return app
 
 

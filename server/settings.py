@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,6 +51,54 @@ class QuerySettings(BaseSettings):
     )
 
 
+class LedgerServerSettings(BaseSettings):
+    """The hazard ledger and work-zone registry: storage, auth, rules.
+
+    ``TRAFFICUNIT_DATABASE_URL`` (``sqlite:///path`` or ``postgresql://...``; default: SQLite
+    ``ledger.sqlite`` in the data folder), ``TRAFFICUNIT_ADMIN_TOKEN`` (bootstraps an admin),
+    others ``TRAFFICUNIT_LEDGER_*``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRAFFICUNIT_LEDGER_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRAFFICUNIT_DATABASE_URL", "database_url"),
+        description="sqlite:///path or postgresql://...; default sqlite in the data folder",
+    )
+    admin_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRAFFICUNIT_ADMIN_TOKEN", "admin_token"),
+        description="A token that is always an admin (to create the first tokens)",
+    )
+    read_requires_token: bool = Field(
+        default=False, description="Reads of the ledger need a token too"
+    )
+    sqlite_synchronous: str = Field(default="FULL", description="SQLite synchronous pragma")
+    pool_size: int = Field(default=10, description="PostgreSQL connections per process")
+    max_body_bytes: int = Field(default=1_000_000, description="Largest request body (413)")
+    public_url: str | None = Field(
+        default=None, description="Base URL put in work-zone QR codes (default: the request's)"
+    )
+    jurisdictions: Path | None = Field(
+        default=None, description="Polygon file of jurisdictions or grids (KPIs, filters)"
+    )
+    jurisdiction_field: str | None = Field(
+        default=None, description="Column naming each jurisdiction"
+    )
+    sweep_interval_s: float = Field(
+        default=300.0, description="Seconds between overdue/reopen sweeps (0: never)"
+    )
+    catalogue: str | None = Field(default=None, description="Hazard category catalogue JSON")
+    duplicate_distance_m: float = 30.0
+    duplicate_window_days: float = 30.0
+    deadline_general_days: float = 7.0
+    deadline_major_days: float = 90.0
+    reopen_days: float = 365.0
+
+
 class Settings(BaseSettings):
     """Everything the server needs; ``create_app(Settings(data_dir=...))``."""
 
@@ -65,3 +113,4 @@ class Settings(BaseSettings):
     title: str = "trafficunit"
     tiles: TileSettings = Field(default_factory=lambda: TileSettings())
     query: QuerySettings = Field(default_factory=lambda: QuerySettings())
+    ledger: LedgerServerSettings = Field(default_factory=lambda: LedgerServerSettings())

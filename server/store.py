@@ -25,6 +25,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,8 @@ class DataStore:
         self.version = "0"
         self._checked = 0.0
         self._lock = threading.Lock()
+        #: Called with the store on every check (the ledger keeps live hazards in step).
+        self.hooks: list[Callable[[DataStore], None]] = []
         self._scan(force=True)
 
     # -- loading
@@ -244,12 +247,13 @@ class DataStore:
     def check(self) -> None:
         """Reload tables that changed on disk (at most every ``reload_check_s``)."""
         now = time.monotonic()
-        if now - self._checked < self.reload_check_s:
-            return
-        self._checked = now
-        # a half-written replacement raises: keep serving what we have
-        with self._lock, contextlib.suppress(InputFileError):
-            self._scan()
+        if now - self._checked >= self.reload_check_s:
+            self._checked = now
+            # a half-written replacement raises: keep serving what we have
+            with self._lock, contextlib.suppress(InputFileError):
+                self._scan()
+        for hook in self.hooks:
+            hook(self)
 
     def table(self, name: str) -> Table | None:
         self.check()

@@ -1,0 +1,447 @@
+"""The ledger inside the server: opening it, auth, live hazards, sweeps and error mapping.
+
+:class:`LedgerService` opens the hazard ledger in ``lifespan`` (``app.state.ledger``), keeps it
+pointed at the data folder's units, puts its hazards in the ``live-hazards`` tiles (a store
+hook, rebuilt when the ledger's change sequence moves, also for writes made by other server
+processes), runs the overdue/reopen sweep periodically, and imports the data folder's
+``hazards.parquet`` once. Auth dependencies and the ledger's exceptions' status codes live here
+too; :class:`BodyLimit` answers 413 for oversized request bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import geopandas as gpd
+import pandas as pd
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from trafficunit._errors import InputFileError
+from trafficunit.ledger import (
+    AuthenticationError,
+    ConflictError,
+    Ledger,
+    NotFoundError,
+    PermissionDenied,
+    Principal,
+    StaleVersion,
+)
+from trafficunit.ledger.lifecycle import STATES, require
+from trafficunit.ledger.store import hash_token
+from trafficunit.mvt import LiveLayer
+from trafficunit.settings import CLOSED_STATUSES, LedgerSettings
+
+from .settings import Settings
+from .store import DataStore
+
+log = logging.getLogger("trafficunit.server.ledger")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Columns of the hazards carried by the live tiles.
+LIVE_COLUMNS = [
+    "event_id",
+    "status",
+    "grade",
+    "category",
+    "overdue",
+    "supervision",
+    "report_count",
+    "unit_id",
+]
+_ADMIN_ENV = Principal("env-admin", "admin", "TRAFFICUNIT_ADMIN_TOKEN")
+
+
+class LedgerService:
+    """The server's ledger and what keeps it tied to the data store."""
+
+    def __init__(self, settings: Settings) -> None:
+        ls = settings.ledger
+        self.settings = settings
+        url = ls.database_url or f"sqlite:///{(settings.data_dir / 'ledger.sqlite').resolve()}"
+        self.rules = LedgerSettings(
+            catalogue=ls.catalogue,
+            deadline_days={"general": ls.deadline_general_days, "major": ls.deadline_major_days},
+            duplicate_distance_m=ls.duplicate_distance_m,
+            duplicate_window_days=ls.duplicate_window_days,
+            reopen_days=ls.reopen_days,
+        )
+        self.ledger = Ledger.open(
+            url,
+            settings=self.rules,
+            sqlite_synchronous=ls.sqlite_synchronous,
+            pool_size=ls.pool_size,
+        )
+        self._admin_hash = hash_token(ls.admin_token) if ls.admin_token else None
+        self.zones: gpd.GeoDataFrame | None = None
+        self.zone_names: pd.Series | None = None
+        if ls.jurisdictions is not None:
+            self._load_zones()
+        self._lock = threading.Lock()
+        self._units_table: object = None
+        self._layer: LiveLayer | None = None
+        self._layer_seq = -1
+        self._base_version: str | None = None
+        self._set_version: str | None = None
+        self._polled = 0.0
+        self._known_seq = 0
+
+    def _load_zones(self) -> None:
+        ls = self.settings.ledger
+        path = ls.jurisdictions
+        try:
+            zones = gpd.read_file(path)
+        except Exception as exc:
+            raise InputFileError(f"{path}: cannot read the jurisdictions file ({exc})") from exc
+        if zones.crs is None:
+            raise InputFileError(f"{path}: the jurisdictions have no CRS")
+        zones = zones.to_crs(4326)
+        field = ls.jurisdiction_field
+        if field is None:
+            field = next((c for c in ("name", "code", "id") if c in zones.columns), None)
+        if field is None or field not in zones.columns:
+            raise InputFileError(
+                f"{path}: no column {field!r} naming the jurisdictions; set "
+                "TRAFFICUNIT_LEDGER_JURISDICTION_FIELD"
+            )
+        self.zones = zones
+        self.zone_field = field
+        self.zone_names = zones[field].astype(str)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.ledger.close()
+
+    # -- auth
+    def principal(self, token: str) -> Principal:
+        """Who holds ``token`` (the bootstrap admin token, or a stored one)."""
+        if self._admin_hash is not None and hmac.compare_digest(
+            hash_token(token), self._admin_hash
+        ):
+            return _ADMIN_ENV
+        return self.ledger.authenticate(token)
+
+    # -- the store hook
+    def hook(self, store: DataStore) -> None:
+        """Keep the ledger's units and the live hazard layer in step with the store."""
+        units = store.tables.get("units")
+        if units is not self._units_table:
+            with self._lock:
+                if units is not self._units_table:
+                    self.ledger.set_units(units.frame if units is not None else None)
+                    self._units_table = units
+        now = time.monotonic()
+        seq = self.ledger.index.seq
+        if now - self._polled >= store.reload_check_s:
+            self._polled = now
+            with contextlib.suppress(Exception):  # a busy database: try again next time
+                seq = max(seq, self.ledger.change_seq())
+        self._known_seq = max(self._known_seq, seq)
+        current = store.live.get("hazards")
+        if (
+            self._known_seq == self._layer_seq
+            and current is self._layer
+            and store.version == self._set_version
+        ):
+            return
+        with self._lock:
+            if store.version != self._set_version:
+                self._base_version = store.version
+            seq = self._known_seq
+            frame = self.ledger.frame()
+            if len(frame) or "hazards" not in store.live:
+                cols = [c for c in LIVE_COLUMNS if c in frame.columns]
+                self._layer = LiveLayer("hazards", frame, id_column="event_id", columns=cols)
+                store.live["hazards"] = self._layer
+            else:
+                self._layer = store.live["hazards"]
+            self._layer_seq = seq
+            self._set_version = f"{self._base_version}.{seq}"
+            store.version = self._set_version
+
+    # -- sweeps and imports
+    def sweep(self, store: DataStore | None) -> dict[str, list[str]]:
+        """Escalate overdue hazards; reopen closed ones with a serious crash after closure."""
+        escalated = self.ledger.escalate_overdue()
+        reopened: list[str] = []
+        acc = store.tables.get("accidents") if store is not None else None
+        if acc is not None:
+            reopened = self.ledger.reopen_for_crashes(acc.frame)
+        return {"escalated": escalated, "reopened": reopened}
+
+    def import_table(self, store: DataStore) -> int:
+        """Import the data folder's hazards (``hazards.parquet``) with their states; how many.
+
+        Each row is imported once (its ``event_id`` is the report's external id), so a restart
+        or a rebuilt table adds only new rows. Unknown categories become
+        ``environment.other`` with the original named in the description.
+        """
+        table = store.tables.get("hazards")
+        if table is None or not len(table):
+            return 0
+        frame = table.frame
+        n = 0
+        cats = self.ledger.catalogue
+        for row in frame.itertuples(index=False):
+            status = str(getattr(row, "status", "") or "").strip().lower()
+            if status in STATES:
+                state = status
+            elif status in CLOSED_STATUSES:
+                state = "closed"
+            else:
+                state = "reported"
+            raw_cat = str(getattr(row, "category", "") or "")
+            try:
+                category = cats.resolve(raw_cat)
+            except ValueError:
+                category = "environment.other"
+            grade = getattr(row, "grade", None)
+            grade = grade if grade in ("general", "major") else None
+            t = getattr(row, "reported_at", None)
+            t = None if t is None or pd.isna(t) else pd.Timestamp(t)
+            if t is not None and t.tzinfo is None:
+                t = t.tz_localize("UTC")
+            now = datetime.now(UTC)
+            res = self.ledger.report(
+                row.geometry,
+                category=category,
+                actor="import",
+                role="admin",
+                grade=grade,
+                description=None if category == raw_cat else f"imported category: {raw_cat}",
+                source="import",
+                reported_at=min(t.to_pydatetime(), now) if t is not None else None,
+                external_id=f"import:{row.event_id}",
+                link_duplicates=False,
+                initial_state=state,
+            )
+            n += int(res.created)
+        return n
+
+
+def store_of(request: Request) -> DataStore:
+    """The app's data store (checked, so hooks ran)."""
+    store: DataStore = request.app.state.store
+    store.check()
+    return store
+
+
+def service_of(request: Request) -> LedgerService:
+    """The app's ledger service."""
+    svc: LedgerService = request.app.state.ledger
+    return svc
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if not auth:
+        return None
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """The caller's principal, or None without a token; 401 for a bad token."""
+    token = _bearer(request)
+    if token is None:
+        return None
+    return service_of(request).principal(token)
+
+
+def principal(request: Request) -> Principal:
+    """The caller's principal; 401 without a valid token."""
+    p = optional_principal(request)
+    if p is None:
+        raise AuthenticationError(
+            "this needs a token: send 'Authorization: Bearer <token>' (create one with "
+            "`trafficunit tokens create --role ROLE`)"
+        )
+    return p
+
+
+def read_access(request: Request) -> Principal | None:
+    """Reads are open unless ``TRAFFICUNIT_LEDGER_READ_REQUIRES_TOKEN`` is set."""
+    if service_of(request).settings.ledger.read_requires_token:
+        return principal(request)
+    return optional_principal(request)
+
+
+def needs(action: str) -> Callable[[Request], Principal]:
+    """A dependency: the caller's principal, 403 unless its role may do ``action``."""
+
+    def dep(request: Request) -> Principal:
+        p = principal(request)
+        require(p.role, action)
+        return p
+
+    dep.__name__ = f"needs_{action}"
+    return dep
+
+
+ServiceDep = Annotated[LedgerService, Depends(service_of)]
+ReaderDep = Annotated[Principal | None, Depends(read_access)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+# --------------------------------------------------------------------------------------------
+# lifespan and app wiring
+
+
+@contextlib.asynccontextmanager
+async def ledger_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the ledger (after the store), import, sweep periodically; close at the end."""
+    settings: Settings = app.state.settings
+    svc = await run_in_threadpool(LedgerService, settings)
+    app.state.ledger = svc
+    store: DataStore = app.state.store
+    store.hooks.append(svc.hook)
+    task = None
+    try:
+        try:
+            n = await run_in_threadpool(svc.import_table, store)
+            if n:
+                log.info("imported %d hazards from hazards.parquet into the ledger", n)
+        except Exception:  # the ledger works without the import
+            log.exception("importing hazards.parquet into the ledger failed")
+        interval = settings.ledger.sweep_interval_s
+        if interval > 0:
+            task = asyncio.create_task(_sweeper(svc, store, interval))
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(ValueError):
+            store.hooks.remove(svc.hook)
+        svc.close()
+
+
+async def _sweeper(svc: LedgerService, store: DataStore, interval: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(svc.sweep, store)
+        except Exception:
+            log.exception("ledger sweep failed")
+        await asyncio.sleep(interval)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``max_bytes`` gets 413, unread beyond that."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    await _reject(send, 400, "Content-Length is not a number")
+                    return
+        if declared is not None and declared > self.max_bytes:
+            await _reject(send, 413, self._message(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await _reject(send, 413, self._message(size))
+                return
+            chunks.append(body)
+            more = bool(msg.get("more_body", False))
+        replay = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        sent = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return replay
+            return await receive()
+
+        await self.app(scope, replay_receive, send)
+
+    def _message(self, size: int) -> str:
+        return (
+            f"request body of {size} bytes or more exceeds the limit of {self.max_bytes} bytes "
+            "(TRAFFICUNIT_LEDGER_MAX_BODY_BYTES)"
+        )
+
+
+async def _reject(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_ledger_errors(app: FastAPI) -> None:
+    """Status codes of the ledger's refusals."""
+
+    def handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def h(request: Request, exc: Exception) -> JSONResponse:
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            body: dict[str, Any] = {"detail": str(exc)}
+            if isinstance(exc, StaleVersion):
+                body["current_version"] = exc.current_version
+            return JSONResponse(body, status_code=status, headers=headers)
+
+        return h
+
+    app.add_exception_handler(NotFoundError, handler(404))
+    app.add_exception_handler(ConflictError, handler(409))
+    app.add_exception_handler(StaleVersion, handler(412))
+    app.add_exception_handler(AuthenticationError, handler(401))
+    app.add_exception_handler(PermissionDenied, handler(403))
+
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the ledger database is busy ({exc}); retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(sqlite3.OperationalError, busy)
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        app.add_exception_handler(psycopg.OperationalError, busy)

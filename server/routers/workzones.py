@@ -1,0 +1,171 @@
+"""Work zones: register a site (code, period, geometry), list active sites, page and QR code."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from trafficunit.ledger import Principal, WorkZone, qr_png
+
+from ..deps import BBoxDep, LimitDep, parse_time
+from ..ledger import ReaderDep, ServiceDep, needs
+
+router = APIRouter(tags=["work zones"])
+
+
+class WorkZoneIn(BaseModel):
+    """A permitted road-works site."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site_code: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The permit's site code (one per site)",
+        examples=["KT-2018-0001"],
+    )
+    geometry: dict[str, Any] = Field(description="GeoJSON geometry in WGS84")
+    start: datetime = Field(description="Start of the permitted period")
+    end: datetime | None = Field(default=None, description="End of the permitted period")
+    lanes_taken: int | None = Field(default=None, ge=0, le=20)
+    night_works: bool | None = None
+    contractor: str | None = Field(default=None, max_length=200)
+    permit: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+
+
+def _base(request: Request, svc: Any) -> str:
+    return (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
+
+
+def _feature(zone: WorkZone, request: Request, svc: Any) -> dict[str, Any]:
+    base = _base(request, svc)
+    f = zone.to_feature()
+    f["links"] = {
+        "self": f"{base}/workzones/{zone.site_code}",
+        "page": f"{base}/workzones/{zone.site_code}/page",
+        "qr": f"{base}/workzones/{zone.site_code}/qr.png",
+    }
+    return f
+
+
+@router.post("/workzones", status_code=201, summary="Register a work zone (engineers)")
+def register_workzone(
+    body: WorkZoneIn,
+    request: Request,
+    svc: ServiceDep,
+    who: Annotated[Principal, Depends(needs("workzone"))],
+) -> JSONResponse:
+    request.app.state.store.check()
+    zone = svc.ledger.register_workzone(
+        body.site_code,
+        body.geometry,
+        start=body.start,
+        end=body.end,
+        actor=who.name,
+        role=who.role,
+        lanes_taken=body.lanes_taken,
+        night_works=body.night_works,
+        contractor=body.contractor,
+        permit=body.permit,
+        description=body.description,
+    )
+    return JSONResponse(
+        _feature(zone, request, svc),
+        status_code=201,
+        headers={"Location": f"/workzones/{zone.site_code}"},
+        media_type="application/geo+json",
+    )
+
+
+@router.get("/workzones", summary="Work zones, active at a time ('now' or ISO) when asked")
+def list_workzones(
+    request: Request,
+    svc: ServiceDep,
+    reader: ReaderDep,
+    bbox: BBoxDep,
+    limit: LimitDep,
+    active: Annotated[
+        str | None, Query(description="'now' or an ISO date/datetime: sites active then")
+    ] = None,
+    unit_id: Annotated[str | None, Query(max_length=100)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> JSONResponse:
+    t = None
+    if active is not None:
+        t = datetime.now(UTC) if active.strip().lower() == "now" else parse_time(active, "active")
+    total, zones = svc.ledger.list_workzones(
+        active_at=t, bbox=bbox, unit_id=unit_id, limit=limit, offset=offset
+    )
+    return JSONResponse(
+        {
+            "type": "FeatureCollection",
+            "numberMatched": total,
+            "numberReturned": len(zones),
+            "features": [_feature(z, request, svc) for z in zones],
+        },
+        headers={"X-Total-Count": str(total)},
+        media_type="application/geo+json",
+    )
+
+
+@router.get("/workzones/{site_code}", summary="One work zone")
+def get_workzone(
+    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
+) -> JSONResponse:
+    zone = svc.ledger.get_workzone(site_code)
+    return JSONResponse(_feature(zone, request, svc), media_type="application/geo+json")
+
+
+@router.get(
+    "/workzones/{site_code}/page",
+    response_class=HTMLResponse,
+    summary="The site's page (what its QR code opens)",
+)
+def workzone_page(
+    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
+) -> HTMLResponse:
+    zone = svc.ledger.get_workzone(site_code)
+    p = zone.properties()
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape('' if v is None else str(v))}</td></tr>"
+        for k, v in p.items()
+        if k != "version"
+    )
+    c = zone.geometry.centroid
+    state = "ACTIVE" if p["active"] else "not active now"
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Work zone {html.escape(zone.site_code)}</title>
+<style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}</style>
+</head><body><h1>Work zone {html.escape(zone.site_code)}</h1><p><b>{state}</b></p>
+<table>{rows}</table>
+<p>Location: {c.y:.6f}, {c.x:.6f} &middot; <a href="/?lat={c.y:.6f}&lon={c.x:.6f}&z=17">map</a>
+&middot; <a href="/workzones/{html.escape(zone.site_code)}">GeoJSON</a></p></body></html>"""
+    return HTMLResponse(page)
+
+
+@router.get(
+    "/workzones/{site_code}/qr.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "QR code of the site's page"}},
+    summary="QR code (PNG) linking to the site's page",
+)
+async def workzone_qr(
+    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
+) -> Response:
+    zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
+    url = f"{_base(request, svc)}/workzones/{zone.site_code}/page"
+    png = await run_in_threadpool(qr_png, url)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"Cache-Control": "public, max-age=86400", "X-QR-URL": url},
+    )

@@ -1,0 +1,135 @@
+"""The hazard lifecycle as an explicit state machine, with the roles allowed to drive it.
+
+::
+
+    reported ──register──▶ registered ──assign──▶ assigned ──start──▶ rectifying
+                               ▲                                       │   ▲
+                               │ reopen (supervisor, or a serious      accept  fail_acceptance
+                               │ crash within the reopen period)       ▼   │
+                             closed ◀────────────close───────────── accepted
+
+A failed acceptance sends a hazard back to ``rectifying`` (from ``accepted``, or records the
+failed inspection while it is still ``rectifying``). Being *overdue* is not a state but a
+flag: a hazard in ``assigned`` or ``rectifying`` past its deadline. The overdue sweep puts such
+hazards, and major ones when they are assigned, under listed supervision (挂牌督办).
+
+>>> transition_action("rectifying", "accepted")
+'accept'
+>>> allowed("engineer", "accept")
+False
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from .errors import IllegalTransition, PermissionDenied, ValidationError
+
+__all__ = [
+    "DONE_STATES",
+    "GRADES",
+    "OPEN_STATES",
+    "OVERDUE_STATES",
+    "PERMISSIONS",
+    "ROLES",
+    "STATES",
+    "TRANSITIONS",
+    "allowed",
+    "deadline_for",
+    "normalise_grade",
+    "require",
+    "transition_action",
+]
+
+#: The states, in lifecycle order (the contract's names).
+STATES: tuple[str, ...] = (
+    "reported",
+    "registered",
+    "assigned",
+    "rectifying",
+    "accepted",
+    "closed",
+)
+#: States of a hazard that still needs work (duplicates link to these).
+OPEN_STATES: tuple[str, ...] = ("reported", "registered", "assigned", "rectifying")
+#: States of a rectified hazard.
+DONE_STATES: tuple[str, ...] = ("accepted", "closed")
+#: States in which a hazard past its deadline is overdue.
+OVERDUE_STATES: tuple[str, ...] = ("assigned", "rectifying")
+
+#: ``(from, to) -> action``; the action names the permission a role needs.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("reported", "registered"): "register",
+    ("registered", "assigned"): "assign",
+    ("assigned", "rectifying"): "start",
+    ("rectifying", "accepted"): "accept",
+    ("rectifying", "rectifying"): "fail_acceptance",
+    ("accepted", "rectifying"): "fail_acceptance",
+    ("accepted", "closed"): "close",
+    ("closed", "registered"): "reopen",
+}
+
+#: Roles, least powerful first.
+ROLES: tuple[str, ...] = ("reporter", "engineer", "supervisor", "admin")
+
+_ENGINEER = frozenset({"report", "register", "assign", "start", "workzone"})
+_SUPERVISOR = _ENGINEER | {"accept", "fail_acceptance", "close", "reopen", "escalate"}
+#: What each role may do. Reporters report; engineers register, assign and start work and
+#: register work zones; supervisors also accept, fail acceptance, close, reopen and run the
+#: overdue sweep; admins also manage tokens.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "reporter": frozenset({"report"}),
+    "engineer": _ENGINEER,
+    "supervisor": _SUPERVISOR,
+    "admin": _SUPERVISOR | {"tokens"},
+}
+
+#: Grades: 一般 general (fixed at once) and 重大 major (needs time or outside help).
+GRADES: tuple[str, ...] = ("general", "major")
+_GRADE_ALIASES = {"general": "general", "一般": "general", "major": "major", "重大": "major"}
+
+
+def normalise_grade(grade: str | None) -> str | None:
+    """``"一般"``/``"general"`` -> ``"general"``, ``"重大"``/``"major"`` -> ``"major"``."""
+    if grade is None:
+        return None
+    out = _GRADE_ALIASES.get(str(grade).strip().lower())
+    if out is None:
+        raise ValidationError(f"unknown grade {grade!r}; use 'general' (一般) or 'major' (重大)")
+    return out
+
+
+def transition_action(current: str, to: str) -> str:
+    """The action of going from ``current`` to ``to``; IllegalTransition if there is none."""
+    if to not in STATES:
+        raise ValidationError(f"unknown state {to!r}; states are {', '.join(STATES)}")
+    action = TRANSITIONS.get((current, to))
+    if action is None:
+        nxt = sorted({b for (a, b) in TRANSITIONS if a == current})
+        raise IllegalTransition(
+            f"a hazard in state {current!r} cannot go to {to!r}; "
+            f"allowed from {current!r}: {', '.join(nxt) or 'nothing'}"
+        )
+    return action
+
+
+def allowed(role: str, action: str) -> bool:
+    """Whether ``role`` may perform ``action``."""
+    return action in PERMISSIONS.get(role, frozenset())
+
+
+def require(role: str, action: str) -> None:
+    """Raise PermissionDenied unless ``role`` may perform ``action``."""
+    if not allowed(role, action):
+        who = [r for r in ROLES if allowed(r, action)]
+        raise PermissionDenied(
+            f"role {role!r} may not {action.replace('_', ' ')}; "
+            f"that needs a token of role {' or '.join(who)}"
+        )
+
+
+def deadline_for(grade: str, assigned_at: datetime, days: dict[str, float]) -> datetime:
+    """The rectification deadline of a hazard of ``grade`` assigned at ``assigned_at``."""
+    if grade not in days:
+        raise ValidationError(f"no deadline configured for grade {grade!r}")
+    return assigned_at + timedelta(days=float(days[grade]))
