@@ -1,0 +1,105 @@
+"""``trafficunit tokens create --role ROLE``: access tokens of the hazard ledger.
+
+The token is printed once; the ledger stores only its hash. The ledger is the server's:
+``--database-url`` (or ``TRAFFICUNIT_DATABASE_URL``), else ``ledger.sqlite`` in ``--data-dir``
+(or ``TRAFFICUNIT_DATA_DIR``, default ``demo-output``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..ledger import Ledger
+from . import app
+from ._common import console, err_console, user_errors
+
+tokens_app = typer.Typer(
+    help="Create, list and revoke access tokens of the hazard ledger.", no_args_is_help=True
+)
+app.add_typer(tokens_app, name="tokens")
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="sqlite:///path or postgresql://... (default: TRAFFICUNIT_DATABASE_URL, else "
+        "ledger.sqlite in the data folder)",
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="The server's data folder (default: TRAFFICUNIT_DATA_DIR or demo-output)"
+    ),
+]
+
+
+def _url(database_url: str | None, data_dir: Path | None) -> str:
+    url = database_url or os.environ.get("TRAFFICUNIT_DATABASE_URL")
+    if url:
+        return url
+    folder = data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))
+    return f"sqlite:///{(folder / 'ledger.sqlite').resolve()}"
+
+
+def _open(database_url: str | None, data_dir: Path | None) -> Ledger:
+
+    return Ledger.open(_url(database_url, data_dir))
+
+
+@tokens_app.command("create")
+def create(
+    role: Annotated[str, typer.Option("--role", help="reporter, engineer, supervisor or admin")],
+    label: Annotated[str | None, typer.Option("--label", help="Who holds the token")] = None,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a token of ROLE and print it (only its hash is stored)."""
+    with user_errors():
+        ledger = _open(database_url, data_dir)
+        try:
+            token_id, token = ledger.create_token(role, label=label, created_by="cli")
+        finally:
+            ledger.close()
+    typer.echo(token)
+    err_console.print(f"token {token_id} ({role}) created; it is shown only once", highlight=False)
+
+
+@tokens_app.command("list")
+def list_cmd(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List tokens: id, role, label, created, revoked (never the tokens)."""
+    with user_errors():
+        ledger = _open(database_url, data_dir)
+        try:
+            rows = ledger.list_tokens()
+        finally:
+            ledger.close()
+    table = Table(title="ledger tokens", show_edge=False)
+    for col in ("token_id", "role", "label", "created_at", "revoked_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            *(str(r[c] or "") for c in ("token_id", "role", "label", "created_at", "revoked_at"))
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (T...)")],
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a token by its id."""
+    with user_errors():
+        ledger = _open(database_url, data_dir)
+        try:
+            ledger.revoke_token(token_id)
+        finally:
+            ledger.close()
+    console.print(f"revoked {token_id}")
