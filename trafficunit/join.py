@@ -316,6 +316,13 @@ class UnitIndex:
         piece_part = cidx[:-1][same]
         self.piece_unit = self.seg[part_unit[piece_part]]
         self.piece_len = np.hypot(self.pb[:, 0] - self.pa[:, 0], self.pb[:, 1] - self.pa[:, 1])
+        # contiguous columns for the per-pair arithmetic in _segment_pairs
+        self.p_ax = np.ascontiguousarray(self.pa[:, 0])
+        self.p_ay = np.ascontiguousarray(self.pa[:, 1])
+        self.p_dx = self.pb[:, 0] - self.pa[:, 0]
+        self.p_dy = self.pb[:, 1] - self.pa[:, 1]
+        l2 = self.p_dx * self.p_dx + self.p_dy * self.p_dy
+        self.p_il2 = np.divide(1.0, l2, out=np.zeros_like(l2), where=l2 > 0)
         cum = np.cumsum(self.piece_len)
         unit_first = np.r_[True, self.piece_unit[1:] != self.piece_unit[:-1]]
         base = np.maximum.accumulate(np.where(unit_first, cum - self.piece_len, 0.0))
@@ -354,8 +361,8 @@ class UnitIndex:
         """The network's area: convex hull of the units buffered by ``buffer_m`` (metric CRS)."""
         key = round(float(buffer_m), 6)
         if key not in self._hull:
-            xy = shapely.get_coordinates(self.geoms)
-            hull = shapely.convex_hull(shapely.multipoints(xy)) if len(xy) else shapely.Point()
+            live = self.geoms[~shapely.is_missing(self.geoms)]
+            hull = shapely.convex_hull(shapely.geometrycollections(live))
             area = shapely.buffer(hull, buffer_m)
             shapely.prepare(area)
             self._hull[key] = area
@@ -458,18 +465,24 @@ def _segment_pairs(
     tree = ix.piece_tree(dmax)
     qi, ti = tree.query(pts)
     qi, ti = _sorted_by(qi, ti)
-    ax, ay = ix.pa[ti, 0], ix.pa[ti, 1]
-    bx, by = ix.pb[ti, 0], ix.pb[ti, 1]
-    px, py = x[qi], y[qi]
-    dx, dy = bx - ax, by - ay
-    l2 = dx * dx + dy * dy
-    t = ((px - ax) * dx + (py - ay) * dy) / np.where(l2 > 0, l2, 1.0)
+    rx = x[qi]
+    rx -= ix.p_ax[ti]
+    ry = y[qi]
+    ry -= ix.p_ay[ti]
+    dx = ix.p_dx[ti]
+    dy = ix.p_dy[ti]
+    t = rx * dx
+    t += ry * dy
+    t *= ix.p_il2[ti]
     np.clip(t, 0.0, 1.0, out=t)
-    ex = px - (ax + t * dx)
-    ey = py - (ay + t * dy)
-    d = np.sqrt(ex * ex + ey * ey)
-    keep = d <= dmax
-    qi, ti, d, t = qi[keep], ti[keep], d[keep], t[keep]
+    rx -= t * dx
+    ry -= t * dy
+    rx *= rx
+    ry *= ry
+    rx += ry  # squared distance
+    keep = rx <= dmax * dmax
+    qi, ti, t = qi[keep], ti[keep], t[keep]
+    d = np.sqrt(rx[keep])
     unit = ix.piece_unit[ti]
     meas = ix.piece_start[ti] + t * ix.piece_len[ti]
     return qi, unit, d, meas
@@ -723,7 +736,7 @@ def assign(
 
     Examples
     --------
-    >>> import geopandas as gpd, shapely, trafficunit as tu
+    >>> import geopandas as gpd, pandas as pd, shapely, trafficunit as tu
     >>> units = gpd.GeoDataFrame(
     ...     {"kind": ["segment"], "radius_m": [float("nan")], "name": ["Main St"]},
     ...     geometry=[shapely.LineString([(0, 0), (100, 0)])], crs=3067,
@@ -732,7 +745,7 @@ def assign(
     ...     geometry=[shapely.Point(40, 5), shapely.Point(40, 80)], crs=3067)
     >>> j = tu.assign(units, events, max_distance_m=25)
     >>> j[["unit_id", "distance_m", "measure_m", "match"]].values.tolist()
-    [['S1', 5.0, 40.0, 'matched'], [<NA>, 75.0, nan, 'too_far']]
+    [['S1', 5.0, 40.0, 'matched'], [<NA>, nan, nan, 'outside']]
     """
     cfg = settings or JoinSettings()
     require_gdf(events, "events")
