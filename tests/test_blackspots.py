@@ -50,6 +50,39 @@ def _oneway(
     return (uid, "segment", LineString([a, b]), name, "forward", fu, tu_, "primary")
 
 
+def test_junction_crossings_count_in_the_running_distance() -> None:
+    # a consolidated junction 20 m across: Main St enters at x=100 and leaves at x=120
+    units = make_units(
+        [
+            (
+                "A",
+                "segment",
+                LineString([(0, 0), (100, 0)]),
+                "Main St",
+                "both",
+                None,
+                "J",
+                "primary",
+            ),
+            (
+                "B",
+                "segment",
+                LineString([(120, 0), (220, 0)]),
+                "Main St",
+                "both",
+                "J",
+                None,
+                "primary",
+            ),
+            ("J", "intersection", Point(110, 0), "Main St", None, None, None, "primary"),
+        ]
+    )
+    ch = bs.road_chains(units).set_index("unit_id")
+    assert ch.loc["B", "start_m"] == pytest.approx(120)
+    assert ch.loc["J", "start_m"] == pytest.approx(110)  # the middle of the crossing
+    assert ch["chain_length_m"].iloc[0] == pytest.approx(220)
+
+
 def test_one_way_carriageways_meeting_head_on_are_not_one_road() -> None:
     node = ("I", "intersection", Point(100, 0), "Dual", None, None, None, "primary")
     # both drawn (and driven) into I: two roads

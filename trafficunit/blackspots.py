@@ -378,16 +378,33 @@ def road_chains(units: gpd.GeoDataFrame, *, settings: RiskSettings | None = None
     chain_raw = comp[0:m:2]
     seg_order = np.argsort(np.minimum(r0, r1), kind="stable")
     chain_codes, chain_id = np.unique(chain_raw[seg_order], return_inverse=True)
-    # chain ids numbered in walk order
-    first_pos = np.zeros(len(chain_codes), dtype=np.int64)
-    np.minimum.at(first_pos, chain_id, 0)
     seg_len = length[seg_order]
+    rev_o = rev[seg_order]
     cid = chain_id
-    cum = np.cumsum(seg_len)
+    # junction crossings: the gap between one segment's exit and the next one's entry (a
+    # consolidated junction spans metres) counts in the running distance
+    mcrs = metric_crs(u)
+    g_o = s.geometry.to_numpy()[seg_order]
+    first_pt = gpd.GeoSeries(shapely.get_point(g_o, 0), crs=u.crs).to_crs(mcrs)
+    last_pt = gpd.GeoSeries(shapely.get_point(g_o, -1), crs=u.crs).to_crs(mcrs)
+    p0 = np.column_stack([first_pt.x.to_numpy(), first_pt.y.to_numpy()])
+    p1 = np.column_stack([last_pt.x.to_numpy(), last_pt.y.to_numpy()])
+    entry = np.where(rev_o[:, None], p1, p0)
+    exit_ = np.where(rev_o[:, None], p0, p1)
+    gap = np.zeros(n)
+    if n > 1:
+        d = np.hypot(*(entry[1:] - exit_[:-1]).T)
+        same_chain = cid[1:] == cid[:-1]
+        gap[1:] = np.where(same_chain & np.isfinite(d), d, 0.0)
+    step_len = seg_len + gap
+    cum = np.cumsum(step_len)
     chain_start = np.r_[0, np.flatnonzero(np.diff(cid)) + 1]
-    base = np.repeat(cum[chain_start] - seg_len[chain_start], np.diff(np.r_[chain_start, len(cid)]))
-    start_m = cum - seg_len - base
-    end_m = start_m + seg_len
+    base = np.repeat(
+        cum[chain_start] - step_len[chain_start], np.diff(np.r_[chain_start, len(cid)])
+    )
+    end_m = cum - base
+    start_m = end_m - seg_len
+    gap_after = np.r_[gap[1:], 0.0]
     seg_rows = pd.DataFrame(
         {
             "chain_id": cid,
@@ -395,7 +412,7 @@ def road_chains(units: gpd.GeoDataFrame, *, settings: RiskSettings | None = None
             "kind": "segment",
             "start_m": start_m,
             "end_m": end_m,
-            "reversed": rev[seg_order],
+            "reversed": rev_o,
         }
     )
     # intersections at segment ends
@@ -404,7 +421,12 @@ def road_chains(units: gpd.GeoDataFrame, *, settings: RiskSettings | None = None
     e_row = pos_in_order[e_seg]
     e_rev = rev[e_seg]
     at_start_of_walk = (e_side == 0) != e_rev  # the end where the walk enters the segment
-    offset = np.where(at_start_of_walk, start_m[e_row], end_m[e_row])
+    # an intersection sits in the middle of the junction crossing
+    offset = np.where(
+        at_start_of_walk,
+        start_m[e_row] - gap[e_row] / 2.0,
+        end_m[e_row] + gap_after[e_row] / 2.0,
+    )
     inode = at_node
     node_rows = pd.DataFrame(
         {
@@ -430,7 +452,11 @@ def road_chains(units: gpd.GeoDataFrame, *, settings: RiskSettings | None = None
     disp = _road_key_display(s, cfg.chain_keys).to_numpy(dtype=object)[seg_order]
     road_disp = pd.Series(disp, dtype=object).groupby(cid).first()
     out["road"] = out["chain_id"].map(road_disp)
-    chain_len = pd.Series(end_m).groupby(cid).max()
+    chain_len = (
+        pd.Series(np.r_[end_m, node_rows["start_m"].to_numpy()])
+        .groupby(np.r_[cid, node_rows["chain_id"].to_numpy()])
+        .max()
+    )
     out["chain_length_m"] = out["chain_id"].map(chain_len)
     return out
 

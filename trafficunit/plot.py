@@ -78,6 +78,13 @@ def risk_map(
         raise ValidationError("risk_map needs a 'level' column; compute it with tu.score")
     from matplotlib.lines import Line2D
 
+    if ax is None and figsize == (9.0, 9.0) and len(risk):
+        x0, y0, x1, y1 = risk.total_bounds
+        if x1 > x0 and y1 > y0:
+            if risk.crs is not None and risk.crs.is_geographic:
+                x1 = x0 + (x1 - x0) * np.cos(np.deg2rad((y0 + y1) / 2))
+            ratio = float(np.clip((y1 - y0) / (x1 - x0), 0.5, 2.0))
+            figsize = (9.0, 9.0 * ratio + 1.2) if ratio < 1 else (9.0 / ratio, 10.2)
     ax = _axes(ax, figsize)
     rule = risk.attrs.get("rule", {}) if isinstance(risk.attrs, dict) else {}
     colours = {**RISK_COLOURS, **rule.get("colours", {})}
@@ -147,7 +154,14 @@ def risk_map(
                     label="black-spot point",
                 )
             )
-        ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.9)
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(0.0, -0.01),
+            ncols=2,
+            fontsize=7,
+            frameon=False,
+        )
     if title is None:
         period = rule.get("period")
         measure = rule.get("measure", {})

@@ -486,7 +486,7 @@ def _levels(
     if scheme == "percentile":
         e = _check_edges(cfg.percentile_bands, "percentile_bands")
         rank = 1 + (pct[:, None] >= np.array(e)[None, :]).sum(axis=1)
-        bands = _bands_from_edges(e, "percentile of {m} in the reference population", pct=True)
+        bands = _bands_from_edges(e, "{m} percentile", pct=False)
     elif scheme == "fixed":
         if cfg.fixed_thresholds is None:
             raise ValidationError(
