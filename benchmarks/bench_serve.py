@@ -1,0 +1,343 @@
+"""Benchmark: serving tiles and GeoJSON over loopback with wrk, beside nginx, in one run.
+
+Run on demand (needs Debian's ``nginx`` and ``wrk``: ``apt-get install -y nginx wrk``)::
+
+    .venv/bin/python benchmarks/bench_serve.py [--data DIR] [--duration 10] [--connections 32]
+
+Builds the demo data folder (Helsinki units + generated sample) unless ``--data`` is given, then
+measures with ``wrk -t2 -c32`` on 127.0.0.1, each server in turn:
+
+1. stored tiles: **nginx** serving every tile of ``risk.pmtiles`` extracted to static files
+   (same gzip bytes, ``Content-Encoding: gzip``), **ours** (``trafficunit serve``: uvicorn, 2
+   workers, httptools + uvloop, archive directories cached, tiles through the ASGI fast path),
+   and **naive** (FastAPI calling ``pmtiles.Reader.get`` per request, which re-reads the
+   directories every call);
+2. live tiles z14-z16 (accidents with date/night filters), with the LRU cache disabled (every
+   request encodes a tile) and enabled;
+3. GeoJSON of units in random 1 km² boxes (``/units?bbox=``).
+
+Every request loop is bounded by ``--duration`` seconds and targets 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+WRK_LUA = """
+local paths = {}
+for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)], {["Accept-Encoding"] = "gzip"})
+end
+"""
+
+NAIVE_APP = """
+import os
+from fastapi import FastAPI, Response
+from pmtiles.reader import MmapSource, Reader
+app = FastAPI()
+fh = open(os.environ["ARCHIVE"], "rb")
+reader = Reader(MmapSource(fh))
+@app.get("/tiles/risk/{z}/{x}/{y}.mvt")
+def tile(z: int, x: int, y: int) -> Response:
+    data = reader.get(z, x, y)
+    if not data:
+        return Response(status_code=204)
+    return Response(data, media_type="application/vnd.mapbox-vector-tile",
+                    headers={"Content-Encoding": "gzip"})
+"""
+
+NGINX_CONF = """
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  types {{ application/vnd.mapbox-vector-tile mvt; }}
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location /tiles/ {{
+      root {root};
+      add_header Content-Encoding gzip;
+      add_header Cache-Control "public, max-age=300";
+      etag on;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+@contextmanager
+def process(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wrk(
+    url: str, paths: list[str], tmp: Path, *, duration: int, connections: int
+) -> dict[str, float]:
+    """Run wrk over ``paths`` picked at random; return req/s, p50 and p99 latency (ms)."""
+    lua = tmp / "paths.lua"
+    lua.write_text(WRK_LUA)
+    plist = tmp / f"paths-{random.random():.6f}.txt"
+    plist.write_text("\n".join(paths) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), url],
+        env={**os.environ, "WRK_PATHS": str(plist)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return math.nan
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "non2xx": errors}
+
+
+def show(label: str, r: dict[str, float], ref: dict[str, float] | None = None) -> None:
+    ratio = f"  {r['rps'] / ref['rps'] * 100:5.1f}% of nginx" if ref else ""
+    bad = f"  ({int(r['non2xx'])} non-2xx)" if r["non2xx"] else ""
+    print(
+        f"{label:<34} {r['rps']:>9,.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+        f"{ratio}{bad}"
+    )
+
+
+def extract_tiles(archive: Path, root: Path) -> list[str]:
+    """Write every tile of the archive as root/tiles/risk/z/x/y.mvt (bytes as stored)."""
+    from pmtiles.reader import MmapSource, all_tiles
+
+    paths = []
+    with open(archive, "rb") as fh:
+        for (z, x, y), data in all_tiles(MmapSource(fh)):
+            p = root / "tiles" / "risk" / str(z) / str(x) / f"{y}.mvt"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+            paths.append(f"/tiles/risk/{z}/{x}/{y}.mvt")
+    return paths
+
+
+def serve_ours(
+    data: Path, port: int, *, workers: int = 2, cache: int | None = None
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    env = {"TRAFFICUNIT_DATA_DIR": str(data)}
+    if cache is not None:
+        env["TRAFFICUNIT_TILES_CACHE_ENTRIES"] = str(cache)
+    cmd = [
+        PY,
+        "-m",
+        "uvicorn",
+        "server.app:app_from_env",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return process(cmd, env)
+
+
+def live_paths(lon0: float, lat0: float, lon1: float, lat1: float) -> list[str]:
+    from trafficunit.mvt import lonlat_to_tile
+
+    filters = [
+        "",
+        "?light=night",
+        "?light=day",
+        "?from=2017-01-01&to=2017-12-31",
+        "?from=2018-01-01&to=2018-06-30&light=night",
+    ]
+    out = []
+    for z in (14, 15, 16):
+        x0, y1 = lonlat_to_tile(lon0, lat0, z)
+        x1, y0 = lonlat_to_tile(lon1, lat1, z)
+        for x in range(x0, x1 + 1):
+            for y in range(y0, y1 + 1):
+                out += [f"/tiles/live-accidents/{z}/{x}/{y}.mvt{f}" for f in filters]
+    return out
+
+
+def bbox_paths(lon0: float, lat0: float, lon1: float, lat1: float, n: int = 500) -> list[str]:
+    rng = random.Random(7)
+    dlat = 1.0 / 111.32  # 1 km
+    dlon = 1.0 / (111.32 * math.cos(math.radians((lat0 + lat1) / 2)))
+    out = []
+    for _ in range(n):
+        x = rng.uniform(lon0 - dlon / 2, max(lon1 - dlon / 2, lon0))
+        y = rng.uniform(lat0 - dlat / 2, max(lat1 - dlat / 2, lat0))
+        out.append(f"/units?bbox={x:.5f},{y:.5f},{x + dlon:.5f},{y + dlat:.5f}&limit=10000")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, help="data folder (default: build the demo into tmp)")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} not found: apt-get install -y nginx wrk")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = args.data
+        if data is None:
+            sys.path.insert(0, str(ROOT))
+            from trafficunit.cli.serve import build_demo
+
+            data = tmp / "demo"
+            t = time.perf_counter()
+            build_demo(data)
+            print(f"built the demo data folder in {time.perf_counter() - t:.1f} s")
+        data = data.resolve()
+        static = tmp / "static"
+        paths = extract_tiles(data / "risk.pmtiles", static)
+        print(
+            f"{len(paths)} stored tiles; wrk -t2 -c{args.connections} -d{args.duration}s, "
+            f"{os.cpu_count()} cores, everything on this machine\n"
+        )
+        w = {"duration": args.duration, "connections": args.connections}
+
+        port = free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=static))
+        with process([nginx, "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]):
+            wait_http(f"http://127.0.0.1:{port}{paths[0]}")
+            ref = wrk(f"http://127.0.0.1:{port}", paths, tmp, **w)
+        show("stored tiles: nginx static files", ref)
+
+        port = free_port()
+        with serve_ours(data, port):
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            ours = wrk(f"http://127.0.0.1:{port}", paths, tmp, **w)
+        show("stored tiles: trafficunit serve", ours, ref)
+
+        naive_py = tmp / "naive_app.py"
+        naive_py.write_text(NAIVE_APP)
+        port = free_port()
+        cmd = [
+            PY,
+            "-m",
+            "uvicorn",
+            "naive_app:app",
+            "--app-dir",
+            str(tmp),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        with process(cmd, {"ARCHIVE": str(data / "risk.pmtiles")}):
+            wait_http(f"http://127.0.0.1:{port}/docs")
+            naive = wrk(f"http://127.0.0.1:{port}", paths, tmp, **w)
+        show("stored tiles: pmtiles.Reader per call", naive, ref)
+
+        import geopandas as gpd
+
+        units = gpd.read_parquet(data / "units.parquet").to_crs(4326)
+        lon0, lat0, lon1, lat1 = units.total_bounds
+        lp = live_paths(lon0, lat0, lon1, lat1)
+        print(f"\n{len(lp)} live tile URLs (z14-z16 x 5 filters)")
+        port = free_port()
+        with serve_ours(data, port, cache=0):
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            cold = wrk(f"http://127.0.0.1:{port}", lp, tmp, **w)
+        show("live tiles, no cache (encode each)", cold)
+        port = free_port()
+        with serve_ours(data, port):
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            warm = wrk(f"http://127.0.0.1:{port}", lp, tmp, **w)
+            show("live tiles, LRU cache", warm)
+            bp = bbox_paths(lon0, lat0, lon1, lat1)
+            gj = wrk(f"http://127.0.0.1:{port}", bp, tmp, **w)
+        show("GeoJSON units in 1 km² boxes", gj)
+        print(
+            f"\nours / nginx (stored tiles): {ours['rps'] / ref['rps'] * 100:.1f}%; "
+            f"ours / naive pmtiles reader: {ours['rps'] / naive['rps']:.0f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
