@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from server import Settings, create_app
 from server.settings import QuerySettings, TileSettings
 from trafficunit import mvt
+from trafficunit.io import write_table
 from trafficunit.tiles import build_tiles, feature_ids
 
 from ._serverdata import LAT0, LON0, build_data_dir, grid_units
@@ -394,3 +395,27 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, data_dir: Pa
     with TestClient(create_app(s)) as c:
         assert c.get("/units?limit=8").status_code == 400
     assert os.environ["TRAFFICUNIT_DATA_DIR"] == str(data_dir)
+
+
+def test_replaced_table_is_reloaded_with_a_new_data_version(tmp_path: Path, data_dir: Path) -> None:
+    d = tmp_path / "d"
+    shutil.copytree(data_dir, d)
+    with _client(d) as c:
+        v1 = c.get("/healthz").json()["data_version"]
+        units = grid_units()
+        write_table(units[units["level"] == "red"], d / "units.parquet")
+        time.sleep(0.01)
+        body = c.get("/healthz").json()
+        assert body["data_version"] != v1
+        assert body["tables"]["units"] == int((units["level"] == "red").sum())
+        assert {f["properties"]["level"] for f in c.get("/units").json()["features"]} == {"red"}
+
+
+def test_serve_verb_refuses_a_missing_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trafficunit.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no such folder" in result.output

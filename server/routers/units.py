@@ -92,11 +92,18 @@ async def list_units(
 
 
 def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
+    """The events of a unit (rows whose ';'-joined ``unit_id`` holds it), via a cached index."""
     if table is None or "unit_id" not in table.frame:
         return []
-    ids = table.frame["unit_id"].astype("string")
-    hit = ids.str.split(";").map(lambda v: unit_id in v if isinstance(v, list) else False)
-    rows = np.flatnonzero(hit.to_numpy(dtype=bool))
+    by_unit = table.extra.get("by_unit")
+    if by_unit is None:
+        ids = table.frame["unit_id"].astype("string").str.split(";").explode().dropna()
+        by_unit = {k: np.asarray(v) for k, v in ids.groupby(ids, sort=False).indices.items()}
+        # .indices gives positions within `ids`; map them back to table rows
+        rows_of = ids.index.to_numpy()
+        by_unit = {k: np.unique(rows_of[v]) for k, v in by_unit.items()}
+        table.extra["by_unit"] = by_unit
+    rows = by_unit.get(unit_id, np.zeros(0, dtype=np.int64))
     return [json.loads(s) for s in table.features[rows].tolist()]
 
 
