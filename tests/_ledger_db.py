@@ -34,7 +34,7 @@ def _admin(sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
-    """Name of a session's template database with PostGIS (skips when no server)."""
+    """Name of this session's template database with PostGIS (skips when no server)."""
     try:
         import psycopg
 
@@ -66,15 +66,39 @@ def drop_pg_database(name: str) -> None:
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def pg_session_db(pg_template: str) -> Iterator[str]:
+    """URL of one migrated database for this session (emptied before each test using it)."""
+    from trafficunit.ledger._db import connect, migrate
+
+    name, url = fresh_pg_database(pg_template)
+    db = connect(url)
+    migrate(db)
+    db.close()
+    yield url
+    drop_pg_database(name)
+
+
+_TABLES = (
+    "hazard_units, hazard_reports, hazard_events, hazards, tokens, workzone_units, workzones, meta"
+)
+
+
+def empty_pg_database(url: str) -> None:
+    """Remove every row of the ledger's tables (the schema stays)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+        conn.execute("UPDATE counters SET value = 0")
+
+
 @pytest.fixture(params=BACKENDS)
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty ledger database URL on each backend."""
+    """An empty ledger database URL on each backend."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite'}"
         return
-    template = request.getfixturevalue("pg_template")
-    name, url = fresh_pg_database(template)
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
+    url = request.getfixturevalue("pg_session_db")
+    empty_pg_database(url)
+    yield url

@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -37,7 +38,13 @@ from trafficunit.ledger._db import connect
 from trafficunit.ledger.store import hash_token
 from trafficunit.settings import LedgerSettings
 
-from ._ledger_db import ledger_url, pg_template  # noqa: F401  (fixtures)
+from ._ledger_db import (  # noqa: F401  (fixtures)
+    drop_pg_database,
+    fresh_pg_database,
+    ledger_url,
+    pg_session_db,
+    pg_template,
+)
 
 LON0, LAT0 = 24.930, 60.160
 M_LAT = 1 / 111_320.0
@@ -408,7 +415,15 @@ def test_history_is_append_only(ledger: Ledger) -> None:
     assert len(ledger.history(h.id)) == 2 and ledger.history(h.id)[0]["comment"] is None
 
 
-def test_schema_is_created_once_and_versioned(ledger_url: str) -> None:  # noqa: F811
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_schema_is_created_once_and_versioned(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":  # a brand-new database, not the session's migrated one
+        name, ledger_url = fresh_pg_database(request.getfixturevalue("pg_template"))
+        request.addfinalizer(lambda: drop_pg_database(name))
+    else:
+        ledger_url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     Ledger.open(ledger_url).close()
     with Ledger.open(ledger_url) as led:  # reopening migrates nothing
         with led.db.transaction() as tx:
