@@ -404,13 +404,46 @@ def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
     return len(layer)
 
 
-def build_tiles(units: gpd.GeoDataFrame, **options: Any) -> Path:
+def build_tiles(
+    units: gpd.GeoDataFrame,
+    *,
+    output: str | os.PathLike[str],
+    accidents: gpd.GeoDataFrame | None = None,
+    hazards: gpd.GeoDataFrame | None = None,
+    workzones: gpd.GeoDataFrame | None = None,
+    minzoom: int | None = None,
+    maxzoom: int | None = None,
+    settings: TileSettings | None = None,
+) -> Path:
     """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
 
-    The options are those of :func:`build_tiles_report` (``output`` is required); this returns
-    the path written.
+    The short form of :func:`build_tiles_report` (which takes the same options and more, and
+    returns a report with timings); see it for the parameters.
+
+    Returns
+    -------
+    pathlib.Path
+        The archive written.
+
+    Examples
+    --------
+    >>> import trafficunit as tu, tempfile, pathlib
+    >>> units = tu.build_units(tu.read_network(tu.sample_network_path()))
+    >>> out = tu.build_tiles(units, output=pathlib.Path(tempfile.mkdtemp()) / "units.pmtiles")
+    >>> out.suffix
+    '.pmtiles'
     """
-    return Path(build_tiles_report(units, **options).output)
+    report = build_tiles_report(
+        units,
+        output=output,
+        accidents=accidents,
+        hazards=hazards,
+        workzones=workzones,
+        minzoom=minzoom,
+        maxzoom=maxzoom,
+        settings=settings,
+    )
+    return Path(report.output)
 
 
 def build_tiles_report(
