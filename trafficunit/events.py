@@ -314,8 +314,16 @@ def _sniff_sep(text: str) -> str:
 
 
 def _read_csv(
-    path_or_text: Path | str, *, sep: str | None, encoding: str | None, report: _Report, name: str
+    path_or_text: Path | str,
+    *,
+    sep: str | None,
+    encoding: str | None,
+    report: _Report,
+    name: str,
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
+    """Read a CSV: the columns named in ``text_columns`` as trimmed text (parsed later by their
+    field's rules), the others typed by pandas' parser."""
     if isinstance(path_or_text, Path):
         try:
             if path_or_text.suffix.lower() in (".gz", ".zip", ".bz2", ".xz"):
@@ -335,25 +343,30 @@ def _read_csv(
     if sep is None:
         sep = _sniff_sep(text)
     report.sep = sep
+    opts: dict[str, Any] = {
+        "sep": sep,
+        "keep_default_na": False,
+        "na_values": [""],
+        "skipinitialspace": True,
+        "quotechar": '"',
+        "engine": "c",
+        "on_bad_lines": "warn",
+        "low_memory": False,
+    }
+    wanted = {str(c).strip().casefold() for c in text_columns}
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-            quotechar='"',
-            engine="c",
-            on_bad_lines="warn",
-        )
+        header = pd.read_csv(io.StringIO(text), nrows=0, **opts).columns
+        as_text = {c: str for c in header if str(c).strip().lstrip("\ufeff").casefold() in wanted}
+        df = pd.read_csv(io.StringIO(text), dtype=as_text or None, **opts)
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputFileError(
             f"{name}: cannot parse as CSV with separator {sep!r} ({exc}); give sep=..."
         ) from exc
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     for col in df.columns:
-        s = df[col].str.strip()
-        df[col] = s.where(s != "", None)
+        if pd.api.types.is_string_dtype(df[col]) or df[col].dtype == object:
+            s = df[col].str.strip() if pd.api.types.is_string_dtype(df[col]) else df[col]
+            df[col] = s.mask(s == "")
     return df
 
 
@@ -364,6 +377,7 @@ def _load(
     encoding: str | None,
     layer: str | None,
     report: _Report,
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     if isinstance(source, gpd.GeoDataFrame):
         report.source, report.fmt = "<GeoDataFrame>", "geodataframe"
@@ -393,7 +407,9 @@ def _load(
             raise InputFileError(f"{path}: cannot read Parquet ({exc})") from exc
     if lower.endswith(_CSV_SUFFIXES) or not lower.endswith(_GEO_SUFFIXES):
         report.fmt = "csv"
-        return _read_csv(path, sep=sep, encoding=encoding, report=report, name=name)
+        return _read_csv(
+            path, sep=sep, encoding=encoding, report=report, name=name, text_columns=text_columns
+        )
     report.fmt = path.suffix.lower().lstrip(".")
     try:
         return gpd.read_file(path, layer=layer, engine="pyogrio", encoding=encoding)
@@ -422,24 +438,38 @@ def to_float(values: pd.Series, *, decimal: str | None = None) -> pd.Series:
     """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
-    s = values.astype("string").str.strip().str.replace(r"[\s\u00a0\u202f']", "", regex=True)
-    if decimal == ",":
-        s = s.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    elif decimal == ".":
-        s = s.str.replace(",", "", regex=False)
-    else:
-        has_c = s.str.contains(",", regex=False).fillna(False)
-        has_d = s.str.contains(".", regex=False).fillna(False)
-        both = has_c & has_d
-        comma_last = s.str.rfind(",") > s.str.rfind(".")
-        eu = both & comma_last.fillna(False)
-        us = both & ~comma_last.fillna(False)
-        s = s.mask(eu, s.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
-        s = s.mask(us, s.str.replace(",", "", regex=False))
-        lone = has_c & ~has_d
-        s = s.mask(lone, s.str.replace(",", ".", regex=False))
-    out = pd.to_numeric(s, errors="coerce")
+    s = values.astype("string").str.strip()
+    s = s.mask(s == "")
+    # only values with spaces, commas or apostrophes need the slow treatment
+    odd = s.str.contains("[ ,'\u00a0\u202f\t]", regex=True).fillna(False).to_numpy(dtype=bool)
+    if odd.any():
+        s = s.copy()
+        s[odd] = _clean_number_text(s[odd], decimal)
+    try:
+        out = s.astype("float64")
+    except (ValueError, TypeError):
+        out = pd.to_numeric(s, errors="coerce")
     return pd.Series(np.asarray(out, dtype="float64"), index=values.index, name=values.name)
+
+
+_NUMBER_SPACES = re.compile("[\\s\u00a0\u202f']")
+
+
+def _clean_number_text(s: pd.Series, decimal: str | None) -> pd.Series:
+    """Spaces, apostrophes and the thousands/decimal marks of the given strings normalised."""
+
+    def one(text: str) -> str:
+        t = _NUMBER_SPACES.sub("", text)
+        if decimal == ",":
+            return t.replace(".", "").replace(",", ".")
+        if decimal == ".":
+            return t.replace(",", "")
+        c, d = t.rfind(","), t.rfind(".")
+        if c >= 0 and d >= 0:
+            return t.replace(".", "").replace(",", ".") if c > d else t.replace(",", "")
+        return t.replace(",", ".") if c >= 0 else t
+
+    return s.map(one, na_action="ignore")
 
 
 def _norm_key(v: Any) -> str:
@@ -576,7 +606,13 @@ def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    s = values.astype("string").str.replace(r"\s+", " ", regex=True).str.strip()
+    """Trimmed text with inner runs of white space collapsed; empty → <NA>."""
+    s = values.astype("string").str.strip()
+    # literal patterns: pyarrow answers them natively (a regex class like \s is slow)
+    runs = s.str.contains("  |\t|\r|\n", regex=True).fillna(False).to_numpy(dtype=bool)
+    if runs.any():
+        s = s.copy()
+        s[runs] = s[runs].str.replace(r"\s+", " ", regex=True)
     return s.mask(s == "")
 
 
@@ -912,7 +948,11 @@ def _read(
     settings: EventSettings,
 ) -> gpd.GeoDataFrame:
     report = _Report(source=str(source), kind=kind)
-    raw = _load(source, sep=sep, encoding=encoding, layer=layer, report=report)
+    wanted = [
+        c for v in mapping.values() if v is not None for c in ([v] if isinstance(v, str) else v)
+    ]
+    wanted += [c for c in (x, y, geometry) if c]
+    raw = _load(source, sep=sep, encoding=encoding, layer=layer, report=report, text_columns=wanted)
     raw = raw.reset_index(drop=True)
     n = len(raw)
     report.rows_read = n
@@ -1236,14 +1276,12 @@ def _read(
         if c in used:
             continue
         new = f"src_{c}" if c in reserved else str(c)
-        col = raw[c]
-        if report.fmt == "csv":
-            col = _infer(col)
-        extras[new] = col
+        extras[new] = raw[c]
     if extras:
         result = pd.concat([result, pd.DataFrame(extras, index=raw.index)], axis=1)
     gdf = gpd.GeoDataFrame(result, geometry=gpd.GeoSeries(geoms, index=raw.index), crs=4326)
-    gdf = gdf.loc[keep].reset_index(drop=True)
+    if not keep.all():
+        gdf = gdf.loc[keep].reset_index(drop=True)
     if buffer_m:
         gdf = _buffer(gdf, float(buffer_m))
     gdf.attrs = {"report": report.as_dict()}
@@ -1273,23 +1311,6 @@ def _severity_from_counts(counts: dict[str, pd.Series], index: pd.Index) -> pd.S
         v = counts[col]
         sev[(v > 0).fillna(False)] = letter
     return sev
-
-
-def _infer(col: pd.Series) -> pd.Series:
-    """Type a text column from a CSV: integers, floats, else trimmed text."""
-    if col.dtype != object and not pd.api.types.is_string_dtype(col):
-        return col
-    s = col.dropna()
-    if len(s) == 0:
-        return col
-    text = s.astype(str)
-    if text.str.fullmatch(r"[+-]?(?:0|[1-9]\d{0,17})").all():
-        return pd.to_numeric(col, errors="coerce").astype("Int64")
-    if text.str.fullmatch(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+)").all() and not (
-        text.str.fullmatch(r"0\d+").any()
-    ):
-        return pd.to_numeric(col, errors="coerce").astype("float64")
-    return col.astype("string")
 
 
 def _buffer(gdf: gpd.GeoDataFrame, metres: float) -> gpd.GeoDataFrame:
