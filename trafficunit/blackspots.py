@@ -36,7 +36,7 @@ from shapely.ops import substring
 
 from ._errors import TrafficUnitWarning, ValidationError
 from ._validate import metric_crs
-from .risk import SEVERITIES, _units_frame, accidents, describe_events
+from .risk import SEVERITIES, _attribute_notes, _units_frame, accidents, describe_events
 from .settings import BLACK_SPOT_PROFILES, BlackSpotProfile, Criterion, RiskSettings
 from .timefilter import Period, as_period, event_years
 
@@ -691,8 +691,7 @@ def find_black_spots(
     rank = out.groupby("type").cumcount() + 1 if len(out) else pd.Series(dtype=int)
     out.insert(0, "spot_id", [f"{a}{b:04d}" for a, b in zip(prefix, rank, strict=True)])
     if len(out):
-        desc = _explain_spots(acc, out)
-        out["explanation"] = desc
+        out["explanation"] = _explain_spots(acc, out, u)
     else:
         out["explanation"] = pd.Series(dtype=object)
     gdf = gpd.GeoDataFrame(out, geometry="geometry", crs=u.crs)
@@ -948,7 +947,7 @@ def _section_geometries(members: pd.DataFrame, u: gpd.GeoDataFrame, out: pd.Data
     return result
 
 
-def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame) -> pd.Series:
+def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame, units: pd.DataFrame) -> pd.Series:
     ids = acc["event_id"].astype(str) if "event_id" in acc.columns else acc.index.astype(str)
     per_spot = spots["event_ids"].fillna("").str.split(";").explode()
     per_spot = per_spot[per_spot != ""]
@@ -977,6 +976,16 @@ def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame) -> pd.Series:
         + tm.fillna(""),
         "",
     )
+    # attributes of the spot's units that stand out (speed limit, lighting, lanes...)
+    notes = _attribute_notes(units.assign(reference_population=units["kind"]))
+    per_unit = spots["unit_ids"].fillna("").str.split(";").explode()
+    per_unit = per_unit[per_unit != ""]
+    found = notes.reindex(pd.Index(per_unit.to_numpy())).to_numpy(dtype=object)
+    flat = pd.DataFrame({"spot": per_unit.index.to_numpy(), "note": found}).dropna()
+    flat = flat.assign(note=flat["note"].str.split("; ")).explode("note")
+    flat = flat.loc[flat["note"].notna() & (flat["note"] != "")].drop_duplicates()
+    attrs = flat.groupby("spot")["note"].agg(lambda s: "; ".join(list(s)[:3])).reindex(spots.index)
+    text = text + np.where(attrs.notna(), "; " + attrs.fillna(""), "")
     return text.str.strip("; ")
 
 

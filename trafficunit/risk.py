@@ -33,7 +33,6 @@ into the measures engineers screen a network with (HSM Part B):
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -635,20 +634,24 @@ def _hazard_counts(
 
 
 def _jsonable(obj: Any) -> Any:
-    """Plain Python types only (numpy scalars and NaN cleaned), so attrs survive Parquet."""
-    return json.loads(json.dumps(obj, default=_json_default, allow_nan=True).replace("NaN", "null"))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, pd.Timestamp):
-        return o.isoformat()
-    return str(o)
+    """Plain Python types only (numpy scalars cleaned, NaN -> None), so attrs survive Parquet."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    if obj is None or isinstance(obj, str):
+        return obj
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return str(obj)
 
 
 # -- score ----------------------------------------------------------------------------------------
@@ -836,25 +839,21 @@ def _rule_text(rule: dict[str, Any]) -> str:
 
 
 def _adjacency(risk: pd.DataFrame) -> Any:
-    """libpysal W from the ';'-joined ``neighbours`` column, symmetric, within ``risk``."""
-    from libpysal.weights import W
+    """libpysal Graph from the ';'-joined ``neighbours`` column, binary, symmetric."""
+    from libpysal.graph import Graph
     from scipy import sparse
 
     if "neighbours" not in risk.columns:
         raise ValidationError("hotspot statistics need the units' 'neighbours' column")
     nb = risk["neighbours"].astype("string").fillna("").str.split(";").explode()
     nb = nb[nb.notna() & (nb != "")]
-    i = risk.index.get_indexer(nb.index)
+    i = risk.index.get_indexer(pd.Index(nb.index))
     j = risk.index.get_indexer(pd.Index(nb.to_numpy(dtype=object)))
     ok = (i >= 0) & (j >= 0) & (i != j)
     n = len(risk)
     m = sparse.coo_matrix((np.ones(ok.sum()), (i[ok], j[ok])), shape=(n, n)).tocsr()
     m = ((m + m.T) > 0).astype(float).tocsr()
-    ids = list(range(n))
-    neighbors = dict(zip(ids, np.split(m.indices, m.indptr[1:-1]), strict=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return W({k: v.tolist() for k, v in neighbors.items()}, silence_warnings=True)
+    return Graph.from_sparse(m)
 
 
 def hotspots(
@@ -877,7 +876,6 @@ def hotspots(
     "not significant").
     """
     import esda
-    from libpysal.weights import fill_diagonal
 
     cfg = settings or RiskSettings()
     measure = measure or cfg.hotspot_measure
@@ -895,7 +893,7 @@ def hotspots(
     w = _adjacency(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ws = fill_diagonal(w, 1.0)
+        ws = w.assign_self_weight(1.0)
         gi = esda.G_Local(y, ws, transform="B", star=None, permutations=0, n_jobs=1)
     z = np.asarray(gi.Zs, dtype=float)
     p = 2.0 * stats.norm.sf(np.abs(z))
@@ -913,6 +911,8 @@ def hotspots(
         out["moran_p"] = np.asarray(lm.p_sim, dtype=float)
         quad = np.array(["", "HH", "LH", "LL", "HL"], dtype=object)[np.asarray(lm.q, dtype=int)]
         out["moran_quadrant"] = np.where(out["moran_p"] < alpha, quad, "not significant")
+    else:
+        out["moran_i"], out["moran_p"], out["moran_quadrant"] = np.nan, np.nan, "not computed"
     out.attrs = dict(risk.attrs)
     out.attrs["hotspots"] = {
         "measure": measure,
