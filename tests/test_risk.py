@@ -490,3 +490,22 @@ def test_helsinki_2000_2022_scores(helsinki: tuple[gpd.GeoDataFrame, gpd.GeoData
     hot = rk.hotspots(risk, permutations=0)
     # Gi* hot spots are where the accidents are
     assert hot.loc[hot["hotspot"] == "hot", "epdo"].mean() > 3 * hot["epdo"].mean()
+
+
+def test_night_by_sun_matches_recorded_darkness() -> None:
+    from .conftest import shared_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tu.TrafficUnitWarning)
+        ev = tu.read_events(
+            shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+        )
+    ev = ev.loc[ev["light"].isin(["daylight", "dark", "dark, lit"])]
+    dark = ev["light"].isin(["dark", "dark, lit"]).to_numpy()
+    # the file gives the hour only: take the middle of the hour
+    mid = ev.assign(time=ev["time"] + pd.Timedelta(minutes=30))
+    sun = tf.is_night(mid, by="sun").to_numpy(dtype=bool)
+    clock = tf.is_night(ev, by="clock").to_numpy(dtype=bool)
+    assert len(ev) > 9000
+    assert (sun == dark).mean() > 0.95  # measured 0.959
+    assert (sun == dark).mean() > (clock == dark).mean() + 0.08  # clock 0.842

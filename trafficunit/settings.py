@@ -426,13 +426,15 @@ class TimeSettings:
     day_hours
         Clock day: ``start <= hour < end`` is day [rec: 7-19].
     night_sun_elevation_deg
-        By sun: night when the sun is below this elevation, degrees (-6: end of civil twilight).
+        By sun: night when the sun is below this elevation, degrees [rec: 0, sunset; on the
+        Helsinki FTA accidents 2011-2016 it agrees with the police's recorded darkness for
+        95.9 % of accidents, -6 (civil twilight) for 94.5 %, the 07-19 clock for 84.2 %].
     hour_bands
         Named time-of-day bands (start hour inclusive, end exclusive) used in explanations.
     """
 
     day_hours: tuple[int, int] = (7, 19)
-    night_sun_elevation_deg: float = -6.0
+    night_sun_elevation_deg: float = 0.0
     hour_bands: tuple[tuple[str, int, int], ...] = (
         ("night", 0, 6),
         ("morning", 6, 10),

@@ -167,7 +167,8 @@ def print_summary(
     sections = spots.loc[spots["type"] == "section"].head(top) if len(spots) else spots
     prof = spots.attrs.get("profile", {})
     console.print(
-        f"black spots ({prof.get('name')}, {' – '.join(spots.attrs.get('period', []))}): "
+        f"black spots ({prof.get('name')}, "
+        f"{' – '.join(str(p)[:10] for p in spots.attrs.get('period', []))}): "
         f"{int((spots['type'] == 'point').sum()) if len(spots) else 0} points, "
         f"{int((spots['type'] == 'section').sum()) if len(spots) else 0} sections"
     )
