@@ -149,6 +149,17 @@ def test_valid_area_of_a_national_grid(tmp_path: Path) -> None:
     assert len(ev) == 0
 
 
+def test_cgcs2000_gauss_kruger_zone() -> None:
+    # Shenzhen in CGCS2000 / 3-degree Gauss-Kruger CM 114E (EPSG:4547), false easting 500 km
+    to_gk = Transformer.from_crs(4490, 4547, always_xy=True)
+    x, y = to_gk.transform(114.0579, 22.5431)
+    table = pd.DataFrame({"x": [f"{x:.3f}".replace(".", ",")], "y": [y], "s": ["重伤"]})
+    ev = tu.read_events(table, kind="accident", x="x", y="y", crs=4547, severity="s")
+    p = ev.geometry.iloc[0]
+    assert (p.x, p.y) == pytest.approx((114.0579, 22.5431), abs=1e-7)
+    assert ev["severity"].tolist() == ["A"]
+
+
 def test_to_float_handles_the_ways_people_write_numbers() -> None:
     s = pd.Series(["25501661,91", " 1 234,5 ", "1,234.5", "1.234,5", "-3", "x", None, "7."])
     out = to_float(s)

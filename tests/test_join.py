@@ -350,6 +350,10 @@ def test_summarize_counts_epdo_rates_hazards_and_work_zones(cross: gpd.GeoDataFr
     assert by_year.loc[("S_E", 2021), "epdo"] == 12
     with pytest.raises(ValidationError):
         epdo_weights("hsm-1066")
+    # the versioned data and the risk module's constant must not drift apart
+    from trafficunit.settings import EPDO_WEIGHTS_HSM
+
+    assert epdo_weights("hsm-2010") == EPDO_WEIGHTS_HSM
 
 
 # ------------------------------------------------------------------------------------------
