@@ -59,6 +59,7 @@ _LAZY = {
     "risk": "risk",
     "blackspots": "blackspots",
     "plot": "plot",
+    "timefilter": "timefilter",
     "tiles": "tiles",
     "lineage": "lineage",
     "sample": "sample",
