@@ -193,6 +193,9 @@ def main() -> None:
         help="stop the naive pipeline after this many seconds and extrapolate",
     )
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="alternate ours/tippecanoe runs; best of each"
+    )
     args = ap.parse_args()
     units = grid_segments(args.n)
     print(
@@ -201,9 +204,16 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        ours = run_ours(units, tmp / "ours.pmtiles")
-        tip = run_tippecanoe(units, tmp / "tip.pmtiles", tmp)
-        print(f"ours / tippecanoe: {ours / tip:.2f}x the time")
+        # alternate the two so a busy neighbour on a shared machine hits both alike
+        ours_t, tip_t = [], []
+        for _ in range(args.repeat):
+            ours_t.append(run_ours(units, tmp / "ours.pmtiles"))
+            tip_t.append(run_tippecanoe(units, tmp / "tip.pmtiles", tmp))
+        ours, tip = min(ours_t), min(tip_t)
+        print(
+            f"best of {args.repeat}: ours {ours:.1f} s, tippecanoe {tip:.1f} s; "
+            f"ours / tippecanoe: {ours / tip:.2f}x the time"
+        )
         if not args.skip_naive:
             naive, _ = run_naive(units, tmp / "naive.pmtiles", args.naive_max_s)
             print(f"naive / ours: {naive / ours:.1f}x slower")

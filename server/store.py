@@ -37,7 +37,7 @@ import shapely
 
 from trafficunit._errors import InputFileError
 from trafficunit.io import read_table
-from trafficunit.mvt import LiveLayer
+from trafficunit.mvt import LiveLayer, TileCache
 
 from .archive import Archive
 
@@ -165,6 +165,7 @@ class DataStore:
         self.archives: dict[str, Archive] = {}
         self.live: dict[str, LiveLayer] = {}
         self.manifest: dict[str, Any] = {}
+        self.mask_cache = TileCache(128)  # live-layer filter masks by (version, layer, filter)
         self.version = "0"
         self._checked = 0.0
         self._lock = threading.Lock()

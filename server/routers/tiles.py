@@ -123,7 +123,7 @@ def _live_mask(
     """Boolean row mask of a live layer for a filter key (cached per data version)."""
     if all(v is None for v in key):
         return None
-    cache: TileCache = store.__dict__.setdefault("_mask_cache", TileCache(128))
+    cache = store.mask_cache
     ck = (store.version, layer, key)
     hit = cache.get(ck)
     if hit is not None:
