@@ -983,7 +983,10 @@ def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame, units: pd.DataFrame) 
     found = notes.reindex(pd.Index(per_unit.to_numpy())).to_numpy(dtype=object)
     flat = pd.DataFrame({"spot": per_unit.index.to_numpy(), "note": found}).dropna()
     flat = flat.assign(note=flat["note"].str.split("; ")).explode("note")
-    flat = flat.loc[flat["note"].notna() & (flat["note"] != "")].drop_duplicates()
+    flat = flat.loc[flat["note"].notna() & (flat["note"] != "")]
+    # one note per kind ("speed limit # km/h ...", "# legs"): the first unit's
+    flat = flat.assign(kind=flat["note"].str.replace(r"\d+(\.\d+)?", "#", regex=True))
+    flat = flat.drop_duplicates(["spot", "kind"])
     attrs = flat.groupby("spot")["note"].agg(lambda s: "; ".join(list(s)[:3])).reindex(spots.index)
     text = text + np.where(attrs.notna(), "; " + attrs.fillna(""), "")
     return text.str.strip("; ")
