@@ -39,12 +39,13 @@ EXCLUDED_SERVICE: frozenset[str] = frozenset(
 EXCLUDED_ACCESS: frozenset[str] = frozenset({"no", "private"})
 
 #: Intersection influence radius by the highest road class meeting there, metres.
-#: DOMAIN.md: agencies use 15-76 m or 150 m; [rec] 30 m urban, by road class.
+#: DOMAIN.md: agencies use 15-76 m (50-250 ft) or 150 m; [rec] 30 m urban, by road class.
+#: A consolidated junction adds its own extent (the farthest node from its centre).
 INFLUENCE_M_BY_CLASS: dict[str, float] = {
     "motorway": 76.0,
-    "trunk": 60.0,
-    "primary": 40.0,
-    "secondary": 35.0,
+    "trunk": 50.0,
+    "primary": 35.0,
+    "secondary": 30.0,
     "tertiary": 30.0,
     "unclassified": 25.0,
     "residential": 20.0,
