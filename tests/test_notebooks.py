@@ -1,0 +1,222 @@
+"""The notebooks run top to bottom, keep small outputs, and agree with the command line.
+
+Each notebook is executed with nbclient in a kernel running this interpreter (the project's
+venv). Files they write go to ``tmp_path`` (``$TRAFFICUNIT_NOTEBOOK_OUT``). With
+``TRAFFICUNIT_NOTEBOOK_SAMPLE=1`` they use the generated sample even when ``../shared/data`` is
+present, so the path a fresh machine without the real data takes is tested too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SHARED = ROOT.parent / "shared" / "data"
+CITY_CRASHES = SHARED / "crashes" / "helsinki-city-2000-2022.csv"
+LEVELS = ("red", "orange", "yellow", "blue")
+#: Seconds allowed for one cell; a whole notebook takes 10-40 s on a busy 2-core machine.
+CELL_TIMEOUT = 240
+
+
+def _execute_module() -> Any:
+    spec = importlib.util.spec_from_file_location("tu_notebook_execute", NOTEBOOKS / "execute.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+execute_nb = _execute_module()
+
+
+def run(name: str, out_dir: Path, *, sample: bool = False) -> tuple[Any, str]:
+    """Execute a notebook; return it and all its text outputs joined."""
+    env = {"TRAFFICUNIT_NOTEBOOK_SAMPLE": "1" if sample else "0"}
+    nb, seconds = execute_nb.execute(
+        NOTEBOOKS / name, out_dir=out_dir, env=env, timeout=CELL_TIMEOUT
+    )
+    print(f"{name} ({'sample' if sample else 'default data'}): {seconds:.1f} s")
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                texts.append(out["text"])
+            elif "text/plain" in out.get("data", {}):
+                texts.append(out["data"]["text/plain"])
+    return nb, "\n".join(texts)
+
+
+def _num(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def cli(args: list[str]) -> str:
+    from typer.testing import CliRunner
+
+    from trafficunit.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def parse_units(out: str) -> dict[str, int]:
+    m = re.search(r"([\d,]+) units: ([\d,]+) segments .*?, ([\d,]+) intersections", out)
+    assert m, out
+    return {"units": _num(m[1]), "segments": _num(m[2]), "intersections": _num(m[3])}
+
+
+def parse_join(out: str) -> dict[str, int]:
+    m = re.search(r"matched ([\d,]+) of ([\d,]+) events", out)
+    assert m, out
+    return {"matched": _num(m[1]), "events": _num(m[2])}
+
+
+def parse_risk(out: str) -> dict[str, Any]:
+    """Rows of the 'risk levels' table and the black-spot counts, as printed."""
+    row = re.compile(
+        r"^\s*(red|orange|yellow|blue)\s*│\s*([\d,]+)\s*│\s*[\d.]+\s*│\s*[\d.]+\s*│"
+        r"\s*([\d,]+)\s*│\s*([\d,]+)\s*│",
+        re.M,
+    )
+    rows = {m[1]: (_num(m[2]), _num(m[3]), _num(m[4])) for m in row.finditer(out)}
+    assert set(rows) == set(LEVELS), out
+    spots = re.search(r"black spots \(.*?\): (\d+) points,\s+(\d+) sections", out, re.S)
+    assert spots, out
+    return {
+        "level_segments": {lv: rows[lv][0] for lv in LEVELS},
+        "level_intersections": {lv: rows[lv][1] for lv in LEVELS},
+        "level_accidents": {lv: rows[lv][2] for lv in LEVELS},
+        "black_spot_points": int(spots[1]),
+        "black_spot_sections": int(spots[2]),
+    }
+
+
+def parse_demo(out: str) -> dict[str, Any]:
+    def count(label: str) -> int:
+        m = re.search(rf"^\s*{label}\s*│\s*([\d,]+)", out, re.M)
+        assert m, (label, out)
+        return _num(m[1])
+
+    return {
+        "units": count("units"),
+        "accidents": count("accidents"),
+        "black_spots": count("black spots"),
+        "levels": {lv: count(f"{lv} units") for lv in LEVELS},
+    }
+
+
+def test_quickstart_matches_the_cli(tmp_path: Path) -> None:
+    """Units, accidents matched, colours and black spots equal what the CLI prints."""
+    nb, text = run("01-quickstart.ipynb", tmp_path)
+    key = json.loads((tmp_path / "01-quickstart" / "key-figures.json").read_text())
+    if not CITY_CRASHES.exists():
+        pytest.skip(f"{CITY_CRASHES} absent: the quickstart used the generated sample")
+    assert key["data"] == "real"
+    assert "REAL data: helsinki-city-2000-2022.csv" in text
+    work = tmp_path / "cli"
+    work.mkdir()
+    u, j, r, s = (
+        work / n for n in ("units.parquet", "joined.parquet", "risk.parquet", "s.parquet")
+    )
+    printed = parse_units(cli(["units", key["network"], "-o", str(u), "-q"]))
+    printed |= parse_join(
+        cli(["join", str(u), key["accidents_file"], "--preset", key["preset"], "-o", str(j), "-q"])
+    )
+    printed |= parse_risk(cli(["risk", str(u), str(j), "-o", str(r), "--black-spots", str(s)]))
+    assert {k: key[k] for k in printed} == printed
+    assert sum(key["levels"].values()) == key["units"]
+    # the real data: the centre's units and the city's accidents (README of shared/data)
+    assert key["units"] > 500 and 4000 < key["matched"] < 5500 and key["events"] > 50_000
+    assert all(key["levels"][lv] > 0 for lv in LEVELS)
+    # the exports an analyst opens elsewhere
+    out = tmp_path / "01-quickstart"
+    for name in ("risk.gpkg", "accidents.gpkg", "black_spots.gpkg", "risk.pmtiles"):
+        assert (out / name).stat().st_size > 10_000, name
+    import trafficunit as tu
+
+    gpkg = tu.read_table(out / "risk.gpkg")
+    assert gpkg["level"].value_counts().to_dict() == {k: v for k, v in key["levels"].items() if v}
+
+
+def test_quickstart_on_the_generated_sample_matches_demo(tmp_path: Path) -> None:
+    """Without real data the quickstart says so and matches `trafficunit demo`."""
+    nb, text = run("01-quickstart.ipynb", tmp_path, sample=True)
+    key = json.loads((tmp_path / "01-quickstart" / "key-figures.json").read_text())
+    assert key["data"] == "generated"
+    assert "GENERATED sample (not real data)" in text
+    demo = parse_demo(cli(["demo", "--no-serve", "-o", str(tmp_path / "demo")]))
+    assert demo["units"] == key["units"]
+    assert demo["accidents"] == key["events"]
+    assert demo["levels"] == key["levels"]
+    assert demo["black_spots"] == key["black_spot_points"] + key["black_spot_sections"]
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_hazard_engineer_notebook(tmp_path: Path) -> None:
+    """The server starts, the lifecycle rules hold over HTTP, KPIs come back, the server stops."""
+    nb, text = run("02-hazard-engineer.ipynb", tmp_path)
+    assert "with the old ETag: 412" in text  # stale versions change nothing
+    assert "an engineer may not accept: 403" in text  # roles
+    assert re.search(r"closed: 200 closed", text)
+    assert re.search(r"linked=True", text)  # a repeat report joins the open hazard
+    assert "'escalated': ['H" in text  # the overdue sweep listed a hazard
+    m = re.search(r"server up at http://127\.0\.0\.1:(\d+)", text)
+    assert m and "server stopped" in text
+    assert _port_closed(int(m[1]))
+    kpis = [c for c in nb.cells if c.cell_type == "code" and '"/kpis"' in c.source][0]
+    table = kpis.outputs[-1]["data"]["text/plain"]
+    for zone in ("NW", "NE", "SW", "SE"):
+        assert zone in table
+
+
+def test_time_and_before_after_notebook(tmp_path: Path) -> None:
+    nb, text = run("03-time-and-before-after.ipynb", tmp_path)
+    assert re.search(r"busiest hour: \w{3} \d\d:00", text)
+    m = re.search(r"theta = ([\d.]+) ± ([\d.]+) \(all other units: ([\d.]+)\)", text)
+    assert m, text
+    theta, se, others = (float(v) for v in m.groups())
+    assert 0 < theta < 5 and se > 0 and 0 < others < 5
+    if (SHARED / "crashes" / "helsinki-fta-2011-2016.csv").exists():
+        assert "REAL data: helsinki-fta-2011-2016.csv" in text
+        m = re.search(r"study period 2014–2016: (\d+) accidents on units", text)
+        assert m and 450 < int(m[1]) < 650  # README: 523 of the table within 20 m of a road
+
+
+def test_time_notebook_runs_on_the_generated_sample(tmp_path: Path) -> None:
+    nb, text = run("03-time-and-before-after.ipynb", tmp_path, sample=True)
+    assert "GENERATED sample (not real data): 1,500 accidents" in text
+    assert "study period 2016–2018" in text
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb")), ids=lambda p: p.name)
+def test_committed_notebooks_are_executed_and_small(path: Path) -> None:
+    """Stored with outputs (GitHub shows them), without errors, widget state or big files."""
+    nb = nbformat.read(path, as_version=4)
+    assert path.stat().st_size < 1_000_000
+    assert "widgets" not in nb.metadata
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "run notebooks/execute.py"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o for o in outputs if execute_nb.WIDGET_MIME in o.get("data", {})]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # static figures
