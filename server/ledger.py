@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import geopandas as gpd
 import pandas as pd
@@ -67,6 +67,38 @@ LIVE_COLUMNS = [
 _ADMIN_ENV = Principal("env-admin", "admin", "TRAFFICUNIT_ADMIN_TOKEN")
 
 
+class LazyHazardLayer:
+    """The ledger's hazards as a live tile layer, rebuilt on first use after a change.
+
+    Writes only move the store's data version (so no stale tile is served); the layer is
+    rebuilt from the ledger when a tile or TileJSON next asks for it, not on every write.
+    """
+
+    def __init__(self, svc: LedgerService) -> None:
+        self._svc = svc
+        self._layer: LiveLayer | None = None
+        self._seq = -1
+        self._lock = threading.Lock()
+
+    def get(self) -> LiveLayer:
+        """The current layer."""
+        seq = self._svc._known_seq
+        if self._layer is None or self._seq != seq:
+            with self._lock:
+                if self._layer is None or self._seq != seq:
+                    frame = self._svc.ledger.frame()
+                    cols = [c for c in LIVE_COLUMNS if c in frame.columns]
+                    self._layer = LiveLayer("hazards", frame, id_column="event_id", columns=cols)
+                    self._seq = seq
+        return self._layer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __len__(self) -> int:
+        return len(self.get())
+
+
 class LedgerService:
     """The server's ledger and what keeps it tied to the data store."""
 
@@ -94,7 +126,7 @@ class LedgerService:
             self._load_zones()
         self._lock = threading.Lock()
         self._units_table: object = None
-        self._layer: LiveLayer | None = None
+        self._proxy = LazyHazardLayer(self)
         self._layer_seq = -1
         self._base_version: str | None = None
         self._set_version: str | None = None
@@ -152,27 +184,15 @@ class LedgerService:
             with contextlib.suppress(Exception):  # a busy database: try again next time
                 seq = max(seq, self.ledger.change_seq())
         self._known_seq = max(self._known_seq, seq)
-        current = store.live.get("hazards")
-        if (
-            self._known_seq == self._layer_seq
-            and current is self._layer
-            and store.version == self._set_version
-        ):
-            return
-        with self._lock:
-            if store.version != self._set_version:
-                self._base_version = store.version
-            seq = self._known_seq
-            frame = self.ledger.frame()
-            if len(frame) or "hazards" not in store.live:
-                cols = [c for c in LIVE_COLUMNS if c in frame.columns]
-                self._layer = LiveLayer("hazards", frame, id_column="event_id", columns=cols)
-                store.live["hazards"] = self._layer
-            else:
-                self._layer = store.live["hazards"]
-            self._layer_seq = seq
-            self._set_version = f"{self._base_version}.{seq}"
-            store.version = self._set_version
+        if store.live.get("hazards") is not self._proxy:
+            store.live["hazards"] = cast(LiveLayer, self._proxy)
+        if self._known_seq != self._layer_seq or store.version != self._set_version:
+            with self._lock:
+                if store.version != self._set_version:
+                    self._base_version = store.version
+                self._layer_seq = self._known_seq
+                self._set_version = f"{self._base_version}.{self._layer_seq}"
+                store.version = self._set_version
 
     # -- sweeps and imports
     def sweep(self, store: DataStore | None) -> dict[str, list[str]]:

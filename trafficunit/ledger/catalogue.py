@@ -36,10 +36,18 @@ class Catalogue:
     classes: tuple[str, ...]
 
     def resolve(self, code: str) -> str:
-        """The item code ``code`` names (case-insensitive); raise ValidationError if unknown."""
+        """The item code ``code`` names; raise ValidationError if unknown.
+
+        Accepts the code (case-insensitive), the part after the class when only one class has
+        it (``"markings"``), or the Chinese name.
+        """
         key = str(code).strip().lower()
         if key in self.items:
             return key
+        if "." not in key:  # a bare item name ("markings") that one class has
+            ends = [k for k in self.items if k.split(".", 1)[-1] == key]
+            if len(ends) == 1:
+                return ends[0]
         by_name = {str(v.get("name_zh", "")).strip(): k for k, v in self.items.items()}
         if str(code).strip() in by_name and str(code).strip():
             return by_name[str(code).strip()]
