@@ -4,9 +4,10 @@
     .venv/bin/python notebooks/execute.py 01 --check   # run, do not write
 
 The kernel is the Python running this script (the project's venv), not whatever kernel named
-``python3`` is installed for the user. Widget outputs (the lonboard maps) are removed before
-saving: their state is megabytes of binary map data, and GitHub cannot render them anyway; the
-static matplotlib figures stay. ``tests/test_notebooks.py`` uses :func:`execute` too.
+``python3`` is installed for the user. The interactive maps (``offline_map.py``: MapLibre and the
+data inlined, about 1 MB each) are replaced by a one-line note before saving, as are widget
+outputs and widget state; text, tables and static figures stay, so GitHub shows them.
+``tests/test_notebooks.py`` uses :func:`execute` too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 NOTEBOOKS = sorted(HERE.glob("[0-9][0-9]-*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 KERNEL_NAME = "trafficunit-venv"
+#: Output metadata marking an interactive map (``offline_map.METADATA_KEY``).
+MAP_KEY = "trafficunit_offline_map"
 
 
 def _kernel_manager(spec_dir: Path, env: dict[str, str]) -> KernelManager:
@@ -47,13 +50,22 @@ def _kernel_manager(spec_dir: Path, env: dict[str, str]) -> KernelManager:
 
 
 def slim(nb: Any) -> Any:
-    """Drop widget outputs and widget state; keep text, tables and static figures."""
+    """Drop widget state and outputs, shrink interactive maps to a note; keep the rest."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        cell.outputs = [out for out in cell.outputs if WIDGET_MIME not in out.get("data", {})]
+        kept = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if WIDGET_MIME in data:
+                continue
+            if out.get("metadata", {}).get("text/html", {}).get(MAP_KEY):
+                out["data"] = {"text/plain": data.get("text/plain", "[interactive map]")}
+                out["metadata"] = {}
+            kept.append(out)
+        cell.outputs = kept
     return nb
 
 
@@ -63,6 +75,7 @@ def execute(
     out_dir: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: int = 300,
+    slim_outputs: bool = True,
 ) -> tuple[Any, float]:
     """Run ``path`` top to bottom in its own folder; return (executed notebook, seconds).
 
@@ -77,6 +90,8 @@ def execute(
         Extra environment variables for the kernel.
     timeout
         Seconds allowed for one cell.
+    slim_outputs
+        Apply :func:`slim` (as stored in git); False keeps the maps' pages.
 
     Raises
     ------
@@ -107,7 +122,7 @@ def execute(
         "language": "python",
         "name": "python3",
     }
-    return slim(nb), seconds
+    return (slim(nb) if slim_outputs else nb), seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ CITY_CRASHES = SHARED / "crashes" / "helsinki-city-2000-2022.csv"
 LEVELS = ("red", "orange", "yellow", "blue")
 #: Seconds allowed for one cell; a whole notebook takes 10-40 s on a busy 2-core machine.
 CELL_TIMEOUT = 240
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _execute_module() -> Any:
@@ -44,10 +46,10 @@ execute_nb = _execute_module()
 
 
 def run(name: str, out_dir: Path, *, sample: bool = False) -> tuple[Any, str]:
-    """Execute a notebook; return it and all its text outputs joined."""
+    """Execute a notebook; return it (maps not slimmed) and all its text outputs joined."""
     env = {"TRAFFICUNIT_NOTEBOOK_SAMPLE": "1" if sample else "0"}
     nb, seconds = execute_nb.execute(
-        NOTEBOOKS / name, out_dir=out_dir, env=env, timeout=CELL_TIMEOUT
+        NOTEBOOKS / name, out_dir=out_dir, env=env, timeout=CELL_TIMEOUT, slim_outputs=False
     )
     print(f"{name} ({'sample' if sample else 'default data'}): {seconds:.1f} s")
     texts = []
@@ -58,6 +60,56 @@ def run(name: str, out_dir: Path, *, sample: bool = False) -> tuple[Any, str]:
             elif "text/plain" in out.get("data", {}):
                 texts.append(out["data"]["text/plain"])
     return nb, "\n".join(texts)
+
+
+def map_outputs(nb: Any) -> list[str]:
+    """The ``<iframe srcdoc>`` HTML of every interactive map the notebook displayed."""
+    return [
+        out["data"]["text/html"]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.get("metadata", {}).get("text/html", {}).get(execute_nb.MAP_KEY)
+    ]
+
+
+def render_offline(iframe_html: str) -> dict[str, Any]:
+    """Show a map output in headless chromium with every http(s) request refused.
+
+    Returns the features MapLibre rendered, their colours, the requests tried and any errors;
+    skips the calling test when chromium or Playwright is absent.
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium); CI installs it")
+    playwright = pytest.importorskip("playwright.sync_api")
+    requests: list[str] = []
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--ignore-gpu-blocklist",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.route("http*://**", lambda route: route.abort())
+            page.set_content(f"<!doctype html><html><body>{iframe_html}</body></html>")
+            frame = next(f for f in page.frames if f != page.main_frame)
+            frame.wait_for_function("window.offlineMapReady === true", timeout=60_000)
+            colours = frame.evaluate(
+                "[...new Set(offlineMap.queryRenderedFeatures().map(f => f.properties._c))]"
+            )
+            n = frame.evaluate("offlineMap.queryRenderedFeatures().length")
+        finally:
+            browser.close()
+    web = [u for u in requests if u.startswith(("http:", "https:"))]
+    return {"features": n, "colours": set(colours), "web_requests": web, "errors": errors}
 
 
 def _num(text: str) -> int:
@@ -151,6 +203,13 @@ def test_quickstart_matches_the_cli(tmp_path: Path) -> None:
 
     gpkg = tu.read_table(out / "risk.gpkg")
     assert gpkg["level"].value_counts().to_dict() == {k: v for k, v in key["levels"].items() if v}
+    # the interactive risk map draws every level's colour with the network cut off
+    maps = map_outputs(nb)
+    assert len(maps) == 2
+    shown = render_offline(maps[1])
+    assert shown["web_requests"] == [] and shown["errors"] == []
+    assert shown["features"] > 300
+    assert {"#d7191c", "#fdae61", "#2c7bb6"} <= shown["colours"]
 
 
 def test_quickstart_on_the_generated_sample_matches_demo(tmp_path: Path) -> None:
@@ -220,3 +279,5 @@ def test_committed_notebooks_are_executed_and_small(path: Path) -> None:
     assert not [o for o in outputs if o.output_type == "error"]
     assert not [o for o in outputs if execute_nb.WIDGET_MIME in o.get("data", {})]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # static figures
+    assert not any(execute_nb.MAP_KEY in json.dumps(o.get("metadata", {})) for o in outputs)
+    assert max(len(json.dumps(o)) for o in outputs) < 300_000
