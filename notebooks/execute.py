@@ -61,8 +61,10 @@ def slim(nb: Any) -> Any:
             data = out.get("data", {})
             if WIDGET_MIME in data:
                 continue
-            if out.get("metadata", {}).get("text/html", {}).get(MAP_KEY):
-                out["data"] = {"text/plain": data.get("text/plain", "[interactive map]")}
+            note = out.get("metadata", {}).get("text/html", {}).get(MAP_KEY)
+            if note:
+                text = note if isinstance(note, str) else data.get("text/plain", "[map]")
+                out["data"] = {"text/plain": text}
                 out["metadata"] = {}
             kept.append(out)
         cell.outputs = kept
