@@ -366,7 +366,7 @@ def test_workzones_api(client: TestClient, roles: dict) -> None:
 
 def test_kpis_json_and_csv(data_dir: Path, ledger_url: str) -> None:  # noqa: F811
     with make_client(data_dir, ledger_url) as c:
-        assert c.get("/kpis").status_code == 503  # no jurisdictions configured
+        assert c.get("/kpis").status_code == 400  # no jurisdictions configured
         by_chief = c.get("/kpis", params={"by": "road_chief"}).json()
         assert by_chief["rows"] == []
     with make_client(data_dir, ledger_url, jurisdictions=data_dir / "zones.geojson") as c:

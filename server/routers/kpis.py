@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from trafficunit.ledger import hazard_kpis
 
 from ..deps import parse_time
-from ..errors import BadRequest, Unavailable
+from ..errors import BadRequest
 from ..ledger import ReaderDep, ServiceDep
 
 router = APIRouter(tags=["kpis"])
@@ -29,7 +29,7 @@ def kpis(
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Response:
     if by == "jurisdiction" and svc.zones is None:
-        raise Unavailable(
+        raise BadRequest(
             "no jurisdictions configured: set TRAFFICUNIT_LEDGER_JURISDICTIONS to a polygon file "
             "(districts, grids); or ask by=road_chief"
         )
