@@ -152,28 +152,41 @@ def _split_even(
     if (n_pieces == 1).all():
         return geoms.copy(), chain_of_piece, k, n_of_piece
     xy, ci = shapely.get_coordinates(geoms, return_index=True)
-    seg = np.hypot(*np.diff(xy, axis=0).T)
-    seg[ci[1:] != ci[:-1]] = 0.0
-    local = np.r_[0.0, np.cumsum(seg)]
-    first = np.r_[0, np.flatnonzero(ci[1:] != ci[:-1]) + 1]
-    local -= np.repeat(local[first], np.diff(np.r_[first, len(xy)]))
-    base = np.r_[0.0, np.cumsum(lengths + 1.0)[:-1]]
-    gm = local + base[ci]
+    # measures along each line from its own start, summed per line (a running sum over all
+    # lines would carry rounding from the lines before, so a line's cut points would depend on
+    # which other lines are in the call: a partitioned build must give identical pieces)
+    step = np.zeros(len(xy))
+    same = ci[1:] == ci[:-1]
+    step[1:] = np.where(same, np.hypot(*np.diff(xy, axis=0).T), 0.0)
+    local = pd.Series(step).groupby(ci, sort=False).cumsum().to_numpy()
+    first = np.r_[0, np.flatnonzero(~same) + 1]
+    last = np.r_[first[1:] - 1, len(xy) - 1]
     # cut measures: k * L / n for k = 1..n-1 of every chain
     cut_chain = chain_of_piece[k > 0]
     cut_k = k[k > 0]
-    cut_g = cut_k * lengths[cut_chain] / n_pieces[cut_chain] + base[cut_chain]
-    j = np.clip(np.searchsorted(gm, cut_g, side="right") - 1, 0, len(gm) - 2)
-    span = gm[j + 1] - gm[j]
-    frac = np.where(span > 0, (cut_g - gm[j]) / np.where(span > 0, span, 1.0), 0.0)
+    cut_t = cut_k * lengths[cut_chain] / n_pieces[cut_chain]
+    # vertices and cuts in (line, measure) order, vertices first on ties
+    nv, nc = len(xy), len(cut_t)
+    is_cut = np.r_[np.zeros(nv, dtype=bool), np.ones(nc, dtype=bool)]
+    o = np.lexsort((is_cut, np.r_[local, cut_t], np.r_[ci, cut_chain]))
+    cut_o = is_cut[o]
+    # the vertex before each cut (the last one of its line at or before the measure)
+    j = np.empty(nc, dtype=np.int64)
+    j[o[cut_o] - nv] = (np.cumsum(~cut_o) - 1)[cut_o]
+    j = np.clip(j, first[cut_chain], last[cut_chain] - 1)
+    span = local[j + 1] - local[j]
+    frac = np.where(span > 0, (cut_t - local[j]) / np.where(span > 0, span, 1.0), 0.0)
+    frac = np.clip(frac, 0.0, 1.0)
     cut_xy = xy[j] + (xy[j + 1] - xy[j]) * frac[:, None]
-    v_piece = ci + np.searchsorted(cut_g, gm, side="left")
-    c_idx = np.arange(len(cut_g))
+    # the piece of each vertex: its line's first piece plus the cuts strictly before it
+    v_piece = np.empty(nv, dtype=np.int64)
+    v_piece[o[~cut_o]] = ci[o[~cut_o]] + np.cumsum(cut_o)[~cut_o]
+    c_idx = np.arange(nc)
     c_piece_end = cut_chain + c_idx
     all_xy = np.concatenate([xy, cut_xy, cut_xy])
     all_piece = np.concatenate([v_piece, c_piece_end, c_piece_end + 1])
-    all_g = np.concatenate([gm, cut_g, cut_g])
-    order = np.lexsort((all_g, all_piece))
+    all_m = np.concatenate([local, cut_t, cut_t])
+    order = np.lexsort((all_m, all_piece))
     pieces = shapely.linestrings(all_xy[order], indices=all_piece[order])
     pieces = shapely.remove_repeated_points(pieces, tolerance=0.0)
     return pieces, chain_of_piece, k, n_of_piece
@@ -649,6 +662,22 @@ def build_units(
         units[c] = units[c].astype("string")
     units["road_classes"] = units["road_classes"].astype("string")
     units["direction"] = units["direction"].astype("string")
+    # dtypes must not depend on the values (pandas infers them from object arrays): a
+    # partitioned build concatenates pieces, and files written per region must share a schema
+    for c in ("kind", "road_class"):
+        units[c] = units[c].astype(str)
+    for c in ("ramp", "oneway", "bridge", "tunnel"):
+        units[c] = units[c].fillna(False).astype(bool)
+    for c in ("maxspeed_kmh", "lanes", "length_m", "radius_m"):
+        units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
+    for c in ("sidewalk", "surface"):
+        units[c] = units[c].astype("string")
+    units["lit"] = units["lit"].astype(object)
+    for c in extra_cols:
+        if c == "aadt":
+            units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
+        else:
+            units[c] = units[c].astype("string")
     units = units.set_index("unit_id").sort_index()
     units = units[[*UNIT_COLUMNS, *extra_cols, "geometry"]]
     units.attrs["report"] = UnitsReport(
