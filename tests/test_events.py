@@ -468,3 +468,19 @@ def test_real_ashford_work_zones_and_time_windows() -> None:
     minx, miny, maxx, maxy = wz.total_bounds
     assert 0.5 < minx < maxx < 1.1 and 51.0 < miny < maxy < 51.3
     assert np.isfinite(wz.to_crs(27700).length).all()
+
+
+def test_reads_back_what_it_wrote(tmp_path):
+    """A file in the standard schema (as trafficunit writes it) needs no column mapping."""
+    acc = tu.read_events(
+        shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+    )
+    path = tmp_path / "acc.parquet"
+    acc.to_parquet(path)
+    back = tu.read_events(path, kind="accident")
+    assert len(back) == len(acc)
+    assert back["event_id"].tolist() == acc["event_id"].tolist()
+    assert (back["time"] == acc["time"]).all()  # same instants (time zone may be normalised)
+    assert back["severity"].tolist() == acc["severity"].tolist()
+    assert back["hour"].tolist() == acc["hour"].tolist()
+    assert not [c for c in back.columns if str(c).startswith("src_")]

@@ -957,6 +957,12 @@ def _read(
     n = len(raw)
     report.rows_read = n
     name = report.source
+    # a column already named after a standard field (a file trafficunit wrote, or a table in
+    # the standard schema) is that field unless the mapping says otherwise
+    mapping = dict(mapping)
+    for fld in FIELDS[kind]:
+        if fld not in mapping and fld in raw.columns:
+            mapping[fld] = fld
     cols = _resolve(raw, mapping)
     xcol = _find_column(raw, x, "x") if x else None
     ycol = _find_column(raw, y, "y") if y else None
@@ -1275,6 +1281,8 @@ def _read(
     for c in raw.columns:
         if c in used:
             continue
+        if c == "kind" and (raw[c].astype("string") == kind).all():
+            continue  # the file's own kind column, as trafficunit writes it
         new = f"src_{c}" if c in reserved else str(c)
         extras[new] = raw[c]
     if extras:
