@@ -61,37 +61,39 @@ def main() -> int:
             jurisdictions=Path(tmp) / "zones.geojson",
             sweep_interval_s=0,
         )
+
+        def run(op: Any, name: str) -> None:
+            @settings(
+                max_examples=args.examples,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=op.as_strategy())
+            def check(case: Any) -> None:
+                per_op[name] += 1
+                try:
+                    response = case.call(headers=headers)
+                except Exception as exc:  # an exception escaping the app is a 500
+                    failures.append(f"{name}: {type(exc).__name__}: {exc}")
+                    status[500] += 1
+                    return
+                status[response.status_code] += 1
+                if response.status_code >= 500:
+                    failures.append(
+                        f"{name}: {response.status_code} {response.text[:200]} "
+                        f"({case.as_curl_command()})"
+                    )
+
+            check()
+
         with TestClient(create_app(Settings(data_dir=data, ledger=ledger))) as client:
             schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
             for result in schema.get_all_operations():
                 op = result.ok()  # type: ignore[union-attr]
                 if op.path.startswith("/tiles"):
                     continue
-                name = f"{op.method.upper()} {op.path}"
-
-                @settings(
-                    max_examples=args.examples,
-                    deadline=None,
-                    database=None,
-                    suppress_health_check=list(HealthCheck),
-                )
-                @given(case=op.as_strategy())
-                def check(case: Any, name: str = name) -> None:
-                    per_op[name] += 1
-                    try:
-                        response = case.call(headers=headers)
-                    except Exception as exc:  # an exception escaping the app is a 500
-                        failures.append(f"{name}: {type(exc).__name__}: {exc}")
-                        status[500] += 1
-                        return
-                    status[response.status_code] += 1
-                    if response.status_code >= 500:
-                        failures.append(
-                            f"{name}: {response.status_code} {response.text[:200]} "
-                            f"({case.as_curl_command()})"
-                        )
-
-                check()
+                run(op, f"{op.method.upper()} {op.path}")
     total = sum(per_op.values())
     for name, n in sorted(per_op.items()):
         print(f"{n:6d}  {name}")

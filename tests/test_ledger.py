@@ -303,6 +303,9 @@ def test_stale_version_changes_nothing(ledger: Ledger) -> None:
         ledger.transition("H999", "registered", actor="e", role="engineer", expected_version=1)
     with pytest.raises(NotFoundError, match="look like H123"):
         ledger.get("x'; DROP TABLE hazards; --")
+    for odd in ("H¹", "H١٢", "", "H-1", "H" + "9" * 19):  # unicode digits found by fuzzing
+        with pytest.raises(NotFoundError):
+            ledger.get(odd)
 
 
 # ------------------------------------------------------------------------------ duplicates

@@ -376,7 +376,7 @@ def parse_hazard_id(hazard_id: str | int) -> int:
     """The database key of a public hazard id (``"H12"`` or ``12``); NotFoundError if malformed."""
     text = str(hazard_id).strip()
     digits = text[1:] if text[:1] in ("H", "h") else text
-    if not digits.isdigit() or len(digits) > 18:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise NotFoundError(f"no hazard {hazard_id!r}: hazard ids look like H123")
     return int(digits)
 
