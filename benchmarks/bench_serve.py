@@ -98,11 +98,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 60.0, settle: float = 8.0) -> None:
+    """Wait until ``url`` answers, then ``settle`` seconds more (every worker started)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
             with urllib.request.urlopen(url, timeout=1):
+                time.sleep(settle)  # the first worker answers while the others still load
                 return
         except OSError:
             time.sleep(0.2)
@@ -111,21 +113,23 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 @contextmanager
 def process(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    # Same session as wrk and this script for every server: with the kernel's autogroup
+    # scheduling a new session would get its own share of the CPU and skew the comparison.
     proc = subprocess.Popen(
         cmd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     try:
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started
+        proc.send_signal(signal.SIGTERM)  # nginx and uvicorn masters stop their own workers
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
 
 
 def wrk(
@@ -136,12 +140,12 @@ def wrk(
     lua.write_text(WRK_LUA)
     plist = tmp / f"paths-{random.random():.6f}.txt"
     plist.write_text("\n".join(paths) + "\n")
+    env = {**os.environ, "WRK_PATHS": str(plist)}
+    base = ["wrk", "-t2", f"-c{connections}", "--latency", "-s", str(lua)]
+    # a short warm-up fills the caches of every worker, then the measured run
+    subprocess.run([*base, "-d2s", url], env=env, capture_output=True, check=True)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "WRK_PATHS": str(plist)},
-        capture_output=True,
-        text=True,
-        check=True,
+        [*base, f"-d{duration}s", url], env=env, capture_output=True, text=True, check=True
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -203,6 +207,8 @@ def serve_ours(
         "--loop",
         "uvloop",
         "--no-access-log",
+        "--no-proxy-headers",  # as `trafficunit serve` runs by default
+        "--no-server-header",
         "--log-level",
         "warning",
     ]
@@ -253,6 +259,7 @@ def main() -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        tmp.chmod(0o755)  # nginx workers run as an unprivileged user
         data = args.data
         if data is None:
             sys.path.insert(0, str(ROOT))

@@ -21,12 +21,13 @@ from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
-from .errors import ServerError, install_error_handlers
+from .archive import Archive
+from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
 from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
 from .settings import Settings
 from .store import DataStore
-from .tilehttp import TileAnswer, parse_zxy, stored_tile
+from .tilehttp import TileAnswer, accepts_gzip, etag_matches, parse_zxy, stored_tile
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,51 +39,63 @@ ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 
 
-class TileFastPath:
-    """ASGI layer answering ``GET|HEAD /tiles/{archive}/{z}/{x}/{y}.mvt`` for stored archives."""
+_MEMO_MAX = 65536
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+
+class TileFastPath:
+    """ASGI layer answering ``GET|HEAD /tiles/{archive}/{z}/{x}/{y}.mvt`` for stored archives.
+
+    Used as the app's outermost middleware (state from ``scope["app"]``), or wrapped around the
+    whole FastAPI app by :func:`app_from_env` (``state`` given) so tile requests skip FastAPI's
+    own ``__call__`` too. Finished answers are memoised per path, gzip support and method, and
+    dropped when the archive changes on disk; ``If-None-Match`` and CORS are applied per request.
+    """
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], state: Any = None
+    ) -> None:
         self.app = app
+        self.state = state
+        self._gzip: dict[bytes | None, bool] = {}
+        self._store: DataStore | None = None
+        self._settings: Settings = Settings.model_construct()
+        self._memo: dict[
+            tuple[str, bool, bool], tuple[str, int, list[tuple[bytes, bytes]], bytes, str]
+        ] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if (
-                path.startswith("/tiles/")
-                and path.endswith(".mvt")
-                and not scope.get("query_string")
-            ):
-                parts = path[7:-4].split("/")
-                state = scope["app"].state
-                store: DataStore | None = getattr(state, "store", None)
-                if len(parts) == 4 and store is not None and parts[0] in store.archives:
-                    await self._answer(scope, send, state, store, parts)
-                    return
+            if path.startswith("/tiles/") and path.endswith(".mvt") and not scope["query_string"]:
+                store = self._store
+                if store is None:  # resolved once the lifespan has opened the store
+                    state = self.state if self.state is not None else scope["app"].state
+                    store = self._store = getattr(state, "store", None)
+                    self._settings = state.settings
+                if store is not None and scope["method"] in ("GET", "HEAD"):
+                    archive = store.archives.get(path[7 : path.find("/", 7)])
+                    if archive is not None:
+                        await self._answer(scope, send, self._settings, archive, path)
+                        return
         await self.app(scope, receive, send)
 
-    async def _answer(
-        self, scope: Scope, send: Send, state: Any, store: DataStore, parts: list[str]
-    ) -> None:
-        ae = inm = origin = None
-        for k, v in scope["headers"]:
-            if k == b"accept-encoding":
-                ae = v.decode("latin-1")
-            elif k == b"if-none-match":
-                inm = v.decode("latin-1")
-            elif k == b"origin":
-                origin = v.decode("latin-1")
-        settings: Settings = state.settings
+    def _build(
+        self, settings: Settings, archive: Archive, path: str, gz: bool, head: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, str]:
+        parts = path[7:-4].split("/")
         vary = "Accept-Encoding" if settings.cors_origins == ["*"] else "Accept-Encoding, Origin"
         try:
+            if len(parts) != 4:
+                raise NotFound(f"no route {path}")
             z, x, y = parse_zxy(parts[1], parts[2], parts[3])
             answer = stored_tile(
-                store.archives[parts[0]],
+                archive,
                 z,
                 x,
                 y,
-                accept_encoding=ae,
-                if_none_match=inm,
-                head=scope["method"] == "HEAD",
+                accept_encoding="gzip" if gz else None,
+                if_none_match=None,
+                head=head,
                 max_age=settings.tiles.max_age,
                 vary=vary,
             )
@@ -94,14 +107,48 @@ class TileFastPath:
                 body,
             )
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        etag = next((v for k, v in answer.headers if k == "etag"), "")
+        return answer.status, headers, answer.body, etag
+
+    async def _answer(
+        self, scope: Scope, send: Send, settings: Settings, archive: Archive, path: str
+    ) -> None:
+        ae: bytes | None = None
+        inm: bytes | None = None
+        origin: bytes | None = None
+        for k, v in scope["headers"]:
+            if k == b"accept-encoding":
+                ae = v
+            elif k == b"if-none-match":
+                inm = v
+            elif k == b"origin":
+                origin = v
+        archive.check()
+        gz = self._gzip.get(ae)
+        if gz is None:
+            gz = accepts_gzip(ae.decode("latin-1") if ae is not None else None)
+            if len(self._gzip) < 1024:  # a handful of distinct Accept-Encoding values in practice
+                self._gzip[ae] = gz
+        head = scope["method"] == "HEAD"
+        key = (path, gz, head)
+        memo = self._memo.get(key)
+        if memo is None or memo[0] != archive.version:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            memo = (archive.version, *self._build(settings, archive, path, gz, head))
+            self._memo[key] = memo
+        _, status, headers, body, etag = memo
+        if inm is not None and etag and etag_matches(inm.decode("latin-1"), etag):
+            status, body = 304, b""
+            headers = [h for h in headers if h[0] in (b"etag", b"cache-control", b"vary")]
         if origin is not None:
             allowed = settings.cors_origins
             if "*" in allowed:
-                headers.append((b"access-control-allow-origin", b"*"))
-            elif origin in allowed:
-                headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+                headers = [*headers, (b"access-control-allow-origin", b"*")]
+            elif origin.decode("latin-1") in allowed:
+                headers = [*headers, (b"access-control-allow-origin", origin)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -155,6 +202,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn server.app:app_from_env --factory`` (settings from the environment)."""
-    return create_app(Settings())
+def app_from_env() -> TileFastPath:
+    """Factory for ``uvicorn server.app:app_from_env --factory`` (settings from the environment).
+
+    The FastAPI app wrapped in :class:`TileFastPath`, so stored tiles skip FastAPI entirely.
+    """
+    app = create_app(Settings())
+    return TileFastPath(app, state=app.state)

@@ -42,6 +42,12 @@ from trafficunit.mvt import LiveLayer, TileCache
 from .archive import Archive
 
 TABLES = ("units", "accidents", "hazards", "workzones", "black_spots")
+#: Attributes carried by live tiles (the map styles and popups need no more; details: /units/id).
+LIVE_COLUMNS = {
+    "accidents": ("event_id", "unit_id", "severity", "time", "hour", "collision_type", "light"),
+    "hazards": ("event_id", "unit_id", "category", "grade", "status", "reported_at"),
+    "workzones": ("event_id", "unit_id", "site_code", "start", "end", "lanes_taken"),
+}
 _ID = {"units": "unit_id", "black_spots": "spot_id"}
 
 
@@ -216,11 +222,7 @@ class DataStore:
             table = self.tables.get(name)
             if table is None:
                 continue
-            cols = [
-                c
-                for c in table.frame.columns
-                if c not in ("source", "kind", table.frame.geometry.name)
-            ]
+            cols = [c for c in LIVE_COLUMNS[name] if c in table.frame.columns]
             live[name] = LiveLayer(name, table.frame, id_column="event_id", columns=cols)
         acc = self.tables.get("accidents")
         if acc is not None:

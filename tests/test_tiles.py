@@ -279,6 +279,33 @@ def test_encoded_lines_match_quantised_clipped_input(lines: list[list[tuple[int,
     assert all(f["geometry"]["type"] == "LineString" for f in feats)
 
 
+def test_point_fast_path_encodes_like_the_geometry_path() -> None:
+    rng = np.random.default_rng(3)
+    z, x, y = 15, *mvt.lonlat_to_tile(24.94, 60.17, 15)
+    minx, miny, maxx, maxy = mvt.tile_bounds(z, x, y)
+    pad = (maxx - minx) * 0.05
+    xy = np.c_[rng.uniform(minx - pad, maxx + pad, 300), rng.uniform(miny - pad, maxy + pad, 300)]
+    gdf = gpd.GeoDataFrame(
+        {"event_id": [f"p{i}" for i in range(300)], "severity": rng.choice(list("KABCO"), 300)},
+        geometry=shapely.points(xy),
+        crs=3857,
+    )
+    layer = mvt.LiveLayer("pts", gdf)
+    assert layer.points is not None
+    rows = layer.query(z, x, y)
+    args = (
+        "pts",
+        layer.geoms[rows],
+        layer.ids[rows],
+        layer.columns,
+        rows,
+        (minx, miny, maxx, maxy),
+    )
+    fast = mvt.encode_layer(*args, points=layer.points[rows])
+    slow = mvt.encode_layer(*args)
+    assert fast == slow and len(fast) > 0
+
+
 def test_tile_cache_is_lru() -> None:
     cache = mvt.TileCache(2)
     cache.put("a", 1)

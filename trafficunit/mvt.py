@@ -28,7 +28,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import geopandas as gpd
@@ -143,15 +143,41 @@ def _ragged_bytes(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Column:
-    """A property column prepared once per data version: kind and numpy values."""
+    """A property column prepared once per data version.
+
+    ``codes`` number each row's value among the column's distinct values (-1 when missing);
+    ``vdata``/``voff``/``vlen`` hold the encoded ``values`` entry of every distinct value, so a
+    tile only gathers the entries its features use.
+    """
 
     name: str
     kind: str  # "str" | "bool" | "int" | "float"
     values: np.ndarray
     valid: np.ndarray
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    vdata: np.ndarray = field(default_factory=lambda: np.zeros(0, _U8))
+    voff: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    vlen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _prepare_column(name: str, s: pd.Series) -> _Column:
+    """A :class:`_Column` with its value table."""
+    col = _column_values(name, s)
+    codes = np.full(len(col.values), -1, dtype=np.int64)
+    sub, uniques = pd.factorize(col.values[col.valid])
+    codes[col.valid] = sub
+    vdata, vlen = _value_messages(col, np.asarray(uniques))
+    return replace(col, codes=codes, vdata=vdata, voff=np.cumsum(vlen) - vlen, vlen=vlen)
+
+
+def _gather(data: np.ndarray, off: np.ndarray, lens: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Concatenate the ragged items ``idx`` of a flat byte buffer (offsets ``off``)."""
+    ln = lens[idx]
+    starts = np.cumsum(ln) - ln
+    return data[np.repeat(off[idx] - starts, ln) + np.arange(int(ln.sum()))]
+
+
+def _column_values(name: str, s: pd.Series) -> _Column:
     valid = s.notna().to_numpy(dtype=bool)
     if pd.api.types.is_bool_dtype(s):
         return _Column(name, "bool", s.fillna(False).to_numpy(dtype=bool), valid)
@@ -338,6 +364,22 @@ def _geometry_ints(
     return out, owner_int, feat_has
 
 
+def _point_ints(
+    xy: np.ndarray, bounds: tuple[float, float, float, float], extent: int, buffer: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Command integers of single-point features: MoveTo(1) and the zigzag position each."""
+    minx, miny, maxx, maxy = bounds
+    px = np.rint((xy[:, 0] - minx) * (extent / (maxx - minx))).astype(np.int64)
+    py = np.rint((maxy - xy[:, 1]) * (extent / (maxy - miny))).astype(np.int64)
+    keep = (px >= -buffer) & (px <= extent + buffer) & (py >= -buffer) & (py <= extent + buffer)
+    k = int(keep.sum())
+    ints = np.empty((k, 3), dtype=np.uint64)
+    ints[:, 0] = 9
+    ints[:, 1] = _zigzag(px[keep])
+    ints[:, 2] = _zigzag(py[keep])
+    return ints.reshape(-1), np.repeat(np.flatnonzero(keep), 3), keep
+
+
 # --------------------------------------------------------------------------- layers
 
 
@@ -351,19 +393,30 @@ def encode_layer(
     *,
     extent: int = 4096,
     buffer: int = 64,
+    points: np.ndarray | None = None,
 ) -> bytes:
     """Encode one MVT layer (``Tile.Layer`` message) of the features ``rows``.
 
     ``geoms`` are Web Mercator geometries of those features, ``ids`` their numeric ids and
     ``columns`` the prepared property columns of the whole data set (indexed by ``rows``).
-    Returns ``b""`` when no feature has geometry inside the buffered tile.
+    A layer of single points may pass their coordinates as ``points`` (n x 2, Web Mercator)
+    instead: no geometry objects are touched then. Returns ``b""`` when no feature has
+    geometry inside the buffered tile.
     """
-    if len(geoms) == 0:
-        return b""
-    tgeoms = _to_tile_coords(np.asarray(geoms), bounds, extent)
-    tid = shapely.get_type_id(tgeoms)
-    gtype = np.select([np.isin(tid, (0, 4)), np.isin(tid, (1, 2, 5))], [_POINT, _LINE], _POLYGON)
-    gints, gowner, has = _geometry_ints(tgeoms, gtype, extent, buffer)
+    if points is not None:
+        if len(points) == 0:
+            return b""
+        gints, gowner, has = _point_ints(points, bounds, extent, buffer)
+        gtype = np.full(len(points), _POINT)
+    else:
+        if len(geoms) == 0:
+            return b""
+        tgeoms = _to_tile_coords(np.asarray(geoms), bounds, extent)
+        tid = shapely.get_type_id(tgeoms)
+        gtype = np.select(
+            [np.isin(tid, (0, 4)), np.isin(tid, (1, 2, 5))], [_POINT, _LINE], _POLYGON
+        )
+        gints, gowner, has = _geometry_ints(tgeoms, gtype, extent, buffer)
     if not has.any():
         return b""
     # renumber kept features
@@ -384,18 +437,19 @@ def encode_layer(
     val_pieces: list[tuple[np.ndarray, np.ndarray]] = []
     n_values = 0
     for col in columns:
-        ok = col.valid[rows]
+        c = col.codes[rows]
+        ok = c >= 0
         if not ok.any():
             continue
-        codes, uniques = pd.factorize(col.values[rows][ok])
+        used, local = np.unique(c[ok], return_inverse=True)
         vi = np.full(nf, -1, dtype=np.int64)
-        vi[ok] = codes + n_values
+        vi[ok] = local + n_values
         key_idx.append(np.full(nf, len(keys), dtype=np.int64))
         val_idx.append(vi)
         valid.append(ok)
         keys.append(col.name.encode("utf-8"))
-        val_pieces.append(_value_messages(col, np.asarray(uniques)))
-        n_values += len(uniques)
+        val_pieces.append((_gather(col.vdata, col.voff, col.vlen, used), col.vlen[used]))
+        n_values += len(used)
     if keys:
         kmat = np.stack(key_idx, 1)
         vmat = np.stack(val_idx, 1)
@@ -499,6 +553,8 @@ class LiveLayer:
         )
         self.columns = [_prepare_column(c, self.frame[c]) for c in names if c in self.frame]
         self.tree = shapely.STRtree(self.geoms)
+        is_point = shapely.get_type_id(self.geoms) == 0
+        self.points = shapely.get_coordinates(self.geoms) if is_point.all() else None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -533,21 +589,30 @@ class LiveLayer:
             tile_bounds(z, x, y),
             extent=extent,
             buffer=buffer,
+            points=None if self.points is None else self.points[rows],
         )
 
 
-@dataclass(frozen=True)
 class CachedTile:
-    """A finished tile: raw and gzip bytes and a strong ETag (hash of the raw bytes)."""
+    """A finished tile: raw bytes, a strong ETag (hash of the raw bytes) and, made on first
+    use, the gzip bytes (compression level 3: live tiles favour speed)."""
 
-    raw: bytes
-    gz: bytes
-    etag: str
+    __slots__ = ("_gz", "etag", "raw")
+
+    def __init__(self, raw: bytes, etag: str) -> None:
+        self.raw = raw
+        self.etag = etag
+        self._gz: bytes | None = None
 
     @classmethod
     def from_raw(cls, raw: bytes) -> CachedTile:
-        gz = gzip.compress(raw, compresslevel=6, mtime=0) if raw else b""
-        return cls(raw, gz, '"' + hashlib.blake2b(raw, digest_size=12).hexdigest() + '"')
+        return cls(raw, '"' + hashlib.blake2b(raw, digest_size=12).hexdigest() + '"')
+
+    @property
+    def gz(self) -> bytes:
+        if self._gz is None:
+            self._gz = gzip.compress(self.raw, compresslevel=3, mtime=0) if self.raw else b""
+        return self._gz
 
 
 class TileCache:

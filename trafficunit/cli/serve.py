@@ -22,7 +22,15 @@ from . import app
 from ._common import console, err_console, user_errors
 
 
-def _run_server(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
+def _run_server(
+    data_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    *,
+    proxy_headers: bool = False,
+) -> None:
     import uvicorn
 
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
@@ -37,6 +45,8 @@ def _run_server(data_dir: Path, host: str, port: int, workers: int, log_level: s
         workers=workers if workers > 1 else None,
         log_level=log_level,
         access_log=False,
+        proxy_headers=proxy_headers,
+        server_header=False,
     )
 
 
@@ -47,6 +57,13 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            help="Trust X-Forwarded-* (behind a reverse proxy: https tile URLs)",
+        ),
+    ] = False,
 ) -> None:
     """Serve tiles, units, accidents and black spots of a data folder, with the web map at /."""
     with user_errors():
@@ -57,7 +74,7 @@ def serve_cmd(
                 f"{data_dir}: no such folder; build one with "
                 f"`trafficunit demo --no-serve -o {data_dir}`"
             )
-    _run_server(data_dir, host, port, workers, log_level)
+    _run_server(data_dir, host, port, workers, log_level, proxy_headers=proxy_headers)
 
 
 def _write(frame: Any, path: Path) -> None:
