@@ -319,7 +319,7 @@ def normalise_roads(
     out["road_class"] = hw.str.removesuffix("_link").to_numpy()
     ramp = hw.str.endswith("_link").fillna(False).astype(bool).to_numpy()
     if "ramp" in df.columns:
-        ramp |= df["ramp"].fillna(False).astype(bool).to_numpy()
+        ramp = ramp | df["ramp"].fillna(False).astype(bool).to_numpy()  # ramp is read-only
     out["ramp"] = ramp
     out["name"] = col("name").loc[idx].astype("string").to_numpy()
     out["ref"] = col("ref").loc[idx].astype("string").to_numpy()

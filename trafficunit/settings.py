@@ -668,11 +668,14 @@ class DistributedSettings:
     halo_m
         First halo around a cell, metres: a task builds units from the roads within the cell
         grown by the halo, and keeps the units anchored in the cell whose whole context lies
-        inside; otherwise it retries with the halo doubled.
+        inside; otherwise it retries with a larger halo (doubled at least).
     max_halo_doublings
         Retries before a cell falls back to the whole network (always exact).
-    n_workers, threads_per_worker, memory_limit
-        The local cluster started when no scheduler address is given.
+    n_workers, threads_per_worker, memory_limit, processes
+        The local cluster started when no scheduler address is given (``processes=False``
+        runs the workers as threads of this process).
+    connect_timeout_s
+        How long to try to reach a scheduler given by its address, seconds.
     """
 
     cell_size_m: float | None = None
@@ -682,6 +685,8 @@ class DistributedSettings:
     n_workers: int = 2
     threads_per_worker: int = 1
     memory_limit: str = "auto"
+    processes: bool = True
+    connect_timeout_s: float = 30.0
 
     def with_(self, **changes: Any) -> DistributedSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""

@@ -1,0 +1,280 @@
+"""Scale-out on Dask: partitioned build → join → score equals the single-process run."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import pytest
+import shapely
+from typer.testing import CliRunner
+
+import trafficunit as tu
+from trafficunit import distributed
+from trafficunit.settings import DistributedSettings
+
+from .conftest import shared_path
+
+distributed_pkg = pytest.importorskip("distributed")
+
+PERIOD = ("2011-01-01", "2016-12-31")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # two workers as threads of this process: the same scheduling as processes, fast to start
+    with distributed.cluster(
+        "local", settings=DistributedSettings(n_workers=2, processes=False)
+    ) as c:
+        yield c
+
+
+def _grid_city(n: int = 24, spacing: float = 90.0, seed: int = 3) -> gpd.GeoDataFrame:
+    """A perturbed n x n street grid (ways of 6 blocks) and a long bridge across it, EPSG:4326.
+
+    GENERATED, not real data. The bridge meets no street (grade-separated), so its units'
+    context spans many cells: partitions must grow their halo to build it exactly.
+    """
+    rng = np.random.default_rng(seed)
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x = jj * spacing + rng.normal(0, 6, ii.shape)
+    y = ii * spacing + rng.normal(0, 6, ii.shape)
+    lines, cls, speed, name = [], [], [], []
+    speeds = np.array(["30", "40", "50"])
+    for axis in (0, 1):
+        for k in range(n):
+            for s in range(0, n - 1, 6):
+                idx = np.arange(s, min(s + 6, n - 1) + 1)
+                xs, ys = (x[k, idx], y[k, idx]) if axis == 0 else (x[idx, k], y[idx, k])
+                lines.append(shapely.LineString(np.c_[xs, ys]))
+                cls.append("primary" if k % 7 == 0 else "residential")
+                speed.append(speeds[rng.integers(3)])
+                name.append(f"St {axis}-{k}")
+    bridge = shapely.LineString([(-30, -45), (n * spacing * 0.97, n * spacing * 0.9)])
+    lines.append(shapely.segmentize(bridge, 25.0))
+    cls.append("trunk")
+    speed.append("80")
+    name.append("Bridge")
+    gdf = gpd.GeoDataFrame(
+        {
+            "osm_id": np.arange(1, len(lines) + 1),
+            "highway": cls,
+            "maxspeed": speed,
+            "name": name,
+            "bridge": ["yes" if nm == "Bridge" else None for nm in name],
+        },
+        geometry=lines,
+        crs=3067,
+    )
+    gdf = gdf.set_geometry(gdf.geometry.translate(385000, 6671000)).to_crs(4326)
+    return tu.read_network(gdf)
+
+
+def _equal(a: distributed.PipelineResult, b: distributed.PipelineResult) -> None:
+    """The same ids, attributes, geometries, matches and scores."""
+    assert a.units.index.equals(b.units.index)
+    pd.testing.assert_frame_equal(pd.DataFrame(a.units), pd.DataFrame(b.units))
+    assert shapely.equals_exact(a.units.geometry.values, b.units.geometry.values, 0).all()
+    pd.testing.assert_frame_equal(pd.DataFrame(a.joined), pd.DataFrame(b.joined))
+    pd.testing.assert_frame_equal(pd.DataFrame(a.risk), pd.DataFrame(b.risk))
+    ra, rb = a.joined.attrs["report"], b.joined.attrs["report"]
+    for key in ("events", "rows", "by_match", "matched", "distance_m", "name_matched"):
+        assert ra[key] == rb[key], key
+    assert a.risk.attrs["spf"] == b.risk.attrs["spf"]
+
+
+def _na_as_none(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(df).astype(object)
+    return out.where(out.notna(), None)
+
+
+def _crossing(units: gpd.GeoDataFrame, size: float, crs) -> int:
+    """Segments that cross a cell border of the grid the run used."""
+    seg = units[units["kind"] == "segment"].to_crs(crs)
+    b = seg.bounds
+    return int(
+        (
+            (np.floor(b.minx / size) != np.floor(b.maxx / size))
+            | (np.floor(b.miny / size) != np.floor(b.maxy / size))
+        ).sum()
+    )
+
+
+def test_real_extract_same_as_single_process(client):
+    roads = tu.read_network(shared_path("osm", "helsinki-centre.osm.pbf"))
+    acc = tu.read_events(
+        shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+    )
+    cfg = DistributedSettings(cell_size_m=500.0, halo_m=200.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(roads, acc, scheduler=None, period=PERIOD)
+        dask = distributed.run_pipeline(roads, acc, scheduler=client, settings=cfg, period=PERIOD)
+    _equal(single, dask)
+    assert dask.report["cells"] >= 9 and dask.report["tasks"] >= 9
+    assert _crossing(dask.units, 500.0, dask.units.attrs["report"]["metric_crs"]) > 50
+    assert single.joined["unit_id"].notna().sum() > 500
+    assert (dask.risk["crashes"] > 0).sum() > 100
+
+
+@pytest.fixture(scope="module")
+def generated():
+    roads = _grid_city()
+    units = tu.build_units(roads)
+    events = tu.sample.generate(units, seed=5)
+    return roads, events["accidents"], events["hazards"]
+
+
+def test_generated_network_same_as_single_process(client, generated):
+    roads, acc, hz = generated
+    # small cells and halo: the bridge's units (and the grid's near cell borders) force retries
+    cfg = DistributedSettings(cell_size_m=700.0, halo_m=200.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(roads, acc, hazards=hz, scheduler=None)
+        dask = distributed.run_pipeline(roads, acc, hazards=hz, scheduler=client, settings=cfg)
+    _equal(single, dask)
+    pd.testing.assert_frame_equal(pd.DataFrame(single.hazards), pd.DataFrame(dask.hazards))
+    assert dask.report["halo_retries"] > 0 and dask.report["max_halo_m"] >= 400
+    assert dask.report["cells"] >= 9
+    bridge = dask.units[dask.units["name"] == "Bridge"]
+    assert len(bridge) >= 10 and bridge.index.isin(single.units.index).all()
+    assert dask.risk["open_hazards"].sum() == single.risk["open_hazards"].sum() > 0
+
+
+def test_scheduler_address(generated):
+    roads, acc, _ = generated
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc:
+        res = distributed.run_pipeline(
+            roads,
+            acc,
+            scheduler=lc.scheduler_address,
+            settings=DistributedSettings(cell_size_m=1200.0),
+        )
+    ref = distributed.run_pipeline(roads, acc, scheduler=None)
+    assert res.units.index.equals(ref.units.index)
+    np.testing.assert_array_equal(res.risk["crashes"], ref.risk["crashes"])
+    quick = DistributedSettings(connect_timeout_s=1.0)
+    with (
+        pytest.raises(tu.TrafficUnitError, match="cannot reach the Dask scheduler"),
+        distributed.cluster("tcp://127.0.0.1:9", settings=quick),
+    ):
+        pass
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_without_mixing(client, generated, tmp_path, monkeypatch):
+    roads, acc, _ = generated
+    out = tmp_path / "run"
+    cfg = DistributedSettings(cell_size_m=1000.0)
+    first = distributed.run_pipeline(
+        roads, acc.iloc[:300], scheduler=client, settings=cfg, outdir=out
+    )
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert {"units.parquet", "joined.parquet", "risk.parquet", "report.json"} <= set(before)
+    # a second run on more accidents dies while scoring: the first run's output is untouched
+    import trafficunit.risk as risk_mod
+
+    def boom(*args, **kwargs):
+        raise _Boom("killed")
+
+    monkeypatch.setattr(risk_mod, "score", boom)
+    with pytest.raises(_Boom):
+        distributed.run_pipeline(roads, acc, scheduler=client, settings=cfg, outdir=out)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    staging = tmp_path / ".run.partial"
+    assert (staging / "units.done").exists() and (staging / "joined.done").exists()
+    assert len(list((staging / "build").glob("*.parquet"))) >= 4
+    # started again: resumes from the saved stages and replaces the output as a whole
+    monkeypatch.undo()
+    again = distributed.run_pipeline(roads, acc, scheduler=client, settings=cfg, outdir=out)
+    assert again.report["resumed"] is True
+    assert not staging.exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["accidents"] == len(acc) != first.report["accidents"]
+    ref = distributed.run_pipeline(roads, acc, scheduler=None)
+    pd.testing.assert_frame_equal(
+        _na_as_none(tu.read_table(out / "units.parquet")), _na_as_none(ref.units)
+    )
+    risk = tu.read_table(out / "risk.parquet")
+    np.testing.assert_array_equal(risk.loc[ref.risk.index, "crashes"], ref.risk["crashes"])
+    joined = tu.read_table(out / "joined.parquet", index=None)
+    assert joined["unit_id"].fillna("").tolist() == ref.joined["unit_id"].fillna("").tolist()
+
+
+def test_changed_inputs_start_over(client, generated, tmp_path, monkeypatch):
+    roads, acc, _ = generated
+    out = tmp_path / "run"
+    cfg = DistributedSettings(cell_size_m=1000.0)
+    import trafficunit.risk as risk_mod
+
+    monkeypatch.setattr(risk_mod, "score", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
+    with pytest.raises(_Boom):
+        distributed.run_pipeline(roads, acc.iloc[:200], scheduler=client, settings=cfg, outdir=out)
+    monkeypatch.undo()
+    # other accidents: the saved stages do not belong to this run and are discarded
+    res = distributed.run_pipeline(
+        roads, acc.iloc[200:400], scheduler=client, settings=cfg, outdir=out
+    )
+    assert res.report["resumed"] is False
+    assert len(tu.read_table(out / "joined.parquet", index=None)) == 200
+
+
+def test_cli_pipeline(tmp_path, generated):
+    from trafficunit.cli import app
+
+    roads, acc, _ = generated
+    net = tmp_path / "roads.parquet"
+    roads.to_parquet(net)
+    events = tmp_path / "accidents.parquet"
+    acc.to_parquet(events)
+    out = tmp_path / "results"
+    res = CliRunner().invoke(
+        app,
+        [
+            "pipeline",
+            str(net),
+            "--accidents",
+            str(events),
+            "--scheduler",
+            "local",
+            "--workers",
+            "2",
+            "--threads",
+            "--cell-size-m",
+            "600",
+            "-o",
+            str(out),
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "halo retries" in res.output and "levels:" in res.output
+    risk = tu.read_table(out / "risk.parquet")
+    assert (
+        risk["crashes"].sum()
+        == tu.read_table(out / "joined.parquet", index=None)["unit_id"].notna().sum()
+    )
+    bad = CliRunner().invoke(
+        app, ["pipeline", str(net), "--accidents", str(events), "-o", str(tmp_path / "x.parquet")]
+    )
+    assert bad.exit_code == 2 and "directory" in bad.output
+
+
+def test_grid_cells_are_half_open():
+    crs = pyproj.CRS(3067)
+    grid = distributed.Grid.over(np.array([0.0, 0.0, 999.0, 999.0]), 100.0, crs)
+    i, j = grid.cell_of(np.array([0.0, 99.999, 100.0, 250.0]), np.array([0.0, 0.0, 0.0, 199.9]))
+    assert i.tolist() == [0, 0, 1, 2] and j.tolist() == [0, 0, 0, 1]
+    assert grid.box(0, 0)[2] == grid.box(1, 0)[0] == 100.0
+    with pytest.raises(tu.ValidationError):
+        distributed.Grid.over(np.zeros(4), 0.0, crs)

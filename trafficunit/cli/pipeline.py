@@ -1,0 +1,161 @@
+"""``trafficunit pipeline NETWORK --accidents ... --scheduler local -o OUTDIR``: build, join,
+score on Dask."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .._errors import ValidationError
+from . import app
+from ._common import console, user_errors
+
+
+def _file_id(path: Path | None) -> str:
+    if path is None:
+        return "none"
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _read_events(path: Path, kind: str, preset: str | None, read: dict[str, Any]) -> Any:
+    from .. import io
+    from ..events import read_events
+
+    if path.suffix.lower() in (".parquet", ".geoparquet") and preset is None and not read:
+        table = io.read_table(path, index=None)
+        if "event_id" in table.columns:  # already in the events schema (tu.read_events)
+            return table
+    return read_events(path, kind=kind, preset=preset, **read)
+
+
+@app.command("pipeline")
+def pipeline_cmd(
+    network: Annotated[Path, typer.Argument(help="Road network: OSM file or a line file")],
+    accidents: Annotated[
+        Path, typer.Option("--accidents", help="Accidents file (CSV, GeoJSON, GPKG, Parquet)")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output directory (written when complete)")
+    ],
+    scheduler: Annotated[
+        str, typer.Option(help="'local' (start a local cluster), a scheduler address, or 'none'")
+    ] = "local",
+    workers: Annotated[int, typer.Option(help="Workers of the local cluster")] = 2,
+    threads: Annotated[
+        bool, typer.Option("--threads", help="Local workers as threads of this process")
+    ] = False,
+    memory_limit: Annotated[
+        str, typer.Option(help="Memory limit per local worker ('auto', '4GB')")
+    ] = "auto",
+    hazards: Annotated[
+        Path | None, typer.Option("--hazards", help="Hazards file, counted as open hazards")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Column mapping of a known accidents file")
+    ] = None,
+    x: Annotated[str | None, typer.Option(help="Accidents: column of x / longitude")] = None,
+    y: Annotated[str | None, typer.Option(help="Accidents: column of y / latitude")] = None,
+    crs: Annotated[str | None, typer.Option(help="Accidents: CRS of x/y")] = None,
+    time: Annotated[str | None, typer.Option(help="Accidents: time (or year) column")] = None,
+    severity: Annotated[str | None, typer.Option(help="Accidents: severity column")] = None,
+    tz: Annotated[str | None, typer.Option(help="Accidents: time zone of naive times")] = None,
+    period: Annotated[
+        str | None, typer.Option(help="Scoring period START,END (default: the data's years)")
+    ] = None,
+    max_length_m: Annotated[float | None, typer.Option(help="Longest segment unit, m")] = None,
+    junction_merge_m: Annotated[float | None, typer.Option(help="Junction merge, m")] = None,
+    metric_crs: Annotated[
+        str | None, typer.Option("--metric-crs", help="Metric CRS (default: UTM zone)")
+    ] = None,
+    cell_size_m: Annotated[
+        float | None, typer.Option(help="Partition cell size, m (default: from the data)")
+    ] = None,
+    halo_m: Annotated[float | None, typer.Option(help="First halo around a cell, m")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
+) -> None:
+    """Build units, join the accidents and score, partitioned spatially on Dask; the results
+    equal a single-process run. An interrupted run started again resumes where it stopped."""
+    with user_errors():
+        from ..distributed import run_pipeline
+        from ..network import read_network
+        from ..settings import DistributedSettings
+
+        if output.suffix:
+            raise ValidationError(f"-o {output}: give a directory (no suffix), e.g. -o results")
+        per = None
+        if period:
+            parts = [p.strip() for p in period.split(",")]
+            if len(parts) != 2:
+                raise ValidationError(f"--period {period!r}: give START,END, e.g. 2016,2018")
+            per = (parts[0], parts[1])
+        read: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "x": x,
+                "y": y,
+                "crs": int(crs) if crs is not None and crs.isdigit() else crs,
+                "time": time,
+                "severity": severity,
+                "tz": tz,
+            }.items()
+            if v is not None
+        }
+        roads = read_network(network)
+        acc = _read_events(accidents, "accident", preset, read)
+        hz = _read_events(hazards, "hazard", None, {}) if hazards is not None else None
+        cfg = DistributedSettings(n_workers=workers, processes=not threads).with_(
+            cell_size_m=cell_size_m, halo_m=halo_m, memory_limit=memory_limit
+        )
+        ident = "|".join(
+            [_file_id(network), _file_id(accidents), _file_id(hazards), repr(read), str(preset)]
+        )
+        result = run_pipeline(
+            roads,
+            acc,
+            hazards=hz,
+            period=per,
+            scheduler=None if scheduler.lower() == "none" else scheduler,
+            outdir=output,
+            max_length_m=max_length_m,
+            junction_merge_m=junction_merge_m,
+            crs=metric_crs,
+            settings=cfg,
+            fingerprint=hashlib.sha256(ident.encode()).hexdigest(),
+            progress=not quiet,
+        )
+    print_summary(result.report, result.risk, result.joined, output)
+
+
+def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) -> None:
+    """Stages and their times, cells and retries, risk levels, matches."""
+    t = Table(title=f"pipeline ({report['mode']})", show_edge=False)
+    t.add_column("stage")
+    t.add_column("seconds", justify="right")
+    for stage, sec in report["seconds"].items():
+        t.add_row(stage, f"{sec:,.1f}")
+    console.print(t)
+    if report["mode"] == "dask":
+        console.print(
+            f"{report['cells']:,} cells, {report['tasks']:,} build tasks, "
+            f"{report['halo_retries']:,} halo retries (largest halo {report['max_halo_m']:,.0f} m)"
+            + (" - resumed an interrupted run" if report.get("resumed") else "")
+        )
+    rep = joined.attrs.get("report", {})
+    if rep:
+        console.print(
+            f"{report['units']:,} units; {rep['events']:,} accidents, {rep['matched']:,} on a unit "
+            f"({100 * (rep['matched_share'] or 0):.1f} %)"
+        )
+    levels = risk["level"].value_counts()
+    console.print(
+        "levels: "
+        + ", ".join(
+            f"{lv} {int(levels.get(lv, 0)):,}" for lv in ("red", "orange", "yellow", "blue")
+        )
+    )
+    console.print(f"wrote [bold]{output}[/] (units, joined, risk, report.json)")
