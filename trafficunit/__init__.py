@@ -70,6 +70,8 @@ _LAZY = {
     "find_black_spots": "blackspots",
     "build_tiles": "tiles",
     "resegment": "lineage",
+    "distributed": "distributed",
+    "run_pipeline": "distributed",
 }
 
 
