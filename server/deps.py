@@ -109,6 +109,20 @@ def output_format(
     return "geojson" if fmt == "json" else fmt
 
 
+def properties_query(
+    properties: Annotated[
+        str | None,
+        Query(description="summary (default: without adjacency bookkeeping) or all"),
+    ] = None,
+) -> bool:
+    """Whether a list should carry every property (``properties=all``)."""
+    if properties in (None, "", "summary"):
+        return False
+    if properties == "all":
+        return True
+    raise BadRequest(f"properties must be summary or all, got {properties!r}")
+
+
 def comma_list(value: str | None) -> list[str] | None:
     """``"a,b"`` -> ``["a", "b"]``; None or empty -> None."""
     if value is None or value.strip() == "":
@@ -161,3 +175,4 @@ BBoxDep = Annotated[BBox | None, Depends(bbox_query)]
 LimitDep = Annotated[int, Depends(limit_query)]
 FormatDep = Annotated[str, Depends(output_format)]
 TileDep = Annotated[TileParams, Depends(tile_params)]
+FullDep = Annotated[bool, Depends(properties_query)]

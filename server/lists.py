@@ -10,7 +10,9 @@ from fastapi.responses import Response
 from .store import Table
 
 
-def list_response(table: Table, rows: np.ndarray, *, fmt: str, limit: int, name: str) -> Response:
+def list_response(
+    table: Table, rows: np.ndarray, *, fmt: str, limit: int, name: str, full: bool = False
+) -> Response:
     """A FeatureCollection (or CSV) of ``rows`` of ``table``, cut at ``limit``.
 
     ``numberMatched`` / ``X-Total-Count`` give the count before the limit.
@@ -26,7 +28,8 @@ def list_response(table: Table, rows: np.ndarray, *, fmt: str, limit: int, name:
         return Response(
             frame.to_csv(index=False), media_type="text/csv; charset=utf-8", headers=headers
         )
-    feats = ",".join(table.features[rows].tolist())
+    texts = table.features_all if full and table.features_all is not None else table.features
+    feats = ",".join(texts[rows].tolist())
     body = (
         f'{{"type":"FeatureCollection","numberMatched":{matched},'
         f'"numberReturned":{len(rows)},"features":[{feats}]}}'

@@ -33,15 +33,32 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from trafficunit._errors import InputFileError
 from trafficunit.io import read_table
 from trafficunit.mvt import LiveLayer, TileCache
+from trafficunit.tiles import json_values
 
 from .archive import Archive
 
 TABLES = ("units", "accidents", "hazards", "workzones", "black_spots")
+#: Bookkeeping columns left out of list responses (``?properties=all`` and ``/units/{id}``
+#: include them).
+LIST_EXCLUDE = frozenset(
+    {
+        "osm_ids",
+        "neighbours",
+        "from_unit",
+        "to_unit",
+        "junction_id",
+        "road_classes",
+        "layer",
+        "source",
+    }
+)
 #: Attributes carried by live tiles (the map styles and popups need no more; details: /units/id).
 LIVE_COLUMNS = {
     "accidents": ("event_id", "unit_id", "severity", "time", "hour", "collision_type", "light"),
@@ -71,8 +88,9 @@ class Table:
     name: str
     frame: gpd.GeoDataFrame  # EPSG:4326, id as a column, positional index
     tree: shapely.STRtree
-    features: np.ndarray  # GeoJSON Feature text per row
+    features: np.ndarray  # GeoJSON Feature text per row (list properties)
     stat: tuple[int, int, int]
+    features_all: np.ndarray | None = None  # with every property (detail views)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -83,6 +101,20 @@ class Table:
         if bbox is None:
             return np.arange(len(self.frame))
         return np.sort(self.tree.query(shapely.box(*bbox), predicate="intersects"))
+
+
+def _feature_texts(
+    props: pd.DataFrame, ids: pd.Series, geo_json: Any, cols: list[str]
+) -> np.ndarray:
+    """GeoJSON Feature text per row, assembled by Arrow kernels (no per-row Python)."""
+    if len(props) == 0:
+        return np.zeros(0, dtype=object)
+    pieces: list[Any] = ['{"type":"Feature","id":', json_values(ids.astype(str)), ',"properties":{']
+    for k, col in enumerate(cols):
+        pieces += [("," if k else "") + json.dumps(str(col)) + ":", json_values(props[col])]
+    pieces += ['},"geometry":', pa.array(geo_json, pa.string()), "}"]
+    out = pc.binary_join_element_wise(*pieces, "")
+    return np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _load_table(name: str, path: Path) -> Table:
@@ -109,32 +141,25 @@ def _load_table(name: str, path: Path) -> Table:
     df = df.to_crs(4326) if not df.crs.equals("EPSG:4326") else df
     df = df[~(df.geometry.isna() | df.geometry.is_empty)].reset_index(drop=True)
     geoms = np.asarray(df.geometry.array)
+    # GeoJSON text per row, built once: coordinates at 1e-7 degrees (about 1 cm)
+    geo_json = shapely.to_geojson(shapely.set_precision(geoms, 1e-7)) if len(df) else []
     props = _json_ready(df.drop(columns=[df.geometry.name]))
-    prop_text = props.to_json(orient="records", lines=True, default_handler=str).splitlines()
-    if not len(df):
-        prop_text = []
-    sdt = np.dtypes.StringDType()
-    feats = (
-        np.strings.add(
-            np.strings.add(
-                '{"type":"Feature","id":',
-                df[id_col].astype(str).map(json.dumps).to_numpy(dtype=sdt),
-            ),
-            np.strings.add(
-                np.strings.add(',"properties":', np.asarray(prop_text, dtype=sdt)),
-                np.strings.add(
-                    np.strings.add(
-                        ',"geometry":', np.asarray(shapely.to_geojson(geoms), dtype=sdt)
-                    ),
-                    "}",
-                ),
-            ),
-        )
-        if len(df)
-        else np.zeros(0, dtype=sdt)
+    full = _feature_texts(props, df[id_col], geo_json, list(props.columns))
+    summary_cols = [c for c in props.columns if c not in LIST_EXCLUDE]
+    summary = (
+        full
+        if len(summary_cols) == len(props.columns)
+        else _feature_texts(props, df[id_col], geo_json, summary_cols)
     )
     st = os.stat(path)
-    return Table(name, df, shapely.STRtree(geoms), feats, (st.st_ino, st.st_size, st.st_mtime_ns))
+    return Table(
+        name,
+        df,
+        shapely.STRtree(geoms),
+        summary,
+        (st.st_ino, st.st_size, st.st_mtime_ns),
+        features_all=full,
+    )
 
 
 class DataStore:

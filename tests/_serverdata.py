@@ -74,6 +74,8 @@ def grid_units() -> gpd.GeoDataFrame:
     df["score_percentile"] = 100.0 - rank * 10.0
     df["name"] = np.where(df["kind"] == "segment", "Testikatu", "Testikatu;Koekatu")
     df["maxspeed_kmh"] = 40.0
+    df["osm_ids"] = "1001;1002"
+    df["neighbours"] = "S0000ETESTSEG;I0000TESTNODE"
     gdf = gpd.GeoDataFrame(df, geometry="geometry", crs=4326).set_index("unit_id")
     gdf.attrs["rule"] = RULE
     return gdf

@@ -283,6 +283,16 @@ def test_units_bbox_filters_and_order(client: TestClient) -> None:
     assert limited["numberReturned"] == 3 and limited["numberMatched"] == len(grid)
 
 
+def test_lists_leave_out_bookkeeping_unless_asked(client: TestClient) -> None:
+    summary = client.get("/units?limit=1").json()["features"][0]["properties"]
+    assert "neighbours" not in summary and "osm_ids" not in summary and "level" in summary
+    full = client.get("/units?limit=1&properties=all").json()["features"][0]["properties"]
+    assert full["neighbours"] == "S0000ETESTSEG;I0000TESTNODE" and full["osm_ids"] == "1001;1002"
+    assert client.get("/units?properties=some").status_code == 400
+    uid = client.get("/units?limit=1").json()["features"][0]["id"]
+    assert "neighbours" in client.get(f"/units/{uid}").json()["properties"]
+
+
 def test_unit_detail_has_measures_and_events(client: TestClient) -> None:
     grid = grid_units()
     uid = grid[grid["kind"] == "segment"].index[0]

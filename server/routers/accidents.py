@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ..deps import BBoxDep, FormatDep, LimitDep, StoreDep, comma_list, parse_time
+from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list, parse_time
 from ..errors import BadRequest, Unavailable
 from ..lists import list_response
 
@@ -22,6 +22,7 @@ async def list_accidents(
     bbox: BBoxDep,
     limit: LimitDep,
     fmt: FormatDep,
+    full: FullDep,
     from_: Annotated[str | None, Query(alias="from", description="First day (ISO date)")] = None,
     to: Annotated[str | None, Query(description="Last day, inclusive (ISO date)")] = None,
     light: Annotated[str | None, Query(description="day or night (local clock)")] = None,
@@ -60,4 +61,4 @@ async def list_accidents(
         else:
             same = f["unit_id"].iloc[rows].astype("string") == unit_id
             rows = rows[same.fillna(False).to_numpy(dtype=bool)]
-    return list_response(table, rows, fmt=fmt, limit=limit, name="accidents")
+    return list_response(table, rows, fmt=fmt, limit=limit, name="accidents", full=full)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ..deps import BBoxDep, FormatDep, LimitDep, StoreDep, comma_list
+from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
 from ..errors import Unavailable
 from ..lists import list_response
 
@@ -20,6 +20,7 @@ async def list_black_spots(
     bbox: BBoxDep,
     limit: LimitDep,
     fmt: FormatDep,
+    full: FullDep,
     type: Annotated[str | None, Query(description="point or section")] = None,
 ) -> Response:
     table = store.table("black_spots")
@@ -29,4 +30,4 @@ async def list_black_spots(
     kinds = comma_list(type)
     if kinds is not None and "type" in table.frame:
         rows = rows[table.frame["type"].iloc[rows].isin(kinds).to_numpy()]
-    return list_response(table, rows, fmt=fmt, limit=limit, name="black-spots")
+    return list_response(table, rows, fmt=fmt, limit=limit, name="black-spots", full=full)

@@ -10,7 +10,7 @@ import pandas as pd
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from ..deps import BBoxDep, FormatDep, LimitDep, StoreDep, comma_list
+from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
 from ..errors import NotFound, Unavailable
 from ..lists import list_response
 from ..store import DataStore, Table
@@ -52,6 +52,7 @@ async def list_units(
     bbox: BBoxDep,
     limit: LimitDep,
     fmt: FormatDep,
+    full: FullDep,
     level: Annotated[str | None, Query(description="red,orange,yellow,blue")] = None,
     kind: Annotated[str | None, Query(description="segment or intersection")] = None,
     road_class: Annotated[str | None, Query(description="e.g. primary,secondary")] = None,
@@ -88,7 +89,7 @@ async def list_units(
         vals = pd.to_numeric(f[col].iloc[rows], errors="coerce").to_numpy(dtype=float)
         rows = rows[np.nan_to_num(vals, nan=-np.inf) >= threshold]
     rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
-    return list_response(table, rows, fmt=fmt, limit=limit, name="units")
+    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full)
 
 
 def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
@@ -104,7 +105,8 @@ def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
         by_unit = {k: np.unique(rows_of[v]) for k, v in by_unit.items()}
         table.extra["by_unit"] = by_unit
     rows = by_unit.get(unit_id, np.zeros(0, dtype=np.int64))
-    return [json.loads(s) for s in table.features[rows].tolist()]
+    texts = table.features_all if table.features_all is not None else table.features
+    return [json.loads(s) for s in texts[rows].tolist()]
 
 
 @router.get("/units/{unit_id}", summary="One unit: attributes, measures and its events")
@@ -117,7 +119,8 @@ async def get_unit(unit_id: str, store: StoreDep) -> JSONResponse:
     pos = index.get_indexer([unit_id])[0]
     if pos < 0:
         raise NotFound(f"no unit {unit_id!r}")
-    feature = json.loads(table.features[pos])
+    texts = table.features_all if table.features_all is not None else table.features
+    feature = json.loads(texts[pos])
     feature["accidents"] = _records(store.table("accidents"), unit_id)
     feature["hazards"] = _records(store.table("hazards"), unit_id)
     feature["workzones"] = _records(store.table("workzones"), unit_id)
