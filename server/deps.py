@@ -17,13 +17,13 @@ from .tilehttp import parse_zxy
 BBox = tuple[float, float, float, float]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> DataStore:
+async def get_store(request: Request) -> DataStore:
     """The app's data store, reloaded if files changed."""
     store: DataStore = request.app.state.store
     store.check()
@@ -42,7 +42,7 @@ def bbox_area_km2(bbox: BBox) -> float:
     )
 
 
-def bbox_query(
+async def bbox_query(
     request: Request,
     bbox: Annotated[
         str | None,
@@ -80,7 +80,7 @@ def bbox_query(
     return (minx, miny, maxx, maxy)
 
 
-def limit_query(
+async def limit_query(
     request: Request,
     limit: Annotated[int | None, Query(ge=1, description="Most rows returned")] = None,
 ) -> int:
@@ -93,7 +93,7 @@ def limit_query(
     return limit
 
 
-def output_format(
+async def output_format(
     request: Request,
     format: Annotated[
         str | None, Query(description="geojson (default), json or csv; or send Accept: text/csv")
@@ -109,7 +109,7 @@ def output_format(
     return "geojson" if fmt == "json" else fmt
 
 
-def properties_query(
+async def properties_query(
     properties: Annotated[
         str | None,
         Query(description="summary (default: without adjacency bookkeeping) or all"),
@@ -158,7 +158,7 @@ class TileParams:
     y: int
 
 
-def tile_params(
+async def tile_params(
     tileset: Annotated[str, Path(description="Tileset name, see GET /tiles")],
     z: Annotated[str, Path(description="Zoom")],
     x: Annotated[str, Path(description="Column")],

@@ -29,9 +29,6 @@ def list_response(
             frame.to_csv(index=False), media_type="text/csv; charset=utf-8", headers=headers
         )
     texts = table.features_all if full and table.features_all is not None else table.features
-    feats = ",".join(texts[rows].tolist())
-    body = (
-        f'{{"type":"FeatureCollection","numberMatched":{matched},'
-        f'"numberReturned":{len(rows)},"features":[{feats}]}}'
-    )
+    head = f'{{"type":"FeatureCollection","numberMatched":{matched},"numberReturned":{len(rows)}'
+    body = b"".join((head.encode(), b',"features":[', b",".join(texts[rows].tolist()), b"]}"))
     return Response(body, media_type="application/geo+json", headers=headers)

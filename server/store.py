@@ -88,7 +88,7 @@ class Table:
     name: str
     frame: gpd.GeoDataFrame  # EPSG:4326, id as a column, positional index
     tree: shapely.STRtree
-    features: np.ndarray  # GeoJSON Feature text per row (list properties)
+    features: np.ndarray  # GeoJSON Feature per row, UTF-8 bytes (list properties)
     stat: tuple[int, int, int]
     features_all: np.ndarray | None = None  # with every property (detail views)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -113,8 +113,8 @@ def _feature_texts(
     for k, col in enumerate(cols):
         pieces += [("," if k else "") + json.dumps(str(col)) + ":", json_values(props[col])]
     pieces += ['},"geometry":', pa.array(geo_json, pa.string()), "}"]
-    out = pc.binary_join_element_wise(*pieces, "")
-    return np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
+    out = pc.binary_join_element_wise(*pieces, "").cast(pa.binary())
+    return np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)  # bytes per row
 
 
 def _load_table(name: str, path: Path) -> Table:
