@@ -9,6 +9,7 @@ does not recognise goes to the routers.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -170,6 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             night_hours=settings.query.night_hours,
         )
         app.state.tile_cache = TileCache(settings.tiles.cache_entries)
+        # the loaded tables are long-lived: keep them out of the cyclic GC's generations
+        gc.collect()
+        gc.freeze()
         try:
             async with ledger_lifespan(app):
                 yield
