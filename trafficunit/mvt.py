@@ -77,28 +77,36 @@ def lonlat_to_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- protobuf pieces
 
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+
+
+def _varint_len(values: np.ndarray) -> np.ndarray:
+    """Bytes of the protobuf varint of each uint64 value."""
+    v = np.asarray(values).astype(np.uint64, copy=False)
+    nb = np.ones(len(v), dtype=np.int64)
+    for limit in _VARINT_LIMITS:  # stops at the first length no value reaches
+        longer = v >= limit
+        if not longer.any():
+            break
+        nb += longer
+    return nb
+
+
 def _varint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Protobuf varints of uint64 ``values``: (bytes, number of bytes of each value)."""
     v = np.asarray(values).astype(np.uint64, copy=False)
-    nb = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 10):
-        nb += v >= np.uint64(1 << (7 * k))
+    nb = _varint_len(v)
+    width = int(nb.max()) if len(nb) else 0
+    if width <= 1:
+        return v.astype(_U8), nb
     start = np.cumsum(nb) - nb
-    out = np.empty(int(nb.sum()), dtype=_U8)
-    for k in range(int(nb.max()) if len(nb) else 0):
+    out = np.empty(int(start[-1] + nb[-1]), dtype=_U8)
+    for k in range(width):  # byte k of every value that has one
         m = nb > k
         b = (v[m] >> np.uint64(7 * k)) & np.uint64(0x7F)
         b |= np.where(nb[m] > k + 1, np.uint64(0x80), np.uint64(0))
         out[start[m] + k] = b.astype(_U8)
     return out, nb
-
-
-def _varint_len(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values).astype(np.uint64, copy=False)
-    nb = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 10):
-        nb += v >= np.uint64(1 << (7 * k))
-    return nb
 
 
 def _zigzag(v: np.ndarray) -> np.ndarray:
