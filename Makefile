@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/trafficunit units "$$($(BIN)/python -c 'import trafficunit as tu; print(tu.sample_network_path())')" -o out/units.parquet
+	$(BIN)/trafficunit demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
