@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -43,6 +44,12 @@ ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 _MEMO_MAX = 65536
 
 
+def _error_answer(exc: ServerError) -> TileAnswer:
+    body = json.dumps({"detail": exc.detail}).encode()
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    return TileAnswer(exc.status, headers, body)
+
+
 class TileFastPath:
     """ASGI layer answering ``GET|HEAD /tiles/{archive}/{z}/{x}/{y}.mvt`` for stored archives.
 
@@ -59,6 +66,7 @@ class TileFastPath:
         self.state = state
         self._gzip: dict[bytes | None, bool] = {}
         self._store: DataStore | None = None
+        self._tile_cache: TileCache | None = None
         self._settings: Settings = Settings.model_construct()
         self._memo: dict[
             tuple[str, bool, bool], tuple[str, int, list[tuple[bytes, bytes]], bytes, str]
@@ -67,18 +75,80 @@ class TileFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/tiles/") and path.endswith(".mvt") and not scope["query_string"]:
+            if path.startswith("/tiles/") and path.endswith(".mvt"):
                 store = self._store
                 if store is None:  # resolved once the lifespan has opened the store
                     state = self.state if self.state is not None else scope["app"].state
                     store = self._store = getattr(state, "store", None)
                     self._settings = state.settings
+                    self._tile_cache = getattr(state, "tile_cache", None)
                 if store is not None and scope["method"] in ("GET", "HEAD"):
-                    archive = store.archives.get(path[7 : path.find("/", 7)])
+                    name = path[7 : path.find("/", 7)]
+                    archive = store.archives.get(name)
                     if archive is not None:
-                        await self._answer(scope, send, self._settings, archive, path)
+                        if not scope["query_string"]:
+                            await self._answer(scope, send, self._settings, archive, path)
+                            return
+                    elif name in tiles.LIVE and self._tile_cache is not None:
+                        await self._live(scope, send, store, name, path)
                         return
         await self.app(scope, receive, send)
+
+    async def _live(self, scope: Scope, send: Send, store: DataStore, name: str, path: str) -> None:
+        """A live tile without FastAPI's routing (same logic: :func:`tiles.live_answer`)."""
+        ae = inm = origin = None
+        for k, v in scope["headers"]:
+            if k == b"accept-encoding":
+                ae = v.decode("latin-1")
+            elif k == b"if-none-match":
+                inm = v.decode("latin-1")
+            elif k == b"origin":
+                origin = v
+        settings = self._settings
+        vary = "Accept-Encoding" if settings.cors_origins == ["*"] else "Accept-Encoding, Origin"
+        parts = path[7:-4].split("/")
+        try:
+            if len(parts) != 4:
+                raise NotFound(f"no route {path}")
+            z, x, y = parse_zxy(parts[1], parts[2], parts[3])
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            assert self._tile_cache is not None
+            answer = tiles.live_answer(
+                store,
+                settings,
+                self._tile_cache,
+                name,
+                z,
+                x,
+                y,
+                query,
+                accept_encoding=ae,
+                if_none_match=inm,
+                head=scope["method"] == "HEAD",
+                vary=vary,
+            )
+        except ServerError as exc:
+            answer = _error_answer(exc)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        await self._send(send, settings, answer.status, headers, answer.body, origin)
+
+    @staticmethod
+    async def _send(
+        send: Send,
+        settings: Settings,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        origin: bytes | None,
+    ) -> None:
+        if origin is not None:
+            allowed = settings.cors_origins
+            if "*" in allowed:
+                headers = [*headers, (b"access-control-allow-origin", b"*")]
+            elif origin.decode("latin-1") in allowed:
+                headers = [*headers, (b"access-control-allow-origin", origin)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _build(
         self, settings: Settings, archive: Archive, path: str, gz: bool, head: bool
@@ -101,12 +171,7 @@ class TileFastPath:
                 vary=vary,
             )
         except ServerError as exc:
-            body = json.dumps({"detail": exc.detail}).encode()
-            answer = TileAnswer(
-                exc.status,
-                [("content-type", "application/json"), ("content-length", str(len(body)))],
-                body,
-            )
+            answer = _error_answer(exc)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         etag = next((v for k, v in answer.headers if k == "etag"), "")
         return answer.status, headers, answer.body, etag
@@ -142,14 +207,7 @@ class TileFastPath:
         if inm is not None and etag and etag_matches(inm.decode("latin-1"), etag):
             status, body = 304, b""
             headers = [h for h in headers if h[0] in (b"etag", b"cache-control", b"vary")]
-        if origin is not None:
-            allowed = settings.cors_origins
-            if "*" in allowed:
-                headers = [*headers, (b"access-control-allow-origin", b"*")]
-            elif origin.decode("latin-1") in allowed:
-                headers = [*headers, (b"access-control-allow-origin", origin)]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await self._send(send, settings, status, headers, body, origin)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from trafficunit.mvt import CachedTile, TileCache, encode_tile
 
 from ..deps import SettingsDep, StoreDep, TileDep, comma_list, parse_time
 from ..errors import BadRequest, NotFound
+from ..settings import Settings
 from ..store import DataStore
 from ..tilehttp import MVT, TileAnswer, live_tile, stored_tile
 
@@ -217,24 +219,69 @@ async def tile(
                 vary=vary,
             )
         )
+    query = {
+        "from": from_,
+        "to": to,
+        "light": light,
+        "severity": severity,
+        "status": status,
+        "grade": grade,
+        "active": active,
+    }
+    return _to_response(
+        live_answer(
+            store,
+            settings,
+            request.app.state.tile_cache,
+            name,
+            params.z,
+            params.x,
+            params.y,
+            query,
+            accept_encoding=ae,
+            if_none_match=inm,
+            head=head,
+            vary=vary,
+        )
+    )
+
+
+def live_answer(
+    store: DataStore,
+    settings: Settings,
+    cache: TileCache,
+    name: str,
+    z: int,
+    x: int,
+    y: int,
+    query: Mapping[str, str | None],
+    *,
+    accept_encoding: str | None,
+    if_none_match: str | None,
+    head: bool,
+    vary: str,
+) -> TileAnswer:
+    """Answer for tile z/x/y of a live tileset with its filters (shared with the fast path)."""
     if name not in LIVE or LIVE[name][0] not in store.live:
         raise NotFound(f"no tileset {name!r}; see GET /tiles")
     layer_name = LIVE[name][0]
     ts = settings.tiles
-    if not ts.live_minzoom <= params.z <= ts.live_maxzoom:
+    if not ts.live_minzoom <= z <= ts.live_maxzoom:
         raise NotFound(
-            f"zoom {params.z} is outside tileset {name!r} (z{ts.live_minzoom}-z{ts.live_maxzoom})"
+            f"zoom {z} is outside tileset {name!r} (z{ts.live_minzoom}-z{ts.live_maxzoom})"
         )
     key: tuple[Any, ...]
     if layer_name == "accidents":
+        light, to = query.get("light"), query.get("to")
         if light not in (None, "", "day", "night", "all"):
             raise BadRequest(f"light must be day or night, got {light!r}")
-        start = parse_time(from_, "from")
+        start = parse_time(query.get("from"), "from")
         end = parse_time(to, "to")
         if end is not None and len(to or "") <= 10:
             end = end + pd.Timedelta(days=1)  # inclusive last day
         if start is not None and end is not None and start >= end:
             raise BadRequest("from must be before to")
+        severity = query.get("severity")
         sev = comma_list(severity)
         if sev and not set(sev) <= set("KABCO"):
             raise BadRequest(f"severity must be KABCO letters, got {severity!r}")
@@ -245,35 +292,28 @@ async def tile(
             None if not sev else tuple(sorted(sev)),
         )
     elif layer_name == "hazards":
-        st = comma_list(status)
-        gr = comma_list(grade)
+        st = comma_list(query.get("status"))
+        gr = comma_list(query.get("grade"))
         key = (None if not st else tuple(sorted(st)), None if not gr else tuple(sorted(gr)))
     elif layer_name == "workzones":
-        day = parse_time(active, "active")
+        day = parse_time(query.get("active"), "active")
         key = (None if day is None else int(day.value),)
     else:
         key = ()
-    cache: TileCache = request.app.state.tile_cache
-    ck = (name, store.version, params.z, params.x, params.y, key)
+    ck = (name, store.version, z, x, y, key)
     cached = cache.get(ck)
     if cached is None:
         mask = _live_mask(store, layer_name, key) if key else None
-        raw = encode_tile(
-            [
-                store.live[layer_name].encode(
-                    params.z, params.x, params.y, mask=mask, extent=ts.extent, buffer=ts.buffer
-                )
-            ]
+        layer = store.live[layer_name].encode(
+            z, x, y, mask=mask, extent=ts.extent, buffer=ts.buffer
         )
-        cached = CachedTile.from_raw(raw)
+        cached = CachedTile.from_raw(encode_tile([layer]))
         cache.put(ck, cached)
-    return _to_response(
-        live_tile(
-            cached,
-            accept_encoding=ae,
-            if_none_match=inm,
-            head=head,
-            max_age=ts.live_max_age,
-            vary=vary,
-        )
+    return live_tile(
+        cached,
+        accept_encoding=accept_encoding,
+        if_none_match=if_none_match,
+        head=head,
+        max_age=ts.live_max_age,
+        vary=vary,
     )
