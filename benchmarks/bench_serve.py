@@ -247,11 +247,62 @@ def bbox_paths(lon0: float, lat0: float, lon1: float, lat1: float, n: int = 500)
     return out
 
 
+def postgis_peer(
+    pg_url: str, data: Path, paths: list[str], tmp: Path, w: dict[str, int]
+) -> dict[str, float] | None:
+    """The same live-tile URLs answered by ST_AsMVT (FastAPI + psycopg pool, 2 workers)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _postgis_tiles
+
+    try:
+        name, url = _postgis_tiles.load(pg_url, str(data / "accidents.parquet"))
+    except Exception as exc:
+        print(f"(PostGIS peer skipped: {exc})")
+        return None
+    try:
+        port = free_port()
+        cmd = [
+            PY,
+            "-m",
+            "uvicorn",
+            "_postgis_tiles:app",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--no-proxy-headers",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ]
+        with process(cmd, {"PG_URL": url}):
+            wait_http(f"http://127.0.0.1:{port}/docs")
+            return wrk(f"http://127.0.0.1:{port}", paths, tmp, **w)
+    finally:
+        _postgis_tiles.drop(pg_url, name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="data folder (default: build the demo into tmp)")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "TRAFFICUNIT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="PostgreSQL with PostGIS for the ST_AsMVT peer (skipped when unreachable)",
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -332,6 +383,10 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{port}/healthz")
             cold = wrk(f"http://127.0.0.1:{port}", lp, tmp, **w)
         show("live tiles, no cache (encode each)", cold)
+        pg = postgis_peer(args.pg_url, data, lp, tmp, w)
+        if pg is not None:
+            show("live tiles, PostGIS ST_AsMVT", pg)
+            print(f"live tiles, ours without cache / PostGIS: {cold['rps'] / pg['rps']:.2f}x")
         port = free_port()
         with serve_ours(data, port):
             wait_http(f"http://127.0.0.1:{port}/healthz")
