@@ -94,6 +94,13 @@ def page(server_url: str) -> Iterator[Any]:
         browser.close()
 
 
+def _open(page: Any, server_url: str) -> None:
+    """Load the map unless this page shows it already (tests may run alone or in any order)."""
+    if not page.url.startswith(server_url):
+        page.goto(f"{server_url}/")
+    _wait_idle(page)
+
+
 def _wait_idle(page: Any) -> None:
     page.wait_for_function(
         "() => window.trafficunitMap && window.trafficunitMap.loaded() "
@@ -141,7 +148,8 @@ def test_map_loads_tiles_and_renders_units(page: Any, server_url: str) -> None:
     assert page.evaluate("window.trafficunit.errors") == []
 
 
-def test_click_on_a_unit_opens_its_popup(page: Any) -> None:
+def test_click_on_a_unit_opens_its_popup(page: Any, server_url: str) -> None:
+    _open(page, server_url)
     point = page.evaluate(
         """() => {
           const m = window.trafficunitMap;
@@ -165,7 +173,8 @@ def test_click_on_a_unit_opens_its_popup(page: Any) -> None:
     page.screenshot(path=str(ARTIFACTS / "webmap-popup.png"))
 
 
-def test_night_filter_switches_accidents_to_live_tiles(page: Any) -> None:
+def test_night_filter_switches_accidents_to_live_tiles(page: Any, server_url: str) -> None:
+    _open(page, server_url)
     with page.expect_response(
         lambda r: "/tiles/live-accidents/" in r.url and "light=night" in r.url, timeout=15_000
     ) as resp:
