@@ -36,7 +36,14 @@ from shapely.ops import substring
 
 from ._errors import TrafficUnitWarning, ValidationError
 from ._validate import metric_crs
-from .risk import SEVERITIES, _attribute_notes, _units_frame, accidents, describe_events
+from .risk import (
+    SEVERITIES,
+    _attribute_notes,
+    _units_frame,
+    accidents,
+    describe_events,
+    dominant_phrases,
+)
 from .settings import BLACK_SPOT_PROFILES, BlackSpotProfile, Criterion, RiskSettings
 from .timefilter import Period, as_period, event_years
 
@@ -958,24 +965,7 @@ def _explain_spots(acc: pd.DataFrame, spots: pd.DataFrame, units: pd.DataFrame) 
     desc = describe_events(rows, groups)
     desc = desc.reindex(spots.index)
     text = desc["severity_mix"].fillna("").astype(str)
-    tt = desc["top_type"].astype("string")
-    text = text + np.where(
-        tt.notna(),
-        "; "
-        + (desc["top_type_share"] * 100).round(0).astype("Int64").astype(str)
-        + "% "
-        + tt.fillna(""),
-        "",
-    )
-    tm = desc["top_time"].astype("string")
-    text = text + np.where(
-        tm.notna(),
-        "; "
-        + (desc["top_time_share"] * 100).round(0).astype("Int64").astype(str)
-        + "% in the "
-        + tm.fillna(""),
-        "",
-    )
+    text = text + dominant_phrases(desc)
     # attributes of the spot's units that stand out (speed limit, lighting, lanes...)
     notes = _attribute_notes(units.assign(reference_population=units["kind"]))
     per_unit = spots["unit_ids"].fillna("").str.split(";").explode()

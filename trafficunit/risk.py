@@ -940,6 +940,16 @@ def _mode_share(groups: pd.Series, values: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"value": top["v"], "share": top["n"] / total})
 
 
+def dominant_phrases(desc: pd.DataFrame) -> pd.Series:
+    """ "; 60% rear-end; 45% in the evening" from :func:`describe_events` columns ('' if none)."""
+    out = pd.Series("", index=desc.index, dtype=object)
+    for col, joiner in (("top_type", "% "), ("top_time", "% in the ")):
+        value = desc[col].astype("string")
+        share = (desc[f"{col}_share"] * 100).round(0).astype("Int64").astype(str)
+        out = out + np.where(value.notna(), "; " + share + joiner + value.fillna(""), "")
+    return out
+
+
 def describe_events(
     events: pd.DataFrame, groups: pd.Series, *, time_settings: TimeSettings | None = None
 ) -> pd.DataFrame:
@@ -1079,24 +1089,7 @@ def explain(
     why = "EPDO " + sub["epdo"].round(0).astype(int).astype(str)
     mix = out["severity_mix"].fillna("")
     why = why + np.where(mix != "", " (" + mix + ")", "")
-    tt = out["top_type"].astype("string")
-    why = why + np.where(
-        tt.notna(),
-        "; "
-        + (out["top_type_share"] * 100).round(0).astype("Int64").astype(str)
-        + "% "
-        + tt.fillna(""),
-        "",
-    )
-    tm = out["top_time"].astype("string")
-    why = why + np.where(
-        tm.notna(),
-        "; "
-        + (out["top_time_share"] * 100).round(0).astype("Int64").astype(str)
-        + "% in the "
-        + tm.fillna(""),
-        "",
-    )
+    why = why + dominant_phrases(out)
     attrs = out["attributes"].fillna("")
     out["why"] = why + np.where(attrs != "", "; " + attrs, "")
     return out
