@@ -177,6 +177,7 @@ def cluster(
             ) as lc,
             Client(lc) as client,
         ):
+            client.run(_warm_up)
             yield client
         return
     try:
@@ -188,6 +189,11 @@ def cluster(
         ) from exc
     with client:
         yield client
+
+
+def _warm_up() -> None:
+    """Import the modules the tasks use, once per worker, when the cluster starts."""
+    from . import join, units  # noqa: F401
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
@@ -202,39 +208,51 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
 def _context_ok(
     units: gpd.GeoDataFrame,
-    geoms: np.ndarray,
+    bounds: np.ndarray,
     inner: tuple[float, ...],
     merge_m: float,
     key_cols: tuple[str, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whether everything each unit depends on lies inside ``inner`` (see the module docs),
-    and the bounds of what it depends on (as far as this build can see)."""
+    and the bounds of what it depends on (as far as this build can see).
+
+    ``bounds`` are the units' metric bounds. Adjacency comes from ``from_unit``/``to_unit``
+    (a segment's neighbours; an intersection's are the segments pointing at it).
+    """
     n = len(units)
     idx = pd.Index(units.index)
     is_seg = (units["kind"] == "segment").to_numpy()
-    b = shapely.bounds(geoms).astype(float)
+    b = bounds.astype(float, copy=True)
     # intersections: the junction cluster (within radius_m of the centre) and merge_m around
     r = pd.to_numeric(units["radius_m"], errors="coerce").fillna(0.0).to_numpy(float) + merge_m
     r = np.where(is_seg, 0.0, r + _MARGIN_M)
     b[:, :2] -= r[:, None]
     b[:, 2:] += r[:, None]
-    # segments: the bounds of their run: the segments linked end to end without a junction
-    # and with the same chain attributes (a chain is cut where one changes), which holds the
-    # segment's chain
-    cols = [c for c in key_cols if c in units.columns]
-    key = units[cols].astype(object).where(units[cols].notna(), "\x00na").astype(str)
-    key_code = key.groupby(cols, sort=False).ngroup().to_numpy() if cols else np.zeros(n, int)
-    src: list[np.ndarray] = []
-    dst: list[np.ndarray] = []
+    # links of the adjacency graph: (segment, unit at its start or end)
+    src_l: list[np.ndarray] = []
+    dst_l: list[np.ndarray] = []
     for col in ("from_unit", "to_unit"):
         other = idx.get_indexer(units[col].astype(object).where(units[col].notna(), None))
         link = is_seg & (other >= 0)
-        link[link] &= is_seg[other[link]] & (key_code[other[link]] == key_code[link])
-        src.append(np.flatnonzero(link))
-        dst.append(other[link])
-    s = np.concatenate(src)
-    d = np.concatenate(dst)
-    graph = coo_matrix((np.ones(len(s)), (s, d)), shape=(n, n))
+        src_l.append(np.flatnonzero(link))
+        dst_l.append(other[link])
+    s = np.concatenate(src_l)
+    d = np.concatenate(dst_l)
+    # segments: the bounds of their run, the segments linked end to end without a junction
+    # and with the same chain attributes (a chain is cut where one changes), which holds the
+    # segment's chain
+    same = is_seg[d].copy()
+    for col in key_cols:
+        if col not in units.columns or not same.any():
+            continue
+        v = units[col].to_numpy(dtype=object)
+        na = pd.isna(v)
+        va, vb = v[s[same]], v[d[same]]
+        eq = (na[s[same]] & na[d[same]]) | (~na[s[same]] & ~na[d[same]])
+        both = eq & ~na[s[same]]
+        eq[both] = np.asarray(va[both] == vb[both], dtype=bool)
+        same[np.flatnonzero(same)] = eq
+    graph = coo_matrix((np.ones(int(same.sum())), (s[same], d[same])), shape=(n, n))
     _, run = connected_components(graph, directed=False)
     rb = np.empty((run.max() + 1 if n else 0, 4))
     rb[:, :2] = np.inf
@@ -245,11 +263,8 @@ def _context_ok(
     np.maximum.at(rb[:, 3], run, b[:, 3])
     b = rb[run]
     # the neighbours, and theirs
-    neigh = units["neighbours"].astype("string").str.split(";").explode()
-    ni = idx.get_indexer(neigh.astype(object).where(neigh.notna(), None))
-    owner = idx.get_indexer(neigh.index)
-    ok = ni >= 0
-    owner, ni = owner[ok], ni[ok]
+    owner = np.r_[s, d]
+    ni = np.r_[d, s]
     for _ in range(2):
         nb = b.copy()
         np.minimum.at(nb[:, 0], owner, b[ni, 0])
@@ -262,14 +277,33 @@ def _context_ok(
     return ok, b
 
 
-def _anchors(units: gpd.GeoDataFrame, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _metric_frame(
+    units: gpd.GeoDataFrame, mcrs: pyproj.CRS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchors (x, y) and bounds of the units in the metric CRS, without reprojecting them.
+
+    The anchor of a segment is its midpoint in its own CRS, of an intersection its point:
+    a function of the unit alone, so every task that builds a unit puts it in the same cell.
+    Bounds are those of the projected bounding box corners (within micrometres of the
+    projected geometry's for units of a few hundred metres; the checks keep a 1 m margin).
+    """
+    geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
     is_int = (units["kind"] == "intersection").to_numpy()
     pts = geoms.copy()
     if (~is_int).any():
         pts[~is_int] = shapely.line_interpolate_point(geoms[~is_int], 0.5, normalized=True)
     if is_int.any():
         pts[is_int] = shapely.centroid(geoms[is_int])
-    return shapely.get_x(pts), shapely.get_y(pts)
+    ax, ay = shapely.get_x(pts), shapely.get_y(pts)
+    bb = shapely.bounds(geoms)
+    if pyproj.CRS.from_user_input(units.crs).equals(mcrs):
+        return ax, ay, bb
+    t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
+    ax, ay = t.transform(ax, ay)
+    cx, cy = t.transform(bb[:, [0, 2, 0, 2]].ravel(), bb[:, [1, 1, 3, 3]].ravel())
+    cx, cy = np.reshape(cx, (-1, 4)), np.reshape(cy, (-1, 4))
+    out = np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
+    return np.asarray(ax), np.asarray(ay), out
 
 
 def _build_cell(
@@ -293,8 +327,7 @@ def _build_cell(
             units = _build(roads, crs=mcrs, **options)
     except ValidationError:
         return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0  # nothing usable here
-    geoms = np.asarray(units.geometry.to_crs(mcrs).to_numpy(), dtype=object)
-    ax, ay = _anchors(units, geoms)
+    ax, ay, bounds = _metric_frame(units, mcrs)
     own = (ax >= cell[0]) & (ax < cell[2]) & (ay >= cell[1]) & (ay < cell[3])
     if math.isinf(halo):
         return units.loc[own], 0, 0.0
@@ -306,14 +339,13 @@ def _build_cell(
     )
     merge = unit_cfg.junction_merge_m
     keys = tuple(dict.fromkeys([*unit_cfg.split_on, "name", "ref", "oneway"]))
-    ok, support = _context_ok(units, geoms, inner, merge, keys)
+    ok, support = _context_ok(units, bounds, inner, merge, keys)
     # check every unit near the cell, not only those kept: a unit of the whole-network build
     # anchored here appears in this build only if the units around its anchor are exact
     r = pd.to_numeric(units["radius_m"], errors="coerce").max()
     grow = (0.0 if pd.isna(r) else float(r)) + merge + _MARGIN_M
-    near = shapely.intersects(
-        geoms, shapely.box(cell[0] - grow, cell[1] - grow, cell[2] + grow, cell[3] + grow)
-    )
+    near = (bounds[:, 2] >= cell[0] - grow) & (bounds[:, 0] <= cell[2] + grow)
+    near &= (bounds[:, 3] >= cell[1] - grow) & (bounds[:, 1] <= cell[3] + grow)
     fail = near & ~ok
     need = 0.0
     if fail.any():  # the halo the failing units ask for (at least; they may reach further)
@@ -432,22 +464,23 @@ def build_units(
     futures = {}
     crs_wkt = mcrs.to_wkt()
 
-    def submit(c: tuple[int, int], halo: float) -> Any:
+    def subset(c: tuple[int, int], halo: float) -> np.ndarray:
         sel = _select(tree, grid.box(*c), halo)
-        sel = sel[ok_geom[sel]] if len(sel) else sel
-        if not len(sel):
-            return None
-        sub = client.scatter(roads.iloc[sel], direct=False)
+        return sel[ok_geom[sel]] if len(sel) else sel
+
+    def submit(c: tuple[int, int], halo: float, data: Any) -> Any:
         stats.tasks += 1
         stats.max_halo_m = max(stats.max_halo_m, halo)
-        return client.submit(_build_cell, sub, grid.box(*c), halo, crs_wkt, options, pure=False)
+        return client.submit(_build_cell, data, grid.box(*c), halo, crs_wkt, options, pure=False)
 
-    for c in todo:
-        f = submit(c, halo0)
-        if f is None:
-            bar.update()
-            continue
-        futures[f] = (c, halo0, 0)
+    # the first wave: every subset sent in one go (hash=False: no tokenising of big frames)
+    first = [(c, subset(c, halo0)) for c in todo]
+    bar.update(sum(1 for _, sel in first if not len(sel)))
+    first = [(c, sel) for c, sel in first if len(sel)]
+    data = client.scatter([roads.iloc[sel] for _, sel in first], hash=False)
+    for (c, _), d in zip(first, data, strict=True):
+        futures[submit(c, halo0, d)] = (c, halo0, 0)
+    del data
     ac = as_completed(list(futures))
     for f in ac:
         c, halo, tries = futures.pop(f)
@@ -456,7 +489,8 @@ def build_units(
         if bad:
             stats.retries += 1
             nxt = max(halo * 2, 1.25 * need) if tries + 1 < cfg.max_halo_doublings else math.inf
-            g = submit(c, nxt)
+            sub = client.scatter(roads.iloc[subset(c, nxt)], direct=False, hash=False)
+            g = submit(c, nxt, sub)
             futures[g] = (c, nxt, tries + 1)
             ac.add(g)
             continue
@@ -514,15 +548,23 @@ def _build_report(
 # join
 
 
+#: Columns :func:`trafficunit.assign` adds; a join task sends back only these (and ``_pos``).
+_JOIN_COLUMNS = ("unit_id", "distance_m", "measure_m", "match", "overlap_m")
+#: Columns of the units and the events that the join reads (the rest stays on the client).
+_UNIT_INPUTS = ("kind", "radius_m", "road_class", "name")
+_EVENT_INPUTS = ("kind", "road_name")
+
+
 def _join_cell(
     units: gpd.GeoDataFrame, events: gpd.GeoDataFrame, crs_wkt: str, cfg: JoinSettings
-) -> gpd.GeoDataFrame:
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     from .join import assign as _assign
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _assign(units, events, crs=pyproj.CRS.from_wkt(crs_wkt), settings=cfg)
-    return out
+    report = dict(out.attrs.get("report", {}))
+    return pd.DataFrame(out[["_pos", *_JOIN_COLUMNS]]), report
 
 
 def _reach(units: gpd.GeoDataFrame, cfg: JoinSettings) -> float:
@@ -576,26 +618,41 @@ def assign(
     mcrs = metric_crs(units, crs)
     ugeoms = np.asarray(units.geometry.to_crs(mcrs).to_numpy(), dtype=object)
     tree = shapely.STRtree(ugeoms)
-    egeoms = np.asarray(events.geometry.to_crs(mcrs).to_numpy(), dtype=object)
-    missing = shapely.is_missing(egeoms) | shapely.is_empty(egeoms)
-    rep = np.full(len(egeoms), None, dtype=object)
-    rep[~missing] = shapely.point_on_surface(egeoms[~missing])
-    ex, ey = shapely.get_x(rep), shapely.get_y(rep)
+    # metric bounds of every event, without building projected geometries for the points
+    src = np.asarray(events.geometry.to_numpy(), dtype=object)
+    missing = shapely.is_missing(src) | shapely.is_empty(src)
+    is_pt = (shapely.get_type_id(src) == 0) & ~missing
+    ebounds = np.full((len(src), 4), np.nan)
+    to_metric = pyproj.Transformer.from_crs(events.crs, mcrs, always_xy=True)
+    px, py = to_metric.transform(shapely.get_x(src[is_pt]), shapely.get_y(src[is_pt]))
+    ebounds[is_pt] = np.c_[px, py, px, py]
+    other = ~is_pt & ~missing
+    if other.any():
+        shapes = gpd.GeoSeries(src[other], crs=events.crs).to_crs(mcrs).to_numpy()
+        ebounds[other] = shapely.bounds(shapes)
+    ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
+    ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
     reach = _reach(units, jcfg)
     grid = _grid_for(
         np.asarray(shapely.total_bounds(ugeoms), dtype=float),
         mcrs,
         size=cfg.cell_size_m,
         count=len(events),
-        per_cell=10 * cfg.roads_per_cell,
+        per_cell=cfg.events_per_cell,
         n_workers=cfg.n_workers,
         min_size=10 * reach,
     )
     ci, cj = grid.cell_of(ex, ey)
     key = ci * grid.ny + cj
     key[missing] = 0
-    ev = events.copy(deep=False)
+    # only what the join reads travels to the workers
+    ev = gpd.GeoDataFrame(
+        events[[c for c in _EVENT_INPUTS if c in events.columns]].reset_index(drop=True),
+        geometry=events.geometry.to_numpy(),
+        crs=events.crs,
+    )
     ev["_pos"] = np.arange(len(events))
+    slim_units = units[[c for c in _UNIT_INPUTS if c in units.columns] + [units.geometry.name]]
     order = np.argsort(key, kind="stable")
     ks, starts = np.unique(key[order], return_index=True)
     groups = np.split(order, starts[1:])
@@ -607,6 +664,7 @@ def assign(
     futures = {}
     from distributed import as_completed
 
+    jobs: list[tuple[tuple[int, int], np.ndarray, np.ndarray]] = []
     for k, rows in zip(ks, groups, strict=True):
         c = (int(k // grid.ny), int(k % grid.ny))
         done = _store.load_part(_stage, c) if _store is not None else None
@@ -616,29 +674,42 @@ def assign(
             continue
         ok_rows = rows[~missing[rows]]
         if len(ok_rows):
-            b = shapely.bounds(egeoms[ok_rows])
+            b = ebounds[ok_rows]
             box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
             sel = _select(tree, box, reach)
         else:
             sel = np.zeros(0, dtype=np.int64)
-        u_sub = client.scatter(units.iloc[sel], direct=False)
-        e_sub = client.scatter(ev.iloc[rows], direct=False)
-        stats.tasks += 1
+        jobs.append((c, sel, rows))
+    # every subset sent in one go (hash=False: no tokenising of big frames)
+    u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
+    e_data = client.scatter([ev.iloc[rows] for _, _, rows in jobs], hash=False)
+    for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True):
         futures[client.submit(_join_cell, u_sub, e_sub, crs_wkt, jcfg, pure=False)] = c
+    del u_data, e_data
     for f in as_completed(list(futures)):
         c = futures.pop(f)
-        part = f.result()
+        part, reports[c] = f.result()
         f.release()
         parts[c] = part
-        reports[c] = dict(part.attrs.get("report", {}))
         if _store is not None:
             _store.save_part(_stage, c, part, report=reports[c])
         bar.update()
     bar.close()
-    out = pd.concat([parts[c] for c in sorted(parts)], ignore_index=True)
-    out = out.iloc[np.argsort(out["_pos"].to_numpy(), kind="stable")].reset_index(drop=True)
-    row_ev = out["_pos"].to_numpy()
-    out = out.drop(columns="_pos")
+    cols = pd.concat([parts[c] for c in sorted(parts)], ignore_index=True)
+    cols = cols.iloc[np.argsort(cols["_pos"].to_numpy(), kind="stable")]
+    row_ev = cols["_pos"].to_numpy()
+    # the event columns, one row per point event and per (event, unit) pair of shapes, as
+    # tu.assign lays them out
+    if len(row_ev) == len(events) and (row_ev == np.arange(len(events))).all():
+        out = events.reset_index(drop=True).copy(deep=False)
+    else:
+        out = events.iloc[row_ev].reset_index(drop=True)
+    for col in _JOIN_COLUMNS:
+        out[col] = (
+            cols[col].to_numpy()
+            if col in ("distance_m", "measure_m", "overlap_m")
+            else (pd.array(cols[col].to_numpy(dtype=object), dtype="string"))
+        )
     out = gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs)
     # what depends on the whole network: too far (inside its hull) or outside, and the
     # distance to the nearest unit
@@ -646,7 +717,9 @@ def assign(
     loose = np.isin(status, ["too_far", "outside"]) & ~missing[row_ev]
     if loose.any() and len(units):
         ix = UnitIndex(units, crs=mcrs, settings=jcfg)
-        g = egeoms[row_ev[loose]]
+        g = np.asarray(
+            out.geometry.iloc[np.flatnonzero(loose)].to_crs(mcrs).to_numpy(), dtype=object
+        )
         multi = shapely.get_type_id(g) == 4
         g = g.copy()
         g[multi] = shapely.centroid(g[multi])
@@ -908,6 +981,7 @@ def run_pipeline(
         "crs": mcrs.to_wkt(),
         "cell_size_m": cfg.cell_size_m,
         "roads_per_cell": cfg.roads_per_cell,
+        "events_per_cell": cfg.events_per_cell,
         "halo_m": cfg.halo_m,
     }
     store = None

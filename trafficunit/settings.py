@@ -663,8 +663,9 @@ class DistributedSettings:
     cell_size_m
         Side of the square partition cells, metres (default: chosen so a cell holds about
         ``roads_per_cell`` road lines).
-    roads_per_cell
-        Target number of road lines per cell when ``cell_size_m`` is not given.
+    roads_per_cell, events_per_cell
+        Target number of road lines per cell of the build, and of events per cell of the
+        join, when ``cell_size_m`` is not given (small cells balance the workers' load).
     halo_m
         First halo around a cell, metres: a task builds units from the roads within the cell
         grown by the halo, and keeps the units anchored in the cell whose whole context lies
@@ -679,7 +680,8 @@ class DistributedSettings:
     """
 
     cell_size_m: float | None = None
-    roads_per_cell: int = 20_000
+    roads_per_cell: int = 5_000
+    events_per_cell: int = 200_000
     halo_m: float = 400.0
     max_halo_doublings: int = 6
     n_workers: int = 2

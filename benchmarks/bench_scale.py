@@ -1,0 +1,273 @@
+"""Benchmark: build → join → score at region scale, single process vs a local Dask cluster.
+
+Run on demand: ``.venv/bin/python benchmarks/bench_scale.py [--n 708] [--accidents 5000000]``.
+
+A GENERATED grid city (not real data) of ``2 n (n - 1)`` street edges (n = 708: 1,001,112
+edges between junctions, ~64 km across, ways of ten blocks as in OSM) is written as a GeoParquet
+line network, with ``--accidents`` generated accidents on its streets (severity, time over
+three years). Each mode then runs in a fresh process, reading the same files:
+
+- ``single``: ``tu.build_units`` → ``tu.assign`` → ``tu.score`` (``run_pipeline(scheduler=None)``);
+- ``dask``: ``run_pipeline`` on a local cluster of ``--workers`` worker processes.
+
+Printed side by side: the time of each stage and the peak memory (resident set size) of the
+client process and of the workers. The two runs must agree: the same unit ids, the same
+match of every accident, the same crash counts and levels (checked through digests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+HERE = Path(__file__).resolve()
+
+
+def grid_city_lines(n: int, *, spacing_m: float = 90.0, block: int = 10, seed: int = 0) -> Any:
+    """A perturbed n x n street grid as road lines (ways of ``block`` blocks), EPSG:4326.
+
+    Returns (roads, node x, node y in EPSG:3067) — the node arrays let accidents be drawn on
+    the streets without touching the geometries. Every 7th street is primary.
+    """
+    rng = np.random.default_rng(seed)
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x = 385_000.0 + jj * spacing_m + rng.normal(0, spacing_m * 0.08, ii.shape)
+    y = 6_650_000.0 + ii * spacing_m + rng.normal(0, spacing_m * 0.08, ii.shape)
+    starts = np.arange(0, n - 1, block)
+    stops = np.minimum(starts + block, n - 1)
+    counts = stops - starts + 1
+    coords, sizes, cls, name = [], [], [], []
+    for axis in (0, 1):
+        for k in range(n):
+            xs, ys = (x[k], y[k]) if axis == 0 else (x[:, k], y[:, k])
+            idx = np.concatenate([np.arange(a, b + 1) for a, b in zip(starts, stops, strict=True)])
+            coords.append(np.c_[xs[idx], ys[idx]])
+            sizes.append(counts)
+            cls.extend(["primary" if k % 7 == 0 else "residential"] * len(counts))
+            name.extend([f"St {axis}-{k}"] * len(counts))
+    xy = np.concatenate(coords)
+    n_lines = int(np.concatenate(sizes).shape[0])
+    line_of = np.repeat(np.arange(n_lines), np.concatenate(sizes))
+    geoms = shapely.linestrings(xy, indices=line_of)
+    speeds = np.array([30.0, 40.0, 50.0, 60.0])
+    roads = gpd.GeoDataFrame(
+        {
+            "osm_id": np.arange(1, n_lines + 1, dtype=np.int64),
+            "highway": cls,
+            "maxspeed_kmh": speeds[rng.integers(len(speeds), size=n_lines)],
+            "name": name,
+        },
+        geometry=geoms,
+        crs=3067,
+    ).to_crs(4326)
+    return roads, x, y
+
+
+def accidents_on_grid(
+    x: np.ndarray, y: np.ndarray, n_events: int, *, seed: int = 1
+) -> gpd.GeoDataFrame:
+    """``n_events`` GENERATED accidents on the grid's streets (EPSG:4326), a third near a
+    junction, with KABCO severity and a time in 2016-2018."""
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    axis = rng.integers(2, size=n_events)
+    a = rng.integers(n, size=n_events)
+    b = rng.integers(n - 1, size=n_events)
+    i0 = np.where(axis == 0, a, b)
+    j0 = np.where(axis == 0, b, a)
+    i1 = np.where(axis == 0, i0, i0 + 1)
+    j1 = np.where(axis == 0, j0 + 1, j0)
+    t = np.where(rng.random(n_events) < 0.33, rng.random(n_events) * 0.15, rng.random(n_events))
+    px = x[i0, j0] + (x[i1, j1] - x[i0, j0]) * t + rng.normal(0, 4.0, n_events)
+    py = y[i0, j0] + (y[i1, j1] - y[i0, j0]) * t + rng.normal(0, 4.0, n_events)
+    sev = np.array(["K", "A", "B", "C", "O"])[
+        rng.choice(5, size=n_events, p=[0.01, 0.05, 0.14, 0.2, 0.6])
+    ]
+    t0 = pd.Timestamp("2016-01-01", tz="Europe/Helsinki")
+    secs = rng.integers(0, 3 * 365 * 86400, size=n_events)
+    time_ = t0 + pd.to_timedelta(secs, unit="s")
+    events = gpd.GeoDataFrame(
+        {
+            "event_id": pd.Series(
+                np.char.add("g", np.arange(n_events).astype(str)), dtype="string"
+            ),
+            "kind": "accident",
+            "time": time_,
+            "year": pd.array(time_.year, dtype="Int64"),
+            "severity": pd.array(sev, dtype="string"),
+        },
+        geometry=shapely.points(px, py),
+        crs=3067,
+    )
+    return events.to_crs(4326)
+
+
+def _digest(values: Any) -> str:
+    arr = pd.Series(values).astype("string").fillna("<NA>").to_numpy(dtype=object)
+    return hashlib.sha256("\n".join(arr).encode()).hexdigest()[:16]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_mode(mode: str, data: Path, workers: int, cell_size_m: float | None) -> None:
+    """One mode in this (fresh) process; prints one JSON line."""
+    import trafficunit as tu
+    from trafficunit import distributed
+    from trafficunit.settings import DistributedSettings
+
+    warnings.simplefilter("ignore")
+    t = time.perf_counter()
+    roads = tu.read_network(data / "roads.parquet")
+    acc = gpd.read_parquet(data / "accidents.parquet")
+    t_read = time.perf_counter() - t
+    worker_peaks: list[float] = []
+    cfg = DistributedSettings(n_workers=workers, cell_size_m=cell_size_m)
+    if mode == "single":
+        res = distributed.run_pipeline(roads, acc, scheduler=None)
+    else:
+        with distributed.cluster("local", settings=cfg) as client:
+            res = distributed.run_pipeline(roads, acc, scheduler=client, settings=cfg)
+
+            def peak() -> float:
+                import resource as r
+
+                return r.getrusage(r.RUSAGE_SELF).ru_maxrss / 1024.0
+
+            worker_peaks = list(client.run(peak).values())
+    out = {
+        "mode": mode,
+        "read_s": round(t_read, 2),
+        "seconds": res.report["seconds"],
+        "cells": res.report["cells"],
+        "tasks": res.report["tasks"],
+        "halo_retries": res.report["halo_retries"],
+        "client_peak_mb": round(_peak_mb()),
+        "worker_peaks_mb": [round(p) for p in worker_peaks],
+        "units": len(res.units),
+        "accidents": len(acc),
+        "matched": int(res.joined["unit_id"].notna().sum()),
+        "digest_units": _digest(res.units.index),
+        "digest_joined": _digest(res.joined["unit_id"]),
+        "digest_risk": _digest(
+            res.risk["crashes"].astype(str)
+            + res.risk["level"].astype(str)
+            + res.risk["eb_expected"].round(9).astype(str)
+        ),
+        "levels": {k: int(v) for k, v in res.risk["level"].value_counts().items()},
+    }
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=708, help="grid size: 2n(n-1) edges")
+    ap.add_argument("--accidents", type=int, default=5_000_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cell-size-m", type=float, default=None)
+    ap.add_argument("--data", type=Path, default=None, help="reuse/keep generated data here")
+    ap.add_argument("--modes", default="single,dask")
+    ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run:
+        run_mode(args.run, args.data, args.workers, args.cell_size_m)
+        return
+    tmp = None
+    data = args.data
+    if data is None:
+        tmp = tempfile.TemporaryDirectory()
+        data = Path(tmp.name)
+    data.mkdir(parents=True, exist_ok=True)
+    edges = 2 * args.n * (args.n - 1)
+    if not (data / "roads.parquet").exists() or not (data / "accidents.parquet").exists():
+        t = time.perf_counter()
+        roads, x, y = grid_city_lines(args.n)
+        roads.to_parquet(data / "roads.parquet")
+        accidents_on_grid(x, y, args.accidents).to_parquet(data / "accidents.parquet")
+        print(
+            f"generated {edges:,} edges ({len(roads):,} ways) and {args.accidents:,} accidents "
+            f"in {time.perf_counter() - t:.0f} s (GENERATED data, not real)",
+            flush=True,
+        )
+    results = {}
+    for mode in args.modes.split(","):
+        cmd = [
+            sys.executable,
+            str(HERE),
+            "--run",
+            mode,
+            "--data",
+            str(data),
+            "--workers",
+            str(args.workers),
+        ]
+        if args.cell_size_m:
+            cmd += ["--cell-size-m", str(args.cell_size_m)]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{mode} run failed (exit {proc.returncode})")
+        results[mode] = json.loads(line[0][7:])
+        results[mode]["wall_s"] = round(wall, 1)
+    print(
+        f"\n== build -> join -> score: generated grid city, {edges:,} edges, "
+        f"{args.accidents:,} accidents"
+    )
+    modes = list(results)
+    label = {"single": "single process", "dask": f"dask, {args.workers} local workers"}
+    print(f"{'':28}" + "".join(f"{label.get(m, m):>26}" for m in modes))
+    rows = [
+        ("read inputs (s)", lambda r: f"{r['read_s']:.1f}"),
+        ("build units (s)", lambda r: f"{r['seconds'].get('build', 0):.1f}"),
+        ("join accidents (s)", lambda r: f"{r['seconds'].get('join', 0):.1f}"),
+        ("score (s)", lambda r: f"{r['seconds'].get('score', 0):.1f}"),
+        ("pipeline total (s)", lambda r: f"{r['seconds'].get('total', 0):.1f}"),
+        ("process wall incl. start (s)", lambda r: f"{r['wall_s']:.1f}"),
+        ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
+        (
+            "peak RSS workers (MB)",
+            lambda r: " + ".join(f"{p:,}" for p in r["worker_peaks_mb"]) or "-",
+        ),
+        ("peak RSS sum (MB)", lambda r: f"{r['client_peak_mb'] + sum(r['worker_peaks_mb']):,}"),
+        (
+            "cells / build tasks / retries",
+            lambda r: f"{r['cells']} / {r['tasks']} / {r['halo_retries']}",
+        ),
+        ("units", lambda r: f"{r['units']:,}"),
+        ("accidents on a unit", lambda r: f"{r['matched']:,}"),
+    ]
+    for name, fn in rows:
+        print(f"{name:28}" + "".join(f"{fn(results[m]):>26}" for m in modes))
+    if len(modes) == 2:
+        a, b = results[modes[0]], results[modes[1]]
+        same = all(a[k] == b[k] for k in ("digest_units", "digest_joined", "digest_risk", "levels"))
+        ratio = a["seconds"]["total"] / b["seconds"]["total"]
+        print(
+            f"ratio {modes[0]} / {modes[1]} pipeline time: {ratio:.2f}x; results identical: {same}"
+        )
+        if not same:
+            raise SystemExit("the two runs disagree")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
