@@ -262,6 +262,7 @@ def live_answer(
     vary: str,
 ) -> TileAnswer:
     """Answer for tile z/x/y of a live tileset with its filters (shared with the fast path)."""
+    store.check()  # reloads and ledger hooks: the cache key below carries the data version
     if name not in LIVE or LIVE[name][0] not in store.live:
         raise NotFound(f"no tileset {name!r}; see GET /tiles")
     layer_name = LIVE[name][0]
