@@ -107,7 +107,7 @@ def accidents_on_grid(
             ),
             "kind": "accident",
             "time": time_,
-            "year": pd.array(time_.year, dtype="Int64"),
+            "year": pd.Series(np.asarray(time_.year), dtype="Int64"),
             "severity": pd.array(sev, dtype="string"),
         },
         geometry=shapely.points(px, py),
@@ -136,20 +136,10 @@ def run_mode(mode: str, data: Path, workers: int, cell_size_m: float | None) -> 
     roads = tu.read_network(data / "roads.parquet")
     acc = gpd.read_parquet(data / "accidents.parquet")
     t_read = time.perf_counter() - t
-    worker_peaks: list[float] = []
     cfg = DistributedSettings(n_workers=workers, cell_size_m=cell_size_m)
-    if mode == "single":
-        res = distributed.run_pipeline(roads, acc, scheduler=None)
-    else:
-        with distributed.cluster("local", settings=cfg) as client:
-            res = distributed.run_pipeline(roads, acc, scheduler=client, settings=cfg)
-
-            def peak() -> float:
-                import resource as r
-
-                return r.getrusage(r.RUSAGE_SELF).ru_maxrss / 1024.0
-
-            worker_peaks = list(client.run(peak).values())
+    res = distributed.run_pipeline(
+        roads, acc, scheduler=None if mode == "single" else "local", settings=cfg
+    )
     out = {
         "mode": mode,
         "read_s": round(t_read, 2),
@@ -158,7 +148,7 @@ def run_mode(mode: str, data: Path, workers: int, cell_size_m: float | None) -> 
         "tasks": res.report["tasks"],
         "halo_retries": res.report["halo_retries"],
         "client_peak_mb": round(_peak_mb()),
-        "worker_peaks_mb": [round(p) for p in worker_peaks],
+        "worker_peaks_mb": res.report["worker_peak_rss_mb"],
         "units": len(res.units),
         "accidents": len(acc),
         "matched": int(res.joined["unit_id"].notna().sum()),
@@ -236,6 +226,7 @@ def main() -> None:
     print(f"{'':28}" + "".join(f"{label.get(m, m):>26}" for m in modes))
     rows = [
         ("read inputs (s)", lambda r: f"{r['read_s']:.1f}"),
+        ("start cluster (s)", lambda r: f"{r['seconds'].get('cluster start', 0):.1f}"),
         ("build units (s)", lambda r: f"{r['seconds'].get('build', 0):.1f}"),
         ("join accidents (s)", lambda r: f"{r['seconds'].get('join', 0):.1f}"),
         ("score (s)", lambda r: f"{r['seconds'].get('score', 0):.1f}"),

@@ -191,6 +191,13 @@ def cluster(
         yield client
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this (worker) process, MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _warm_up() -> None:
     """Import the modules the tasks use, once per worker, when the cluster starts."""
     from . import join, units  # noqa: F401
@@ -961,7 +968,8 @@ def run_pipeline(
     -------
     PipelineResult
         ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
-        ``report`` has the stages' timings, cells and halo retries.
+        ``report`` has the stages' timings, cells and halo retries, and the workers' peak
+        resident memory (over their lifetime, MB).
     """
     from .join import assign as plain_assign
     from .risk import score
@@ -1020,6 +1028,7 @@ def run_pipeline(
         "junction_merge_m": junction_merge_m,
         "crs": mcrs,
     }
+    worker_peaks: list[int] = []
     if scheduler is None:
 
         def timed(name: str, fn: Any) -> Any:
@@ -1051,7 +1060,9 @@ def run_pipeline(
                 ),
             )
     else:
+        t_start = time.perf_counter()
         with cluster(scheduler, settings=cfg) as client:
+            stats.seconds["cluster start"] = time.perf_counter() - t_start
             units = stage(
                 "units",
                 lambda: build_units(
@@ -1096,6 +1107,7 @@ def run_pipeline(
                         _stats=stats,
                     ),
                 )
+            worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1112,6 +1124,7 @@ def run_pipeline(
         "halo_retries": stats.retries,
         "max_halo_m": stats.max_halo_m,
         "resumed": bool(store.resumed) if store is not None else False,
+        "worker_peak_rss_mb": worker_peaks,
     }
     if store is not None:
         from .io import write_table
