@@ -367,6 +367,9 @@ class Resegmented:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.units, self.lineage))
 
+    def __repr__(self) -> str:
+        return f"Resegmented(\n{self.summary_text()}\n)"
+
     def summary_text(self) -> str:
         """The summary as a few lines of plain text."""
         return _summary_text(self.summary)
