@@ -582,9 +582,7 @@ class LedgerSettings:
     """
 
     catalogue: str | None = None
-    deadline_days: dict[str, float] = field(
-        default_factory=lambda: {"general": 7.0, "major": 90.0}
-    )
+    deadline_days: dict[str, float] = field(default_factory=lambda: {"general": 7.0, "major": 90.0})
     list_major: bool = True
     list_overdue: bool = True
     duplicate_distance_m: float = 30.0
