@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -122,7 +121,9 @@ def _digest(values: Any) -> str:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from trafficunit.distributed import _peak_rss_mb
+
+    return _peak_rss_mb()
 
 
 def run_mode(mode: str, data: Path, workers: int, cell_size_m: float | None) -> None:

@@ -192,7 +192,15 @@ def cluster(
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident set size of this (worker) process, MB."""
+    """Peak resident set size of this (worker) process, MB.
+
+    Linux's ``VmHWM`` where available: ``ru_maxrss`` survives ``exec`` and so would report
+    the size of the process a worker was forked from.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
