@@ -235,6 +235,8 @@ def test_matches_brute_force(
         d = shapely.distance(p, geoms)
         best = d.min()
         row = j.iloc[k]
+        if abs(best - dmax) < 1e-6:
+            continue  # on the boundary both answers are right to float precision
         if best <= dmax:
             assert row["match"] == "matched"
             assert row["distance_m"] == pytest.approx(best, abs=1e-6)
