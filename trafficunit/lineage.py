@@ -400,6 +400,27 @@ def lineage_summary(lineage: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def change_lines(summary: dict[str, Any]) -> list[str]:
+    """Sentences on attribute changes and on where the events went (for summaries and the CLI)."""
+    lines = []
+    if summary.get("attribute_changes"):
+        lines.append(
+            f"{summary['units_with_attribute_changes']:,} unchanged units with new attributes: "
+            + ", ".join(f"{k} {v:,}" for k, v in summary["attribute_changes"].items())
+        )
+    for what in ("accidents", "hazards"):
+        rep = summary.get(what)
+        if rep:
+            lines.append(
+                f"{what}: {rep['events']:,} events; kept {rep['kept']:,}, moved through the "
+                f"lineage {rep['lineage']:,}, joined again {rep['spatial']:,} (and "
+                f"{rep['retried']:,} unmatched before tried again); on a unit before "
+                f"{rep['matched_before']:,}, after {rep['matched_after']:,}"
+                + (f"; lost {rep['lost']:,}" if rep.get("lost") else "")
+            )
+    return lines
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [
         f"re-segmentation as of {summary.get('as_of')}: "
@@ -408,21 +429,7 @@ def _summary_text(summary: dict[str, Any]) -> str:
     for uk in ("segment", "intersection"):
         row = summary.get(uk, {})
         lines.append(f"  {uk}s: " + ", ".join(f"{row.get(k, 0):,} {k}" for k in CHANGE_KINDS))
-    if summary.get("attribute_changes"):
-        lines.append(
-            f"  {summary['units_with_attribute_changes']:,} unchanged units with new attributes: "
-            + ", ".join(f"{k} {v:,}" for k, v in summary["attribute_changes"].items())
-        )
-    for what in ("accidents", "hazards"):
-        rep = summary.get(what)
-        if rep:
-            lines.append(
-                f"  {what}: {rep['events']:,} events; kept {rep['kept']:,}, moved through the "
-                f"lineage {rep['lineage']:,}, joined again {rep['spatial']:,} (and "
-                f"{rep['retried']:,} unmatched before tried again); on a unit before "
-                f"{rep['matched_before']:,}, after {rep['matched_after']:,}"
-                + (f"; lost {rep['lost']:,}" if rep.get("lost") else "")
-            )
+    lines += [f"  {line}" for line in change_lines(summary)]
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ def resegment_cmd(
 
 def print_summary(summary: dict[str, Any], written: list[Path]) -> None:
     """One screen: units by change kind, attribute changes, events kept/moved/joined again."""
-    from ..lineage import CHANGE_KINDS
+    from ..lineage import CHANGE_KINDS, change_lines
 
     table = Table(title=f"re-segmentation as of {summary.get('as_of')}", show_edge=False)
     table.add_column("units")
@@ -120,21 +120,7 @@ def print_summary(summary: dict[str, Any], written: list[Path]) -> None:
         f"{summary.get('old_units', 0):,} old units ({summary.get('old_km', 0):.2f} km of "
         f"segments) -> {summary.get('new_units', 0):,} new ({summary.get('new_km', 0):.2f} km)"
     )
-    if summary.get("attribute_changes"):
-        console.print(
-            f"{summary['units_with_attribute_changes']:,} units kept their id with new "
-            "attributes: "
-            + ", ".join(f"{k} {v:,}" for k, v in summary["attribute_changes"].items())
-        )
-    for what in ("accidents", "hazards"):
-        rep = summary.get(what)
-        if rep:
-            console.print(
-                f"{what}: kept {rep['kept']:,}, moved through the lineage {rep['lineage']:,}, "
-                f"joined again {rep['spatial']:,}, unmatched before and tried again "
-                f"{rep['retried']:,}; on a unit before {rep['matched_before']:,}, after "
-                f"{rep['matched_after']:,}"
-                + (f", [bold red]lost {rep['lost']:,}[/]" if rep.get("lost") else "")
-            )
+    for line in change_lines(summary):
+        console.print(line, highlight=False)
     for path in written:
         console.print(f"wrote [bold]{path}[/]")
