@@ -43,6 +43,9 @@ ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 
 _MEMO_MAX = 65536
 
+Headers = list[tuple[str, str]]
+RawHeaders = list[tuple[bytes, bytes]]
+
 
 def _error_answer(exc: ServerError) -> TileAnswer:
     body = json.dumps({"detail": exc.detail}).encode()
@@ -50,116 +53,67 @@ def _error_answer(exc: ServerError) -> TileAnswer:
     return TileAnswer(exc.status, headers, body)
 
 
-class TileFastPath:
-    """ASGI layer answering ``GET|HEAD /tiles/{archive}/{z}/{x}/{y}.mvt`` for stored archives.
+def _raw(headers: Headers) -> RawHeaders:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
-    Used as the app's outermost middleware (state from ``scope["app"]``), or wrapped around the
-    whole FastAPI app by :func:`app_from_env` (``state`` given) so tile requests skip FastAPI's
-    own ``__call__`` too. Finished answers are memoised per path, gzip support and method, and
-    dropped when the archive changes on disk; ``If-None-Match`` and CORS are applied per request.
+
+class TileResponder:
+    """Tile answers without routing, shared by the ASGI (:class:`TileFastPath`) and RSGI
+    (:mod:`server.rsgi`) fast paths; the logic is the routes' own (:mod:`server.tilehttp`,
+    :func:`tiles.live_answer`).
+
+    Stored tiles are memoised per path, gzip support and method, and dropped when the archive
+    changes on disk; ``If-None-Match`` and CORS are applied per request.
     """
 
-    def __init__(
-        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], state: Any = None
-    ) -> None:
-        self.app = app
-        self.state = state
-        self._gzip: dict[bytes | None, bool] = {}
-        self._store: DataStore | None = None
-        self._tile_cache: TileCache | None = None
-        self._settings: Settings = Settings.model_construct()
-        self._memo: dict[
-            tuple[str, bool, bool], tuple[str, int, list[tuple[bytes, bytes]], bytes, str]
-        ] = {}
+    def __init__(self) -> None:
+        self.store: DataStore | None = None
+        self.settings: Settings = Settings.model_construct()
+        self.tile_cache: TileCache | None = None
+        self._gzip: dict[str | bytes | None, bool] = {}
+        self._memo: dict[tuple[str, bool, bool], tuple[str, int, Headers, RawHeaders, bytes, str]]
+        self._memo = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith("/tiles/") and path.endswith(".mvt"):
-                store = self._store
-                if store is None:  # resolved once the lifespan has opened the store
-                    state = self.state if self.state is not None else scope["app"].state
-                    store = self._store = getattr(state, "store", None)
-                    self._settings = state.settings
-                    self._tile_cache = getattr(state, "tile_cache", None)
-                if store is not None and scope["method"] in ("GET", "HEAD"):
-                    name = path[7 : path.find("/", 7)]
-                    archive = store.archives.get(name)
-                    if archive is not None:
-                        if not scope["query_string"]:
-                            await self._answer(scope, send, self._settings, archive, path)
-                            return
-                    elif name in tiles.LIVE and self._tile_cache is not None:
-                        await self._live(scope, send, store, name, path)
-                        return
-        await self.app(scope, receive, send)
+    def bind(self, state: Any) -> DataStore | None:
+        """Take the store, settings and tile cache from ``app.state`` once the lifespan opened
+        them; the store, or None while it is not open yet."""
+        if self.store is None:
+            self.store = getattr(state, "store", None)
+            self.settings = state.settings
+            self.tile_cache = getattr(state, "tile_cache", None)
+        return self.store
 
-    async def _live(self, scope: Scope, send: Send, store: DataStore, name: str, path: str) -> None:
-        """A live tile without FastAPI's routing (same logic: :func:`tiles.live_answer`)."""
-        ae = inm = origin = None
-        for k, v in scope["headers"]:
-            if k == b"accept-encoding":
-                ae = v.decode("latin-1")
-            elif k == b"if-none-match":
-                inm = v.decode("latin-1")
-            elif k == b"origin":
-                origin = v
-        settings = self._settings
-        vary = "Accept-Encoding" if settings.cors_origins == ["*"] else "Accept-Encoding, Origin"
+    @property
+    def vary(self) -> str:
+        if self.settings.cors_origins == ["*"]:
+            return "Accept-Encoding"
+        return "Accept-Encoding, Origin"
+
+    def cors(self, origin: str | None) -> str | None:
+        """``Access-Control-Allow-Origin`` for a request's ``Origin`` (None: add nothing)."""
+        if origin is None:
+            return None
+        allowed = self.settings.cors_origins
+        if "*" in allowed:
+            return "*"
+        return origin if origin in allowed else None
+
+    def _accepts_gzip(self, ae: str | bytes | None) -> bool:
+        gz = self._gzip.get(ae)
+        if gz is None:
+            text = ae.decode("latin-1") if isinstance(ae, bytes) else ae
+            gz = accepts_gzip(text)
+            if len(self._gzip) < 1024:  # a handful of distinct Accept-Encoding values in practice
+                self._gzip[ae] = gz
+        return gz
+
+    def _build(self, archive: Archive, path: str, gz: bool, head: bool) -> TileAnswer:
         parts = path[7:-4].split("/")
         try:
             if len(parts) != 4:
                 raise NotFound(f"no route {path}")
             z, x, y = parse_zxy(parts[1], parts[2], parts[3])
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-            assert self._tile_cache is not None
-            answer = tiles.live_answer(
-                store,
-                settings,
-                self._tile_cache,
-                name,
-                z,
-                x,
-                y,
-                query,
-                accept_encoding=ae,
-                if_none_match=inm,
-                head=scope["method"] == "HEAD",
-                vary=vary,
-            )
-        except ServerError as exc:
-            answer = _error_answer(exc)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
-        await self._send(send, settings, answer.status, headers, answer.body, origin)
-
-    @staticmethod
-    async def _send(
-        send: Send,
-        settings: Settings,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        origin: bytes | None,
-    ) -> None:
-        if origin is not None:
-            allowed = settings.cors_origins
-            if "*" in allowed:
-                headers = [*headers, (b"access-control-allow-origin", b"*")]
-            elif origin.decode("latin-1") in allowed:
-                headers = [*headers, (b"access-control-allow-origin", origin)]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    def _build(
-        self, settings: Settings, archive: Archive, path: str, gz: bool, head: bool
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, str]:
-        parts = path[7:-4].split("/")
-        vary = "Accept-Encoding" if settings.cors_origins == ["*"] else "Accept-Encoding, Origin"
-        try:
-            if len(parts) != 4:
-                raise NotFound(f"no route {path}")
-            z, x, y = parse_zxy(parts[1], parts[2], parts[3])
-            answer = stored_tile(
+            return stored_tile(
                 archive,
                 z,
                 x,
@@ -167,47 +121,141 @@ class TileFastPath:
                 accept_encoding="gzip" if gz else None,
                 if_none_match=None,
                 head=head,
-                max_age=settings.tiles.max_age,
-                vary=vary,
+                max_age=self.settings.tiles.max_age,
+                vary=self.vary,
             )
         except ServerError as exc:
-            answer = _error_answer(exc)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
-        etag = next((v for k, v in answer.headers if k == "etag"), "")
-        return answer.status, headers, answer.body, etag
+            return _error_answer(exc)
 
-    async def _answer(
-        self, scope: Scope, send: Send, settings: Settings, archive: Archive, path: str
-    ) -> None:
-        ae: bytes | None = None
-        inm: bytes | None = None
-        origin: bytes | None = None
-        for k, v in scope["headers"]:
-            if k == b"accept-encoding":
-                ae = v
-            elif k == b"if-none-match":
-                inm = v
-            elif k == b"origin":
-                origin = v
+    def stored(
+        self,
+        archive: Archive,
+        path: str,
+        ae: str | bytes | None,
+        inm: str | None,
+        head: bool,
+    ) -> tuple[int, Headers, RawHeaders, bytes]:
+        """A stored tile: status, headers (as text and as bytes) and body."""
         archive.check()
-        gz = self._gzip.get(ae)
-        if gz is None:
-            gz = accepts_gzip(ae.decode("latin-1") if ae is not None else None)
-            if len(self._gzip) < 1024:  # a handful of distinct Accept-Encoding values in practice
-                self._gzip[ae] = gz
-        head = scope["method"] == "HEAD"
+        gz = self._accepts_gzip(ae)
         key = (path, gz, head)
         memo = self._memo.get(key)
         if memo is None or memo[0] != archive.version:
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            memo = (archive.version, *self._build(settings, archive, path, gz, head))
+            answer = self._build(archive, path, gz, head)
+            etag = next((v for k, v in answer.headers if k == "etag"), "")
+            memo = (
+                archive.version,
+                answer.status,
+                answer.headers,
+                _raw(answer.headers),
+                answer.body,
+                etag,
+            )
             self._memo[key] = memo
-        _, status, headers, body, etag = memo
-        if inm is not None and etag and etag_matches(inm.decode("latin-1"), etag):
-            status, body = 304, b""
-            headers = [h for h in headers if h[0] in (b"etag", b"cache-control", b"vary")]
-        await self._send(send, settings, status, headers, body, origin)
+        _, status, headers, raw, body, etag = memo
+        if inm is not None and etag and etag_matches(inm, etag):
+            keep = ("etag", "cache-control", "vary")
+            headers = [h for h in headers if h[0] in keep]
+            return 304, headers, _raw(headers), b""
+        return status, headers, raw, body
+
+    def live(
+        self,
+        name: str,
+        path: str,
+        query: str,
+        ae: str | None,
+        inm: str | None,
+        head: bool,
+    ) -> TileAnswer:
+        """A live tile (same logic as the route: :func:`tiles.live_answer`)."""
+        assert self.store is not None and self.tile_cache is not None
+        parts = path[7:-4].split("/")
+        try:
+            if len(parts) != 4:
+                raise NotFound(f"no route {path}")
+            z, x, y = parse_zxy(parts[1], parts[2], parts[3])
+            return tiles.live_answer(
+                self.store,
+                self.settings,
+                self.tile_cache,
+                name,
+                z,
+                x,
+                y,
+                dict(parse_qsl(query)),
+                accept_encoding=ae,
+                if_none_match=inm,
+                head=head,
+                vary=self.vary,
+            )
+        except ServerError as exc:
+            return _error_answer(exc)
+
+    def route(self, state: Any, method: str, path: str, query: str | bytes) -> Any:
+        """What the fast path answers: an :class:`Archive` (stored tile, no query string), a
+        live layer's name (str), or None (hand the request to the app)."""
+        if not (path.startswith("/tiles/") and path.endswith(".mvt")):
+            return None
+        store = self.store if self.store is not None else self.bind(state)
+        if store is None or method not in ("GET", "HEAD"):
+            return None
+        name = path[7 : path.find("/", 7)]
+        archive = store.archives.get(name)
+        if archive is not None:
+            return None if query else archive
+        if name in tiles.LIVE and self.tile_cache is not None:
+            return name
+        return None
+
+
+class TileFastPath:
+    """ASGI layer answering ``GET|HEAD /tiles/{tileset}/{z}/{x}/{y}.mvt`` (stored and live).
+
+    Used as the app's outermost middleware (state from ``scope["app"]``), or wrapped around the
+    whole FastAPI app by :func:`app_from_env` (``state`` given) so tile requests skip FastAPI's
+    own ``__call__`` too. Anything else goes to the app.
+    """
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], state: Any = None
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.tiles = TileResponder()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            state = self.state if self.state is not None else scope["app"].state
+            target = self.tiles.route(state, scope["method"], path, scope["query_string"])
+            if target is not None:
+                ae: bytes | None = None
+                inm = origin = None
+                for k, v in scope["headers"]:
+                    if k == b"accept-encoding":
+                        ae = v
+                    elif k == b"if-none-match":
+                        inm = v.decode("latin-1")
+                    elif k == b"origin":
+                        origin = v.decode("latin-1")
+                head = scope["method"] == "HEAD"
+                if isinstance(target, str):
+                    query = scope["query_string"].decode("latin-1")
+                    text = ae.decode("latin-1") if ae is not None else None
+                    answer = self.tiles.live(target, path, query, text, inm, head)
+                    status, raw, body = answer.status, _raw(answer.headers), answer.body
+                else:
+                    status, _, raw, body = self.tiles.stored(target, path, ae, inm, head)
+                allow = self.tiles.cors(origin)
+                if allow is not None:
+                    raw = [*raw, (b"access-control-allow-origin", allow.encode("latin-1"))]
+                await send({"type": "http.response.start", "status": status, "headers": raw})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

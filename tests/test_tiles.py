@@ -279,6 +279,20 @@ def test_encoded_lines_match_quantised_clipped_input(lines: list[list[tuple[int,
     assert all(f["geometry"]["type"] == "LineString" for f in feats)
 
 
+@given(st.lists(st.integers(min_value=0, max_value=2**64 - 1), max_size=40))
+def test_varints_match_the_protobuf_rule(values: list[int]) -> None:
+    # the protobuf rule, value by value: 7 bits at a time, high bit set on all but the last
+    expected = b""
+    for v in values:
+        while v > 0x7F:
+            expected += bytes([(v & 0x7F) | 0x80])
+            v >>= 7
+        expected += bytes([v])
+    data, nb = mvt._varint(np.array(values, dtype=np.uint64))
+    assert data.tobytes() == expected
+    assert nb.sum() == len(expected)
+
+
 def test_point_fast_path_encodes_like_the_geometry_path() -> None:
     rng = np.random.default_rng(3)
     z, x, y = 15, *mvt.lonlat_to_tile(24.94, 60.17, 15)

@@ -83,13 +83,10 @@ _VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 def _varint_len(values: np.ndarray) -> np.ndarray:
     """Bytes of the protobuf varint of each uint64 value."""
     v = np.asarray(values).astype(np.uint64, copy=False)
-    nb = np.ones(len(v), dtype=np.int64)
-    for limit in _VARINT_LIMITS:  # stops at the first length no value reaches
-        longer = v >= limit
-        if not longer.any():
-            break
-        nb += longer
-    return nb
+    return np.searchsorted(_VARINT_LIMITS, v, side="right").astype(np.int64) + 1
+
+
+_SHIFTS = np.arange(10, dtype=np.uint64) * np.uint64(7)
 
 
 def _varint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +96,21 @@ def _varint(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     width = int(nb.max()) if len(nb) else 0
     if width <= 1:
         return v.astype(_U8), nb
-    start = np.cumsum(nb) - nb
-    out = np.empty(int(start[-1] + nb[-1]), dtype=_U8)
-    for k in range(width):  # byte k of every value that has one
-        m = nb > k
-        b = (v[m] >> np.uint64(7 * k)) & np.uint64(0x7F)
-        b |= np.where(nb[m] > k + 1, np.uint64(0x80), np.uint64(0))
-        out[start[m] + k] = b.astype(_U8)
-    return out, nb
+    # an n x width grid of 7-bit groups; keep the first nb of each row, flag all but the last
+    groups = ((v[:, None] >> _SHIFTS[None, :width]) & np.uint64(0x7F)).astype(_U8)
+    k = np.arange(width)[None, :]
+    groups[k < (nb[:, None] - 1)] |= _U8(0x80)
+    return groups[k < nb[:, None]], nb
+
+
+def _varint1(value: int) -> bytes:
+    """The protobuf varint of one non-negative int (lengths and scalars, not arrays)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _zigzag(v: np.ndarray) -> np.ndarray:
@@ -234,6 +238,45 @@ def _value_messages(col: _Column, uniques: np.ndarray) -> tuple[np.ndarray, np.n
         1,
     )
     return _int_rows(rows)
+
+
+@dataclass(frozen=True)
+class _ValueTable:
+    """The property columns of a layer in one value-id space, prepared once per data version.
+
+    ``codes[i, j]`` is row i's value id in column j (-1 when missing); value ids number the
+    distinct values column after column, so one ``np.unique`` per tile finds the values the
+    tile's features use, and one gather copies their encoded ``values`` entries.
+    """
+
+    codes: np.ndarray  # (rows, columns) int64
+    col_of: np.ndarray  # column of each value id
+    vdata: np.ndarray  # encoded values entries, back to back
+    voff: np.ndarray
+    vlen: np.ndarray
+    keys: tuple[bytes, ...]  # encoded keys entry (field 3) of each column
+
+    @classmethod
+    def build(cls, columns: Sequence[_Column], n_rows: int) -> _ValueTable:
+        counts = np.array([len(c.vlen) for c in columns], dtype=np.int64)
+        first = np.cumsum(counts) - counts
+        codes = np.full((n_rows, len(columns)), -1, dtype=np.int64)
+        for j, col in enumerate(columns):  # once per column at load time, not per tile
+            codes[:, j] = np.where(col.codes >= 0, col.codes + first[j], -1)
+        vlen = np.concatenate([c.vlen for c in columns]) if columns else np.zeros(0, np.int64)
+        vdata = np.concatenate([c.vdata for c in columns]) if columns else np.zeros(0, _U8)
+        keys = []
+        for col in columns:
+            name = col.name.encode("utf-8")
+            keys.append(b"\x1a" + _varint1(len(name)) + name)
+        return cls(
+            codes=codes,
+            col_of=np.repeat(np.arange(len(columns)), counts),
+            vdata=vdata,
+            voff=np.cumsum(vlen) - vlen,
+            vlen=vlen,
+            keys=tuple(keys),
+        )
 
 
 # --------------------------------------------------------------------------- geometry
@@ -395,7 +438,7 @@ def encode_layer(
     name: str,
     geoms: np.ndarray,
     ids: np.ndarray,
-    columns: Sequence[_Column],
+    columns: Sequence[_Column] | _ValueTable,
     rows: np.ndarray,
     bounds: tuple[float, float, float, float],
     *,
@@ -406,7 +449,8 @@ def encode_layer(
     """Encode one MVT layer (``Tile.Layer`` message) of the features ``rows``.
 
     ``geoms`` are Web Mercator geometries of those features, ``ids`` their numeric ids and
-    ``columns`` the prepared property columns of the whole data set (indexed by ``rows``).
+    ``columns`` the prepared property columns of the whole data set (indexed by ``rows``), or
+    their value table (:attr:`LiveLayer.values`, built once).
     A layer of single points may pass their coordinates as ``points`` (n x 2, Web Mercator)
     instead: no geometry objects are touched then. Returns ``b""`` when no feature has
     geometry inside the buffered tile.
@@ -435,76 +479,62 @@ def encode_layer(
     rows = np.asarray(rows)[keep_idx]
     fids = np.asarray(ids)[keep_idx].astype(np.uint64)
     ftype = gtype[keep_idx]
-    gdata, gnb = _varint(gints)
-    glen = np.bincount(gowner, weights=gnb, minlength=nf).astype(np.int64)
-    # tags and values
-    keys: list[bytes] = []
-    key_idx: list[np.ndarray] = []
-    val_idx: list[np.ndarray] = []
-    valid: list[np.ndarray] = []
-    val_pieces: list[tuple[np.ndarray, np.ndarray]] = []
-    n_values = 0
-    for col in columns:
-        c = col.codes[rows]
-        ok = c >= 0
-        if not ok.any():
-            continue
-        used, local = np.unique(c[ok], return_inverse=True)
-        vi = np.full(nf, -1, dtype=np.int64)
-        vi[ok] = local + n_values
-        key_idx.append(np.full(nf, len(keys), dtype=np.int64))
-        val_idx.append(vi)
-        valid.append(ok)
-        keys.append(col.name.encode("utf-8"))
-        val_pieces.append((_gather(col.vdata, col.voff, col.vlen, used), col.vlen[used]))
-        n_values += len(used)
-    if keys:
-        kmat = np.stack(key_idx, 1)
-        vmat = np.stack(val_idx, 1)
-        okmat = np.stack(valid, 1)
-        pairs = np.stack([kmat, vmat], 2).reshape(nf, -1)
-        pair_ok = np.repeat(okmat, 2, axis=1)
-        tag_ints = pairs[pair_ok]
-        tag_owner = np.repeat(np.arange(nf), pair_ok.sum(1))
-        tdata, tnb = _varint(tag_ints)
-        tlen = np.bincount(tag_owner, weights=tnb, minlength=nf).astype(np.int64)
+    gcount = np.bincount(gowner, minlength=nf)
+    glen = np.bincount(gowner, weights=_varint_len(gints), minlength=nf).astype(np.int64)
+    # tags: (key, value) index pairs into this tile's keys and values tables
+    if isinstance(columns, _ValueTable):
+        table = columns
     else:
-        tdata, tlen = np.zeros(0, _U8), np.zeros(nf, np.int64)
-    # feature messages
+        n_rows = len(columns[0].codes) if columns else int(rows.max()) + 1
+        table = _ValueTable.build(columns, n_rows)
+    codes = table.codes[rows]
+    ok = codes >= 0
+    vids = codes[ok]  # row-major: grouped by feature
+    used, local = np.unique(vids, return_inverse=True)
+    present = np.unique(table.col_of[used])
+    key_no = np.full(len(table.keys), -1, dtype=np.int64)
+    key_no[present] = np.arange(len(present))
+    tag_ints = np.empty(2 * len(vids), dtype=np.uint64)
+    tag_ints[0::2] = key_no[table.col_of[vids]]
+    tag_ints[1::2] = local
+    tcount = 2 * ok.sum(axis=1)
+    tag_owner = np.repeat(np.arange(nf), tcount)
+    tlen = np.bincount(tag_owner, weights=_varint_len(tag_ints), minlength=nf).astype(np.int64)
+    # every varint of every feature, in message order, encoded in one pass:
+    # 0x12 len | 0x08 id | 0x12 len tags... | 0x18 type | 0x22 len geometry...
     flen = (
         (1 + _varint_len(fids))
         + (1 + _varint_len(tlen) + tlen)
         + 2
         + (1 + _varint_len(glen) + glen)
     )
-    head_rows = np.stack(
-        [np.full(nf, 0x12), flen, np.full(nf, 0x08), fids, np.full(nf, 0x12), tlen], 1
-    ).astype(np.uint64)
-    hdata, hlen = _int_rows(head_rows)
-    mid_rows = np.stack([np.full(nf, 0x18), ftype, np.full(nf, 0x22), glen], 1).astype(np.uint64)
-    mdata, mlen = _int_rows(mid_rows)
-    features = _interleave([(hdata, hlen), (tdata, tlen), (mdata, mlen), (gdata, glen)])
-    kdata, klen = _ragged_bytes(keys)
-    kh, khl = (
-        _int_rows(np.stack([np.full(len(keys), 0x1A), klen], 1))
-        if keys
-        else (np.zeros(0, _U8), np.zeros(0, np.int64))
-    )
-    key_bytes = _interleave([(kh, khl), (kdata, klen)]).tobytes() if keys else b""
-    value_bytes = b"".join(v[0].tobytes() for v in val_pieces)
+    total = 10 + tcount + gcount
+    start = np.cumsum(total) - total
+    ints = np.empty(int(total.sum()), dtype=np.uint64)
+    head: tuple[Any, ...] = (0x12, flen, 0x08, fids, 0x12, tlen)
+    for k, v in enumerate(head):
+        ints[start + k] = v
+    mid = start + 6 + tcount
+    tail: tuple[Any, ...] = (0x18, ftype, 0x22, glen)
+    for k, v in enumerate(tail):
+        ints[mid + k] = v
+    tstart = np.cumsum(tcount) - tcount
+    ints[start[tag_owner] + 6 + np.arange(len(tag_ints)) - tstart[tag_owner]] = tag_ints
+    gstart = np.cumsum(gcount) - gcount
+    ints[mid[gowner] + 4 + np.arange(len(gints)) - gstart[gowner]] = gints
+    features, _ = _varint(ints)
+    key_bytes = b"".join(table.keys[c] for c in present)
+    value_bytes = _gather(table.vdata, table.voff, table.vlen, used).tobytes()
     name_b = name.encode("utf-8")
-    ext_data, _ = _varint(np.array([extent]))
-    body = b"".join(
+    return b"".join(
         [
-            b"\x78\x02",
-            b"\x0a" + _varint(np.array([len(name_b)]))[0].tobytes() + name_b,
+            b"\x78\x02\x0a" + _varint1(len(name_b)) + name_b,
             features.tobytes(),
             key_bytes,
             value_bytes,
-            b"\x28" + ext_data.tobytes(),
+            b"\x28" + _varint1(extent),
         ]
     )
-    return body
 
 
 def encode_tile(layers: Sequence[bytes]) -> bytes:
@@ -515,7 +545,7 @@ def encode_tile(layers: Sequence[bytes]) -> bytes:
     out = []
     for layer in layers:
         if layer:
-            out.append(b"\x1a" + _varint(np.array([len(layer)]))[0].tobytes() + layer)
+            out.append(b"\x1a" + _varint1(len(layer)) + layer)
     return b"".join(out)
 
 
@@ -560,6 +590,7 @@ class LiveLayer:
             else [c for c in self.frame.columns if c != self.frame.geometry.name]
         )
         self.columns = [_prepare_column(c, self.frame[c]) for c in names if c in self.frame]
+        self.values = _ValueTable.build(self.columns, len(self.frame))
         self.tree = shapely.STRtree(self.geoms)
         is_point = shapely.get_type_id(self.geoms) == 0
         self.points = shapely.get_coordinates(self.geoms) if is_point.all() else None
@@ -592,7 +623,7 @@ class LiveLayer:
             self.name,
             self.geoms[rows],
             self.ids[rows],
-            self.columns,
+            self.values,
             rows,
             tile_bounds(z, x, y),
             extent=extent,
@@ -603,7 +634,7 @@ class LiveLayer:
 
 class CachedTile:
     """A finished tile: raw bytes, a strong ETag (hash of the raw bytes) and, made on first
-    use, the gzip bytes (compression level 3: live tiles favour speed)."""
+    use, the gzip bytes (compression level 1: live tiles favour speed)."""
 
     __slots__ = ("_gz", "etag", "raw")
 
@@ -619,7 +650,7 @@ class CachedTile:
     @property
     def gz(self) -> bytes:
         if self._gz is None:
-            self._gz = gzip.compress(self.raw, compresslevel=3, mtime=0) if self.raw else b""
+            self._gz = gzip.compress(self.raw, compresslevel=1, mtime=0) if self.raw else b""
         return self._gz
 
 

@@ -11,6 +11,7 @@ import os
 import time
 import warnings
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,13 @@ from . import app
 from ._common import console, err_console, user_errors
 
 
+class Server(StrEnum):
+    """HTTP servers ``trafficunit serve`` can run."""
+
+    granian = "granian"
+    uvicorn = "uvicorn"
+
+
 def _run_server(
     data_dir: Path,
     host: str,
@@ -30,24 +38,52 @@ def _run_server(
     log_level: str,
     *,
     proxy_headers: bool = False,
+    server: str = "granian",
 ) -> None:
-    import uvicorn
+    """Serve ``data_dir`` until interrupted.
 
+    ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
+    Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
+    """
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
-    uvicorn.run(
-        "server.app:app_from_env",
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "server.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers if workers > 1 else None,
+            log_level=log_level,
+            access_log=False,
+            proxy_headers=proxy_headers,
+            server_header=False,
+        )
+        return
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, RuntimeModes
+    from granian.log import LogLevels
+
+    target = "server.rsgi:rsgi_behind_proxy" if proxy_headers else "server.rsgi:rsgi_from_env"
+    Granian(
+        target,
         factory=True,
-        host=host,
+        address=host,
         port=port,
-        workers=workers if workers > 1 else None,
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=proxy_headers,
-        server_header=False,
-    )
+        interface=Interfaces.RSGI,
+        workers=workers,
+        # one single-threaded runtime per worker process: fastest on a few cores; HTTP/1.1
+        # (browsers speak HTTP/2 only over TLS, which a reverse proxy terminates)
+        runtime_mode=RuntimeModes.st,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=LogLevels(log_level),
+        log_access=False,
+    ).serve()
 
 
 @app.command("serve")
@@ -56,7 +92,11 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    log_level: Annotated[str, typer.Option(help="Log level (warning, info, debug)")] = "warning",
+    server: Annotated[
+        Server,
+        typer.Option(help="HTTP server: granian (RSGI, fastest tiles) or uvicorn (plain ASGI)"),
+    ] = Server.granian,
     proxy_headers: Annotated[
         bool,
         typer.Option(
@@ -74,7 +114,9 @@ def serve_cmd(
                 f"{data_dir}: no such folder; build one with "
                 f"`trafficunit demo --no-serve -o {data_dir}`"
             )
-    _run_server(data_dir, host, port, workers, log_level, proxy_headers=proxy_headers)
+    _run_server(
+        data_dir, host, port, workers, log_level, proxy_headers=proxy_headers, server=server.value
+    )
 
 
 def _write(frame: Any, path: Path) -> None:
