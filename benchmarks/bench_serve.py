@@ -2,19 +2,22 @@
 
 Run on demand (needs Debian's ``nginx`` and ``wrk``: ``apt-get install -y nginx wrk``)::
 
-    .venv/bin/python benchmarks/bench_serve.py [--data DIR] [--duration 10] [--connections 32]
+    .venv/bin/python benchmarks/bench_serve.py [--grid 320] [--data DIR] [--rounds 3]
+        [--only stored,live,geojson] [--duration 10] [--connections 32]
 
-Builds the demo data folder (Helsinki units + generated sample) unless ``--data`` is given, then
-measures with ``wrk -t2 -c32`` on 127.0.0.1, each server in turn:
+Builds a data folder with ``build_demo`` (the Helsinki sample, or with ``--grid 320`` a
+generated street grid of about 200,000 segments; both with the generated event sample) unless
+``--data`` is given, then measures with ``wrk -t2 -c32`` on 127.0.0.1, each server in turn:
 
 1. stored tiles: **nginx** serving every tile of ``risk.pmtiles`` extracted to static files
-   (same gzip bytes, ``Content-Encoding: gzip``), **ours** (``trafficunit serve``: uvicorn, 2
-   workers, httptools + uvloop, archive directories cached, tiles through the ASGI fast path),
-   and **naive** (FastAPI calling ``pmtiles.Reader.get`` per request, which re-reads the
-   directories every call);
-2. live tiles z14-z16 (accidents with date/night filters), with the LRU cache disabled (every
-   request encodes a tile) and enabled;
-3. GeoJSON of units in random 1 km² boxes (``/units?bbox=``).
+   (same gzip bytes, ``Content-Encoding: gzip``) and **ours** (``trafficunit serve --workers 2``:
+   Granian, RSGI fast path, archive directories cached) in ``--rounds`` alternations, the
+   median ratio printed; then ours under uvicorn (``--server uvicorn``) and **naive** (FastAPI
+   calling ``pmtiles.Reader.get`` per request, which re-reads the directories every call);
+2. live tiles z14-z16 (accidents with date/night filters) with the LRU cache disabled (every
+   request encodes a tile), **PostGIS** ``ST_AsMVT`` on the same URLs (FastAPI + psycopg pool,
+   skipped when no PostGIS), and ours with the cache enabled;
+3. GeoJSON of units in 1 km² boxes centred on random units (``/units?bbox=``).
 
 Every request loop is bounded by ``--duration`` seconds and targets 127.0.0.1 only.
 """
@@ -38,6 +41,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -217,15 +222,18 @@ def live_paths(lon0: float, lat0: float, lon1: float, lat1: float) -> list[str]:
     return out
 
 
-def bbox_paths(lon0: float, lat0: float, lon1: float, lat1: float, n: int = 500) -> list[str]:
-    rng = random.Random(7)
-    dlat = 1.0 / 111.32  # 1 km
-    dlon = 1.0 / (111.32 * math.cos(math.radians((lat0 + lat1) / 2)))
+def bbox_paths(units: Any, n: int = 500) -> list[str]:
+    """1 km² boxes centred on random units: where users look, so dense areas weigh most."""
+    rng = np.random.default_rng(7)
+    pts = units.geometry.representative_point()
+    pick = rng.choice(len(pts), size=n)
+    xs, ys = pts.x.to_numpy()[pick], pts.y.to_numpy()[pick]
     out = []
-    for _ in range(n):
-        x = rng.uniform(lon0 - dlon / 2, max(lon1 - dlon / 2, lon0))
-        y = rng.uniform(lat0 - dlat / 2, max(lat1 - dlat / 2, lat0))
-        out.append(f"/units?bbox={x:.5f},{y:.5f},{x + dlon:.5f},{y + dlat:.5f}&limit=10000")
+    for x, y in zip(xs, ys, strict=True):
+        dlat = 0.5 / 111.32  # half a kilometre
+        dlon = 0.5 / (111.32 * math.cos(math.radians(y)))
+        box = f"{x - dlon:.5f},{y - dlat:.5f},{x + dlon:.5f},{y + dlat:.5f}"
+        out.append(f"/units?bbox={box}&limit=10000")
     return out
 
 
@@ -328,6 +336,13 @@ def stored_section(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="data folder (default: build the demo into tmp)")
+    ap.add_argument(
+        "--grid",
+        type=int,
+        default=0,
+        help="build the data folder from a generated N x N street grid with the generated "
+        "event sample (320: about 200,000 segments) instead of the Helsinki sample",
+    )
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3, help="nginx/ours alternations")
@@ -345,6 +360,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     only = set(args.only.split(","))
+    import geopandas as gpd
+
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} not found: apt-get install -y nginx wrk")
@@ -358,8 +375,17 @@ def main() -> None:
 
             data = tmp / "demo"
             t = time.perf_counter()
-            build_demo(data)
-            print(f"built the demo data folder in {time.perf_counter() - t:.1f} s")
+            network = None
+            if args.grid:
+                sys.path.insert(0, str(Path(__file__).parent))
+                from _synthetic import grid_city_osm
+
+                network = tmp / "grid.osm"
+                edges = grid_city_osm(network, n=args.grid)
+                print(f"generated a {args.grid} x {args.grid} street grid ({edges:,} edges)")
+            build_demo(data, network=network)
+            n_units = len(gpd.read_parquet(data / "units.parquet", columns=["unit_id"]))
+            print(f"built the data folder ({n_units:,} units) in {time.perf_counter() - t:.1f} s")
         data = data.resolve()
         print(
             f"wrk -t2 -c{args.connections} -d{args.duration}s, {os.cpu_count()} cores, "
@@ -368,8 +394,6 @@ def main() -> None:
         w = {"duration": args.duration, "connections": args.connections}
         if "stored" in only:
             stored_section(args, data, tmp, w)
-
-        import geopandas as gpd
 
         units = gpd.read_parquet(data / "units.parquet").to_crs(4326)
         lon0, lat0, lon1, lat1 = units.total_bounds
@@ -391,12 +415,23 @@ def main() -> None:
                 warm = wrk(f"http://127.0.0.1:{port}", lp, tmp, **w)
             show("live tiles, LRU cache", warm)
         if "geojson" in only:
-            bp = bbox_paths(lon0, lat0, lon1, lat1)
+            bp = bbox_paths(units)
             port = free_port()
             with serve_ours(data, port):
                 wait_http(f"http://127.0.0.1:{port}/healthz")
                 gj = wrk(f"http://127.0.0.1:{port}", bp, tmp, **w)
-            show("\nGeoJSON units in 1 km² boxes", gj)
+                sizes, counts = [], []
+                for path in bp[:50]:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}") as r:
+                        body = r.read()
+                        sizes.append(len(body))
+                        counts.append(int(r.headers["X-Total-Count"]))
+            print(
+                f"\n{len(bp)} boxes of 1 km²: {np.mean(counts):.0f} units, "
+                f"{np.mean(sizes) / 1e3:.0f} KB on average (largest {max(counts)}, "
+                f"{max(sizes) / 1e3:.0f} KB)"
+            )
+            show("GeoJSON units in 1 km² boxes", gj)
 
 
 if __name__ == "__main__":
