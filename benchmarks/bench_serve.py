@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -335,7 +336,12 @@ def stored_section(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, help="data folder (default: build the demo into tmp)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        help="data folder to serve; built there first when it holds no units.parquet "
+        "(default: build into a temporary folder)",
+    )
     ap.add_argument(
         "--grid",
         type=int,
@@ -369,11 +375,11 @@ def main() -> None:
         tmp = Path(d)
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user
         data = args.data
-        if data is None:
+        if data is None or not (data / "units.parquet").exists():
             sys.path.insert(0, str(ROOT))
             from trafficunit.cli.serve import build_demo
 
-            data = tmp / "demo"
+            data = data if data is not None else tmp / "demo"
             t = time.perf_counter()
             network = None
             if args.grid:
@@ -384,9 +390,10 @@ def main() -> None:
                 edges = grid_city_osm(network, n=args.grid)
                 print(f"generated a {args.grid} x {args.grid} street grid ({edges:,} edges)")
             build_demo(data, network=network)
-            n_units = len(gpd.read_parquet(data / "units.parquet", columns=["unit_id"]))
-            print(f"built the data folder ({n_units:,} units) in {time.perf_counter() - t:.1f} s")
+            print(f"built the data folder in {time.perf_counter() - t:.1f} s")
         data = data.resolve()
+        n_units = pq.ParquetFile(data / "units.parquet").metadata.num_rows
+        print(f"{data}: {n_units:,} units")
         print(
             f"wrk -t2 -c{args.connections} -d{args.duration}s, {os.cpu_count()} cores, "
             "everything on this machine\n"

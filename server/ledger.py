@@ -99,6 +99,67 @@ class LazyHazardLayer:
         return len(self.get())
 
 
+#: Columns of the work zones carried by the live tiles (as for ``workzones.parquet``).
+ZONE_COLUMNS = ["event_id", "unit_id", "site_code", "start", "end", "lanes_taken"]
+
+
+class LazyWorkZoneLayer:
+    """The data folder's work zones plus those registered through the API, as a live layer.
+
+    Rebuilt on first use after a ledger write or a new ``workzones.parquet``; a site code
+    registered through the API replaces a row of the table with the same code.
+    """
+
+    def __init__(self, svc: LedgerService) -> None:
+        self._svc = svc
+        self.base: Any = None  # the store's workzones table (server.store.Table) or None
+        self._layer: LiveLayer | None = None
+        self._key: tuple[int, int] = (-1, 0)
+        self._lock = threading.Lock()
+
+    def _frame(self) -> gpd.GeoDataFrame:
+        _, zones = self._svc.ledger.list_workzones(limit=10_000_000)
+        registered = gpd.GeoDataFrame(
+            {
+                "event_id": [z.site_code for z in zones],
+                "unit_id": [";".join(z.unit_ids) or None for z in zones],
+                "site_code": [z.site_code for z in zones],
+                "start": pd.to_datetime(
+                    pd.Series([z.start for z in zones], dtype=object), utc=True
+                ),
+                "end": pd.to_datetime(pd.Series([z.end for z in zones], dtype=object), utc=True),
+                "lanes_taken": pd.array([z.lanes_taken for z in zones], dtype="Int64"),
+            },
+            geometry=[z.geometry for z in zones],
+            crs=4326,
+        )
+        if self.base is None or not len(self.base.frame):
+            return registered
+        table = self.base.frame
+        if "site_code" in table and len(registered):
+            table = table[~table["site_code"].astype(str).isin(registered["site_code"])]
+        cols = [c for c in ZONE_COLUMNS if c in table.columns]
+        return pd.concat([table[[*cols, table.geometry.name]].to_crs(4326), registered])
+
+    def get(self) -> LiveLayer:
+        """The current layer."""
+        key = (self._svc._known_seq, id(self.base))
+        if self._layer is None or self._key != key:
+            with self._lock:
+                if self._layer is None or self._key != key:
+                    frame = self._frame().reset_index(drop=True)
+                    cols = [c for c in ZONE_COLUMNS if c in frame.columns]
+                    self._layer = LiveLayer("workzones", frame, id_column="event_id", columns=cols)
+                    self._key = key
+        return self._layer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __len__(self) -> int:
+        return len(self.get())
+
+
 class LedgerService:
     """The server's ledger and what keeps it tied to the data store."""
 
@@ -127,6 +188,7 @@ class LedgerService:
         self._lock = threading.Lock()
         self._units_table: object = None
         self._proxy = LazyHazardLayer(self)
+        self._zones = LazyWorkZoneLayer(self)
         self._layer_seq = -1
         self._base_version: str | None = None
         self._set_version: str | None = None
@@ -186,6 +248,9 @@ class LedgerService:
         self._known_seq = max(self._known_seq, seq)
         if store.live.get("hazards") is not self._proxy:
             store.live["hazards"] = cast(LiveLayer, self._proxy)
+        self._zones.base = store.tables.get("workzones")
+        if store.live.get("workzones") is not self._zones:
+            store.live["workzones"] = cast(LiveLayer, self._zones)
         if self._known_seq != self._layer_seq or store.version != self._set_version:
             with self._lock:
                 if store.version != self._set_version:
@@ -193,6 +258,11 @@ class LedgerService:
                 self._layer_seq = self._known_seq
                 self._set_version = f"{self._base_version}.{self._layer_seq}"
                 store.version = self._set_version
+
+    def note_write(self) -> None:
+        """A write the in-memory hazard index does not see (a work zone): move the version now."""
+        with contextlib.suppress(Exception):
+            self._known_seq = max(self._known_seq, self.ledger.change_seq())
 
     # -- sweeps and imports
     def sweep(self, store: DataStore | None) -> dict[str, list[str]]:

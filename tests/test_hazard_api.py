@@ -321,6 +321,16 @@ def test_reads_can_be_closed(data_dir: Path, tmp_path: Path) -> None:
 
 def test_workzones_api(client: TestClient, roles: dict) -> None:
     line = {"type": "LineString", "coordinates": [[LON0 + 0.0003, LAT0], [LON0 + 0.0027, LAT0]]}
+    z, (x, y) = 16, mvt.lonlat_to_tile(LON0 + 0.0015, LAT0, 16)
+    live = f"/tiles/live-workzones/{z}/{x}/{y}.mvt"
+
+    def on_map(**params: str) -> list[str]:
+        tile = client.get(live, params=params)
+        assert tile.status_code in (200, 204), tile.text
+        feats = decode(tile.content).get("workzones", []) if tile.status_code == 200 else []
+        return sorted(f["properties"]["site_code"] for f in feats)
+
+    table_sites = on_map()  # the data folder's own work zones
     body = {
         "site_code": "KT-2018-0001",
         "geometry": line,
@@ -350,6 +360,10 @@ def test_workzones_api(client: TestClient, roles: dict) -> None:
     assert active("2018-06-01") == ["KT-2018-0001"]
     assert active("2018-06-20") == ["KT-2018-0001", "KT-2018-0002"]
     assert active("now") == ["KT-2018-0002"]
+    # registered sites are on the live work-zone tiles at once, with the date filter
+    assert on_map() == sorted([*table_sites, "KT-2018-0001", "KT-2018-0002"])
+    assert "KT-2018-0001" in on_map(active="2018-06-01")
+    assert "KT-2018-0002" not in on_map(active="2018-06-01")
     assert client.get("/workzones", params={"active": "soon"}).status_code == 400
     qr = client.get("/workzones/KT-2018-0001/qr.png")
     assert qr.status_code == 200 and qr.headers["content-type"] == "image/png"

@@ -77,6 +77,7 @@ def register_workzone(
         permit=body.permit,
         description=body.description,
     )
+    svc.note_write()  # the live work-zone tiles show it from the next request on
     return JSONResponse(
         _feature(zone, request, svc),
         status_code=201,
