@@ -405,6 +405,7 @@ async def ledger_lifespan(app: FastAPI) -> AsyncIterator[None]:
     task = None
     try:
         try:
+            svc.hook(store)  # the ledger knows the units before it assigns imported hazards
             n = await run_in_threadpool(svc.import_table, store)
             if n:
                 log.info("imported %d hazards from hazards.parquet into the ledger", n)

@@ -131,6 +131,9 @@ def test_report_contract_and_live_visibility(client: TestClient, roles: dict) ->
     move(client, "H1", "registered", roles["engineer"], '"H1-v1"')
     tile = client.get(f"/tiles/live-hazards/{z}/{x}/{y}.mvt")
     assert decode(tile.content)["hazards"][0]["properties"]["status"] == "registered"
+    # and in the unit's detail, with its current state
+    unit_hazards = client.get("/units/S0000ETESTSEG").json()["hazards"]
+    assert [(h["id"], h["properties"]["state"]) for h in unit_hazards] == [("H1", "registered")]
     csv_rows = list(csv.DictReader(io.StringIO(client.get("/hazards?format=csv").text)))
     assert csv_rows[0]["id"] == "H1" and csv_rows[0]["unit_ids"] == "S0000ETESTSEG"
     assert csv_rows[0]["geometry_wkt"].startswith("POINT (24.9315")
@@ -364,6 +367,8 @@ def test_workzones_api(client: TestClient, roles: dict) -> None:
     assert on_map() == sorted([*table_sites, "KT-2018-0001", "KT-2018-0002"])
     assert "KT-2018-0001" in on_map(active="2018-06-01")
     assert "KT-2018-0002" not in on_map(active="2018-06-01")
+    unit_zones = client.get("/units/S0000ETESTSEG").json()["workzones"]
+    assert {"KT-2018-0001", "KT-2018-0002"} <= {w["id"] for w in unit_zones}
     assert client.get("/workzones", params={"active": "soon"}).status_code == 400
     qr = client.get("/workzones/KT-2018-0001/qr.png")
     assert qr.status_code == 200 and qr.headers["content-type"] == "image/png"

@@ -303,7 +303,9 @@ def test_unit_detail_has_measures_and_events(client: TestClient) -> None:
     assert unit["properties"]["crashes"] == grid.loc[uid, "crashes"]
     assert unit["geometry"]["type"] == "LineString"
     assert [a["properties"]["unit_id"] for a in unit["accidents"]] == [uid]
-    assert [h["id"] for h in unit["hazards"]] == ["H1"]
+    # hazards.parquet is imported into the ledger on start and assigned to units there
+    assert [(h["id"], h["properties"]["state"]) for h in unit["hazards"]] == [("H1", "rectifying")]
+    assert unit["hazards"][0]["unit_ids"] == [uid]
     assert unit["workzones"] == []
     wz_unit = grid[grid["kind"] == "segment"].index[6]
     assert [w["id"] for w in client.get(f"/units/{wz_unit}").json()["workzones"]] == ["W1"]

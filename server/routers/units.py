@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
 from ..errors import NotFound, Unavailable
@@ -109,8 +110,21 @@ def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
     return [json.loads(s) for s in texts[rows].tolist()]
 
 
-@router.get("/units/{unit_id}", summary="One unit: attributes, measures and its events")
-async def get_unit(unit_id: str, store: StoreDep) -> JSONResponse:
+def _ledger_events(svc: Any, unit_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The unit's hazards (their live state) and registered work zones, from the ledger."""
+    _, hazards = svc.ledger.list_hazards(unit_id=unit_id, limit=100_000)
+    _, zones = svc.ledger.list_workzones(unit_id=unit_id, limit=100_000)
+    return [h.to_feature() for h in hazards], [z.to_feature() for z in zones]
+
+
+@router.get(
+    "/units/{unit_id}",
+    summary="One unit: attributes, measures and its events",
+    description="The unit's accidents come from the data folder; its hazards from the hazard "
+    "ledger (current state, duplicates linked), its work zones from the data folder and the "
+    "ledger's registered sites.",
+)
+async def get_unit(unit_id: str, store: StoreDep, request: Request) -> JSONResponse:
     table = _units(store)
     index = table.extra.get("by_id")
     if index is None:
@@ -122,6 +136,18 @@ async def get_unit(unit_id: str, store: StoreDep) -> JSONResponse:
     texts = table.features_all if table.features_all is not None else table.features
     feature = json.loads(texts[pos])
     feature["accidents"] = _records(store.table("accidents"), unit_id)
-    feature["hazards"] = _records(store.table("hazards"), unit_id)
-    feature["workzones"] = _records(store.table("workzones"), unit_id)
+    svc = getattr(request.app.state, "ledger", None)
+    if svc is None:  # an app without the ledger: the data folder's tables
+        feature["hazards"] = _records(store.table("hazards"), unit_id)
+        feature["workzones"] = _records(store.table("workzones"), unit_id)
+        return JSONResponse(feature)
+    hazards, zones = await run_in_threadpool(_ledger_events, svc, unit_id)
+    registered = {z["id"] for z in zones}
+    table_zones = [
+        z
+        for z in _records(store.table("workzones"), unit_id)
+        if z.get("properties", {}).get("site_code") not in registered
+    ]
+    feature["hazards"] = hazards
+    feature["workzones"] = table_zones + zones
     return JSONResponse(feature)
