@@ -67,29 +67,40 @@ LIVE_COLUMNS = [
 _ADMIN_ENV = Principal("env-admin", "admin", "TRAFFICUNIT_ADMIN_TOKEN")
 
 
-class LazyHazardLayer:
-    """The ledger's hazards as a live tile layer, rebuilt on first use after a change.
+class _LazyLayer:
+    """A live tile layer rebuilt from the ledger on first use after a change.
 
     Writes only move the store's data version (so no stale tile is served); the layer is
-    rebuilt from the ledger when a tile or TileJSON next asks for it, not on every write.
+    rebuilt when a tile or TileJSON next asks for it, not on every write. Subclasses name the
+    layer and its columns and build its frame.
     """
+
+    name = ""
+    columns: list[str] = []
 
     def __init__(self, svc: LedgerService) -> None:
         self._svc = svc
         self._layer: LiveLayer | None = None
-        self._seq = -1
+        self._key: Any = None
         self._lock = threading.Lock()
+
+    def _state(self) -> Any:
+        """What the layer depends on: a change rebuilds it."""
+        return self._svc._known_seq
+
+    def _frame(self) -> gpd.GeoDataFrame:
+        raise NotImplementedError
 
     def get(self) -> LiveLayer:
         """The current layer."""
-        seq = self._svc._known_seq
-        if self._layer is None or self._seq != seq:
+        key = self._state()
+        if self._layer is None or self._key != key:
             with self._lock:
-                if self._layer is None or self._seq != seq:
-                    frame = self._svc.ledger.frame()
-                    cols = [c for c in LIVE_COLUMNS if c in frame.columns]
-                    self._layer = LiveLayer("hazards", frame, id_column="event_id", columns=cols)
-                    self._seq = seq
+                if self._layer is None or self._key != key:
+                    frame = self._frame().reset_index(drop=True)
+                    cols = [c for c in self.columns if c in frame.columns]
+                    self._layer = LiveLayer(self.name, frame, id_column="event_id", columns=cols)
+                    self._key = key
         return self._layer
 
     def __getattr__(self, name: str) -> Any:
@@ -99,23 +110,36 @@ class LazyHazardLayer:
         return len(self.get())
 
 
+class LazyHazardLayer(_LazyLayer):
+    """The ledger's hazards as a live tile layer."""
+
+    name = "hazards"
+    columns = LIVE_COLUMNS
+
+    def _frame(self) -> gpd.GeoDataFrame:
+        return self._svc.ledger.frame()
+
+
 #: Columns of the work zones carried by the live tiles (as for ``workzones.parquet``).
 ZONE_COLUMNS = ["event_id", "unit_id", "site_code", "start", "end", "lanes_taken"]
 
 
-class LazyWorkZoneLayer:
+class LazyWorkZoneLayer(_LazyLayer):
     """The data folder's work zones plus those registered through the API, as a live layer.
 
-    Rebuilt on first use after a ledger write or a new ``workzones.parquet``; a site code
-    registered through the API replaces a row of the table with the same code.
+    A site code registered through the API replaces a row of ``workzones.parquet`` with the
+    same code.
     """
 
+    name = "workzones"
+    columns = ZONE_COLUMNS
+
     def __init__(self, svc: LedgerService) -> None:
-        self._svc = svc
+        super().__init__(svc)
         self.base: Any = None  # the store's workzones table (server.store.Table) or None
-        self._layer: LiveLayer | None = None
-        self._key: tuple[int, int] = (-1, 0)
-        self._lock = threading.Lock()
+
+    def _state(self) -> Any:
+        return (self._svc._known_seq, id(self.base))
 
     def _frame(self) -> gpd.GeoDataFrame:
         _, zones = self._svc.ledger.list_workzones(limit=10_000_000)
@@ -140,24 +164,6 @@ class LazyWorkZoneLayer:
             table = table[~table["site_code"].astype(str).isin(registered["site_code"])]
         cols = [c for c in ZONE_COLUMNS if c in table.columns]
         return pd.concat([table[[*cols, table.geometry.name]].to_crs(4326), registered])
-
-    def get(self) -> LiveLayer:
-        """The current layer."""
-        key = (self._svc._known_seq, id(self.base))
-        if self._layer is None or self._key != key:
-            with self._lock:
-                if self._layer is None or self._key != key:
-                    frame = self._frame().reset_index(drop=True)
-                    cols = [c for c in ZONE_COLUMNS if c in frame.columns]
-                    self._layer = LiveLayer("workzones", frame, id_column="event_id", columns=cols)
-                    self._key = key
-        return self._layer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.get(), name)
-
-    def __len__(self) -> int:
-        return len(self.get())
 
 
 class LedgerService:
