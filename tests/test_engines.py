@@ -122,6 +122,9 @@ def _tile() -> str:
     ("path", "headers"),
     [
         ("/healthz", {}),
+        ("/", {}),  # the web map
+        ("/style.json", {}),
+        ("/legend", {}),
         ("/tiles", {}),
         ("/tiles/risk/tilejson.json", {}),
         ("TILE", {"Accept-Encoding": "gzip"}),
