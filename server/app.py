@@ -53,6 +53,14 @@ def _error_answer(exc: ServerError) -> TileAnswer:
     return TileAnswer(exc.status, headers, body)
 
 
+def _zxy(path: str) -> tuple[int, int, int]:
+    """z, x, y of ``/tiles/{tileset}/{z}/{x}/{y}.mvt`` (404 for another shape, 400 if bad)."""
+    parts = path[7:-4].split("/")
+    if len(parts) != 4:
+        raise NotFound(f"no route {path}")
+    return parse_zxy(parts[1], parts[2], parts[3])
+
+
 def _raw(headers: Headers) -> RawHeaders:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
@@ -108,11 +116,8 @@ class TileResponder:
         return gz
 
     def _build(self, archive: Archive, path: str, gz: bool, head: bool) -> TileAnswer:
-        parts = path[7:-4].split("/")
         try:
-            if len(parts) != 4:
-                raise NotFound(f"no route {path}")
-            z, x, y = parse_zxy(parts[1], parts[2], parts[3])
+            z, x, y = _zxy(path)
             return stored_tile(
                 archive,
                 z,
@@ -172,11 +177,8 @@ class TileResponder:
     ) -> TileAnswer:
         """A live tile (same logic as the route: :func:`tiles.live_answer`)."""
         assert self.store is not None and self.tile_cache is not None
-        parts = path[7:-4].split("/")
         try:
-            if len(parts) != 4:
-                raise NotFound(f"no route {path}")
-            z, x, y = parse_zxy(parts[1], parts[2], parts[3])
+            z, x, y = _zxy(path)
             return tiles.live_answer(
                 self.store,
                 self.settings,
