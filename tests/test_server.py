@@ -431,3 +431,23 @@ def test_serve_verb_refuses_a_missing_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "no such folder" in result.output
+
+
+@pytest.mark.parametrize("verb", ["serve", "demo"])
+def test_a_busy_port_is_one_clear_line_before_any_work(verb: str, data_dir: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from trafficunit.cli import app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = [str(data_dir)] if verb == "serve" else ["-o", str(data_dir.parent / "demo-out")]
+        result = CliRunner().invoke(app, [verb, *args, "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+    assert not (data_dir.parent / "demo-out").exists()  # the demo did not build first

@@ -30,6 +30,28 @@ class Server(StrEnum):
     uvicorn = "uvicorn"
 
 
+def _check_port(host: str, port: int) -> None:
+    """A clear error, before any worker starts, when ``host:port`` cannot be listened on."""
+    import socket
+
+    from .._errors import ValidationError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValidationError(f"--host {host!r} is not an address of this machine: {exc}") from exc
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); "
+                "another server may be using it: pick another with --port"
+            ) from exc
+
+
 def _run_server(
     data_dir: Path,
     host: str,
@@ -45,6 +67,8 @@ def _run_server(
     ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
     Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
     """
+    with user_errors():
+        _check_port(host, port)
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
@@ -224,6 +248,9 @@ def demo_cmd(
     workzones: Annotated[Path | None, typer.Option(help="Real work-zones file")] = None,
 ) -> None:
     """The whole job on the embedded Helsinki sample: units, events, risk, tiles, web map."""
+    if not no_serve:
+        with user_errors():  # a busy port is told before the build, not after it
+            _check_port(host, port)
     with user_errors(), console.status("building units, events, risk, black spots and tiles..."):
         manifest = build_demo(
             output, network=network, accidents=accidents, hazards=hazards, workzones=workzones
