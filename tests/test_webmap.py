@@ -1,16 +1,20 @@
 """The web map in a real headless browser (Debian chromium driven by Playwright).
 
-The demo data folder is built from the embedded Helsinki network and the generated sample, the
-server runs in a thread, and chromium (SwiftShader WebGL) loads ``/``: tiles must arrive, units
-must render, a click must open the unit popup, and the night filter must switch accidents to
-the live layer. The screenshot is kept in ``test-artifacts/webmap.png``.
+The demo data folder is built from the embedded Helsinki network and the generated sample,
+``trafficunit serve`` serves it as ``make demo`` does, and chromium (SwiftShader WebGL) loads
+``/``: tiles must arrive, units must render, a click must open the unit popup, and the night
+filter must switch accidents to the live layer. The screenshot is kept in
+``test-artifacts/webmap.png``.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,31 +42,36 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from server import Settings, create_app
+    """``trafficunit serve`` over the demo folder, as ``make demo`` runs it (Granian)."""
     from trafficunit.cli.serve import build_demo
 
     data = tmp_path_factory.mktemp("demo")
     build_demo(data)
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(Settings(data_dir=data)), host="127.0.0.1", port=port, log_level="warning"
+    cli = str(Path(sys.executable).parent / "trafficunit")
+    proc = subprocess.Popen(
+        [cli, "serve", str(data), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # stopping the group stops Granian's worker too
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, "trafficunit serve exited"
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
