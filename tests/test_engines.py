@@ -3,18 +3,13 @@ uvicorn (plain ASGI) started as real processes answer every kind of request the 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
+from ._serve import serve
 from ._serverdata import DLAT, DLON, LAT0, LON0, build_data_dir
 
 ADMIN = "engines-admin-token"
@@ -33,60 +28,21 @@ COMPARED = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One server per engine over the same data folder (each with its own ledger)."""
     data = build_data_dir(tmp_path_factory.mktemp("engines") / "data")
-    cli = str(Path(sys.executable).parent / "trafficunit")
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: dict[str, str] = {}
-    try:
+    with ExitStack() as stack:
+        urls = {}
         for engine in ENGINES:
-            ledger = data.parent / f"ledger-{engine}.sqlite"
-            port = free_port()
             env = {
-                **os.environ,
                 "TRAFFICUNIT_ADMIN_TOKEN": ADMIN,
-                "TRAFFICUNIT_DATABASE_URL": f"sqlite:///{ledger}",
+                "TRAFFICUNIT_DATABASE_URL": f"sqlite:///{data.parent / f'ledger-{engine}.sqlite'}",
                 "TRAFFICUNIT_LEDGER_SWEEP_INTERVAL_S": "0",
                 "TRAFFICUNIT_LEDGER_MAX_BODY_BYTES": "20000",
             }
-            cmd = [cli, "serve", str(data), "--port", str(port), "--server", engine]
-            # own session: stopping the group stops Granian's worker processes too
-            procs.append(
-                subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
-            )
-            urls[engine] = f"http://127.0.0.1:{port}"
-        for engine, proc in zip(ENGINES, procs, strict=True):
-            deadline = time.monotonic() + 90
-            while True:
-                if proc.poll() is not None:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise RuntimeError(f"{engine} exited with {proc.returncode}: {err[-2000:]}")
-                try:
-                    if httpx.get(f"{urls[engine]}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{engine} did not answer /healthz within 90 s")
-                time.sleep(0.2)
+            urls[engine] = stack.enter_context(serve(data, server=engine, env=env))
         yield urls
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
 
 
 def _both(

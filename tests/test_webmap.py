@@ -9,14 +9,7 @@ filter must switch accidents to the live layer. The screenshot is kept in
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
+from ._serve import serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -34,12 +29,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``trafficunit serve`` over the demo folder, as ``make demo`` runs it (Granian)."""
@@ -47,31 +36,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     data = tmp_path_factory.mktemp("demo")
     build_demo(data)
-    port = _free_port()
-    cli = str(Path(sys.executable).parent / "trafficunit")
-    proc = subprocess.Popen(
-        [cli, "serve", str(data), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # stopping the group stops Granian's worker too
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            assert proc.poll() is None, "trafficunit serve exited"
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+    with serve(data) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
