@@ -44,6 +44,7 @@ from trafficunit.mvt import LiveLayer
 from trafficunit.settings import CLOSED_STATUSES, LedgerSettings
 
 from .settings import Settings
+from .store import LIVE_COLUMNS as TABLE_LIVE_COLUMNS
 from .store import DataStore
 
 log = logging.getLogger("trafficunit.server.ledger")
@@ -120,8 +121,8 @@ class LazyHazardLayer(_LazyLayer):
         return self._svc.ledger.frame()
 
 
-#: Columns of the work zones carried by the live tiles (as for ``workzones.parquet``).
-ZONE_COLUMNS = ["event_id", "unit_id", "site_code", "start", "end", "lanes_taken"]
+#: Columns of the work zones carried by the live tiles: those of ``workzones.parquet``'s layer.
+ZONE_COLUMNS = list(TABLE_LIVE_COLUMNS["workzones"])
 
 
 class LazyWorkZoneLayer(_LazyLayer):
