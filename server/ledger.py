@@ -193,6 +193,8 @@ class LedgerService:
         if ls.jurisdictions is not None:
             self._load_zones()
         self._lock = threading.Lock()
+        self._sweeping = threading.Lock()  # a sweep and close() never overlap
+        self._closed = False
         self._units_table: object = None
         self._proxy = LazyHazardLayer(self)
         self._zones = LazyWorkZoneLayer(self)
@@ -225,8 +227,14 @@ class LedgerService:
         self.zone_names = zones[field].astype(str)
 
     def close(self) -> None:
-        """Close the database."""
-        self.ledger.close()
+        """Close the database once a sweep in flight has finished.
+
+        The periodic sweep runs in a worker thread that cancelling its task does not stop;
+        closing SQLite connections under it crashed the process.
+        """
+        with self._sweeping:
+            self._closed = True
+            self.ledger.close()
 
     # -- auth
     def principal(self, token: str) -> Principal:
@@ -273,12 +281,18 @@ class LedgerService:
 
     # -- sweeps and imports
     def sweep(self, store: DataStore | None) -> dict[str, list[str]]:
-        """Escalate overdue hazards; reopen closed ones with a serious crash after closure."""
-        escalated = self.ledger.escalate_overdue()
-        reopened: list[str] = []
-        acc = store.tables.get("accidents") if store is not None else None
-        if acc is not None:
-            reopened = self.ledger.reopen_for_crashes(acc.frame)
+        """Escalate overdue hazards; reopen closed ones with a serious crash after closure.
+
+        Does nothing once the service is closed.
+        """
+        with self._sweeping:
+            if self._closed:
+                return {"escalated": [], "reopened": []}
+            escalated = self.ledger.escalate_overdue()
+            reopened: list[str] = []
+            acc = store.tables.get("accidents") if store is not None else None
+            if acc is not None:
+                reopened = self.ledger.reopen_for_crashes(acc.frame)
         return {"escalated": escalated, "reopened": reopened}
 
     def import_table(self, store: DataStore) -> int:

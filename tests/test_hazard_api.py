@@ -569,3 +569,37 @@ def test_schemathesis_finds_no_server_error(data_dir: Path, tmp_path: Path) -> N
     assert cases > 100
     print(f"schemathesis: {cases} cases")
     assert failures == [], "\n".join(failures)
+
+
+def test_shutdown_waits_for_a_sweep_in_flight(data_dir: Path, tmp_path: Path) -> None:
+    """The periodic sweep runs in a worker thread; closing the ledger under it crashed."""
+    import threading
+    import time
+
+    from server.ledger import LedgerService
+
+    settings = Settings(
+        data_dir=data_dir,
+        ledger=LedgerServerSettings(database_url=f"sqlite:///{tmp_path / 'l.sqlite'}"),
+    )
+    svc = LedgerService(settings)
+    real = svc.ledger.escalate_overdue
+    started = threading.Event()
+
+    def slow() -> list[str]:
+        started.set()
+        time.sleep(0.5)
+        return real()  # still uses the database after close() was asked for
+
+    svc.ledger.escalate_overdue = slow  # type: ignore[method-assign]
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(svc.sweep(None)))
+    worker.start()
+    assert started.wait(5)
+    t = time.monotonic()
+    svc.close()
+    waited = time.monotonic() - t
+    worker.join(5)
+    assert result == {"escalated": [], "reopened": []}  # the sweep finished on an open ledger
+    assert waited > 0.3
+    assert svc.sweep(None) == {"escalated": [], "reopened": []}  # and none runs after close
