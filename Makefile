@@ -11,7 +11,8 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]" \
+		--config-settings editable_mode=compat
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,8 +29,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 
+DOWNSTREAM = $(CURDIR)/tests/typing
+
 typecheck: $(STAMP)
 	$(BIN)/mypy $(foreach p,$(wildcard trafficunit server),-p $(p))
+	@# a downstream script, checked from outside the tree as an installed package's user would
+	@cd $$(mktemp -d) && $(abspath $(BIN))/mypy --no-incremental --config-file $(DOWNSTREAM)/mypy.ini \
+		$(DOWNSTREAM)/downstream.py > mypy-downstream.txt; status=$$?; cat mypy-downstream.txt; \
+		test $$status -eq 0 && ! grep -q 'Revealed type is "Any"' mypy-downstream.txt \
+		|| { echo "downstream mypy: the public API is not typed"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_units.py

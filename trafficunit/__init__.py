@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import io, network, settings, units
 from ._errors import CRSError, InputFileError, TrafficUnitError, TrafficUnitWarning, ValidationError
@@ -26,19 +26,59 @@ from .units import build_units
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs and `help()`
+    from . import (
+        blackspots,
+        distributed,
+        events,
+        join,
+        lineage,
+        plot,
+        risk,
+        sample,
+        tiles,
+        timefilter,
+    )
+    from .blackspots import find_black_spots
+    from .distributed import run_pipeline
+    from .events import read_events
+    from .join import assign, summarize
+    from .lineage import resegment
+    from .risk import score
+    from .tiles import build_tiles
+
 __all__ = [
     "CRSError",
     "InputFileError",
     "TrafficUnitError",
     "TrafficUnitWarning",
     "ValidationError",
+    "__version__",
+    "assign",
+    "blackspots",
+    "build_tiles",
     "build_units",
+    "distributed",
+    "events",
+    "find_black_spots",
     "io",
+    "join",
+    "lineage",
     "network",
+    "plot",
+    "read_events",
     "read_network",
     "read_table",
+    "resegment",
+    "risk",
+    "run_pipeline",
+    "sample",
     "sample_network_path",
+    "score",
     "settings",
+    "summarize",
+    "tiles",
+    "timefilter",
     "units",
     "write_table",
 ]
@@ -73,6 +113,10 @@ _LAZY = {
     "distributed": "distributed",
     "run_pipeline": "distributed",
 }
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(__all__))
 
 
 def __getattr__(name: str) -> Any:

@@ -175,7 +175,7 @@ def build_demo(
     units = tu.build_units(roads)
     lap("units")
     generated = accidents is None
-    if generated:
+    if accidents is None:
         events = tu.sample.generate(units, seed=seed)
     else:
         events = {"accidents": tu.read_events(accidents, kind="accident")}
