@@ -66,7 +66,7 @@ def test_coordtransform_reference_values() -> None:
 
 
 def test_offsets_have_the_documented_size_in_shenzhen() -> None:
-    # DOMAIN.md: about 0.6 km for GCJ-02 and 1.2 km for BD-09 around Shenzhen
+    # docs/domain.md: about 0.6 km for GCJ-02 and 1.2 km for BD-09 around Shenzhen
     lon, lat = 114.0579, 22.5431
     g = chinacrs.wgs84_to_gcj02(lon, lat)
     b = chinacrs.wgs84_to_bd09(lon, lat)

@@ -1,6 +1,6 @@
 """Attach accidents, hazards and work zones to traffic units, and summarise them per unit.
 
-:func:`assign` is the join. Its rules (DOMAIN.md, "Crash to unit"), all configurable through
+:func:`assign` is the join. Its rules (docs/domain.md, "Crash to unit"), all configurable through
 :class:`~trafficunit.settings.JoinSettings`:
 
 1. **Candidates.** A point event's candidates are the segment units within its maximum

@@ -1,6 +1,6 @@
 """Typed defaults in one place. Every threshold is configuration, overridable per call.
 
-Values follow ``DOMAIN.md``: tags there say which are sourced and which are recommendations.
+Values follow ``docs/domain.md``: tags there say which are sourced and which are recommendations.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ EXCLUDED_SERVICE: frozenset[str] = frozenset(
 EXCLUDED_ACCESS: frozenset[str] = frozenset({"no", "private"})
 
 #: Intersection influence radius by the highest road class meeting there, metres.
-#: DOMAIN.md: agencies use 15-76 m (50-250 ft) or 150 m; [rec] 30 m urban, by road class.
+#: docs/domain.md: agencies use 15-76 m (50-250 ft) or 150 m; [rec] 30 m urban, by road class.
 #: A consolidated junction adds its own extent (the farthest node from its centre).
 INFLUENCE_M_BY_CLASS: dict[str, float] = {
     "motorway": 76.0,
@@ -190,7 +190,7 @@ class TileSettings:
 
 # -- risk: measures, four-colour levels, black spots, time (trafficunit.risk / .blackspots) ------
 
-#: EPDO weights by KABCO severity from HSM-era crash costs (DOMAIN.md [src]). Versioned data:
+#: EPDO weights by KABCO severity from HSM-era crash costs (docs/domain.md [src]). Versioned data:
 #: the version string travels with every result so a map legend can say which weights it used.
 EPDO_WEIGHTS_HSM: dict[str, float] = {"K": 542.0, "A": 29.0, "B": 11.0, "C": 6.0, "O": 1.0}
 EPDO_WEIGHTS_VERSION = "HSM-2010 (K 542, A 29, B 11, C 6, O 1)"
@@ -378,19 +378,19 @@ class BlackSpotProfile:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-#: Named black-spot profiles (DOMAIN.md). Korea, India and Portugal are published rules [src];
+#: Named black-spot profiles (docs/domain.md). Korea, India and Portugal are published rules [src];
 #: ``default`` is our recommendation [rec] (3 years, 50 m points, 500 m windows, 100 m steps).
 BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
     "default": BlackSpotProfile(
         name="default",
         description="3 years; 50 m points; 500 m windows, 100 m steps",
-        source="[rec] DOMAIN.md default; thresholds are a recommendation",
+        source="[rec] docs/domain.md default; thresholds are a recommendation",
         criteria=(Criterion("KA", 2), Criterion("KABC", 5), Criterion("crashes", 10)),
     ),
     "kr-molit": BlackSpotProfile(
         name="kr-molit",
         description="Korea: 3 years, 150 m radius, 600 m urban / 1000 m rural sections",
-        source="[src] DOMAIN.md (Korea)",
+        source="[src] docs/domain.md (Korea)",
         point_radius_m=150.0,
         window_m=600.0,
         window_m_rural=1000.0,
@@ -399,7 +399,7 @@ BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
     "in-morth": BlackSpotProfile(
         name="in-morth",
         description="India: ~500 m stretch, 5 fatal/grievous crashes or 10 deaths in 3 years",
-        source="[src] DOMAIN.md (India)",
+        source="[src] docs/domain.md (India)",
         point_radius_m=250.0,
         window_m=500.0,
         criteria=(Criterion("KA", 5), Criterion("deaths", 10)),
@@ -407,7 +407,7 @@ BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
     "pt-ansr": BlackSpotProfile(
         name="pt-ansr",
         description="Portugal: <=200 m, >=5 injury crashes in a year and severity index > 20",
-        source="[src] DOMAIN.md (Portugal)",
+        source="[src] docs/domain.md (Portugal)",
         years=1.0,
         point_radius_m=100.0,
         window_m=200.0,
@@ -499,7 +499,7 @@ class JoinSettings:
     ----------
     max_distance_m
         Largest snap distance of a point event to a segment unit, metres, by event kind
-        (DOMAIN.md [rec]: 25 m for crashes; citizen reports are often placed less precisely).
+        (docs/domain.md [rec]: 25 m for crashes; citizen reports are often placed less precisely).
     max_distance_m_by_class
         Overrides of ``max_distance_m`` by event kind, then by the unit's ``road_class``,
         e.g. ``{"accident": {"motorway": 40.0}}``.
@@ -553,7 +553,7 @@ class JoinSettings:
 
 @dataclass(frozen=True)
 class LedgerSettings:
-    """Rules of the hazard closed loop (``trafficunit.ledger``); DOMAIN.md "Hazard lifecycle".
+    """Rules of the hazard closed loop (``trafficunit.ledger``); docs/domain.md "Hazard lifecycle".
 
     Attributes
     ----------
@@ -574,7 +574,7 @@ class LedgerSettings:
         ... provided that hazard was last reported within this many days.
     reopen_days
         A serious crash on a hazard's unit within this many days of its closure reopens it
-        (DOMAIN.md [rec]: 12 months).
+        (docs/domain.md [rec]: 12 months).
     reopen_severities
         KABCO severities that count as serious for reopening.
     max_vertices

@@ -1,6 +1,6 @@
 """Hazard-governance KPIs per jurisdiction (districts, grids: a polygon file) or road chief.
 
-Definitions (DOMAIN.md "Hazard lifecycle", KPIs), per group, as of ``now``:
+Definitions (docs/domain.md "Hazard lifecycle", KPIs), per group, as of ``now``:
 
 =========================  ==================================================================
 ``hazards``                hazards reported (in ``period`` when given)

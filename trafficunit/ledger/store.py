@@ -62,7 +62,7 @@ __all__ = [
     "parse_time",
 ]
 
-#: Where a hazard report came from (DOMAIN.md "Hazard").
+#: Where a hazard report came from (docs/domain.md "Hazard").
 SOURCES: tuple[str, ...] = ("public_report", "patrol", "crash_analysis", "audit", "import")
 _MAX_TEXT = 4000
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"

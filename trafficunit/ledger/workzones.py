@@ -1,7 +1,7 @@
 """Road-works registry helpers: one QR code per site, linking to the site's page.
 
 Sites are stored by :meth:`trafficunit.ledger.Ledger.register_workzone` (one code per
-permitted site, DOMAIN.md); inspectors scan the QR code on the site's board to open its page.
+permitted site, docs/domain.md); inspectors scan the QR code on the site's board to open its page.
 
 >>> png = qr_png("https://example.org/workzones/KT-2018-0001/page")
 >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
