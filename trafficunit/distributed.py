@@ -160,7 +160,10 @@ def cluster(
     settings
         :class:`~trafficunit.settings.DistributedSettings` for the local cluster.
     """
-    from distributed import Client, LocalCluster
+    from ._optional import require
+
+    dist = require("distributed", "running on Dask")
+    Client, LocalCluster = dist.Client, dist.LocalCluster
 
     cfg = settings or DistributedSettings()
     if isinstance(scheduler, Client):

@@ -488,7 +488,9 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
 
 
 def _from_graph(graph: Any, report: NetworkReport) -> gpd.GeoDataFrame:
-    import osmnx as ox
+    from ._optional import require
+
+    ox = require("osmnx", "reading an osmnx graph")
 
     if graph.number_of_edges() == 0:
         raise ValidationError("the graph has no edges")

@@ -840,7 +840,9 @@ def _rule_text(rule: dict[str, Any]) -> str:
 
 def _adjacency(risk: pd.DataFrame) -> Any:
     """libpysal Graph from the ';'-joined ``neighbours`` column, binary, symmetric."""
-    from libpysal.graph import Graph
+    from ._optional import require
+
+    Graph = require("libpysal.graph", "hot-spot statistics").Graph
     from scipy import sparse
 
     if "neighbours" not in risk.columns:
@@ -875,7 +877,9 @@ def hotspots(
     ``moran_i``, ``moran_p`` and ``moran_quadrant`` ("HH", "LH", "LL", "HL" or
     "not significant").
     """
-    import esda
+    from ._optional import require
+
+    esda = require("esda", "hot-spot statistics")
 
     cfg = settings or RiskSettings()
     measure = measure or cfg.hotspot_measure

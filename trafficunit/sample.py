@@ -319,8 +319,13 @@ def generate(
     n_accidents, n_hazards, n_workzones
         How many of each.
     """
-    return {
-        "accidents": accidents(units, n=n_accidents, seed=seed),
-        "hazards": hazards(units, n=n_hazards, seed=seed + 1),
-        "workzones": workzones(units, n=n_workzones, seed=seed + 2),
-    }
+    layers = {"accidents": accidents, "hazards": hazards, "workzones": workzones}
+    counts = {"accidents": n_accidents, "hazards": n_hazards, "workzones": n_workzones}
+    out = {}
+    for i, (name, make) in enumerate(layers.items()):
+        n = counts[name]
+        if n < 0:
+            raise ValidationError(f"n_{name} must be >= 0, got {n}")
+        # numpy's string functions refuse empty arrays: an empty layer keeps the columns of one row
+        out[name] = make(units, n=max(n, 1), seed=seed + i).iloc[:n]
+    return out

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .._errors import TrafficUnitError
 
@@ -20,5 +21,6 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except TrafficUnitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = escape(str(exc))  # brackets in a message ("trafficunit[server]") are not markup
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from exc

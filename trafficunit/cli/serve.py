@@ -31,10 +31,17 @@ class Server(StrEnum):
 
 
 def _check_port(host: str, port: int) -> None:
-    """A clear error, before any worker starts, when ``host:port`` cannot be listened on."""
+    """A clear error, before any worker starts, when the server cannot run on ``host:port``.
+
+    Checks the ``server`` extra is installed, then that the address can be listened on.
+    """
     import socket
 
     from .._errors import ValidationError
+    from .._optional import require
+
+    for module in ("fastapi", "granian", "pydantic_settings"):
+        require(module, "trafficunit serve")
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -183,11 +183,10 @@ class PostgresDatabase(Database):
             import psycopg
             from psycopg.rows import dict_row
             from psycopg_pool import ConnectionPool
-        except ImportError as exc:  # pragma: no cover - installed with trafficunit
-            raise TrafficUnitError(
-                "PostgreSQL needs psycopg 3 and psycopg-pool: pip install 'psycopg[binary]' "
-                "psycopg-pool"
-            ) from exc
+        except ModuleNotFoundError as exc:
+            from .._optional import missing
+
+            raise missing(exc, "a PostgreSQL ledger") from exc
         self.url = url
         self._psycopg = psycopg
         try:

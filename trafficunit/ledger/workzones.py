@@ -29,8 +29,10 @@ def qr_png(url: str, *, box_size: int = 8, border: int = 4) -> bytes:
     border
         Quiet zone, modules (the QR specification asks for at least 4).
     """
-    import qrcode
-    from qrcode.constants import ERROR_CORRECT_M
+    from .._optional import require
+
+    qrcode = require("qrcode", "drawing a QR code")
+    ERROR_CORRECT_M = require("qrcode.constants", "drawing a QR code").ERROR_CORRECT_M
 
     if not url or len(url) > 2000:
         raise ValidationError("a QR code needs a URL of 1 to 2000 characters")
