@@ -1152,20 +1152,20 @@ def _describe_time(
     hours_col: list[str] | None,
     report: _Report,
 ) -> str:
-    cols = " + ".join(repr(c) for c in src)
-    parts = []
+    cols = " joined with ".join(repr(c) for c in src)
+    n_year = int(t.year_only.sum())
+    if n_year and not t.value.notna().any():
+        return f"year only, from {cols} (time left empty, year set)"
+    parts = [f"from {cols}"]
     if fmt:
         parts.append(f"format {fmt!r}")
-    n_year = int(t.year_only.sum())
-    if n_year and n_year == int(t.value.notna().sum() + n_year):
-        return "year only (time left empty, year set)"
     if t.date_only:
-        parts.append(f"dates only; clock hour from {hours_col[0]!r}" if hours_col else "dates only")
+        parts.append(f"dates only, hour from {hours_col[0]!r}" if hours_col else "dates only")
     if n_year:
         parts.append(f"{n_year:,} year-only values")
     if t.naive:
-        parts.append(f"naive times read as local time ({report.tz_how}: {report.tz})")
-    return ", ".join(parts) or f"from {cols}"
+        parts.append(f"written without a zone: local time in {report.tz}")
+    return ", ".join(parts)
 
 
 _TZ_FINDER: Any = None
@@ -1522,6 +1522,19 @@ def _read(
         geoms[ok] = shapely.points(xv[ok], yv[ok])
         _xy_points = np.full(n, None, dtype=object)
         _xy_points[ok] = geoms[ok]
+    if (
+        xcol is not None
+        and crs_obj is not None
+        and crs_obj.is_projected
+        and ok.sum() >= 5
+        and (np.abs(xv[ok]) <= 180).all()
+        and (np.abs(yv[ok]) <= 90).all()
+    ):
+        drops.mark(ok, "degrees given for a CRS in metres", [xcol, ycol])  # type: ignore[list-item]
+        report.hints.append(
+            f"every x/y is within ±180/±90: these look like longitude/latitude, not the "
+            f"metres of {crs_obj.name}; give crs=4326 (or the CRS the file uses)"
+        )
     if crs_obj is None and system is None:
         raise CRSError(
             f"{name}: the CRS of the coordinates is not known; give crs= (e.g. 4326 for "
@@ -1901,8 +1914,6 @@ def _field_summary(
             out[fld] = "'general' (no grade column)"
         else:
             out[fld] = "-"
-    if kind == "accident" and report.time_built:
-        out["time"] += f"; {report.time_built}"
     return out
 
 
