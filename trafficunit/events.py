@@ -109,6 +109,33 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 _TIME_FIELDS = {"time", "reported_at", "start", "end"}
+
+#: Column names (compared case-insensitively) taken for a field the user did not map, after
+#: the field's own name, in this order; a column so taken is used only when its content
+#: passes the field's check, and the read summary says so.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "event_id": ("id", "事故编号", "编号"),
+    "time": (
+        "datetime",
+        "date_time",
+        "timestamp",
+        "发生时间",
+        "事故时间",
+        "事发时间",
+        "日期时间",
+        "时间",
+        "date",
+        "日期",
+    ),
+    "severity": ("accident_severity", "crash_severity", "事故等级", "事故严重程度", "严重程度"),
+    "road_name": ("street", "road", "道路名称", "路名", "道路"),
+    "light": ("light_conditions", "光照条件"),
+    "weather": ("weather_conditions", "天气"),
+    "category": ("隐患类型", "类别"),
+    "reported_at": ("上报时间", "发现时间"),
+    "start": ("start_date", "开始时间"),
+    "end": ("end_date", "结束时间"),
+}
 _INT_FIELDS = {"year", "hour", "deaths", "serious_injuries", "minor_injuries", "injuries"}
 _FLOAT_FIELDS = {"lanes_taken"}
 _BOOL_FIELDS = {"night_works"}
@@ -739,10 +766,18 @@ def _parse_time_column(
     bad |= year_only & yr.isna().to_numpy()
     local_hour = None
     if zones is not None:
-        local_hour = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+        # each row's wall clock in its own zone; when the main zone shows the same clock for
+        # every row (Shenzhen and Hong Kong, say), the times are stored in the main zone
         zs = pd.Series(zones, index=raw.index).fillna("UTC")
+        main = str(zs.value_counts().index[0])
+        wall = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
         for zone, idx in zs.groupby(zs, sort=False).groups.items():
-            local_hour.loc[idx] = out.loc[idx].dt.tz_convert(str(zone)).dt.hour.astype("Int64")
+            wall.loc[idx] = out.loc[idx].dt.tz_convert(str(zone)).dt.tz_localize(None)
+        in_main = out.dt.tz_convert(main)
+        if bool((in_main.dt.tz_localize(None) == wall)[out.notna()].all()):
+            out = in_main
+        else:
+            local_hour = wall.dt.hour.astype("Int64")
     return _Times(
         out, year_only, yr, bad, no_date & present, bool(naive.any()), date_only, local_hour
     )
@@ -893,7 +928,7 @@ def _check_columns(
     """
     how: dict[str, str] = {}
     for fld in list(cols):
-        how[fld] = origin.get(fld, "given") if fld not in auto else "same name as the field"
+        how[fld] = origin.get(fld, "given") if fld not in auto else "taken for its name"
         c = cols[fld][0]
         if fld in _TIME_FIELDS and len(cols[fld]) == 1:
             v = raw[c].dropna()
@@ -936,13 +971,13 @@ def _check_columns(
                         f"column {c!r} not used for {fld}: its values are not dates and times"
                     )
                 else:
-                    how[fld] = "same name as the field; its values are dates"
+                    how[fld] = "taken for its name; its values are dates"
             continue
         if fld not in auto:
             continue
         why = _content_check(fld, raw[c].dropna(), vmaps)
         if why is None:
-            how[fld] = "same name as the field; content checked"
+            how[fld] = "taken for its name; its values passed the check"
         else:
             del cols[fld], how[fld]
             report.notes.append(f"column {c!r} not used for {fld}: {why}")
@@ -1135,13 +1170,16 @@ def _time_zone(
         zone = next(iter(counts))
         report.tz, report.tz_how = zone, "looked up from the coordinates"
         return zone, None
-    top = ", ".join(f"{z} {c:,}" for z, c in counts.most_common(4))
     report.tz = "UTC"
     report.tz_how = (
-        f"each row's own zone, looked up from its coordinates ({top}); stored in UTC, "
-        "hour is the local hour"
+        f"each row's own zone, looked up from its coordinates ({_zone_counts(report)}); "
+        "stored in UTC, hour is the local hour"
     )
     return "UTC", zones
+
+
+def _zone_counts(report: _Report) -> str:
+    return ", ".join(f"{z} {c:,}" for z, c in list(report.tz_zones.items())[:4])
 
 
 def _describe_time(
@@ -1437,10 +1475,23 @@ def _read(
     # content passes the field's check (a column "time" of clock times alone is no time)
     mapping = dict(mapping)
     auto: set[str] = set()
+    named = {
+        str(c).casefold()
+        for v in [*mapping.values(), x, y, geometry]
+        if v is not None
+        for c in ([v] if isinstance(v, str) else v)
+    }
+    by_key = {str(c).strip().casefold(): str(c) for c in raw.columns}
     for fld in FIELDS[kind]:
-        if fld not in mapping and fld in raw.columns:
-            mapping[fld] = fld
-            auto.add(fld)
+        if fld in mapping:
+            continue
+        for alias in (fld, *ALIASES.get(fld, ())):
+            col = by_key.get(alias.casefold())
+            if col is not None and col.casefold() not in named:
+                mapping[fld] = col
+                named.add(col.casefold())
+                auto.add(fld)
+                break
     cols = _resolve(raw, mapping, mis_hint)
     xcol = _find_column(raw, x, "x", mis_hint) if x else None
     ycol = _find_column(raw, y, "y", mis_hint) if y else None
@@ -1681,6 +1732,13 @@ def _read(
                 drops.mark(future, "dated in the future", cols[fld])
                 drops.mark(early, "dated before 1900", cols[fld])
             out[fld] = t.value
+            stored = str(getattr(t.value.dt, "tz", ""))
+            if zones_rows is not None and stored != "UTC":
+                report.tz = stored
+                report.tz_how = (
+                    f"looked up from the coordinates ({_zone_counts(report)}); every row keeps "
+                    f"the same clock in {stored}"
+                )
             if fld == "time":
                 out["_year_only"] = t.year
                 out["_date_only"] = t.date_only

@@ -865,7 +865,8 @@ def assign(
     out["match"] = pd.array(np.asarray(MATCH_STATUSES, dtype=object)[stat], dtype="string")
     out["overlap_m"] = over
     report = _report(out, events, stat, row_ev, dist, pres, table, kinds, ix)
-    report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, float(table.max()))
+    dmax = float(table.max()) if table.size else 0.0
+    report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, dmax)
     out.attrs = {"report": report}
     return out
 
