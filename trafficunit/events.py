@@ -23,11 +23,21 @@ all             ``event_id`` (str, unique), ``kind``, ``road_name``, ``geometry`
 Source columns not used for a standard field are kept unchanged (prefixed ``src_`` if their
 name collides with a standard one).
 
+No silent guesses: a column the user did not name is used for a field only through a preset,
+or when it has the field's name (or an alias in :data:`ALIASES`) and its content passes the
+field's check. A column of clock times alone is joined with the file's one column of dates or
+refused; it is never completed with the date of the run. The read summary in
+``.attrs["report"]`` says where every field came from (``fields``) and what was detected
+(``encoding``, ``sep``, ``crs``, ``tz`` with ``tz_how``, ``time_built``).
+
 What real files throw at an importer, and what happens here:
 
-- CSV separator sniffed (``, ; tab |``) unless given; UTF-8 with or without BOM, else
-  Windows-1252/Latin-1; quoted fields with separators and newlines; stray spaces around values
-  and names; decimal commas (``"25501661,91"``) and thousands separators in numbers.
+- CSV separator sniffed (``, ; tab |``) unless given; UTF-8 with or without BOM, else the
+  most plausible of GB18030, Big5 and cp1252 (charset-normalizer, then checked against the
+  whole file); quoted fields with separators and newlines; stray spaces around values and
+  names; decimal commas (``"25501661,91"``) and thousands separators in numbers.
+- Times written without a zone are local time where the event happened: the zone is looked
+  up from the coordinates (timezonefinder) unless ``tz=`` is given.
 - GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet (geometry and CRS from the file), plain
   Parquet, or a (Geo)DataFrame.
 - Positions from x/y columns in any CRS pyproj knows (``crs=3879``, ``"EPSG:27700"``, CGCS2000
@@ -35,8 +45,10 @@ What real files throw at an importer, and what happens here:
   / ``"bd09"`` (see :mod:`trafficunit.chinacrs`), or from a WKT/EWKT column (``geometry=``),
   falling back to x/y where that column is empty.
 - Every dropped row is counted by reason in ``events.attrs["report"]``: ``missing
-  coordinates``, ``unparseable coordinates``, ``outside the valid area``, ``bad time``,
-  ``missing severity``, ``unknown severity``, ``unknown grade``, ``duplicate id``. A warning
+  coordinates``, ``unparseable coordinates``, ``coordinates (0, 0)``, ``x and y swapped``,
+  ``degrees given for a CRS in metres``, ``outside the valid area``, ``far outside the data's
+  extent``, ``bad time``, ``time without a date``, ``dated in the future``, ``dated before
+  1900``, ``missing severity``, ``unknown severity``, ``unknown grade``, ``duplicate id``. A warning
   says how many were dropped; ``strict=True`` raises instead.
 """
 
@@ -65,6 +77,10 @@ from ._errors import CRSError, InputFileError, TrafficUnitWarning, ValidationErr
 from .settings import EVENT_KINDS, EventSettings
 
 __all__ = [
+    "ALIASES",
+    "ENCODING_CANDIDATES",
+    "clock_only",
+    "zones_at",
     "FIELDS",
     "SEVERITY_DEFAULTS",
     "GRADE_DEFAULTS",
@@ -1303,11 +1319,13 @@ def read_events(
     time_format, dayfirst
         strptime format of the time column(s), or a hint for ambiguous dates.
     tz
-        Time zone of times written without one (e.g. ``"Europe/Helsinki"``); UTC with a
-        warning when not given. Times with an offset are converted to it.
+        Time zone of times written without one (e.g. ``"Asia/Shanghai"``). Default: local
+        time where the events are, the zone looked up from their coordinates; rows in zones
+        with different clocks are then stored in UTC with ``hour`` the local hour. Times with
+        an offset are converted to it.
     sep, encoding, decimal
-        CSV separator (sniffed), text encoding (UTF-8 with/without BOM, else Windows-1252)
-        and decimal mark of coordinates (detected per value).
+        CSV separator (sniffed), text encoding (detected: UTF-8 with/without BOM, GB18030,
+        Big5 or cp1252) and decimal mark of coordinates (detected per value).
     layer
         Layer of a multi-layer file.
     buffer_m
@@ -1329,8 +1347,9 @@ def read_events(
     geopandas.GeoDataFrame
         One row per kept event in EPSG:4326 with the standard columns of ``kind`` first, then
         the unused source columns. ``.attrs["report"]`` is a plain dict: rows read, kept,
-        dropped by reason with example rows, unknown severity values, detected encoding and
-        separator.
+        dropped by reason with example rows, unknown severity values, each field's source
+        (``fields``), detected encoding, separator, CRS and time zone, notes and ``hints``
+        (likely mistakes such as swapped axes).
 
     Examples
     --------
