@@ -1225,28 +1225,74 @@ def _describe_time(
 _TZ_FINDER: Any = None
 
 
-def zones_at(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """IANA time-zone name at each longitude/latitude (``None`` where not finite).
+_ZONE_SHAPES: dict[str, Any] = {}
+#: Up to this many distinct positions the zones are looked up one by one; above it, in bulk.
+_ZONE_LOOP_MAX = 50_000
+#: Bulk lookups test at most this many zones' boundaries (else one by one).
+_ZONE_BULK_ZONES = 8
 
-    Looked up with `timezonefinder` (offline boundary data of timezone-boundary-builder),
-    once per distinct position rounded to 1e-4 degrees (about 10 m).
-    """
+
+def _tz_finder() -> Any:
     global _TZ_FINDER
     if _TZ_FINDER is None:
         from timezonefinder import TimezoneFinder
 
         _TZ_FINDER = TimezoneFinder()
+    return _TZ_FINDER
+
+
+def _zone_shape(name: str) -> Any:
+    """The zone's boundary as a shapely (multi)polygon, from timezonefinder (cached)."""
+    if name not in _ZONE_SHAPES:
+        polys = [
+            shapely.Polygon(np.column_stack(r[0]), [np.column_stack(h) for h in r[1:]])
+            for r in _tz_finder().get_geometry(tz_name=name, coords_as_pairs=False)
+        ]
+        _ZONE_SHAPES[name] = shapely.MultiPolygon(polys) if polys else None
+    return _ZONE_SHAPES[name]
+
+
+def zones_at(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """IANA time-zone name at each longitude/latitude (``None`` where not finite).
+
+    Looked up with `timezonefinder` (offline boundaries of timezone-boundary-builder), once
+    per distinct position rounded to 1e-4 degrees (about 10 m). Many distinct positions are
+    tested in one vectorised call per zone against the boundaries (clipped to the data's
+    extent) of the zones a sample of them lies in; positions left over (at sea, on a
+    boundary, in an enclave the sample missed) are looked up one by one.
+    """
+    tf = _tz_finder()
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
     out = np.full(len(lon), None, dtype=object)
     ok = np.isfinite(lon) & np.isfinite(lat)
     if not ok.any():
         return out
-    key = np.round(np.column_stack([lon[ok], lat[ok]]), 4)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    names = np.array(
-        [_TZ_FINDER.timezone_at(lng=float(a), lat=float(b)) for a, b in uniq], dtype=object
+    # one int64 key per position rounded to 1e-4 degrees (np.unique on rows is slow)
+    ix = np.round(lon[ok] * 1e4).astype(np.int64) + 1_800_000
+    iy = np.round(lat[ok] * 1e4).astype(np.int64) + 900_000
+    keys, inv = np.unique(ix * 2_000_000 + iy, return_inverse=True)
+    uniq = np.column_stack(
+        [(keys // 2_000_000 - 1_800_000) / 1e4, (keys % 2_000_000 - 900_000) / 1e4]
     )
+    names = np.full(len(uniq), None, dtype=object)
+    todo = np.arange(len(uniq))
+    if len(uniq) > _ZONE_LOOP_MAX:
+        pick = np.random.default_rng(0).choice(len(uniq), min(2_000, len(uniq)), replace=False)
+        found = {tf.timezone_at(lng=float(a), lat=float(b)) for a, b in uniq[pick]}
+        zones = sorted(z for z in found if z and not z.startswith("Etc/"))
+        if len(zones) <= _ZONE_BULK_ZONES:
+            (x0, y0), (x1, y1) = uniq.min(axis=0) - 0.01, uniq.max(axis=0) + 0.01
+            for name in zones:
+                shape = _zone_shape(name)
+                if shape is None or not len(todo):
+                    continue
+                part = shapely.clip_by_rect(shape, x0, y0, x1, y1)
+                inside = shapely.contains_xy(part, uniq[todo, 0], uniq[todo, 1])
+                names[todo[inside]] = name
+                todo = todo[~inside]
+    for k in todo:
+        names[k] = tf.timezone_at(lng=float(uniq[k, 0]), lat=float(uniq[k, 1]))
     out[ok] = names[np.asarray(inv).ravel()]
     return out
 
