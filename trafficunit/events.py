@@ -1138,7 +1138,8 @@ def _drop_far_outliers(
     if far.any():
         drops.mark(_at(len(drops.reason), idx[far]), "far outside the data's extent", columns)
         report.notes.append(
-            f"{int(far.sum())} positions more than {limit:,.0f} km from the data's median "
+            f"{int(far.sum())} position{'s' if far.sum() != 1 else ''} more than "
+            f"{limit:,.0f} km from the data's median "
             f"position ({mx:.4f}, {my:.4f}) dropped as far outside the data's extent"
         )
 

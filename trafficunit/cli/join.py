@@ -434,7 +434,8 @@ def print_report(joined: Any, output: Path | None, notes: list[str], per_unit: P
     )
     diag = rep.get("diagnosis") or {}
     if diag.get("message"):
-        console.print(f"[yellow]check:[/] {cli_words(diag['message'])}", highlight=False)
+        label = "note" if diag.get("likely") == "wider area" else "[yellow]check[/]"
+        console.print(f"{label}: {cli_words(diag['message'])}", highlight=False)
     if rep.get("name_matched"):
         console.print(
             f"street names agreed for {rep['name_matched']:,} matches and moved "
