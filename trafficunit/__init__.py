@@ -28,10 +28,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CRSError",
+    "DataFolder",
     "InputFileError",
     "TrafficUnitError",
     "TrafficUnitWarning",
     "ValidationError",
+    "build",
     "build_units",
     "io",
     "network",
@@ -72,6 +74,10 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "datafolder": "datafolder",
+    "DataFolder": "datafolder",
+    "project": "project",
+    "build": "project",
 }
 
 

@@ -30,6 +30,7 @@ keeps the Python side to a fraction of its run time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,7 +52,6 @@ import shapely
 
 from ._errors import InputFileError, TrafficUnitError, ValidationError
 from ._hash import splitmix64
-from .io import atomic_path
 from .settings import TileSettings
 
 __all__ = [
@@ -404,6 +404,84 @@ def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
     return len(layer)
 
 
+_TMP_PREFIX = "trafficunit-tiles-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
+    """Remove what an earlier, killed tile build left: the half-written archive beside
+    ``output`` (``.NAME.PID.tmp.pmtiles``) and its work folder in the system temp directory,
+    when the process ``PID`` is gone. Returns the paths removed."""
+    output = Path(output)
+    removed: list[Path] = []
+    candidates = (
+        list(output.parent.glob(f".{output.name}.*.tmp.pmtiles")) if output.parent.is_dir() else []
+    )
+    candidates += list(Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*"))
+    for path in candidates:
+        part = (
+            path.name.split(".")[-3]
+            if path.suffix == ".pmtiles"
+            else path.name[len(_TMP_PREFIX) :].split("-")[0]
+        )
+        if not part.isdigit() or int(part) == os.getpid() or _pid_alive(int(part)):
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int, str]:
+    """Run tippecanoe in its own process group; on any exception, or SIGTERM/SIGHUP to this
+    process, the whole group is killed before the exception goes on (no orphan keeps writing)."""
+    import signal
+    import threading
+
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TrafficUnitError(f"cannot run tippecanoe at {binary}: {exc}") from exc
+    previous: dict[int, Any] = {}
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _interrupt)
+    try:
+        _, stderr = proc.communicate()
+        return proc.returncode, stderr or ""
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def build_tiles(
     units: gpd.GeoDataFrame,
     *,
@@ -461,6 +539,7 @@ def build_tiles_report(
     settings: TileSettings | None = None,
     threads: int | None = None,
     quiet: bool = True,
+    all_events: bool = False,
 ) -> TileReport:
     """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
 
@@ -484,6 +563,11 @@ def build_tiles_report(
         Threads tippecanoe may use (default: all cores).
     quiet
         Hide tippecanoe's progress output.
+    all_events
+        Keep joined events that matched no unit (by default a layer carries only the events on
+        a unit: a city's crash table covers far more than its network, and the rest would
+        enlarge the tiles and the map's extent). Events without a ``unit_id`` column (not
+        joined) are always kept.
 
     Returns
     -------
@@ -511,9 +595,12 @@ def build_tiles_report(
     layers: dict[str, gpd.GeoDataFrame] = {"units": prepare_layer(units, "units", settings=ts)}
     for layer, frame in (("accidents", accidents), ("hazards", hazards), ("workzones", workzones)):
         if frame is not None:
+            if not all_events and "unit_id" in frame:
+                frame = frame[frame["unit_id"].notna()]
             layers[layer] = prepare_layer(frame, layer, settings=ts)
     binary = tippecanoe_path()
-    with tempfile.TemporaryDirectory(prefix="trafficunit-tiles-") as tmpdir:
+    clean_stale_temporaries(output)
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmpdir:
         args = [
             str(binary),
             "--force",
@@ -541,22 +628,19 @@ def build_tiles_report(
         if threads:
             env["TIPPECANOE_MAX_THREADS"] = str(threads)
         t1 = time.perf_counter()
-        with atomic_path(output) as tmp:
-            try:
-                proc = subprocess.run(
-                    [*args, "--output", str(tmp)],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
-            except OSError as exc:
-                raise TrafficUnitError(f"cannot run tippecanoe at {binary}: {exc}") from exc
-            if proc.returncode != 0 or not tmp.exists():
+        tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
+            if returncode != 0 or not tmp.exists():
                 raise TrafficUnitError(
-                    f"tippecanoe failed (exit {proc.returncode}) building {output}: "
-                    f"{proc.stderr.strip()[-800:]}"
+                    f"tippecanoe failed (exit {returncode}) building {output}: "
+                    f"{stderr.strip()[-800:]}"
                 )
+            os.replace(tmp, output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         report.tippecanoe_s = time.perf_counter() - t1
     report.bytes = output.stat().st_size
     return report

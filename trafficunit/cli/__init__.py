@@ -35,8 +35,36 @@ def _root(
     """Traffic units for road-safety management: build, join, score, tile, serve."""
 
 
-#: Modules defining verbs, in the order they appear in --help.
-VERB_MODULES = ("units", "tiles", "serve", "risk", "join", "resegment", "tokens", "pipeline")
+#: Modules defining verbs, in the order they appear in --help: the pipeline's order
+#: (build does it all; units → join → risk → tiles → serve/demo), then the rest.
+VERB_MODULES = (
+    "build",
+    "units",
+    "join",
+    "risk",
+    "tiles",
+    "serve",
+    "resegment",
+    "pipeline",
+    "tokens",
+)
+
+
+def _no_bool_placeholder() -> None:
+    """Flags show no ``<bool>`` type in --help (they take no value)."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_bool_placeholder()
 
 for _name in VERB_MODULES:
     import_module(f"{__name__}.{_name}")
