@@ -516,3 +516,9 @@ def timer() -> Any:
         return dt
 
     return lap
+
+
+def is_folder_output(path: str | os.PathLike[str]) -> bool:
+    """``-o`` names a data folder (an existing folder, or a name without a suffix)."""
+    p = Path(path)
+    return p.is_dir() or (not p.suffix and not p.exists())

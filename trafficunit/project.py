@@ -110,7 +110,7 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
 
 def _split_semicolons(text: str) -> str:
     """Break ``a = 1; b = 2`` into lines at semicolons outside strings, brackets and comments."""
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         cuts, quote, depth = [], "", 0
         for i, ch in enumerate(line):
@@ -204,7 +204,6 @@ def build(
     from .join import assign
     from .network import read_network
     from .risk import score
-    from .tiles import build_tiles_report
     from .units import build_units
 
     cfg = load_project(project)
@@ -318,70 +317,23 @@ def build(
             done("black_spots", f"{len(spots):,} black spots")
         else:
             scored, spots = units, None
-    say("tiles", "building tiles")
-    all_events = bool(tiles_cfg.get("all_events", False))
-    tmp_tiles = folder.root / f".build-{os.getpid()}-risk.pmtiles"
-    try:
-        report = build_tiles_report(
-            scored,
-            output=tmp_tiles,
-            accidents=accidents,
-            hazards=joined.get("hazards"),
-            workzones=joined.get("workzones"),
-            all_events=all_events,
-            minzoom=tiles_cfg.get("minzoom"),
-            maxzoom=tiles_cfg.get("maxzoom"),
-            name=str(tiles_cfg.get("name") or cfg.get("name") or "trafficunit risk"),
-            description=("trafficunit " + str(cfg.get("name") or Path(net["path"]).stem))
-            + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
-        )
-        done("tiles", f"{report.bytes / 1e6:.2f} MB, {sum(report.features.values()):,} features")
-        # every stage succeeded: now replace the folder's files
-        say("write", f"writing {folder.root}")
-        folder.write("units", scored)
-        for table in ("accidents", "hazards", "workzones"):
-            if table in joined:
-                folder.write(table, joined[table])
-            elif folder.has(table):
-                folder.path(table).unlink()  # an old table of a source no longer in the project
-        if spots is not None:
-            folder.write("black_spots", spots)
-        elif folder.has("black_spots"):
-            folder.path("black_spots").unlink()
-        os.replace(tmp_tiles, folder.path("risk_tiles"))
-    finally:
-        if tmp_tiles.exists():
-            tmp_tiles.unlink()
-    timings["write"] = round(lap(), 3)
-    rule = scored.attrs.get("rule", {}) if accidents is not None else {}
-    m = folder.read_manifest()
-    files = m.get("files", {})
-    fresh = {
-        **m,
-        "created": m.get("created"),
-        "command": command,
-        "name": cfg.get("name"),
-        "sources": [],
-        "crs": units.attrs.get("report", {}).get("metric_crs") or net.get("crs"),
-        "rule": rule,
-        "period": rule.get("period"),
-        "counts": counts(scored, joined, spots),
-        "extent": extent(scored),
-        "timings_s": timings,
-        "tiles": {
-            "features": report.features,
-            "bytes": report.bytes,
-            "all_events": all_events,
-            "minzoom": report.minzoom,
-            "maxzoom": report.maxzoom,
+    finish_folder(
+        folder,
+        scored=scored,
+        joined=joined,
+        spots=spots,
+        timings=timings,
+        lap=lap,
+        say=say,
+        tiles=tiles_cfg,
+        name=str(cfg.get("name") or Path(net["path"]).stem),
+        generated=generated,
+        fields={
+            "command": command,
+            "name": cfg.get("name"),
+            "crs": units.attrs.get("report", {}).get("metric_crs") or net.get("crs"),
         },
-        "generated_sample": generated,
-        "sample_note": sample.GENERATED_LABEL if generated else None,
-        "files": files,
-    }
-    if accidents is not None:
-        fresh["risk_inputs"] = {"accidents": files.get("accidents.parquet")}
-    folder.write_manifest(fresh)
+    )
     folder.record_source(
         "network", net["path"], options={k: v for k, v in net.items() if k != "path"}
     )
@@ -398,6 +350,96 @@ def build(
                 if k in rep_list
             }
     return folder
+
+
+def finish_folder(
+    folder: DataFolder,
+    *,
+    scored: Any,
+    joined: Mapping[str, Any],
+    spots: Any,
+    timings: dict[str, float],
+    lap: Callable[[], float],
+    say: Progress,
+    tiles: Mapping[str, Any],
+    name: str,
+    generated: bool = False,
+    fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tiles, then every table renamed into ``folder``, then a fresh manifest (sources are
+    recorded by the caller). Nothing in the folder is replaced if the tiles fail."""
+    from . import sample
+    from .tiles import build_tiles_report
+
+    say("tiles", "building tiles")
+    all_events = bool(tiles.get("all_events", False))
+    accidents = joined.get("accidents")
+    tmp_tiles = folder.root / f".build-{os.getpid()}-risk.pmtiles"
+    try:
+        report = build_tiles_report(
+            scored,
+            output=tmp_tiles,
+            accidents=accidents,
+            hazards=joined.get("hazards"),
+            workzones=joined.get("workzones"),
+            all_events=all_events,
+            minzoom=tiles.get("minzoom"),
+            maxzoom=tiles.get("maxzoom"),
+            name=str(tiles.get("name") or "trafficunit risk"),
+            description=f"trafficunit {name}"
+            + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
+        )
+        timings["tiles"] = round(lap(), 3)
+        say(
+            "tiles",
+            f"{report.bytes / 1e6:.2f} MB, {sum(report.features.values()):,} features "
+            f"({timings['tiles']:.1f} s)",
+        )
+        # every stage succeeded: now replace the folder's files
+        say("write", f"writing {folder.root}")
+        folder.write("units", scored)
+        for table in ("accidents", "hazards", "workzones"):
+            if table in joined:
+                folder.write(table, joined[table])
+            elif folder.has(table):
+                folder.path(table).unlink()  # an old table of a source no longer in the project
+        if spots is not None:
+            folder.write("black_spots", spots)
+        elif folder.has("black_spots"):
+            folder.path("black_spots").unlink()
+        os.replace(tmp_tiles, folder.path("risk_tiles"))
+        folder.record_file("risk_tiles")
+    finally:
+        if tmp_tiles.exists():
+            tmp_tiles.unlink()
+    timings["write"] = round(lap(), 3)
+    rule = scored.attrs.get("rule", {}) if accidents is not None else {}
+    m = folder.read_manifest()
+    files = m.get("files", {})
+    fresh = {
+        **m,
+        "sources": [],
+        "rule": rule,
+        "period": rule.get("period"),
+        "counts": counts(scored, joined, spots),
+        "extent": extent(scored),
+        "timings_s": timings,
+        "tiles": {
+            "features": report.features,
+            "bytes": report.bytes,
+            "all_events": all_events,
+            "minzoom": report.minzoom,
+            "maxzoom": report.maxzoom,
+        },
+        "generated_sample": generated,
+        "sample_note": sample.GENERATED_LABEL if generated else None,
+        "files": files,
+        **(fields or {}),
+    }
+    if accidents is not None:
+        fresh["risk_inputs"] = {"accidents": files.get("accidents.parquet")}
+    folder.write_manifest(fresh)
+    return fresh
 
 
 def counts(scored: Any, joined: Mapping[str, Any], spots: Any) -> dict[str, Any]:

@@ -478,8 +478,8 @@ def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int,
         proc.wait()
         raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_tiles(

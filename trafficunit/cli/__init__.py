@@ -61,7 +61,7 @@ def _no_bool_placeholder() -> None:
             return None
         return original(self, ctx)
 
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
 
 
 _no_bool_placeholder()

@@ -57,7 +57,7 @@ def project_from_flags(
     if metric_crs:
         project["network"]["crs"] = metric_crs
     if accidents is not None:
-        ev = {"kind": "accident", "path": str(accidents)}
+        ev: dict[str, Any] = {"kind": "accident", "path": str(accidents)}
         ev.update({k: v for k, v in accident_options.items() if v is not None})
         if max_distance is not None:
             ev["max_distance_m"] = max_distance
