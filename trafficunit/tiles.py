@@ -36,7 +36,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -404,9 +403,6 @@ def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
     return len(layer)
 
 
-_TMP_PREFIX = "trafficunit-tiles-"
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -418,22 +414,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
-    """Remove what an earlier, killed tile build left: the half-written archive beside
-    ``output`` (``.NAME.PID.tmp.pmtiles``) and its work folder in the system temp directory,
-    when the process ``PID`` is gone. Returns the paths removed."""
+    """Remove what an earlier, killed tile build left beside ``output``: the half-written
+    archive (``.NAME.PID.tmp.pmtiles``) and its work folder (``.NAME.PID.work``), when the
+    process ``PID`` no longer runs. Returns the paths removed."""
     output = Path(output)
     removed: list[Path] = []
-    candidates = (
-        list(output.parent.glob(f".{output.name}.*.tmp.pmtiles")) if output.parent.is_dir() else []
-    )
-    candidates += list(Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*"))
-    for path in candidates:
-        part = (
-            path.name.split(".")[-3]
-            if path.suffix == ".pmtiles"
-            else path.name[len(_TMP_PREFIX) :].split("-")[0]
-        )
-        if not part.isdigit() or int(part) == os.getpid() or _pid_alive(int(part)):
+    if not output.parent.is_dir():
+        return removed
+    for path in output.parent.glob(f".{output.name}.*"):
+        rest = path.name[len(output.name) + 2 :]
+        pid, _, tail = rest.partition(".")
+        if tail not in ("tmp.pmtiles", "work") or not pid.isdigit():
+            continue
+        if int(pid) == os.getpid() or _pid_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             if path.is_dir():
@@ -599,8 +592,13 @@ def build_tiles_report(
                 frame = frame[frame["unit_id"].notna()]
             layers[layer] = prepare_layer(frame, layer, settings=ts)
     binary = tippecanoe_path()
+    output.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(output)
-    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmpdir:
+    work = output.parent / f".{output.name}.{os.getpid()}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        tmpdir = str(work)
         args = [
             str(binary),
             "--force",
@@ -629,7 +627,6 @@ def build_tiles_report(
             env["TIPPECANOE_MAX_THREADS"] = str(threads)
         t1 = time.perf_counter()
         tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
-        output.parent.mkdir(parents=True, exist_ok=True)
         try:
             returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
             if returncode != 0 or not tmp.exists():
@@ -642,6 +639,8 @@ def build_tiles_report(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         report.tippecanoe_s = time.perf_counter() - t1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     report.bytes = output.stat().st_size
     return report
 

@@ -4,7 +4,6 @@ folder that ``trafficunit serve`` serves, in one command."""
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +37,39 @@ def _pairs(text: str | None, flag: str) -> dict[Any, str] | None:
         if k.lstrip("-").isdigit():
             out[int(k)] = v
     return out
+
+
+def _command_line(
+    project: Path | None,
+    output: Path,
+    network: Path | None,
+    accidents: Path | None,
+    hazards: Path | None,
+    workzones: Path | None,
+    flags: dict[str, Any],
+) -> str:
+    """The command that rebuilds the folder (recorded in its manifest)."""
+    args = ["trafficunit", "build"]
+    if project is not None:
+        args.append(str(project))
+    for flag, value in (
+        ("--network", network),
+        ("--accidents", accidents),
+        ("--hazards", hazards),
+        ("--workzones", workzones),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    for key, value in flags.items():
+        if value is None:
+            continue
+        flag = "--id" if key == "event_id" else "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        elif isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items() if isinstance(k, str))
+        args += [flag, str(value)]
+    return shlex.join([*args, "-o", str(output)])
 
 
 def project_from_flags(
@@ -205,7 +237,11 @@ def build_cmd(
             if not quiet:
                 console.print(f"[dim]{stage:>11}[/] {message}", highlight=False)
 
-        command = shlex.join(["trafficunit", *sys.argv[1:]]) if sys.argv[1:2] == ["build"] else None
+        command = _command_line(project, output, network, accidents, hazards, workzones, flags)
+        command += " --all-events" if all_events else ""
+        command += f" --period {period}" if period and project is None else ""
+        command += f" --metric-crs {metric_crs}" if metric_crs and project is None else ""
+        command += f" --max-distance {max_distance:g}" if max_distance is not None else ""
         folder = build(spec, output=output, progress=progress, command=command)
     print_summary(folder.manifest, output)
 

@@ -72,7 +72,6 @@ def write_units_into_folder(
 ) -> Path:
     """Units into a data folder, with the network as the manifest's source."""
     import shlex
-    import sys
 
     from ..datafolder import DataFolder
     from ..project import extent
@@ -86,7 +85,9 @@ def write_units_into_folder(
         options={"crs": crs} if crs else None,
     )
     with folder.edit_manifest() as m:
-        m["command"] = m.get("command") or shlex.join(["trafficunit", *sys.argv[1:]])
+        m["command"] = m.get("command") or shlex.join(
+            ["trafficunit", "units", str(network), "-o", str(out)]
+        )
         m["crs"] = rep.get("metric_crs") or crs
         m["extent"] = extent(units)
         m["counts"]["units"] = len(units)  # type: ignore[arg-type]
