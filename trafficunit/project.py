@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._errors import InputFileError, ValidationError
+from ._errors import InputFileError, TrafficUnitWarning, ValidationError
 from .datafolder import DataFolder, check_writable, timer
 
 __all__ = ["build", "load_project", "PROJECT_KEYS"]
@@ -52,7 +52,7 @@ PROJECT_KEYS: dict[str, set[str]] = {
     "tiles": {"minzoom", "maxzoom", "all_events", "name"},
     "sample": {"generate", "seed"},
 }
-_EVENT_OWN_KEYS = {"kind", "path", "max_distance_m"}
+_EVENT_OWN_KEYS = {"kind", "path", "max_distance_m", "_notes"}
 
 
 def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
@@ -254,7 +254,12 @@ def build(
             events.setdefault(table, []).append(({"kind": table, "generated": True}, frame))
     for ev in cfg["events"]:
         options = {k: v for k, v in ev.items() if k not in _EVENT_OWN_KEYS}
-        frame = read_events(ev["path"], kind=ev["kind"], **options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TrafficUnitWarning)
+            frame = read_events(ev["path"], kind=ev["kind"], **options)
+        ev["_notes"] = [str(w.message) for w in caught]
+        for note in ev["_notes"]:
+            say("events", f"note: {note}")
         events.setdefault(DataFolder.table_for_kind(ev["kind"]), []).append((ev, frame))
     done("events", ", ".join(f"{sum(len(f) for _, f in v):,} {k}" for k, v in events.items()))
     say("join", "joining events to units")
@@ -340,7 +345,7 @@ def build(
     if generated:
         folder.record_source("generated", None, options={"seed": sample_cfg.get("seed", 20190401)})
     for ev, rep_list in per_source:
-        options = {k: v for k, v in ev.items() if k not in ("path",)}
+        options = {k: v for k, v in ev.items() if k not in ("path", "_notes")}
         entry_report = dict(rep_list.get("read") or {})
         folder.record_source(str(ev["kind"]), ev["path"], options=options, report=entry_report)
         with folder.edit_manifest() as mm:
@@ -349,6 +354,8 @@ def build(
                 for k in ("events", "matched", "matched_share", "by_match", "max_distance_m")
                 if k in rep_list
             }
+            if ev.get("_notes"):
+                mm["sources"][-1]["warnings"] = ev["_notes"]
     return folder
 
 

