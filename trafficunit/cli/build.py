@@ -60,15 +60,17 @@ def _command_line(
     ):
         if value is not None:
             args += [flag, str(value)]
-    for key, value in flags.items():
-        if value is None:
+    for key, given in flags.items():
+        if given is None:
             continue
         flag = "--id" if key == "event_id" else "--" + key.replace("_", "-")
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        elif isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items() if isinstance(k, str))
-        args += [flag, str(value)]
+        if isinstance(given, list):
+            text = ",".join(map(str, given))
+        elif isinstance(given, dict):
+            text = ",".join(f"{k}={v}" for k, v in given.items() if isinstance(k, str))
+        else:
+            text = str(given)
+        args += [flag, text]
     return shlex.join([*args, "-o", str(output)])
 
 
