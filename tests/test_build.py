@@ -379,11 +379,17 @@ def test_interrupted_tile_build_kills_tippecanoe_and_leaves_no_temporaries(
     dead = subprocess.Popen(["true"])
     dead.wait()
     out = tmp_path / "risk.pmtiles"
-    stale = tmp_path / f".risk.pmtiles.{dead.pid}.tmp.pmtiles"
-    stale.write_bytes(b"half")
+    (tmp_path / f".risk.pmtiles.{dead.pid}.tmp.pmtiles").write_bytes(b"half")
+    (tmp_path / f".risk.pmtiles.{dead.pid}.staged.pmtiles").write_bytes(b"half")
+    (tmp_path / f".risk.pmtiles.{dead.pid}.work").mkdir()
+    (tmp_path / f".risk.pmtiles.{dead.pid}.work" / "units.geojsonl").write_text("{}")
+    alive = tmp_path / f".risk.pmtiles.{os.getppid()}.tmp.pmtiles"  # a running build's: kept
+    alive.write_bytes(b"in progress")
     units = tu.build_units(tu.read_network(tu.sample_network_path()))
     tu.build_tiles(units, output=out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.pid", "risk.pmtiles"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive.name, "child.pid", "risk.pmtiles"]
+    )
 
 
 def test_tiles_carry_matched_events_unless_all_events(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from ._errors import InputFileError, TrafficUnitWarning, ValidationError
-from .datafolder import DataFolder, check_writable, timer
+from .datafolder import FILES, DataFolder, check_writable, timer
 
 __all__ = ["build", "load_project", "PROJECT_KEYS"]
 
@@ -381,7 +381,7 @@ def finish_folder(
     say("tiles", "building tiles")
     all_events = bool(tiles.get("all_events", False))
     accidents = joined.get("accidents")
-    tmp_tiles = folder.root / f".build-{os.getpid()}-risk.pmtiles"
+    tmp_tiles = folder.root / f".{FILES['risk_tiles']}.{os.getpid()}.staged.pmtiles"
     try:
         report = build_tiles_report(
             scored,

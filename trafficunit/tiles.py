@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -413,20 +414,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_STALE = re.compile(r"^\..*\.(\d+)\.(tmp\.pmtiles|work|staged\.pmtiles)$")
+
+
 def clean_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
-    """Remove what an earlier, killed tile build left beside ``output``: the half-written
-    archive (``.NAME.PID.tmp.pmtiles``) and its work folder (``.NAME.PID.work``), when the
-    process ``PID`` no longer runs. Returns the paths removed."""
-    output = Path(output)
+    """Remove what an earlier, killed tile build left in ``output``'s folder: half-written
+    archives (``.NAME.PID.tmp.pmtiles``, ``.NAME.PID.staged.pmtiles``) and work folders
+    (``.NAME.PID.work``) whose process ``PID`` no longer runs. Returns the paths removed."""
+    folder = Path(output).parent
     removed: list[Path] = []
-    if not output.parent.is_dir():
+    if not folder.is_dir():
         return removed
-    for path in output.parent.glob(f".{output.name}.*"):
-        rest = path.name[len(output.name) + 2 :]
-        pid, _, tail = rest.partition(".")
-        if tail not in ("tmp.pmtiles", "work") or not pid.isdigit():
+    for path in folder.iterdir():
+        m = _STALE.match(path.name)
+        if m is None:
             continue
-        if int(pid) == os.getpid() or _pid_alive(int(pid)):
+        pid = int(m[1])
+        if pid == os.getpid() or _pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
             if path.is_dir():
