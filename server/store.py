@@ -293,6 +293,13 @@ class DataStore:
         self.check()
         return self.tables.get(name)
 
+    def missing(self, table: str) -> str:
+        """Why a table is unavailable and the command that builds it (for a 503)."""
+        return (
+            f"no {self.folder.path(table).name} in the data folder; build it with "
+            f"{self.folder.rebuild_command()}"
+        )
+
     def extent(self) -> dict[str, Any] | None:
         """Bounds and centre of the units (WGS84): the manifest's, else the loaded table's."""
         ext = self.manifest.get("extent")

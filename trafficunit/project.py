@@ -277,6 +277,11 @@ def build(
                 join_reports.setdefault(table, []).append(rep)
                 if not ev.get("generated"):
                     per_source.append((ev, rep))
+                if len(frame) == 0 and not ev.get("generated"):
+                    raise ValidationError(
+                        f"{ev['path']}: no usable {table} row (see the reader's report: "
+                        "check x/y, crs and time); nothing was written"
+                    )
                 if not rep.get("matched") and not ev.get("generated"):
                     raise ValidationError(
                         f"{ev['path']}: none of {len(frame):,} {table} falls on the network "

@@ -258,6 +258,8 @@ def print_summary(manifest: dict[str, Any], output: Path) -> None:
         for s in sources:
             name = Path(str(s.get("path", s.get("kind")))).name
             mapping = s.get("mapping") or s.get("columns") or {}
+            if not isinstance(mapping, dict):  # a reader's report in another shape: as given
+                mapping = {"mapping": mapping}
             first = True
             for fld, cols in mapping.items():
                 shown = ", ".join(map(str, cols)) if isinstance(cols, list) else str(cols)
