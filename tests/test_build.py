@@ -23,6 +23,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import trafficunit as tu
@@ -425,3 +427,30 @@ def test_check_writable_names_the_path_and_reason(tmp_path: Path) -> None:
         check_writable(tmp_path / "f", folder=True)
     assert check_writable(tmp_path / "new" / "x.parquet").parent.is_dir()
     assert not list((tmp_path / "new").iterdir())  # the probe left nothing behind
+
+
+_toml_values = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12),
+    st.lists(st.text(alphabet="日期时间ab;#[]{}=, ", max_size=6), max_size=3),
+)
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True), _toml_values, min_size=1, max_size=5
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_semicolon_separated_keys_read_as_one_key_per_line(table: dict[str, Any]) -> None:
+    """`a = 1; b = "x;y"` reads as the same table as one key per line, whatever the values
+    hold (semicolons, '#', brackets inside strings and arrays)."""
+    import tomllib
+
+    from trafficunit.project import _split_semicolons
+
+    def dump(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False)  # JSON strings/ints/arrays are valid TOML here
+
+    one_line = "; ".join(f"{k} = {dump(v)}" for k, v in table.items()) + "  # done; really"
+    assert tomllib.loads(_split_semicolons(one_line)) == table

@@ -112,10 +112,15 @@ def _split_semicolons(text: str) -> str:
     """Break ``a = 1; b = 2`` into lines at semicolons outside strings, brackets and comments."""
     out: list[str] = []
     for line in text.splitlines():
-        cuts, quote, depth = [], "", 0
+        cuts, quote, depth, escaped = [], "", 0, False
         for i, ch in enumerate(line):
             if quote:
-                quote = "" if ch == quote else quote
+                if escaped:
+                    escaped = False
+                elif ch == "\\" and quote == '"':  # escapes exist in "basic" strings only
+                    escaped = True
+                elif ch == quote:
+                    quote = ""
             elif ch in "\"'":
                 quote = ch
             elif ch == "#":
