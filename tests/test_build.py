@@ -139,6 +139,12 @@ def test_readme_shell_example_verbatim_ends_in_a_folder_serve_serves_fully(
     assert m["schema_version"] == SCHEMA_VERSION
     assert {"units", "risk", "black_spots", "tiles"} <= set(m["timings_s"])
     assert m["files"]["accidents.parquet"]["sha256"] == m["risk_inputs"]["accidents"]["sha256"]
+    # the sources: the network, and the crash file with the columns `join` used
+    by_kind = {s["kind"]: s for s in m["sources"]}
+    assert by_kind["network"]["sha256"] and by_kind["network"]["size"] == net.stat().st_size
+    assert by_kind["accident"]["size"] == crashes.stat().st_size
+    assert {"longitude", "latitude", "accident_severity"} <= set(json.dumps(by_kind["accident"])
+        .replace('"', " ").split())  # fmt: skip
 
 
 def test_portland_toml_project_builds_a_served_folder(

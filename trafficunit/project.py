@@ -64,6 +64,11 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
         path = Path(project)
         if not path.is_file():
             raise InputFileError(f"{path}: no such project file")
+        if path.suffix.lower() != ".toml":
+            raise ValidationError(
+                f"{path}: a project is a .toml file ([network], [[events]], [risk]); for a "
+                "network and an accidents file use --network X --accidents Y"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

@@ -157,6 +157,17 @@ def write_risk_into_folder(
         folder.record_file("accidents", rows=len(joined))
     path: Path = folder.write("units", scored)
     folder.write("black_spots", spots)
+    rep = joined.attrs.get("report") or {}
+    read = rep.get("read") if isinstance(rep.get("read"), dict) else None
+    if read and read.get("source"):  # `join` keeps the reader's report in the table
+        source = Path(str(read["source"]))
+        folder.record_source(str(read.get("kind") or "accident"), source, report=read)
+        with folder.edit_manifest() as m:
+            m["sources"][-1]["join"] = {
+                k: rep[k]
+                for k in ("events", "matched", "matched_share", "by_match", "max_distance_m")
+                if k in rep
+            }
     rule = scored.attrs.get("rule", {})
     with folder.edit_manifest() as m:
         m["rule"] = rule
