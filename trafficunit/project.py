@@ -153,7 +153,7 @@ def _check_keys(table: Mapping[str, Any], name: str, allowed: set[str]) -> None:
 
 def _resolve(path: Any, base: Path) -> Path:
     p = Path(str(path)).expanduser()
-    return p if p.is_absolute() else base / p
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
 
 def _period(value: Any) -> tuple[str, str] | None:
@@ -179,6 +179,7 @@ def build(
     output: str | os.PathLike[str],
     progress: Progress | None = None,
     command: str | None = None,
+    bars: bool = False,
 ) -> DataFolder:
     """Build a data folder from a project: units, joined events, risk, black spots, tiles.
 
@@ -193,6 +194,8 @@ def build(
         Called with ``(stage, message)`` as stages start and end (the CLI prints them).
     command
         The command line that rebuilds the folder, recorded in the manifest.
+    bars
+        Progress bars on the long stages (building units).
 
     Returns
     -------
@@ -253,6 +256,7 @@ def build(
         max_length_m=net.get("max_length_m"),
         junction_merge_m=net.get("junction_merge_m"),
         crs=net.get("crs"),
+        progress=bars,
     )
     done("units", f"{len(units):,} units")
     say("events", "reading events")
@@ -326,7 +330,8 @@ def build(
                 bands=risk_cfg.get("bands"),
                 hotspot_stats=bool(risk_cfg.get("hotspots", False)),
             )
-            done("risk", f"period {' – '.join(map(str, scored.attrs['rule'].get('period', [])))}")
+            period = scored.attrs["rule"].get("period") or []
+            done("risk", f"period {' – '.join(str(p)[:10] for p in period)}")
             say("black_spots", "finding black spots")
             spots = find_black_spots(
                 units,

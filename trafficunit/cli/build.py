@@ -244,7 +244,7 @@ def build_cmd(
         command += f" --period {period}" if period and project is None else ""
         command += f" --metric-crs {metric_crs}" if metric_crs and project is None else ""
         command += f" --max-distance {max_distance:g}" if max_distance is not None else ""
-        folder = build(spec, output=output, progress=progress, command=command)
+        folder = build(spec, output=output, progress=progress, command=command, bars=not quiet)
     print_summary(folder.manifest, output)
 
 
