@@ -315,6 +315,23 @@ def test_serve_says_what_is_missing_or_inconsistent(tmp_path: Path) -> None:
     assert any("newer than the scores" in p for p in problems)
 
 
+def test_folder_check_follows_the_shell_verbs(tmp_path: Path) -> None:
+    """units → (join) → risk → tiles into one folder: each step's check says what is next."""
+    units = tu.build_units(tu.read_network(tu.sample_network_path()))
+    out = tmp_path / "city"
+    folder = DataFolder(out, create=True)
+    folder.write("units", units)
+    assert any("units are not scored" in p for p in folder.problems())
+    acc = tu.assign(units, tu.sample.accidents(units, n=300))
+    tu.write_table(acc, out / "accidents.parquet")  # as `join -o city/accidents.parquet` does
+    run_cli(["risk", str(out), "-o", str(out)])
+    assert [p for p in folder.problems() if "tileset" not in p] == []
+    run_cli(["tiles", str(out), "-o", str(out)])
+    assert folder.problems(deep=True) == []
+    run_cli(["risk", str(out), "-o", str(out), "--scheme", "fixed", "--bands", "1,2,3"])
+    assert any("risk.pmtiles was built from other units" in p for p in folder.problems())
+
+
 def test_serve_with_a_corrupt_table_or_newer_schema_is_one_line_exit_2(tmp_path: Path) -> None:
     folder = build_data_dir(tmp_path / "d")
     (folder / "accidents.parquet").write_bytes(b"PAR1 not really")

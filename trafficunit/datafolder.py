@@ -431,6 +431,17 @@ class DataFolder:
             stale = self._changed_since_scoring(m)
             if stale:
                 out.append(stale)
+        tiles = (m.get("files") or {}).get(FILES["risk_tiles"]) or {}
+        if (
+            tiles.get("units_sha256")
+            and self.has("units")
+            and self.has("risk_tiles")
+            and sha256_file(self.path("units")) != tiles["units_sha256"]
+        ):
+            out.append(
+                f"{FILES['risk_tiles']} was built from other units than {FILES['units']} "
+                f"(run `trafficunit tiles {self.root} -o {self.root}`)"
+            )
         return out
 
     def _columns(self, table: str) -> list[str] | None:
@@ -488,17 +499,13 @@ class DataFolder:
         line = f"{self.root}: {', '.join(held) or 'empty'}"
         return line + ("; " + "; ".join(problems) if problems else "; complete")
 
-    def stale_temporaries(self) -> list[Path]:
-        """Temporary files an interrupted writer left behind (``.NAME.*.tmp*``)."""
-        return [p for p in self.root.glob(".*.tmp*") if p.is_file()]
-
 
 def source_report(report: Mapping[str, Any]) -> dict[str, Any]:
     """What a manifest keeps of a reader's ``.attrs['report']``: everything it says (field →
     column mapping, what was detected, rows read, kept and dropped) except the example rows.
     Keys the reader did not give are left out, never filled in."""
-    read = report.get("read") if isinstance(report.get("read"), Mapping) else report
-    assert isinstance(read, Mapping)
+    inner = report.get("read")
+    read: Mapping[str, Any] = inner if isinstance(inner, Mapping) else report
     return {
         k: _jsonable(v)
         for k, v in read.items()

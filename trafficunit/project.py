@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from ._errors import InputFileError, TrafficUnitWarning, ValidationError
-from .datafolder import FILES, DataFolder, check_writable, timer
+from .datafolder import FILES, DataFolder, check_writable, sha256_file, timer
 
 __all__ = ["build", "load_project", "PROJECT_KEYS"]
 
@@ -435,7 +435,7 @@ def finish_folder(
         elif folder.has("black_spots"):
             folder.path("black_spots").unlink()
         os.replace(tmp_tiles, folder.path("risk_tiles"))
-        folder.record_file("risk_tiles")
+        folder.record_file("risk_tiles", units_sha256=sha256_file(folder.path("units")))
     finally:
         if tmp_tiles.exists():
             tmp_tiles.unlink()

@@ -178,6 +178,13 @@ def write_risk_into_folder(
     return path
 
 
+def _text(value: Any) -> str:
+    """A cell as text; missing (None, NaN, pd.NA) as empty."""
+    import pandas as pd
+
+    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
+
+
 def print_summary(
     scored: Any,
     spots: Any,
@@ -227,7 +234,7 @@ def print_summary(
             t.add_row(
                 str(uid),
                 str(row["kind"]),
-                str(row.get("name") or ""),
+                _text(row.get("name")),
                 str(row["level"]),
                 str(int(row["crashes"])),
                 f"{row['epdo']:.0f}",

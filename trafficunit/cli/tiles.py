@@ -53,7 +53,7 @@ def tiles_cmd(
     ] = False,
 ) -> None:
     """Build a PMTiles v3 archive: units coloured by risk level, accidents, hazards, work zones."""
-    from ..datafolder import DataFolder, check_writable, is_folder_output, timer
+    from ..datafolder import DataFolder, check_writable, is_folder_output, sha256_file, timer
     from ..tiles import build_tiles_report
 
     with user_errors():
@@ -91,7 +91,11 @@ def tiles_cmd(
         )
         if into_folder:
             folder = DataFolder(output)
-            folder.record_file("risk_tiles")
+            made_from = Path(units).resolve() == folder.path("units").resolve()
+            folder.record_file(
+                "risk_tiles",
+                units_sha256=sha256_file(folder.path("units")) if made_from else None,
+            )
             folder.record_stage(
                 "tiles",
                 lap(),
