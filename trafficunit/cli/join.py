@@ -135,6 +135,13 @@ def _load_units(path: Path, quiet: bool) -> Any:
 
     if not path.exists():
         raise InputFileError(f"{path}: no such file")
+    if path.is_dir():  # a data folder: its units
+        from ..datafolder import DataFolder
+
+        folder = DataFolder(path)
+        if not folder.has("units"):
+            raise InputFileError(f"{path}: the data folder has no units; run `trafficunit units`")
+        return folder.units
     if path.suffix.lower() in _UNIT_SUFFIXES:
         units = io.read_table(path)
         if "kind" in units.columns:
@@ -181,7 +188,9 @@ def join_cmd(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Joined events: .parquet or .gpkg (required)"),
+        typer.Option(
+            "-o", "--output", help="Joined events: .parquet or .gpkg, or a data folder (required)"
+        ),
     ] = None,
     kind: Annotated[
         Literal["accident", "hazard", "workzone"] | None,
@@ -286,8 +295,14 @@ def join_cmd(
         if units_path is None:
             raise ValidationError("give the UNITS file (or a road network) and the EVENTS file")
         if output is None:
-            raise ValidationError("give the output file with -o joined.parquet")
-        check_writable(output)
+            raise ValidationError("give the output with -o joined.parquet or -o DATA_DIR")
+        from ..datafolder import DataFolder, is_folder_output, timer
+
+        into_folder = is_folder_output(output)
+        if into_folder:
+            DataFolder(output, create=True)
+        else:
+            check_writable(output)
         if per_unit is not None:
             check_writable(per_unit, "--per-unit output")
         if not units_path.exists():
@@ -328,6 +343,7 @@ def join_cmd(
             "preset": preset,
             "strict": strict,
         }
+        lap = timer()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TrafficUnitWarning)
             events = read_events(events_path, **kwargs)
@@ -342,7 +358,18 @@ def join_cmd(
                 f"{empty}; nothing written ({output} is left as it was). "
                 "--allow-empty writes it anyway"
             )
-        io.write_table(joined, output)
+        if into_folder:  # the folder's table for the kind, with the source in its manifest
+            folder = DataFolder(output)
+            kind_read = str(events.attrs.get("report", {}).get("kind") or kwargs["kind"])
+            table = DataFolder.table_for_kind(kind_read)
+            folder.write(table, joined)
+            folder.record_source(
+                kind_read, events_path, options=kwargs, report=events.attrs.get("report")
+            )
+            folder.record_stage("join", lap())
+            output = folder.path(table)
+        else:
+            io.write_table(joined, output)
         if per_unit is not None:
             io.write_table(summarize(units, joined), per_unit)
     print_report(joined, output, notes, per_unit)
