@@ -1,10 +1,12 @@
-"""The MapLibre style of the risk layers (no basemap: works offline)."""
+"""The MapLibre style of the risk layers and the legend in plain words (zh-CN / en)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from trafficunit.tiles import LEVEL_COLOURS
+
+from .i18n import LANGUAGES, t
 
 #: Legend labels of the four levels.
 LEVEL_LABELS = {
@@ -56,10 +58,116 @@ def legend(rule: dict[str, Any], counts: dict[str, int] | None = None) -> dict[s
         explanation.append(str(rule["text"]))
     return {
         "levels": levels,
+        "plain": {lang: plain_legend(rule, lang) for lang in LANGUAGES},
         "explanation": explanation,
         "rule": rule,
         "severity_colours": SEVERITY_COLOURS,
     }
+
+
+def _num(x: Any) -> str:
+    return f"{float(x):g}"
+
+
+def _measure_phrase(rule: dict[str, Any], lang: str) -> str:
+    measures = rule.get("measure") or {}
+    names = list(dict.fromkeys(map(str, measures.values()))) if isinstance(measures, dict) else []
+    words = []
+    for m in names or ["crashes"]:
+        try:
+            words.append(t(lang, f"measure.{m}"))
+        except KeyError:
+            words.append(m)
+    return " / ".join(words)
+
+
+def _population_phrase(rule: dict[str, Any], lang: str) -> str:
+    pop = [str(p) for p in rule.get("population", [])]
+    pop = sorted(pop, key=lambda p: (p != "kind", p))  # "kind and road class"
+    if not pop:
+        return t(lang, "population.network")
+    words = []
+    for p in pop:
+        try:
+            words.append(t(lang, f"population.{p}"))
+        except KeyError:
+            words.append(p)
+    return t(lang, "population.and").join(words)
+
+
+def plain_legend(rule: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The four levels and the rule's guards in plain words, from the message catalogue.
+
+    ``{"levels": [{"level", "text"}], "notes": [str]}``: e.g. "red: the 5 % of units of their
+    kind and road class with the most crashes above what is expected for such a road".
+    """
+    bands = [b for b in rule.get("bands", []) if isinstance(b, dict)]
+    scheme = rule.get("scheme")
+    measure = _measure_phrase(rule, lang)
+    population = _population_phrase(rule, lang)
+    levels: list[dict[str, str]] = []
+    first = True
+    for b in bands:
+        lv = str(b.get("level"))
+        name = t(lang, f"level.{lv}") if lv in LEVEL_LABELS else lv
+        lo, hi = b.get("min"), b.get("max")
+        if scheme == "percentile":
+            if lo is None:
+                text = t(lang, "legend.rest", level=name)
+            else:
+                share = _num((100.0 if hi is None else float(hi)) - float(lo))
+                key = "legend.top" if first else "legend.next"
+                text = t(lang, key, level=name, share=share, population=population,
+                         measure=measure)  # fmt: skip
+        elif scheme == "length_share" and b.get("share_percent") is not None:
+            key = "legend.length_top" if first else "legend.length_next"
+            text = t(lang, key, level=name, share=_num(b["share_percent"]), measure=measure)
+        elif scheme in ("fixed", "matrix"):
+            pre = "legend.fixed_" if scheme == "fixed" else "legend.matrix_"
+            if hi is None and lo is not None:
+                text = t(lang, pre + "min", level=name, measure=measure, min=_num(lo))
+            elif lo is None and hi is not None:
+                text = t(lang, pre + "below", level=name, measure=measure, max=_num(hi))
+            else:
+                text = t(lang, pre + "between", level=name, measure=measure, min=_num(lo),
+                         max=_num(hi))  # fmt: skip
+        else:  # an unknown scheme: the library's own label
+            text = f"{name}: {b.get('label', '')}"
+        first = False
+        levels.append({"level": lv, "text": text})
+    notes: list[str] = []
+    guards = rule.get("guards") if isinstance(rule.get("guards"), dict) else {}
+    assert isinstance(guards, dict)
+    n_min = int(guards.get("min_crashes") or 0)
+    measures = (
+        set((rule.get("measure") or {}).values())
+        if isinstance(rule.get("measure"), dict)
+        else set()
+    )
+    if guards.get("positive_only") and measures == {"eb_excess"}:
+        notes.append(t(lang, "legend.guard_positive"))
+        if n_min > 1:
+            notes.append(t(lang, "legend.guard_min", n=n_min))
+    elif n_min >= 1:
+        notes.append(t(lang, "legend.guard_min", n=n_min))
+    raise_ = rule.get("hazard_raise")
+    if isinstance(raise_, dict) and raise_:
+        g = int(raise_.get("general", 0))
+        m = int(raise_.get("major", g))
+        notes.append(
+            t(
+                lang,
+                "legend.hazards",
+                general=t(lang, "legend.steps", n=g),
+                major=t(lang, "legend.steps", n=m),
+            )  # fmt: skip
+        )
+    period = rule.get("period")
+    if isinstance(period, list | tuple) and len(period) == 2 and all(period):
+        notes.append(
+            t(lang, "legend.period", **{"from": str(period[0])[:10], "to": str(period[1])[:10]})
+        )
+    return {"levels": levels, "notes": notes}
 
 
 def style(

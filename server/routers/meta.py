@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from ..deps import StoreDep
 from ..store import DataStore
@@ -57,9 +55,3 @@ async def style_route(request: Request, store: StoreDep) -> JSONResponse:
             live_zooms=(ts.live_minzoom, ts.live_maxzoom),
         )
     )
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index() -> HTMLResponse:
-    page = files("server") / "static" / "index.html"
-    return HTMLResponse(page.read_text(encoding="utf-8"))
