@@ -8,7 +8,7 @@
   const LANGS = ["en", "zh-CN"];
   const TOKEN_KEY = "trafficunit.token";
   const LANG_KEY = "trafficunit.lang";
-  const TU = window.trafficunit = { tilesLoaded: 0, popupShown: false, errors: [], lang: "en",
+  const TU = window.trafficunit = { tilesLoaded: 0, fmt: {}, popupShown: false, errors: [], lang: "en",
                                     messages: {}, role: null, lastAnswer: null };
   let map = null, cfg = {}, legendData = {}, categories = null, spots = [], spotWhy = {};
   let popup = null, rerender = null, reportMode = false;
@@ -50,6 +50,8 @@
       .map((k) => `${num(sev[k])} ${t("severity." + k)}`).join(TU.lang === "zh-CN" ? "，" : ", ");
   }
 
+  Object.assign(TU.fmt, { t: (k, p) => t(k, p), speed: (v) => speed(v), length: (v) => length(v) });
+
   function pickLang() {
     const saved = localStorage.getItem(LANG_KEY);
     if (LANGS.includes(saved)) return saved;
@@ -71,6 +73,7 @@
       $("lang").value = lang;
       localStorage.setItem(LANG_KEY, lang);
       translatePage();
+      translateMapUi();
       TU.langApplied = lang;
     });
   }
@@ -83,6 +86,38 @@
     renderAuth();
     filterStatus();
     if (rerender) rerender();
+  }
+
+  /** MapLibre's own words (control titles, scale units, popup close) from the catalogue. */
+  function mapUi() {
+    return { "NavigationControl.ZoomIn": t("map.zoom_in"), "NavigationControl.ZoomOut": t("map.zoom_out"),
+             "NavigationControl.ResetBearing": t("map.reset_bearing"), "Popup.Close": t("map.close_popup"),
+             "ScaleControl.Meters": t("map.meters"), "ScaleControl.Kilometers": t("map.kilometers"),
+             "Map.Title": t("map.title") };
+  }
+  function translateMapUi() {
+    if (!map) return;
+    if (map._locale) Object.assign(map._locale, mapUi());  // read when MapLibre makes a string
+    const set = (sel, key) => document.querySelectorAll(sel).forEach((el) => {
+      el.setAttribute("title", t(key)); el.setAttribute("aria-label", t(key)); });
+    set(".maplibregl-ctrl-zoom-in", "map.zoom_in");
+    set(".maplibregl-ctrl-zoom-out", "map.zoom_out");
+    set(".maplibregl-ctrl-compass", "map.reset_bearing");
+    set(".maplibregl-popup-close-button", "map.close_popup");
+    const canvas = map.getCanvas();
+    canvas.setAttribute("aria-label", t("map.title"));
+    document.querySelectorAll(".tu-attribution").forEach((el) => { el.textContent = t("links.attribution"); });
+    map.triggerRepaint();
+  }
+  /** The attribution in the reader's language (the tiles' own string is English). */
+  class Attribution {
+    onAdd() {
+      this.el = document.createElement("div");
+      this.el.className = "maplibregl-ctrl maplibregl-ctrl-attrib tu-attribution";
+      this.el.textContent = t("links.attribution");
+      return this.el;
+    }
+    onRemove() { this.el.remove(); }
   }
 
   // ---- legend --------------------------------------------------------------------------------
@@ -123,7 +158,7 @@
     cfg = config;
     legendData = (style.metadata || {})["trafficunit:legend"] || {};
     renderLegend();
-    const opts = { container: "map", style: style, hash: true, attributionControl: { compact: true },
+    const opts = { container: "map", style: style, hash: true, attributionControl: false, locale: mapUi(),
                    localIdeographFontFamily: "'Noto Sans CJK SC', 'Noto Sans SC', 'Source Han Sans SC', 'PingFang SC', 'Microsoft YaHei', sans-serif" };
     if (!initialHash && cfg.bounds) {
       opts.bounds = cfg.bounds;
@@ -133,6 +168,7 @@
     window.trafficunitMap = map;
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl(), "bottom-right");
+    map.addControl(new Attribution(), "bottom-right");
     map.on("error", (e) => TU.errors.push(String(e.error && e.error.message)));
     map.on("sourcedata", (e) => { if (e.tile) TU.tilesLoaded += 1; });
     if (map.getStyle() && style.sources && style.sources.basemap) $("basemap-toggle").hidden = false;
@@ -211,7 +247,7 @@
   function showPopup(lngLat, render) {
     if (popup) popup.remove();
     popup = new maplibregl.Popup({ maxWidth: "360px" }).setLngLat(lngLat).addTo(map);
-    rerender = () => { if (popup && popup.isOpen()) { popup.setHTML(render()); wirePopup(); } };
+    rerender = () => { if (popup && popup.isOpen()) { popup.setHTML(render()); wirePopup(); translateMapUi(); } };
     popup.on("close", () => { if (popup && !popup.isOpen()) rerender = null; });
     rerender();
     TU.popupShown = true;
@@ -438,8 +474,15 @@
       setVisible("hazards", false);  // the ledger's live states replace the build-time snapshot
       setVisible("hazards-ledger", $("toggle-hazards").checked);
       TU.hazardCount = data.features.length;
-      if (!categories) fetch("/hazard-categories").then((r) => (r.ok ? r.json() : null)).then((c) => { categories = c; });
+      loadCategories();
     });
+  }
+  function loadCategories() {
+    if (!TU.categoriesLoading) {
+      TU.categoriesLoading = fetch("/hazard-categories").then((r) => (r.ok ? r.json() : null))
+        .then((c) => { categories = c; if (rerender) rerender(); });
+    }
+    return TU.categoriesLoading;
   }
 
   function categoryName(code) {
@@ -585,7 +628,7 @@
   });
   $("report-start").addEventListener("click", () => {
     reportMode = true; map.getCanvas().style.cursor = "crosshair"; renderAuth();
-    if (!categories) fetch("/hazard-categories").then((r) => (r.ok ? r.json() : null)).then((c) => { categories = c; });
+    loadCategories();
   });
   $("report-cancel").addEventListener("click", () => {
     reportMode = false; map.getCanvas().style.cursor = ""; $("work-status").textContent = ""; renderAuth();
