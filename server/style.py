@@ -117,8 +117,7 @@ def plain_legend(rule: dict[str, Any], lang: str) -> dict[str, Any]:
             else:
                 share = _num((100.0 if hi is None else float(hi)) - float(lo))
                 key = "legend.top" if first else "legend.next"
-                text = t(lang, key, level=name, share=share, population=population,
-                         measure=measure)  # fmt: skip
+                text = t(lang, key, level=name, share=share, population=population, measure=measure)
         elif scheme == "length_share" and b.get("share_percent") is not None:
             key = "legend.length_top" if first else "legend.length_next"
             text = t(lang, key, level=name, share=_num(b["share_percent"]), measure=measure)
@@ -129,8 +128,9 @@ def plain_legend(rule: dict[str, Any], lang: str) -> dict[str, Any]:
             elif lo is None and hi is not None:
                 text = t(lang, pre + "below", level=name, measure=measure, max=_num(hi))
             else:
-                text = t(lang, pre + "between", level=name, measure=measure, min=_num(lo),
-                         max=_num(hi))  # fmt: skip
+                text = t(
+                    lang, pre + "between", level=name, measure=measure, min=_num(lo), max=_num(hi)
+                )
         else:  # an unknown scheme: the library's own label
             text = f"{name}: {b.get('label', '')}"
         first = False
@@ -160,7 +160,7 @@ def plain_legend(rule: dict[str, Any], lang: str) -> dict[str, Any]:
                 "legend.hazards",
                 general=t(lang, "legend.steps", n=g),
                 major=t(lang, "legend.steps", n=m),
-            )  # fmt: skip
+            )
         )
     period = rule.get("period")
     if isinstance(period, list | tuple) and len(period) == 2 and all(period):
@@ -177,6 +177,7 @@ def style(
     live: list[str],
     legend_data: dict[str, Any],
     live_zooms: tuple[int, int] = (10, 18),
+    basemap: str | None = None,
 ) -> dict[str, Any]:
     """A MapLibre style: units by level, intersections, work zones, hazards, accidents.
 
@@ -188,6 +189,11 @@ def style(
     layers: list[dict[str, Any]] = [
         {"id": "background", "type": "background", "paint": {"background-color": "#f4f3ef"}}
     ]
+    extra: dict[str, Any] = {}
+    if basemap:
+        sources["basemap"] = {"type": "vector", "url": f"{base}/tiles/{basemap}/tilejson.json"}
+        layers += basemap_layers("basemap")
+        extra["glyphs"] = f"{base}/static/vendor/glyphs/{{fontstack}}/{{range}}.pbf"
     if risk_tileset:
         sources["risk"] = {"type": "vector", "url": f"{base}/tiles/{risk_tileset}/tilejson.json"}
     for name in live:
@@ -289,9 +295,136 @@ def style(
         "version": 8,
         "name": "trafficunit risk",
         "metadata": {"trafficunit:legend": legend_data},
+        **extra,
         "sources": sources,
         "layers": layers,
     }
+
+
+#: Font of the basemap labels (glyphs vendored in ``static/vendor/glyphs``; CJK from the
+#: browser's fonts through MapLibre's ``localIdeographFontFamily``).
+LABEL_FONT = ["DejaVu Sans"]
+_PATHS = ["footway", "path", "cycleway", "steps", "track", "trail", "bridleway", "corridor"]
+_MAJOR = [
+    "motorway",
+    "trunk",
+    "primary",
+    "secondary",
+    "motorway_link",
+    "trunk_link",
+    "primary_link",
+    "secondary_link",
+]
+
+
+def basemap_layers(source: str) -> list[dict[str, Any]]:
+    """Layers drawing the basemap archive (:func:`trafficunit.build_basemap`), muted so the
+    risk colours stay readable; all ids start with ``basemap-``."""
+    paths = ["match", ["get", "class"], _PATHS, True, False]
+    major = ["match", ["get", "class"], _MAJOR, True, False]
+
+    def layer(id_: str, kind: str, src_layer: str, **rest: Any) -> dict[str, Any]:
+        return {
+            "id": f"basemap-{id_}",
+            "type": kind,
+            "source": source,
+            "source-layer": src_layer,
+            **rest,
+        }
+
+    road_w = [
+        "interpolate",
+        ["linear"],
+        ["zoom"],
+        12,
+        ["case", major, 2.0, 1.0],
+        16,
+        ["case", major, 10.0, 6.0],
+    ]
+    casing_w = road_w[:4] + [["case", major, 3.5, 2.5], 16, ["case", major, 12.0, 8.0]]
+    return [
+        layer("parks", "fill", "parks", paint={"fill-color": "#dcebd0"}),
+        layer(
+            "water",
+            "fill",
+            "water",
+            filter=["==", ["geometry-type"], "Polygon"],
+            paint={"fill-color": "#b5d3e7"},
+        ),
+        layer(
+            "waterways",
+            "line",
+            "water",
+            filter=["==", ["geometry-type"], "LineString"],
+            paint={"line-color": "#b5d3e7", "line-width": 2},
+        ),
+        layer(
+            "buildings",
+            "fill",
+            "buildings",
+            minzoom=14,
+            paint={"fill-color": "#e3ded7", "fill-outline-color": "#d1cbc2"},
+        ),
+        layer(
+            "rail",
+            "line",
+            "rail",
+            paint={"line-color": "#b0aca6", "line-width": 1.2, "line-dasharray": [3, 2]},
+        ),
+        layer(
+            "paths",
+            "line",
+            "roads",
+            filter=paths,
+            minzoom=14,
+            paint={"line-color": "#c8b8a8", "line-width": 1, "line-dasharray": [2, 1.5]},
+        ),
+        layer(
+            "roads-casing",
+            "line",
+            "roads",
+            filter=["!", paths],
+            layout={"line-cap": "round", "line-join": "round"},
+            paint={"line-color": "#d6d2ca", "line-width": casing_w},
+        ),
+        layer(
+            "roads",
+            "line",
+            "roads",
+            filter=["!", paths],
+            layout={"line-cap": "round", "line-join": "round"},
+            paint={"line-color": "#ffffff", "line-width": road_w},
+        ),
+        layer(
+            "road-labels",
+            "symbol",
+            "roads",
+            minzoom=14,
+            filter=["has", "name"],
+            layout={
+                "symbol-placement": "line",
+                "text-field": ["get", "name"],
+                "text-font": LABEL_FONT,
+                "text-size": 11,
+                "text-offset": [0, 1.1],
+            },
+            paint={"text-color": "#6b655d", "text-halo-color": "#ffffff", "text-halo-width": 1.4},
+        ),
+        layer(
+            "place-labels",
+            "symbol",
+            "places",
+            filter=["has", "name"],
+            layout={
+                "text-field": ["get", "name"],
+                "text-font": LABEL_FONT,
+                "text-size": ["match", ["get", "class"], ["city", "town"], 16, 13],
+                "text-transform": "uppercase",
+                "text-letter-spacing": 0.08,
+            },
+            paint={"text-color": "#5d5850", "text-halo-color": "#ffffff", "text-halo-width": 1.6},
+        ),
+    ]
 
 
 def _accident_paint() -> dict[str, Any]:

@@ -274,7 +274,7 @@ def test_map_loads_tiles_and_renders_units(page: Any, server_url: str) -> None:
     # plain words from the rule, the technical rule one click away
     assert re.search(
         r"red: the 5 % of units of their kind and road class with the most", legend_text
-    )  # noqa: E501
+    )
     assert "percentile" not in legend_text
     page.click("#legend-technical summary")
     assert "eb_excess percentile >= 95" in page.inner_text("#legend-rule")
@@ -632,3 +632,34 @@ def test_api_docs_work_offline(browser: Any, server_url: str, path: str, ready: 
     assert pg.console_errors == []
     _shot(pg, f"api{path.replace('/', '-')}.png")
     pg.context.close()
+
+
+def test_basemap_draws_streets_and_labels_under_the_units(page: Any, server_url: str) -> None:
+    _open(page, server_url)
+    _set_lang(page, "en")
+    page.evaluate("window.trafficunitMap.jumpTo({center: [24.9440, 60.1685], zoom: 16})")
+    _wait_idle(page)
+    page.wait_for_function(
+        "() => window.trafficunitMap.queryRenderedFeatures("
+        "{layers: ['basemap-road-labels']}).length > 0",
+        timeout=30_000,
+    )
+    counts = page.evaluate(
+        """() => Object.fromEntries(['basemap-roads', 'basemap-paths', 'basemap-buildings',
+          'basemap-road-labels', 'basemap-parks', 'units-segments'].map(id =>
+          [id, window.trafficunitMap.queryRenderedFeatures({layers: [id]}).length]))"""
+    )
+    assert counts["basemap-roads"] > 20 and counts["basemap-paths"] > 5, counts
+    assert counts["basemap-buildings"] > 10 and counts["basemap-road-labels"] > 3, counts
+    assert counts["units-segments"] > 0
+    labels = page.evaluate(
+        "window.trafficunitMap.queryRenderedFeatures({layers: ['basemap-road-labels']})"
+        ".map(f => f.properties.name)"
+    )
+    assert any(name and name.endswith("katu") for name in labels)  # Helsinki street names
+    order = page.evaluate("window.trafficunitMap.getStyle().layers.map(l => l.id)")
+    assert max(order.index(i) for i in order if i.startswith("basemap-")) < order.index(
+        "units-casing"
+    ), "the basemap is drawn under the risk layers"
+    assert page.evaluate("window.trafficunit.errors") == []
+    _shot(page, "webmap-basemap.png")

@@ -72,6 +72,8 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "basemap": "basemap",
+    "build_basemap": "basemap",
 }
 
 

@@ -43,7 +43,8 @@ async def legend_route(store: StoreDep) -> JSONResponse:
 
 @router.get("/style.json", summary="MapLibre style of the risk layers")
 async def style_route(request: Request, store: StoreDep) -> JSONResponse:
-    risk = "risk" if "risk" in store.archives else next(iter(store.archives), None)
+    tilesets = [n for n in store.archives if n != "basemap"]
+    risk = "risk" if "risk" in store.archives else next(iter(tilesets), None)
     live = [n for n, (layer, _) in LIVE.items() if layer in store.live and n == "live-accidents"]
     ts = request.app.state.settings.tiles
     return JSONResponse(
@@ -53,5 +54,6 @@ async def style_route(request: Request, store: StoreDep) -> JSONResponse:
             live=live,
             legend_data=_legend(store),
             live_zooms=(ts.live_minzoom, ts.live_maxzoom),
+            basemap="basemap" if "basemap" in store.archives else None,
         )
     )

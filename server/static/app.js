@@ -74,6 +74,7 @@
       localStorage.setItem(LANG_KEY, lang);
       translatePage();
       translateMapUi();
+      labelLanguage();
       TU.langApplied = lang;
     });
   }
@@ -109,6 +110,27 @@
     document.querySelectorAll(".tu-attribution").forEach((el) => { el.textContent = t("links.attribution"); });
     map.triggerRepaint();
   }
+  /** Basemap labels: OSM's name:zh on the Chinese page where the extract has it. */
+  function labelLanguage() {
+    if (!map || !map.isStyleLoaded()) return;
+    const field = TU.lang === "zh-CN" ? ["coalesce", ["get", "name_zh"], ["get", "name"]] : ["get", "name"];
+    ["basemap-road-labels", "basemap-place-labels"].forEach((id) => {
+      if (map.getLayer(id)) map.setLayoutProperty(id, "text-field", field);
+    });
+  }
+  /** An external basemap style (TRAFFICUNIT_BASEMAP_STYLE) under the risk layers. */
+  function withExternalBasemap(style) {
+    const url = cfg.basemap && cfg.basemap.style;
+    if (!url) return Promise.resolve(style);
+    return fetch(url).then((r) => r.json()).then((ext) => {
+      const ours = style.layers.filter((l) => l.id !== "background" && !l.id.startsWith("basemap-"));
+      const sources = Object.assign({}, ext.sources || {});
+      Object.entries(style.sources).forEach(([k, v]) => { if (k !== "basemap") sources[k] = v; });
+      return Object.assign({}, style, { sources: sources, glyphs: ext.glyphs, sprite: ext.sprite,
+        layers: (ext.layers || []).map((l) => Object.assign({}, l, { id: `basemap-ext-${l.id}` })).concat(ours) });
+    }).catch((e) => { TU.errors.push(`external basemap style: ${e}`); return style; });
+  }
+
   /** The attribution in the reader's language (the tiles' own string is English). */
   class Attribution {
     onAdd() {
@@ -156,6 +178,8 @@
   Promise.all([fetch("/style.json").then((r) => r.json()), fetch("/map-config").then((r) => r.json()),
                setLang(pickLang())]).then(([style, config]) => {
     cfg = config;
+    return withExternalBasemap(style);
+  }).then((style) => {
     legendData = (style.metadata || {})["trafficunit:legend"] || {};
     renderLegend();
     const opts = { container: "map", style: style, hash: true, attributionControl: false, locale: mapUi(),
@@ -171,8 +195,9 @@
     map.addControl(new Attribution(), "bottom-right");
     map.on("error", (e) => TU.errors.push(String(e.error && e.error.message)));
     map.on("sourcedata", (e) => { if (e.tile) TU.tilesLoaded += 1; });
-    if (map.getStyle() && style.sources && style.sources.basemap) $("basemap-toggle").hidden = false;
+    if (style.layers.some((l) => l.id.startsWith("basemap-"))) $("basemap-toggle").hidden = false;
     map.once("load", () => {
+      labelLanguage();
       wireToggles();
       wireFilter();
       wireClicks();

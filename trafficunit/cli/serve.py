@@ -208,6 +208,12 @@ def build_demo(
         + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
     )
     lap("tiles")
+    # -- basemap from the same extract (issue 17); moves into `trafficunit build` on merge ---
+    basemap = None
+    if str(source).lower().endswith(".pbf"):
+        bm = tu.build_basemap(source, out / "basemap.pmtiles")
+        basemap = {"bytes": bm.bytes, "seconds": round(bm.seconds, 2), "features": bm.features}
+        lap("basemap")
     rule = risk.attrs.get("rule", {})
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -223,6 +229,7 @@ def build_demo(
             "levels": {str(k): int(v) for k, v in risk["level"].value_counts().items()},
         },
         "tiles": {"features": report.features, "bytes": report.bytes},
+        "basemap": basemap,
         "timings_s": timings,
     }
     with io.atomic_path(out / "manifest.json") as tmp:
@@ -272,6 +279,10 @@ def demo_cmd(
         )
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     console.print(f"built [bold]{output}[/] ({steps})")
+    if manifest.get("basemap"):
+        bm = manifest["basemap"]
+        mb, s = bm["bytes"] / 1e6, bm["seconds"]
+        console.print(f"basemap: {mb:.2f} MB in {s:.1f} s (basemap.pmtiles)")
     if no_serve:
         console.print(f"serve it with: trafficunit serve {output}")
         return
