@@ -148,7 +148,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     data = tmp_path_factory.mktemp("demo")
     build_demo(data)
     with serve(data, env={"TRAFFICUNIT_ADMIN_TOKEN": ADMIN}) as url:
-        tokens = {"url": url}
+        tokens = {"url": url, "data": str(data)}
         for role in ("engineer", "reporter"):
             tokens[role] = _post(f"{url}/tokens", {"role": role, "label": f"test {role}"}, ADMIN)[
                 "token"
@@ -698,3 +698,66 @@ def test_basemap_draws_streets_and_labels_under_the_units(page: Any, server_url:
     ), "the basemap is drawn under the risk layers"
     assert page.evaluate("window.trafficunit.errors") == []
     _shot(page, "webmap-basemap.png")
+
+
+def test_an_external_basemap_style_replaces_the_built_one(
+    browser: Any, server: dict[str, str]
+) -> None:
+    """``TRAFFICUNIT_BASEMAP_STYLE`` points the map at another style (here a second local
+    server, as a tile host would be); it is drawn under the risk layers."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    ring = [[24.90, 60.14], [24.99, 60.14], [24.99, 60.19], [24.90, 60.19], [24.90, 60.14]]
+    ext = {
+        "version": 8,
+        "sources": {
+            "land": {
+                "type": "geojson",
+                "data": {"type": "Polygon", "coordinates": [ring]},
+            }
+        },
+        "layers": [
+            {"id": "background", "type": "background", "paint": {"background-color": "#dde"}},
+            {"id": "land", "type": "fill", "source": "land", "paint": {"fill-color": "#efe"}},
+        ],
+    }
+    body = json.dumps(ext).encode()
+
+    class Style(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Style)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    style_url = f"http://127.0.0.1:{host.server_address[1]}/style.json"
+    try:
+        with serve(Path(server["data"]), env={"TRAFFICUNIT_BASEMAP_STYLE": style_url}) as url:
+            with urllib.request.urlopen(f"{url}/", timeout=30) as r:
+                assert (
+                    f"http://127.0.0.1:{host.server_address[1]}"
+                    in r.headers["Content-Security-Policy"]
+                )
+            pg = _new_page(browser)
+            pg.goto(f"{url}/")
+            _wait_idle(pg)
+            ids = pg.evaluate("window.trafficunitMap.getStyle().layers.map(l => l.id)")
+            assert "basemap-ext-land" in ids and "basemap-roads" not in ids
+            assert ids.index("basemap-ext-land") < ids.index("units-casing")
+            n = pg.evaluate(
+                "window.trafficunitMap.queryRenderedFeatures({layers: ['basemap-ext-land']}).length"
+            )
+            assert n > 0
+            assert pg.evaluate("window.trafficunit.errors") == []
+            assert pg.external_requests == []
+            pg.context.close()
+    finally:
+        host.shutdown()

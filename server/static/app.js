@@ -126,8 +126,12 @@
       const ours = style.layers.filter((l) => l.id !== "background" && !l.id.startsWith("basemap-"));
       const sources = Object.assign({}, ext.sources || {});
       Object.entries(style.sources).forEach(([k, v]) => { if (k !== "basemap") sources[k] = v; });
-      return Object.assign({}, style, { sources: sources, glyphs: ext.glyphs, sprite: ext.sprite,
+      const merged = Object.assign({}, style, { sources: sources,
         layers: (ext.layers || []).map((l) => Object.assign({}, l, { id: `basemap-ext-${l.id}` })).concat(ours) });
+      delete merged.glyphs; delete merged.sprite;
+      if (ext.glyphs) merged.glyphs = ext.glyphs;
+      if (ext.sprite) merged.sprite = ext.sprite;
+      return merged;
     }).catch((e) => { TU.errors.push(`external basemap style: ${e}`); return style; });
   }
 
