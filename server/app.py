@@ -26,7 +26,18 @@ from trafficunit.mvt import TileCache
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
-from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
+from .routers import (
+    accidents,
+    blackspots,
+    hazards,
+    kpis,
+    meta,
+    tiles,
+    tokens,
+    units,
+    webmap,
+    workzones,
+)
 from .settings import Settings
 from .store import DataStore
 from .tilehttp import TileAnswer, accepts_gzip, etag_matches, parse_zxy, stored_tile
@@ -37,7 +48,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Routers mounted by :func:`create_app`; later features add theirs here.
-ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
+# webmap first: its /units/{id}/why and /black-spots/why precede the data routes' paths
+ROUTERS = [webmap.router, meta.router, tiles.router, units.router, accidents.router]
+ROUTERS += [blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 
 
@@ -294,6 +307,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Traffic units: risk tiles, units, accidents and black spots",
         version="0.1.0",
         lifespan=lifespan,
+        # Swagger UI and ReDoc are served from vendored assets (server.routers.webmap)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)

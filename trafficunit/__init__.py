@@ -136,6 +136,8 @@ _LAZY = {
     "DataFolder": "datafolder",
     "project": "project",
     "build": "project",
+    "basemap": "basemap",
+    "build_basemap": "basemap",
 }
 
 

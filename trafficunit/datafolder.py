@@ -62,6 +62,7 @@ FILES: dict[str, str] = {
     "workzones": "workzones.parquet",
     "black_spots": "black_spots.parquet",
     "risk_tiles": "risk.pmtiles",
+    "basemap": "basemap.pmtiles",
     "ledger": "ledger.sqlite",
     "manifest": "manifest.json",
 }
@@ -72,7 +73,7 @@ EVENT_TABLES = {"accident": "accidents", "hazard": "hazards", "workzone": "workz
 #: Suffix of tilesets; ``risk.pmtiles`` is served as ``/tiles/risk/...``.
 TILESET_SUFFIX = ".pmtiles"
 #: Stage names, in pipeline order, as recorded under ``timings_s``.
-STAGES = ("network", "units", "events", "join", "risk", "black_spots", "tiles")
+STAGES = ("network", "units", "events", "join", "risk", "black_spots", "tiles", "basemap")
 
 _SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
 

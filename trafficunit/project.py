@@ -49,7 +49,7 @@ PROJECT_KEYS: dict[str, set[str]] = {
     "": {"network", "events", "risk", "tiles", "sample", "name"},
     "network": {"path", "crs", "max_length_m", "junction_merge_m", "all_highways", "layer"},
     "risk": {"period", "measure", "scheme", "bands", "profile", "spots_period", "hotspots"},
-    "tiles": {"minzoom", "maxzoom", "all_events", "name"},
+    "tiles": {"minzoom", "maxzoom", "all_events", "name", "basemap"},
     "sample": {"generate", "seed"},
 }
 _EVENT_OWN_KEYS = {"kind", "path", "max_distance_m", "_notes"}
@@ -353,6 +353,11 @@ def build(
         tiles=tiles_cfg,
         name=str(cfg.get("name") or Path(net["path"]).stem),
         generated=generated,
+        basemap_source=(
+            net["path"]
+            if str(net["path"]).lower().endswith(".pbf") and tiles_cfg.get("basemap", True)
+            else None
+        ),
         fields={
             "command": command,
             "name": cfg.get("name"),
@@ -392,9 +397,11 @@ def finish_folder(
     name: str,
     generated: bool = False,
     fields: Mapping[str, Any] | None = None,
+    basemap_source: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Tiles, then every table renamed into ``folder``, then a fresh manifest (sources are
-    recorded by the caller). Nothing in the folder is replaced if the tiles fail."""
+    """Tiles (and the basemap from ``basemap_source``, an OSM .pbf), then every table renamed
+    into ``folder``, then a fresh manifest (sources are recorded by the caller). Nothing in the
+    folder is replaced if the tiles fail."""
     from . import sample
     from .tiles import build_tiles_report
 
@@ -402,6 +409,8 @@ def finish_folder(
     all_events = bool(tiles.get("all_events", False))
     accidents = joined.get("accidents")
     tmp_tiles = folder.root / f".{FILES['risk_tiles']}.{os.getpid()}.staged.pmtiles"
+    tmp_base = folder.root / f".{FILES['basemap']}.{os.getpid()}.staged.pmtiles"
+    basemap: dict[str, Any] | None = None
     try:
         report = build_tiles_report(
             scored,
@@ -422,6 +431,14 @@ def finish_folder(
             f"{report.bytes / 1e6:.2f} MB, {sum(report.features.values()):,} features "
             f"({timings['tiles']:.1f} s)",
         )
+        if basemap_source is not None:
+            from .basemap import build_basemap
+
+            say("basemap", "building the basemap from the extract")
+            bm = build_basemap(basemap_source, tmp_base)
+            timings["basemap"] = round(lap(), 3)
+            basemap = {"bytes": bm.bytes, "seconds": timings["basemap"], "features": bm.features}
+            say("basemap", f"{bm.bytes / 1e6:.2f} MB in {timings['basemap']:.1f} s")
         # every stage succeeded: now replace the folder's files
         say("write", f"writing {folder.root}")
         folder.write("units", scored)
@@ -436,9 +453,13 @@ def finish_folder(
             folder.path("black_spots").unlink()
         os.replace(tmp_tiles, folder.path("risk_tiles"))
         folder.record_file("risk_tiles", units_sha256=sha256_file(folder.path("units")))
+        if basemap is not None:
+            os.replace(tmp_base, folder.path("basemap"))
+            folder.record_file("basemap")
     finally:
-        if tmp_tiles.exists():
-            tmp_tiles.unlink()
+        for tmp in (tmp_tiles, tmp_base):
+            if tmp.exists():
+                tmp.unlink()
     timings["write"] = round(lap(), 3)
     rule = scored.attrs.get("rule", {}) if accidents is not None else {}
     m = folder.read_manifest()
@@ -458,6 +479,7 @@ def finish_folder(
             "minzoom": report.minzoom,
             "maxzoom": report.maxzoom,
         },
+        "basemap": basemap,
         "generated_sample": generated,
         "sample_note": sample.GENERATED_LABEL if generated else None,
         "files": files,

@@ -261,6 +261,10 @@ def demo_cmd(
         )
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     console.print(f"built [bold]{output}[/] ({steps})")
+    if manifest.get("basemap"):
+        bm = manifest["basemap"]
+        mb, s = bm["bytes"] / 1e6, bm["seconds"]
+        console.print(f"basemap: {mb:.2f} MB in {s:.1f} s (basemap.pmtiles)")
     if no_serve:
         console.print(f"serve it with: trafficunit serve {output}")
         return
