@@ -330,6 +330,117 @@ def test_black_spots_keep_input_untouched() -> None:
     assert isinstance(joined, gpd.GeoDataFrame)
 
 
+def test_an_accident_counts_in_one_section_of_a_ranking() -> None:
+    units = network()
+    # three accidents in junction IA, one on Side Rd (S4, 10 m north of IA)
+    joined = crashes(units, [("IA", 0, "O", 2022)] * 3 + [("S4", 10, "O", 2022)])
+    prof = {"name": "test", "criteria": ["crashes >= 3"]}
+    # every window through IA has 3 or 4 accidents: Main St and Side Rd both qualify
+    w = bs.sliding_windows(units, joined, window_m=500, step_m=100)
+    assert (w.groupby("road")["crashes"].max() >= 3).all()
+    spots = tu.find_black_spots(units, joined, profile=prof, types=["section"])
+    # Side Rd is the worse (4); its section takes IA's accidents, Main St keeps none
+    assert spots["road"].tolist() == ["Side Rd"]
+    s = spots.iloc[0]
+    assert (s["crashes"], s["segment_crashes"], s["junction_crashes"]) == (4, 1, 3)
+    assert sorted(s["event_ids"].split(";")) == ["e0", "e1", "e2", "e3"]
+    # with the junction's accidents counted once, Main St's remaining windows fail the rule
+    main_alone = tu.find_black_spots(
+        units, crashes(units, [("IA", 0, "O", 2022)] * 3), profile=prof, types=["section"]
+    )
+    assert len(main_alone) == 1 and main_alone["junction_crashes"].tolist() == [3]
+
+
+def test_points_and_sections_show_the_accidents_they_share() -> None:
+    units = network()
+    joined = crashes(units, [("S2", 50, "O", 2022)] * 3 + [("S2", 250, "O", 2022)] * 2)
+    prof = {"name": "test", "criteria": ["crashes >= 3"], "point_radius_m": 20.0}
+    spots = tu.find_black_spots(units, joined, profile=prof).set_index("type")
+    assert spots.loc["point", "crashes"] == 3 and spots.loc["section", "crashes"] == 5
+    assert spots.loc["point", "overlap_crashes"] == 3
+    assert spots.loc["section", "overlap_crashes"] == 3
+    assert spots.loc["point", "overlap_spot_ids"] == spots.loc["section", "spot_id"]
+
+
+def _dual_carriageway(gap: float = 20.0, both: bool = False) -> gpd.GeoDataFrame:
+    """Dual Rd: eastbound N1, N2 on y=0 through junction J; westbound M1, M2 on y=gap."""
+    direction = "both" if both else "forward"
+    rows = [
+        ("N1", "segment", LineString([(0, 0), (300, 0)]), "Dual", direction, None, "J", "primary"),
+        (
+            "N2",
+            "segment",
+            LineString([(300, 0), (600, 0)]),
+            "Dual",
+            direction,
+            "J",
+            None,
+            "primary",
+        ),
+        (
+            "M1",
+            "segment",
+            LineString([(600, gap), (300, gap)]),
+            "Dual",
+            direction,
+            None,
+            "J",
+            "primary",
+        ),
+        (
+            "M2",
+            "segment",
+            LineString([(300, gap), (0, gap)]),
+            "Dual",
+            direction,
+            "J",
+            None,
+            "primary",
+        ),
+        ("J", "intersection", Point(300, gap / 2), "Dual;Cross", None, None, None, "primary"),
+    ]
+    return make_units(rows)
+
+
+def test_the_two_carriageways_of_a_divided_road_are_one_corridor() -> None:
+    units = _dual_carriageway()
+    # per carriageway: two roads, as drawn
+    assert bs.road_chains(units)["chain_id"].nunique() == 2
+    co = bs.road_corridors(units)
+    assert co["chain_id"].nunique() == 1 and co["corridor"].all()
+    assert co["unit_id"].tolist().count("J") == 1  # the junction sits once on the corridor
+    assert co["carriageway"].nunique() == 2  # per-carriageway ids kept
+    pos = co.set_index("unit_id")
+    # the westbound carriageway is measured along the eastbound one (the reference line)
+    assert pos.loc["M2", ["start_m", "end_m"]].tolist() == pytest.approx([0, 300], abs=1e-6)
+    assert pos.loc["M1", ["start_m", "end_m"]].tolist() == pytest.approx([300, 600], abs=1e-6)
+    # five accidents each way near x=100..200 and three in the junction: 13 in one window
+    spec = [("N1", m, "O", 2022) for m in (100, 120, 140, 160, 180)]
+    spec += [("M2", m, "O", 2022) for m in (100, 120, 140, 160, 180)]  # x = 200..120
+    spec += [("J", 0, "O", 2022)] * 3
+    joined = crashes(units, spec)
+    w = bs.sliding_windows(units, joined, window_m=500, step_m=100)
+    assert w["corridor"].all() and w["crashes"].max() == 13
+    per_way = bs.sliding_windows(units, joined, window_m=500, step_m=100, corridors=False)
+    assert per_way["crashes"].max() == 8  # 5 + the junction's 3 on each carriageway
+    spots = tu.find_black_spots(units, joined, types=["section"])  # crashes >= 10
+    assert len(spots) == 1
+    s = spots.iloc[0]
+    assert (s["crashes"], s["junction_crashes"], s["carriageways"]) == (13, 3, 2)
+    assert bool(s["corridor"]) and len(set(s["event_ids"].split(";"))) == 13
+    assert tu.find_black_spots(units, joined, types=["section"], corridors=False).empty
+
+
+@pytest.mark.parametrize(
+    ("gap", "both", "why"),
+    [(120.0, False, "too far apart"), (20.0, True, "two-way roads are not carriageways")],
+)
+def test_roads_that_are_not_a_divided_road_stay_apart(gap: float, both: bool, why: str) -> None:
+    units = _dual_carriageway(gap=gap, both=both)
+    co = bs.road_corridors(units)
+    assert not co["corridor"].any(), why
+
+
 # -- real data ------------------------------------------------------------------------------------
 
 
@@ -359,3 +470,51 @@ def test_portland_corridor_sections() -> None:
     assert ratio.between(0.9, 1.1).mean() > 0.8
     # the worst section is on a named arterial, with accidents every year-ish
     assert sec["crashes"].iloc[0] >= 20 and sec["road"].iloc[0] != "(unnamed)"
+
+
+def test_helsinki_sections_count_each_crash_once() -> None:
+    from .conftest import shared_path
+
+    roads = tu.read_network(shared_path("osm", "helsinki-centre.osm.pbf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = tu.read_events(
+            shared_path("crashes", "helsinki-city-2000-2022.csv"), preset="helsinki-city"
+        )
+        units = tu.build_units(roads)
+        joined = tu.assign(units, events)
+        spots = tu.find_black_spots(units, joined, period=("2000-01-01", "2022-12-31"))
+        recent = tu.find_black_spots(units, joined, period=("2020-01-01", "2022-12-31"))
+        per_way = tu.find_black_spots(
+            units, joined, period=("2020-01-01", "2022-12-31"), corridors=False
+        )
+        windows = bs.sliding_windows(
+            units,
+            joined,
+            period=("2020-01-01", "2022-12-31"),
+            window_m=500,
+            step_m=100,
+            corridors=False,
+        )
+    sec = spots.loc[spots["type"] == "section"]
+    assert len(sec) >= 10
+    listed = sec["event_ids"].str.split(";").explode()
+    assert not listed.duplicated().any()  # across the ranking's sections no crash repeats
+    assert (sec["segment_crashes"] + sec["junction_crashes"] == sec["crashes"]).all()
+    assert (listed.groupby(level=0).size() == sec["crashes"]).all()
+    # points and sections: the shared crashes are a visible column, counted exactly
+    pts = spots.loc[spots["type"] == "point"]
+    in_sections = set(listed)
+    shared = pts["event_ids"].str.split(";").map(lambda ids: len(set(ids) & in_sections))
+    assert (shared == pts["overlap_crashes"]).all() and shared.sum() > 0
+    # Mannerheimintie 2020-22: at most 9 per 500 m on either carriageway (no section), a
+    # section as a corridor under the default rule (crashes >= 10), each crash once
+    mh = windows.loc[windows["road"] == "Mannerheimintie", "crashes"]
+    assert 0 < mh.max() < 10
+    assert "Mannerheimintie" not in set(per_way["road"])
+    corridor = recent.loc[(recent["type"] == "section") & (recent["road"] == "Mannerheimintie")]
+    assert len(corridor) == 1
+    c = corridor.iloc[0]
+    assert c["crashes"] >= 10 and bool(c["corridor"]) and c["carriageways"] == 2
+    ids = c["event_ids"].split(";")
+    assert len(ids) == len(set(ids)) == c["crashes"]

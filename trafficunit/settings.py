@@ -271,6 +271,17 @@ class RiskSettings:
         ``"all"``: percentiles among every unit of the reference population; ``"with_crashes"``:
         among its units with at least ``min_crashes`` accidents (useful where the data covers
         only some corridors).
+    corridor_max_offset_m, corridor_max_angle_deg, corridor_min_overlap_m
+        Divided roads: two one-way chains of the same name or ref whose segments run within
+        ``corridor_max_offset_m`` metres of each other (centre line to centre line [rec: 40]),
+        in opposite directions (within ``corridor_max_angle_deg`` of antiparallel [rec: 30])
+        along at least ``corridor_min_overlap_m`` metres (or half the shorter one) are one
+        corridor for sliding-window screening.
+    sparse_coverage, sparse_median_eb_weight, sparse_max_k
+        Sparse-data warnings of :func:`trafficunit.score`: fewer units with accidents than
+        ``sparse_coverage`` (share), a median EB weight (units with accidents) below
+        ``sparse_median_eb_weight``, or a fitted overdispersion ``k`` above ``sparse_max_k``
+        say the SPF cannot describe the network [rec: 0.05, 0.05, 10].
     """
 
     epdo_weights: dict[str, float] = field(default_factory=lambda: dict(EPDO_WEIGHTS_HSM))
@@ -296,7 +307,7 @@ class RiskSettings:
     )
     colours: dict[str, str] = field(default_factory=lambda: dict(RISK_COLOURS))
     hotspot_measure: str = "epdo"
-    hotspot_permutations: int = 99
+    hotspot_permutations: int = 999
     hotspot_alpha: float = 0.05
     seed: int = 20240601
     peak_window_m: float = 160.9344
@@ -306,6 +317,12 @@ class RiskSettings:
     chain_keys: tuple[str, ...] = ("name", "ref")
     chain_max_turn_deg: float = 100.0
     rank_among: str = "all"
+    corridor_max_offset_m: float = 40.0
+    corridor_max_angle_deg: float = 30.0
+    corridor_min_overlap_m: float = 100.0
+    sparse_coverage: float = 0.05
+    sparse_median_eb_weight: float = 0.05
+    sparse_max_k: float = 10.0
 
     def with_(self, **changes: Any) -> RiskSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""
