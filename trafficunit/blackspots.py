@@ -45,7 +45,7 @@ from .risk import (
     dominant_phrases,
 )
 from .settings import BLACK_SPOT_PROFILES, BlackSpotProfile, Criterion, RiskSettings
-from .timefilter import Period, as_period, event_years
+from .timefilter import Period, _data_period, as_period, event_years
 
 __all__ = [
     "find_black_spots",
@@ -798,15 +798,17 @@ def sliding_windows(
 
 
 def _default_period(acc: pd.DataFrame, years: float) -> Period | None:
+    """The latest ``years`` whole years of the data, never starting before the data does."""
+    span = _data_period(acc)
     y = event_years(acc).dropna()
-    if len(y) == 0:
+    if len(y) == 0 or span is None:
         return None
     end = pd.Timestamp(year=int(y.max()) + 1, month=1, day=1)
     if float(years).is_integer():
         start = pd.Timestamp(year=int(y.max()) - int(years) + 1, month=1, day=1)
     else:
         start = end - pd.Timedelta(days=round(years * 365.25))
-    return Period(start, end)
+    return Period(max(start, span.start), min(end, span.end))
 
 
 def find_black_spots(
@@ -919,6 +921,8 @@ def find_black_spots(
             "step_m": p.step_m,
         },
         "period": per.to_json(),
+        "period_label": per.label()
+        + (" (given)" if period is not None else f" (the latest {p.years:g} years of the data)"),
         "report": {
             k: (int(v) if isinstance(v, int | np.integer) else v) for k, v in report.items()
         },

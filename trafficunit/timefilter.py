@@ -128,14 +128,27 @@ def period_years(start: pd.Timestamp, end: pd.Timestamp) -> float:
 
 
 def _data_period(events: pd.DataFrame) -> Period | None:
-    """Whole calendar years from the earliest to the latest event year."""
-    years = event_years(events).dropna()
-    if len(years) == 0:
+    """The data's own span: first to last day of the events with a time (whole days, local
+    dates of their time zone), widened to whole calendar years by events known only by year."""
+    first: list[pd.Timestamp] = []
+    last: list[pd.Timestamp] = []
+    known = pd.Series(False, index=events.index)
+    if "time" in events.columns:
+        t = event_times(events)
+        known = t.notna()
+        if known.any():
+            tt = t[known]
+            if getattr(tt.dt, "tz", None) is not None:
+                tt = tt.dt.tz_localize(None)  # local wall time: dates as the data writes them
+            first.append(tt.min().normalize())
+            last.append(tt.max().normalize() + pd.Timedelta(days=1))
+    years = event_years(events.loc[~known.to_numpy()]).dropna()
+    if len(years):
+        first.append(pd.Timestamp(year=int(years.min()), month=1, day=1))
+        last.append(pd.Timestamp(year=int(years.max()) + 1, month=1, day=1))
+    if not first:
         return None
-    return Period(
-        pd.Timestamp(year=int(years.min()), month=1, day=1),
-        pd.Timestamp(year=int(years.max()) + 1, month=1, day=1),
-    )
+    return Period(min(first), max(last))
 
 
 def event_years(events: pd.DataFrame) -> pd.Series:
