@@ -574,3 +574,32 @@ def test_local_moran_defaults_to_999_permutations_with_the_seed_recorded(
     assert info["moran_permutations"] == 999 and info["seed"] == RiskSettings().seed
     assert b.attrs["hotspots"]["seed"] == 7
     assert "row-standardised" in info["moran_weights"]
+
+
+def test_day_and_night_come_from_the_files_light_column() -> None:
+    from .conftest import shared_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tu.TrafficUnitWarning)
+        ev = tu.read_events(
+            shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+        )
+    recorded = ev["light"].astype("string")
+    night = tf.filter_events(ev, light="night")
+    # every accident the police recorded in the dark is night, every daylight one is day
+    assert (
+        {"dark", "dark, lit"} <= set(night["light"].dropna()) <= {"dark", "dark, lit", "twilight"}
+    )
+    assert (night["light"].isin(["dark", "dark, lit"])).sum() == recorded.isin(
+        ["dark", "dark, lit"]
+    ).sum()
+    # twilight and unrecorded light fall back to the sun (time and place known), said in
+    # the report
+    by = night.attrs["time_report"]["light_by"]
+    n_light = int(recorded.isin(["daylight", "dark", "dark, lit"]).sum())
+    assert by["light column"] == n_light
+    assert by["light column"] + by.get("sun", 0) + by.get("clock", 0) == len(ev)
+    assert by.get("sun", 0) == int((~recorded.isin(["daylight", "dark", "dark, lit"])).sum())
+    # without a light column: the clock (no location) decides, and says so
+    clock = tf.filter_events(pd.DataFrame(ev.drop(columns=["light", "geometry"])), light="night")
+    assert set(clock.attrs["time_report"]["light_by"]) == {"clock"}

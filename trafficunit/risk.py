@@ -1068,7 +1068,8 @@ def describe_events(
     -------
     pandas.DataFrame
         Indexed by group: ``crashes``, ``severity_mix`` ("K 1, B 3, O 7"), ``top_type``,
-        ``top_type_share``, ``top_time``, ``top_time_share``, ``night_share`` (by clock).
+        ``top_type_share``, ``top_time``, ``top_time_share``, ``night_share`` (by the
+        file's light column, else the sun, else the clock).
     """
     events = events.reset_index(drop=True)  # positional alignment; labels may repeat
     g = pd.Series(groups.to_numpy(dtype=object), index=events.index)
@@ -1096,7 +1097,7 @@ def describe_events(
     ms = _mode_share(g, hour_band(hours, time_settings))
     out["top_time"] = ms["value"].reindex(out.index)
     out["top_time_share"] = ms["share"].reindex(out.index)
-    night = is_night(events, by="clock", settings=time_settings)
+    night = is_night(events, by="auto", settings=time_settings)
     known = night.notna()
     nshare = night[known].astype(float).groupby(g[known]).mean()
     out["night_share"] = nshare.reindex(out.index)
