@@ -292,6 +292,8 @@ def normalise_roads(
             mask = known
         else:
             report.dropped["no highway tag"] += int((~mask).sum())
+    if filter_highways and settings.highways is not None:
+        # highways=None keeps every highway: parking aisles, private access, area=yes too
         svc = col("service").astype("string").str.lower()
         bad_svc = mask & svc.isin(settings.excluded_service).fillna(False).astype(bool)
         report.dropped["service excluded"] += int(bad_svc.sum())
@@ -308,6 +310,7 @@ def normalise_roads(
         area = area.fillna(False).astype(bool) & mask
         report.dropped["area=yes"] += int(area.sum())
         mask &= ~area
+    if filter_highways:
         df = df[mask.to_numpy()]
         highway = highway[mask.to_numpy()]
 
@@ -423,7 +426,8 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
     tags: dict[str, list[Any]] = {t: [] for t in _OSM_TAGS}
     coords: list[tuple[float, float]] = []
     counts: list[int] = []
-    broken = 0
+    broken = 0  # no located node at all
+    short = 0  # some located nodes, but never two in a row
     clipped = 0
     try:
         fp = (
@@ -462,7 +466,10 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
                 coords.extend(run)
                 counts.append(len(run))
             if not kept:
-                broken += 1
+                if any(len(run) for run in runs):
+                    short += 1
+                else:
+                    broken += 1
     except RuntimeError as exc:
         raise InputFileError(
             f"{path}: not a readable OSM file ({exc}); check it is complete PBF or OSM XML"
@@ -472,10 +479,12 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
     finally:
         if is_tmp:
             src.unlink(missing_ok=True)
-    report.ways_read = len(set(ids)) + broken
+    report.ways_read = len(set(ids)) + broken + short
     report.clipped = clipped
     if broken:
         report.dropped["no located nodes (outside the extract)"] += broken
+    if short:
+        report.dropped["no two consecutive located nodes (cut at the extract's edge)"] += short
     if not ids:
         raise InputFileError(
             f"{path}: no ways with a highway tag were found; is it an OSM extract with roads?"
@@ -569,7 +578,8 @@ def read_network(
         Shapefile, GeoParquet, FlatGeobuf).
     highways
         ``"drivable"`` (default, :data:`~trafficunit.settings.DRIVABLE_HIGHWAYS` minus parking
-        aisles, driveways and private access), ``None`` for every ``highway``, or a set of
+        aisles, driveways and private access), ``None`` for every way with a ``highway`` tag
+        (parking aisles, driveways, private access and ``area=yes`` included), or a set of
         ``highway`` values to keep.
     layer
         Layer of a multi-layer line file.

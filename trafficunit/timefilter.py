@@ -302,11 +302,11 @@ def _night_and_source(
     """Night flag per event and what decided it ("light column", "sun", "clock")."""
     if by != "auto":
         night = is_night(events, by=by, settings=cfg)
-        src = pd.Series(np.where(night.notna(), by, None), index=events.index, dtype=object)
+        src = pd.Series(by, index=events.index, dtype=object).where(night.notna().to_numpy())
         return night, src
     lc = light_condition(events)
     night = (lc == "night").astype("boolean").mask(lc.isna())
-    src = pd.Series(np.where(lc.notna(), "light column", None), index=events.index, dtype=object)
+    src = pd.Series("light column", index=events.index, dtype=object).where(lc.notna().to_numpy())
     todo = night.isna().to_numpy()
     if todo.any() and isinstance(events, gpd.GeoDataFrame) and events.crs is not None:
         has_time = event_times(events).notna().to_numpy()
