@@ -533,6 +533,10 @@ class JoinSettings:
     name_aware
         Where the event names its road, a unit of that name within the distance wins over a
         nearer unit of another name (grade separations).
+    name_extra_distance_m
+        How much farther than its distance a name-aware join may reach for a unit of the
+        street the event names before it takes a nearer street of another name; an event with
+        no candidate at all stays unmatched [rec: 15 m, about a carriageway and a sidewalk].
     intersection_precedence
         A point inside an intersection's influence disc (``radius_m``) goes to the
         intersection.
@@ -555,6 +559,7 @@ class JoinSettings:
     min_overlap_m: float = 10.0
     area_buffer_m: float = 0.0
     name_aware: bool = True
+    name_extra_distance_m: float = 15.0
     intersection_precedence: bool = True
     default_radius_m: float = DEFAULT_INFLUENCE_M
     epdo_weights: str = "hsm-2010"
