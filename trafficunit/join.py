@@ -10,8 +10,9 @@
    matches win over nearer candidates of another name (and reach up to
    ``name_extra_distance_m`` beyond the distance for it, where another street is near): a
    crash on the street under a bridge stays on that street. Names match when one's words
-   contain the other's, ignoring case, house numbers, directions and street-type words ("SE 122ND AVE" ~ "Southeast 122nd
-   Avenue"; "HUOPALAHDENTIE 30" ~ "Huopalahdentie"; "A X B" names two streets).
+   contain the other's, ignoring case, house numbers, directions and street-type words
+   ("SE 122ND AVE" ~ "Southeast 122nd Avenue"; "HUOPALAHDENTIE 30" ~ "Huopalahdentie";
+   "A X B" names two streets).
 3. **Intersection precedence.** Among what is left, an intersection whose disc contains the
    point wins (status ``"intersection"``); else the nearest segment (``"matched"``).
 4. **Ties** go to the smaller distance (to the micrometre), then the smaller ``unit_id``.
