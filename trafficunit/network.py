@@ -307,7 +307,9 @@ def normalise_roads(
         report.dropped["access excluded"] += int(bad_acc.sum())
         mask &= ~bad_acc
         area = col("area").astype("string").str.lower() == "yes"
-        area = area.fillna(False).astype(bool) & mask
+        # a drivable square drawn as a closed area ring (place=square) is a road
+        square = col("place").astype("string").str.lower() == "square"
+        area = area.fillna(False).astype(bool) & ~square.fillna(False).astype(bool) & mask
         report.dropped["area=yes"] += int(area.sum())
         mask &= ~area
     if filter_highways:
@@ -362,7 +364,9 @@ def normalise_roads(
     extra = [
         c
         for c in df.columns
-        if c not in out.columns and c != df.geometry.name and c in ("layer", "aadt", "jurisdiction")
+        if c not in out.columns
+        and c != df.geometry.name
+        and c in ("layer", "aadt", "jurisdiction", "place", "area")
     ]
     for c in extra:
         out[c] = df[c].to_numpy()
@@ -398,6 +402,7 @@ _OSM_TAGS = (
     "access",
     "motor_vehicle",
     "area",
+    "place",
     "layer",
 )
 
