@@ -686,9 +686,8 @@ def _chain_positions(
         b["pos_m"] = b["start_m"]
         b["at_node"] = True
         parts.append(b[["row", "chain_id", "pos_m", "at_node"]])
-    out = pd.concat(parts, ignore_index=True)
-    # an accident sits once on a screening line
-    return out.drop_duplicates(["row", "chain_id"], ignore_index=True)
+    # a unit sits once on a screening line (road_chains / road_corridors), so an accident does
+    return pd.concat(parts, ignore_index=True)
 
 
 def _windows(chain_len: np.ndarray, window: np.ndarray, step: float) -> pd.DataFrame:
