@@ -902,6 +902,15 @@ def find_black_spots(
     prefix = np.where(out["type"] == "point", "BP", "BS")
     rank = out.groupby("type").cumcount() + 1 if len(out) else pd.Series(dtype=int)
     out.insert(0, "spot_id", [f"{a}{b:04d}" for a, b in zip(prefix, rank, strict=True)])
+    # section-only columns: typed the same whatever the mix of spots (files share a schema)
+    for col in ("segment_crashes", "junction_crashes", "carriageways"):
+        out[col] = (
+            pd.to_numeric(out[col], errors="coerce").astype("Int64")
+            if col in out.columns
+            else pd.array([pd.NA] * len(out), dtype="Int64")
+        )
+    corridor = out["corridor"] if "corridor" in out.columns else pd.Series(False, index=out.index)
+    out["corridor"] = corridor.astype("boolean").fillna(False).astype(bool)
     out["overlap_crashes"], out["overlap_spot_ids"] = _overlaps(out)
     if len(out):
         out["explanation"] = _explain_spots(acc, out, u)
