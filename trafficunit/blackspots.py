@@ -6,9 +6,17 @@
   directions agree (two one-way carriageways flowing into the same junction are two roads, not
   one). Where more than two same-named ends meet, the straightest pairs are linked. Every
   chain has a running distance, and each intersection on it sits at the distance of its joint.
+- **Corridors**: :func:`road_corridors` pairs the two carriageways of a divided road (same
+  name or ref, one-way in opposite directions, within ``corridor_max_offset_m``) into one
+  screening line measured along its longer carriageway; the junctions along either belong to
+  it. Sliding windows and sections use corridors by default (``corridors=False``: every
+  carriageway alone).
 - **Sections**: :func:`sliding_windows` moves a window along every chain and counts the
   accidents inside (by KABCO severity, casualties, EPDO); :func:`find_black_spots` keeps the
-  windows that meet a profile's rule, the worst first, without overlaps on the same road.
+  windows that meet a profile's rule, the worst first, without overlaps on the same road, and
+  each accident in one section only: a chosen section takes its accidents out of every other
+  window before the next is chosen. Its own accidents (``segment_crashes``) and those of the
+  junctions on it (``junction_crashes``) are separate columns.
 - **Points**: accidents within ``point_radius_m`` of a centre accident, the worst qualifying
   circle first, each accident in at most one point.
 - **Peak searching** (HSM Part B): :func:`peak_search` grows a window along each road until the
