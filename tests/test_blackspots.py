@@ -14,6 +14,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import LineString, Point
 
 import trafficunit as tu
@@ -433,6 +435,34 @@ def test_the_two_carriageways_of_a_divided_road_are_one_corridor() -> None:
     assert (s["crashes"], s["junction_crashes"], s["carriageways"]) == (13, 3, 2)
     assert bool(s["corridor"]) and len(set(s["event_ids"].split(";"))) == 13
     assert tu.find_black_spots(units, joined, types=["section"], corridors=False).empty
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    gap=st.floats(min_value=3.0, max_value=90.0),
+    turn=st.floats(min_value=0.0, max_value=359.0),
+    n_crashes=st.integers(min_value=0, max_value=12),
+)
+def test_corridor_pairing_holds_at_any_orientation(gap: float, turn: float, n_crashes: int) -> None:
+    from shapely import affinity
+
+    units = _dual_carriageway(gap=gap)
+    rotated = units.copy()
+    rotated["geometry"] = [
+        affinity.rotate(g, turn, origin=(300, 0), use_radians=False) for g in units.geometry
+    ]
+    co = bs.road_corridors(rotated)
+    # offset measured centre line to centre line; the test stays clear of the 40 m edge
+    if gap <= 39.0:
+        assert co["corridor"].all() and co["chain_id"].nunique() == 1
+    elif gap >= 41.0:
+        assert not co["corridor"].any()
+    # whatever the pairing, a window counts each accident once
+    spec = [("M2", 10 + 20 * i, "O", 2022) for i in range(n_crashes)]
+    spec += [("J", 0, "O", 2022)]
+    joined = crashes(rotated, spec)
+    w = bs.sliding_windows(rotated, joined, window_m=1000, step_m=100, chains=co)
+    assert w["crashes"].max() == n_crashes + 1
 
 
 @pytest.mark.parametrize(
