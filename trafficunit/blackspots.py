@@ -840,7 +840,9 @@ def find_black_spots(
         ``"default"``, ``"kr-molit"``, ``"in-morth"``, ``"pt-ansr"``, a registered name, a
         :class:`~trafficunit.settings.BlackSpotProfile` or a mapping of its fields.
     period
-        ``(start, end)``; default the latest ``profile.years`` whole years of data.
+        ``(start, end)``; default the latest ``profile.years`` whole years of data, never
+        before the data's first day (a year of data is reported as that year, with a warning
+        that the profile is defined over more); ``attrs["period_label"]`` says which.
     types
         ``"point"`` and/or ``"section"``.
     corridors
