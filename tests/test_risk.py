@@ -551,17 +551,18 @@ def test_dense_data_does_not_warn(units: gpd.GeoDataFrame) -> None:
     assert r.attrs["rule"]["period_label"] == "2021-01-01–2021-12-31 (given)"
 
 
-def test_demo_period_is_the_generated_data_span(sample_units: gpd.GeoDataFrame) -> None:
-    # as `trafficunit demo` does (cli/serve.py build_demo): generated sample, default period
-    events = tu.sample.generate(sample_units, seed=0)
+def test_demo_period_is_the_generated_data_span(tmp_path: Any) -> None:
+    from trafficunit.cli.serve import build_demo
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        joined = tu.assign(sample_units, events["accidents"])
-        risk = tu.score(sample_units, joined)
-    t = joined.loc[joined["unit_id"].notna(), "time"].dt.tz_localize(None)
+        manifest = build_demo(tmp_path / "demo")
+    acc = pd.read_parquet(tmp_path / "demo" / "accidents.parquet")
+    t = acc.loc[acc["unit_id"].notna(), "time"].dt.tz_localize(None)
     span = f"{t.min():%Y-%m-%d}–{t.max():%Y-%m-%d}"
-    assert risk.attrs["rule"]["period_label"] == f"{span} (the data's span)"
-    assert span in risk.attrs["rule"]["text"]
+    assert manifest["period_label"] == f"{span} (the data's span)"
+    assert [p[:10] for p in manifest["period"]] == [f"{t.min():%Y-%m-%d}", f"{t.max():%Y-%m-%d}"]
+    assert span in manifest["rule"]["text"]
 
 
 def test_local_moran_defaults_to_999_permutations_with_the_seed_recorded(

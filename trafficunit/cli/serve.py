@@ -216,6 +216,7 @@ def build_demo(
         "sample_note": tu.sample.GENERATED_LABEL if generated else None,
         "rule": json.loads(json.dumps(rule, default=str)),
         "period": json.loads(json.dumps(rule.get("period"), default=str)),
+        "period_label": rule.get("period_label"),
         "counts": {
             "units": len(risk),
             **{k: int(v["event_id"].nunique()) for k, v in joined.items()},
@@ -265,6 +266,8 @@ def demo_cmd(
     for level in ("red", "orange", "yellow", "blue"):
         table.add_row(f"  {level} units", f"{counts['levels'].get(level, 0):,}")
     console.print(table)
+    if manifest.get("period_label"):
+        console.print(f"period {manifest['period_label']}", highlight=False)
     if manifest["generated_sample"]:
         err_console.print(
             "[yellow]note:[/] accidents, hazards and work zones are a GENERATED sample "
