@@ -465,6 +465,35 @@ def test_corridor_pairing_holds_at_any_orientation(gap: float, turn: float, n_cr
     assert w["crashes"].max() == n_crashes + 1
 
 
+def test_peak_search_runs_along_the_corridor() -> None:
+    from trafficunit.settings import RiskSettings
+
+    units = _dual_carriageway()
+    spec = [("N1", 100, "O", 2022), ("M2", 150, "B", 2022), ("J", 0, "O", 2022)]
+    spec += [("N2", 50, "O", 2021), ("M1", 20, "O", 2021)]
+    joined = crashes(units, spec)
+    cfg = RiskSettings(population=("kind",), min_population=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        risk = tu.score(units, joined, period=("2021-01-01", "2022-12-31"), settings=cfg)
+    # one window over the whole corridor: every unit's EB values once (both carriageways
+    # overlap along the reference line, the junction counts once)
+    whole = bs.peak_search(units, risk, window_m=1000, max_cv=1e9)
+    assert len(whole) == 1
+    assert whole["expected"].iloc[0] == pytest.approx(risk["eb_expected"].sum())
+    assert whole["predicted"].iloc[0] == pytest.approx(risk["eb_predicted"].sum())
+    # a 300 m window over the western half holds half of each carriageway and the junction
+    half = bs.peak_search(units, risk, window_m=300, max_cv=1e9, max_window_m=300)
+    west = ["N1", "M2", "J"]
+    east = ["N2", "M1", "J"]
+    sums = {
+        risk.loc[side, "eb_expected"].sum() - risk.loc[side, "eb_predicted"].sum()
+        for side in (west, east)
+    }
+    assert half["excess"].iloc[0] == pytest.approx(max(sums))
+    assert len(bs.peak_search(units, risk, corridors=False, window_m=1000, max_cv=1e9)) == 2
+
+
 @pytest.mark.parametrize(
     ("gap", "both", "why"),
     [(120.0, False, "too far apart"), (20.0, True, "two-way roads are not carriageways")],

@@ -1324,6 +1324,7 @@ def peak_search(
     max_cv: float | None = None,
     max_window_m: float | None = None,
     chains: pd.DataFrame | None = None,
+    corridors: bool = True,
     settings: RiskSettings | None = None,
 ) -> pd.DataFrame:
     """HSM peak searching: the peak window of every road by EB excess, with a CV test.
@@ -1334,7 +1335,8 @@ def peak_search(
     when ``CV = sqrt(variance) / expected <= max_cv`` (0.25). If no window of a size is valid,
     the window grows by ``window_m`` (up to ``max_window_m`` or the road's length); the valid
     window with the largest excess is the road's peak. Roads that never pass the test report
-    their whole length with ``cv_ok`` False.
+    their whole length with ``cv_ok`` False. A divided road is one corridor
+    (:func:`road_corridors`) unless ``corridors`` is False.
 
     Returns
     -------
@@ -1351,6 +1353,8 @@ def peak_search(
         raise ValidationError(f"risk lacks {missing}; compute it with tu.score first")
     u = _units_frame(units)
     ch = chains if chains is not None else road_chains(u, settings=cfg)
+    if corridors and "corridor" not in ch.columns:
+        ch = road_corridors(u, chains=ch, settings=cfg)
     table = _chain_table(ch)
     chain_len = table["length_m"].to_numpy(dtype=float)
     n_chain = len(chain_len)
@@ -1358,24 +1362,35 @@ def peak_search(
     vals = risk[need].reindex(ch["unit_id"]).fillna(0.0).to_numpy(dtype=float)
     is_seg = (ch["kind"] == "segment").to_numpy()
     cb = base[ch["chain_id"].to_numpy()]
-    # segments: piecewise-linear cumulative sums along the global coordinate
+    # segments: values spread evenly along each segment; the cumulative sum along the global
+    # coordinate is piecewise linear with a break at every segment end (segments may overlap:
+    # the two carriageways of a corridor)
     s_start = cb[is_seg] + ch["start_m"].to_numpy()[is_seg]
     s_end = cb[is_seg] + ch["end_m"].to_numpy()[is_seg]
     sv = vals[is_seg]
-    cum_after = np.cumsum(sv, axis=0)
-    cum_before = cum_after - sv
-    xp = np.column_stack([s_start, s_end]).ravel()
-    # point masses: intersections
-    p_pos = cb[~is_seg] + ch["start_m"].to_numpy()[~is_seg]
+    span = s_end - s_start
+    spread = span > 1e-9
+    dens = sv[spread] / span[spread][:, None]
+    xp = np.r_[s_start[spread], s_end[spread]]
+    order = np.argsort(xp, kind="stable")
+    xp = xp[order]
+    slope = np.cumsum(np.vstack([dens, -dens])[order], axis=0)
+    if len(xp):
+        fp_all = np.vstack([np.zeros((1, 3)), np.cumsum(slope[:-1] * np.diff(xp)[:, None], axis=0)])
+    else:
+        fp_all = np.zeros((0, 3))
+    # point masses: intersections (and zero-length segments)
+    p_pos = np.r_[cb[~is_seg] + ch["start_m"].to_numpy()[~is_seg], s_start[~spread]]
+    p_val = np.vstack([vals[~is_seg], sv[~spread]])
     po = np.argsort(p_pos, kind="stable")
     p_pos = p_pos[po]
-    p_cs = np.vstack([np.zeros((1, 3)), np.cumsum(vals[~is_seg][po], axis=0)])
+    p_cs = np.vstack([np.zeros((1, 3)), np.cumsum(p_val[po], axis=0)])
 
     def window_values(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ga, gb = base[c] + a, base[c] + b
         out = np.empty((len(c), 3))
         for k in range(3):
-            fp = np.column_stack([cum_before[:, k], cum_after[:, k]]).ravel()
+            fp = fp_all[:, k]
             out[:, k] = np.interp(gb, xp, fp) - np.interp(ga, xp, fp) if len(xp) else 0.0
         lo = np.searchsorted(p_pos, ga - 1e-6, side="left")
         hi = np.searchsorted(p_pos, gb + 1e-6, side="right")
