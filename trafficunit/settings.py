@@ -271,6 +271,17 @@ class RiskSettings:
         ``"all"``: percentiles among every unit of the reference population; ``"with_crashes"``:
         among its units with at least ``min_crashes`` accidents (useful where the data covers
         only some corridors).
+    corridor_max_offset_m, corridor_max_angle_deg, corridor_min_overlap_m
+        Divided roads: two one-way chains of the same name or ref whose segments run within
+        ``corridor_max_offset_m`` metres of each other (centre line to centre line [rec: 40]),
+        in opposite directions (within ``corridor_max_angle_deg`` of antiparallel [rec: 30])
+        along at least ``corridor_min_overlap_m`` metres (or half the shorter one) are one
+        corridor for sliding-window screening.
+    sparse_coverage, sparse_median_eb_weight, sparse_max_k
+        Sparse-data warnings of :func:`trafficunit.score`: fewer units with accidents than
+        ``sparse_coverage`` (share), a median EB weight (units with accidents) below
+        ``sparse_median_eb_weight``, or a fitted overdispersion ``k`` above ``sparse_max_k``
+        say the SPF cannot describe the network [rec: 0.05, 0.05, 10].
     """
 
     epdo_weights: dict[str, float] = field(default_factory=lambda: dict(EPDO_WEIGHTS_HSM))
@@ -296,7 +307,7 @@ class RiskSettings:
     )
     colours: dict[str, str] = field(default_factory=lambda: dict(RISK_COLOURS))
     hotspot_measure: str = "epdo"
-    hotspot_permutations: int = 99
+    hotspot_permutations: int = 999
     hotspot_alpha: float = 0.05
     seed: int = 20240601
     peak_window_m: float = 160.9344
@@ -306,6 +317,12 @@ class RiskSettings:
     chain_keys: tuple[str, ...] = ("name", "ref")
     chain_max_turn_deg: float = 100.0
     rank_among: str = "all"
+    corridor_max_offset_m: float = 40.0
+    corridor_max_angle_deg: float = 30.0
+    corridor_min_overlap_m: float = 100.0
+    sparse_coverage: float = 0.05
+    sparse_median_eb_weight: float = 0.05
+    sparse_max_k: float = 10.0
 
     def with_(self, **changes: Any) -> RiskSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""
@@ -524,6 +541,10 @@ class JoinSettings:
     name_aware
         Where the event names its road, a unit of that name within the distance wins over a
         nearer unit of another name (grade separations).
+    name_extra_distance_m
+        How much farther than its distance a name-aware join may reach for a unit of the
+        street the event names before it takes a nearer street of another name; an event with
+        no candidate at all stays unmatched [rec: 15 m, about a carriageway and a sidewalk].
     intersection_precedence
         A point inside an intersection's influence disc (``radius_m``) goes to the
         intersection.
@@ -546,6 +567,7 @@ class JoinSettings:
     min_overlap_m: float = 10.0
     area_buffer_m: float = 0.0
     name_aware: bool = True
+    name_extra_distance_m: float = 15.0
     intersection_precedence: bool = True
     default_radius_m: float = DEFAULT_INFLUENCE_M
     epdo_weights: str = "hsm-2010"

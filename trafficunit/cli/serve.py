@@ -253,6 +253,8 @@ def demo_cmd(
     for level in ("red", "orange", "yellow", "blue"):
         table.add_row(f"  {level} units", f"{counts['levels'].get(level, 0):,}")
     console.print(table)
+    if manifest.get("period_label"):
+        console.print(f"period {manifest['period_label']}", highlight=False)
     if manifest["generated_sample"]:
         err_console.print(
             "[yellow]note:[/] accidents, hazards and work zones are a GENERATED sample "
