@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class TileSettings(BaseSettings):
+class TileServerSettings(BaseSettings):
     """Tile serving: cache headers, live-tile cache and reload checks."""
 
     model_config = SettingsConfigDict(env_prefix="TRAFFICUNIT_TILES_", extra="ignore")
@@ -118,6 +118,6 @@ class Settings(BaseSettings):
         description="URL of an external MapLibre basemap style drawn under the risk layers "
         "instead of the data folder's basemap.pmtiles (the page then talks to its host)",
     )
-    tiles: TileSettings = Field(default_factory=lambda: TileSettings())
+    tiles: TileServerSettings = Field(default_factory=lambda: TileServerSettings())
     query: QuerySettings = Field(default_factory=lambda: QuerySettings())
     ledger: LedgerServerSettings = Field(default_factory=lambda: LedgerServerSettings())

@@ -34,13 +34,11 @@ arrays, through shapely ``STRtree`` queries.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import geopandas as gpd
@@ -193,11 +191,10 @@ def _pair_name_match(ev_names: np.ndarray, unit_names: np.ndarray) -> np.ndarray
 # EPDO weights
 
 
-@lru_cache(maxsize=1)
 def _weights_file() -> dict[str, Any]:
-    text = (files("trafficunit") / "epdo_weights.json").read_text(encoding="utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+    from .settings import epdo_weights_file
+
+    return epdo_weights_file()
 
 
 def epdo_weights(version: str | Mapping[str, float] | None = None) -> dict[str, float]:

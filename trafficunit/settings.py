@@ -5,7 +5,10 @@ Values follow ``docs/domain.md``: tags there say which are sourced and which are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
 #: OSM ``highway`` values kept by default: roads motor vehicles drive on (cf. osmnx ``drive``).
@@ -190,10 +193,24 @@ class TileSettings:
 
 # -- risk: measures, four-colour levels, black spots, time (trafficunit.risk / .blackspots) ------
 
-#: EPDO weights by KABCO severity from HSM-era crash costs (docs/domain.md [src]). Versioned data:
-#: the version string travels with every result so a map legend can say which weights it used.
-EPDO_WEIGHTS_HSM: dict[str, float] = {"K": 542.0, "A": 29.0, "B": 11.0, "C": 6.0, "O": 1.0}
-EPDO_WEIGHTS_VERSION = "HSM-2010 (K 542, A 29, B 11, C 6, O 1)"
+
+@lru_cache(maxsize=1)
+def epdo_weights_file() -> dict[str, Any]:
+    """The versioned EPDO weights, ``trafficunit/epdo_weights.json``: their one source."""
+    text = (files("trafficunit") / "epdo_weights.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+#: EPDO weights by KABCO severity from HSM-era crash costs (docs/domain.md [src]). Versioned data
+#: (read from ``epdo_weights.json``): the version string travels with every result so a map
+#: legend can say which weights it used.
+EPDO_WEIGHTS_HSM: dict[str, float] = {
+    k: float(v) for k, v in epdo_weights_file()["versions"]["hsm-2010"]["weights"].items()
+}
+EPDO_WEIGHTS_VERSION = "HSM-2010 ({})".format(
+    ", ".join(f"{k} {v:g}" for k, v in EPDO_WEIGHTS_HSM.items())
+)
 
 #: The four risk levels, lowest first (level_rank 1..4), and their map colours.
 RISK_LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
@@ -203,6 +220,8 @@ RISK_COLOURS: dict[str, str] = {
     "yellow": "#ffff66",
     "blue": "#2c7bb6",
 }
+#: Colour of a unit that has no level (not scored).
+NO_LEVEL_COLOUR = "#8c8c8c"
 
 
 @dataclass(frozen=True)
