@@ -319,5 +319,8 @@ def app_from_env() -> TileFastPath:
 
     The FastAPI app wrapped in :class:`TileFastPath`, so stored tiles skip FastAPI entirely.
     """
+    from .supervision import bind_to_parent
+
+    bind_to_parent()  # a worker of `trafficunit serve --server uvicorn` dies with its parent
     app = create_app(Settings())
     return TileFastPath(app, state=app.state)

@@ -12,7 +12,7 @@ import pytest
 from ._serve import serve
 from ._serverdata import DLAT, DLON, LAT0, LON0, build_data_dir
 
-ADMIN = "engines-admin-token"
+ADMIN = "engines-admin-token-0123456789abcdefgh"
 ENGINES = ("granian", "uvicorn")
 #: Headers whose values must agree between the engines.
 COMPARED = (

@@ -27,7 +27,7 @@ from trafficunit.io import write_table
 from ._ledger_db import ledger_url, pg_session_db, pg_template  # noqa: F401  (fixtures)
 from ._serverdata import DLAT, DLON, LAT0, LON0, build_data_dir, grid_events, grid_units
 
-ADMIN = "test-admin-token-0123456789"
+ADMIN = "test-admin-token-0123456789abcdefgh"
 A = {"Authorization": f"Bearer {ADMIN}"}
 ON_S0000E = [LON0 + DLON / 2, LAT0 + 0.00002]  # beside the first east-going segment
 

@@ -29,7 +29,7 @@ from ._ledger_db import (  # noqa: F401  (fixtures)
 from ._serverdata import DLON, LAT0, LON0, grid_units
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "concurrency-admin-token"
+ADMIN = "concurrency-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CLIENTS = 50
 

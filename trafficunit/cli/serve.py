@@ -46,10 +46,22 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as exc:
+            from server.supervision import describe_port_holders
+
+            held = describe_port_holders(port)
+            who = f"held by {held}" if held else "another server may be using it"
             raise ValidationError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); "
-                "another server may be using it: pick another with --port"
+                f"cannot listen on {host}:{port} ({exc.strerror}); {who}: "
+                "stop it or pick another --port"
             ) from exc
+
+
+def _check_port_number(port: int) -> None:
+    """``--port`` must be a TCP port number."""
+    from .._errors import ValidationError
+
+    if not 1 <= port <= 65535:
+        raise ValidationError(f"--port {port} is not a TCP port: use 1-65535")
 
 
 def _run_server(
@@ -67,9 +79,26 @@ def _run_server(
     ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
     Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
     """
+    from server.supervision import ENV_SUPERVISOR, ENV_WORKERS
+
     with user_errors():
+        _check_port_number(port)
+        if workers < 1:
+            from .._errors import ValidationError
+
+            raise ValidationError(f"--workers {workers}: at least 1")
+        if log_level not in ("critical", "error", "warning", "info", "debug"):
+            from .._errors import ValidationError
+
+            raise ValidationError(
+                f"--log-level {log_level!r}: use critical, error, warning, info or debug"
+            )
+        _check_settings(data_dir)
         _check_port(host, port)
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
+    # workers die with this process and report the count in /healthz (server.supervision)
+    os.environ[ENV_SUPERVISOR] = str(os.getpid())
+    os.environ[ENV_WORKERS] = str(workers)
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
@@ -88,13 +117,16 @@ def _run_server(
             server_header=False,
         )
         return
-    from granian import Granian
     from granian.constants import HTTPModes, Interfaces, RuntimeModes
     from granian.log import LogLevels
 
+    from server.supervision import granian_server
+
     target = "server.rsgi:rsgi_behind_proxy" if proxy_headers else "server.rsgi:rsgi_from_env"
-    Granian(
-        target,
+    # failed workers are respawned (bounded rate, a warning each); a stop (SIGTERM, Ctrl-C)
+    # lets in-flight requests finish for up to 30 s
+    granian = granian_server(
+        target=target,
         factory=True,
         address=host,
         port=port,
@@ -107,7 +139,26 @@ def _run_server(
         websockets=False,
         log_level=LogLevels(log_level),
         log_access=False,
-    ).serve()
+        workers_kill_timeout=30,
+    )
+    granian.serve()
+    if granian.gave_up:
+        raise typer.Exit(1)
+
+
+def _check_settings(data_dir: Path) -> None:
+    """Refuse settings the server would refuse, before any worker starts (one line)."""
+    from pydantic import ValidationError as PydanticError
+
+    from server.settings import Settings
+
+    from .._errors import ValidationError
+
+    try:
+        Settings(data_dir=data_dir)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        raise ValidationError(str(first.get("msg", exc)).removeprefix("Value error, ")) from exc
 
 
 @app.command("serve")
@@ -250,6 +301,7 @@ def demo_cmd(
     """The whole job on the embedded Helsinki sample: units, events, risk, tiles, web map."""
     if not no_serve:
         with user_errors():  # a busy port is told before the build, not after it
+            _check_port_number(port)
             _check_port(host, port)
     with user_errors(), console.status("building units, events, risk, black spots and tiles..."):
         manifest = build_demo(
