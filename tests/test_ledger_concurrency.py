@@ -286,7 +286,13 @@ def test_kill_9_during_writes_keeps_every_acknowledged_write(
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    # kill once enough writes were acknowledged, however slow the machine is (no fixed sleep)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        with lock:
+            if len(acked) > 20:
+                break
+        stop.wait(0.05)
     srv.kill9()
     stop.set()
     for t in threads:
