@@ -19,11 +19,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
 from .archive import Archive
+from .bounds import InputBounds
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
 from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
@@ -309,8 +311,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )
+    # GeoJSON, CSV and other text answers gzip-compressed for clients that accept it (tiles
+    # are answered before this, already compressed; event streams are never buffered)
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=1024,
+        compresslevel=5,
+        exclude_content_types=("text/event-stream", "image/png", "application/x-protobuf"),
+    )
     app.add_middleware(TileFastPath)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger.max_body_bytes)
+    app.add_middleware(InputBounds)  # outermost: bounds before anything parses the request
     return app
 
 

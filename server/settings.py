@@ -128,6 +128,14 @@ class LedgerServerSettings(BaseSettings):
     )
     catalogue: str | None = Field(default=None, description="Hazard category catalogue JSON")
     duplicate_distance_m: float = 30.0
+    hazard_max_area_m2: float = Field(default=1_000_000.0, description="Largest hazard polygon")
+    hazard_max_length_m: float = Field(default=5_000.0, description="Longest hazard line")
+    workzone_max_area_m2: float = Field(default=2_000_000.0, description="Largest work zone")
+    workzone_max_length_m: float = Field(default=20_000.0, description="Longest work zone")
+    units_margin_m: float = Field(
+        default=5_000.0,
+        description="Reports must touch the units' bounding box grown by this (422 beyond)",
+    )
     duplicate_window_days: float = 30.0
     deadline_general_days: float = 7.0
     deadline_major_days: float = 90.0

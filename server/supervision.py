@@ -7,8 +7,8 @@
   :data:`RESPAWN_LIMIT` respawns in :data:`RESPAWN_WINDOW_S` seconds, beyond that the server
   stops with exit code 1 (a worker that cannot start would otherwise flap for ever);
 * each worker dies with the main process (:func:`bind_to_parent`: ``PR_SET_PDEATHSIG`` on
-  Linux, and a watchdog thread that notices the parent is gone everywhere), so a ``kill -9`` of
-  the main process leaves no worker holding the port;
+  Linux, a thread watching the parent's PID elsewhere), so a ``kill -9`` of the main process
+  leaves no worker holding the port;
 * :func:`port_holders` names the processes listening on a port, for the "port in use" error.
 
 The worker side reads two environment variables the CLI sets: :data:`ENV_SUPERVISOR` (the
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -36,10 +35,6 @@ ENV_WORKERS = "TRAFFICUNIT_WORKERS"
 RESPAWN_LIMIT = 5
 #: Window of :data:`RESPAWN_LIMIT`, seconds.
 RESPAWN_WINDOW_S = 60.0
-#: Seconds a worker orphaned by its parent's death has to drain before it exits hard.
-ORPHAN_GRACE_S = 10.0
-
-log = logging.getLogger("trafficunit.server.supervision")
 
 _bound = False
 
@@ -56,11 +51,14 @@ def supervisor_pid() -> int | None:
 def bind_to_parent(poll_s: float = 0.5) -> None:
     """In a worker: exit when the main process dies (no orphan keeps serving the port).
 
-    Linux delivers ``SIGTERM`` on the parent's death (``PR_SET_PDEATHSIG``): the worker drains
-    and closes the ledger as on a normal stop. A daemon thread also polls the parent's PID
-    (every platform; and if the signal was missed) and, once the parent is gone, sends the same
-    ``SIGTERM`` and exits hard after :data:`ORPHAN_GRACE_S` seconds. Does nothing outside a
-    worker (``ENV_SUPERVISOR`` unset or naming this process).
+    On Linux the kernel sends the worker ``SIGKILL`` when its parent dies
+    (``PR_SET_PDEATHSIG``): at once, whatever the worker is doing. The main process only dies
+    without stopping its workers when it is itself killed (``kill -9``, the OOM killer), so
+    requests in flight on the workers are cut; every acknowledged ledger write is durable
+    already (SQLite ``synchronous=FULL`` or PostgreSQL). A graceful SIGTERM there deadlocked a
+    worker in testing, so there is none. Elsewhere a daemon thread polls the parent's PID and
+    exits the worker once the parent is gone. Does nothing outside a worker
+    (``ENV_SUPERVISOR`` unset or naming this process).
     """
     global _bound
     parent = supervisor_pid()
@@ -68,26 +66,27 @@ def bind_to_parent(poll_s: float = 0.5) -> None:
         return
     _bound = True
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
+        try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+            if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before the call
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(poll_s)
-        log.warning("the main process %d is gone: worker %d stops", parent, os.getpid())
-        with contextlib.suppress(OSError):
-            os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(ORPHAN_GRACE_S)
         os._exit(1)
 
     threading.Thread(target=watch, name="trafficunit-parent-watch", daemon=True).start()
 
 
 def worker_info() -> dict[str, Any]:
-    """Worker count for ``/healthz``: configured, running (None when unknown) and this PID."""
+    """Worker count for ``/healthz``: configured and running (None when unknown)."""
     text = os.environ.get(ENV_WORKERS, "")
     configured = int(text) if text.isdigit() else 1
     running: int | None = None
@@ -98,7 +97,7 @@ def worker_info() -> dict[str, Any]:
             running = len(children)
     elif parent is None:
         running = 1  # a single process serves
-    return {"configured": configured, "running": running, "pid": os.getpid()}
+    return {"configured": configured, "running": running}
 
 
 def _listening_inodes(port: int) -> set[str]:

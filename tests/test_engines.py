@@ -95,6 +95,10 @@ def _tile() -> str:
         ("LIVE?light=dusk", {}),  # bad filter: 400
         (f"/units?bbox={LON0},{LAT0},{LON0 + 3 * DLON},{LAT0 + 3 * DLAT}", {}),
         (f"/units?bbox={LON0},{LAT0},{LON0 + 3 * DLON},{LAT0 + 3 * DLAT}&format=csv", {}),
+        # GeoJSON and CSV gzip-compressed for clients that accept it, on both engines
+        ("/units", {"Accept-Encoding": "gzip"}),
+        ("/units?format=csv", {"Accept-Encoding": "gzip"}),
+        ("/readyz", {}),
         ("/units?bbox=-170,-80,170,80", {}),  # too large: 413
         ("/units?bbox=1,2,3", {}),  # malformed: 400
         ("/accidents?limit=5", {}),
@@ -109,6 +113,9 @@ def test_engines_answer_alike(servers: dict[str, str], path: str, headers: dict[
     elif path.startswith("LIVE"):
         path = _tile().replace("/risk/", "/live-accidents/") + path[4:]
     res = _same(_both(servers, "GET", path, headers=headers), servers)
+    if path.startswith("/units") and headers.get("Accept-Encoding") == "gzip":
+        assert res.headers["content-encoding"] == "gzip"
+        assert int(res.headers["content-length"]) < len(res.content)  # compressed on the wire
     if path.endswith(".mvt") and res.status_code == 200:
         # a 304 on the tile's ETag, and HEAD with the GET's headers and no body
         etag = res.headers["etag"]
