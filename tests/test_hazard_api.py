@@ -592,7 +592,6 @@ def test_schemathesis_finds_no_server_error(data_dir: Path, tmp_path: Path) -> N
 def test_shutdown_waits_for_a_sweep_in_flight(data_dir: Path, tmp_path: Path) -> None:
     """The periodic sweep runs in a worker thread; closing the ledger under it crashed."""
     import threading
-    import time
 
     from server.ledger import LedgerService
 
@@ -603,21 +602,34 @@ def test_shutdown_waits_for_a_sweep_in_flight(data_dir: Path, tmp_path: Path) ->
     svc = LedgerService(settings)
     real = svc.ledger.escalate_overdue
     started = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
 
     def slow() -> list[str]:
         started.set()
-        time.sleep(0.5)
-        return real()  # still uses the database after close() was asked for
+        assert release.wait(60)  # held until close() has been asked for
+        out = real()  # still uses the database after close() was asked for
+        order.append("sweep finished")
+        return out
 
     svc.ledger.escalate_overdue = slow  # type: ignore[method-assign]
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(svc.sweep(None)))
     worker.start()
-    assert started.wait(5)
-    t = time.monotonic()
-    svc.close()
-    waited = time.monotonic() - t
-    worker.join(5)
+    assert started.wait(60)
+
+    def close() -> None:
+        svc.close()
+        order.append("closed")
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # close() waits: the sweep holds the ledger
+    release.set()
+    worker.join(60)
+    closer.join(60)
+    assert not closer.is_alive() and not worker.is_alive()
     assert result == {"escalated": [], "reopened": []}  # the sweep finished on an open ledger
-    assert waited > 0.3
+    assert order == ["sweep finished", "closed"]
     assert svc.sweep(None) == {"escalated": [], "reopened": []}  # and none runs after close
