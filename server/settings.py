@@ -85,8 +85,9 @@ class LedgerServerSettings(BaseSettings):
     read_requires_token: bool = Field(
         default=False,
         description=(
-            "Reads of the ledger (hazards, their history and reports, work zones, KPIs, "
-            "live hazard tiles' list routes) need a token too; anonymous callers get 401"
+            "Reads of the ledger (hazards, their history and reports, work zones and their "
+            "QR codes, KPIs, categories) need a token too; anonymous callers get 401. The "
+            "tiles (live hazards and work zones included) stay public"
         ),
     )
     public_actors: Literal["role", "names", "none"] = Field(
