@@ -58,7 +58,11 @@ def _both(
 def _same(res: dict[str, httpx.Response], servers: dict[str, str]) -> httpx.Response:
     a, b = res["granian"], res["uvicorn"]
     assert a.status_code == b.status_code, (a.status_code, b.status_code, a.text[:200])
+    # a body naming each server's own URL compresses to lengths that may differ by a byte
+    names_url = servers["granian"].encode() in a.content
     for h in COMPARED:
+        if h == "content-length" and names_url:
+            continue
         assert a.headers.get(h) == b.headers.get(h), h
     # absolute URLs (TileJSON) name each server's own port
     body_a = a.content.replace(servers["granian"].encode(), b"SERVER")
