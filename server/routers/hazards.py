@@ -154,6 +154,11 @@ def expected_version(if_match: str | None, hazard_id: str) -> int | None:
         401: {"description": "No or bad token"},
         403: {"description": "The token's role may not report"},
         413: {"description": "Body too large"},
+        422: {
+            "description": "Implausible geometry: larger or longer than a hazard may be, or "
+            "far from the served units (with a hint when longitude and latitude look swapped)"
+        },
+        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
     },
 )
 def report_hazard(
@@ -290,6 +295,7 @@ def get_hazard(
         409: {"description": "The lifecycle does not allow this transition now"},
         412: {"description": "If-Match names a stale version; nothing was changed"},
         428: {"description": "If-Match missing"},
+        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
     },
 )
 def transition_hazard(
