@@ -158,7 +158,11 @@ def _check_settings(data_dir: Path) -> None:
         Settings(data_dir=data_dir)
     except PydanticError as exc:
         first = exc.errors()[0]
-        raise ValidationError(str(first.get("msg", exc)).removeprefix("Value error, ")) from exc
+        msg = str(first.get("msg", exc)).removeprefix("Value error, ")
+        if not msg.startswith("TRAFFICUNIT_"):
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            msg = f"setting {where} (TRAFFICUNIT_* environment): {msg}"
+        raise ValidationError(msg) from exc
 
 
 @app.command("serve")
