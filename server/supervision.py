@@ -161,8 +161,8 @@ def port_holders(port: int) -> list[tuple[int, str]]:
 
 
 def describe_port_holders(port: int) -> str | None:
-    """ "PID 12 (`trafficunit serve out`, workers 13, 14)" for the processes holding ``port``;
-    workers are grouped under a parent running the same command; None when unknown."""
+    """Who holds ``port``, like ``PID 12 (`trafficunit serve out`, workers 13, 14)``: workers
+    are grouped under a parent running the same command; None when unknown."""
     holders = port_holders(port)
     if not holders:
         return None
@@ -183,10 +183,17 @@ def describe_port_holders(port: int) -> str | None:
     return "; ".join(parts)
 
 
-def granian_server(**kwargs: Any) -> Any:
-    """A Granian multi-process server that respawns failed workers within a rate limit.
+def granian_server(
+    *,
+    respawn_limit: int = RESPAWN_LIMIT,
+    respawn_window_s: float = RESPAWN_WINDOW_S,
+    **kwargs: Any,
+) -> Any:
+    """A Granian multi-process server that respawns failed workers, at most ``respawn_limit``
+    times in ``respawn_window_s`` seconds (one more death stops it, ``gave_up`` set).
 
-    Keyword arguments go to ``granian.Granian``; ``respawn_failed_workers`` is always on.
+    Other keyword arguments go to ``granian.Granian``; ``respawn_failed_workers`` is always on.
+    Granian itself also stops when the same worker dies again within 5.5 s of its respawn.
     """
     from granian.log import logger as glog
     from granian.server import MPServer
@@ -203,13 +210,13 @@ def granian_server(**kwargs: Any) -> Any:
             self, workers: Any, spawn_target: Any, target_loader: Any, delay: float = 0
         ) -> Any:
             now = time.monotonic()
-            while self.respawns and now - self.respawns[0] > RESPAWN_WINDOW_S:
+            while self.respawns and now - self.respawns[0] > respawn_window_s:
                 self.respawns.popleft()
             for idx in workers:
                 old = self.wrks[idx]
                 code = old.inner.exitcode
                 how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                if delay == 0 and len(self.respawns) >= RESPAWN_LIMIT:
+                if delay == 0 and len(self.respawns) >= respawn_limit:
                     glog.error(
                         "worker-%d (PID %s) died (%s); %d respawns in the last %g s: "
                         "giving up, the server stops (see the worker's error above)",
@@ -217,7 +224,7 @@ def granian_server(**kwargs: Any) -> Any:
                         old.inner.pid,
                         how,
                         len(self.respawns),
-                        RESPAWN_WINDOW_S,
+                        respawn_window_s,
                     )
                     self.gave_up = True
                     self.interrupt_signal = True
@@ -232,8 +239,8 @@ def granian_server(**kwargs: Any) -> Any:
                         old.inner.pid,
                         how,
                         len(self.respawns),
-                        RESPAWN_LIMIT,
-                        RESPAWN_WINDOW_S,
+                        respawn_limit,
+                        respawn_window_s,
                     )
             return super()._respawn_workers(workers, spawn_target, target_loader, delay)
 

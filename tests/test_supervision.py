@@ -93,7 +93,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def serve(data: Path, workers: int, tmp: Path) -> Iterator[Served]:
+def serve(data: Path, workers: int, tmp: Path, *extra: str) -> Iterator[Served]:
     """``trafficunit serve DATA --workers N`` in its own session; stopped (group) at the end."""
     port = free_port()
     env = {
@@ -102,7 +102,7 @@ def serve(data: Path, workers: int, tmp: Path) -> Iterator[Served]:
         "TRAFFICUNIT_DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
         "TRAFFICUNIT_LEDGER_SWEEP_INTERVAL_S": "0",
     }
-    cmd = [CLI, "serve", str(data), "--port", str(port), "--workers", str(workers)]
+    cmd = [CLI, "serve", str(data), "--port", str(port), "--workers", str(workers), *extra]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -160,6 +160,39 @@ def test_a_killed_worker_is_respawned_and_the_server_answers_again(
             lambda: "respawning it" in s.log_text() and s.log_text(), 30, "the respawn log line"
         )
         assert f"(PID {victim}) died (signal 9); respawning it" in log
+
+
+def test_respawns_are_bounded_one_death_too_many_stops_the_server(
+    data: Path, tmp_path: Path
+) -> None:
+    """--max-respawns 2: two killed workers are respawned, the third death stops the server
+    (exit 1, a log line) instead of respawning for ever."""
+    with serve(data, 2, tmp_path, "--max-respawns", "2", "--respawn-window", "600") as s:
+        main = s.proc.pid
+        born: dict[int, float] = {p: time.monotonic() for p in children(main)}
+        for kill in range(3):
+            # the oldest worker, once it has lived 6 s (Granian itself stops on a worker dying
+            # again within 5.5 s of its respawn: that is not the limit tested here)
+            victim = min(born, key=lambda p: born[p])
+            wait_for(lambda v=victim: time.monotonic() - born[v] > 6, 30, "the worker aging")
+            os.kill(victim, signal.SIGKILL)
+            del born[victim]
+            if kill == 2:
+                break
+
+            def replaced(victim: int = victim) -> list[int] | None:
+                now = [p for p in children(main) if alive(p)]
+                ok = len(now) == 2 and victim not in now and all(p in now for p in born)
+                return now if ok else None
+
+            now = wait_for(replaced, 60, "the respawned worker")
+            born.update({p: time.monotonic() for p in now if p not in born})
+            wait_for(lambda: answers(s.url), 60, "the server answering")
+        assert s.proc.wait(timeout=90) == 1
+        log = s.log_text()
+        assert log.count("respawning it") == 2
+        assert "2 respawns in the last 600 s: giving up, the server stops" in log
+        wait_for(lambda: not listening(s.port), 30, "the port being free")
 
 
 def test_killing_the_main_process_leaves_nothing_listening(data: Path, tmp_path: Path) -> None:

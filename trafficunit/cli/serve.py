@@ -73,6 +73,8 @@ def _run_server(
     *,
     proxy_headers: bool = False,
     server: str = "granian",
+    max_respawns: int = 5,
+    respawn_window: float = 60.0,
 ) -> None:
     """Serve ``data_dir`` until interrupted.
 
@@ -87,6 +89,10 @@ def _run_server(
             from .._errors import ValidationError
 
             raise ValidationError(f"--workers {workers}: at least 1")
+        if max_respawns < 0 or respawn_window <= 0:
+            from .._errors import ValidationError
+
+            raise ValidationError("--max-respawns must be 0 or more, --respawn-window above 0")
         if log_level not in ("critical", "error", "warning", "info", "debug"):
             from .._errors import ValidationError
 
@@ -126,6 +132,8 @@ def _run_server(
     # failed workers are respawned (bounded rate, a warning each); a stop (SIGTERM, Ctrl-C)
     # lets in-flight requests finish for up to 30 s
     granian = granian_server(
+        respawn_limit=max_respawns,
+        respawn_window_s=respawn_window,
         target=target,
         factory=True,
         address=host,
@@ -183,8 +191,19 @@ def serve_cmd(
             help="Trust X-Forwarded-* (behind a reverse proxy: https tile URLs)",
         ),
     ] = False,
+    max_respawns: Annotated[
+        int,
+        typer.Option(help="Granian: worker respawns allowed per --respawn-window; one more stops"),
+    ] = 5,
+    respawn_window: Annotated[
+        float, typer.Option(help="Granian: the window of --max-respawns, seconds")
+    ] = 60.0,
 ) -> None:
-    """Serve tiles, units, accidents and black spots of a data folder, with the web map at /."""
+    """Serve tiles, units, accidents and black spots of a data folder, with the web map at /.
+
+    Under Granian (the default) a worker that dies is respawned, at most --max-respawns times
+    per --respawn-window; workers die with the main process. SIGTERM or Ctrl-C lets requests
+    in flight finish (up to 30 s)."""
     with user_errors():
         if not data_dir.is_dir():
             from .._errors import InputFileError
@@ -194,7 +213,15 @@ def serve_cmd(
                 f"`trafficunit demo --no-serve -o {data_dir}`"
             )
     _run_server(
-        data_dir, host, port, workers, log_level, proxy_headers=proxy_headers, server=server.value
+        data_dir,
+        host,
+        port,
+        workers,
+        log_level,
+        proxy_headers=proxy_headers,
+        server=server.value,
+        max_respawns=max_respawns,
+        respawn_window=respawn_window,
     )
 
 
