@@ -628,6 +628,15 @@ class LedgerSettings:
         KABCO severities that count as serious for reopening.
     max_vertices
         Largest number of vertices of a reported geometry.
+    max_area_m2
+        Largest polygon area (m²) by kind: ``hazard`` (default 1 km²) and ``workzone``
+        (2 km²); larger reports are refused (the server answers 422).
+    max_length_m
+        Longest line (m) by kind: ``hazard`` 5 km, ``workzone`` 20 km.
+    units_margin_m
+        Reports must touch the bounding box of the units grown by this many metres
+        (default 5 km); beyond it they are refused, with a hint when longitude and latitude
+        look swapped. Not checked while the ledger has no units.
     """
 
     catalogue: str | None = None
@@ -639,6 +648,13 @@ class LedgerSettings:
     reopen_days: float = 365.0
     reopen_severities: frozenset[str] = frozenset({"K", "A"})
     max_vertices: int = 5000
+    max_area_m2: dict[str, float] = field(
+        default_factory=lambda: {"hazard": 1_000_000.0, "workzone": 2_000_000.0}
+    )
+    max_length_m: dict[str, float] = field(
+        default_factory=lambda: {"hazard": 5_000.0, "workzone": 20_000.0}
+    )
+    units_margin_m: float = 5_000.0
 
     def with_(self, **changes: Any) -> LedgerSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""
