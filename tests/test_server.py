@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server import Settings, create_app
-from server.settings import QuerySettings, TileSettings
+from server.settings import QuerySettings, TileServerSettings
 from trafficunit import mvt
 from trafficunit.io import write_table
 from trafficunit.tiles import build_tiles, feature_ids
@@ -49,7 +49,7 @@ def _wait_for(check: Any, timeout: float = 60.0) -> None:
 def _client(data_dir: Path, **kw: Any) -> TestClient:
     s = Settings(
         data_dir=data_dir,
-        tiles=TileSettings(reload_check_s=0.0),
+        tiles=TileServerSettings(reload_check_s=0.0),
         query=QuerySettings(max_bbox_km2=50.0, max_limit=500),
         **kw,
     )
