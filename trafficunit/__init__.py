@@ -30,13 +30,16 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         io,
         join,
         lineage,
+        matching,
         network,
         plot,
         risk,
+        routing,
         sample,
         settings,
         tiles,
         timefilter,
+        traces,
         units,
     )
     from .blackspots import find_black_spots
@@ -45,8 +48,10 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
     from .io import read_table, write_table
     from .join import assign, summarize
     from .lineage import resegment
+    from .matching import match_trace
     from .network import read_network
     from .risk import score
+    from .routing import route
     from .tiles import build_tiles
     from .units import build_units
 
@@ -67,6 +72,8 @@ __all__ = [
     "io",
     "join",
     "lineage",
+    "match_trace",
+    "matching",
     "network",
     "plot",
     "read_events",
@@ -74,6 +81,8 @@ __all__ = [
     "read_table",
     "resegment",
     "risk",
+    "route",
+    "routing",
     "run_pipeline",
     "sample",
     "sample_network_path",
@@ -82,6 +91,7 @@ __all__ = [
     "summarize",
     "tiles",
     "timefilter",
+    "traces",
     "units",
     "write_table",
 ]
@@ -124,6 +134,11 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "routing": "routing",
+    "route": "routing",
+    "matching": "matching",
+    "match_trace": "matching",
+    "traces": "traces",
 }
 
 
