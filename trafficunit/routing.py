@@ -185,6 +185,14 @@ class UnitGraph:
         self.edge_v = np.r_[self.to_node[fwd], self.from_node[bwd]]
         self.edge_forward = np.r_[np.ones(len(fwd), bool), np.zeros(len(bwd), bool)]
 
+        self._lengths: csr_matrix | None = None
+
+    def _length_matrix(self) -> csr_matrix:
+        """CSR matrix of every drivable edge by length (cached), for map matching."""
+        if self._lengths is None:
+            self._lengths, self._len_keys, self._len_seg = self.matrix(self.length)
+        return self._lengths
+
     # ----------------------------------------------------------------------------------
     def unit_rows(self, unit_ids: Iterable[str], what: str) -> np.ndarray:
         """Rows of the given unit ids; unknown ids raise."""
