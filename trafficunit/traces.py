@@ -733,8 +733,8 @@ def generate_trace(
         if pieces:  # the crossing of a consolidated junction: straight, at the previous speed
             gap = pieces[-1][1][-1]
             if np.hypot(*(c[0] - gap)) > 1e-6:
-                j = rows[i - 1] if graph.is_int[rows[i - 1]] else r
-                pieces.append((str(graph.ids[j]), np.array([gap, c[0]]), prev_v))
+                jr = rows[i - 1] if graph.is_int[rows[i - 1]] else r
+                pieces.append((str(graph.ids[jr]), np.array([gap, c[0]]), prev_v))
         pieces.append((str(graph.ids[r]), c, v))
         prev_v = v
     # time along the route
@@ -768,8 +768,8 @@ def generate_trace(
         gpd.GeoDataFrame(
             {
                 "time": t0 + pd.to_timedelta(ts, unit="s"),
-                "true_unit_id": pd.array(np.array(seg_id, dtype=object)[k], dtype="string"),
-                "true_speed_kmh": v_arr[k] * 3.6,
+                "true_unit_id": pd.array(np.array(seg_id, dtype=object)[j], dtype="string"),
+                "true_speed_kmh": v_arr[j] * 3.6,
                 "true_x": true_xy[:, 0],
                 "true_y": true_xy[:, 1],
             },
