@@ -102,13 +102,12 @@ def _finish(
     bad = ~(np.isfinite(x) & np.isfinite(y))
     if bad.any():
         raise ValidationError(f"{where}: row {int(np.flatnonzero(bad)[0])} has no coordinates")
-    if crs_obj.is_geographic and len(x):
-        if (np.abs(x) > 180).any() or (np.abs(y) > 90).any():
-            i = int(np.flatnonzero((np.abs(x) > 180) | (np.abs(y) > 90))[0])
-            raise CRSError(
-                f"{where}: row {i} ({x[i]:g}, {y[i]:g}) is not longitude/latitude; the trace looks "
-                "projected: give its CRS (crs=..., --crs)"
-            )
+    if crs_obj.is_geographic and len(x) and ((np.abs(x) > 180).any() or (np.abs(y) > 90).any()):
+        i = int(np.flatnonzero((np.abs(x) > 180) | (np.abs(y) > 90))[0])
+        raise CRSError(
+            f"{where}: row {i} ({x[i]:g}, {y[i]:g}) is not longitude/latitude; the trace looks "
+            "projected: give its CRS (crs=..., --crs)"
+        )
     t = pd.to_datetime(df["time"], errors="coerce", utc=False, format="mixed")
     if t.isna().any():
         i = int(np.flatnonzero(t.isna().to_numpy())[0])
@@ -120,7 +119,8 @@ def _finish(
             )
         t = t.dt.tz_localize(tz)
     df = df.assign(time=t)
-    d = np.diff(t.dt.tz_convert("UTC").to_numpy().astype("datetime64[ns]").astype(np.int64))
+    utc = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    d = np.diff(utc.astype("datetime64[ns]").astype(np.int64))
     if (d == 0).any():
         i = int(np.flatnonzero(d == 0)[0]) + 1
         raise ValidationError(f"{where}: duplicate time {t.iloc[i]} at rows {i - 1} and {i}")
@@ -253,7 +253,7 @@ def read_trace(
                 )
             return tracks[0][1]
         for i, (name, g) in enumerate(tracks):
-            if track == i or track == name:
+            if track in (i, name):
                 return g
         raise ValidationError(f"{p}: no track {track!r}")
     return _read_csv(p, crs, tz, speed_unit)
@@ -310,7 +310,8 @@ class PermitRules:
             if bound is not None:
                 edge = pd.Timestamp(bound)
                 edge = edge.tz_localize(self.tz) if edge.tzinfo is None else edge
-                ok &= cmp(t.dt.tz_convert("UTC").to_numpy(), edge.tz_convert("UTC").to_datetime64())
+                utc = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+                ok &= cmp(utc, edge.tz_convert("UTC").tz_localize(None).to_datetime64())
         return ok
 
 
@@ -406,6 +407,7 @@ def check_trace(
     *,
     speed_tolerance_kmh: float = 5.0,
     min_off_route_m: float = 50.0,
+    off_route_gps_m: float = 40.0,
     matched: gpd.GeoDataFrame | None = None,
     **match_options: Any,
 ) -> TraceReport:
@@ -424,6 +426,9 @@ def check_trace(
         Speeding is a unit passage's median speed above the limit plus this.
     min_off_route_m
         Shorter off-route pieces (a matching wobble at a junction) are not reported.
+    off_route_gps_m
+        An off-route stretch is reported only if a GPS point in it lies at least this far from
+        the permitted units (a match onto a parallel road next to the route is not a detour).
     matched
         A result of :func:`trafficunit.match_trace` for this trace (else it is matched here,
         with ``match_options``).
@@ -502,7 +507,12 @@ def check_trace(
         on_route = known & ok_unit[rows_i]
         on_route |= state == "no_candidate"  # reported as off the network instead
         if path is not None and len(path):
-            _off_route_from_path(graph, path, ok_unit, min_off_route_m, findings, times)
+            route_geom = shapely.union_all(graph.index.geoms[np.flatnonzero(ok_unit)])
+            metric_pts = gpd.GeoSeries(m.geometry, crs=m.crs).to_crs(graph.crs).to_numpy()
+            away = shapely.distance(metric_pts, route_geom)
+            _off_route_from_path(
+                graph, path, ok_unit, min_off_route_m, findings, times, away, off_route_gps_m
+            )
         else:
             for i0, i1 in _runs(~on_route):
                 length = float(step[i0 + 1 : i1 + 1].sum())
@@ -622,6 +632,8 @@ def _off_route_from_path(
     min_m: float,
     findings: list[dict[str, Any]],
     times: pd.Series,
+    away: np.ndarray,
+    away_min_m: float,
 ) -> None:
     """Off-route stretches from the matched path: runs of pieces on units outside the route."""
     rows = graph.row_of.reindex(pd.Index(path["unit_id"].astype(str))).to_numpy().astype(np.int64)
@@ -629,6 +641,14 @@ def _off_route_from_path(
     chain = path["chain"].to_numpy()
     brk = np.r_[True, chain[1:] != chain[:-1]]
     flag = off.copy()
+    # a short stretch back on the route (a crossing, a wobble of the match) does not split a
+    # detour in two
+    lengths = path["length_m"].to_numpy(float)
+    on_runs = _runs(~flag)
+    for a, b in on_runs:
+        inner = a > 0 and b < len(flag) - 1 and not brk[a : b + 2].any()
+        if inner and lengths[a : b + 1].sum() < min_m:
+            flag[a : b + 1] = True
     en, zh = FINDING_LABELS["off_route"]
     for i0, i1 in _runs(flag):
         # a run never spans two chains
@@ -647,6 +667,10 @@ def _off_route_from_path(
             geom = gpd.GeoSeries([line], crs=graph.crs).to_crs(4326).iloc[0]
             t0, t1 = seg["t_start"].iloc[0], seg["t_end"].iloc[-1]
             ok_t = isinstance(t0, pd.Timestamp) and not pd.isna(t0)
+            if ok_t:  # the GPS itself must leave the route: a wobble of the match does not
+                during = ((times >= t0) & (times <= t1)).to_numpy()
+                if during.any() and away[during].max() < away_min_m:
+                    continue
             findings.append(
                 {
                     "kind": "off_route",
