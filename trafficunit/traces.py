@@ -350,11 +350,11 @@ class TraceReport:
 
     def to_csv(self, path: str | Path) -> None:
         """The findings as CSV (geometry as WKT), written atomically."""
-        from .io import write_table
+        from .io import atomic_path
 
-        write_table(
-            pd.DataFrame(self.findings.assign(geometry=self.findings.geometry.to_wkt())), path
-        )
+        table = pd.DataFrame(self.findings.assign(geometry=self.findings.geometry.to_wkt()))
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
 
 
 _FINDING_COLUMNS = [
