@@ -24,7 +24,7 @@ def _gpx(path: Path, tracks: list[gpd.GeoDataFrame]) -> None:
     for k, t in enumerate(tracks):
         pts = "".join(
             f'<trkpt lat="{p.y:.7f}" lon="{p.x:.7f}">'
-            f'<time>{ts.tz_convert("UTC"):%Y-%m-%dT%H:%M:%SZ}</time></trkpt>'
+            f"<time>{ts.tz_convert('UTC'):%Y-%m-%dT%H:%M:%SZ}</time></trkpt>"
             for p, ts in zip(t.geometry, t["time"], strict=True)
         )
         body += f"<trk><name>leg{k}</name><trkseg>{pts}</trkseg></trk>"
