@@ -26,7 +26,18 @@ from trafficunit.mvt import TileCache
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
-from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
+from .routers import (
+    accidents,
+    blackspots,
+    hazards,
+    kpis,
+    meta,
+    permits,
+    tiles,
+    tokens,
+    units,
+    workzones,
+)
 from .settings import Settings
 from .store import DataStore
 from .tilehttp import TileAnswer, accepts_gzip, etag_matches, parse_zxy, stored_tile
@@ -39,6 +50,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
+ROUTERS += [permits.router]
 
 
 _MEMO_MAX = 65536
