@@ -394,7 +394,11 @@ def daily_intervals(
     >>> [(a.strftime("%d %H:%M"), b.strftime("%d %H:%M")) for a, b in iv]
     [('30 00:00', '30 06:00'), ('30 22:00', '30 23:59')]
     """
-    t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
+    check_tz(tz)
+    try:
+        t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"unreadable period {start!r} – {end!r}") from exc
     t0 = t0.tz_localize(tz) if t0.tzinfo is None else t0
     t1 = t1.tz_localize(tz) if t1.tzinfo is None else t1
     if t1 < t0:
@@ -411,6 +415,17 @@ def daily_intervals(
                 out.append((s, e))
         day += pd.Timedelta(days=1)
     return sorted(out)
+
+
+def check_tz(tz: str) -> str:
+    """``tz`` if it is a time zone name pandas knows, else ValidationError."""
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except Exception as exc:
+        raise ValidationError(
+            f"unknown time zone {tz!r} (use a name like 'Asia/Shanghai')"
+        ) from exc
+    return tz
 
 
 def _pair(w: Sequence[str]) -> tuple[str, str]:

@@ -39,7 +39,7 @@ import pyproj
 import shapely
 
 from ._errors import CRSError, InputFileError, ValidationError
-from .routing import Route, UnitGraph, parse_hhmm
+from .routing import Route, UnitGraph, check_tz, parse_hhmm
 
 __all__ = [
     "FINDING_LABELS",
@@ -117,7 +117,7 @@ def _finish(
             raise ValidationError(
                 f"{where}: times have no time zone; give the zone they are in (tz=..., --tz)"
             )
-        t = t.dt.tz_localize(tz)
+        t = t.dt.tz_localize(check_tz(tz))
     df = df.assign(time=t)
     utc = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     d = np.diff(utc.astype("datetime64[ns]").astype(np.int64))
@@ -296,7 +296,7 @@ class PermitRules:
         t = pd.to_datetime(times)
         if getattr(t.dtype, "tz", None) is None:
             raise ValidationError("trace times must be tz-aware to check windows")
-        local = t.dt.tz_convert(self.tz)
+        local = t.dt.tz_convert(check_tz(self.tz))
         ok = np.ones(len(t), bool)
         if self.windows:
             tod = (local - local.dt.normalize()).to_numpy()
@@ -308,7 +308,10 @@ class PermitRules:
             ok &= hit
         for bound, cmp in ((self.valid_from, np.greater_equal), (self.valid_to, np.less_equal)):
             if bound is not None:
-                edge = pd.Timestamp(bound)
+                try:
+                    edge = pd.Timestamp(bound)
+                except (ValueError, TypeError) as exc:
+                    raise ValidationError(f"unreadable validity bound {bound!r}") from exc
                 edge = edge.tz_localize(self.tz) if edge.tzinfo is None else edge
                 utc = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
                 ok &= cmp(utc, edge.tz_convert("UTC").tz_localize(None).to_datetime64())

@@ -161,14 +161,18 @@ def request_permit(
     svc: ServiceDep,
     who: Annotated[Principal, Depends(needs("report"))],
 ) -> JSONResponse:
-    from trafficunit.routing import daily_intervals, route
+    from trafficunit.routing import check_tz, daily_intervals, route
 
     graph = _graph(request)
-    when = None
-    if body.windows:
-        start = body.valid_from or pd.Timestamp.now(tz=body.tz).strftime("%Y-%m-%d")
-        end = body.valid_to or (pd.Timestamp(start) + pd.Timedelta(days=7)).isoformat()
-        when = daily_intervals(body.windows, start, end, tz=body.tz)
+    check_tz(body.tz)
+    try:
+        start = pd.Timestamp(body.valid_from or pd.Timestamp.now(tz=body.tz).normalize())
+        end = pd.Timestamp(body.valid_to) if body.valid_to else start + pd.Timedelta(days=7)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"valid_from / valid_to: unreadable date ({exc})") from exc
+    # the windows a work zone must not be active in; without windows, the whole period
+    windows = body.windows or [("00:00", "24:00")]
+    when = daily_intervals(windows, start, end, tz=body.tz)
     avoid = [a.lower() for a in body.avoid]
     r = route(
         graph,
@@ -204,7 +208,7 @@ def list_permits(
     reader: ReaderDep,
     state: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JSONResponse:
     permits = _store(svc).list_permits(state=state, limit=limit, offset=offset)
     return JSONResponse(
