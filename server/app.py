@@ -33,6 +33,7 @@ from .routers import (
     kpis,
     meta,
     permits,
+    sitefile,
     tiles,
     tokens,
     units,
@@ -50,7 +51,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
-ROUTERS += [permits.router]
+ROUTERS += [permits.router, sitefile.router]
 
 
 _MEMO_MAX = 65536
@@ -317,7 +318,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PATCH", "DELETE"],
         allow_headers=["*"],
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )
