@@ -177,3 +177,74 @@ def test_real_route_avoids_red_unit_and_active_work_zone(extract: str) -> None:
     # origin on an avoided unit: a clear error
     with pytest.raises(tu.ValidationError, match="must avoid"):
         tu.route(g, o, d, forbidden=[a])
+
+
+# -- property: on random one-way grids the route is as short as networkx finds ---------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _grid(n: int, oneway: list[int]) -> tuple[gpd.GeoDataFrame, list[tuple]]:
+    """n x n junctions 100 m apart; each street piece two-way (0), one-way as drawn (1) or
+    reversed (2, drawn the other way). Returns the roads and (a, b, oneway) per piece."""
+    pieces = []
+    for i in range(n):
+        for j in range(n - 1):
+            pieces.append(((j * 100.0, i * 100.0), ((j + 1) * 100.0, i * 100.0)))
+            pieces.append(((i * 100.0, j * 100.0), (i * 100.0, (j + 1) * 100.0)))
+    coords, flags, edges = [], [], []
+    for (a, b), f in zip(pieces, oneway, strict=False):
+        if f == 2:
+            a, b = b, a
+        coords.append([a, b])
+        flags.append("yes" if f else "no")
+        edges.append((a, b, bool(f)))
+    names = [f"s{k}" for k in range(len(coords))]  # distinct names: no chaining across junctions
+    return lines_gdf(coords, name=names, oneway=flags), edges
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    flags=st.lists(st.integers(0, 2), min_size=24, max_size=24),
+    pick=st.tuples(st.integers(0, 23), st.integers(0, 23)),
+    f0=st.floats(0.1, 0.9),
+    f1=st.floats(0.1, 0.9),
+)
+def test_route_length_equals_networkx_on_random_one_way_grids(flags, pick, f0, f1) -> None:
+    import networkx as nx
+
+    roads, edges = _grid(4, flags)
+    units = tu.build_units(roads, max_length_m=1000, progress=False)
+    g = UnitGraph(units)
+    a_edge, b_edge = edges[pick[0]], edges[pick[1]]
+
+    def at(e, f):  # a point a fraction f along a street piece, in EPSG:3067
+        (x0, y0), (x1, y1), _ = e
+        return (x0 + f * (x1 - x0), y0 + f * (y1 - y0))
+
+    o, d = at(a_edge, f0), at(b_edge, f1)
+    # the oracle: a directed graph of the pieces with the two points spliced in
+    G = nx.DiGraph()
+    for k, (p, q, one) in enumerate(edges):
+        extra = []
+        if k == pick[0]:
+            extra.append((f0, "O"))
+        if k == pick[1]:
+            extra.append((f1, "D"))
+        # origin first on a tie: the same place is 0 m away, whatever the direction
+        chain = [(0.0, p)] + sorted(extra, key=lambda x: (x[0], x[1] != "O")) + [(1.0, q)]
+        for (fa, na), (fb, nb) in zip(chain[:-1], chain[1:], strict=True):
+            w = (fb - fa) * 100.0
+            G.add_edge(na, nb, weight=w)
+            if not one:
+                G.add_edge(nb, na, weight=w)
+    try:
+        want = nx.shortest_path_length(G, "O", "D", weight="weight")
+    except nx.NetworkXNoPath:
+        with pytest.raises(tu.ValidationError, match="no route"):
+            tu.route(g, o, d, crs=3067)
+        return
+    got = tu.route(g, o, d, crs=3067)
+    assert got.length_m == pytest.approx(want, abs=0.5)
+    assert check_route(g, got.unit_ids).ok
