@@ -153,6 +153,7 @@ def test_trace_against_a_permit(setup) -> None:
     assert out["summary"]["counts"].get("off_route", 0) == 0
     assert out["summary"]["counts"].get("outside_window", 0) == 0
     assert out["findings"]["type"] == "FeatureCollection"
+    assert set(route.unit_ids) & set(out["summary"]["units"])
     # in the day: outside the window
     day = night.assign(time=night["time"] - pd.Timedelta(hours=11))
     r = client.post(

@@ -333,7 +333,7 @@ class TraceReport:
         ``end_time``, ``duration_s``, ``length_m``, ``unit_id`` / ``limit_kmh`` /
         ``speed_kmh`` for speeding, and the line (EPSG:4326).
     summary
-        Counts and totals, and the keep-right note.
+        Counts and totals, the units driven in order (``units``), and the keep-right note.
     """
 
     matched: gpd.GeoDataFrame
@@ -580,8 +580,16 @@ def check_trace(
     fgdf = gpd.GeoDataFrame(fdf, geometry="geometry", crs=4326)
     fgdf = fgdf.sort_values(["start_time", "kind"], kind="stable").reset_index(drop=True)
     by_kind = fgdf.groupby("kind")
+    # the units driven, in order (from the matched path, units crossed between points included)
+    seq = (
+        path["unit_id"].astype(str).tolist()
+        if path is not None and len(path)
+        else [str(u) for u in unit_id if u is not None]
+    )
+    driven = [u for i, u in enumerate(seq) if i == 0 or u != seq[i - 1]]
     summary = {
         "points": n,
+        "units": driven,
         "matched_share": float((state == "matched").mean()) if n else 0.0,
         "start_time": str(times.iloc[0]) if n else None,
         "end_time": str(times.iloc[-1]) if n else None,
