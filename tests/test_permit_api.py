@@ -6,6 +6,7 @@ from __future__ import annotations
 import geopandas as gpd
 import pandas as pd
 import pytest
+import shapely
 from fastapi.testclient import TestClient
 
 import trafficunit as tu
@@ -15,6 +16,7 @@ from trafficunit.io import write_table
 from trafficunit.routing import UnitGraph
 from trafficunit.traces import generate_trace
 
+from ._ledger_db import ledger_url, pg_session_db, pg_template  # noqa: F401  (fixtures)
 from .conftest import shared_path
 
 ADMIN = "test-admin-token-0123456789"
@@ -172,3 +174,45 @@ def test_trace_against_a_permit(setup) -> None:
     assert r.status_code == 400
     hist = client.get(f"/permits/{p['id']}/history").json()
     assert len(hist["traces"]) == 2
+
+
+def test_permit_store_on_both_backends(ledger_url: str) -> None:  # noqa: F811
+    """The permit tables and their lifecycle on SQLite and PostgreSQL (skipped without one)."""
+    from types import SimpleNamespace
+
+    from trafficunit.ledger import Ledger, PermissionDenied, StaleVersion
+    from trafficunit.ledger.errors import IllegalTransition
+    from trafficunit.ledger.permits import PermitStore
+
+    ledger = Ledger.open(ledger_url)
+    try:
+        store = PermitStore(ledger.db)
+        PermitStore(ledger.db)  # the tables exist already: nothing happens
+        route = SimpleNamespace(
+            unit_ids=["S1", "I1", "S2"],
+            length_m=250.0,
+            time_s=30.0,
+            geometry=shapely.LineString([(24.9, 60.1), (24.91, 60.1)]),
+        )
+        p = store.request(
+            vehicle="粤B1",
+            route=route,
+            actor="op",
+            role="reporter",
+            windows=[("22:00", "06:00")],
+            tz="Asia/Shanghai",
+        )
+        assert p.state == "requested" and p.unit_ids == ["S1", "I1", "S2"]
+        with pytest.raises(PermissionDenied):
+            store.transition(p.id, "approved", actor="x", role="engineer", expected_version=1)
+        with pytest.raises(StaleVersion):
+            store.transition(p.id, "approved", actor="x", role="supervisor", expected_version=3)
+        p = store.transition(p.id, "approved", actor="s", role="supervisor", expected_version=1)
+        with pytest.raises(IllegalTransition):
+            store.transition(p.id, "expired", actor="e", role="engineer", expected_version=2)
+        p = store.transition(p.id, "revoked", actor="s", role="admin", expected_version=2)
+        assert [e["to_state"] for e in store.history(p.id)] == ["requested", "approved", "revoked"]
+        assert p.rules().windows == [("22:00", "06:00")]
+        assert any(q.id == p.id for q in store.list_permits(state="revoked"))
+    finally:
+        ledger.close()
