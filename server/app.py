@@ -34,6 +34,8 @@ from .routers import (
     hazards,
     kpis,
     meta,
+    permits,
+    sitefile,
     tiles,
     tokens,
     units,
@@ -54,6 +56,7 @@ Send = Callable[[Message], Awaitable[None]]
 ROUTERS = [webmap.router, meta.router, tiles.router, units.router, accidents.router]
 ROUTERS += [blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
+ROUTERS += [permits.router, sitefile.router]
 
 
 _MEMO_MAX = 65536
@@ -323,7 +326,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PATCH", "DELETE"],
         allow_headers=["*"],
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs and `help()`
     from . import (
+        basemap,
         blackspots,
         datafolder,
         distributed,
@@ -31,16 +32,20 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         io,
         join,
         lineage,
+        matching,
         network,
         plot,
         project,
         risk,
+        routing,
         sample,
         settings,
         tiles,
         timefilter,
+        traces,
         units,
     )
+    from .basemap import build_basemap
     from .blackspots import find_black_spots
     from .datafolder import DataFolder
     from .distributed import run_pipeline
@@ -48,9 +53,11 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
     from .io import read_table, write_table
     from .join import assign, summarize
     from .lineage import resegment
+    from .matching import match_trace
     from .network import read_network
     from .project import build
     from .risk import score
+    from .routing import route
     from .tiles import build_tiles
     from .units import build_units
 
@@ -63,8 +70,10 @@ __all__ = [
     "ValidationError",
     "__version__",
     "assign",
+    "basemap",
     "blackspots",
     "build",
+    "build_basemap",
     "build_tiles",
     "build_units",
     "datafolder",
@@ -74,6 +83,8 @@ __all__ = [
     "io",
     "join",
     "lineage",
+    "match_trace",
+    "matching",
     "network",
     "plot",
     "project",
@@ -82,6 +93,8 @@ __all__ = [
     "read_table",
     "resegment",
     "risk",
+    "route",
+    "routing",
     "run_pipeline",
     "sample",
     "sample_network_path",
@@ -90,6 +103,7 @@ __all__ = [
     "summarize",
     "tiles",
     "timefilter",
+    "traces",
     "units",
     "write_table",
 ]
@@ -138,6 +152,11 @@ _LAZY = {
     "build": "project",
     "basemap": "basemap",
     "build_basemap": "basemap",
+    "routing": "routing",
+    "route": "routing",
+    "matching": "matching",
+    "match_trace": "matching",
+    "traces": "traces",
 }
 
 

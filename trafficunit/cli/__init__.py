@@ -54,6 +54,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "equal a single-process run. An interrupted run started again resumes where it stopped.",
     ),
     "tokens": ("tokens", "Create, list and revoke access tokens of the hazard ledger."),
+    "trace-check": (
+        "tracecheck",
+        "Check GPS traces against route permits: off-route stretches, speeding, outside hours.",
+    ),
 }
 
 #: Modules defining verbs (all of them; imported on demand).
