@@ -26,6 +26,8 @@ from trafficunit.mvt import TileCache
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
+from .live import live_lifespan
+from .live import router as live_router
 from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
 from .settings import Settings
 from .store import DataStore
@@ -39,6 +41,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
+ROUTERS += [live_router]
 
 
 _MEMO_MAX = 65536
@@ -283,7 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            async with ledger_lifespan(app):
+            async with ledger_lifespan(app), live_lifespan(app):
                 yield
         finally:
             for archive in app.state.store.archives.values():
@@ -310,7 +313,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )
     app.add_middleware(TileFastPath)
-    app.add_middleware(BodyLimit, max_bytes=settings.ledger.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.ledger.max_body_bytes,
+        paths={"/accidents": settings.ledger.ingest_max_body_bytes},
+    )
     return app
 
 
