@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
+from . import alerts
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
@@ -41,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
-ROUTERS += [live_router]
+ROUTERS += [live_router, alerts.router]
 
 
 _MEMO_MAX = 65536

@@ -39,7 +39,9 @@ from trafficunit._errors import TrafficUnitError
 from trafficunit.ledger import Principal
 from trafficunit.ledger import accidents as acc_db
 from trafficunit.live import LevelChange, LiveRisk
+from trafficunit.warnings import Engine, load_rules
 
+from . import alerts as alerts_mod
 from .errors import BadRequest
 from .ledger import LedgerService, needs
 from .store import LIST_EXCLUDE, DataStore, Table, _feature_texts, _json_ready
@@ -52,6 +54,7 @@ router = APIRouter(tags=["live"])
 CORE_COLUMNS = ("crashes", "epdo", "open_hazards", "open_major_hazards", "level_rank", "level")
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 _MAX_ITEMS = 10_000
+_NO_TIME = np.iinfo(np.int64).max // 2  # counted (after any period start)
 
 
 class LiveService:
@@ -68,6 +71,10 @@ class LiveService:
         self._seen = -1
         self._base_ids: set[str] = set()
         self._layer_pos: np.ndarray | None = None
+        path = svc.settings.ledger.warning_rules
+        self.rules = load_rules(path)  # invalid rules stop the server with the reason
+        self.engine: Engine | None = None
+        self.assignees: dict[str, str | None] = {}
 
     # -- binding to the store's units
     def _bind(self, store: DataStore, table: Table | None) -> None:
@@ -78,6 +85,8 @@ class LiveService:
             return
         rule = store.rule()
         self.risk = LiveRisk(table.frame, rule if rule.get("scheme") else rule or None)
+        self.engine = Engine(self.rules, table.frame, epdo_weights=self.risk.cfg.epdo_weights)
+        self.assignees = alerts_mod.assignees(self.svc, table.frame)
         acc = store.tables.get("accidents")
         self._base_ids = set(acc.frame["event_id"].astype(str)) if acc is not None else set()
         f = table.frame
@@ -111,13 +120,25 @@ class LiveService:
         assert risk is not None
         changes: list[LevelChange] = []
         new = acc_db.accidents_since(self.db, self._acc_seq)
+        fired: list[dict[str, Any]] = []
+        engine = self.engine
+        assert engine is not None
+        wz = store.tables.get("workzones")
         if len(new):
             new = new[~new["event_id"].astype(str).isin(self._base_ids)]
+            new["_t"] = new["t_ns"].astype("Int64") // 1_000_000_000
+            new["_eid"] = new["event_id"].astype(str)
             for cseq, grp in new.groupby("change_seq", sort=True):
+                grp = grp.sort_values(["_t", "_eid"], kind="stable")
+                ev = _events(grp)
+                fired += engine.feed(ev)
+                t_s = grp["_t"].astype("float64").to_numpy()
                 got = risk.add_accidents(
                     grp["unit_id"].astype(object).to_numpy(),
                     grp["severity"].astype(object).to_numpy(),
-                    grp["t_ns"].fillna(np.iinfo(np.int64).max).astype(np.int64).to_numpy(),
+                    np.where(np.isnan(t_s), np.iinfo(np.int64).max // 2, t_s * 1e9).astype(
+                        np.int64
+                    ),
                     reason="accident",
                 )
                 if got:
@@ -129,6 +150,12 @@ class LiveService:
                     ]
                     acc_db.record_levels(self.db, got, int(cast(int, cseq)))
                     changes += got
+                    fired += engine.level_changes(
+                        got,
+                        int(np.nanmax(t_s)) * 1_000_000_000,
+                        evidence=grp["_eid"].tolist()[-10:],
+                        workzones=wz.frame if wz is not None else None,
+                    )
             self._acc_seq = int(new["change_seq"].max()) if len(new) else self._acc_seq
         hz_seq = acc_db.hazard_seq(self.db)
         if hz_seq != self._hz_seq:
@@ -144,7 +171,10 @@ class LiveService:
                 ]
                 acc_db.record_levels(self.db, got, hz_seq)
                 changes += got
+            fired += engine.hazards(frame)
             self._hz_seq = hz_seq
+        if fired:
+            alerts_mod.store_alerts(self.db, fired, self.assignees)
         self._seen = seq
         rows = risk.drain()
         if len(rows) and self._table is not None:
@@ -269,6 +299,23 @@ class LiveService:
             200 if not bad or stored_n or any(it["status"] == "duplicate" for it in items) else 422
         )
         return status, _summary(items, stored=stored_n, all_or_nothing=all_or_nothing)
+
+
+def _events(grp: pd.DataFrame) -> pd.DataFrame:
+    """Stored accidents as the warning engine reads them (properties unpacked)."""
+    props = pd.DataFrame([json.loads(p) for p in grp["properties"]], index=grp.index)
+    ev = pd.DataFrame(
+        {
+            "event_id": grp["_eid"],
+            "unit_id": grp["unit_id"],
+            "severity": grp["severity"],
+            "_t": grp["_t"],
+            "hour": grp["hour"],
+        }
+    )
+    for c in ("collision_type", "light"):
+        ev[c] = props.get(c, None)
+    return ev
 
 
 def _summary(items: list[dict[str, Any]], *, stored: int, all_or_nothing: bool) -> dict[str, Any]:

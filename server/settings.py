@@ -81,6 +81,10 @@ class LedgerServerSettings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", description="SQLite synchronous pragma")
     pool_size: int = Field(default=10, description="PostgreSQL connections per process")
     max_body_bytes: int = Field(default=1_000_000, description="Largest request body (413)")
+    warning_rules: Path | None = Field(
+        default=None,
+        description="YAML/JSON warning rules (trafficunit.warnings); default: the four built-in",
+    )
     ingest_max_body_bytes: int = Field(
         default=32_000_000, description="Largest POST /accidents body (a batch of 10,000)"
     )

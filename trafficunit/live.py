@@ -256,8 +256,10 @@ class LiveRisk:
         times_ns: Sequence[int] | np.ndarray | None = None,
         *,
         reason: str = "accident",
+        remove: bool = False,
     ) -> list[LevelChange]:
-        """Count accidents on their units; the level changes they cause.
+        """Count accidents on their units (or take them off, ``remove=True``); the level
+        changes they cause.
 
         ``severities`` are KABCO letters (others count as the rule's unknown severity);
         accidents before the build period's start (``times_ns``) are not counted.
@@ -272,14 +274,15 @@ class LiveRisk:
         if not len(pos):
             return []
         sev = np.where(np.isin(sev, SEVERITIES), sev, self.cfg.unknown_severity)
+        one = -1 if remove else 1
         with self._lock:
-            np.add.at(self.a["crashes"], pos, 1)
+            np.add.at(self.a["crashes"], pos, one)
             w = np.zeros(len(pos))
             for letter in SEVERITIES:
                 m = sev == letter
                 if m.any():
-                    np.add.at(self.a[letter], pos[m], 1)
-                    w[m] = self.cfg.epdo_weights[letter]
+                    np.add.at(self.a[letter], pos[m], one)
+                    w[m] = self.cfg.epdo_weights[letter] * one
             np.add.at(self.a["epdo"], pos, w)
             touched = np.unique(pos)
             self._measures(touched)

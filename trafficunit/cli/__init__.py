@@ -36,7 +36,17 @@ def _root(
 
 
 #: Modules defining verbs, in the order they appear in --help.
-VERB_MODULES = ("units", "tiles", "serve", "risk", "join", "resegment", "tokens", "pipeline")
+VERB_MODULES = (
+    "units",
+    "tiles",
+    "serve",
+    "risk",
+    "join",
+    "resegment",
+    "tokens",
+    "pipeline",
+    "warn",
+)
 
 for _name in VERB_MODULES:
     import_module(f"{__name__}.{_name}")

@@ -409,7 +409,7 @@ def _v1(dialect: str) -> list[str]:
     return [s.format(**subst) for s in _DDL_V1] + _APPEND_ONLY_SQLITE
 
 
-#: v2: accidents posted to the server (the live loop) and the units' level history.
+#: v2: the live loop: posted accidents, the units' level history, warning alerts.
 _DDL_V2 = [
     """CREATE TABLE accidents (
         pk {PK},
@@ -440,6 +440,35 @@ _DDL_V2 = [
         UNIQUE (unit_id, change_seq)
     )""",
     "CREATE INDEX level_history_unit ON level_history (unit_id, pk)",
+    """CREATE TABLE alerts (
+        pk {PK},
+        alert_id TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        scope_id TEXT NOT NULL,
+        unit_ids TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        detail TEXT,
+        time TEXT,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        assignee TEXT,
+        hazard_id TEXT,
+        version INTEGER NOT NULL,
+        change_seq BIGINT NOT NULL
+    )""",
+    "CREATE INDEX alerts_change_seq ON alerts (change_seq)",
+    """CREATE TABLE alert_events (
+        pk {PK},
+        alert_id TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        at TEXT NOT NULL,
+        comment TEXT
+    )""",
+    "CREATE INDEX alert_events_alert ON alert_events (alert_id, pk)",
 ]
 
 
