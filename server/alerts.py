@@ -212,7 +212,14 @@ def _centroids(request: Request, alerts: list[dict[str, Any]]) -> list[Any]:
     geoms = units.frame.geometry.to_numpy()
     for a in alerts:
         pos = idx.get_indexer(a["unit_ids"][:1])[0] if a["unit_ids"] else -1
-        out.append(shapely.point_on_surface(geoms[pos]) if pos >= 0 else None)
+        if pos < 0:
+            out.append(None)
+            continue
+        g = geoms[pos]
+        is_line = g.geom_type in ("LineString", "MultiLineString")
+        # the middle of a segment (its ends are intersections), else a point inside
+        mid = shapely.line_interpolate_point(g, 0.5, normalized=True) if is_line else None
+        out.append(mid if mid is not None else shapely.point_on_surface(g))
     return out
 
 
@@ -229,7 +236,7 @@ class HazardIn(BaseModel):
     """The hazard investigation an alert opens."""
 
     model_config = ConfigDict(extra="forbid")
-    category: str = Field(default="management.other", max_length=100)
+    category: str = Field(default="environment.other", max_length=100)
     grade: Literal["general", "major", "一般", "重大"] | None = None
     description: str | None = Field(default=None, max_length=4000)
 
@@ -329,7 +336,7 @@ def _open_hazard(request: Request, alert_id: str, body: HazardIn, who: Principal
         role=who.role,
         grade=body.grade,
         description=text,
-        source="alert",
+        source="crash_analysis",
         external_id=f"alert:{alert_id}",
         link_duplicates=False,
     )

@@ -237,3 +237,93 @@ def test_live_levels_agree_with_a_rebuild_from_the_same_inputs() -> None:
         )
     # and the live state moved: some unit's level changed from the first build
     assert (live.levels() != built["level"].to_numpy()).any()
+
+
+# ------------------------------------------------------------------------------ alerts
+
+
+def test_alerts_fire_on_ingest_and_move_through_their_states(
+    tmp_path: Path,
+    ledger_url: str,  # noqa: F811
+) -> None:
+    import csv
+    import io
+    import json
+
+    import geopandas as gpd
+
+    from ._serverdata import DLON, LAT0, LON0
+
+    d = tmp_path / "data"
+    d.mkdir()
+    units = grid_units()
+    write_table(units, d / "units.parquet")
+    zones = gpd.GeoDataFrame(
+        {"name": ["West", "East"]},
+        geometry=[
+            shapely.box(LON0 - 0.01, LAT0 - 0.01, LON0 + 2.25 * DLON, LAT0 + 0.02),
+            shapely.box(LON0 + 2.25 * DLON, LAT0 - 0.01, LON0 + 0.03, LAT0 + 0.02),
+        ],
+        crs=4326,
+    )
+    zones.to_file(d / "zones.geojson", driver="GeoJSON")
+    rules = d / "rules.yaml"
+    rules.write_text(
+        "- id: two-in-a-day\n  scope: unit\n  window: 1d\n  threshold: {count: 2}\n"
+        "- id: turned-red\n",
+        encoding="utf-8",
+    )
+    unit_id, (lon, lat) = _blue_segment()
+    with make_client(
+        d, ledger_url, warning_rules=str(rules), jurisdictions=str(d / "zones.geojson")
+    ) as c:
+        eng, sup, rep = (token(c, r) for r in ("engineer", "supervisor", "reporter"))
+        one = _feature("X1", lon, lat, severity="O", time="2020-03-01T08:00:00+02:00")
+        two = _feature("X2", lon, lat, severity="O", time="2020-03-01T17:00:00+02:00")
+        three = _feature("X3", lon, lat, severity="O", time="2020-03-05T17:00:00+02:00")
+        assert c.post("/accidents", json=one, headers=eng).json()["stored"] == 1
+        assert c.get("/alerts").json()["alerts"] == []
+        assert c.post("/accidents", json=two, headers=eng).json()["stored"] == 1
+        c.post("/accidents", json=three, headers=eng)  # 4 days later: no new alert
+        alerts = c.get("/alerts", params={"rule": "two-in-a-day"}).json()["alerts"]
+        assert len(alerts) == 1
+        a = alerts[0]
+        assert (a["scope_id"], a["evidence"], a["state"]) == (unit_id, ["X1", "X2"], "new")
+        assert a["assignee"] == "West"  # the unit's jurisdiction
+        assert a["time"] == "2020-03-01T15:00:00Z"
+        # GeoJSON at the unit, CSV
+        gj = c.get("/alerts", params={"format": "geojson"}).json()
+        assert gj["features"][0]["geometry"]["type"] == "Point"
+        rows = list(csv.DictReader(io.StringIO(c.get("/alerts?format=csv").text)))
+        assert rows[0]["evidence"] == "X1;X2" and rows[0]["unit_ids"] == unit_id
+        # states: roles and order
+        aid = a["id"]
+
+        def move(to: str, who: dict[str, str], **kw: Any) -> Any:
+            return c.post(f"/alerts/{aid}/transitions", json={"to": to, **kw}, headers=who)
+
+        assert move("acknowledged", rep).status_code == 403
+        assert move("resolved", eng).status_code == 403  # closing is a supervisor's
+        assert move("acknowledged", eng).status_code == 200
+        assert move("acknowledged", eng).status_code == 409
+        r = move("dispatched", eng, assignee="road team 3")
+        assert r.status_code == 200 and r.json()["assignee"] == "road team 3"
+        # one call opens a hazard investigation, linked both ways
+        h = c.post(f"/alerts/{aid}/hazard", json={"grade": "general"}, headers=eng)
+        assert h.status_code == 201, h.text
+        hid = h.json()["hazard_id"]
+        assert h.json()["hazard"]["unit_ids"] == [unit_id]
+        reports = c.get(f"/hazards/{hid}/reports").json()
+        assert json.dumps(reports).count(f"alert:{aid}") == 1
+        assert c.post(f"/alerts/{aid}/hazard", json={}, headers=eng).status_code == 409
+        assert move("resolved", sup).status_code == 200
+        got = c.get(f"/alerts/{aid}").json()
+        assert [(e["from_state"], e["to_state"]) for e in got["history"]] == [
+            ("new", "acknowledged"),
+            ("acknowledged", "dispatched"),
+            ("dispatched", "resolved"),
+        ]
+        assert got["hazard_id"] == hid
+        assert c.get("/alerts", params={"state": "new"}).json()["alerts"] == [
+            x for x in c.get("/alerts").json()["alerts"] if x["state"] == "new"
+        ]
