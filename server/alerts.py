@@ -48,7 +48,7 @@ TRANSITIONS = {
     ("new", "resolved"): "close",
 }
 _COLS = (
-    "alert_id, rule, scope, scope_id, unit_ids, evidence, detail, time, created_at, state, "
+    "pk, alert_id, rule, scope, scope_id, unit_ids, evidence, detail, time, created_at, state, "
     "assignee, hazard_id, version, change_seq"
 )
 
@@ -67,10 +67,11 @@ def store_alerts(
     with db.transaction(write=True) as tx:
         seq = tx.next_change()
         now = _now()
+        subs = tx.all("SELECT pk, rules FROM subscriptions WHERE state != 'deleted'")
         for a in alerts:
             uid = a["unit_ids"][0] if a["unit_ids"] else None
-            n += tx.execute(
-                f"INSERT INTO alerts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            added = tx.execute(
+                f"INSERT INTO alerts ({_COLS[4:]}) VALUES ({', '.join('?' * 14)}) "
                 "ON CONFLICT (alert_id) DO NOTHING",
                 (
                     a["id"],
@@ -89,6 +90,18 @@ def store_alerts(
                     seq,
                 ),
             )
+            n += added
+            if added:  # queue a webhook delivery per subscription, in the same transaction
+                for sub in subs:
+                    wanted = json.loads(sub["rules"]) if sub["rules"] else None
+                    if wanted is not None and a["rule"] not in wanted:
+                        continue
+                    tx.execute(
+                        "INSERT INTO deliveries (subscription, alert_id, idempotency_key, state, "
+                        "attempts, next_at, created_at) VALUES (?, ?, ?, 'pending', 0, 0, ?) "
+                        "ON CONFLICT (subscription, alert_id) DO NOTHING",
+                        (sub["pk"], a["id"], f"{a['id']}:{sub['pk']}", now),
+                    )
     return n
 
 
@@ -108,6 +121,7 @@ def _record(r: dict[str, Any]) -> dict[str, Any]:
         "hazard_id": r["hazard_id"],
         "version": int(r["version"]),
         "seq": int(r["change_seq"]),
+        "n": int(r["pk"]),
     }
 
 
@@ -120,6 +134,7 @@ def list_alerts(
     start: str | None = None,
     end: str | None = None,
     after_seq: int | None = None,
+    after_n: int | None = None,
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Stored alerts, oldest first, filtered."""
@@ -142,6 +157,9 @@ def list_alerts(
     if after_seq is not None:
         where.append("change_seq > ?")
         params.append(after_seq)
+    if after_n is not None:
+        where.append("pk > ?")
+        params.append(after_n)
     sql = f"SELECT {_COLS} FROM alerts"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
-from . import alerts
+from . import alerts, push
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
@@ -42,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
-ROUTERS += [live_router, alerts.router]
+ROUTERS += [live_router, push.router, alerts.router]  # /alerts/stream before /alerts/{id}
 
 
 _MEMO_MAX = 65536
@@ -287,7 +287,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            async with ledger_lifespan(app), live_lifespan(app):
+            async with ledger_lifespan(app), live_lifespan(app), push.push_lifespan(app):
                 yield
         finally:
             for archive in app.state.store.archives.values():

@@ -85,6 +85,15 @@ class LedgerServerSettings(BaseSettings):
         default=None,
         description="YAML/JSON warning rules (trafficunit.warnings); default: the four built-in",
     )
+    webhook_backoff_s: float = Field(default=1.0, gt=0, description="First webhook retry delay")
+    webhook_backoff_cap_s: float = Field(default=300.0, gt=0, description="Longest retry delay")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Webhook request timeout")
+    webhook_max_failures: int = Field(
+        default=8, ge=1, description="Consecutive failures that pause a subscription"
+    )
+    webhook_poll_s: float = Field(
+        default=0.5, gt=0, description="How often the webhook worker and SSE look for work"
+    )
     ingest_max_body_bytes: int = Field(
         default=32_000_000, description="Largest POST /accidents body (a batch of 10,000)"
     )

@@ -469,6 +469,42 @@ _DDL_V2 = [
         comment TEXT
     )""",
     "CREATE INDEX alert_events_alert ON alert_events (alert_id, pk)",
+    """CREATE TABLE subscriptions (
+        pk {PK},
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        rules TEXT,
+        label TEXT,
+        state TEXT NOT NULL,
+        paused_reason TEXT,
+        failures INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    )""",
+    """CREATE TABLE deliveries (
+        pk {PK},
+        subscription INTEGER NOT NULL,
+        alert_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at {REAL} NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        UNIQUE (subscription, alert_id)
+    )""",
+    "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+    """CREATE TABLE delivery_attempts (
+        pk {PK},
+        delivery INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms {REAL}
+    )""",
+    "CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery, pk)",
 ]
 
 
