@@ -54,6 +54,7 @@ router = APIRouter(tags=["live"])
 CORE_COLUMNS = ("crashes", "epdo", "open_hazards", "open_major_hazards", "level_rank", "level")
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 _MAX_ITEMS = 10_000
+_PATCH_ROWS = 5000  # rows re-serialised one by one; more: column-wise
 _NO_TIME = np.iinfo(np.int64).max // 2  # counted (after any period start)
 
 
@@ -69,7 +70,7 @@ class LiveService:
         self._acc_seq = 0
         self._hz_seq = -1
         self._seen = -1
-        self._base_ids: set[str] = set()
+        self._base_ids = pd.Index([], dtype=object)
         self._layer_pos: np.ndarray | None = None
         path = svc.settings.ledger.warning_rules
         self.rules = load_rules(path)  # invalid rules stop the server with the reason
@@ -88,7 +89,8 @@ class LiveService:
         self.engine = Engine(self.rules, table.frame, epdo_weights=self.risk.cfg.epdo_weights)
         self.assignees = alerts_mod.assignees(self.svc, table.frame)
         acc = store.tables.get("accidents")
-        self._base_ids = set(acc.frame["event_id"].astype(str)) if acc is not None else set()
+        ids = acc.frame["event_id"].astype(str).to_numpy(dtype=object) if acc is not None else []
+        self._base_ids = pd.Index(ids).unique()
         f = table.frame
         missing = [c for c in CORE_COLUMNS if c not in f.columns]
         rows = np.arange(len(f))
@@ -100,6 +102,13 @@ class LiveService:
         layer = store.live.get("units")
         if layer is not None:
             self._layer_pos = self.risk.positions(layer.frame["unit_id"].astype(str).to_numpy())
+
+    def _in_base(self, ids: pd.Series) -> np.ndarray:
+        """Which ids are accidents of the data folder's own table (already counted)."""
+        if not len(self._base_ids):
+            return np.zeros(len(ids), dtype=bool)
+        values = ids.astype(str).to_numpy(dtype=object)
+        return np.asarray(self._base_ids.get_indexer(values) >= 0)
 
     # -- keeping current
     def hook(self, store: DataStore) -> None:
@@ -125,7 +134,7 @@ class LiveService:
         assert engine is not None
         wz = store.tables.get("workzones")
         if len(new):
-            new = new[~new["event_id"].astype(str).isin(self._base_ids)]
+            new = new[~self._in_base(new["event_id"])]
             new["_t"] = new["t_ns"].astype("Int64") // 1_000_000_000
             new["_eid"] = new["event_id"].astype(str)
             for cseq, grp in new.groupby("change_seq", sort=True):
@@ -186,10 +195,13 @@ class LiveService:
         assert risk is not None
         f = table.frame
         cols = risk.columns(rows)
-        for c, v in cols.items():
-            if c in f.columns:
-                f.iloc[rows, f.columns.get_loc(c)] = v
-        _rebuild_features(table, rows)
+        present = {c: v for c, v in cols.items() if c in f.columns}
+        for c, v in present.items():
+            f.iloc[rows, f.columns.get_loc(c)] = v
+        if len(rows) <= _PATCH_ROWS:
+            _patch_features(table, rows, present)
+        else:
+            _rebuild_features(table, rows)
         table.extra.pop("priority", None)
         layer = store.live.get("units")
         if layer is not None and self._layer_pos is not None:
@@ -281,7 +293,7 @@ class LiveService:
         stored_n = 0
         if joined is not None and len(joined):
             good = joined[joined["_row"].map(lambda i: "reason" not in items[int(i)])]
-            base_dup = good["event_id"].astype(str).isin(self._base_ids).to_numpy()
+            base_dup = self._in_base(good["event_id"])
             for i in good.loc[base_dup, "_row"]:
                 items[int(i)]["status"] = "duplicate"
             good = good.loc[~base_dup]
@@ -425,6 +437,34 @@ def _rows(good: pd.DataFrame) -> pd.DataFrame:
             "properties": [acc_db.properties_json({str(k): v for k, v in r.items()}) for r in recs],
         }
     )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, float):
+        return round(v, 6)
+    return v
+
+
+def _patch_features(table: Table, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+    """Replace the live properties in the GeoJSON texts of a few rows (the rest untouched)."""
+    names = list(cols)
+    values = [[_jsonable(v) for v in cols[c]] for c in names]
+    for attr in ("features", "features_all"):
+        texts = getattr(table, attr)
+        if texts is None:
+            continue
+        texts = texts.copy()
+        for i, r in enumerate(rows):
+            feat = json.loads(texts[r])
+            props = feat["properties"]
+            for c, vals in zip(names, values, strict=True):
+                props[c] = vals[i]
+            texts[r] = json.dumps(feat, ensure_ascii=False, separators=(",", ":")).encode()
+        setattr(table, attr, texts)
 
 
 def _rebuild_features(table: Table, rows: np.ndarray) -> None:
