@@ -120,14 +120,9 @@ def _client(folder: Path, url: str, **kw: Any) -> TestClient:
 
 def _accidents(k0: int, n: int) -> dict[str, Any]:
     _, (lon, lat) = _blue_segment()
+    assert k0 + n <= 31  # one a day in January 2020: each fires the rule "each"
     feats = [
-        _feature(
-            f"P{k:03d}",
-            lon,
-            lat,
-            severity="O",
-            time=f"2020-01-{1 + 2 * (k % 14):02d}T{10 + k // 14:02d}:00:00+00:00",
-        )
+        _feature(f"P{k:03d}", lon, lat, severity="O", time=f"2020-01-{1 + k:02d}T10:00:00+00:00")
         for k in range(k0, k0 + n)
     ]
     return {"type": "FeatureCollection", "features": feats}
@@ -238,3 +233,114 @@ def test_sse_stream_resumes_with_last_event_id(folder: Path, tmp_path: Path) -> 
         rest = read({"Last-Event-ID": str(first[-1][0])}, 2)
         all_ids = [a["id"] for a in c.get("/alerts").json()["alerts"]]
         assert [a["id"] for _, a in first + rest] == all_ids
+
+
+# ----------------------------------------------------------- kill -9 mid-replay, restart
+
+
+def _start(data: Path, env: dict[str, str]) -> tuple[Any, str]:
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    cli = str(Path(sys.executable).parent / "trafficunit")
+    proc = subprocess.Popen(
+        [cli, "serve", str(data), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for(up, what="the server")
+    return proc, url
+
+
+def test_kill_9_mid_replay_loses_no_acknowledged_accident_and_no_delivery(
+    folder: Path,
+) -> None:
+    import os
+    import signal
+
+    import httpx
+
+    env = {
+        "TRAFFICUNIT_ADMIN_TOKEN": A["Authorization"].split()[1],
+        "TRAFFICUNIT_LEDGER_WARNING_RULES": str(folder / "rules.yaml"),
+        "TRAFFICUNIT_LEDGER_WEBHOOK_BACKOFF_S": "0.05",
+        "TRAFFICUNIT_LEDGER_WEBHOOK_BACKOFF_CAP_S": "0.3",
+        "TRAFFICUNIT_LEDGER_WEBHOOK_POLL_S": "0.05",
+        "TRAFFICUNIT_LEDGER_WEBHOOK_MAX_FAILURES": "100000",
+        "TRAFFICUNIT_LEDGER_SWEEP_INTERVAL_S": "0",
+    }
+    recv = Receiver(lambda n: "ok")  # not listening until after the restart
+    proc, url = _start(folder, env)
+    acked: list[str] = []
+    try:
+        with httpx.Client(base_url=url, headers=A, timeout=30) as c:
+            r = c.post("/subscriptions", json={"url": recv.url, "secret": SECRET})
+            assert r.status_code == 201, r.text
+            stop = threading.Event()
+
+            def replay() -> None:
+                k = 0
+                while not stop.is_set() and k < 28:
+                    body = _accidents(k, 2)
+                    try:
+                        res = c.post("/accidents", json=body)
+                    except httpx.HTTPError:
+                        return  # the server died under this request: not acknowledged
+                    if res.status_code == 200:
+                        acked.extend(
+                            it["event_id"] for it in res.json()["items"] if it["status"] == "stored"
+                        )
+                    k += 2
+
+            t = threading.Thread(target=replay)
+            t.start()
+            wait_for(lambda: len(acked) >= 8, what="some acknowledged accidents")
+            os.killpg(proc.pid, signal.SIGKILL)  # mid-replay
+            proc.wait()
+            stop.set()
+            t.join(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert acked
+    recv.start()
+    proc, url = _start(folder, env)
+    try:
+        with httpx.Client(base_url=url, headers=A, timeout=30) as c:
+            # every acknowledged accident is stored: posting it again is a duplicate
+            _, (lon, lat) = _blue_segment()
+            again = {
+                "type": "FeatureCollection",
+                "features": [_feature(e, lon, lat, severity="O") for e in acked],
+            }
+            items = c.post("/accidents", json=again).json()["items"]
+            assert {it["status"] for it in items} == {"duplicate"}
+            alerts = c.get("/alerts", params={"limit": 1000}).json()["alerts"]
+            assert len(alerts) >= len(acked)  # one per accident (rule: each)
+            evidence = {e for a in alerts for e in a["evidence"]}
+            assert set(acked) <= evidence
+            sub = c.get("/subscriptions").json()["subscriptions"][0]["id"]
+            wait_for(
+                lambda: set(recv.accepted) == {f"{a['id']}:{sub}" for a in alerts},
+                what="every alert delivered after the restart",
+            )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        recv.stop()
