@@ -108,7 +108,7 @@ class LiveService:
         if not len(self._base_ids):
             return np.zeros(len(ids), dtype=bool)
         values = ids.astype(str).to_numpy(dtype=object)
-        return np.asarray(self._base_ids.get_indexer(values) >= 0)
+        return np.asarray(self._base_ids.get_indexer(pd.Index(values)) >= 0)
 
     # -- keeping current
     def hook(self, store: DataStore) -> None:
