@@ -39,6 +39,7 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -117,7 +118,7 @@ def _get_sub(db: Database, sub_id: int) -> dict[str, Any]:
     return row
 
 
-def deliveries(db: Database, sub_id: int, limit: int) -> list[dict[str, Any]]:
+def deliveries(db: Database, sub_id: SubId, limit: int) -> list[dict[str, Any]]:
     """A subscription's deliveries with their attempts (the delivery log)."""
     _get_sub(db, sub_id)
     with db.transaction() as tx:
@@ -301,14 +302,20 @@ async def stream(
     request: Request,
     _: ReaderDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Start after this event id")] = None,
-    limit: Annotated[int | None, Query(ge=1, description="Close after this many events")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**53, description="Start after this event id")
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=10**9, description="Close after this many events")
+    ] = None,
 ) -> StreamingResponse:
     svc = service_of(request)
     start = after
     if start is None and last_event_id:
         try:
             start = int(last_event_id)
+            if not 0 <= start <= 2**53:
+                raise ValueError(last_event_id)
         except ValueError as exc:
             raise BadRequest(f"Last-Event-ID must be an event id, got {last_event_id!r}") from exc
     poll = svc.settings.ledger.webhook_poll_s
@@ -353,6 +360,7 @@ def _latest(db: Database) -> int:
 
 
 SupervisorDep = Annotated[Principal, Depends(needs("close"))]
+SubId = Annotated[int, PathParam(ge=1, le=2**53, description="Subscription id")]
 
 
 @router.post("/subscriptions", summary="Register a webhook for alerts", status_code=201)
@@ -379,7 +387,7 @@ async def get_subscriptions(request: Request, who: SupervisorDep) -> JSONRespons
 
 
 @router.get("/subscriptions/{sub_id}", summary="One webhook subscription")
-async def get_subscription(request: Request, sub_id: int, who: SupervisorDep) -> JSONResponse:
+async def get_subscription(request: Request, sub_id: SubId, who: SupervisorDep) -> JSONResponse:
     svc = service_of(request)
     return JSONResponse(_sub(await run_in_threadpool(_get_sub, svc.ledger.db, sub_id)))
 
@@ -387,7 +395,7 @@ async def get_subscription(request: Request, sub_id: int, who: SupervisorDep) ->
 @router.get("/subscriptions/{sub_id}/deliveries", summary="The delivery log of a subscription")
 async def get_deliveries(
     request: Request,
-    sub_id: int,
+    sub_id: SubId,
     who: SupervisorDep,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
 ) -> JSONResponse:
@@ -397,7 +405,7 @@ async def get_deliveries(
 
 
 @router.post("/subscriptions/{sub_id}/resume", summary="Resume a paused subscription")
-async def resume(request: Request, sub_id: int, who: SupervisorDep) -> JSONResponse:
+async def resume(request: Request, sub_id: SubId, who: SupervisorDep) -> JSONResponse:
     svc = service_of(request)
 
     def run() -> dict[str, Any]:
@@ -418,7 +426,7 @@ async def resume(request: Request, sub_id: int, who: SupervisorDep) -> JSONRespo
 
 
 @router.delete("/subscriptions/{sub_id}", summary="Delete a subscription", status_code=204)
-async def delete_subscription(request: Request, sub_id: int, who: SupervisorDep) -> Response:
+async def delete_subscription(request: Request, sub_id: SubId, who: SupervisorDep) -> Response:
     svc = service_of(request)
 
     def run() -> None:
