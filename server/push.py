@@ -93,9 +93,10 @@ def create_subscription(db: Database, body: SubscriptionIn, who: Principal) -> d
         raise BadRequest(f"url must be an http(s) URL, got {body.url!r}")
     key = body.secret or secrets.token_urlsafe(32)
     with db.transaction(write=True) as tx:
-        tx.execute(
+        new = tx.one(
             "INSERT INTO subscriptions (url, secret, rules, label, state, paused_reason, "
-            "failures, created_at, created_by) VALUES (?, ?, ?, ?, 'active', NULL, 0, ?, ?)",
+            "failures, created_at, created_by) VALUES (?, ?, ?, ?, 'active', NULL, 0, ?, ?) "
+            "RETURNING pk",
             (
                 body.url,
                 key,
@@ -105,7 +106,8 @@ def create_subscription(db: Database, body: SubscriptionIn, who: Principal) -> d
                 who.name,
             ),
         )
-        row = tx.one("SELECT * FROM subscriptions ORDER BY pk DESC LIMIT 1")
+        assert new is not None
+        row = tx.one("SELECT * FROM subscriptions WHERE pk = ?", (new["pk"],))
     assert row is not None
     return _sub(row, secret=True)
 
