@@ -29,6 +29,8 @@ from typing import Annotated, Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
@@ -38,13 +40,14 @@ import trafficunit as tu
 from trafficunit._errors import TrafficUnitError
 from trafficunit.ledger import Principal
 from trafficunit.ledger import accidents as acc_db
-from trafficunit.live import LevelChange, LiveRisk
+from trafficunit.live import LIVE_MEASURES, LevelChange, LiveRisk
+from trafficunit.tiles import json_values
 from trafficunit.warnings import Engine, load_rules
 
 from . import alerts as alerts_mod
 from .errors import BadRequest
 from .ledger import LedgerService, needs
-from .store import LIST_EXCLUDE, DataStore, Table, _feature_texts, _json_ready
+from .store import LIST_EXCLUDE, DataStore, Table, _json_ready
 
 log = logging.getLogger("trafficunit.server.live")
 
@@ -54,7 +57,6 @@ router = APIRouter(tags=["live"])
 CORE_COLUMNS = ("crashes", "epdo", "open_hazards", "open_major_hazards", "level_rank", "level")
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 _MAX_ITEMS = 10_000
-_PATCH_ROWS = 5000  # rows re-serialised one by one; more: column-wise
 _NO_TIME = np.iinfo(np.int64).max // 2  # counted (after any period start)
 
 
@@ -72,6 +74,7 @@ class LiveService:
         self._seen = -1
         self._base_ids = pd.Index([], dtype=object)
         self._layer_pos: np.ndarray | None = None
+        self._splice: _Splice | None = None
         path = svc.settings.ledger.warning_rules
         self.rules = load_rules(path)  # invalid rules stop the server with the reason
         self.engine: Engine | None = None
@@ -98,7 +101,7 @@ class LiveService:
             cols = self.risk.columns(rows)
             for c in missing:
                 f[c] = cols[c]
-            _rebuild_features(table, rows)
+        self._splice = _Splice(table)
         layer = store.live.get("units")
         if layer is not None:
             self._layer_pos = self.risk.positions(layer.frame["unit_id"].astype(str).to_numpy())
@@ -198,10 +201,8 @@ class LiveService:
         present = {c: v for c, v in cols.items() if c in f.columns}
         for c, v in present.items():
             f.iloc[rows, f.columns.get_loc(c)] = v
-        if len(rows) <= _PATCH_ROWS:
-            _patch_features(table, rows, present)
-        else:
-            _rebuild_features(table, rows)
+        if self._splice is not None:
+            self._splice.update(table, rows)
         table.extra.pop("priority", None)
         layer = store.live.get("units")
         if layer is not None and self._layer_pos is not None:
@@ -439,58 +440,55 @@ def _rows(good: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, float):
-        return round(v, 6)
-    return v
+class _Splice:
+    """The units' GeoJSON texts as ``head + live properties + tail`` per row, so the live
+    columns of many rows are re-serialised at once with Arrow kernels (no per-row Python).
 
+    Built once per units table: the texts are rebuilt with the live columns last among the
+    properties; ``head`` ends where they start and ``tail`` holds the rest of the feature.
+    """
 
-def _patch_features(table: Table, rows: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-    """Replace the live properties in the GeoJSON texts of a few rows (the rest untouched)."""
-    names = list(cols)
-    values = [[_jsonable(v) for v in cols[c]] for c in names]
-    for attr in ("features", "features_all"):
-        texts = getattr(table, attr)
-        if texts is None:
-            continue
-        texts = texts.copy()
-        for i, r in enumerate(rows):
-            feat = json.loads(texts[r])
-            props = feat["properties"]
-            for c, vals in zip(names, values, strict=True):
-                props[c] = vals[i]
-            texts[r] = json.dumps(feat, ensure_ascii=False, separators=(",", ":")).encode()
-        setattr(table, attr, texts)
+    def __init__(self, table: Table) -> None:
+        f = table.frame
+        props = _json_ready(f.drop(columns=[f.geometry.name]))
+        self.live = [c for c in LIVE_MEASURES if c in props.columns]
+        static = [c for c in props.columns if c not in self.live]
+        geoms = np.asarray(f.geometry.array)
+        geo = pa.array(shapely.to_geojson(shapely.set_precision(geoms, 1e-7)), pa.string())
+        ids = json_values(f["unit_id"].astype(str))
+        self.parts: dict[str, tuple[pa.Array, pa.Array]] = {}
+        for attr, cols in (
+            ("features_all", static),
+            ("features", [c for c in static if c not in LIST_EXCLUDE]),
+        ):
+            if attr == "features_all" and table.features_all is None:
+                continue
+            head = ['{"type":"Feature","id":', ids, ',"properties":{']
+            for k, col in enumerate(cols):
+                head += [("," if k else "") + json.dumps(str(col)) + ":", json_values(props[col])]
+            if cols and self.live:
+                head.append(",")
+            head_arr = pc.binary_join_element_wise(*head, "")
+            tail_arr = pc.binary_join_element_wise('},"geometry":', geo, "}", "")
+            self.parts[attr] = (head_arr, tail_arr)
+        self.update(table, np.arange(len(f)))
 
-
-def _rebuild_features(table: Table, rows: np.ndarray) -> None:
-    """Re-serialise the GeoJSON of ``rows`` of a units table from its (updated) frame."""
-    if not len(rows):
-        return
-    f = table.frame
-    sub = f.iloc[rows]
-    geoms = np.asarray(sub.geometry.array)
-    geo_json = shapely.to_geojson(shapely.set_precision(geoms, 1e-7))
-    props = _json_ready(sub.drop(columns=[f.geometry.name]))
-    ids = sub["unit_id"]
-    full = _feature_texts(props, ids, geo_json, list(props.columns))
-    summary_cols = [c for c in props.columns if c not in LIST_EXCLUDE]
-    summary = (
-        full
-        if len(summary_cols) == len(props.columns)
-        else _feature_texts(props, ids, geo_json, summary_cols)
-    )
-    if table.features_all is not None and len(table.features_all) == len(f):
-        all_ = table.features_all.copy()
-        all_[rows] = full
-        table.features_all = all_
-    feats = table.features.copy()
-    feats[rows] = summary
-    table.features = feats
+    def update(self, table: Table, rows: np.ndarray) -> None:
+        """Re-serialise the live properties of ``rows`` from the table's frame."""
+        if not len(rows):
+            return
+        sub = _json_ready(table.frame[self.live].iloc[rows])
+        pieces: list[Any] = []
+        for k, col in enumerate(self.live):
+            pieces += [("," if k else "") + json.dumps(col) + ":", json_values(sub[col])]
+        live = pc.binary_join_element_wise(*pieces, "") if pieces else pa.array([""] * len(rows))
+        take = pa.array(rows)
+        for attr, (head, tail) in self.parts.items():
+            texts = pc.binary_join_element_wise(head.take(take), live, tail.take(take), "")
+            out = getattr(table, attr)
+            out = out.copy() if len(rows) < len(out) else np.empty(len(out), dtype=object)
+            out[rows] = np.asarray(texts.cast(pa.binary()).to_numpy(zero_copy_only=False))
+            setattr(table, attr, out)
 
 
 # -- wiring

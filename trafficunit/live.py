@@ -242,8 +242,8 @@ class LiveRisk:
             if col == "level":
                 out[col] = np.asarray(_LEVELS[self.a["level_rank"][rows] - 1])
             elif col == "colour":
-                lv = _LEVELS[self.a["level_rank"][rows] - 1]
-                out[col] = np.array([self.cfg.colours.get(v) for v in lv], dtype=object)
+                lut = np.array([self.cfg.colours.get(v) for v in RISK_LEVELS], dtype=object)
+                out[col] = lut[self.a["level_rank"][rows] - 1]
             else:
                 out[col] = self.a[col][rows]
         return out

@@ -202,7 +202,7 @@ def _column_values(name: str, s: pd.Series) -> _Column:
         text = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z").fillna("")
         return _Column(name, "str", text.to_numpy(dtype=object), valid)
     nonnull = s[valid]
-    if len(nonnull) and nonnull.map(lambda v: isinstance(v, bool | np.bool_)).all():
+    if len(nonnull) and pd.api.types.infer_dtype(nonnull, skipna=True) == "boolean":
         as_bool = s.map(lambda v: bool(v) if isinstance(v, bool | np.bool_) else False)
         return _Column(name, "bool", as_bool.to_numpy(dtype=bool), valid)
     return _Column(name, "str", s.astype(str).where(valid, "").to_numpy(dtype=object), valid)
