@@ -261,3 +261,76 @@ def test_fta_replay_gives_the_same_alerts_through_the_api_and_the_cli(
     key = lambda a: (a["rule"], a["scope_id"], a["time"], a["evidence"])  # noqa: E731
     assert sorted(map(key, live)) == sorted(map(key, batch))
     assert sorted(a["id"] for a in live) == sorted(a["id"] for a in batch)
+
+
+def test_builtins_fire_on_level_changes_work_zones_and_overdue_hazards() -> None:
+    from trafficunit.live import LevelChange
+
+    engine = Engine(load_rules())
+    t = pd.Timestamp("2020-05-01T23:30:00Z").value
+    zones = pd.DataFrame(
+        {
+            "site_code": ["WZ-9"],
+            "unit_id": ["U1;U2"],
+            "start": [pd.Timestamp("2020-04-01", tz="UTC")],
+            "end": [pd.Timestamp("2020-06-01", tz="UTC")],
+            "night_works": [True],
+        }
+    )
+    changes = [
+        LevelChange("U1", "orange", "red", "accident"),
+        LevelChange("U3", "blue", "yellow", "accident"),
+        LevelChange("U4", "red", "red", "accident"),
+    ]
+    got = engine.level_changes(changes, t, evidence=["a1"], workzones=zones)
+    assert [(a["rule"], a["scope_id"]) for a in got] == [
+        ("turned-red", "U1"),
+        ("night-workzone-on-red", "U1"),
+    ]
+    assert got[1]["evidence"] == ["a1", "WZ-9"]
+    hz = pd.DataFrame(
+        {
+            "event_id": ["H1", "H2"],
+            "unit_id": ["U1", "U2"],
+            "overdue": [True, False],
+            "deadline": [pd.Timestamp("2020-04-01", tz="UTC")] * 2,
+        }
+    )
+    first = engine.hazards(hz)
+    assert [(a["rule"], a["hazard_id"]) for a in first] == [("hazard-overdue", "H1")]
+    assert engine.hazards(hz) == []  # once per hazard
+
+
+def test_warn_cli_on_a_data_folder_and_its_errors(tmp_path: Path) -> None:
+    from ._serverdata import grid_events, grid_units
+
+    d = tmp_path / "data"
+    d.mkdir()
+    units = grid_units()
+    write_table(units, d / "units.parquet")
+    acc = grid_events(units)["accidents"]
+    write_table(acc, d / "accidents.parquet")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "- id: any-two-in-a-year\n  scope: zone\n  grid_m: 100000\n  window: 365d\n"
+        "  threshold: {count: 2}\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    out = tmp_path / "alerts.csv"
+    res = runner.invoke(cli_app, ["warn", str(d), "--rules", str(rules), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("id,rule,scope,scope_id")
+    # the grid's accidents are 5 days apart in one zone: two within a year cross the threshold
+    assert len(lines) == 2 and "A0000;A0001" in lines[1]
+    # a period with nothing in it: no alert
+    res = runner.invoke(cli_app, ["warn", str(d), "--rules", str(rules), "--from", "2030-01-01"])
+    assert res.exit_code == 0 and "0 alert(s)" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: x\n  window: 3 fortnights\n  threshold: {count: 1}\n", encoding="utf-8")
+    res = runner.invoke(cli_app, ["warn", str(d), "--rules", str(bad)])
+    assert res.exit_code == 2 and "not a duration" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(cli_app, ["warn", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "no units.parquet" in res.output
