@@ -72,6 +72,8 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "live": "live",
+    "warnings": "warnings",
 }
 
 
