@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         io,
         join,
         lineage,
+        live,
         matching,
         network,
         plot,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         timefilter,
         traces,
         units,
+        warnings,
     )
     from .basemap import build_basemap
     from .blackspots import find_black_spots
@@ -83,6 +85,7 @@ __all__ = [
     "io",
     "join",
     "lineage",
+    "live",
     "match_trace",
     "matching",
     "network",
@@ -105,6 +108,7 @@ __all__ = [
     "timefilter",
     "traces",
     "units",
+    "warnings",
     "write_table",
 ]
 
@@ -157,6 +161,8 @@ _LAZY = {
     "matching": "matching",
     "match_trace": "matching",
     "traces": "traces",
+    "live": "live",
+    "warnings": "warnings",
 }
 
 

@@ -1996,7 +1996,9 @@ def _read(
         gdf = gdf.loc[keep].reset_index(drop=True)
     if buffer_m:
         gdf = _buffer(gdf, float(buffer_m))
-    gdf.attrs = {"report": report.as_dict()}
+    # input row (0-based, as text) -> why it was dropped, for callers reporting per item
+    dropped = {str(int(i)): str(drops.reason[i]) for i in np.flatnonzero(~keep)}
+    gdf.attrs = {"report": report.as_dict(), "dropped_rows": dropped}
     return gdf
 
 

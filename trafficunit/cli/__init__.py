@@ -43,6 +43,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "The whole job on the embedded Helsinki sample: `build` (units, events, risk, tiles), "
         "then `serve` (web map).",
     ),
+    "warn": ("warn", "Replay accidents through warning rules; print or write the alerts."),
     "resegment": (
         "resegment",
         "Rebuild the units of an edited network; unchanged units keep their ids, the rest get a "
