@@ -87,6 +87,11 @@ class LiveService:
         self._acc_seq, self._hz_seq, self._seen = 0, -1, -1
         if table is None:
             return
+        if "level" not in table.frame.columns and "level_rank" not in table.frame.columns:
+            # unscored units get no level from the live loop either (never a made-up blue):
+            # accidents are still stored and counted once the folder is scored
+            log.warning("units are not scored (run `trafficunit risk`): live levels are off")
+            return
         rule = store.rule()
         self.risk = LiveRisk(table.frame, rule if rule.get("scheme") else rule or None)
         self.engine = Engine(self.rules, table.frame, epdo_weights=self.risk.cfg.epdo_weights)
@@ -258,8 +263,16 @@ class LiveService:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
+                    # event_id is named: the reader takes an unnamed id column only when its
+                    # ids are unique, and a batch may repeat one (a duplicate, reported below)
                     events = tu.read_events(
-                        frame, kind="accident", x="_lon", y="_lat", crs=4326, tz=tz
+                        frame,
+                        kind="accident",
+                        x="_lon",
+                        y="_lat",
+                        crs=4326,
+                        tz=tz,
+                        event_id="event_id" if "event_id" in frame else None,
                     )
                 except TrafficUnitError as exc:
                     raise BadRequest(str(exc)) from exc
