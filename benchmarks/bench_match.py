@@ -19,8 +19,10 @@ the same points in the same metric CRS in the same run:
   step skips several edges); its matched edges map back to units. Observations after an
   early stop (the matcher found no way on) count as wrong.
 
-Accuracy is the share of points matched to the unit that generated them ("strict") and to a
-unit of the driven route (a link inside a junction on it counts; "on route"). mappymatch pins
+Accuracy is the share of points matched to the unit that generated them ("strict"; while the
+vehicle crosses a junction that is the intersection, and a link inside it, such as a piece of a
+roundabout's ring, counts as it) and to a unit of the driven route (a link inside a junction on
+it counts; "on route"). mappymatch pins
 pandas < 3 and does not install beside trafficunit; it is not run.
 """
 
@@ -148,7 +150,7 @@ def scores(units: gpd.GeoDataFrame, got: np.ndarray, trace: pd.DataFrame, route:
     truth = trace["true_unit_id"].astype(str).to_numpy()
     g = np.where(pd.isna(got), "", got).astype(str)
     jid = units["junction_id"].reindex(g).astype(object).fillna("").to_numpy()
-    strict = g == truth
+    strict = (g == truth) | (jid == truth)  # a link of the junction being crossed is it
     on = np.isin(g, route.unit_ids) | np.isin(jid, route.unit_ids)
     return int(strict.sum()), int(on.sum())
 

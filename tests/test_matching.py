@@ -41,12 +41,13 @@ def _far_route(units: gpd.GeoDataFrame, graph: UnitGraph, lo: float, hi: float) 
 def _scores(
     units: gpd.GeoDataFrame, route: tu.routing.Route, trace: gpd.GeoDataFrame, m: pd.DataFrame
 ) -> tuple[float, float]:
-    """(share on the generating unit, share on the route; a link inside a junction on the route
-    counts as the junction)."""
+    """(share on the generating unit, share on the route; a link inside a junction counts as
+    the junction: while crossing one the generating unit is the intersection, and a match onto
+    one of its links, such as a piece of a roundabout's ring, is a match onto it)."""
     got = m["unit_id"].astype(object).fillna("").to_numpy()
     truth = trace["true_unit_id"].astype(str).to_numpy()
     jid = units["junction_id"].reindex(got).astype(object).fillna("").to_numpy()
-    strict = got == truth
+    strict = (got == truth) | (jid == truth)
     on = np.isin(got, route.unit_ids) | np.isin(jid, route.unit_ids)
     return float(strict.mean()), float(on.mean())
 
@@ -80,7 +81,7 @@ def test_5s_15m_lands_on_the_generating_units(oslo) -> None:
         oracle_all.append(_oracle(units, graph, route, trace))
     # the generating unit itself: GPS noise along the road decides which of two units meeting
     # at a joint a point near it belongs to; no per-point snapper, even one that knows the
-    # route, does better than ~83 % here, and the smoothed matcher must beat it
+    # route, does better than ~87 % here, and the smoothed matcher must beat it
     assert np.mean(strict_all) >= np.mean(oracle_all) + 0.03
     assert np.mean(strict_all) >= 0.88
 
@@ -103,11 +104,15 @@ def test_no_speeding_on_a_trace_driven_at_the_limit(oslo, interval_s: int, noise
     trace = generate_trace(graph, route, interval_s=interval_s, noise_m=noise_m, seed=3)
     report = check_trace(graph, trace, route, sigma_m=15)
     assert (report.findings["kind"] == "speeding").sum() == 0, report.findings
-    # and 40 % over the limit is found on most units passed
+    # and 40 % over the limit is found on most passages over a unit with a limit
     fast = generate_trace(graph, route, interval_s=5, noise_m=15, seed=3, speed_factor=1.4)
     rep = check_trace(graph, fast, route, sigma_m=15)
     sp = rep.findings[rep.findings["kind"] == "speeding"]
-    assert len(sp) >= 5
+    driven = rep.matched["unit_id"].astype(str)
+    passages = driven[driven.ne(driven.shift())]
+    limited = pd.to_numeric(units["maxspeed_kmh"], errors="coerce").reindex(passages).notna()
+    assert limited.sum() >= 10
+    assert len(sp) > limited.sum() / 2, (len(sp), int(limited.sum()))
     assert (sp["speed_kmh"] > sp["limit_kmh"]).all()
 
 
