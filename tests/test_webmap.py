@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import shapely
+import shapely.geometry
 from PIL import Image
 
 from server import i18n
@@ -793,18 +795,17 @@ def test_posted_accidents_raise_an_alert_in_the_feed_without_reload(
     assert "live" in pg.inner_text("#alerts-live")
     pg.evaluate("window.__sameDocument = true")
     before = pg.evaluate("window.trafficunit.alertCount")
-    # a blue intersection with nothing drawn on it
+    # a blue road segment, clicked at its middle (away from the intersections at its ends)
     target = pg.evaluate(
-        """() => {
-          const m = window.trafficunitMap;
-          const free = (f) => m.queryRenderedFeatures(m.project(f.geometry.coordinates),
-            {layers: ['hazards-ledger', 'alerts'].filter((l) => m.getLayer(l))}).length === 0;
-          const f = m.queryRenderedFeatures({layers: ['units-intersections']})
-            .find((f) => f.properties.level === 'blue' && free(f));
-          return {id: f.properties.unit_id, lonlat: f.geometry.coordinates};
-        }"""
+        """() => window.trafficunitMap.queryRenderedFeatures({layers: ['units-segments']})
+          .filter((f) => f.properties.level === 'blue' && f.properties.length_m > 80)
+          .map((f) => f.properties.unit_id)"""
     )
-    lon, lat = target["lonlat"]
+    assert target, "the demo has blue segments"
+    with urllib.request.urlopen(f"{url}/units/{target[0]}", timeout=30) as r:
+        geom = shapely.geometry.shape(json.loads(r.read())["geometry"])
+    mid = shapely.line_interpolate_point(geom, 0.5, normalized=True)
+    lon, lat = mid.x, mid.y
     feats = [
         {
             "type": "Feature",
@@ -822,6 +823,7 @@ def test_posted_accidents_raise_an_alert_in_the_feed_without_reload(
     got = _post(f"{url}/accidents", fc, server["engineer"])
     assert got["stored"] == 4, got
     uid = got["items"][0]["unit_id"]
+    assert uid == target[0], got["items"]
     # the feed shows the new alert, pushed over server-sent events (the page was not reloaded)
     pg.wait_for_function(
         f"() => window.trafficunit.alertEvents > 0 && Array.from(document.querySelectorAll("
