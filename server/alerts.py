@@ -283,6 +283,8 @@ async def get_alerts(
     ] = "oldest",
 ) -> Response:
     svc = service_of(request)
+    # the live hooks first: writes of other processes, work zones become active meanwhile
+    await run_in_threadpool(request.app.state.store.check)
     rows = await run_in_threadpool(
         list_alerts,
         svc.ledger.db,

@@ -424,6 +424,35 @@ def test_builtins_fire_on_level_changes_work_zones_and_overdue_hazards() -> None
     assert engine.hazards(hz) == []  # once per hazard
 
 
+def test_night_work_zone_becoming_active_on_a_red_unit_fires_once() -> None:
+    engine = Engine(load_rules())
+    zones = pd.DataFrame(
+        {
+            "site_code": ["WZ-1", "WZ-2", "WZ-3"],
+            "unit_id": ["U1;U2", "U1", "U3"],
+            "start": pd.to_datetime(["2020-05-02", "2020-05-01", "2020-05-01"], utc=True),
+            "end": pd.to_datetime(["2020-05-09", "2020-05-09", None], utc=True),
+            "night_works": [True, False, True],
+        }
+    )
+    t = lambda s: pd.Timestamp(s, tz="UTC").value  # noqa: E731
+    # before WZ-1 starts: nothing (WZ-2 is daytime works, U3 is not red)
+    assert engine.workzones_on_red(["U1"], t("2020-05-01T22:00"), zones) == []
+    got = engine.workzones_on_red(["U1"], t("2020-05-02T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got] == [("U1", ["WZ-1"])]
+    assert got[0]["time"] == "2020-05-02T22:00:00Z"
+    # while it lasts: not again; U2 turning red later: its own alert
+    assert engine.workzones_on_red(["U1"], t("2020-05-03T22:00"), zones) == []
+    got2 = engine.workzones_on_red(["U1", "U2"], t("2020-05-04T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got2] == [("U2", ["WZ-1"])]
+    # an open-ended zone counts; after WZ-1 ends nothing more from it
+    got3 = engine.workzones_on_red(["U1", "U3"], t("2020-05-10T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got3] == [("U3", ["WZ-3"])]
+    # a second engine (a restart, or the batch replay) gives the same alert id
+    again = Engine(load_rules()).workzones_on_red(["U1"], t("2020-05-05T01:00"), zones)
+    assert again[0]["id"] == got[0]["id"]
+
+
 def test_warn_cli_on_a_data_folder_and_its_errors(tmp_path: Path) -> None:
     from ._serverdata import grid_events, grid_units
 
