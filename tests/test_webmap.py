@@ -646,6 +646,7 @@ def test_html_pages_are_hardened_and_answer_head(server_url: str) -> None:
             csp = h["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
             assert "script-src 'self';" in csp  # no inline scripts, no CDN
+            assert "connect-src 'self'" in csp  # fetch and the alerts' EventSource
             assert h["X-Content-Type-Options"] == "nosniff"
             assert h["X-Frame-Options"] == "DENY"
 
@@ -887,7 +888,8 @@ def test_posted_accidents_raise_an_alert_in_the_feed_without_reload(
     assert hist and hist[-1]["from"] == "blue" and hist[-1]["reason"].startswith("accident"), hist
     for toggle in ("#toggle-alerts", "#toggle-hazards"):  # both are drawn on the unit
         pg.uncheck(toggle)
-    pg.evaluate("window.trafficunit.popupShown = false")
+    pg.click(".maplibregl-popup-close-button")
+    pg.wait_for_selector(".alert-popup", state="detached", timeout=30_000)
     pg.wait_for_function("() => window.trafficunitMap.areTilesLoaded()", timeout=30_000)
     pt = pg.evaluate(f"(() => window.trafficunitMap.project([{lon}, {lat}]))()")
     box = pg.query_selector("#map canvas").bounding_box()

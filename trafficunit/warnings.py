@@ -32,6 +32,11 @@ or one POST at a time (the server). Window counts are vectorised (``numpy`` sort
 ``searchsorted``), not a loop over events. The level built-ins (``turned-red``,
 ``night-workzone-on-red``) look at the level after each write: replay with the same write
 batches (``trafficunit warn --batch-size``) to get the same alerts as the server.
+``night-workzone-on-red`` fires when a unit turns red under an active night work zone, and
+when a night work zone is active on a unit that is red already (registered on it, or its
+period began): :meth:`Engine.workzones_on_red`, checked after each write at the write's
+latest event time (batch and server alike) and by the server at the wall-clock time when a
+site is registered, on ``GET /alerts`` and once a minute.
 
 >>> rules = load_rules([{"id": "two", "scope": "unit", "window": "1d",
 ...                      "threshold": {"count": 2}}])
