@@ -136,8 +136,9 @@ def list_alerts(
     after_seq: int | None = None,
     after_n: int | None = None,
     limit: int = 1000,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Stored alerts, oldest first, filtered."""
+    """Stored alerts, oldest first (newest first with ``newest_first``), filtered."""
     where: list[str] = []
     params: list[Any] = []
     for col, val in (("rule", rule), ("state", state)):
@@ -163,7 +164,7 @@ def list_alerts(
     sql = f"SELECT {_COLS} FROM alerts"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY pk LIMIT {int(limit)}"
+    sql += f" ORDER BY pk{' DESC' if newest_first else ''} LIMIT {int(limit)}"
     with db.transaction() as tx:
         return [_record(r) for r in tx.all(sql, params)]
 
@@ -213,6 +214,12 @@ def transition(
             (alert_id, r["state"], to, who.name, who.role, _now(), comment),
         )
     return get_alert(db, alert_id)
+
+
+def point_of(request: Request, alert: dict[str, Any]) -> dict[str, Any] | None:
+    """Where ``alert`` is drawn (its first unit's middle), as a GeoJSON geometry or None."""
+    pt = _centroids(request, [alert])[0]
+    return None if pt is None else dict(json.loads(shapely.to_geojson(pt)))
 
 
 def _centroids(request: Request, alerts: list[dict[str, Any]]) -> list[Any]:
@@ -270,8 +277,14 @@ async def get_alerts(
     to: Annotated[str | None, Query(description="Latest event time")] = None,
     format: Annotated[Literal["json", "geojson", "csv"], Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="oldest first (default) or newest first (with limit: the latest)"),
+    ] = "oldest",
 ) -> Response:
     svc = service_of(request)
+    # the live hooks first: writes of other processes, work zones become active meanwhile
+    await run_in_threadpool(request.app.state.store.check)
     rows = await run_in_threadpool(
         list_alerts,
         svc.ledger.db,
@@ -281,6 +294,7 @@ async def get_alerts(
         start=from_,
         end=to,
         limit=limit,
+        newest_first=order == "newest",
     )
     if format == "csv":
         buf = io.StringIO()

@@ -23,6 +23,7 @@ import logging
 import math
 import re
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, cast
@@ -79,6 +80,10 @@ class LiveService:
         self.rules = load_rules(path)  # invalid rules stop the server with the reason
         self.engine: Engine | None = None
         self.assignees: dict[str, str | None] = {}
+        self._wz_seq = -1
+        self._wz_tick = 0.0
+        self._wz_frame: pd.DataFrame | None = None
+        self._wz_base: Any = None
 
     # -- binding to the store's units
     def _bind(self, store: DataStore, table: Table | None) -> None:
@@ -95,6 +100,8 @@ class LiveService:
         rule = store.rule()
         self.risk = LiveRisk(table.frame, rule if rule.get("scheme") else rule or None)
         self.engine = Engine(self.rules, table.frame, epdo_weights=self.risk.cfg.epdo_weights)
+        self.engine.workzone_pairs = _alerted_pairs(self.db)
+        self._wz_seq = -1
         self.assignees = alerts_mod.assignees(self.svc, table.frame)
         acc = store.tables.get("accidents")
         ids = acc.frame["event_id"].astype(str).to_numpy(dtype=object) if acc is not None else []
@@ -125,12 +132,73 @@ class LiveService:
         seq = self.svc._known_seq
         if table is self._table and seq == self._seen:
             return
+        tick = time.monotonic() - self._wz_tick >= WORKZONE_CHECK_S
+        if table is self._table and seq == self._seen and not tick:
+            return
         with self._lock:
             if table is not self._table:
                 self._bind(store, table)
-            if self.risk is None or (seq == self._seen and table is self._table):
+            if self.risk is None:
                 return
-            self._apply(store, seq)
+            if seq != self._seen:
+                self._apply(store, seq)
+            self._check_workzones(store)
+
+    def workzones(self, store: DataStore) -> pd.DataFrame | None:
+        """The data folder's work zones and those registered through the API (site_code,
+        unit_id ``;``-joined, start, end, night_works); re-read when a site is written."""
+        with self.db.transaction() as tx:
+            seq = int(tx.scalar("SELECT COALESCE(MAX(change_seq), 0) AS s FROM workzones") or 0)
+        base = store.tables.get("workzones")
+        if seq == self._wz_seq and base is self._wz_base:
+            return self._wz_frame
+        with self.db.transaction() as tx:
+            rows = tx.all(
+                "SELECT site_code, unit_ids, start_at, end_at, night_works FROM workzones "
+                "ORDER BY site_code"
+            )
+        reg = pd.DataFrame(
+            {
+                "site_code": [r["site_code"] for r in rows],
+                "unit_id": [r["unit_ids"] for r in rows],
+                "start": pd.to_datetime([r["start_at"] for r in rows], utc=True),
+                "end": pd.to_datetime([r["end_at"] for r in rows], utc=True),
+                "night_works": pd.array(
+                    [None if r["night_works"] is None else bool(r["night_works"]) for r in rows],
+                    dtype="boolean",
+                ),
+            }
+        )
+        parts = [reg] if len(reg) else []
+        if base is not None and {"unit_id", "start", "end"} <= set(base.frame.columns):
+            f = base.frame
+            cols = [c for c in ("site_code", "event_id", "unit_id", "start", "end") if c in f]
+            own = pd.DataFrame(f[cols]).copy()
+            if "site_code" not in own:
+                own["site_code"] = own.get("event_id")
+            own["night_works"] = (
+                f["night_works"].astype("boolean").to_numpy()
+                if "night_works" in f
+                else pd.array([pd.NA] * len(f), dtype="boolean")
+            )
+            for c in ("start", "end"):
+                own[c] = pd.to_datetime(own[c], utc=True, errors="coerce")
+            parts.append(own[["site_code", "unit_id", "start", "end", "night_works"]])
+        frame = pd.concat(parts, ignore_index=True) if parts else None
+        self._wz_seq, self._wz_base, self._wz_frame = seq, base, frame
+        return frame
+
+    def _check_workzones(self, store: DataStore) -> None:
+        """night-workzone-on-red now (wall clock): a night work zone registered on, or
+        become active on, a unit that is red already."""
+        self._wz_tick = time.monotonic()
+        risk, engine = self.risk, self.engine
+        if risk is None or engine is None:
+            return
+        red = risk.ids[risk.levels() == "red"]
+        fired = engine.workzones_on_red(red, time.time_ns(), self.workzones(store))
+        if fired:
+            alerts_mod.store_alerts(self.db, fired, self.assignees)
 
     def _apply(self, store: DataStore, seq: int) -> list[LevelChange]:
         risk = self.risk
@@ -140,7 +208,7 @@ class LiveService:
         fired: list[dict[str, Any]] = []
         engine = self.engine
         assert engine is not None
-        wz = store.tables.get("workzones")
+        wz = self.workzones(store)
         if len(new):
             new = new[~self._in_base(new["event_id"])]
             new["_t"] = new["t_ns"].astype("Int64") // 1_000_000_000
@@ -171,8 +239,12 @@ class LiveService:
                         got,
                         int(np.nanmax(t_s)) * 1_000_000_000,
                         evidence=grp["_eid"].tolist()[-10:],
-                        workzones=wz.frame if wz is not None else None,
+                        workzones=wz,
                     )
+                if np.isfinite(t_s).any():  # as in batch (tu.warnings.evaluate): per write
+                    red = risk.ids[risk.levels() == "red"]
+                    t_ns = int(np.nanmax(t_s)) * 1_000_000_000
+                    fired += engine.workzones_on_red(red, t_ns, wz)
             self._acc_seq = int(new["change_seq"].max()) if len(new) else self._acc_seq
         hz_seq = acc_db.hazard_seq(self.db)
         if hz_seq != self._hz_seq:
@@ -325,6 +397,16 @@ class LiveService:
             200 if not bad or stored_n or any(it["status"] == "duplicate" for it in items) else 422
         )
         return status, _summary(items, stored=stored_n, all_or_nothing=all_or_nothing)
+
+
+#: Seconds between checks for night work zones that became active on red units.
+WORKZONE_CHECK_S = 60.0
+
+
+def _alerted_pairs(db: Any) -> set[tuple[str, str]]:
+    """(site, unit) of stored night-workzone-on-red alerts (not fired again after a restart)."""
+    rows = alerts_mod.list_alerts(db, rule="night-workzone-on-red", limit=100_000)
+    return {(str(a["evidence"][-1]), str(a["scope_id"])) for a in rows if a["evidence"]}
 
 
 def _events(grp: pd.DataFrame) -> pd.DataFrame:

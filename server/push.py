@@ -297,7 +297,8 @@ async def push_lifespan(app: FastAPI) -> AsyncIterator[None]:
     "/alerts/stream",
     summary="New alerts as server-sent events (resumable with Last-Event-ID)",
     description="Each event: `id` the alert's sequence number, `event: alert`, `data` the "
-    "alert as JSON. Reconnect with `Last-Event-ID` (or `?after=`) to get every alert after it. "
+    "alert as JSON. Reconnect with `Last-Event-ID` (or `?after=`) to get every alert after "
+    "it (both given: the later). `data.geometry`: where a map draws it (GeoJSON point, null). "
     "`limit` closes the stream after that many events.",
 )
 async def stream(
@@ -313,13 +314,15 @@ async def stream(
 ) -> StreamingResponse:
     svc = service_of(request)
     start = after
-    if start is None and last_event_id:
+    if last_event_id:
         try:
-            start = int(last_event_id)
-            if not 0 <= start <= 2**53:
+            resumed = int(last_event_id)
+            if not 0 <= resumed <= 2**53:
                 raise ValueError(last_event_id)
         except ValueError as exc:
             raise BadRequest(f"Last-Event-ID must be an event id, got {last_event_id!r}") from exc
+        # a browser reconnects to the same URL (?after=) with the last id it got: resume there
+        start = resumed if start is None else max(start, resumed)
     poll = svc.settings.ledger.webhook_poll_s
 
     async def events() -> AsyncIterator[bytes]:
@@ -333,6 +336,7 @@ async def stream(
             )
             for a in rows:
                 cursor = a["n"]
+                a["geometry"] = alerts_mod.point_of(request, a)  # where a map draws it
                 data = json.dumps(a, ensure_ascii=False)
                 yield f"id: {a['n']}\nevent: alert\ndata: {data}\n\n".encode()
                 sent += 1

@@ -3,6 +3,7 @@ legend, data version, level history); POST /accidents contract; batch and live a
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+import shapely.ops
 from fastapi.testclient import TestClient
 
 import trafficunit as tu
@@ -327,3 +329,72 @@ def test_alerts_fire_on_ingest_and_move_through_their_states(
         assert c.get("/alerts", params={"state": "new"}).json()["alerts"] == [
             x for x in c.get("/alerts").json()["alerts"] if x["state"] == "new"
         ]
+
+
+def _zone_on(seg: Any, code: str, *, night: bool, start: Any, hours: float = 48) -> dict[str, Any]:
+    """A work-zone body over the middle fifth of ``seg``."""
+    piece = shapely.ops.substring(seg, 0.4, 0.6, normalized=True)
+    return {
+        "site_code": code,
+        "geometry": json.loads(shapely.to_geojson(piece)),
+        "start": start.isoformat(),
+        "end": (start + pd.Timedelta(hours=hours)).isoformat(),
+        "night_works": night,
+    }
+
+
+def test_night_work_zone_registered_on_a_red_unit_fires_once(
+    data_dir: Path,
+    ledger_url: str,  # noqa: F811
+) -> None:
+    units = grid_units()
+    segs = units[units["kind"] == "segment"]
+    red = segs[segs["level"] == "red"].iloc[0]
+    yellow = segs[segs["level"] == "yellow"].iloc[0]
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    with make_client(data_dir, ledger_url) as c:
+        eng = token(c, "engineer")
+
+        def night_alerts() -> list[dict[str, Any]]:
+            got = c.get("/alerts", params={"rule": "night-workzone-on-red"}).json()
+            return list(got["alerts"])
+
+        assert night_alerts() == []
+        # registered through the API on a unit that is red already: an alert at once
+        r = c.post(
+            "/workzones",
+            json=_zone_on(red.geometry, "NW-1", night=True, start=now - pd.Timedelta(hours=1)),
+            headers=eng,
+        )
+        assert r.status_code == 201, r.text
+        assert str(red.name) in r.json()["properties"]["unit_ids"]
+        got = night_alerts()
+        assert [(a["scope_id"], a["evidence"]) for a in got] == [(str(red.name), ["NW-1"])]
+        # daytime works, or works that start tomorrow, on the same red unit: none
+        for code, night, start in (
+            ("DW-1", False, now),
+            ("NW-2", True, now + pd.Timedelta(days=1)),
+        ):
+            body = _zone_on(red.geometry, code, night=night, start=start)
+            assert c.post("/workzones", json=body, headers=eng).status_code == 201
+        assert len(night_alerts()) == 1
+        # a night site on a yellow unit: nothing until the unit turns red (here a major
+        # hazard raises it by two), then one alert naming the site registered through the API
+        body = _zone_on(yellow.geometry, "NW-3", night=True, start=now - pd.Timedelta(hours=1))
+        assert c.post("/workzones", json=body, headers=eng).status_code == 201
+        assert len(night_alerts()) == 1
+        mid = shapely.line_interpolate_point(yellow.geometry, 0.5, normalized=True)
+        hz = {
+            "geometry": {"type": "Point", "coordinates": [mid.x, mid.y]},
+            "category": "facility.signal",
+            "grade": "major",
+        }
+        assert c.post("/hazards", json=hz, headers=eng).status_code == 201
+        assert c.get(f"/units/{yellow.name}").json()["properties"]["level"] == "red"
+        got = {(a["scope_id"], a["evidence"][-1]) for a in night_alerts()}
+        assert got == {(str(red.name), "NW-1"), (str(yellow.name), "NW-3")}
+        n = len(night_alerts())
+    # a restart evaluates the same sites again: nothing twice
+    with make_client(data_dir, ledger_url) as c:
+        c.get("/healthz")
+        assert len(c.get("/alerts", params={"rule": "night-workzone-on-red"}).json()["alerts"]) == n

@@ -233,6 +233,20 @@ def test_sse_stream_resumes_with_last_event_id(folder: Path, tmp_path: Path) -> 
         rest = read({"Last-Event-ID": str(first[-1][0])}, 2)
         all_ids = [a["id"] for a in c.get("/alerts").json()["alerts"]]
         assert [a["id"] for _, a in first + rest] == all_ids
+        # a browser's EventSource reconnects to its first URL (?after=0) with Last-Event-ID:
+        # it resumes after the last event it got, not from the URL's start
+        with c.stream(
+            "GET",
+            "/alerts/stream",
+            params={"after": 0, "limit": 1},
+            headers={"Last-Event-ID": str(first[-1][0])},
+        ) as r:
+            data = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ")]
+        assert [a["id"] for a in data] == [rest[0][1]["id"]]
+        # each event says where a map draws it (the first unit's middle)
+        assert all(a["geometry"]["type"] == "Point" for _, a in first + rest)
+        newest = c.get("/alerts", params={"order": "newest", "limit": 2}).json()["alerts"]
+        assert [a["id"] for a in newest] == all_ids[::-1][:2]
 
 
 # ----------------------------------------------------------- kill -9 mid-replay, restart

@@ -132,6 +132,115 @@ def test_window_counts_match_a_brute_force_count_and_chunking_does_not_matter(
     assert [a["id"] for a in fed] == [a["id"] for a in whole]
 
 
+# ------------------------------------------------------- corridor: chained units, length_m
+
+
+def _corridor_events(spec: list[tuple[str, str, int]]) -> pd.DataFrame:
+    t0 = pd.Timestamp("2021-03-01T12:00:00Z")
+    return pd.DataFrame(
+        {
+            "event_id": [e for e, _, _ in spec],
+            "unit_id": [u for _, u, _ in spec],
+            "severity": "O",
+            "time": [t0 + pd.Timedelta(days=d) for _, _, d in spec],
+        }
+    )
+
+
+def test_corridor_rule_slides_length_m_along_the_chained_road() -> None:
+    """Main St is S1 [0-300 m], IA (300), S2 [300-600], S3 [600-1000] (tests/_risk_net.py);
+    a unit sits at its middle: S1 150, IA 300, S2 450, S3 800."""
+    from ._risk_net import network
+
+    units = network()
+    stretch = {"id": "stretch", "scope": "corridor", "length_m": 400, "window": "30d"}
+    stretch["threshold"] = {"count": 3}
+    whole = {"id": "road", "scope": "corridor", "window": "30d", "threshold": {"count": 3}}
+    events = _corridor_events(
+        [("a", "S1", 0), ("b", "S3", 1), ("c", "S2", 2), ("d", "IA", 3), ("e", "S2", 4)]
+    )
+    got = evaluate([stretch, whole], events, units)
+    # the whole road reaches 3 with c; a 400 m stretch only with d (a, d, c within 150-550 m:
+    # b at 800 m is too far), and e adds to a stretch already at 3: no second alert
+    fired = [(a["rule"], a["evidence"], a["unit_ids"]) for a in got]
+    assert fired == [
+        ("stretch", ["a", "c", "d"], ["IA", "S1", "S2"]),
+        ("road", ["a", "b", "c"], ["S2", "S1", "S3"]),
+    ]
+    st_alert = got[0]
+    assert st_alert["scope_id"] == "Main St#0:150-550m"  # road#chain:stretch from its first
+    # the intersection's accident counts on Side Rd too (alone there: no alert)
+    assert not any(a["scope_id"].startswith("Side Rd") for a in got)
+    # the same accidents one at a time (as POSTs): the same alerts
+    engine = Engine([stretch, whole], units)
+    fed = [a for i in range(len(events)) for a in engine.feed(events.iloc[[i]])]
+    assert sorted(a["id"] for a in fed) == sorted(a["id"] for a in got)
+    # rules are validated: length_m only on a corridor, positive; corridors need units
+    with pytest.raises(ValidationError, match="length_m needs scope: corridor"):
+        load_rules([{**stretch, "scope": "unit"}])
+    with pytest.raises(ValidationError, match="positive number of metres"):
+        load_rules([{**stretch, "length_m": -5}])
+    with pytest.raises(ValidationError, match="chain into roads"):
+        Engine([stretch], None)
+
+
+def _brute_stretch(
+    units: Any, events: pd.DataFrame, window_s: int, length: float, thr: int
+) -> list[tuple[str, str]]:
+    """(chain road, trigger) by brute force: every 1 m stretch start, every earlier event."""
+    ch = tu.blackspots.road_chains(units)
+    where = {
+        (r, u): (a + b) / 2
+        for r, u, a, b in zip(ch["road"], ch["unit_id"], ch["start_m"], ch["end_m"], strict=True)
+    }
+    ev = events.assign(_t=events["time"]).sort_values(["_t", "event_id"]).reset_index(drop=True)
+    out = []
+    for i, e in ev.iterrows():
+        for road in sorted({r for r, u in where if u == e["unit_id"]}):
+            seen = ev.iloc[: i + 1]
+            seen = seen[seen["_t"] > e["_t"] - pd.Timedelta(seconds=window_s)]
+            pos = np.array([where.get((road, u), np.nan) for u in seen["unit_id"]])
+            pos = pos[~np.isnan(pos)]
+            p = where[(road, e["unit_id"])]
+            best = max(
+                int(((pos >= a) & (pos <= a + length)).sum())
+                for a in np.arange(p - length, p + 1, 1.0)
+            )
+            if best >= thr and best - 1 < thr:
+                out.append((road, str(e["event_id"])))
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from(["S1", "S2", "S3", "S4", "S5", "IA"]), st.integers(0, 40)),
+        min_size=1,
+        max_size=14,
+    ),
+    length=st.sampled_from([100, 250, 400, 700]),
+    days=st.integers(1, 20),
+    thr=st.integers(2, 4),
+)
+def test_corridor_stretches_match_a_brute_force_count(
+    items: list[tuple[str, int]], length: int, days: int, thr: int
+) -> None:
+    from ._risk_net import network
+
+    units = network()
+    events = _corridor_events([(f"e{k:02d}", u, d) for k, (u, d) in enumerate(items)])
+    rule = {"id": "s", "scope": "corridor", "length_m": length, "window": f"{days}d"}
+    rule["threshold"] = {"count": thr}
+    got = evaluate([rule], events, units)
+    mine = sorted((a["scope_id"].split("#")[0], a["evidence"][-1]) for a in got)
+    trig = sorted((a["scope_id"].split("#")[0], a["unit_ids"][0]) for a in got)
+    brute = _brute_stretch(units, events, days * 86400, float(length), thr)
+    by_id = dict(zip(events["event_id"], events["unit_id"], strict=True))
+    assert trig == sorted((r, by_id[e]) for r, e in brute)
+    # the trigger is the newest of its evidence (events in time order, ties by id)
+    assert mine == sorted(brute)
+
+
 # --------------------------------------------------------------- Helsinki FTA replay (real)
 
 REPLAY_RULES = [
@@ -156,6 +265,14 @@ REPLAY_RULES = [
         "window": "365d",
         "where": {"hour": [19, 7]},
         "threshold": {"epdo": 12},
+    },
+    {
+        "id": "night-stretch",
+        "scope": "corridor",
+        "length_m": 500,
+        "window": "365d",
+        "where": {"hour": [19, 7]},
+        "threshold": {"count": 3},
     },
     {"id": "turned-red"},
 ]
@@ -248,7 +365,13 @@ def test_fta_replay_gives_the_same_alerts_through_the_api_and_the_cli(
     assert outs[0] == outs[1]
     batch = outs[0]
     rules_fired = {a["rule"] for a in batch}
-    assert {"rear-end-pair", "injury-zone", "night-corridor-epdo", "turned-red"} <= rules_fired
+    assert {
+        "rear-end-pair",
+        "injury-zone",
+        "night-corridor-epdo",
+        "night-stretch",
+        "turned-red",
+    } <= rules_fired
     # live: the same accidents POSTed in time order, BATCH per request
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     with make_client(d, url, warning_rules=str(d / "rules.json")) as c:
@@ -299,6 +422,35 @@ def test_builtins_fire_on_level_changes_work_zones_and_overdue_hazards() -> None
     first = engine.hazards(hz)
     assert [(a["rule"], a["hazard_id"]) for a in first] == [("hazard-overdue", "H1")]
     assert engine.hazards(hz) == []  # once per hazard
+
+
+def test_night_work_zone_becoming_active_on_a_red_unit_fires_once() -> None:
+    engine = Engine(load_rules())
+    zones = pd.DataFrame(
+        {
+            "site_code": ["WZ-1", "WZ-2", "WZ-3"],
+            "unit_id": ["U1;U2", "U1", "U3"],
+            "start": pd.to_datetime(["2020-05-02", "2020-05-01", "2020-05-01"], utc=True),
+            "end": pd.to_datetime(["2020-05-09", "2020-05-09", None], utc=True),
+            "night_works": [True, False, True],
+        }
+    )
+    t = lambda s: pd.Timestamp(s, tz="UTC").value  # noqa: E731
+    # before WZ-1 starts: nothing (WZ-2 is daytime works, U3 is not red)
+    assert engine.workzones_on_red(["U1"], t("2020-05-01T22:00"), zones) == []
+    got = engine.workzones_on_red(["U1"], t("2020-05-02T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got] == [("U1", ["WZ-1"])]
+    assert got[0]["time"] == "2020-05-02T22:00:00Z"
+    # while it lasts: not again; U2 turning red later: its own alert
+    assert engine.workzones_on_red(["U1"], t("2020-05-03T22:00"), zones) == []
+    got2 = engine.workzones_on_red(["U1", "U2"], t("2020-05-04T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got2] == [("U2", ["WZ-1"])]
+    # an open-ended zone counts; after WZ-1 ends nothing more from it
+    got3 = engine.workzones_on_red(["U1", "U3"], t("2020-05-10T22:00"), zones)
+    assert [(a["scope_id"], a["evidence"]) for a in got3] == [("U3", ["WZ-3"])]
+    # a second engine (a restart, or the batch replay) gives the same alert id
+    again = Engine(load_rules()).workzones_on_red(["U1"], t("2020-05-05T01:00"), zones)
+    assert again[0]["id"] == got[0]["id"]
 
 
 def test_warn_cli_on_a_data_folder_and_its_errors(tmp_path: Path) -> None:

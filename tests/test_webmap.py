@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import shapely
+import shapely.geometry
 from PIL import Image
 
 from server import i18n
@@ -644,6 +646,7 @@ def test_html_pages_are_hardened_and_answer_head(server_url: str) -> None:
             csp = h["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
             assert "script-src 'self';" in csp  # no inline scripts, no CDN
+            assert "connect-src 'self'" in csp  # fetch and the alerts' EventSource
             assert h["X-Content-Type-Options"] == "nosniff"
             assert h["X-Frame-Options"] == "DENY"
 
@@ -761,3 +764,153 @@ def test_an_external_basemap_style_replaces_the_built_one(
             pg.context.close()
     finally:
         host.shutdown()
+
+
+# -- the live loop on the map: alerts feed, level changes ------------------------------------------
+
+
+def _leftovers(pg: Any) -> tuple[list[str], list[str]]:
+    """(catalogue keys shown as text, English words left) on a Chinese page."""
+    texts = pg.evaluate(_VISIBLE_TEXT)
+    keys = set(json.loads((CATALOGUE / "en.json").read_text(encoding="utf-8")))
+    english = _english_words()
+    untranslated = sorted({s for s in texts if s in keys or re.fullmatch(r"[a-z_]+\.[a-z_.-]+", s)})
+    left = sorted(
+        {w for s in texts for w in re.findall(r"[A-Za-z]{3,}", s) if w.lower() in english}
+    )
+    return untranslated, left
+
+
+def test_posted_accidents_raise_an_alert_in_the_feed_without_reload(
+    browser: Any, server: dict[str, str]
+) -> None:
+    url = server["url"]
+    pg = _new_page(browser)
+    pg.goto(f"{url}/")
+    _wait_idle(pg)
+    _set_lang(pg, "en")
+    pg.wait_for_function(
+        "() => window.trafficunit.alertsLoaded && window.trafficunit.alertStream === 'open'",
+        timeout=30_000,
+    )
+    assert "live" in pg.inner_text("#alerts-live")
+    pg.evaluate("window.__sameDocument = true")
+    before = pg.evaluate("window.trafficunit.alertCount")
+    # a blue road segment, clicked at its middle (away from the intersections at its ends)
+    target = pg.evaluate(
+        """() => window.trafficunitMap.queryRenderedFeatures({layers: ['units-segments']})
+          .filter((f) => f.properties.level === 'blue' && f.properties.length_m > 80)
+          .map((f) => f.properties.unit_id)"""
+    )
+    assert target, "the demo has blue segments"
+    with urllib.request.urlopen(f"{url}/units/{target[0]}", timeout=30) as r:
+        geom = shapely.geometry.shape(json.loads(r.read())["geometry"])
+    mid = shapely.line_interpolate_point(geom, 0.5, normalized=True)
+    lon, lat = mid.x, mid.y
+    feats = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {
+                "event_id": f"webmap-live-{i}",
+                "time": f"2026-11-0{i + 1}T08:15:00+00:00",
+                "severity": "K",
+                "collision_type": "rear_end",
+            },
+        }
+        for i in range(4)
+    ]
+    fc = {"type": "FeatureCollection", "features": feats}
+    got = _post(f"{url}/accidents", fc, server["engineer"])
+    assert got["stored"] == 4, got
+    uid = got["items"][0]["unit_id"]
+    assert uid == target[0], got["items"]
+    # the feed shows the new alert, pushed over server-sent events (the page was not reloaded)
+    pg.wait_for_function(
+        f"() => window.trafficunit.alertEvents > 0 && Array.from(document.querySelectorAll("
+        f"'#alert-list li')).some((li) => /rear-end cluster/.test(li.innerText) && "
+        f"li.innerText.includes('{uid}'))",
+        timeout=60_000,
+    )
+    assert pg.evaluate("window.__sameDocument") is True
+    assert pg.evaluate("window.trafficunit.alertCount") > before
+    item = pg.locator("#alert-list li", has_text="rear-end cluster").first
+    text = item.inner_text()
+    assert "new" in text and "3 accidents" in text, text
+    # click: the map flies to it and opens it; an engineer acknowledges and opens a hazard
+    _sign_in(pg, server["engineer"], "engineer")
+    item.locator("button").click()
+    pg.wait_for_selector(".alert-popup", timeout=30_000)
+    fly = pg.evaluate("window.trafficunit.flyTarget")
+    assert abs(fly[0] - lon) < 0.01 and abs(fly[1] - lat) < 0.01
+    pg.wait_for_function("() => !window.trafficunitMap.isMoving()", timeout=30_000)
+    drawn = pg.evaluate(
+        "(() => { const m = window.trafficunitMap;"
+        " const p = m.project(window.trafficunit.flyTarget);"
+        " return m.queryRenderedFeatures([[p.x - 8, p.y - 8], [p.x + 8, p.y + 8]],"
+        " {layers: ['alerts']}).map((f) => f.properties.rule); })()"
+    )
+    assert "cluster-rear-end" in drawn
+    popup = pg.inner_text(".alert-popup")
+    assert uid in popup and "webmap-live-0" in popup
+    steps = pg.eval_on_selector_all(
+        ".alert-popup [data-alert-to]", "bs => bs.map(b => b.dataset.alertTo)"
+    )
+    assert steps == ["acknowledged", "dispatched"]  # resolving is a supervisor's
+    hazards_before = pg.evaluate("window.trafficunit.hazardCount")
+    pg.click(".alert-popup [data-alert-to=acknowledged]")
+    pg.wait_for_function(
+        "() => document.querySelector('.alert-popup .answer.ok') && "
+        "window.trafficunit.lastAnswer.status === 200",
+        timeout=30_000,
+    )
+    assert "acknowledged" in pg.inner_text(".alert-popup")
+    pg.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#alert-list li.state-acknowledged'))"
+        ".some((li) => /rear-end cluster/.test(li.innerText))",
+        timeout=30_000,
+    )
+    pg.click(".alert-popup [data-alert-hazard]")
+    pg.wait_for_function(
+        "() => window.trafficunit.lastAnswer.status === 201 && "
+        f"window.trafficunit.hazardCount === {hazards_before + 1}",
+        timeout=30_000,
+    )
+    hid = pg.evaluate("window.trafficunit.lastAnswer.body.hazard_id")
+    assert f"hazard investigation {hid} opened" in pg.inner_text(".alert-popup")
+    assert pg.query_selector(".alert-popup [data-alert-hazard]") is None  # once only
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "webmap-alerts.png"))
+    # the unit's popup says when and why its level changed
+    with urllib.request.urlopen(f"{url}/units/{uid}", timeout=30) as r:
+        hist = json.loads(r.read())["level_history"]
+    # newest first: the accidents raised it from blue; the hazard opened on it may raise it more
+    assert hist and hist[-1]["from"] == "blue" and hist[-1]["reason"].startswith("accident"), hist
+    for toggle in ("#toggle-alerts", "#toggle-hazards"):  # both are drawn on the unit
+        pg.uncheck(toggle)
+    pg.click(".maplibregl-popup-close-button")
+    pg.wait_for_selector(".alert-popup", state="detached", timeout=30_000)
+    pg.wait_for_function("() => window.trafficunitMap.areTilesLoaded()", timeout=30_000)
+    pt = pg.evaluate(f"(() => window.trafficunitMap.project([{lon}, {lat}]))()")
+    box = pg.query_selector("#map canvas").bounding_box()
+    pg.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
+    pg.wait_for_selector(".unit-popup .level-history li", timeout=30_000)
+    changes = pg.inner_text(".unit-popup .level-history")
+    assert f"blue → {hist[-1]['to']}, after 4 accidents" in changes, changes
+    assert hist[-1]["at"][:16].replace("T", " ") in changes
+    if len(hist) > 1:
+        assert "open hazards (general)" in changes, changes
+    # all of it in Chinese: no key and no English left, with the field's words
+    _set_lang(pg, "zh-CN")
+    changes = pg.inner_text(".unit-popup .level-history")
+    assert "四色等级变化" in changes and "因 4 起事故" in changes, changes
+    body = pg.inner_text("body")
+    assert "预警推送" in body and "追尾事故聚集" in body and "已确认" in body
+    untranslated, left = _leftovers(pg)
+    assert untranslated == [] and left == [], (untranslated, left)
+    pg.locator("#alert-list li", has_text="追尾事故聚集").first.locator("button").click()
+    pg.wait_for_selector(".alert-popup", timeout=30_000)
+    untranslated, left = _leftovers(pg)
+    assert untranslated == [] and left == [], (untranslated, left)
+    assert pg.console_errors == [] and pg.external_requests == []
+    pg.context.close()

@@ -5,13 +5,22 @@ fires when the window's count (or EPDO) **crosses** its threshold from below; it
 only after the total fell back under the threshold. Rules are YAML or JSON::
 
     - id: cluster-rear-end
-      scope: unit            # unit | corridor (a named road) | zone (a grid cell or a column)
-      window: 30d            # s, m, h, d or w
+      scope: unit            # unit | corridor (chained units along a road) | zone (grid cell
+      window: 30d            # s, m, h, d or w             # or a column)
       where: {severity: [K, A, B], collision_type: rear_end}
       threshold: {count: 3}  # or {epdo: 100}
     - id: turned-red         # built-ins: turned-red, night-workzone-on-red, hazard-overdue
     - id: night-workzone-on-red
     - id: hazard-overdue
+
+A ``corridor`` rule counts along road chains (:func:`trafficunit.blackspots.road_corridors`:
+segments chained into continuous roads, the two carriageways of a divided road as one, the
+intersections on it included; an accident at an intersection counts on every road through
+it). With ``length_m: 500`` a window of that length slides along the road: an accident fires
+the rule when it brings some 500 m stretch around it to the threshold (within the time
+window) for the first time; the evidence is that stretch's accidents. Without ``length_m``
+the whole chain is one window. A unit's position on its chain is its middle (an
+intersection's: its node), the same in batch and live.
 
 Filters: ``severity`` (KABCO letters), ``collision_type``, ``light`` (values compared without
 case, ``_``/``-``/space alike), ``hour`` (a band ``[start, end)``, wrapping past midnight:
@@ -23,6 +32,11 @@ or one POST at a time (the server). Window counts are vectorised (``numpy`` sort
 ``searchsorted``), not a loop over events. The level built-ins (``turned-red``,
 ``night-workzone-on-red``) look at the level after each write: replay with the same write
 batches (``trafficunit warn --batch-size``) to get the same alerts as the server.
+``night-workzone-on-red`` fires when a unit turns red under an active night work zone, and
+when a night work zone is active on a unit that is red already (registered on it, or its
+period began): :meth:`Engine.workzones_on_red`, checked after each write at the write's
+latest event time (batch and server alike) and by the server at the wall-clock time when a
+site is registered, on ``GET /alerts`` and once a minute.
 
 >>> rules = load_rules([{"id": "two", "scope": "unit", "window": "1d",
 ...                      "threshold": {"count": 2}}])
@@ -102,18 +116,22 @@ class Rule:
     zone_field: str | None = None
     hour: tuple[int, int] = (19, 7)
     builtin: bool = False
+    length_m: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The rule as data (what :func:`load_rules` reads)."""
         if self.builtin:
             return {"id": self.id}
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "scope": self.scope,
             "window": f"{self.window_s}s",
             "where": dict(self.where),
             "threshold": {self.metric: self.threshold},
         }
+        if self.length_m is not None:
+            out["length_m"] = self.length_m
+        return out
 
 
 def _parse_window(value: Any, rid: str) -> int:
@@ -156,6 +174,7 @@ def _rule(raw: Any, k: int) -> Rule:
         "threshold",
         "grid_m",
         "zone_field",
+        "length_m",
         "description",
     }
     if unknown:
@@ -204,6 +223,12 @@ def _rule(raw: Any, k: int) -> Rule:
     zone_field = raw.get("zone_field")
     if zone_field is not None and scope != "zone":
         raise ValidationError(f"rule {rid!r}: zone_field needs scope: zone")
+    length_m = raw.get("length_m")
+    if length_m is not None:
+        if scope != "corridor":
+            raise ValidationError(f"rule {rid!r}: length_m needs scope: corridor")
+        if isinstance(length_m, bool) or not isinstance(length_m, int | float) or not length_m > 0:
+            raise ValidationError(f"rule {rid!r}: length_m must be a positive number of metres")
     return Rule(
         rid,
         scope=scope,
@@ -213,6 +238,7 @@ def _rule(raw: Any, k: int) -> Rule:
         threshold=float(value),
         grid_m=float(grid_m),
         zone_field=zone_field,
+        length_m=None if length_m is None else float(length_m),
     )
 
 
@@ -269,6 +295,8 @@ class _History:
     t: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     v: np.ndarray = field(default_factory=lambda: np.zeros(0, float))
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, float))
+    units: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
 
 
 class Engine:
@@ -296,10 +324,14 @@ class Engine:
         self._hist: dict[str, _History] = {r.id: _History() for r in self.rules}
         self._codes: dict[str, dict[str, int]] = {r.id: {} for r in self.rules}
         self._seen_overdue: set[str] = set()
+        #: (site, unit) pairs of night work zones active on red units already alerted
+        self.workzone_pairs: set[tuple[str, str]] = set()
         self.units = _unit_lookup(units)
+        self.chains: pd.DataFrame | None = None
+        corridor = [r.id for r in self.rules if r.scope == "corridor"]
+        if corridor:
+            self.chains = _chain_index(units, corridor[0])
         for r in self.rules:
-            if r.scope == "corridor" and "name" not in self.units:
-                raise ValidationError(f"rule {r.id!r}: scope corridor needs a unit 'name' column")
             if r.zone_field is not None and r.zone_field not in self.units:
                 raise ValidationError(f"rule {r.id!r}: the units have no column {r.zone_field!r}")
 
@@ -324,10 +356,6 @@ class Engine:
         pos = u.index.get_indexer(pd.Index(uid))
         out = np.full(len(ev), None, dtype=object)
         ok = pos >= 0
-        if rule.scope == "corridor":
-            names = u["name"].to_numpy(dtype=object)[pos[ok]]
-            out[ok] = pd.Series(names, dtype=object).where(pd.notna(names), None).to_numpy()
-            return out
         if rule.zone_field is not None:
             vals = u[rule.zone_field].to_numpy(dtype=object)[pos[ok]]
             out[ok] = pd.Series(vals, dtype=object).where(pd.notna(vals), None).to_numpy()
@@ -362,15 +390,35 @@ class Engine:
                 keep &= normed.isin(vals).to_numpy()
         return np.asarray(keep, dtype=bool)
 
+    def _on_chains(self, sel: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Accidents on road chains: one row per (accident, chain), the chain key, position."""
+        ch = self.chains
+        assert ch is not None
+        uid = sel["unit_id"].astype(str).to_numpy(dtype=object)
+        hit = pd.DataFrame({"row": np.arange(len(sel)), "unit_id": uid}).merge(
+            ch, on="unit_id", how="inner", sort=False
+        )
+        hit = hit.sort_values(["row", "chain_id"], kind="stable")
+        rows = hit["row"].to_numpy(dtype=np.int64)
+        return sel.iloc[rows], hit["key"].to_numpy(dtype=object), hit["pos_m"].to_numpy(float)
+
     def _window_rule(self, rule: Rule, ev: pd.DataFrame) -> list[dict[str, Any]]:
         mask = self._mask(rule, ev)
-        scopes = self._scope_ids(rule, ev)
-        mask &= pd.notna(scopes)
-        if not mask.any():
-            return []
+        if rule.scope == "corridor":
+            if not mask.any():
+                return []
+            sel, sid, new_pos = self._on_chains(ev.loc[mask])
+            if not len(sel):
+                return []
+        else:
+            scopes = self._scope_ids(rule, ev)
+            mask &= pd.notna(scopes)
+            if not mask.any():
+                return []
+            sel = ev.loc[mask]
+            sid = scopes[mask]
+            new_pos = np.zeros(len(sel))
         codes_of = self._codes[rule.id]
-        sel = ev.loc[mask]
-        sid = scopes[mask]
         for s in sid:
             if s not in codes_of:
                 codes_of[s] = len(codes_of)
@@ -382,12 +430,15 @@ class Engine:
             else sel["severity"].map(self.weights).fillna(self.weights["O"]).to_numpy(float)
         )
         new_ids = sel["event_id"].astype(str).to_numpy(dtype=object)
+        new_units = sel["unit_id"].astype(str).to_numpy(dtype=object)
         h = self._hist[rule.id]
         nh = len(h.codes)
         codes = np.concatenate([h.codes, new_codes])
         t = np.concatenate([h.t, new_t])
         v = np.concatenate([h.v, new_v])
         ids = np.concatenate([h.ids, new_ids])
+        pos = np.concatenate([h.pos, new_pos])
+        units = np.concatenate([h.units, new_units])
         seq = np.arange(len(codes))
         order = np.lexsort((seq, t, codes))
         comp = codes[order] * _SHIFT + t[order]
@@ -400,19 +451,36 @@ class Engine:
         # fires when the window total crosses the threshold from below (so a scope fires
         # again only after its total fell back under the threshold)
         crossing = (total >= rule.threshold) & (total - v[nh:] < rule.threshold)
+        if rule.length_m is not None:  # only where the whole chain reaches it can a stretch
+            crossing = total >= rule.threshold
         alerts: list[dict[str, Any]] = []
         for i in np.flatnonzero(crossing):  # the few that fire; the sums above are vectorised
-            ev_ids = [str(x) for x in ids[order[lb[i] : p[i] + 1]]]
+            idx = order[lb[i] : p[i] + 1]
             scope_id = str(sid[i])
+            if rule.length_m is not None:
+                got = _stretch(pos[idx], v[idx], float(new_pos[i]), rule.length_m)
+                best, lo_m, inside = got
+                if not (best >= rule.threshold and best - v[nh + i] < rule.threshold):
+                    continue
+                idx = idx[inside]
+                total[i] = best
+                scope_id = f"{scope_id}:{lo_m:.0f}-{lo_m + rule.length_m:.0f}m"
+            ev_ids = [str(x) for x in ids[idx]]
             trigger = str(new_ids[i])
             days, rest = divmod(rule.window_s, 86400)
+            unit_ids = [str(new_units[i])]
+            if rule.scope == "corridor":  # the trigger's unit first, then the others along
+                along = idx[np.argsort(pos[idx], kind="stable")]
+                unit_ids += [str(u) for u in dict.fromkeys(units[along]) if u != unit_ids[0]]
             alerts.append(
                 {
                     "id": alert_id(rule.id, scope_id, trigger),
                     "rule": rule.id,
                     "scope": rule.scope,
                     "scope_id": scope_id,
-                    "unit_ids": self._units_of(rule, scope_id, sel, int(i)),
+                    "unit_ids": unit_ids
+                    if rule.scope == "corridor"
+                    else self._units_of(rule, scope_id, sel, int(i)),
                     "time": _iso(int(new_t[i])),
                     "evidence": ev_ids,
                     "detail": f"{rule.metric} {total[i]:g} >= {rule.threshold:g} within "
@@ -422,6 +490,7 @@ class Engine:
         # keep only what a later window can still see
         keep = t > (t.max() - rule.window_s)
         h.codes, h.t, h.v, h.ids = codes[keep], t[keep], v[keep], ids[keep]
+        h.pos, h.units = pos[keep], units[keep]
         return alerts
 
     def _units_of(self, rule: Rule, scope_id: str, sel: pd.DataFrame, i: int) -> list[str]:
@@ -463,30 +532,57 @@ class Engine:
                 )
         rule = ids.get("night-workzone-on-red")
         if rule is not None and workzones is not None and len(workzones):
-            t = pd.Timestamp(t_ns, tz="UTC")
-            active = workzones[
-                (pd.to_datetime(workzones["start"], utc=True) <= t)
-                & (pd.to_datetime(workzones["end"], utc=True) >= t)
-            ]
-            if "night_works" in active:
-                active = active[active["night_works"].fillna(False).astype(bool)]
-            for uid in red:
-                on = active[
-                    active["unit_id"].astype(str).str.split(";").map(lambda s, u=uid: u in s)
-                ]
-                for site in on.get("site_code", on.get("event_id", pd.Series(dtype=object))):
-                    out.append(
-                        {
-                            "id": alert_id(rule.id, uid, f"{site}@{stamp}"),
-                            "rule": rule.id,
-                            "scope": "unit",
-                            "scope_id": uid,
-                            "unit_ids": [uid],
-                            "time": stamp,
-                            "evidence": [*ev, str(site)],
-                            "detail": f"night work zone {site} active on a unit turned red",
-                        }
-                    )
+            on = _night_zones(workzones, t_ns)
+            on = on[on["unit_id"].isin(red)]
+            for uid, site in zip(on["unit_id"], on["site"], strict=True):
+                self.workzone_pairs.add((site, uid))
+                out.append(
+                    {
+                        "id": alert_id(rule.id, uid, f"{site}@{stamp}"),
+                        "rule": rule.id,
+                        "scope": "unit",
+                        "scope_id": uid,
+                        "unit_ids": [uid],
+                        "time": stamp,
+                        "evidence": [*ev, site],
+                        "detail": f"night work zone {site} active on a unit turned red",
+                    }
+                )
+        return out
+
+    def workzones_on_red(
+        self, red_units: Any, t_ns: int, workzones: pd.DataFrame | None
+    ) -> list[dict[str, Any]]:
+        """``night-workzone-on-red`` for night work zones active at ``t_ns`` on units that are
+        red already (the zone became active, or was registered, on a red unit): once per site
+        and unit while both last (:attr:`workzone_pairs`); the alert id is stable per site,
+        unit and the zone's start, so a replay or a restart stores it once."""
+        if not any(r.id == "night-workzone-on-red" and r.builtin for r in self.rules):
+            return []
+        if workzones is None or not len(workzones):
+            self.workzone_pairs = set()
+            return []
+        on = _night_zones(workzones, t_ns)
+        on = on[on["unit_id"].isin(pd.Index(np.asarray(red_units, dtype=object)))]
+        now = set(zip(on["site"], on["unit_id"], strict=True))
+        out = []
+        for site, uid, start in zip(on["site"], on["unit_id"], on["start"], strict=True):
+            if (site, uid) in self.workzone_pairs:
+                continue
+            begun = pd.Timestamp(start).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.append(
+                {
+                    "id": alert_id("night-workzone-on-red", uid, f"{site}@start {begun}"),
+                    "rule": "night-workzone-on-red",
+                    "scope": "unit",
+                    "scope_id": uid,
+                    "unit_ids": [uid],
+                    "time": _iso(t_ns // 1_000_000_000),  # when seen (the zone is active then)
+                    "evidence": [site],
+                    "detail": f"night work zone {site} active on a red unit",
+                }
+            )
+        self.workzone_pairs = now
         return out
 
     def hazards(self, hazards: pd.DataFrame) -> list[dict[str, Any]]:
@@ -518,6 +614,90 @@ class Engine:
                 }
             )
         return out
+
+
+def _stretch(
+    pos: np.ndarray, v: np.ndarray, at: float, length: float
+) -> tuple[float, float, np.ndarray]:
+    """The stretch ``[lo, lo + length]`` containing ``at`` with the largest sum of ``v`` over
+    accidents at ``pos``: (sum, lo, which accidents lie in it); ``lo`` is its first accident.
+    Ties: the stretch furthest back along the road. Candidate stretches start at an accident
+    or end at one (the maximum is reached at one of them); vectorised over candidates x
+    accidents."""
+    eps = 1e-6
+    starts = np.concatenate(
+        [pos[(pos >= at - length) & (pos <= at)], pos[(pos >= at) & (pos <= at + length)] - length]
+    )
+    starts = np.unique(starts)
+    inside = (pos[None, :] >= starts[:, None] - eps) & (
+        pos[None, :] <= starts[:, None] + length + eps
+    )
+    sums = inside.astype(float) @ v
+    k = int(np.argmax(sums))  # the first maximum: the smallest start
+    # reported from its first accident (the same accidents: weights are positive)
+    return float(sums[k]), float(pos[inside[k]].min()), inside[k]
+
+
+def _chain_index(units: Any, rid: str) -> pd.DataFrame:
+    """unit_id -> (chain key, position along the chain) for scope corridor."""
+    from .blackspots import road_corridors
+
+    geom = getattr(units, "geometry", None) if units is not None else None
+    if units is None or geom is None or not len(units):
+        raise ValidationError(
+            f"rule {rid!r}: scope corridor needs the units (with geometry) to chain into roads"
+        )
+    try:
+        ch = road_corridors(units)
+    except ValidationError as exc:
+        raise ValidationError(f"rule {rid!r}: scope corridor: {exc}") from exc
+    road = ch["road"].astype(object).where(ch["road"].notna(), None)
+    key = [
+        f"{r}#{c}" if r is not None else f"chain{c}"
+        for r, c in zip(road.to_numpy(), ch["chain_id"].to_numpy(), strict=True)
+    ]
+    out = pd.DataFrame(
+        {
+            "unit_id": ch["unit_id"].astype(str).to_numpy(dtype=object),
+            "chain_id": ch["chain_id"].to_numpy(dtype=np.int64),
+            "key": np.array(key, dtype=object),
+            "pos_m": ((ch["start_m"] + ch["end_m"]) / 2).to_numpy(dtype=float),
+        }
+    )
+    # segments inside a complex junction count at their junction
+    frame = units.reset_index() if "unit_id" not in units.columns else units
+    if "junction_id" in frame.columns:
+        inner = frame[(frame["kind"] == "segment") & frame["junction_id"].notna()]
+        extra = pd.DataFrame(
+            {
+                "unit_id": inner["unit_id"].astype(str).to_numpy(dtype=object),
+                "junction": inner["junction_id"].astype(str).to_numpy(dtype=object),
+            }
+        ).merge(out, left_on="junction", right_on="unit_id", suffixes=("", "_j"))
+        out = pd.concat([out, extra[out.columns]], ignore_index=True)
+    return out.drop_duplicates(["unit_id", "chain_id"]).reset_index(drop=True)
+
+
+def _night_zones(workzones: pd.DataFrame, t_ns: int) -> pd.DataFrame:
+    """(site, unit_id, start) of the night work zones active at ``t_ns``, sorted; a zone
+    without ``night_works`` counts when the table has no such column."""
+    t = pd.Timestamp(t_ns, tz="UTC")
+    start = pd.to_datetime(workzones["start"], utc=True, errors="coerce")
+    end = pd.to_datetime(workzones["end"], utc=True, errors="coerce")
+    active = (start <= t) & (end.isna() | (end >= t))
+    if "night_works" in workzones:
+        active &= workzones["night_works"].astype("boolean").fillna(False).astype(bool)
+    z = workzones.loc[active.to_numpy()]
+    site_col = "site_code" if "site_code" in z else "event_id"
+    out = pd.DataFrame(
+        {
+            "site": z[site_col].astype(str).to_numpy(dtype=object),
+            "unit_id": z["unit_id"].astype(str).str.split(";").to_numpy(dtype=object),
+            "start": start[active.to_numpy()].to_numpy(),
+        }
+    ).explode("unit_id")
+    out = out[out["unit_id"].notna() & (out["unit_id"] != "")]
+    return out.sort_values(["site", "unit_id"], kind="stable").reset_index(drop=True)
 
 
 def _is_rule_list(rules: Any) -> bool:
@@ -620,12 +800,15 @@ def evaluate(
                 chunk["severity"].astype(object).to_numpy(),
                 chunk["_t"].to_numpy(dtype=np.int64) * 1_000_000_000,
             )
+            t_ns = int(chunk["_t"].max()) * 1_000_000_000
             alerts += engine.level_changes(
                 changes,
-                int(chunk["_t"].max()) * 1_000_000_000,
+                t_ns,
                 evidence=chunk["event_id"].astype(str).tolist()[-10:],
                 workzones=workzones,
             )
+            red = live.ids[live.levels() == "red"]
+            alerts += engine.workzones_on_red(red, t_ns, workzones)
     if hazards is not None:
         alerts += engine.hazards(hazards)
     return alerts

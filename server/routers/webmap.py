@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from trafficunit.ledger import PERMISSIONS, TRANSITIONS
 from trafficunit.risk import describe_events
 
+from ..alerts import TRANSITIONS as ALERT_TRANSITIONS
 from ..deps import StoreDep
 from ..errors import NotFound, Unavailable
 from ..i18n import LANGUAGES
@@ -97,6 +98,9 @@ async def map_config(request: Request, store: StoreDep) -> JSONResponse:
             "languages": list(LANGUAGES),
             "permissions": {role: sorted(acts) for role, acts in PERMISSIONS.items()},
             "transitions": [{"from": a, "to": b, "action": c} for (a, b), c in TRANSITIONS.items()],
+            "alert_transitions": [
+                {"from": a, "to": b, "action": c} for (a, b), c in ALERT_TRANSITIONS.items()
+            ],
             "basemap": {
                 "tileset": "basemap" if "basemap" in store.archives else None,
                 "style": settings.basemap_style,

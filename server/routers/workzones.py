@@ -78,6 +78,7 @@ def register_workzone(
         description=body.description,
     )
     svc.note_write()  # the live work-zone tiles show it from the next request on
+    request.app.state.store.check()  # live hooks: a night site on a red unit alerts at once
     return JSONResponse(
         _feature(zone, request, svc),
         status_code=201,

@@ -84,6 +84,7 @@
     document.querySelectorAll("[data-i18n-title]").forEach((el) => el.setAttribute("title", t(el.dataset.i18nTitle)));
     renderLegend();
     renderSpotList();
+    renderAlerts();
     renderAuth();
     filterStatus();
     if (rerender) rerender();
@@ -208,6 +209,7 @@
       loadBlackSpots();
       loadLedgerHazards();
       restoreAuth();
+      loadAlerts();
     });
   }).catch((e) => TU.errors.push(String(e)));
   $("lang").addEventListener("change", (e) => setLang(e.target.value));
@@ -226,6 +228,7 @@
       setVisible(map.getSource("ledger-hazards") ? "hazards-ledger" : "hazards", e.target.checked);
     });
     $("toggle-workzones").addEventListener("change", (e) => setVisible("workzones", e.target.checked));
+    $("toggle-alerts").addEventListener("change", (e) => setVisible("alerts", e.target.checked));
     $("toggle-blackspots").addEventListener("change", (e) => {
       ["blackspots-sections", "blackspots-points"].forEach((id) => setVisible(id, e.target.checked));
     });
@@ -285,7 +288,7 @@
   function wireClicks() {
     let selected = null;
     const unitLayers = ["units-segments", "units-intersections"].filter((id) => map.getLayer(id));
-    const pointer = ["hazards-ledger", "blackspots-points", "blackspots-sections", ...unitLayers];
+    const pointer = ["alerts", "hazards-ledger", "blackspots-points", "blackspots-sections", ...unitLayers];
     pointer.forEach((id) => {
       map.on("mouseenter", id, () => { if (!reportMode) map.getCanvas().style.cursor = "pointer"; });
       map.on("mouseleave", id, () => { if (!reportMode) map.getCanvas().style.cursor = ""; });
@@ -293,6 +296,8 @@
     map.on("click", (e) => {
       if (reportMode) { openReport(e.lngLat); return; }
       const q = (layers) => map.queryRenderedFeatures(e.point, { layers: layers.filter((id) => map.getLayer(id)) });
+      const al = q(["alerts"]);
+      if (al.length) { openAlert(al[0].properties.id, al[0].geometry.coordinates); return; }
       const hz = q(["hazards-ledger"]);
       if (hz.length) { openHazard(hz[0].properties.id, e.lngLat); return; }
       const bs = q(["blackspots-points"]).concat(q(["blackspots-sections"]));
@@ -380,6 +385,7 @@
     html += `</section><table>`;
     rows.forEach((r) => { html += `<tr><td>${esc(t(r[0]))}</td><td>${esc(r[1])}</td></tr>`; });
     html += "</table>";
+    if (s.full) html += levelHistoryHtml(s.full.level_history);
     if (s.full) {
       const u = encodeURIComponent(p.unit_id);
       html += `<p class="links">${esc(t("popup.links"))}: <a target="_blank" href="/accidents?unit_id=${u}&amp;format=csv">` +
@@ -402,6 +408,8 @@
     root.querySelectorAll("[data-hazard]").forEach((b) => b.addEventListener("click", () => openHazard(b.dataset.hazard, popup.getLngLat())));
     root.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => doTransition(b.dataset.hid, b.dataset.to, b.dataset.action)));
     root.querySelectorAll("[data-history]").forEach((b) => b.addEventListener("click", () => loadHistory(b.dataset.history)));
+    root.querySelectorAll("[data-alert-to]").forEach((b) => b.addEventListener("click", () => alertTransition(b.dataset.alertTo)));
+    root.querySelectorAll("[data-alert-hazard]").forEach((b) => b.addEventListener("click", () => alertHazard()));
     const form = root.querySelector("form.report");
     if (form) form.addEventListener("submit", (e) => { e.preventDefault(); sendReport(form); });
   }
@@ -621,6 +629,214 @@
     });
   }
 
+  // ---- warning alerts: layer, feed, live stream, work ----------------------------------------------
+  const ALERT_COLOURS = ["match", ["get", "state"], "new", "#d7191c", "acknowledged", "#fdae61",
+                         "dispatched", "#2b83ba", "#999999"];
+  let alerts = [], alertSince = 0, alertSource = null, freshAlerts = new Set();
+  TU.alertCount = 0; TU.alertEvents = 0; TU.alertStream = "closed";
+  function alertFeature(a) {
+    const props = Object.assign({}, a); delete props.geometry;
+    return { type: "Feature", id: a.n, geometry: a.geometry || null, properties: props };
+  }
+  function alertData() {
+    return { type: "FeatureCollection", features: alerts.filter((a) => a.geometry).map(alertFeature) };
+  }
+  function upsertAlert(a, fresh) {
+    const i = alerts.findIndex((x) => x.id === a.id);
+    if (i >= 0) a = Object.assign({}, alerts[i], a);
+    if (i >= 0) alerts[i] = a; else alerts.push(a);
+    alerts.sort((x, y) => y.n - x.n);  // newest first
+    alertSince = Math.max(alertSince, a.n || 0);
+    if (fresh) freshAlerts.add(a.id);
+    TU.alertCount = alerts.length;
+  }
+  function drawAlerts() {
+    const src = map && map.getSource("alerts");
+    if (src) src.setData(alertData());
+    renderAlerts();
+    if (TU.alertState && rerender) {
+      const cur = alerts.find((x) => x.id === TU.alertState.id);
+      if (cur) { TU.alertState.a = Object.assign({}, TU.alertState.a, cur); rerender(); }
+    }
+  }
+  function loadAlerts() {
+    return fetch("/alerts?format=geojson&order=newest&limit=500", { headers: authHeaders() }).then((r) => {
+      if (!r.ok) { TU.alertsFailed = r.status; renderAlerts(); return null; }
+      TU.alertsFailed = null;
+      return r.json();
+    }).then((fc) => {
+      if (!fc) return;
+      fc.features.forEach((f) => upsertAlert(Object.assign({ id: f.id, geometry: f.geometry }, f.properties), false));
+      if (!map.getSource("alerts")) {
+        map.addSource("alerts", { type: "geojson", data: alertData() });
+        map.addLayer({ id: "alerts", type: "circle", source: "alerts",
+          paint: { "circle-color": ALERT_COLOURS, "circle-opacity": 0.85,
+                   "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 5, 16, 11],
+                   "circle-stroke-color": "#000000", "circle-stroke-width": 1.5 } });
+        setVisible("alerts", $("toggle-alerts").checked);
+      }
+      drawAlerts();
+      TU.alertsLoaded = true;
+      streamAlerts();
+    }).catch((e) => TU.errors.push(`alerts: ${e}`));
+  }
+  /** New alerts as they fire: server-sent events, resumed after the last one seen (the browser
+      sends Last-Event-ID when it reconnects). Reads that need a token: polled with it instead. */
+  function streamAlerts() {
+    if (alertSource) return;
+    if (!window.EventSource) { pollAlerts(); return; }
+    const es = alertSource = new EventSource(`/alerts/stream?after=${alertSince}`);
+    es.addEventListener("open", () => { TU.alertStream = "open"; renderAlertsLive(); });
+    es.addEventListener("alert", (e) => {
+      const a = JSON.parse(e.data);
+      TU.alertEvents += 1;
+      upsertAlert(a, true);
+      drawAlerts();
+    });
+    es.addEventListener("error", () => {
+      TU.alertStream = es.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
+      renderAlertsLive();
+      if (es.readyState === EventSource.CLOSED) { alertSource = null; pollAlerts(); }
+    });
+  }
+  function pollAlerts() {
+    if (TU.alertPolling) return;
+    TU.alertPolling = true; TU.alertStream = "polling"; renderAlertsLive();
+    const tick = () => fetch("/alerts?order=newest&limit=100", { headers: authHeaders() })
+      .then((r) => (r.ok ? r.json() : null)).then((b) => {
+        if (b) { b.alerts.filter((a) => a.n > alertSince).reverse().forEach((a) => upsertAlert(a, true)); drawAlerts(); }
+      }).catch(() => null).then(() => setTimeout(tick, 5000));
+    tick();
+  }
+  function renderAlertsLive() {
+    const el = $("alerts-live");
+    if (el) el.textContent = t(`alerts.stream_${TU.alertStream}`);
+  }
+  function alertWhen(a) { return String(a.time || a.created_at || "").slice(0, 16).replace("T", " "); }
+  function ruleName(id) { return has(`warn_rule.${id}`) ? t(`warn_rule.${id}`) : null; }
+  function ruleHtml(id) {  // a rule of the shipped four in words, a site's own rule as its id
+    const name = ruleName(id);
+    return name ? esc(name) : `<code>${esc(id)}</code>`;
+  }
+  function renderAlerts() {
+    const ol = $("alert-list");
+    if (!ol) return;
+    renderAlertsLive();
+    $("alerts-count").textContent = TU.alertsFailed ? t("alerts.need_token") :
+      (alerts.length ? t("alerts.count", { n: alerts.length }) : t("alerts.none"));
+    ol.innerHTML = alerts.slice(0, 200).map((a) => {
+      const units = (a.unit_ids || []).slice(0, 3).join(", ") + ((a.unit_ids || []).length > 3 ? " …" : "");
+      return `<li class="state-${esc(a.state)}${freshAlerts.has(a.id) ? " fresh" : ""}" data-alert-id="${esc(a.id)}">` +
+        `<button type="button" class="linklike" data-alert-fly="${esc(a.id)}">${ruleHtml(a.rule)}</button> ` +
+        `<span class="hint">${esc(alertWhen(a))}</span><br><span class="alert-state">${esc(word("alert_state", a.state))}</span>` +
+        ` · ${esc(t("count.accidents", { n: (a.evidence || []).length }))}` +
+        ` · ${esc(a.assignee ? t("alerts.assigned_to", { who: a.assignee }) : t("alerts.unassigned"))}` +
+        (units ? ` · <code>${esc(units)}</code>` : "") + "</li>";
+    }).join("");
+    ol.querySelectorAll("[data-alert-fly]").forEach((b) => b.addEventListener("click", () => flyToAlert(b.dataset.alertFly)));
+  }
+  function flyToAlert(id) {
+    const a = alerts.find((x) => x.id === id);
+    if (!a) return;
+    freshAlerts.delete(id);
+    renderAlerts();
+    if (a.geometry) {
+      TU.flyTarget = a.geometry.coordinates;
+      map.flyTo({ center: a.geometry.coordinates, zoom: Math.max(map.getZoom(), 16), duration: 800 });
+      openAlert(id, a.geometry.coordinates);
+    } else openAlert(id, map.getCenter());
+  }
+  function openAlert(id, lngLat) {
+    const state = { id: id, a: alerts.find((x) => x.id === id) || null, answer: null };
+    TU.alertState = state;
+    showPopup(lngLat, () => alertHtml(state));
+  }
+  function alertSteps(a) {
+    const acts = (cfg.permissions || {})[TU.role] || [];
+    return (cfg.alert_transitions || []).filter((tr) => tr.from === a.state && acts.includes(tr.action));
+  }
+  function alertHtml(s) {
+    const a = s.a;
+    let html = `<div class="popup alert-popup"><h3>${esc(t("alerts.one"))} · ${ruleHtml(a.rule)}</h3><table>`;
+    const ev = (a.evidence || []);
+    const rows = [
+      ["alerts.scope", esc(word("warn_scope", a.scope)) + (a.scope !== "unit" ? ` <code>${esc(a.scope_id)}</code>` : "")],
+      ["alerts.units", `<code>${esc((a.unit_ids || []).join(", "))}</code>`],
+      ["alerts.evidence", esc(t("count.accidents", { n: ev.length })) + (ev.length ? ` <code>${esc(ev.slice(0, 10).join(", "))}${ev.length > 10 ? " …" : ""}</code>` : "")],
+      ["alerts.time", esc(alertWhen(a))],
+      ["alerts.state", esc(word("alert_state", a.state))],
+      ["alerts.assignee", esc(a.assignee || t("alerts.unassigned"))],
+      ["alerts.detail", a.detail ? `<code>${esc(a.detail)}</code>` : null],
+      ["alerts.hazard", a.hazard_id ? `<button type="button" class="linklike" data-hazard="${esc(a.hazard_id)}">${esc(a.hazard_id)}</button>` : null],
+    ].filter((r) => r[1]);
+    html += rows.map((r) => `<tr><td>${esc(t(r[0]))}</td><td>${r[1]}</td></tr>`).join("") + "</table>";
+    html += `<h4>${esc(t("hazard.actions"))}</h4>`;
+    if (!TU.role) html += `<p class="hint">${esc(t("alerts.sign_in_to_act"))}</p>`;
+    else {
+      const steps = alertSteps(a);
+      const mayHazard = ((cfg.permissions || {})[TU.role] || []).includes("report") && !a.hazard_id;
+      if (!steps.length && !mayHazard) html += `<p class="hint">${esc(t("hazard.no_actions"))}</p>`;
+      else {
+        html += `<div class="steps">`;
+        if (steps.some((st) => st.to === "dispatched")) {
+          html += `<label>${esc(t("alerts.dispatch_to"))} <input class="al-assignee" value="${esc(a.assignee || "")}"></label>`;
+        }
+        if (steps.length) html += `<label>${esc(t("hazard.comment"))} <input class="al-comment"></label>`;
+        html += steps.map((st) => `<button type="button" data-alert-to="${esc(st.to)}">${esc(word("alert_action", st.to))}</button>`).join(" ");
+        if (mayHazard) html += ` <button type="button" data-alert-hazard="${esc(a.id)}">${esc(t("alerts.open_hazard"))}</button>`;
+        html += "</div>";
+      }
+    }
+    if (s.answer) html += `<p class="answer ${s.answer.ok ? "ok" : "bad"}" role="status">${esc(s.answer.text)}</p>`;
+    return html + "</div>";
+  }
+  function alertAnswer(s, r, b) {
+    s.answer = { ok: r.ok, text: answerText(r.status, r.ok ? null : b) };
+    TU.lastAnswer = { status: r.status, body: b };
+    if (r.ok) { upsertAlert(Object.assign({ geometry: s.a.geometry }, b), false); s.a = alerts.find((x) => x.id === s.id); drawAlerts(); }
+    if (rerender) rerender();
+    return r.ok;
+  }
+  function alertTransition(to) {
+    const s = TU.alertState, root = popup.getElement();
+    const val = (sel) => { const el = root.querySelector(sel); return el && el.value.trim() ? el.value.trim() : null; };
+    const body = { to: to };
+    if (to === "dispatched" && val(".al-assignee")) body.assignee = val(".al-assignee");
+    if (val(".al-comment")) body.comment = val(".al-comment");
+    fetch(`/alerts/${encodeURIComponent(s.id)}/transitions`, { method: "POST", body: JSON.stringify(body),
+      headers: authHeaders({ "Content-Type": "application/json" }) })
+      .then((r) => r.json().catch(() => null).then((b) => alertAnswer(s, r, b)));
+  }
+  function alertHazard() {
+    const s = TU.alertState;
+    fetch(`/alerts/${encodeURIComponent(s.id)}/hazard`, { method: "POST", body: "{}",
+      headers: authHeaders({ "Content-Type": "application/json" }) })
+      .then((r) => r.json().catch(() => null).then((b) => {
+        if (alertAnswer(s, r, b)) { s.answer.text = t("alerts.hazard_opened", { id: b.hazard_id }); loadLedgerHazards(); rerender(); }
+      }));
+  }
+
+  /** Why a unit's level changed, in words (the server writes "accident E1, E2 and 3 more",
+      "open hazard(s) H1 (major)", "hazard closed"); anything else is shown as written. */
+  function levelReason(reason) {
+    const r = String(reason || "");
+    let m = r.match(/^accident (.+?)(?: and (\d+) more)?$/);
+    if (m) {
+      const ids = m[1].split(", ");
+      return `${esc(t("levels.by_accidents", { n: ids.length + Number(m[2] || 0) }))} <code>${esc(m[1])}${m[2] ? " …" : ""}</code>`;
+    }
+    m = r.match(/^open hazard\(s\) (.+) \((.+)\)$/);
+    if (m) return `${esc(t("levels.by_hazards", { grades: m[2].split(", ").map((g) => word("grade", g)).join("、") }))} <code>${esc(m[1])}</code>`;
+    if (r === "hazard closed") return esc(t("levels.hazard_closed"));
+    return `<code>${esc(r)}</code>`;
+  }
+  function levelHistoryHtml(hist) {
+    if (!hist || !hist.length) return "";
+    return `<section class="level-history"><h4>${esc(t("levels.heading"))}</h4><ol class="levels">` +
+      hist.slice(0, 10).map((h) => `<li>${esc(t("levels.row", { time: String(h.at || "").slice(0, 16).replace("T", " "),
+        from: level(h.from), to: level(h.to) }))} ${levelReason(h.reason)}</li>`).join("") + "</ol></section>";
+  }
+
   // ---- sign in and report --------------------------------------------------------------------------
   function renderAuth() {
     const signed = !!TU.role;
@@ -635,7 +851,10 @@
   function signIn(token) {
     return fetch("/tokens/me", { headers: { Authorization: `Bearer ${token}` } })
       .then((r) => r.json().catch(() => null).then((b) => [r, b])).then(([r, b]) => {
-        if (r.ok) { sessionStorage.setItem(TOKEN_KEY, token); TU.role = b.role; $("work-status").textContent = ""; }
+        if (r.ok) {
+          sessionStorage.setItem(TOKEN_KEY, token); TU.role = b.role; $("work-status").textContent = "";
+          if (TU.alertsFailed && map) loadAlerts();  // reads that need a token
+        }
         else { sessionStorage.removeItem(TOKEN_KEY); TU.role = null; $("work-status").textContent = t("auth.failed", { reason: answerText(r.status, b) }); }
         renderAuth();
         if (rerender) rerender();
