@@ -26,7 +26,21 @@ from trafficunit.mvt import TileCache
 from .archive import Archive
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
-from .routers import accidents, blackspots, hazards, kpis, meta, tiles, tokens, units, workzones
+from .operations import ops_lifespan
+from .routers import (
+    accidents,
+    blackspots,
+    hazards,
+    investigations,
+    kpis,
+    meta,
+    roadchiefs,
+    tiles,
+    tokens,
+    units,
+    workzones,
+    zones,
+)
 from .settings import Settings
 from .store import DataStore
 from .tilehttp import TileAnswer, accepts_gzip, etag_matches, parse_zxy, stored_tile
@@ -39,6 +53,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
+ROUTERS += [zones.router, investigations.router, roadchiefs.router]
 
 
 _MEMO_MAX = 65536
@@ -283,7 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            async with ledger_lifespan(app):
+            async with ledger_lifespan(app), ops_lifespan(app):
                 yield
         finally:
             for archive in app.state.store.archives.values():

@@ -48,6 +48,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "equal a single-process run. An interrupted run started again resumes where it stopped.",
     ),
     "tokens": ("tokens", "Create, list and revoke access tokens of the hazard ledger."),
+    "zones": ("zones", "Load, generate and list the jurisdiction trees of a data folder."),
 }
 
 #: Modules defining verbs (all of them; imported on demand).

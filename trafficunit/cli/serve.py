@@ -205,6 +205,11 @@ def build_demo(
         _write(frame, out / f"{name}.parquet")
     _write(spots, out / "black_spots.parquet")
     lap("write")
+    from ..zones import generate_zones, write_folder_zones
+
+    # GENERATED jurisdiction trees (admin, police, grid) so zone views and KPIs answer
+    zones_report = write_folder_zones(out, generate_zones(risk), merge=False)
+    lap("zones")
     report = tu.tiles.build_tiles_report(
         risk,
         output=out / "risk.pmtiles",
@@ -230,6 +235,7 @@ def build_demo(
             "levels": {str(k): int(v) for k, v in risk["level"].value_counts().items()},
         },
         "tiles": {"features": report.features, "bytes": report.bytes},
+        "zones": {"generated": True, **zones_report},
         "timings_s": timings,
     }
     with io.atomic_path(out / "manifest.json") as tmp:
