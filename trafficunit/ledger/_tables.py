@@ -8,21 +8,21 @@ placeholders; :func:`ensure` runs them once per open database, in one write tran
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 
 from ._db import Database
 
-_done: dict[tuple[int, str], bool] = {}
+_done: weakref.WeakKeyDictionary[Database, set[str]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def ensure(db: Database, key: str, ddl: Sequence[str]) -> None:
     """Create the tables of ``key`` in ``db`` if they do not exist yet."""
-    k = (id(db), key)
-    if _done.get(k):
+    if key in _done.get(db, ()):
         return
     with _lock:
-        if _done.get(k):
+        if key in _done.get(db, ()):
             return
         if db.dialect == "postgresql":
             subst = {"PK": "BIGSERIAL PRIMARY KEY", "REAL": "DOUBLE PRECISION"}
@@ -31,4 +31,4 @@ def ensure(db: Database, key: str, ddl: Sequence[str]) -> None:
         with db.transaction(write=True) as tx:
             for stmt in ddl:
                 tx.execute(stmt.format(**subst))
-        _done[k] = True
+        _done.setdefault(db, set()).add(key)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import lifecycle as lc
@@ -166,7 +167,7 @@ def open_investigations(
     if not len(accidents) or not {"event_id", "severity"} <= set(accidents.columns):
         return []
     sev = accidents["severity"].astype("string").str.upper()
-    keep = sev.isin(sorted(rule.severities)).fillna(False).to_numpy()
+    keep = np.array(sev.isin(sorted(rule.severities)).fillna(False).to_numpy(), dtype=bool)
     times = (
         pd.to_datetime(accidents["time"], utc=True, errors="coerce")
         if "time" in accidents.columns

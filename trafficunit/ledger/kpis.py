@@ -579,7 +579,7 @@ def _counts(
         )
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     for c in COUNTS:
-        rows[c] = rows[c].fillna(False).astype("int64") if c in rows else 0
+        rows[c] = rows[c].astype("float64").fillna(0.0).astype("int64") if c in rows else 0
     per_level = []
     for c in cols:
         g = rows.dropna(subset=[c]).groupby(c)[list(COUNTS)].sum()
