@@ -262,3 +262,23 @@ def test_fatal_review_over_http(client: TestClient) -> None:
     r = client.post(f"/reviews/{acc}", json={"checks": checks}, headers=sup)
     assert r.status_code == 200 and r.json()["complete"] is True
     assert client.get("/reviews", params={"confirmed": True}).json()["total"] == 1
+
+
+def test_hazards_carry_their_zones(client: TestClient) -> None:
+    eng = token(client, "engineer")
+    units = client.get("/units", params={"limit": 50, "kind": "segment"}).json()["features"]
+    u = units[0]
+    coords = u["geometry"]["coordinates"]
+    h = client.post(
+        "/hazards",
+        json={
+            "geometry": {"type": "Point", "coordinates": coords[0]},
+            "category": "facility.signs",
+        },
+        headers=eng,
+    ).json()
+    z = client.get(f"/hazards/{h['id']}/zones").json()
+    unit = client.get(f"/units/{z['unit_id']}").json()
+    props = unit.get("properties", unit)
+    assert z["zones"]["zone_admin_community"] == props["zone_admin_community"]
+    assert client.get("/hazards/H999999/zones").status_code == 404

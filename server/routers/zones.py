@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -13,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from trafficunit.ledger.kpis import zone_levels
 from trafficunit.settings import RISK_COLOURS, RiskSettings
+from trafficunit.zones import assign_events
 
 from ..errors import BadRequest
-from ..ledger import ReaderDep
+from ..ledger import ReaderDep, ServiceDep
 from ..operations import OpsDep
 
 router = APIRouter(tags=["zones"])
@@ -118,4 +121,26 @@ async def zones(
             "features": feats,
         },
         media_type="application/geo+json",
+    )
+
+
+@router.get(
+    "/hazards/{hazard_id}/zones",
+    summary="The zone codes of a hazard per tree and level (by its unit, else its position)",
+)
+def hazard_zones(hazard_id: str, ops: OpsDep, svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
+    z = ops.require_zones()
+    h = svc.ledger.get(hazard_id)
+    store = ops.store
+    assert store is not None
+    ev = gpd.GeoDataFrame(
+        {"unit_id": [h.unit_ids[0] if h.unit_ids else None]}, geometry=[h.geometry], crs=4326
+    )
+    codes = assign_events(ev, z, unit_zones=ops.unit_zones(store)).iloc[0]
+    return JSONResponse(
+        {
+            "id": h.id,
+            "unit_id": ev["unit_id"].iloc[0],
+            "zones": {c: (None if pd.isna(v) else str(v)) for c, v in codes.items()},
+        }
     )
