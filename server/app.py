@@ -34,6 +34,7 @@ from .routers import (
     investigations,
     kpis,
     meta,
+    public,
     roadchiefs,
     tiles,
     tokens,
@@ -53,7 +54,7 @@ Send = Callable[[Message], Awaitable[None]]
 #: Routers mounted by :func:`create_app`; later features add theirs here.
 ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
-ROUTERS += [zones.router, investigations.router, roadchiefs.router]
+ROUTERS += [zones.router, investigations.router, roadchiefs.router, public.router]
 
 
 _MEMO_MAX = 65536

@@ -31,6 +31,7 @@ from trafficunit.ledger import investigations as inv
 from trafficunit.ledger import roadchiefs as rc
 from trafficunit.ledger import supervision as sup
 from trafficunit.ledger.kpis import DEFAULT_TARGETS, DEFAULT_WEIGHTS, KpiSettings, load_targets
+from trafficunit.ledger.public import RateLimiter
 from trafficunit.zones import FOLDER_FILE, Zones, assign_units, read_folder_zones
 
 from .errors import BadRequest
@@ -74,6 +75,18 @@ class OperationsSettings(BaseSettings):
         default=None, description="Tree of /kpis and /zones when none is asked (default: first)"
     )
     grid_tree: str = Field(default="grid", description="The tree whose zones are the grids")
+    public_rate_limit: int = Field(
+        default=10, description="Public reports accepted per client per window"
+    )
+    public_rate_window_s: float = Field(default=3600.0, description="The window, seconds")
+    public_max_bytes: int = Field(default=20_000, description="Largest public report body")
+    evidence_dir: Path | None = Field(
+        default=None, description="Where evidence files are kept (default: data folder/evidence)"
+    )
+    evidence_max_bytes: int = Field(
+        default=5_000_000,
+        description="Largest evidence file (also bounded by TRAFFICUNIT_LEDGER_MAX_BODY_BYTES)",
+    )
 
 
 class OperationsService:
@@ -101,6 +114,8 @@ class OperationsService:
             levels=tuple(self.ops.supervision_levels),
             escalate_after_days=self.ops.escalate_after_days,
         )
+        self.public_limiter = RateLimiter(self.ops.public_rate_limit, self.ops.public_rate_window_s)
+        self.evidence_dir = self.ops.evidence_dir or (Path(self.settings.data_dir) / "evidence")
         self._lock = threading.Lock()
         self._zones: Zones | None = None
         self._zones_key: Any = None
