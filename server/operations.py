@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit.ledger import investigations as inv
+from trafficunit.ledger.catalogue import load_catalogue_set
+from trafficunit.ledger.errors import ValidationError as LedgerValidationError
 from trafficunit.ledger import roadchiefs as rc
 from trafficunit.ledger import supervision as sup
 from trafficunit.ledger.kpis import DEFAULT_TARGETS, DEFAULT_WEIGHTS, KpiSettings, load_targets
@@ -75,6 +77,10 @@ class OperationsSettings(BaseSettings):
         default=None, description="Tree of /kpis and /zones when none is asked (default: first)"
     )
     grid_tree: str = Field(default="grid", description="The tree whose zones are the grids")
+    catalogue_overlays: list[Path] = Field(
+        default_factory=list,
+        description="District catalogue overlays (JSON files; items added in their zone only)",
+    )
     public_rate_limit: int = Field(
         default=10, description="Public reports accepted per client per window"
     )
@@ -127,6 +133,12 @@ class OperationsService:
         inv.ensure_tables(self.ledger)
         sup.ensure_tables(self.ledger)
         rc.ensure_tables(self.ledger)
+        self.catalogues = load_catalogue_set(
+            self.ledger.settings.catalogue, [str(p) for p in self.ops.catalogue_overlays]
+        )
+        if self.catalogues.overlays:
+            self.ledger.catalogue = self.catalogues.union()
+            self.ledger.report_hooks.append(self._check_category)
         self.ledger.report_hooks.append(rc.router(self.ledger, self._routing_context))
 
     # -- zones
@@ -216,6 +228,23 @@ class OperationsService:
                     uz.index = f.index.astype(str)
                     self._uz, self._uz_key = uz, key
         return self._uz
+
+    def _check_category(
+        self, tx: Any, pk: int, category: str, grade: str | None, unit_ids: list[str]
+    ) -> None:
+        """Refuse a district item reported outside its district ("1 + N")."""
+        if category in self.catalogues.city.items:
+            return
+        _, uz = self._routing_context()
+        codes: list[str] = []
+        if unit_ids and uz is not None and unit_ids[0] in uz.index:
+            codes = [str(v) for v in uz.loc[unit_ids[0]].dropna()]
+        if not self.catalogues.allowed(category, codes):
+            zones = sorted(o.zone for o in self.catalogues.overlays if category in o.items)
+            raise LedgerValidationError(
+                f"category {category!r} is a district item of {', '.join(zones)}; this place "
+                "is outside it (GET /catalogue?zone=CODE lists the items valid there)"
+            )
 
     def _routing_context(self) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
         store = self.store

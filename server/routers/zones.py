@@ -144,3 +144,28 @@ def hazard_zones(hazard_id: str, ops: OpsDep, svc: ServiceDep, reader: ReaderDep
             "zones": {c: (None if pd.isna(v) else str(v)) for c, v in codes.items()},
         }
     )
+
+
+@router.get("/catalogue", summary="The hazard catalogue valid in a zone: the city's plus overlays")
+def catalogue(
+    ops: OpsDep,
+    reader: ReaderDep,
+    zone: Annotated[
+        str | None, Query(description="A zone code (its overlays apply); none: the city's")
+    ] = None,
+) -> JSONResponse:
+    cs = ops.catalogues
+    cat = cs.city if zone is None else cs.for_zones([zone])
+    return JSONResponse(
+        {
+            "version": cat.version,
+            "set_version": cs.version,
+            "overlays": [
+                {"zone": o.zone, "tree": o.tree, "version": o.version, "items": sorted(o.items)}
+                for o in cs.overlays
+            ],
+            "classes": len(cat.classes),
+            "items": len(cat.items),
+            "catalogue": cat.document,
+        }
+    )

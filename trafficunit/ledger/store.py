@@ -978,6 +978,8 @@ class Ledger:
         for hook in self.report_hooks:
             try:
                 out.update(hook(tx, pk, category, grade, list(unit_ids)) or {})
+            except ValidationError:  # a hook refusing the report (e.g. a district-only item)
+                raise
             except Exception as exc:  # routing must never lose a report
                 out["routing_error"] = str(exc)[:500]
         sets = {k: str(out[k])[:200] for k in ("responsible", "road_chief") if out.get(k)}
