@@ -28,10 +28,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit.ledger import investigations as inv
-from trafficunit.ledger.catalogue import load_catalogue_set
-from trafficunit.ledger.errors import ValidationError as LedgerValidationError
 from trafficunit.ledger import roadchiefs as rc
 from trafficunit.ledger import supervision as sup
+from trafficunit.ledger.catalogue import load_catalogue_set
+from trafficunit.ledger.errors import ValidationError as LedgerValidationError
 from trafficunit.ledger.kpis import DEFAULT_TARGETS, DEFAULT_WEIGHTS, KpiSettings, load_targets
 from trafficunit.ledger.public import RateLimiter
 from trafficunit.zones import FOLDER_FILE, Zones, assign_units, read_folder_zones

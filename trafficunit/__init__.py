@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         tiles,
         timefilter,
         units,
+        zones,
     )
     from .blackspots import find_black_spots
     from .distributed import run_pipeline
@@ -84,6 +85,7 @@ __all__ = [
     "timefilter",
     "units",
     "write_table",
+    "zones",
 ]
 
 
@@ -124,6 +126,7 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "zones": "zones",
 }
 
 
