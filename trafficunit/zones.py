@@ -394,7 +394,11 @@ def _metric(units: gpd.GeoSeries) -> Any:
         raise ValidationError("the units have no CRS; set it (e.g. EPSG:4326)")
     if units.crs.is_projected:
         return units.crs
-    return units.estimate_utm_crs() if len(units) else "EPSG:3857"
+    if not len(units):
+        return "EPSG:3857"
+    x0, y0, x1, y1 = units.to_crs(4326).total_bounds  # the UTM zone of the extent's centre
+    centre = gpd.GeoSeries([shapely.Point((x0 + x1) / 2, (y0 + y1) / 2)], crs=4326)
+    return centre.estimate_utm_crs()
 
 
 def _leaf_of(geoms: np.ndarray, leaves: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -414,7 +418,8 @@ def _leaf_of(geoms: np.ndarray, leaves: np.ndarray, codes: np.ndarray) -> np.nda
     g = geoms[pos][g_i]
     dim = shapely.get_dimensions(g)
     measure = np.ones(len(g_i))
-    heavy = dim > 0
+    counts = np.bincount(g_i, minlength=len(pos))
+    heavy = (dim > 0) & (counts[g_i] > 1)  # a unit meeting one leaf needs no measuring
     if heavy.any():
         inter = shapely.intersection(g[heavy], leaves[z_i[heavy]])
         measure[heavy] = np.where(dim[heavy] == 1, shapely.length(inter), shapely.area(inter))
@@ -423,6 +428,19 @@ def _leaf_of(geoms: np.ndarray, leaves: np.ndarray, codes: np.ndarray) -> np.nda
     first = np.r_[True, g_s[1:] != g_s[:-1]]
     out[pos[g_s[first]]] = z_s[first]
     return out
+
+
+def _by_leaf(
+    zones: Zones, tree: str, codes: np.ndarray, hit: np.ndarray, index: pd.Index
+) -> pd.DataFrame:
+    """Every level's code for leaf positions ``hit`` (-1: none), without per-row Python."""
+    table = zones.lineage(tree, codes)  # one row per leaf
+    out = {}
+    for c in table.columns:
+        col = np.append(table[c].astype(object).to_numpy(), None)  # position -1: no zone
+        vals = col[np.where(hit >= 0, hit, len(col) - 1)]
+        out[c] = pd.array(vals, dtype="string")
+    return pd.DataFrame(out, index=index)
 
 
 def assign_units(
@@ -453,10 +471,7 @@ def assign_units(
         leaf_geoms = np.asarray(leaves.geometry.to_crs(crs).array, dtype=object)
         codes = leaves["code"].astype(str).to_numpy()
         hit = _leaf_of(geoms, leaf_geoms, codes)
-        leaf = pd.Series(np.where(hit >= 0, codes[np.maximum(hit, 0)], None), dtype="string")
-        lin = zones.lineage(tree, leaf)
-        lin.index = units.index
-        parts.append(lin)
+        parts.append(_by_leaf(zones, tree, codes, hit, units.index))
     if not parts:
         return pd.DataFrame(index=units.index)
     return pd.concat(parts, axis=1)
@@ -506,8 +521,7 @@ def assign_events(
             leaves = zones.leaves(tree)
             codes = leaves["code"].astype(str).to_numpy()
             hit = _leaf_of(pts, np.asarray(leaves.geometry.array, dtype=object), codes)
-            leaf = pd.Series(np.where(hit >= 0, codes[np.maximum(hit, 0)], None), dtype="string")
-            lin = zones.lineage(tree, leaf)
+            lin = _by_leaf(zones, tree, codes, hit, pd.RangeIndex(len(hit)))
             for c in lin.columns:
                 out.loc[rest, c] = lin[c].to_numpy()
     return out
