@@ -48,6 +48,16 @@ def token(c: TestClient, role: str) -> dict[str, str]:
 
 def test_the_demo_ships_generated_zones_and_kpis_answer(client: TestClient, demo: Path) -> None:
     assert (demo / "zones.parquet").exists()
+    # the risk tiles carry the zone codes too
+    import gzip
+
+    import mapbox_vector_tile
+    from pmtiles.reader import MmapSource, Reader, all_tiles
+
+    with open(demo / "risk.pmtiles", "rb") as f:
+        z15 = next(d for (z, _, _), d in all_tiles(Reader(MmapSource(f)).get_bytes) if z == 15)
+    layers = mapbox_vector_tile.decode(gzip.decompress(z15) if z15[:2] == b"\x1f\x8b" else z15)
+    assert "zone_admin_community" in layers["units"]["features"][0]["properties"]
     trees = client.get("/zones/trees").json()
     assert trees["default"] == "admin" and all(t["generated"] for t in trees["trees"].values())
     k = client.get("/kpis")
@@ -232,6 +242,10 @@ def test_a_report_inside_a_grid_reaches_its_chief_over_http(client: TestClient) 
     assert props["road_chief"] == "Grid 3 chief" and props["responsible"] == "Township 3"
     who = client.get("/road-chiefs", params={"unit_id": h["unit_ids"][0]}).json()
     assert who["road_chief"]["name"] == "Grid 3 chief"
+    per_unit = client.get("/road-chiefs/units").json()
+    in_g3 = [u["id"] for u in units if u["properties"]["zone_grid_grid"] == "GENG-3"]
+    assert set(in_g3) <= {i["unit_id"] for i in per_unit["items"]}
+    assert {i["road_chief"] for i in per_unit["items"]} == {"Grid 3 chief"}
     rules = client.put(
         "/routing-rules",
         json={"rules": [{"tree": "grid", "zone": "GENG-3", "responsible": "Roads bureau 3"}]},

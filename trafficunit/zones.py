@@ -51,6 +51,7 @@ __all__ = [
     "merge_zones",
     "read_folder_zones",
     "read_zones",
+    "with_zone_columns",
     "write_folder_zones",
     "zone_column",
     "zones_from_frame",
@@ -658,6 +659,24 @@ def read_folder_zones(folder: str | Path) -> Zones | None:
         raise InputFileError(f"{p}: {exc}") from exc
 
 
+def with_zone_columns(
+    units: gpd.GeoDataFrame, zones: Zones, events: dict[str, gpd.GeoDataFrame] | None = None
+) -> tuple[gpd.GeoDataFrame, dict[str, gpd.GeoDataFrame], dict[str, Any]]:
+    """Units and event tables with fresh ``zone_<tree>_<level>`` columns, and counts (rows,
+    rows in no zone of the first tree) per table."""
+    uz = assign_units(units, zones)
+    first = zones.columns()[0]
+    report: dict[str, Any] = {"units": {"rows": len(units), "outside": int(uz[first].isna().sum())}}
+    out_units = _with(units, uz)
+    uz.index = uz.index.astype(str)
+    out_events = {}
+    for name, ev in (events or {}).items():
+        ez = assign_events(ev, zones, unit_zones=uz)
+        out_events[name] = _with(ev, ez)
+        report[name] = {"rows": len(ev), "outside": int(ez[first].isna().sum())}
+    return out_units, out_events, report
+
+
 def write_folder_zones(folder: str | Path, zones: Zones, *, merge: bool = True) -> dict[str, Any]:
     """Store ``zones`` in a data folder and put the zone columns on its tables.
 
@@ -673,20 +692,14 @@ def write_folder_zones(folder: str | Path, zones: Zones, *, merge: bool = True) 
         raise InputFileError(f"{folder}: no units.parquet (build the data folder first)")
     allz = merge_zones(read_folder_zones(folder), zones) if merge else zones
     units = read_table(folder / "units.parquet")
-    uz = assign_units(units, allz)
-    report: dict[str, Any] = {"trees": {t: list(v) for t, v in allz.trees.items()}}
-    first = allz.columns()[0]
-    frames: dict[str, gpd.GeoDataFrame] = {"units": _with(units, uz)}
-    report["units"] = {"rows": len(units), "outside": int(uz[first].isna().sum())}
-    uz.index = uz.index.astype(str)
-    for name in FOLDER_TABLES[1:]:
-        path = folder / f"{name}.parquet"
-        if not path.exists():
-            continue
-        ev = gpd.read_parquet(path)
-        ez = assign_events(ev, allz, unit_zones=uz)
-        frames[name] = _with(ev, ez)
-        report[name] = {"rows": len(ev), "outside": int(ez[first].isna().sum())}
+    events = {
+        name: gpd.read_parquet(folder / f"{name}.parquet")
+        for name in FOLDER_TABLES[1:]
+        if (folder / f"{name}.parquet").exists()
+    }
+    new_units, new_events, counts = with_zone_columns(units, allz, events)
+    report: dict[str, Any] = {"trees": {t: list(v) for t, v in allz.trees.items()}, **counts}
+    frames: dict[str, gpd.GeoDataFrame] = {"units": new_units, **new_events}
     allz.to_file(folder / FOLDER_FILE)
     for name, frame in frames.items():
         write_table(frame, folder / f"{name}.parquet")
@@ -699,4 +712,6 @@ def _with(frame: gpd.GeoDataFrame, codes: pd.DataFrame) -> gpd.GeoDataFrame:
     cols = [c for c in base.columns if c != geom]
     out = pd.concat([base[cols], codes.set_axis(base.index)], axis=1)
     out[geom] = base[geom]
-    return gpd.GeoDataFrame(out, geometry=geom, crs=frame.crs)
+    result = gpd.GeoDataFrame(out, geometry=geom, crs=frame.crs)
+    result.attrs = dict(frame.attrs)
+    return result

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from trafficunit.ledger import Principal
@@ -82,6 +82,45 @@ def list_chiefs(
     cid = row["road_chief_id"]
     item = next((c for c in chiefs if c["id"] == cid), None) if isinstance(cid, str) else None
     return JSONResponse({"unit_id": unit_id, "road_chief": item})
+
+
+@router.get(
+    "/road-chiefs/units",
+    summary="The road chief of every unit now (or at a time), JSON or CSV",
+)
+def unit_chiefs(
+    ops: OpsDep,
+    reader: ReaderDep,
+    at: Annotated[str | None, Query(description="At this time (ISO; default now)")] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    store = ops.store
+    assert store is not None
+    units = ops.units(store)
+    if units is None:
+        raise NotFound("no units in the data folder")
+    table = rc.chiefs_for_units(
+        rc.list_chiefs(ops.ledger), units, unit_zones=ops.unit_zones(store), at=_at(at)
+    )
+    table = table[table["road_chief"].notna()]
+    if format == "csv":
+        return Response(table.to_csv(), media_type="text/csv; charset=utf-8")
+    rows = [
+        {
+            "unit_id": str(u),
+            "road_chief": c,
+            "road_chief_id": i,
+            "body": b if isinstance(b, str) else None,
+        }
+        for u, c, i, b in zip(
+            table.index,
+            table["road_chief"],
+            table["road_chief_id"],
+            table["road_chief_body"],
+            strict=True,
+        )
+    ]
+    return JSONResponse({"units": len(units), "with_chief": len(rows), "items": rows})
 
 
 @router.post(

@@ -199,17 +199,20 @@ def build_demo(
         lap("score")
         spots = tu.find_black_spots(units, joined["accidents"])
         lap("black_spots")
+    from ..zones import FOLDER_FILE, generate_zones, with_zone_columns
+
+    # GENERATED jurisdiction trees (admin, police, grid) so zone views and KPIs answer; units,
+    # events and tiles carry the zone codes
+    zones = generate_zones(risk)
+    risk, joined, zone_counts = with_zone_columns(risk, zones, joined)
+    lap("zones")
     out.mkdir(parents=True, exist_ok=True)
+    zones.to_file(out / FOLDER_FILE)
     _write(risk, out / "units.parquet")
     for name, frame in joined.items():
         _write(frame, out / f"{name}.parquet")
     _write(spots, out / "black_spots.parquet")
     lap("write")
-    from ..zones import generate_zones, write_folder_zones
-
-    # GENERATED jurisdiction trees (admin, police, grid) so zone views and KPIs answer
-    zones_report = write_folder_zones(out, generate_zones(risk), merge=False)
-    lap("zones")
     report = tu.tiles.build_tiles_report(
         risk,
         output=out / "risk.pmtiles",
@@ -235,7 +238,11 @@ def build_demo(
             "levels": {str(k): int(v) for k, v in risk["level"].value_counts().items()},
         },
         "tiles": {"features": report.features, "bytes": report.bytes},
-        "zones": {"generated": True, **zones_report},
+        "zones": {
+            "generated": True,
+            "trees": {t: list(v) for t, v in zones.trees.items()},
+            **zone_counts,
+        },
         "timings_s": timings,
     }
     with io.atomic_path(out / "manifest.json") as tmp:
