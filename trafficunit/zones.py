@@ -438,7 +438,8 @@ def _by_leaf(
     table = zones.lineage(tree, codes)  # one row per leaf
     out = {}
     for c in table.columns:
-        col = np.append(table[c].astype(object).to_numpy(), None)  # position -1: no zone
+        col = np.empty(len(table) + 1, dtype=object)  # the last position: no zone
+        col[:-1] = table[c].astype(object).to_numpy()
         vals = col[np.where(hit >= 0, hit, len(col) - 1)]
         out[c] = pd.array(vals, dtype="string")
     return pd.DataFrame(out, index=index)
