@@ -51,6 +51,12 @@ def _client(request: Request) -> str:
         413: {"description": "Body too large"},
         429: {"description": "Too many reports from this client; see Retry-After"},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PublicReportIn.model_json_schema()}},
+        }
+    },
 )
 async def create_public_report(request: Request, ops: OpsDep) -> JSONResponse:
     declared = request.headers.get("content-length")
