@@ -25,9 +25,9 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+from bench_join import grid_roads  # type: ignore[import-not-found]
 
 import trafficunit as tu
-from bench_join import grid_roads  # type: ignore[import-not-found]
 
 
 def peer(units: gpd.GeoDataFrame, leaves: gpd.GeoDataFrame) -> pd.Series:

@@ -39,6 +39,7 @@ from .routers import (
     tiles,
     tokens,
     units,
+    webmap,
     workzones,
     zones,
 )
@@ -52,7 +53,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Routers mounted by :func:`create_app`; later features add theirs here.
-ROUTERS = [meta.router, tiles.router, units.router, accidents.router, blackspots.router]
+# webmap first: its /units/{id}/why and /black-spots/why precede the data routes' paths
+ROUTERS = [webmap.router, meta.router, tiles.router, units.router, accidents.router]
+ROUTERS += [blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 ROUTERS += [zones.router, investigations.router, roadchiefs.router, public.router]
 
@@ -310,6 +313,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Traffic units: risk tiles, units, accidents and black spots",
         version="0.1.0",
         lifespan=lifespan,
+        # Swagger UI and ReDoc are served from vendored assets (server.routers.webmap)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)

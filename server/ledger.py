@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit._errors import InputFileError
+from trafficunit.datafolder import FILES
 from trafficunit.ledger import (
     AuthenticationError,
     ConflictError,
@@ -173,7 +174,7 @@ class LedgerService:
     def __init__(self, settings: Settings) -> None:
         ls = settings.ledger
         self.settings = settings
-        url = ls.database_url or f"sqlite:///{(settings.data_dir / 'ledger.sqlite').resolve()}"
+        url = ls.database_url or f"sqlite:///{(settings.data_dir / FILES['ledger']).resolve()}"
         self.rules = LedgerSettings(
             catalogue=ls.catalogue,
             deadline_days={"general": ls.deadline_general_days, "major": ls.deadline_major_days},

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="Origins allowed by CORS ('*' for any)"
     )
     title: str = "trafficunit"
+    basemap_style: str | None = Field(
+        default=None,
+        description="URL of an external MapLibre basemap style drawn under the risk layers "
+        "instead of the data folder's basemap.pmtiles (the page then talks to its host)",
+    )
     tiles: TileSettings = Field(default_factory=lambda: TileSettings())
     query: QuerySettings = Field(default_factory=lambda: QuerySettings())
     ledger: LedgerServerSettings = Field(default_factory=lambda: LedgerServerSettings())

@@ -1,20 +1,12 @@
-"""What the server serves, loaded from a data folder built by ``trafficunit demo`` (or by hand).
+"""What the server serves, loaded from a data folder built by ``trafficunit build``.
 
-A data folder holds any of:
-
-=====================  =======================================================================
-``units.parquet``      scored units (``tu.score``) or plain units, indexed by ``unit_id``
-``accidents.parquet``  joined accidents (``tu.assign``), one row per accident
-``hazards.parquet``    joined hazards
-``workzones.parquet``  joined work zones
-``black_spots.parquet`` black spots (``tu.find_black_spots``)
-``*.pmtiles``          tilesets, served by name (``risk.pmtiles`` -> ``/tiles/risk/...``)
-``manifest.json``      what was built: the risk rule (legend), period, sources, counts
-=====================  =======================================================================
+What a folder holds (file names, manifest, checks) is defined in one place,
+:mod:`trafficunit.datafolder`; this module asks it and nothing else.
 
 Tables are loaded once, indexed (shapely ``STRtree``) and pre-serialised to GeoJSON strings so
 list endpoints only select and join; a table replaced on disk is reloaded (new data version)
-on the next request after ``reload_check_s``.
+on the next request after ``reload_check_s``, and the folder is checked again (what is missing
+or inconsistent is logged in one line and shown by ``/healthz``).
 """
 
 from __future__ import annotations
@@ -22,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -38,13 +31,14 @@ import pyarrow.compute as pc
 import shapely
 
 from trafficunit._errors import InputFileError
+from trafficunit.datafolder import TABLES, DataFolder
 from trafficunit.io import read_table
 from trafficunit.mvt import LiveLayer, TileCache
 from trafficunit.tiles import json_values
 
 from .archive import Archive
 
-TABLES = ("units", "accidents", "hazards", "workzones", "black_spots")
+log = logging.getLogger("trafficunit.server")
 #: Bookkeeping columns left out of list responses (``?properties=all`` and ``/units/{id}``
 #: include them).
 LIST_EXCLUDE = frozenset(
@@ -183,12 +177,10 @@ class DataStore:
         cache_entries: int = 8192,
         night_hours: tuple[int, int] = (19, 7),
     ) -> None:
-        self.data_dir = Path(data_dir)
-        if not self.data_dir.is_dir():
-            raise InputFileError(
-                f"{self.data_dir}: no such data folder; "
-                "build one with `trafficunit demo --no-serve`"
-            )
+        self.folder = DataFolder(data_dir)  # a missing folder: InputFileError naming the fix
+        self.data_dir = self.folder.root
+        #: What is missing or inconsistent in the folder (checked on start and on reload).
+        self.problems: list[str] = []
         self.reload_check_s = reload_check_s
         self.cache_entries = cache_entries
         self.night_hours = night_hours
@@ -208,7 +200,7 @@ class DataStore:
     def _scan(self, *, force: bool = False) -> None:
         changed = force
         for name in TABLES:
-            path = self.data_dir / f"{name}.parquet"
+            path = self.folder.path(name)
             if not path.exists():
                 if name in self.tables:
                     del self.tables[name]
@@ -219,27 +211,41 @@ class DataStore:
             if old is None or old.stat != (st.st_ino, st.st_size, st.st_mtime_ns):
                 self.tables[name] = _load_table(name, path)
                 changed = True
-        for path in sorted(self.data_dir.glob("*.pmtiles")):
-            if path.stem not in self.archives:
+        tilesets = self.folder.tilesets
+        for name, path in tilesets.items():
+            if name not in self.archives:
                 try:
-                    self.archives[path.stem] = Archive(
+                    self.archives[name] = Archive(
                         path, reload_check_s=self.reload_check_s, cache_entries=self.cache_entries
                     )
                 except InputFileError:
                     continue
+                changed = True
         for name in list(self.archives):
-            if not (self.data_dir / f"{name}.pmtiles").exists():
+            if name not in tilesets:
                 del self.archives[name]
-        manifest = self.data_dir / "manifest.json"
-        if manifest.exists():
+                changed = True
+        if self.folder.has("manifest"):
             try:
-                self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
-            except ValueError:
+                self.manifest = self.folder.read_manifest()
+            except InputFileError as exc:
+                log.warning("%s", exc)
                 self.manifest = {}
         if changed:
             self._build_live()
             stats = repr(sorted((k, t.stat) for k, t in self.tables.items())).encode()
             self.version = hashlib.blake2b(stats, digest_size=6).hexdigest()
+            self._check_folder()
+
+    def _check_folder(self) -> None:
+        """What is missing or inconsistent, logged in one line when it changes."""
+        try:
+            problems = self.folder.problems()
+        except InputFileError as exc:
+            problems = [str(exc)]
+        if problems != self.problems and problems:
+            log.warning("data folder %s: %s", self.data_dir, "; ".join(problems))
+        self.problems = problems
 
     def _build_live(self) -> None:
         live: dict[str, LiveLayer] = {}
@@ -286,6 +292,24 @@ class DataStore:
     def table(self, name: str) -> Table | None:
         self.check()
         return self.tables.get(name)
+
+    def missing(self, table: str) -> str:
+        """Why a table is unavailable and the command that builds it (for a 503)."""
+        return (
+            f"no {self.folder.path(table).name} in the data folder; build it with "
+            f"{self.folder.rebuild_command()}"
+        )
+
+    def extent(self) -> dict[str, Any] | None:
+        """Bounds and centre of the units (WGS84): the manifest's, else the loaded table's."""
+        ext = self.manifest.get("extent")
+        if isinstance(ext, dict) and ext.get("bounds"):
+            return ext
+        units = self.tables.get("units")
+        if units is None or len(units) == 0:
+            return None
+        w, s_, e, n = (round(float(v), 6) for v in units.frame.total_bounds)
+        return {"bounds": [w, s_, e, n], "center": [(w + e) / 2, (s_ + n) / 2]}
 
     def rule(self) -> dict[str, Any]:
         """The risk rule (for legends) from the manifest, or a description of the defaults."""

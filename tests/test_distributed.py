@@ -259,11 +259,14 @@ def test_cli_pipeline(tmp_path, generated):
     )
     assert res.exit_code == 0, res.output
     assert "halo retries" in res.output and "levels:" in res.output
-    risk = tu.read_table(out / "risk.parquet")
-    assert (
-        risk["crashes"].sum()
-        == tu.read_table(out / "joined.parquet", index=None)["unit_id"].notna().sum()
-    )
+    # the same kind of data folder as `trafficunit build` writes, complete for `serve`
+    folder = tu.DataFolder(out)
+    assert folder.problems(deep=True) == []
+    risk = folder.units
+    assert risk["crashes"].sum() == folder.accidents["unit_id"].notna().sum()
+    assert folder.manifest["counts"]["black_spots"] == len(folder.black_spots)
+    assert set(folder.tilesets) == {"risk"}
+    assert not list(tmp_path.glob(".results*"))  # the run's staging is gone
     bad = CliRunner().invoke(
         app, ["pipeline", str(net), "--accidents", str(events), "-o", str(tmp_path / "x.parquet")]
     )

@@ -112,7 +112,8 @@ def test_every_dropped_row_is_counted_with_its_reason(tmp_path: Path) -> None:
     assert ev["event_id"].tolist() == ["a"]
     assert rep["rows_read"] == 9 and rep["rows_kept"] == 1
     assert rep["dropped"] == {
-        "missing coordinates": 2,
+        "missing coordinates": 1,
+        "coordinates (0, 0)": 1,
         "unparseable coordinates": 1,
         "outside the valid area": 1,
         "bad time": 1,
@@ -200,11 +201,22 @@ def test_times_year_only_date_plus_hour_and_offsets() -> None:
     assert str(ev["time"].dtype) == "datetime64[us, Europe/Helsinki]"
 
 
-def test_naive_times_without_tz_warn_and_read_as_utc() -> None:
-    table = pd.DataFrame({"x": [24.95], "y": [60.17], "t": ["2020-01-01 12:00"], "s": ["K"]})
-    with pytest.warns(TrafficUnitWarning, match="no time zone"):
+def test_naive_times_are_local_time_looked_up_from_the_coordinates() -> None:
+    table = pd.DataFrame({"x": [24.95], "y": [60.17], "t": ["2020-01-01 22:00"], "s": ["K"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrafficUnitWarning)  # nothing to warn about
         ev = tu.read_events(table, kind="accident", x="x", y="y", crs=4326, time="t", severity="s")
-    assert str(ev["time"].iloc[0]) == "2020-01-01 12:00:00+00:00"
+    assert str(ev["time"].iloc[0]) == "2020-01-01 22:00:00+02:00"
+    assert str(ev["time"].dtype) == "datetime64[us, Europe/Helsinki]"
+    assert ev["hour"].tolist() == [22]  # an evening crash stays in the evening
+    rep = ev.attrs["report"]
+    assert rep["tz"] == "Europe/Helsinki" and rep["tz_how"] == "looked up from the coordinates"
+    # tz= overrides the lookup
+    ev = tu.read_events(
+        table, kind="accident", x="x", y="y", crs=4326, time="t", severity="s", tz="UTC"
+    )
+    assert str(ev["time"].iloc[0]) == "2020-01-01 22:00:00+00:00"
+    assert ev.attrs["report"]["tz_how"] == "given"
 
 
 def test_date_and_clock_columns_joined() -> None:
@@ -398,8 +410,10 @@ def test_real_helsinki_city() -> None:
 def test_real_helsinki_fta() -> None:
     ev = read_preset("helsinki-fta")
     rep = ev.attrs["report"]
-    assert (rep["rows_read"], rep["rows_kept"]) == (10_081, 10_077)
-    assert ev["severity"].value_counts().to_dict() == {"O": 8_693, "B": 1_361, "K": 23}
+    assert (rep["rows_read"], rep["rows_kept"]) == (10_081, 10_075)
+    # the two outliers the data README mentions lie ~790 km from the rest
+    assert rep["dropped"] == {"missing coordinates": 4, "far outside the data's extent": 2}
+    assert ev["severity"].value_counts().to_dict() == {"O": 8_691, "B": 1_361, "K": 23}
     first = ev.iloc[0]
     # Päivä 09.03.2011, Tunti 13 (the 13th hour: 12:00-12:59), Helsinki winter time
     assert str(first["time"]) == "2011-03-09 12:00:00+02:00" and first["hour"] == 12
@@ -413,8 +427,13 @@ def test_real_helsinki_fta() -> None:
 
 def test_real_portland_columbus_london() -> None:
     pdx = read_preset("portland")
-    assert len(pdx) == 5_891 and pdx.attrs["report"]["encoding"] == "utf-8-sig"
-    assert pdx["severity"].value_counts().to_dict() == {"B": 3_041, "O": 2_831, "K": 19}
+    assert len(pdx) == 5_890 and pdx.attrs["report"]["encoding"] == "utf-8-sig"
+    # SE Division St typed at latitude 46.50 instead of 45.50, 111 km north of the rest
+    assert pdx.attrs["report"]["dropped"] == {"far outside the data's extent": 1}
+    assert pdx.attrs["report"]["examples"]["far outside the data's extent"][0]["LAT"] == (
+        "46.50444444"
+    )
+    assert pdx["severity"].value_counts().to_dict() == {"B": 3_040, "O": 2_831, "K": 19}
     assert str(pdx["time"].iloc[0]) == "2007-01-02 15:00:00-08:00"
     assert pdx["hour"].isna().sum() == 52  # CRASH_HR_NO 99 = unknown
     assert pdx["road_name"].iloc[0] == "SE 122ND AVE"
@@ -436,7 +455,12 @@ def test_real_portland_columbus_london() -> None:
 def test_real_boston_cad_and_safety_reports() -> None:
     cad = read_preset("boston-cad")
     rep = cad.attrs["report"]
-    assert rep["dropped"] == {"unknown severity": 16, "duplicate id": 1}
+    # 11 dispatches placed in the Atlantic, ~900 km from Boston
+    assert rep["dropped"] == {
+        "unknown severity": 16,
+        "far outside the data's extent": 11,
+        "duplicate id": 1,
+    }
     assert rep["unknown_values"]["severity"]["PICK A SUB-TYPE"] == 4
     assert str(cad["time"].iloc[0]) == "2016-01-01 00:56:45-05:00"
     hz = read_preset("boston-safety-reports")

@@ -508,7 +508,7 @@ def test_cli_join_with_preset(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "matched" in res.output and "98.7% of those inside" in res.output
     joined = gpd.read_parquet(out)
-    assert len(joined) == 10_077 and joined["unit_id"].notna().sum() == 539
+    assert len(joined) == 10_075 and joined["unit_id"].notna().sum() == 539
     assert tu.read_table(per_unit)["crashes"].sum() == 539
     bad = CliRunner().invoke(
         app, ["join", str(net), str(events), "--kind", "accident", "-o", str(out)]

@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs and `help()`
     from . import (
         blackspots,
+        datafolder,
         distributed,
         events,
         io,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         lineage,
         network,
         plot,
+        project,
         risk,
         sample,
         settings,
@@ -41,18 +43,21 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         zones,
     )
     from .blackspots import find_black_spots
+    from .datafolder import DataFolder
     from .distributed import run_pipeline
     from .events import read_events
     from .io import read_table, write_table
     from .join import assign, summarize
     from .lineage import resegment
     from .network import read_network
+    from .project import build
     from .risk import score
     from .tiles import build_tiles
     from .units import build_units
 
 __all__ = [
     "CRSError",
+    "DataFolder",
     "InputFileError",
     "TrafficUnitError",
     "TrafficUnitWarning",
@@ -60,8 +65,10 @@ __all__ = [
     "__version__",
     "assign",
     "blackspots",
+    "build",
     "build_tiles",
     "build_units",
+    "datafolder",
     "distributed",
     "events",
     "find_black_spots",
@@ -70,6 +77,7 @@ __all__ = [
     "lineage",
     "network",
     "plot",
+    "project",
     "read_events",
     "read_network",
     "read_table",
@@ -126,6 +134,12 @@ _LAZY = {
     "resegment": "lineage",
     "distributed": "distributed",
     "run_pipeline": "distributed",
+    "datafolder": "datafolder",
+    "DataFolder": "datafolder",
+    "project": "project",
+    "build": "project",
+    "basemap": "basemap",
+    "build_basemap": "basemap",
     "zones": "zones",
 }
 

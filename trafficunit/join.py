@@ -864,10 +864,145 @@ def assign(
     out["measure_m"] = meas
     out["match"] = pd.array(np.asarray(MATCH_STATUSES, dtype=object)[stat], dtype="string")
     out["overlap_m"] = over
-    out.attrs = {
-        "report": _report(out, events, stat, row_ev, dist, pres, table, kinds, ix),
-    }
+    report = _report(out, events, stat, row_ev, dist, pres, table, kinds, ix)
+    dmax = float(table.max()) if table.size else 0.0
+    report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, dmax)
+    out.attrs = {"report": report}
     return out
+
+
+def _lonlat_points(geoms: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude/latitude of a representative point of each geometry (NaN where missing)."""
+    n = len(geoms)
+    lon, lat = np.full(n, np.nan), np.full(n, np.nan)
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not ok.any():
+        return lon, lat
+    pts = shapely.point_on_surface(geoms[ok])
+    xy = shapely.get_coordinates(pts)
+    tr = pyproj.Transformer.from_crs(crs, 4326, always_xy=True)
+    lon[ok], lat[ok] = tr.transform(xy[:, 0], xy[:, 1], errcheck=False)
+    return lon, lat
+
+
+def _diagnose(
+    events: gpd.GeoDataFrame,
+    geoms: np.ndarray,
+    report: dict[str, Any],
+    ix: UnitIndex,
+    cfg: JoinSettings,
+    dmax: float,
+) -> dict[str, Any] | None:
+    """When most events miss the network, the likely mistake (swapped x/y, wrong CRS,
+    GCJ-02 coordinates) or the harmless reason (the file covers a wider area), in words."""
+    n_ev = int(report["events"])
+    if n_ev < 5 or not len(ix):
+        return None
+    outside = report["by_match"]["outside"]
+    too_far = report["by_match"]["too_far"]
+    matched = report["matched"]
+    if outside < 0.5 * n_ev and not (too_far > 0.5 * n_ev):
+        return None
+    lon, lat = _lonlat_points(geoms, ix.crs)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        return None
+    to_metric = pyproj.Transformer.from_crs(4326, ix.crs, always_xy=True)
+    area = ix.area(cfg.area_buffer_m)
+    if shapely.is_empty(area) or shapely.area(area) == 0:
+        return None
+
+    def inside_share(x: np.ndarray, y: np.ndarray) -> float:
+        good = np.isfinite(x) & np.isfinite(y) & (np.abs(y) <= 90) & (np.abs(x) <= 180)
+        if not good.any():
+            return 0.0
+        mx, my = to_metric.transform(x[good], y[good], errcheck=False)
+        return float(shapely.contains_xy(area, mx, my).sum()) / n_ev
+
+    now_in = (n_ev - outside) / n_ev
+    pct = f"{outside / n_ev:.0%}"
+    c = shapely.centroid(area)
+    clon, clat = pyproj.Transformer.from_crs(ix.crs, 4326, always_xy=True).transform(c.x, c.y)
+
+    def covers_network(x: np.ndarray, y: np.ndarray) -> bool:
+        """The network's centre lies within the (2-98 %) extent of these positions."""
+        lo, hi = np.percentile(x, [2, 98]), np.percentile(y, [2, 98])
+        return bool(lo[0] <= clon <= lo[1] and hi[0] <= clat <= hi[1])
+
+    if outside >= 0.5 * n_ev:
+        as_is = now_in >= 0.5 or covers_network(lon[ok], lat[ok])
+        sw = inside_share(lat[ok], lon[ok])
+        if not as_is and (sw >= 0.5 or (sw > 0 and covers_network(lat[ok], lon[ok]))):
+            return {
+                "likely": "swapped x/y",
+                "message": (
+                    f"{pct} of the events lie outside the network's area; with x and y "
+                    f"exchanged {sw:.0%} would lie inside and the events would surround it: "
+                    "x and y look swapped; give x= the easting/longitude column and y= the "
+                    "northing/latitude one"
+                ),
+            }
+        if as_is:
+            return {
+                "likely": "wider area",
+                "message": (
+                    f"{pct} of the events lie outside the network's area, which lies inside "
+                    "theirs: the events file covers a wider area than the network (nothing "
+                    "wrong if that is so)"
+                ),
+            }
+        mlon, mlat = float(np.median(lon[ok])), float(np.median(lat[ok]))
+        km = _km(mlon, mlat, clon, clat)
+        return {
+            "likely": "wrong CRS",
+            "message": (
+                f"{pct} of the events lie outside the network's area; their median position "
+                f"({mlon:.4f}, {mlat:.4f}) is {km:,.0f} km from the network's centre "
+                f"({clon:.4f}, {clat:.4f}): the CRS given for x/y (crs=) is likely wrong, or "
+                "the network covers another place"
+            ),
+        }
+    # most events inside the area but too far from every unit: coordinates shifted?
+    from . import chinacrs
+
+    w, s_, e, n_ = chinacrs.CHINA_BBOX
+    china = ok & (lon >= w) & (lon <= e) & (lat >= s_) & (lat <= n_)
+    if china.sum() < 0.5 * n_ev:
+        return None
+    idx = np.flatnonzero(china)[:2000]
+    base = _near_share(ix, lon[idx], lat[idx], to_metric, dmax)
+    for system in chinacrs.SYSTEMS:
+        x2, y2 = chinacrs.to_wgs84(lon[idx], lat[idx], system)
+        share = _near_share(ix, np.asarray(x2), np.asarray(y2), to_metric, dmax)
+        if share >= 0.5 and share > 2 * max(base, matched / n_ev):
+            return {
+                "likely": system,
+                "message": (
+                    f"{too_far / n_ev:.0%} of the events lie too far from every unit; read as "
+                    f"{system.upper()} coordinates {share:.0%} would lie within {dmax:g} m: the "
+                    f"file looks like {system.upper()} (Chinese consumer maps); give "
+                    f"crs='{system}'"
+                ),
+            }
+    return None
+
+
+def _near_share(
+    ix: UnitIndex, lon: np.ndarray, lat: np.ndarray, tr: pyproj.Transformer, dmax: float
+) -> float:
+    x, y = tr.transform(lon, lat, errcheck=False)
+    pts = shapely.points(x, y)
+    _, d = ix.all_tree.query_nearest(pts, return_distance=True, all_matches=False)
+    return float(np.mean(d <= dmax)) if len(d) else 0.0
+
+
+def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
+    return float(6371.0 * 2 * np.arcsin(np.sqrt(a)))
 
 
 def _report(

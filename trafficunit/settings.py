@@ -485,10 +485,18 @@ class EventSettings:
         accepted; points further out are dropped as "outside the valid area".
     zero_is_missing
         Treat x = y = 0 as a missing position (a common placeholder), not a real one.
+    outlier_factor, outlier_min_km, outlier_min_rows
+        A position further from the data's median position than ``outlier_factor`` times
+        the 95th-percentile distance (and at least ``outlier_min_km``) is dropped as "far
+        outside the data's extent"; checked when at least ``outlier_min_rows`` rows have a
+        position.
     """
 
     valid_area_margin_deg: float = 0.5
     zero_is_missing: bool = True
+    outlier_factor: float = 10.0
+    outlier_min_km: float = 100.0
+    outlier_min_rows: int = 20
 
 
 @dataclass(frozen=True)

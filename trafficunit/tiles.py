@@ -30,12 +30,13 @@ keeps the Python side to a fraction of its run time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,6 @@ import shapely
 
 from ._errors import InputFileError, TrafficUnitError, ValidationError
 from ._hash import splitmix64
-from .io import atomic_path
 from .settings import TileSettings
 
 __all__ = [
@@ -405,6 +405,81 @@ def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
     return len(layer)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_STALE = re.compile(r"^\..*\.(\d+)\.(tmp\.pmtiles|work|staged\.pmtiles)$")
+
+
+def clean_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
+    """Remove what an earlier, killed tile build left in ``output``'s folder: half-written
+    archives (``.NAME.PID.tmp.pmtiles``, ``.NAME.PID.staged.pmtiles``) and work folders
+    (``.NAME.PID.work``) whose process ``PID`` no longer runs. Returns the paths removed."""
+    folder = Path(output).parent
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        m = _STALE.match(path.name)
+        if m is None:
+            continue
+        pid = int(m[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int, str]:
+    """Run tippecanoe in its own process group; on any exception, or SIGTERM/SIGHUP to this
+    process, the whole group is killed before the exception goes on (no orphan keeps writing)."""
+    import signal
+    import threading
+
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TrafficUnitError(f"cannot run tippecanoe at {binary}: {exc}") from exc
+    previous: dict[int, Any] = {}
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _interrupt)
+    try:
+        _, stderr = proc.communicate()
+        return proc.returncode, stderr or ""
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def build_tiles(
     units: gpd.GeoDataFrame,
     *,
@@ -462,6 +537,7 @@ def build_tiles_report(
     settings: TileSettings | None = None,
     threads: int | None = None,
     quiet: bool = True,
+    all_events: bool = False,
 ) -> TileReport:
     """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
 
@@ -485,6 +561,11 @@ def build_tiles_report(
         Threads tippecanoe may use (default: all cores).
     quiet
         Hide tippecanoe's progress output.
+    all_events
+        Keep joined events that matched no unit (by default a layer carries only the events on
+        a unit: a city's crash table covers far more than its network, and the rest would
+        enlarge the tiles and the map's extent). Events without a ``unit_id`` column (not
+        joined) are always kept.
 
     Returns
     -------
@@ -512,9 +593,17 @@ def build_tiles_report(
     layers: dict[str, gpd.GeoDataFrame] = {"units": prepare_layer(units, "units", settings=ts)}
     for layer, frame in (("accidents", accidents), ("hazards", hazards), ("workzones", workzones)):
         if frame is not None:
+            if not all_events and "unit_id" in frame:
+                frame = frame[frame["unit_id"].notna()]
             layers[layer] = prepare_layer(frame, layer, settings=ts)
     binary = tippecanoe_path()
-    with tempfile.TemporaryDirectory(prefix="trafficunit-tiles-") as tmpdir:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(output)
+    work = output.parent / f".{output.name}.{os.getpid()}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        tmpdir = str(work)
         args = [
             str(binary),
             "--force",
@@ -542,23 +631,21 @@ def build_tiles_report(
         if threads:
             env["TIPPECANOE_MAX_THREADS"] = str(threads)
         t1 = time.perf_counter()
-        with atomic_path(output) as tmp:
-            try:
-                proc = subprocess.run(
-                    [*args, "--output", str(tmp)],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
-            except OSError as exc:
-                raise TrafficUnitError(f"cannot run tippecanoe at {binary}: {exc}") from exc
-            if proc.returncode != 0 or not tmp.exists():
+        tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
+        try:
+            returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
+            if returncode != 0 or not tmp.exists():
                 raise TrafficUnitError(
-                    f"tippecanoe failed (exit {proc.returncode}) building {output}: "
-                    f"{proc.stderr.strip()[-800:]}"
+                    f"tippecanoe failed (exit {returncode}) building {output}: "
+                    f"{stderr.strip()[-800:]}"
                 )
+            os.replace(tmp, output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         report.tippecanoe_s = time.perf_counter() - t1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     report.bytes = output.stat().st_size
     return report
 

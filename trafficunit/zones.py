@@ -683,27 +683,39 @@ def write_folder_zones(folder: str | Path, zones: Zones, *, merge: bool = True) 
 
     Writes ``zones.parquet`` (``zones``' trees replace same-named ones when ``merge``) and
     rewrites ``units.parquet``, ``accidents.parquet`` and ``hazards.parquet`` (those present)
-    with fresh ``zone_<tree>_<level>`` columns, each file atomically; a running server reloads
-    them. Returns counts per table: rows and rows in no zone of the first tree.
+    with fresh ``zone_<tree>_<level>`` columns, each file atomically and recorded in the
+    manifest (:class:`~trafficunit.datafolder.DataFolder`); a running server reloads them. The
+    scores stay valid (only zone columns change). The stored tiles lack the codes until
+    ``trafficunit tiles DIR -o DIR`` rebuilds them. Returns counts per table: rows and rows in
+    no zone of the first tree.
     """
-    from .io import read_table, write_table
+    from .datafolder import DataFolder, sha256_file
+    from .io import read_table
 
-    folder = Path(folder)
-    if not (folder / "units.parquet").exists():
-        raise InputFileError(f"{folder}: no units.parquet (build the data folder first)")
-    allz = merge_zones(read_folder_zones(folder), zones) if merge else zones
-    units = read_table(folder / "units.parquet")
-    events = {
-        name: gpd.read_parquet(folder / f"{name}.parquet")
-        for name in FOLDER_TABLES[1:]
-        if (folder / f"{name}.parquet").exists()
-    }
+    df = DataFolder(folder)
+    if not df.has("units"):
+        raise InputFileError(f"{df.root}: no units.parquet (build the data folder first)")
+    allz = merge_zones(read_folder_zones(df.root), zones) if merge else zones
+    units = read_table(df.path("units"))
+    events = {name: gpd.read_parquet(df.path(name)) for name in FOLDER_TABLES[1:] if df.has(name)}
     new_units, new_events, counts = with_zone_columns(units, allz, events)
+    m = df.read_manifest()
+    scored_with = (m.get("risk_inputs") or {}).get("accidents") or {}
+    acc_scored = (
+        df.has("accidents")
+        and isinstance(scored_with, dict)
+        and scored_with.get("sha256") == sha256_file(df.path("accidents"))
+    )
+    allz.to_file(df.root / FOLDER_FILE)
+    df.record_file(FOLDER_FILE)
+    df.write("units", new_units)
+    for name, frame in new_events.items():
+        df.write(name, frame)
     report: dict[str, Any] = {"trees": {t: list(v) for t, v in allz.trees.items()}, **counts}
-    frames: dict[str, gpd.GeoDataFrame] = {"units": new_units, **new_events}
-    allz.to_file(folder / FOLDER_FILE)
-    for name, frame in frames.items():
-        write_table(frame, folder / f"{name}.parquet")
+    with df.edit_manifest() as mm:
+        if acc_scored:  # the same accidents, now with zone codes: still the scores' input
+            mm.setdefault("risk_inputs", {})["accidents"] = mm["files"].get("accidents.parquet")
+        mm["zones"] = {"generated": bool(allz.frame["generated"].any()), **report}
     return report
 
 

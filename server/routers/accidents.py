@@ -31,7 +31,7 @@ async def list_accidents(
 ) -> Response:
     table = store.table("accidents")
     if table is None:
-        raise Unavailable("no accidents.parquet in the data folder")
+        raise Unavailable(store.missing("accidents"))
     start = parse_time(from_, "from")
     end = parse_time(to, "to")
     if end is not None and to is not None and len(to) <= 10:

@@ -25,7 +25,7 @@ async def list_black_spots(
 ) -> Response:
     table = store.table("black_spots")
     if table is None:
-        raise Unavailable("no black_spots.parquet in the data folder; run `trafficunit demo`")
+        raise Unavailable(store.missing("black_spots"))
     rows = table.bbox_rows(bbox)
     kinds = comma_list(type)
     if kinds is not None and "type" in table.frame:

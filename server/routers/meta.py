@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from ..deps import StoreDep
 from ..store import DataStore
@@ -34,6 +32,7 @@ async def healthz(store: StoreDep) -> JSONResponse:
             "data_version": store.version,
             "tables": {k: len(v) for k, v in store.tables.items()},
             "tilesets": sorted(store.archives),
+            "problems": store.problems,
         }
     )
 
@@ -45,21 +44,37 @@ async def legend_route(store: StoreDep) -> JSONResponse:
 
 @router.get("/style.json", summary="MapLibre style of the risk layers")
 async def style_route(request: Request, store: StoreDep) -> JSONResponse:
-    risk = "risk" if "risk" in store.archives else next(iter(store.archives), None)
+    tilesets = [n for n in store.archives if n != "basemap"]
+    risk = "risk" if "risk" in store.archives else next(iter(tilesets), None)
     live = [n for n, (layer, _) in LIVE.items() if layer in store.live and n == "live-accidents"]
     ts = request.app.state.settings.tiles
-    return JSONResponse(
-        style(
-            str(request.base_url),
-            risk_tileset=risk,
-            live=live,
-            legend_data=_legend(store),
-            live_zooms=(ts.live_minzoom, ts.live_maxzoom),
-        )
+    data = style(
+        str(request.base_url),
+        risk_tileset=risk,
+        live=live,
+        legend_data=_legend(store),
+        live_zooms=(ts.live_minzoom, ts.live_maxzoom),
+        basemap="basemap" if "basemap" in store.archives else None,
     )
+    extent = store.extent()
+    if extent:  # the map opens on the units' extent
+        data["center"] = extent["center"]
+        data["zoom"] = zoom_for(extent["bounds"])
+        data.setdefault("metadata", {})["trafficunit:bounds"] = extent["bounds"]
+    return JSONResponse(data)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index() -> HTMLResponse:
-    page = files("server") / "static" / "index.html"
-    return HTMLResponse(page.read_text(encoding="utf-8"))
+def zoom_for(bounds: list[float], width_px: int = 1024, height_px: int = 768) -> float:
+    """The zoom at which ``bounds`` (WGS84) fits a ``width_px`` × ``height_px`` map."""
+    import math
+
+    w, s, e, n = bounds
+
+    def merc_y(lat: float) -> float:
+        lat = max(min(lat, 85.0511), -85.0511)
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    dx = max((e - w) / 360.0, 1e-9)
+    dy = max((merc_y(n) - merc_y(s)) / (2 * math.pi), 1e-9)
+    z = min(math.log2(width_px / 512 / dx), math.log2(height_px / 512 / dy))
+    return round(max(0.0, min(z, 18.0)), 2)

@@ -25,7 +25,7 @@ MIN_MEASURES = ("crashes", "epdo", "epdo_per_km", "eb_excess", "score_percentile
 def _units(store: DataStore) -> Table:
     table = store.table("units")
     if table is None:
-        raise Unavailable("no units.parquet in the data folder; build it with `trafficunit demo`")
+        raise Unavailable(store.missing("units"))
     return table
 
 

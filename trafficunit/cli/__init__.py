@@ -16,6 +16,11 @@ from typer.core import TyperCommand, TyperGroup
 
 #: Verb → (module defining it, its help's first paragraph), in the order of a job.
 VERBS: dict[str, tuple[str, str]] = {
+    "build": (
+        "build",
+        "One command from a city's files to a served folder: network → units → events → join → "
+        "risk → black spots → tiles (then `trafficunit serve DATA_DIR`).",
+    ),
     "units": ("units", "Build traffic units (intersections and segments) from a road network."),
     "join": (
         "join",
@@ -35,7 +40,8 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "serve",
-        "The whole job on the embedded Helsinki sample: units, events, risk, tiles, web map.",
+        "The whole job on the embedded Helsinki sample: `build` (units, events, risk, tiles), "
+        "then `serve` (web map).",
     ),
     "resegment": (
         "resegment",
@@ -110,6 +116,25 @@ def load_all() -> None:
     """Import every verb module (for tools that walk the whole command tree)."""
     for module in VERB_MODULES:
         import_module(f"{__name__}.{module}")
+
+
+def _no_bool_placeholder() -> None:
+    """Flags show no ``<bool>`` type in --help (they take no value)."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None:  # older typer: nothing to hide
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_no_bool_placeholder()
 
 
 def main() -> None:

@@ -2,20 +2,116 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from .. import io
-from .._errors import InputFileError, TrafficUnitWarning, ValidationError
+from .._errors import InputFileError, TrafficUnitError, TrafficUnitWarning, ValidationError
 from . import app
-from ._common import console, user_errors
+from ._common import console, err_console
 
 _UNIT_SUFFIXES = (".parquet", ".geoparquet", ".gpkg")
+
+#: read_events / assign keywords → the join verb's flags, for messages printed by the CLI.
+FLAGS = {
+    "x": "--x",
+    "y": "--y",
+    "crs": "--crs",
+    "tz": "--tz",
+    "encoding": "--encoding",
+    "sep": "--sep",
+    "decimal": "--decimal",
+    "geometry": "--geometry",
+    "time": "--time",
+    "severity": "--severity",
+    "severity_map": "--severity-map",
+    "event_id": "--id",
+    "road_name": "--road-name",
+    "time_format": "--time-format",
+    "dayfirst": "--dayfirst",
+    "columns": "--column",
+    "buffer_m": "--buffer-m",
+    "preset": "--preset",
+    "kind": "--kind",
+    "strict": "--strict",
+    "max_distance_m": "--max-distance",
+}
+_KEYWORD_RE = re.compile(
+    r"(?<![\w.\-])("
+    + "|".join(sorted(FLAGS, key=len, reverse=True))
+    + r")=(\[[^\]]*\]|'[^']*'|\"[^\"]*\"|True|False|[\w.:/+-]+)?"
+)
+
+
+def cli_words(text: str) -> str:
+    """A library message with its Python keywords written as this verb's flags:
+    ``x= and y= (with crs=)`` → ``--x and --y (with --crs)``, ``time=['date', 'time']`` →
+    ``--time date,time``, ``strict=True`` → ``--strict``."""
+
+    def one(m: re.Match[str]) -> str:
+        flag, val = FLAGS[m.group(1)], m.group(2)
+        if not val or val in ("True", "False"):
+            return flag
+        if val.startswith("["):
+            items = re.findall(r"'([^']*)'|\"([^\"]*)\"", val)
+            return f"{flag} {','.join(a or b for a, b in items)}"
+        if val[0] in "'\"":
+            val = val[1:-1]
+            return f"{flag} {val!r}" if re.search(r"[\s;|]", val) else f"{flag} {val}"
+        return f"{flag} {val}"
+
+    text = text.replace(" See .attrs['report'] for examples;", "")
+    text = text.replace("See .attrs['report'] for examples; ", "")
+    return _KEYWORD_RE.sub(one, text)
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Trafficunit errors as one line naming the CLI's flags, exit code 2, no traceback."""
+    try:
+        yield
+    except TrafficUnitError as exc:
+        err_console.print(
+            f"[bold red]error:[/] {cli_words(str(exc))}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(code=2) from exc
+
+
+class FlagHelpCommand(TyperCommand):
+    """A command whose ``--help`` row shows no ``<bool>`` placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Fail now, before any work, when ``path`` cannot be written (its folder is created)."""
+    if path.suffix.lower() not in io.SUFFIXES:
+        raise ValidationError(f"{what} {path} must end in {', '.join(io.SUFFIXES)}")
+    if path.is_dir():
+        raise InputFileError(f"{what} {path} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputFileError(f"cannot write {what} {path}: {reason}") from exc
 
 
 def _shared_data() -> Path | None:
@@ -39,6 +135,13 @@ def _load_units(path: Path, quiet: bool) -> Any:
 
     if not path.exists():
         raise InputFileError(f"{path}: no such file")
+    if path.is_dir():  # a data folder: its units
+        from ..datafolder import DataFolder
+
+        folder = DataFolder(path)
+        if not folder.has("units"):
+            raise InputFileError(f"{path}: the data folder has no units; run `trafficunit units`")
+        return folder.units
     if path.suffix.lower() in _UNIT_SUFFIXES:
         units = io.read_table(path)
         if "kind" in units.columns:
@@ -65,26 +168,34 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
     return out
 
 
-@app.command("join")
+@app.command("join", cls=FlagHelpCommand)
 def join_cmd(
     units_path: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             metavar="UNITS",
             help="Units (.parquet/.gpkg from `trafficunit units`) or a road network to build them",
+            show_default=False,
         ),
-    ],
+    ] = None,
     events_path: Annotated[
         Path | None,
         typer.Argument(
             metavar="EVENTS",
             help="Events file (CSV, GeoJSON, GPKG, Shapefile, Parquet); optional with --preset",
+            show_default=False,
         ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Joined events: .parquet or .gpkg")
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Joined events: .parquet or .gpkg, or a data folder (required)"
+        ),
     ] = None,
-    kind: Annotated[str | None, typer.Option(help="accident | hazard | workzone")] = None,
+    kind: Annotated[
+        Literal["accident", "hazard", "workzone"] | None,
+        typer.Option(help="What the events are", show_default="accident, or the preset's"),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(help="Column mapping of a known file (see --list-presets); flags override"),
@@ -97,7 +208,8 @@ def join_cmd(
     geometry: Annotated[str | None, typer.Option(help="Column of WKT/EWKT geometries")] = None,
     event_id: Annotated[str | None, typer.Option("--id", help="Column of event ids")] = None,
     time: Annotated[
-        str | None, typer.Option(help="Time column(s), comma-separated (date,time); or a year")
+        str | None,
+        typer.Option(help="Time column(s), comma-separated (date,time); or a year column"),
     ] = None,
     severity: Annotated[str | None, typer.Option(help="Severity column")] = None,
     severity_map: Annotated[
@@ -106,12 +218,33 @@ def join_cmd(
     road_name: Annotated[str | None, typer.Option(help="Street-name column")] = None,
     column: Annotated[
         list[str] | None,
-        typer.Option(help="Other field mapping FIELD=COLUMN (repeatable), e.g. hour=Tunti"),
+        typer.Option(
+            help="Other field mapping FIELD=COLUMN (repeatable), e.g. hour=Tunti",
+            metavar="FIELD=COLUMN",
+        ),
     ] = None,
     time_format: Annotated[str | None, typer.Option(help="strptime format of the time")] = None,
-    tz: Annotated[str | None, typer.Option(help="Time zone of naive times")] = None,
-    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed)")] = None,
-    encoding: Annotated[str | None, typer.Option(help="Text encoding (default: detected)")] = None,
+    dayfirst: Annotated[
+        bool, typer.Option("--dayfirst", help="Read 01/02 as 1 February", metavar="")
+    ] = False,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            help="Time zone of times written without one, e.g. Asia/Shanghai",
+            show_default="looked up from the coordinates",
+        ),
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator", show_default="sniffed")] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="Text encoding, e.g. gb18030, big5, cp1252",
+            show_default="detected: UTF-8, GB18030, Big5 or cp1252",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str | None, typer.Option(help="Decimal mark of coordinates", show_default="per value")
+    ] = None,
     buffer_m: Annotated[
         float | None, typer.Option(help="Buffer event geometries by this many metres")
     ] = None,
@@ -119,16 +252,33 @@ def join_cmd(
         float | None,
         typer.Option("--max-distance", help="Snap distance, metres (default by kind: 25/20/25)"),
     ] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on any unusable row")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on any unusable row", metavar="")
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Write the output even when no event is kept or matched",
+            metavar="",
+        ),
+    ] = False,
     per_unit: Annotated[
         Path | None, typer.Option(help="Also write the per-unit summary (.parquet/.gpkg)")
     ] = None,
     list_presets: Annotated[
-        bool, typer.Option("--list-presets", help="List the presets and exit")
+        bool, typer.Option("--list-presets", help="List the presets and exit", metavar="")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress output", metavar="")
+    ] = False,
 ) -> None:
-    """Attach accidents, hazards or work zones to traffic units and report the matches."""
+    """Attach accidents, hazards or work zones to traffic units and report the matches.
+
+    The summary says which source column gave each field, what was detected (encoding,
+    separator, CRS, time zone) and why rows were dropped. Nothing is written when no event
+    would be (exit 2; the previous output stays).
+    """
     from ..events import read_events
     from ..join import assign, summarize
     from ..presets import PRESETS, get_preset
@@ -141,11 +291,22 @@ def join_cmd(
             t.add_row(p.name, str(p.kwargs["kind"]), p.file, p.description)
         console.print(t)
         return
-    with user_errors():
+    with cli_errors():
+        if units_path is None:
+            raise ValidationError("give the UNITS file (or a road network) and the EVENTS file")
         if output is None:
-            raise ValidationError("give the output file with -o joined.parquet")
-        if output.suffix.lower() not in io.SUFFIXES:
-            raise ValidationError(f"output must end in {', '.join(io.SUFFIXES)}")
+            raise ValidationError("give the output with -o joined.parquet or -o DATA_DIR")
+        from ..datafolder import DataFolder, is_folder_output, timer
+
+        into_folder = is_folder_output(output)
+        if into_folder:
+            DataFolder(output, create=True)
+        else:
+            check_writable(output)
+        if per_unit is not None:
+            check_writable(per_unit, "--per-unit output")
+        if not units_path.exists():
+            raise InputFileError(f"{units_path}: no such file")
         if events_path is None:
             if preset is None:
                 raise ValidationError("give an EVENTS file (or --preset for a known file)")
@@ -156,10 +317,12 @@ def join_cmd(
                     "or set TRAFFICUNIT_DATA to the data directory"
                 )
             events_path = base / get_preset(preset).file
+        if preset is not None:
+            get_preset(preset)  # unknown names fail before any work
         columns = _pairs(",".join(column or []), "--column")
         sev_map = _pairs(severity_map, "--severity-map") or None
         kwargs: dict[str, Any] = {
-            "kind": kind,
+            "kind": kind or (None if preset else "accident"),
             "x": x,
             "y": y,
             "crs": int(crs) if crs is not None and crs.isdigit() else crs,
@@ -171,22 +334,61 @@ def join_cmd(
             "columns": columns or None,
             "severity_map": _coerce_keys(sev_map) if sev_map else None,
             "time_format": time_format,
+            "dayfirst": dayfirst,
             "tz": tz,
             "sep": sep,
             "encoding": encoding,
+            "decimal": decimal,
             "buffer_m": buffer_m,
             "preset": preset,
             "strict": strict,
         }
-        units = _load_units(units_path, quiet)
+        lap = timer()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TrafficUnitWarning)
             events = read_events(events_path, **kwargs)
+        units = _load_units(units_path, quiet)
         joined = assign(units, events, max_distance_m=max_distance)
-        io.write_table(joined, output)
+        notes = [str(w.message) for w in caught]
+        rep = joined.attrs.get("report", {})
+        empty = _empty_reason(rep)
+        if empty and not allow_empty:
+            print_report(joined, None, notes, None)
+            raise ValidationError(
+                f"{empty}; nothing written ({output} is left as it was). "
+                "--allow-empty writes it anyway"
+            )
+        if into_folder:  # the folder's table for the kind, with the source in its manifest
+            folder = DataFolder(output)
+            kind_read = str(events.attrs.get("report", {}).get("kind") or kwargs["kind"])
+            table = DataFolder.table_for_kind(kind_read)
+            folder.write(table, joined)
+            folder.record_source(
+                kind_read, events_path, options=kwargs, report=events.attrs.get("report")
+            )
+            folder.record_stage("join", lap())
+            output = folder.path(table)
+        else:
+            io.write_table(joined, output)
         if per_unit is not None:
             io.write_table(summarize(units, joined), per_unit)
-    print_report(joined, output, [str(w.message) for w in caught], per_unit)
+    print_report(joined, output, notes, per_unit)
+
+
+def _empty_reason(rep: dict[str, Any]) -> str | None:
+    """Why a join result is empty (no event kept, or none matched a unit), else ``None``."""
+    read = rep.get("read") or {}
+    if not rep.get("events"):
+        n = read.get("rows_read")
+        why = ", ".join(f"{r} {c:,}" for r, c in (read.get("dropped") or {}).items())
+        hints = " ".join(read.get("hints") or [])
+        return (f"no event kept of {n:,} rows read ({why})" if n else "no event in the file") + (
+            f": {hints}" if hints else ""
+        )
+    if not rep.get("matched"):
+        diag = (rep.get("diagnosis") or {}).get("message")
+        return f"no event of {rep['events']:,} matched a unit" + (f": {diag}" if diag else "")
+    return None
 
 
 def _coerce_keys(mapping: dict[str, str]) -> dict[Any, str]:
@@ -198,11 +400,34 @@ def _coerce_keys(mapping: dict[str, str]) -> dict[Any, str]:
     return out
 
 
-def print_report(joined: Any, output: Path, notes: list[str], per_unit: Path | None) -> None:
-    """One screen: what was read and dropped, how the events matched."""
+def print_report(joined: Any, output: Path | None, notes: list[str], per_unit: Path | None) -> None:
+    """One screen: where each field came from, what was detected, read and dropped, how
+    the events matched."""
     rep = joined.attrs.get("report", {})
     read = rep.get("read") or {}
     if read:
+        t = Table(title="fields", show_edge=False)
+        t.add_column("field")
+        t.add_column("from")
+        for fld, src in (read.get("fields") or {}).items():
+            t.add_row(fld, cli_words(src))
+        console.print(t)
+        detected = [
+            ("format", read.get("format")),
+            (
+                "encoding",
+                f"{read['encoding']} ({read.get('encoding_how')})"
+                if read.get("encoding")
+                else None,
+            ),
+            ("separator", repr(read["sep"]) if read.get("sep") else None),
+            ("CRS", read.get("crs")),
+            ("time zone", f"{read.get('tz')} ({read.get('tz_how')})" if read.get("tz") else None),
+            ("time", read.get("time_built")),
+        ]
+        console.print(
+            "detected: " + "; ".join(f"{k} {v}" for k, v in detected if v), highlight=False
+        )
         t = Table(title="events read", show_edge=False)
         t.add_column("")
         t.add_column("rows", justify="right")
@@ -211,15 +436,13 @@ def print_report(joined: Any, output: Path, notes: list[str], per_unit: Path | N
         for reason, n in (read.get("dropped") or {}).items():
             t.add_row(f"dropped: {reason}", f"{n:,}")
         console.print(t)
-        meta = [
-            f"{k} {read[k]!r}" for k in ("format", "encoding", "sep", "crs", "tz") if read.get(k)
-        ]
-        console.print("source: " + ", ".join(meta), highlight=False)
         for reason, ex in (read.get("examples") or {}).items():
-            rows = ", ".join(str(e.get("row")) for e in ex[:5])
-            console.print(f"  {reason}: rows {rows}", highlight=False)
+            shown = "; ".join(_example(e) for e in ex[:3])
+            console.print(f"  {reason}: {shown}", highlight=False)
         for field, vals in (read.get("unknown_values") or {}).items():
             console.print(f"  unknown {field} values: {vals}", highlight=False)
+        for hint in read.get("hints") or []:
+            console.print(f"[yellow]check:[/] {cli_words(hint)}", highlight=False)
     t = Table(title="match", show_edge=False)
     t.add_column("status")
     t.add_column("events", justify="right")
@@ -236,13 +459,23 @@ def print_report(joined: Any, output: Path, notes: list[str], per_unit: Path | N
         f"max distance {rep.get('max_distance_m')} m; distances {rep.get('distance_m')}",
         highlight=False,
     )
+    diag = rep.get("diagnosis") or {}
+    if diag.get("message"):
+        label = "note" if diag.get("likely") == "wider area" else "[yellow]check[/]"
+        console.print(f"{label}: {cli_words(diag['message'])}", highlight=False)
     if rep.get("name_matched"):
         console.print(
             f"street names agreed for {rep['name_matched']:,} matches and moved "
             f"{rep.get('name_overrode_nearest', 0):,} events off a nearer unit of another name"
         )
-    for note in notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"wrote [bold]{output}[/] ({rep.get('rows', 0):,} rows)")
+    for note in dict.fromkeys(notes + list(read.get("notes") or [])):
+        console.print(f"[yellow]note:[/] {cli_words(note)}", highlight=False)
+    if output is not None:
+        console.print(f"wrote [bold]{output}[/] ({rep.get('rows', 0):,} rows)")
     if per_unit is not None:
         console.print(f"wrote [bold]{per_unit}[/]")
+
+
+def _example(e: dict[str, Any]) -> str:
+    vals = ", ".join(f"{k}={v!r}" for k, v in e.items() if k != "row")
+    return f"row {e['row']}" + (f" ({vals})" if vals else "")

@@ -40,7 +40,10 @@ def pipeline_cmd(
         Path, typer.Option("--accidents", help="Accidents file (CSV, GeoJSON, GPKG, Parquet)")
     ],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="Output directory (written when complete)")
+        Path,
+        typer.Option(
+            "-o", "--output", help="Data folder (as `trafficunit build` writes; served by `serve`)"
+        ),
     ],
     scheduler: Annotated[
         str, typer.Option(help="'local' (start a local cluster), a scheduler address, or 'none'")
@@ -81,12 +84,16 @@ def pipeline_cmd(
     """Build units, join the accidents and score, partitioned spatially on Dask; the results
     equal a single-process run. An interrupted run started again resumes where it stopped."""
     with user_errors():
+        from ..datafolder import DataFolder
         from ..distributed import run_pipeline
         from ..network import read_network
         from ..settings import DistributedSettings
 
         if output.suffix:
             raise ValidationError(f"-o {output}: give a directory (no suffix), e.g. -o results")
+        folder = DataFolder(output, create=True)  # writable, checked before any work
+        # the run's own resumable staging lives beside the folder until the folder is written
+        work = output.parent / f".{output.name}.pipeline-run"
         per = None
         if period:
             parts = [p.strip() for p in period.split(",")]
@@ -120,7 +127,7 @@ def pipeline_cmd(
             hazards=hz,
             period=per,
             scheduler=None if scheduler.lower() == "none" else scheduler,
-            outdir=output,
+            outdir=work,
             max_length_m=max_length_m,
             junction_merge_m=junction_merge_m,
             crs=metric_crs,
@@ -128,7 +135,68 @@ def pipeline_cmd(
             fingerprint=hashlib.sha256(ident.encode()).hexdigest(),
             progress=not quiet,
         )
+        write_folder(folder, result, network, accidents, hazards, read, preset, period=per)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     print_summary(result.report, result.risk, result.joined, output)
+
+
+def write_folder(
+    folder: Any,
+    result: Any,
+    network: Path,
+    accidents: Path,
+    hazards: Path | None,
+    read: dict[str, Any],
+    preset: str | None,
+    *,
+    period: Any,
+) -> None:
+    """The pipeline's results as a data folder: scored units, joined events, black spots
+    (single process: they need whole roads), tiles and the manifest."""
+    import shlex
+    import sys
+    import warnings
+
+    from ..blackspots import find_black_spots
+    from ..datafolder import timer
+    from ..project import finish_folder
+
+    lap = timer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spots = find_black_spots(result.units, result.joined)
+    timings = {k: float(v) for k, v in result.report["seconds"].items() if k != "total"}
+    timings["black_spots"] = round(lap(), 3)
+    joined = {"accidents": result.joined}
+    if result.hazards is not None:
+        joined["hazards"] = result.hazards
+    finish_folder(
+        folder,
+        scored=result.risk,
+        joined=joined,
+        spots=spots,
+        timings=timings,
+        lap=lap,
+        say=lambda stage, msg: None,
+        tiles={},
+        name=network.stem,
+        fields={
+            "command": shlex.join(["trafficunit", *sys.argv[1:]]),
+            "crs": str(result.units.crs) if result.units.crs is not None else None,
+            "pipeline": {k: v for k, v in result.report.items() if k != "seconds"},
+        },
+    )
+    folder.record_source("network", network)
+    folder.record_source(
+        "accident",
+        accidents,
+        options={**read, "preset": preset},
+        report=result.joined.attrs.get("report", {}).get("read") or {},
+    )
+    if hazards is not None:
+        folder.record_source("hazard", hazards)
 
 
 def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) -> None:
@@ -158,4 +226,7 @@ def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) 
             f"{lv} {int(levels.get(lv, 0)):,}" for lv in ("red", "orange", "yellow", "blue")
         )
     )
-    console.print(f"wrote [bold]{output}[/] (units, joined, risk, report.json)")
+    console.print(
+        f"wrote [bold]{output}[/] (scored units, accidents, black spots, risk.pmtiles, "
+        f"manifest.json); serve it with: trafficunit serve {output}"
+    )

@@ -26,11 +26,25 @@ def _period(text: str | None) -> tuple[str, str] | None:
 
 @app.command("risk")
 def risk_cmd(
-    units_path: Annotated[Path, typer.Argument(metavar="UNITS", help="Units (.parquet/.gpkg)")],
-    joined_path: Annotated[
-        Path, typer.Argument(metavar="JOINED", help="Events joined to the units (tu.assign)")
+    units_path: Annotated[
+        Path, typer.Argument(metavar="UNITS", help="Units (.parquet/.gpkg) or a data folder")
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .parquet or .gpkg")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Output .parquet or .gpkg, or a data folder (scored units, black spots, "
+            "rule and period in its manifest)",
+        ),
+    ],
+    joined_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[JOINED]",
+            help="Events joined to the units (tu.assign); default: the folder's accidents",
+        ),
+    ] = None,
     period: Annotated[
         str | None,
         typer.Option(help="START..END (inclusive), e.g. 2016-01-01..2022-12-31; default all"),
@@ -64,12 +78,23 @@ def risk_cmd(
 ) -> None:
     """Score units (measures, empirical Bayes, four-colour level) and find black spots."""
     from .. import blackspots, risk
+    from ..datafolder import DataFolder, check_writable, is_folder_output, timer
 
     with user_errors():
-        for path in (output, black_spots):
+        into_folder = is_folder_output(output)
+        for path in (None if into_folder else output, black_spots):
             if path is not None and path.suffix.lower() not in io.SUFFIXES:
                 raise typer.BadParameter(f"{path}: output must end in {', '.join(io.SUFFIXES)}")
-        units = io.read_table(units_path)
+        for path in (output, black_spots, figure):
+            if path is not None:  # before any work
+                check_writable(path, folder=path is output and into_folder)
+        source = DataFolder(units_path) if units_path.is_dir() else None
+        if joined_path is None:
+            if source is None:
+                raise typer.BadParameter("give JOINED (events joined to the units)")
+            joined_path = source.path("accidents")
+        lap = timer()
+        units = io.read_table(source.path("units") if source else units_path)
         joined = io.read_table(joined_path, index=None)
         band_values = None
         if bands is not None:
@@ -87,12 +112,21 @@ def risk_cmd(
                 bands=band_values,
                 hotspot_stats=hotspot_stats,
             )
-        io.write_table(scored, output)
+        risk_s = lap()
         with console.status("finding black spots"):
             spots = blackspots.find_black_spots(
                 units, joined, profile=profile, period=_period(spots_period)
             )
-        if black_spots is not None:
+        spots_s = lap()
+        if into_folder:
+            folder = DataFolder(output, create=True)
+            written = write_risk_into_folder(folder, scored, spots, joined, joined_path)
+            output, black_spots = written, folder.path("black_spots")
+            folder.record_stage("risk", risk_s)
+            folder.record_stage("black_spots", spots_s)
+        else:
+            io.write_table(scored, output)
+        if black_spots is not None and not into_folder:
             io.write_table(spots, black_spots)
         if figure is not None:
             import matplotlib
@@ -105,6 +139,50 @@ def risk_cmd(
             with io.atomic_path(figure) as tmp:
                 ax.figure.savefig(tmp, dpi=150, format=figure.suffix.lstrip(".") or "png")
         print_summary(scored, spots, joined, output=output, black_spots=black_spots, top=top)
+
+
+def write_risk_into_folder(
+    folder: Any, scored: Any, spots: Any, joined: Any, joined_path: Path
+) -> Path:
+    """Scored units and black spots into a data folder; rule, period, counts and the accidents
+    the scores were computed from into its manifest."""
+
+    from ..datafolder import file_record
+    from ..project import counts, extent
+
+    if joined_path.resolve() != folder.path("accidents").resolve():
+        # the folder serves the accidents that were scored
+        folder.write("accidents", joined)
+    elif joined_path.exists():
+        folder.record_file("accidents", rows=len(joined))
+    path: Path = folder.write("units", scored)
+    folder.write("black_spots", spots)
+    rep = joined.attrs.get("report") or {}
+    read = rep.get("read") if isinstance(rep.get("read"), dict) else None
+    if read and read.get("source"):  # `join` keeps the reader's report in the table
+        source = Path(str(read["source"]))
+        folder.record_source(str(read.get("kind") or "accident"), source, report=read)
+        with folder.edit_manifest() as m:
+            m["sources"][-1]["join"] = {
+                k: rep[k]
+                for k in ("events", "matched", "matched_share", "by_match", "max_distance_m")
+                if k in rep
+            }
+    rule = scored.attrs.get("rule", {})
+    with folder.edit_manifest() as m:
+        m["rule"] = rule
+        m["period"] = rule.get("period")
+        m["counts"].update(counts(scored, {"accidents": joined}, spots))
+        m["extent"] = m.get("extent") or extent(scored)
+        m["risk_inputs"] = {"accidents": file_record(folder.path("accidents"))}
+    return path
+
+
+def _text(value: Any) -> str:
+    """A cell as text; missing (None, NaN, pd.NA) as empty."""
+    import pandas as pd
+
+    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
 
 
 def print_summary(
@@ -156,7 +234,7 @@ def print_summary(
             t.add_row(
                 str(uid),
                 str(row["kind"]),
-                str(row.get("name") or ""),
+                _text(row.get("name")),
                 str(row["level"]),
                 str(int(row["crashes"])),
                 f"{row['epdo']:.0f}",

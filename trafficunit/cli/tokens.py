@@ -44,7 +44,9 @@ def _url(database_url: str | None, data_dir: Path | None) -> str:
     if url:
         return url
     folder = data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))
-    return f"sqlite:///{(folder / 'ledger.sqlite').resolve()}"
+    from ..datafolder import FILES
+
+    return f"sqlite:///{(folder / FILES['ledger']).resolve()}"
 
 
 def _open(database_url: str | None, data_dir: Path | None) -> Ledger:

@@ -21,7 +21,10 @@ def units_cmd(
         Path, typer.Argument(help="OSM PBF/XML(.gz/.bz2) file or a line file (GPKG, GeoJSON...)")
     ],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="Output .parquet (GeoParquet) or .gpkg")
+        Path,
+        typer.Option(
+            "-o", "--output", help="Output .parquet (GeoParquet) or .gpkg, or a data folder"
+        ),
     ],
     max_length_m: Annotated[float, typer.Option(help="Longest segment unit, metres")] = 200.0,
     junction_merge_m: Annotated[
@@ -36,10 +39,18 @@ def units_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """Build traffic units (intersections and segments) from a road network."""
+    from ..datafolder import check_writable, is_folder_output, timer
+
     with user_errors():
-        if output.suffix.lower() not in io.SUFFIXES:
-            raise typer.BadParameter(f"output must end in {', '.join(io.SUFFIXES)}")
+        into_folder = is_folder_output(output)
+        if not into_folder and output.suffix.lower() not in io.SUFFIXES:
+            raise typer.BadParameter(
+                f"output must end in {', '.join(io.SUFFIXES)}, or be a data folder"
+            )
+        check_writable(output, folder=into_folder)  # before any work
+        lap = timer()
         roads = read_network(network, highways=None if all_highways else "drivable")
+        read_s = lap()
         units = build_units(
             roads,
             max_length_m=max_length_m,
@@ -47,8 +58,42 @@ def units_cmd(
             crs=crs,
             progress=not quiet,
         )
-        io.write_table(units, output)
+        if into_folder:
+            output = write_units_into_folder(
+                output, units, network, read_s=read_s, units_s=lap(), crs=crs
+            )
+        else:
+            io.write_table(units, output)
     print_summary(roads, units, output)
+
+
+def write_units_into_folder(
+    out: Path, units: object, network: Path, *, read_s: float, units_s: float, crs: str | None
+) -> Path:
+    """Units into a data folder, with the network as the manifest's source."""
+    import shlex
+
+    from ..datafolder import DataFolder
+    from ..project import extent
+
+    folder = DataFolder(out, create=True)
+    path = folder.write("units", units)
+    rep = getattr(units, "attrs", {}).get("report") or {}
+    folder.record_source(
+        "network",
+        network,
+        options={"crs": crs} if crs else None,
+    )
+    with folder.edit_manifest() as m:
+        m["command"] = m.get("command") or shlex.join(
+            ["trafficunit", "units", str(network), "-o", str(out)]
+        )
+        m["crs"] = rep.get("metric_crs") or crs
+        m["extent"] = extent(units)
+        m["counts"]["units"] = len(units)  # type: ignore[arg-type]
+        m["timings_s"]["network"] = round(read_s, 3)
+        m["timings_s"]["units"] = round(units_s, 3)
+    return path
 
 
 def print_summary(roads: object, units: object, output: Path | None) -> None:

@@ -1,0 +1,325 @@
+"""``trafficunit build city.toml -o DATA_DIR`` (or the flag form): a city's files into a data
+folder that ``trafficunit serve`` serves, in one command."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .._errors import ValidationError
+from . import app
+from ._common import console, user_errors
+
+_FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
+
+
+def _num_or_text(value: str | None) -> Any:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def _pairs(text: str | None, flag: str) -> dict[Any, str] | None:
+    if not text:
+        return None
+    out: dict[Any, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValidationError(f"{flag}: expected key=value pairs separated by commas")
+        k, v = (p.strip() for p in item.split("=", 1))
+        out[k] = v
+        if k.lstrip("-").isdigit():
+            out[int(k)] = v
+    return out
+
+
+def _command_line(
+    project: Path | None,
+    output: Path,
+    network: Path | None,
+    accidents: Path | None,
+    hazards: Path | None,
+    workzones: Path | None,
+    flags: dict[str, Any],
+) -> str:
+    """The command that rebuilds the folder (recorded in its manifest)."""
+    args = ["trafficunit", "build"]
+    if project is not None:
+        args.append(str(project))
+    for flag, value in (
+        ("--network", network),
+        ("--accidents", accidents),
+        ("--hazards", hazards),
+        ("--workzones", workzones),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    for key, given in flags.items():
+        if given is None:
+            continue
+        flag = "--id" if key == "event_id" else "--" + key.replace("_", "-")
+        if isinstance(given, list):
+            text = ",".join(map(str, given))
+        elif isinstance(given, dict):
+            text = ",".join(f"{k}={v}" for k, v in given.items() if isinstance(k, str))
+        else:
+            text = str(given)
+        args += [flag, text]
+    return shlex.join([*args, "-o", str(output)])
+
+
+def project_from_flags(
+    *,
+    network: Path,
+    accidents: Path | None,
+    hazards: Path | None,
+    workzones: Path | None,
+    accident_options: dict[str, Any],
+    metric_crs: str | None,
+    period: str | None,
+    all_events: bool,
+    max_distance: float | None,
+) -> dict[str, Any]:
+    """The project dict :func:`trafficunit.build` takes, from the flags of the one-off form."""
+    project: dict[str, Any] = {"network": {"path": str(network)}, "events": []}
+    if metric_crs:
+        project["network"]["crs"] = metric_crs
+    if accidents is not None:
+        ev: dict[str, Any] = {"kind": "accident", "path": str(accidents)}
+        ev.update({k: v for k, v in accident_options.items() if v is not None})
+        if max_distance is not None:
+            ev["max_distance_m"] = max_distance
+        project["events"].append(ev)
+    for kind, path in (("hazard", hazards), ("workzone", workzones)):
+        if path is not None:
+            project["events"].append({"kind": kind, "path": str(path)})
+    if period:
+        sep = ".." if ".." in period else ","
+        if sep not in period:
+            raise ValidationError(f"--period {period!r}: give START..END, e.g. 2023-01-01..2025")
+        project["risk"] = {"period": [p.strip() for p in period.split(sep, 1)]}
+    if all_events:
+        project["tiles"] = {"all_events": True}
+    return project
+
+
+@app.command("build")
+def build_cmd(
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Data folder to write (served by `serve`)")
+    ],
+    project: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[PROJECT.toml]",
+            help="The city's project file (\\[network], \\[\\[events]], \\[risk]); or --network",
+        ),
+    ] = None,
+    network: Annotated[
+        Path | None, typer.Option(help="Road network (flag form instead of a project file)")
+    ] = None,
+    accidents: Annotated[Path | None, typer.Option(help="Accidents file (flag form)")] = None,
+    hazards: Annotated[Path | None, typer.Option(help="Hazards file (flag form)")] = None,
+    workzones: Annotated[Path | None, typer.Option(help="Work-zones file (flag form)")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Accidents: column mapping of a known file")
+    ] = None,
+    x: Annotated[str | None, typer.Option(help="Accidents: column of x / longitude")] = None,
+    y: Annotated[str | None, typer.Option(help="Accidents: column of y / latitude")] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="Accidents: CRS of x/y (EPSG code, 'gcj02', 'bd09')")
+    ] = None,
+    time: Annotated[
+        str | None, typer.Option(help="Accidents: time column(s), comma-separated (date,time)")
+    ] = None,
+    time_format: Annotated[
+        str | None, typer.Option(help="Accidents: strptime format of the time")
+    ] = None,
+    tz: Annotated[str | None, typer.Option(help="Accidents: time zone of naive times")] = None,
+    severity: Annotated[str | None, typer.Option(help="Accidents: severity column")] = None,
+    severity_map: Annotated[
+        str | None, typer.Option(help="Accidents: codes to KABCO, e.g. '1=O,2=B,3=K'")
+    ] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Accidents: id column")] = None,
+    road_name: Annotated[str | None, typer.Option(help="Accidents: street-name column")] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="Accidents: text encoding (default: detected)")
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="Accidents: CSV separator")] = None,
+    max_distance: Annotated[
+        float | None, typer.Option("--max-distance", help="Accidents: snap distance, metres")
+    ] = None,
+    metric_crs: Annotated[
+        str | None, typer.Option("--metric-crs", help="Metric CRS (default: UTM zone)")
+    ] = None,
+    period: Annotated[
+        str | None, typer.Option(help="Scoring period START..END (default: the data's years)")
+    ] = None,
+    all_events: Annotated[
+        bool,
+        typer.Option("--all-events", help="Tiles keep events on no unit (default: matched only)"),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines")] = False,
+) -> None:
+    """One command from a city's files to a served folder: network → units → events → join →
+    risk → black spots → tiles (then `trafficunit serve DATA_DIR`)."""
+    from ..project import build
+
+    with user_errors():
+        flags = {
+            "preset": preset,
+            "x": x,
+            "y": y,
+            "crs": _num_or_text(crs),
+            "time": time.split(",") if time and "," in time else time,
+            "time_format": time_format,
+            "tz": tz,
+            "severity": severity,
+            "severity_map": _pairs(severity_map, "--severity-map"),
+            "event_id": event_id,
+            "road_name": road_name,
+            "encoding": encoding,
+            "sep": sep,
+        }
+        if project is not None and network is not None:
+            raise ValidationError("give a PROJECT.toml or --network, not both")
+        if project is None and network is None:
+            raise ValidationError(
+                "give a project file (trafficunit build city.toml -o DATA_DIR) or the flag "
+                "form (trafficunit build --network X.pbf --accidents Y.csv ... -o DATA_DIR)"
+            )
+        if project is not None:
+            given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+            given += [
+                f"--{n}"
+                for n, v in (
+                    ("accidents", accidents),
+                    ("hazards", hazards),
+                    ("workzones", workzones),
+                )
+                if v is not None
+            ]
+            if given:
+                raise ValidationError(
+                    f"{', '.join(given)} belong to the flag form; with {project} put them in "
+                    "its [[events]] table"
+                )
+            spec: Any = project
+        else:
+            assert network is not None
+            if accidents is None and preset is None:
+                raise ValidationError("give the accidents file with --accidents FILE")
+            if accidents is None and preset is not None:
+                from ..presets import get_preset
+                from .join import _shared_data
+
+                base = _shared_data()
+                if base is None:
+                    raise ValidationError("--preset without --accidents needs ../shared/data")
+                accidents = base / get_preset(preset).file
+            spec = project_from_flags(
+                network=network,
+                accidents=accidents,
+                hazards=hazards,
+                workzones=workzones,
+                accident_options=flags,
+                metric_crs=metric_crs,
+                period=period,
+                all_events=all_events,
+                max_distance=max_distance,
+            )
+
+        def progress(stage: str, message: str) -> None:
+            if not quiet:
+                console.print(f"[dim]{stage:>11}[/] {message}", highlight=False)
+
+        command = _command_line(project, output, network, accidents, hazards, workzones, flags)
+        command += " --all-events" if all_events else ""
+        command += f" --period {period}" if period and project is None else ""
+        command += f" --metric-crs {metric_crs}" if metric_crs and project is None else ""
+        command += f" --max-distance {max_distance:g}" if max_distance is not None else ""
+        folder = build(spec, output=output, progress=progress, command=command, bars=not quiet)
+    print_summary(folder.manifest, output)
+
+
+def print_summary(manifest: dict[str, Any], output: Path) -> None:
+    """One screen: which source column became which field, counts, time per stage."""
+    sources = [s for s in manifest.get("sources", []) if s.get("kind") not in ("network",)]
+    if sources:
+        t = Table(title="sources: field ← column", show_edge=False)
+        for c in ("source", "field", "column(s)"):
+            t.add_column(c, overflow="fold")
+        for s in sources:
+            name = Path(str(s.get("path", s.get("kind")))).name
+            mapping = s.get("mapping") or s.get("columns") or {}
+            if not isinstance(mapping, dict):  # a reader's report in another shape: as given
+                mapping = {"mapping": mapping}
+            first = True
+            for fld, cols in mapping.items():
+                shown = ", ".join(map(str, cols)) if isinstance(cols, list) else str(cols)
+                t.add_row(name if first else "", str(fld), shown)
+                first = False
+            if first:
+                t.add_row(name, "(no mapping reported)", "")
+        console.print(t)
+        for s in sources:
+            detected = [
+                f"{k} {s[k]!r}" for k in ("format", "encoding", "sep", "crs", "tz") if s.get(k)
+            ]
+            join = s.get("join") or {}
+            line = f"{Path(str(s.get('path', ''))).name}: " + ", ".join(detected)
+            if s.get("rows_read") is not None:
+                line += f"; read {s['rows_read']:,}, kept {s.get('rows_kept', 0):,}"
+            if s.get("dropped"):
+                line += " (dropped: " + ", ".join(f"{n:,} {r}" for r, n in s["dropped"].items())
+                line += ")"
+            if join:
+                line += (
+                    f"; {join.get('matched', 0):,} on a unit "
+                    f"({100 * (join.get('matched_share') or 0):.1f} %)"
+                )
+            console.print(line, highlight=False)
+            for note in s.get("warnings") or []:
+                console.print(f"  [yellow]note:[/] {note}", highlight=False)
+    counts = manifest.get("counts", {})
+    t = Table(title=f"data folder {output}", show_edge=False)
+    t.add_column("stage")
+    t.add_column("seconds", justify="right")
+    t.add_column("result")
+    results = {
+        "units": f"{counts.get('units', 0):,} units",
+        "events": ", ".join(
+            f"{counts[k]:,} {k}" for k in ("accidents", "hazards", "workzones") if k in counts
+        ),
+        "join": ", ".join(
+            f"{counts.get(k + '_matched', 0):,} of {counts[k]:,} {k}"
+            for k in ("accidents", "hazards", "workzones")
+            if k in counts
+        ),
+        "risk": ", ".join(
+            f"{lv} {counts.get('levels', {}).get(lv, 0):,}"
+            for lv in ("red", "orange", "yellow", "blue")
+        ),
+        "black_spots": f"{counts.get('black_spots', 0):,} black spots",
+        "tiles": (
+            f"{(manifest.get('tiles') or {}).get('bytes', 0) / 1e6:.2f} MB"
+            + ("" if (manifest.get("tiles") or {}).get("all_events") else ", matched events")
+        ),
+    }
+    for stage, sec in (manifest.get("timings_s") or {}).items():
+        t.add_row(stage.replace("_", " "), f"{sec:.2f}", results.get(stage, ""))
+    t.add_row("total", f"{sum((manifest.get('timings_s') or {}).values()):.2f}", "")
+    console.print(t)
+    period = manifest.get("period") or []
+    console.print(
+        f"period {' – '.join(str(p)[:10] for p in period) or 'none'}; CRS {manifest.get('crs')}; "
+        f"extent {((manifest.get('extent') or {}).get('bounds'))}",
+        highlight=False,
+    )
+    console.print(f"wrote [bold]{output}[/]; serve it with: trafficunit serve {output}")
