@@ -269,3 +269,32 @@ def test_zones_verb_loads_generates_and_refuses_bad_files(folder: Path, gen: Zon
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert np.all(gpd.read_parquet(folder / "units.parquet")["zone_grid2_grid"].notna())
+
+
+def test_zones_are_a_stage_of_build_and_loading_later_keeps_the_scores(
+    tmp_path: Path, gen: Zones
+) -> None:
+    police = gen.frame[gen.frame["tree"] == "police"]
+    police.to_file(tmp_path / "police.geojson")
+    project = {
+        "network": {"path": str(tu.sample_network_path())},
+        "sample": {"generate": True},
+        "zones": [{"path": str(tmp_path / "police.geojson")}],
+        "tiles": {"basemap": False},
+    }
+    folder = tu.build(project, output=tmp_path / "out")
+    assert folder.problems() == []
+    assert read_folder_zones(folder.root).trees == {  # type: ignore[union-attr]
+        "police": ("detachment", "brigade", "squadron")
+    }
+    units = gpd.read_parquet(folder.path("units"))
+    assert units["zone_police_squadron"].notna().all() and "level" in units.columns
+    assert folder.manifest["zones"]["units"]["outside"] == 0
+    # a tree loaded later: the scores stay valid; only the tiles lack the new codes
+    admin = Zones(gen.frame[gen.frame["tree"] == "admin"])
+    write_folder_zones(folder.root, admin)
+    problems = folder.problems()
+    assert len(problems) == 1 and "risk.pmtiles was built from other units" in problems[0]
+    assert "zone_admin_community" in gpd.read_parquet(folder.path("accidents")).columns
+    with pytest.raises(ValidationError, match="needs path"):
+        tu.build({**project, "zones": [{"tree": "x"}]}, output=tmp_path / "bad")
