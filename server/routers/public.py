@@ -38,6 +38,24 @@ class PublicReportIn(BaseModel):
     road_name: str | None = Field(default=None, max_length=200)
 
 
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references inlined (OpenAPI resolves ``$ref`` from the
+    document's root, where ``#/$defs/...`` does not exist)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.split("/")[-1]])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return dict(walk(schema))
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
@@ -54,7 +72,9 @@ def _client(request: Request) -> str:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PublicReportIn.model_json_schema()}},
+            "content": {
+                "application/json": {"schema": _inline(PublicReportIn.model_json_schema())}
+            },
         }
     },
 )
