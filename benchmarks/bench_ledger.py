@@ -33,7 +33,7 @@ from trafficunit.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-ADMIN = "bench-admin-token"
+ADMIN = "bench-admin-token-0123456789abcdefghi"
 
 #: Boston request types -> catalogue items.
 CATEGORIES = {

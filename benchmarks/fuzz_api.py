@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-ADMIN = "fuzz-admin-token"
+ADMIN = "fuzz-admin-token-0123456789abcdefghij"
 
 
 def main() -> int:

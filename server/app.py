@@ -19,11 +19,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
 from .archive import Archive
+from .bounds import InputBounds
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
 from .operations import ops_lifespan
@@ -331,8 +333,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )
+    # GeoJSON, CSV and other text answers gzip-compressed for clients that accept it (tiles
+    # are answered before this, already compressed; event streams are never buffered)
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=1024,
+        compresslevel=5,
+        exclude_content_types=("text/event-stream", "image/png", "application/x-protobuf"),
+    )
     app.add_middleware(TileFastPath)
     app.add_middleware(BodyLimit, max_bytes=settings.ledger.max_body_bytes)
+    app.add_middleware(InputBounds)  # outermost: bounds before anything parses the request
     return app
 
 
@@ -341,5 +352,8 @@ def app_from_env() -> TileFastPath:
 
     The FastAPI app wrapped in :class:`TileFastPath`, so stored tiles skip FastAPI entirely.
     """
+    from .supervision import bind_to_parent
+
+    bind_to_parent()  # a worker of `trafficunit serve --server uvicorn` dies with its parent
     app = create_app(Settings())
     return TileFastPath(app, state=app.state)

@@ -9,6 +9,8 @@ from typing import Annotated
 import pandas as pd
 from fastapi import Depends, Path, Query, Request
 
+from trafficunit._errors import clip
+
 from .errors import BadRequest, NotAcceptable, TooLarge
 from .settings import Settings
 from .store import DataStore
@@ -57,19 +59,19 @@ async def bbox_query(
         return None
     parts = bbox.split(",")
     if len(parts) != 4:
-        raise BadRequest(f"bbox must be minlon,minlat,maxlon,maxlat; got {bbox!r}")
+        raise BadRequest(f"bbox must be minlon,minlat,maxlon,maxlat; got {clip(bbox)}")
     try:
         minx, miny, maxx, maxy = (float(p) for p in parts)
     except ValueError as exc:
-        raise BadRequest(f"bbox has a value that is not a number: {bbox!r}") from exc
+        raise BadRequest(f"bbox has a value that is not a number: {clip(bbox)}") from exc
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
-        raise BadRequest(f"bbox values must be finite: {bbox!r}")
+        raise BadRequest(f"bbox values must be finite: {clip(bbox)}")
     if not (
         -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
     ):
-        raise BadRequest(f"bbox is outside longitude -180..180 / latitude -90..90: {bbox!r}")
+        raise BadRequest(f"bbox is outside longitude -180..180 / latitude -90..90: {clip(bbox)}")
     if minx > maxx or miny > maxy:
-        raise BadRequest(f"bbox minimum exceeds maximum: {bbox!r}")
+        raise BadRequest(f"bbox minimum exceeds maximum: {clip(bbox)}")
     settings: Settings = request.app.state.settings
     area = bbox_area_km2((minx, miny, maxx, maxy))
     if area > settings.query.max_bbox_km2:
@@ -105,7 +107,7 @@ async def output_format(
         return "csv" if "text/csv" in accept else "geojson"
     fmt = format.lower()
     if fmt not in ("geojson", "json", "csv"):
-        raise NotAcceptable(f"format {format!r} is not one of geojson, json, csv")
+        raise NotAcceptable(f"format {clip(format)} is not one of geojson, json, csv")
     return "geojson" if fmt == "json" else fmt
 
 
@@ -120,7 +122,7 @@ async def properties_query(
         return False
     if properties == "all":
         return True
-    raise BadRequest(f"properties must be summary or all, got {properties!r}")
+    raise BadRequest(f"properties must be summary or all, got {clip(properties)}")
 
 
 def comma_list(value: str | None) -> list[str] | None:
@@ -137,14 +139,16 @@ def parse_time(value: str | None, what: str) -> pd.Timestamp | None:
     try:
         t = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise BadRequest(f"{what}={value!r} is not an ISO date (YYYY-MM-DD) or datetime") from exc
+        raise BadRequest(
+            f"{what}={clip(value)} is not an ISO date (YYYY-MM-DD) or datetime"
+        ) from exc
     if t is pd.NaT:
-        raise BadRequest(f"{what}={value!r} is not a date")
+        raise BadRequest(f"{what}={clip(value)} is not a date")
     try:
         t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
         _ = (t + pd.Timedelta(days=1)).value  # representable in ns with a day to spare
     except (OverflowError, ValueError) as exc:
-        raise BadRequest(f"{what}={value!r} is outside the supported years 1678-2261") from exc
+        raise BadRequest(f"{what}={clip(value)} is outside the supported years 1678-2261") from exc
     return t
 
 

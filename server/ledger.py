@@ -11,10 +11,13 @@ too; :class:`BodyLimit` answers 413 for oversized request bodies.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
 import logging
+import math
+import re
 import sqlite3
 import threading
 import time
@@ -33,6 +36,7 @@ from trafficunit.datafolder import FILES
 from trafficunit.ledger import (
     AuthenticationError,
     ConflictError,
+    ImplausibleGeometry,
     Ledger,
     NotFoundError,
     PermissionDenied,
@@ -168,6 +172,69 @@ class LazyWorkZoneLayer(_LazyLayer):
         return pd.concat([table[[*cols, table.geometry.name]].to_crs(4326), registered])
 
 
+class TooManyAttempts(Exception):
+    """Too many failed token attempts from one client address: 429 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthThrottle:
+    """Failed token attempts per client address in a sliding window (per server process).
+
+    After ``limit`` failures within ``window_s`` seconds, every request from that address that
+    carries a token gets 429 until the oldest failure leaves the window; requests without a
+    token (anonymous reads) are not affected. With several workers each counts its own, so an
+    address gets at most ``workers x limit`` tries per window.
+    """
+
+    MAX_ADDRESSES = 100_000
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._fails: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, addr: str, now: float) -> collections.deque[float] | None:
+        q = self._fails.get(addr)
+        if q is None:
+            return None
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        if not q:
+            del self._fails[addr]
+            return None
+        return q
+
+    def check(self, addr: str) -> None:
+        """Raise :class:`TooManyAttempts` while ``addr`` is over the limit."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(addr, now)
+            if q is None or len(q) < self.limit:
+                return
+            wait = max(1, math.ceil(self.window_s - (now - q[0])))
+        raise TooManyAttempts(
+            f"{self.limit} failed token attempts from this address in {self.window_s:g} s; "
+            f"retry in {wait} s",
+            wait,
+        )
+
+    def fail(self, addr: str) -> None:
+        """Count a failed attempt from ``addr``."""
+        now = time.monotonic()
+        with self._lock:
+            if addr not in self._fails and len(self._fails) >= self.MAX_ADDRESSES:
+                for key in list(self._fails)[: self.MAX_ADDRESSES // 10]:
+                    del self._fails[key]  # the oldest entries (insertion order)
+            q = self._recent(addr, now)
+            if q is None:
+                q = self._fails[addr] = collections.deque()
+            q.append(now)
+
+
 class LedgerService:
     """The server's ledger and what keeps it tied to the data store."""
 
@@ -181,6 +248,12 @@ class LedgerService:
             duplicate_distance_m=ls.duplicate_distance_m,
             duplicate_window_days=ls.duplicate_window_days,
             reopen_days=ls.reopen_days,
+            max_area_m2={"hazard": ls.hazard_max_area_m2, "workzone": ls.workzone_max_area_m2},
+            max_length_m={
+                "hazard": ls.hazard_max_length_m,
+                "workzone": ls.workzone_max_length_m,
+            },
+            units_margin_m=ls.units_margin_m,
         )
         self.ledger = Ledger.open(
             url,
@@ -189,6 +262,7 @@ class LedgerService:
             pool_size=ls.pool_size,
         )
         self._admin_hash = hash_token(ls.admin_token) if ls.admin_token else None
+        self.throttle = AuthThrottle(ls.auth_failures, ls.auth_window_s)
         self.zones: gpd.GeoDataFrame | None = None
         self.zone_names: pd.Series | None = None
         if ls.jurisdictions is not None:
@@ -369,12 +443,26 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
+def client_address(request: Request) -> str:
+    """The caller's address (the proxy's ``X-Forwarded-For`` with ``--proxy-headers``)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def optional_principal(request: Request) -> Principal | None:
-    """The caller's principal, or None without a token; 401 for a bad token."""
-    token = _bearer(request)
-    if token is None:
+    """The caller's principal, or None without a token; 401 for a bad token, 429 after too
+    many bad tokens from the caller's address (:class:`AuthThrottle`)."""
+    if not request.headers.get("authorization"):
         return None
-    return service_of(request).principal(token)
+    svc = service_of(request)
+    addr = client_address(request)
+    svc.throttle.check(addr)
+    try:
+        token = _bearer(request)
+        assert token is not None
+        return svc.principal(token)
+    except AuthenticationError:
+        svc.throttle.fail(addr)
+        raise
 
 
 def principal(request: Request) -> Principal:
@@ -405,6 +493,50 @@ def needs(action: str) -> Callable[[Request], Principal]:
 
     dep.__name__ = f"needs_{action}"
     return dep
+
+
+#: Roles that see who did what (token labels and ids) in histories and reports.
+STAFF_ROLES = frozenset({"engineer", "supervisor", "admin"})
+#: Actors that are not people: shown to everyone.
+_MACHINE_ACTORS = frozenset({"system", "import"})
+_TOKEN_IN_ACTOR = re.compile(r"(?:^|\()(T[0-9a-f]{8}|env-admin)\)?$")
+
+
+def sees_actors(reader: Principal | None) -> bool:
+    """Whether ``reader`` may see token labels and ids of actors."""
+    return reader is not None and reader.role in STAFF_ROLES
+
+
+def public_actor(actor: str | None, settings: Settings) -> str | None:
+    """What a non-staff reader sees of ``actor`` (``TRAFFICUNIT_LEDGER_PUBLIC_ACTORS``):
+    never a token id or label; the admin's display name in ``names`` mode; machine actors
+    (``system``, ``import``) as they are."""
+    if actor is None or actor in _MACHINE_ACTORS:
+        return actor
+    ls = settings.ledger
+    if ls.public_actors == "names":
+        m = _TOKEN_IN_ACTOR.search(actor)
+        return ls.public_names.get(m.group(1)) if m else None
+    return None
+
+
+def public_events(events: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """History events for a non-staff reader: ``actor`` per :func:`public_actor`; ``role``
+    kept unless ``public_actors`` is ``none``."""
+    keep_role = settings.ledger.public_actors != "none"
+    return [
+        {
+            **e,
+            "actor": public_actor(e.get("actor"), settings),
+            "role": e.get("role") if keep_role or e.get("actor") in _MACHINE_ACTORS else None,
+        }
+        for e in events
+    ]
+
+
+def public_reports(reports: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """Reports for a non-staff reader: ``reported_by`` per :func:`public_actor`."""
+    return [{**r, "reported_by": public_actor(r.get("reported_by"), settings)} for r in reports]
 
 
 ServiceDep = Annotated[LedgerService, Depends(service_of)]
@@ -540,6 +672,16 @@ def install_ledger_errors(app: FastAPI) -> None:
 
         return h
 
+    async def throttled(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyAttempts)
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    app.add_exception_handler(TooManyAttempts, throttled)
+    app.add_exception_handler(ImplausibleGeometry, handler(422))
     app.add_exception_handler(NotFoundError, handler(404))
     app.add_exception_handler(ConflictError, handler(409))
     app.add_exception_handler(StaleVersion, handler(412))

@@ -175,6 +175,9 @@ def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
     Settings come from ``TRAFFICUNIT_*`` environment variables; ``proxy_headers`` trusts
     ``X-Forwarded-*`` from any client (behind a reverse proxy).
     """
+    from .supervision import bind_to_parent
+
+    bind_to_parent()  # a worker of `trafficunit serve` dies with the main process
     app = create_app(Settings())
     asgi: Any = app
     if proxy_headers:

@@ -11,12 +11,16 @@ Nested concerns read their own prefix: ``TRAFFICUNIT_TILES_MAX_AGE``,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Shortest accepted ``TRAFFICUNIT_ADMIN_TOKEN``.
+ADMIN_TOKEN_MIN = 32
 
-class TileSettings(BaseSettings):
+
+class TileServerSettings(BaseSettings):
     """Tile serving: cache headers, live-tile cache and reload checks."""
 
     model_config = SettingsConfigDict(env_prefix="TRAFFICUNIT_TILES_", extra="ignore")
@@ -73,11 +77,41 @@ class LedgerServerSettings(BaseSettings):
     admin_token: str | None = Field(
         default=None,
         validation_alias=AliasChoices("TRAFFICUNIT_ADMIN_TOKEN", "admin_token"),
-        description="A token that is always an admin (to create the first tokens)",
+        description=(
+            f"A token that is always an admin (to create the first tokens); at least "
+            f"{ADMIN_TOKEN_MIN} characters"
+        ),
     )
     read_requires_token: bool = Field(
-        default=False, description="Reads of the ledger need a token too"
+        default=False,
+        description=(
+            "Reads of the ledger (hazards, their history and reports, work zones and their "
+            "QR codes, KPIs, categories) need a token too; anonymous callers get 401. The "
+            "tiles (live hazards and work zones included) stay public"
+        ),
     )
+    public_actors: Literal["role", "names", "none"] = Field(
+        default="role",
+        description=(
+            "What anonymous and reporter callers see of who did something in a hazard's "
+            "history and reports: 'role' (the actor's role only), 'names' (role and the "
+            "display name set in public_names, else role only) or 'none'. Token ids and "
+            "labels are shown only to engineer, supervisor and admin tokens"
+        ),
+    )
+    public_names: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Display names by token id for public_actors='names' (JSON object, e.g. "
+            '{"tok_ab12": "Road maintenance office"})'
+        ),
+    )
+    auth_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Failed token attempts allowed per client address in auth_window_s (429)",
+    )
+    auth_window_s: float = Field(default=60.0, gt=0, description="Window of auth_failures, seconds")
     sqlite_synchronous: str = Field(default="FULL", description="SQLite synchronous pragma")
     pool_size: int = Field(default=10, description="PostgreSQL connections per process")
     max_body_bytes: int = Field(default=1_000_000, description="Largest request body (413)")
@@ -95,10 +129,29 @@ class LedgerServerSettings(BaseSettings):
     )
     catalogue: str | None = Field(default=None, description="Hazard category catalogue JSON")
     duplicate_distance_m: float = 30.0
+    hazard_max_area_m2: float = Field(default=1_000_000.0, description="Largest hazard polygon")
+    hazard_max_length_m: float = Field(default=5_000.0, description="Longest hazard line")
+    workzone_max_area_m2: float = Field(default=2_000_000.0, description="Largest work zone")
+    workzone_max_length_m: float = Field(default=20_000.0, description="Longest work zone")
+    units_margin_m: float = Field(
+        default=5_000.0,
+        description="Reports must touch the units' bounding box grown by this (422 beyond)",
+    )
     duplicate_window_days: float = 30.0
     deadline_general_days: float = 7.0
     deadline_major_days: float = 90.0
     reopen_days: float = 365.0
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < ADMIN_TOKEN_MIN:
+            raise ValueError(
+                f"TRAFFICUNIT_ADMIN_TOKEN is {len(value)} character(s) long; it needs at least "
+                f"{ADMIN_TOKEN_MIN} (make one with: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
 
 
 class Settings(BaseSettings):
@@ -118,6 +171,6 @@ class Settings(BaseSettings):
         description="URL of an external MapLibre basemap style drawn under the risk layers "
         "instead of the data folder's basemap.pmtiles (the page then talks to its host)",
     )
-    tiles: TileSettings = Field(default_factory=lambda: TileSettings())
+    tiles: TileServerSettings = Field(default_factory=lambda: TileServerSettings())
     query: QuerySettings = Field(default_factory=lambda: QuerySettings())
     ledger: LedgerServerSettings = Field(default_factory=lambda: LedgerServerSettings())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from trafficunit._errors import clip
 from trafficunit.mvt import CachedTile
 
 from .archive import Archive
@@ -32,7 +33,7 @@ def parse_zxy(z: str, x: str, y: str, *, maxzoom: int = 30) -> tuple[int, int, i
     """Validate tile coordinates given as path strings; 400 unless 0 <= x, y < 2**z."""
     for name, value in (("z", z), ("x", x), ("y", y)):
         if not _INT.match(value):
-            raise BadRequest(f"tile {name}={value!r} is not a non-negative integer")
+            raise BadRequest(f"tile {name}={clip(value)} is not a non-negative integer")
     zi, xi, yi = int(z), int(x), int(y)
     if zi > maxzoom:
         raise NotFound(f"zoom {zi} is beyond the highest zoom served ({maxzoom})")

@@ -14,6 +14,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import LineString, Point
 
 import trafficunit as tu
@@ -181,8 +183,11 @@ def test_sliding_window_counts_by_hand() -> None:
 def test_default_profile_finds_the_section_by_hand() -> None:
     units = network()
     joined = crashes(units, SPEC)
-    spots = tu.find_black_spots(units, joined)  # latest 3 years: 2020-2022
-    assert spots.attrs["period"][0].startswith("2020-01-01")
+    # the latest 3 years, but the data starts in 2021: its own 2 years, said and warned
+    with pytest.warns(tu.TrafficUnitWarning, match="2.0 years but profile 'default'"):
+        spots = tu.find_black_spots(units, joined)
+    assert spots.attrs["period"][0].startswith("2021-01-01")
+    assert spots.attrs["period_label"] == "2021-01-01–2022-12-31 (the latest 3 years of the data)"
     assert (spots["type"] == "point").sum() == 0
     sec = spots.loc[spots["type"] == "section"]
     assert len(sec) == 1  # [0, 500] and [100, 600] tie; the overlapping one is dropped
@@ -192,7 +197,7 @@ def test_default_profile_finds_the_section_by_hand() -> None:
     assert [s[c] for c in ("crashes", "K", "A", "B", "C", "O", "KA")] == [6, 1, 1, 2, 1, 1, 2]
     assert s["epdo"] == 600
     assert s["rule"].startswith("default section: KA >= 2 or KABC >= 5 or crashes >= 10")
-    assert "500 m window" in s["rule"] and "2020-01-01–2022-12-31" in s["rule"]
+    assert "500 m window" in s["rule"] and "2021-01-01–2022-12-31" in s["rule"]
     assert s["spot_id"] == "BS0001"
     assert s.geometry.length == pytest.approx(500)
     assert s.geometry.coords[0] == (0, 0)
@@ -217,7 +222,8 @@ def test_points_take_each_accident_once() -> None:
     )
     assert wide["crashes"].tolist() == [6] and round(wide.geometry.iloc[0].x) == 750
     assert wide["rule"].iloc[0] == (
-        "test point: KA >= 2 within 60 m over 3 year(s) (2020-01-01–2022-12-31)"
+        # a year of data is reported as that year, not as the profile's 3-year window
+        "test point: KA >= 2 within 60 m over 1 year(s) (2022-01-01–2022-12-31)"
     )
 
 
@@ -330,6 +336,174 @@ def test_black_spots_keep_input_untouched() -> None:
     assert isinstance(joined, gpd.GeoDataFrame)
 
 
+def test_an_accident_counts_in_one_section_of_a_ranking() -> None:
+    units = network()
+    # three accidents in junction IA, one on Side Rd (S4, 10 m north of IA)
+    joined = crashes(units, [("IA", 0, "O", 2022)] * 3 + [("S4", 10, "O", 2022)])
+    prof = {"name": "test", "criteria": ["crashes >= 3"]}
+    # every window through IA has 3 or 4 accidents: Main St and Side Rd both qualify
+    w = bs.sliding_windows(units, joined, window_m=500, step_m=100)
+    assert (w.groupby("road")["crashes"].max() >= 3).all()
+    spots = tu.find_black_spots(units, joined, profile=prof, types=["section"])
+    # Side Rd is the worse (4); its section takes IA's accidents, Main St keeps none
+    assert spots["road"].tolist() == ["Side Rd"]
+    s = spots.iloc[0]
+    assert (s["crashes"], s["segment_crashes"], s["junction_crashes"]) == (4, 1, 3)
+    assert sorted(s["event_ids"].split(";")) == ["e0", "e1", "e2", "e3"]
+    # with the junction's accidents counted once, Main St's remaining windows fail the rule
+    main_alone = tu.find_black_spots(
+        units, crashes(units, [("IA", 0, "O", 2022)] * 3), profile=prof, types=["section"]
+    )
+    assert len(main_alone) == 1 and main_alone["junction_crashes"].tolist() == [3]
+
+
+def test_points_and_sections_show_the_accidents_they_share() -> None:
+    units = network()
+    joined = crashes(units, [("S2", 50, "O", 2022)] * 3 + [("S2", 250, "O", 2022)] * 2)
+    prof = {"name": "test", "criteria": ["crashes >= 3"], "point_radius_m": 20.0}
+    spots = tu.find_black_spots(units, joined, profile=prof).set_index("type")
+    assert spots.loc["point", "crashes"] == 3 and spots.loc["section", "crashes"] == 5
+    assert spots.loc["point", "overlap_crashes"] == 3
+    assert spots.loc["section", "overlap_crashes"] == 3
+    assert spots.loc["point", "overlap_spot_ids"] == spots.loc["section", "spot_id"]
+
+
+def _dual_carriageway(gap: float = 20.0, both: bool = False) -> gpd.GeoDataFrame:
+    """Dual Rd: eastbound N1, N2 on y=0 through junction J; westbound M1, M2 on y=gap."""
+    direction = "both" if both else "forward"
+    rows = [
+        ("N1", "segment", LineString([(0, 0), (300, 0)]), "Dual", direction, None, "J", "primary"),
+        (
+            "N2",
+            "segment",
+            LineString([(300, 0), (600, 0)]),
+            "Dual",
+            direction,
+            "J",
+            None,
+            "primary",
+        ),
+        (
+            "M1",
+            "segment",
+            LineString([(600, gap), (300, gap)]),
+            "Dual",
+            direction,
+            None,
+            "J",
+            "primary",
+        ),
+        (
+            "M2",
+            "segment",
+            LineString([(300, gap), (0, gap)]),
+            "Dual",
+            direction,
+            "J",
+            None,
+            "primary",
+        ),
+        ("J", "intersection", Point(300, gap / 2), "Dual;Cross", None, None, None, "primary"),
+    ]
+    return make_units(rows)
+
+
+def test_the_two_carriageways_of_a_divided_road_are_one_corridor() -> None:
+    units = _dual_carriageway()
+    # per carriageway: two roads, as drawn
+    assert bs.road_chains(units)["chain_id"].nunique() == 2
+    co = bs.road_corridors(units)
+    assert co["chain_id"].nunique() == 1 and co["corridor"].all()
+    assert co["unit_id"].tolist().count("J") == 1  # the junction sits once on the corridor
+    assert co["carriageway"].nunique() == 2  # per-carriageway ids kept
+    pos = co.set_index("unit_id")
+    # the westbound carriageway is measured along the eastbound one (the reference line)
+    assert pos.loc["M2", ["start_m", "end_m"]].tolist() == pytest.approx([0, 300], abs=1e-6)
+    assert pos.loc["M1", ["start_m", "end_m"]].tolist() == pytest.approx([300, 600], abs=1e-6)
+    # five accidents each way near x=100..200 and three in the junction: 13 in one window
+    spec = [("N1", m, "O", 2022) for m in (100, 120, 140, 160, 180)]
+    spec += [("M2", m, "O", 2022) for m in (100, 120, 140, 160, 180)]  # x = 200..120
+    spec += [("J", 0, "O", 2022)] * 3
+    joined = crashes(units, spec)
+    w = bs.sliding_windows(units, joined, window_m=500, step_m=100)
+    assert w["corridor"].all() and w["crashes"].max() == 13
+    per_way = bs.sliding_windows(units, joined, window_m=500, step_m=100, corridors=False)
+    assert per_way["crashes"].max() == 8  # 5 + the junction's 3 on each carriageway
+    spots = tu.find_black_spots(units, joined, types=["section"])  # crashes >= 10
+    assert len(spots) == 1
+    s = spots.iloc[0]
+    assert (s["crashes"], s["junction_crashes"], s["carriageways"]) == (13, 3, 2)
+    assert bool(s["corridor"]) and len(set(s["event_ids"].split(";"))) == 13
+    assert tu.find_black_spots(units, joined, types=["section"], corridors=False).empty
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    gap=st.floats(min_value=3.0, max_value=90.0),
+    turn=st.floats(min_value=0.0, max_value=359.0),
+    n_crashes=st.integers(min_value=0, max_value=12),
+)
+def test_corridor_pairing_holds_at_any_orientation(gap: float, turn: float, n_crashes: int) -> None:
+    from shapely import affinity
+
+    units = _dual_carriageway(gap=gap)
+    rotated = units.copy()
+    rotated["geometry"] = [
+        affinity.rotate(g, turn, origin=(300, 0), use_radians=False) for g in units.geometry
+    ]
+    co = bs.road_corridors(rotated)
+    # offset measured centre line to centre line; the test stays clear of the 40 m edge
+    if gap <= 39.0:
+        assert co["corridor"].all() and co["chain_id"].nunique() == 1
+    elif gap >= 41.0:
+        assert not co["corridor"].any()
+    # whatever the pairing, a window counts each accident once
+    spec = [("M2", 10 + 20 * i, "O", 2022) for i in range(n_crashes)]
+    spec += [("J", 0, "O", 2022)]
+    joined = crashes(rotated, spec)
+    w = bs.sliding_windows(rotated, joined, window_m=1000, step_m=100, chains=co)
+    assert w["crashes"].max() == n_crashes + 1
+
+
+def test_peak_search_runs_along_the_corridor() -> None:
+    from trafficunit.settings import RiskSettings
+
+    units = _dual_carriageway()
+    spec = [("N1", 100, "O", 2022), ("M2", 150, "B", 2022), ("J", 0, "O", 2022)]
+    spec += [("N2", 50, "O", 2021), ("M1", 20, "O", 2021)]
+    joined = crashes(units, spec)
+    cfg = RiskSettings(population=("kind",), min_population=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        risk = tu.score(units, joined, period=("2021-01-01", "2022-12-31"), settings=cfg)
+    # one window over the whole corridor: every unit's EB values once (both carriageways
+    # overlap along the reference line, the junction counts once)
+    whole = bs.peak_search(units, risk, window_m=1000, max_cv=1e9)
+    assert len(whole) == 1
+    assert whole["expected"].iloc[0] == pytest.approx(risk["eb_expected"].sum())
+    assert whole["predicted"].iloc[0] == pytest.approx(risk["eb_predicted"].sum())
+    # a 300 m window over the western half holds half of each carriageway and the junction
+    half = bs.peak_search(units, risk, window_m=300, max_cv=1e9, max_window_m=300)
+    west = ["N1", "M2", "J"]
+    east = ["N2", "M1", "J"]
+    sums = {
+        risk.loc[side, "eb_expected"].sum() - risk.loc[side, "eb_predicted"].sum()
+        for side in (west, east)
+    }
+    assert half["excess"].iloc[0] == pytest.approx(max(sums))
+    assert len(bs.peak_search(units, risk, corridors=False, window_m=1000, max_cv=1e9)) == 2
+
+
+@pytest.mark.parametrize(
+    ("gap", "both", "why"),
+    [(120.0, False, "too far apart"), (20.0, True, "two-way roads are not carriageways")],
+)
+def test_roads_that_are_not_a_divided_road_stay_apart(gap: float, both: bool, why: str) -> None:
+    units = _dual_carriageway(gap=gap, both=both)
+    co = bs.road_corridors(units)
+    assert not co["corridor"].any(), why
+
+
 # -- real data ------------------------------------------------------------------------------------
 
 
@@ -359,3 +533,51 @@ def test_portland_corridor_sections() -> None:
     assert ratio.between(0.9, 1.1).mean() > 0.8
     # the worst section is on a named arterial, with accidents every year-ish
     assert sec["crashes"].iloc[0] >= 20 and sec["road"].iloc[0] != "(unnamed)"
+
+
+def test_helsinki_sections_count_each_crash_once() -> None:
+    from .conftest import shared_path
+
+    roads = tu.read_network(shared_path("osm", "helsinki-centre.osm.pbf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = tu.read_events(
+            shared_path("crashes", "helsinki-city-2000-2022.csv"), preset="helsinki-city"
+        )
+        units = tu.build_units(roads)
+        joined = tu.assign(units, events)
+        spots = tu.find_black_spots(units, joined, period=("2000-01-01", "2022-12-31"))
+        recent = tu.find_black_spots(units, joined, period=("2020-01-01", "2022-12-31"))
+        per_way = tu.find_black_spots(
+            units, joined, period=("2020-01-01", "2022-12-31"), corridors=False
+        )
+        windows = bs.sliding_windows(
+            units,
+            joined,
+            period=("2020-01-01", "2022-12-31"),
+            window_m=500,
+            step_m=100,
+            corridors=False,
+        )
+    sec = spots.loc[spots["type"] == "section"]
+    assert len(sec) >= 10
+    listed = sec["event_ids"].str.split(";").explode()
+    assert not listed.duplicated().any()  # across the ranking's sections no crash repeats
+    assert (sec["segment_crashes"] + sec["junction_crashes"] == sec["crashes"]).all()
+    assert (listed.groupby(level=0).size() == sec["crashes"]).all()
+    # points and sections: the shared crashes are a visible column, counted exactly
+    pts = spots.loc[spots["type"] == "point"]
+    in_sections = set(listed)
+    shared = pts["event_ids"].str.split(";").map(lambda ids: len(set(ids) & in_sections))
+    assert (shared == pts["overlap_crashes"]).all() and shared.sum() > 0
+    # Mannerheimintie 2020-22: at most 9 per 500 m on either carriageway (no section), a
+    # section as a corridor under the default rule (crashes >= 10), each crash once
+    mh = windows.loc[windows["road"] == "Mannerheimintie", "crashes"]
+    assert 0 < mh.max() < 10
+    assert "Mannerheimintie" not in set(per_way["road"])
+    corridor = recent.loc[(recent["type"] == "section") & (recent["road"] == "Mannerheimintie")]
+    assert len(corridor) == 1
+    c = corridor.iloc[0]
+    assert c["crashes"] >= 10 and bool(c["corridor"]) and c["carriageways"] == 2
+    ids = c["event_ids"].split(";")
+    assert len(ids) == len(set(ids)) == c["crashes"]

@@ -134,16 +134,37 @@ def test_grade_separation_name_wins_over_a_nearer_bridge() -> None:
     )
     # 3 m from the bridge deck, 8 m from the street below
     ev = make_events(
-        [(108, 3), (108, 3), (108, 3), (140, 3)],
+        [(108, 3), (108, 3), (108, 3), (150, 3)],
         road_name=["UNDER ST 12", "Some Other Rd", None, "UNDER ST"],
     )
     j = tu.assign(units, ev, max_distance_m=25)
     assert j["unit_id"].tolist() == ["S_under", "S_bridge", "S_bridge", "S_bridge"]
     assert j["distance_m"].iloc[0] == pytest.approx(8.0)
     assert j.attrs["report"]["name_overrode_nearest"] == 1
-    # the street below is 40 m away from the last crash: beyond the distance, no override
+    # the street below is 50 m away from the last crash: beyond the distance and the 15 m a
+    # named street may reach farther, no override
     plain = tu.assign(units, ev, max_distance_m=25, name_aware=False)
     assert plain["unit_id"].iloc[0] == "S_bridge"
+
+
+def test_a_named_street_is_reached_a_documented_extra_distance() -> None:
+    units = make_units(
+        [
+            ("S_named", [(0, 0), (200, 0)], "Kaivokatu", "primary"),
+            ("S_other", [(0, 40), (200, 40)], "Vilhonkatu", "residential"),
+        ]
+    )
+    # 30 m and 38 m from Kaivokatu (beyond 25 m), 10 m and 2 m from Vilhonkatu
+    ev = make_events([(50, 30), (60, 38), (70, 30)], road_name=["KAIVOKATU 8", "Kaivokatu", None])
+    j = tu.assign(units, ev, max_distance_m=25)
+    # 30 m and 38 m are within 25 + 15 m: the street the event names
+    assert j["unit_id"].tolist() == ["S_named", "S_named", "S_other"]
+    assert j["distance_m"].iloc[0] == pytest.approx(30.0)
+    tight = tu.assign(units, ev, max_distance_m=25, settings=JoinSettings(name_extra_distance_m=5))
+    # within 25 + 5 = 30 m only the first reaches its street; the second takes the other one
+    assert tight["unit_id"].tolist() == ["S_named", "S_other", "S_other"]
+    off = tu.assign(units, ev, max_distance_m=25, settings=JoinSettings(name_extra_distance_m=0))
+    assert off["unit_id"].tolist() == ["S_other", "S_other", "S_other"]
 
 
 @pytest.mark.parametrize(
@@ -400,7 +421,12 @@ def test_real_helsinki_crashes_match_within_25_m(
         4_500 if preset == "helsinki-city" else 500
     )
     seg = j["match"] == "matched"
-    assert (j.loc[seg, "distance_m"] <= 25).all()
+    # within 25 m, or up to 15 m farther on the street the crash report names
+    far = seg & (j["distance_m"] > 25)
+    assert (j.loc[seg, "distance_m"] <= 25 + 15).all()
+    if far.any():
+        named = helsinki_units.loc[j.loc[far, "unit_id"], "name"].to_numpy()
+        assert names_agree(j.loc[far, "road_name"], named) == 1.0
     ints = j["match"] == "intersection"
     radius = helsinki_units.loc[j.loc[ints, "unit_id"], "radius_m"].to_numpy()
     assert (j.loc[ints, "distance_m"].to_numpy() <= radius + 1e-9).all()

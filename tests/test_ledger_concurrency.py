@@ -29,7 +29,7 @@ from ._ledger_db import (  # noqa: F401  (fixtures)
 from ._serverdata import DLON, LAT0, LON0, grid_units
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "concurrency-admin-token"
+ADMIN = "concurrency-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CLIENTS = 50
 
@@ -286,7 +286,13 @@ def test_kill_9_during_writes_keeps_every_acknowledged_write(
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    # kill once enough writes were acknowledged, however slow the machine is (no fixed sleep)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        with lock:
+            if len(acked) > 20:
+                break
+        stop.wait(0.05)
     srv.kill9()
     stop.set()
     for t in threads:

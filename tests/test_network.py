@@ -210,3 +210,58 @@ def test_read_network_rejects_other_objects():
 def test_path_types(tmp_path):
     assert isinstance(tu.sample_network_path(), Path)
     assert tu.sample_network_path().exists()
+
+
+def test_highways_none_keeps_every_highway_way():
+    import osmium
+
+    path = shared_path("osm", "helsinki-centre.osm.pbf")
+    ways = (
+        osmium.FileProcessor(str(path))
+        .with_locations()
+        .with_filter(osmium.filter.KeyFilter("highway"))
+        .with_filter(osmium.filter.EntityFilter(osmium.osm.WAY))
+    )
+    aisles, areas, every = set(), set(), set()
+    for w in ways:
+        every.add(w.id)
+        ok = [n.location.valid() for n in w.nodes]
+        if not any(a and b for a, b in zip(ok, ok[1:], strict=False)):
+            continue  # cut at the extract's edge: dropped with that reason
+        if w.tags.get("service") == "parking_aisle":
+            aisles.add(w.id)
+        if w.tags.get("area") == "yes":
+            areas.add(w.id)
+    assert aisles and areas  # the extract has both
+    everything = tu.read_network(path, highways=None)
+    kept = set(everything["osm_id"].dropna().astype(int))
+    assert aisles <= kept and areas <= kept
+    report = everything.attrs["report"]
+    assert set(report["dropped"]) == {
+        "no two consecutive located nodes (cut at the extract's edge)"
+    }
+    # every highway way is kept or has a counted reason
+    assert len(every - kept) == sum(report["dropped"].values())
+    drive = tu.read_network(path)
+    assert not (aisles | areas) & set(drive["osm_id"].dropna().astype(int))
+
+
+def test_drop_reasons_say_exactly_what_a_way_lacked(tmp_path):
+    # way 1: no located node; way 2: one located node only (cut at the edge); way 3 fine
+    xml = """<?xml version='1.0' encoding='UTF-8'?>
+<osm version="0.6">
+  <node id="1" lat="60.0" lon="24.0"/>
+  <node id="2" lat="60.001" lon="24.0"/>
+  <node id="3" lat="60.002" lon="24.0"/>
+  <way id="1"><nd ref="90"/><nd ref="91"/><tag k="highway" v="residential"/></way>
+  <way id="2"><nd ref="1"/><nd ref="92"/><tag k="highway" v="residential"/></way>
+  <way id="3"><nd ref="2"/><nd ref="3"/><tag k="highway" v="residential"/></way>
+</osm>
+"""
+    path = tmp_path / "edge.osm"
+    path.write_text(xml, encoding="utf-8")
+    roads = tu.read_network(path)
+    dropped = roads.attrs["report"]["dropped"]
+    assert dropped["no located nodes (outside the extract)"] == 1
+    assert dropped["no two consecutive located nodes (cut at the extract's edge)"] == 1
+    assert roads["osm_id"].tolist() == [3]

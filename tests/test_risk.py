@@ -509,3 +509,98 @@ def test_night_by_sun_matches_recorded_darkness() -> None:
     assert len(ev) > 9000
     assert (sun == dark).mean() > 0.95  # measured 0.959
     assert (sun == dark).mean() > (clock == dark).mean() + 0.08  # clock 0.842
+
+
+def test_sparse_corridor_data_warns_with_coverage_and_remedy() -> None:
+    from .conftest import shared_path
+
+    roads = tu.read_network(shared_path("osm", "portland-central.osm.pbf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = tu.read_events(
+            shared_path("crashes", "portland-corridors-2007-2015.csv"), preset="portland"
+        )
+        units = tu.build_units(roads)
+        joined = tu.assign(units, events)
+    with pytest.warns(tu.TrafficUnitWarning, match="sparse data") as rec:
+        risk = tu.score(units, joined)
+    text = " ".join(str(w.message) for w in rec)
+    assert "rank_among='with_crashes'" in text and "longer period" in text
+    cov = risk.attrs["coverage"]
+    has = (risk["crashes"] > 0).to_numpy()
+    assert (
+        cov["share_with_crashes"] == pytest.approx(has.mean()) and cov["share_with_crashes"] < 0.05
+    )
+    assert cov["median_eb_weight"] == pytest.approx(np.median(risk["eb_weight"].to_numpy()[has]))
+    assert cov["max_k"] == max(cov["k"].values()) > 10
+    assert cov["levels"] == {lv: int((risk["level"] == lv).sum()) for lv in cov["levels"]}
+    # the period is the data's own span, and says so
+    times = joined.loc[joined["unit_id"].notna(), "time"].dt.tz_localize(None)
+    first, last = times.min().normalize(), times.max().normalize()
+    assert risk.attrs["rule"]["period"] == [first.isoformat(), last.isoformat()]
+    assert risk.attrs["rule"]["period_label"].endswith("(the data's span)")
+
+
+def test_dense_data_does_not_warn(units: gpd.GeoDataFrame) -> None:
+    spec = [(u, 10, "O", 2021) for u in units.index for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tu.TrafficUnitWarning)
+        r = tu.score(units, crashes(units, spec), period=("2021-01-01", "2021-12-31"))
+    assert r.attrs["coverage"]["share_with_crashes"] == 1.0
+    assert r.attrs["coverage"]["warnings"] == []
+    assert r.attrs["rule"]["period_label"] == "2021-01-01–2021-12-31 (given)"
+
+
+def test_demo_period_is_the_generated_data_span(tmp_path: Any) -> None:
+    from trafficunit.cli.serve import build_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = build_demo(tmp_path / "demo")
+    acc = pd.read_parquet(tmp_path / "demo" / "accidents.parquet")
+    t = acc.loc[acc["unit_id"].notna(), "time"].dt.tz_localize(None)
+    span = f"{t.min():%Y-%m-%d}–{t.max():%Y-%m-%d}"
+    assert manifest["period_label"] == f"{span} (the data's span)"
+    assert [p[:10] for p in manifest["period"]] == [f"{t.min():%Y-%m-%d}", f"{t.max():%Y-%m-%d}"]
+    assert span in manifest["rule"]["text"]
+
+
+def test_local_moran_defaults_to_999_permutations_with_the_seed_recorded(
+    units: gpd.GeoDataFrame, joined: gpd.GeoDataFrame
+) -> None:
+    r = tu.score(units, joined, period=PERIOD)
+    a = rk.hotspots(r)
+    b = rk.hotspots(r, seed=7)
+    info = a.attrs["hotspots"]
+    assert info["moran_permutations"] == 999 and info["seed"] == RiskSettings().seed
+    assert b.attrs["hotspots"]["seed"] == 7
+    assert "row-standardised" in info["moran_weights"]
+
+
+def test_day_and_night_come_from_the_files_light_column() -> None:
+    from .conftest import shared_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tu.TrafficUnitWarning)
+        ev = tu.read_events(
+            shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+        )
+    recorded = ev["light"].astype("string")
+    night = tf.filter_events(ev, light="night")
+    # every accident the police recorded in the dark is night, every daylight one is day
+    assert (
+        {"dark", "dark, lit"} <= set(night["light"].dropna()) <= {"dark", "dark, lit", "twilight"}
+    )
+    assert (night["light"].isin(["dark", "dark, lit"])).sum() == recorded.isin(
+        ["dark", "dark, lit"]
+    ).sum()
+    # twilight and unrecorded light fall back to the sun (time and place known), said in
+    # the report
+    by = night.attrs["time_report"]["light_by"]
+    n_light = int(recorded.isin(["daylight", "dark", "dark, lit"]).sum())
+    assert by["light column"] == n_light
+    assert by["light column"] + by.get("sun", 0) + by.get("clock", 0) == len(ev)
+    assert by.get("sun", 0) == int((~recorded.isin(["daylight", "dark", "dark, lit"])).sum())
+    # without a light column: the clock (no location) decides, and says so
+    clock = tf.filter_events(pd.DataFrame(ev.drop(columns=["light", "geometry"])), light="night")
+    assert set(clock.attrs["time_report"]["light_by"]) == {"clock"}

@@ -38,6 +38,14 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_data_dir(tmp_path_factory.mktemp("data"))
 
 
+def _wait_for(check: Any, timeout: float = 60.0) -> None:
+    """Poll ``check()`` until true (a replaced file is seen on a later request), or fail."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.01)
+
+
 def _client(data_dir: Path, **kw: Any) -> TestClient:
     s = Settings(
         data_dir=data_dir,
@@ -209,7 +217,7 @@ def test_replaced_archive_is_picked_up_without_restart(tmp_path: Path, data_dir:
         assert "accidents" in _decode(before.content)
         # rebuild with units only, written atomically over the served file
         build_tiles(grid_units(), output=d / "risk.pmtiles", maxzoom=14)
-        time.sleep(0.01)
+        _wait_for(lambda: c.get(url).headers.get("etag") != before.headers["etag"])
         after = c.get(url)
         assert after.status_code == 200
         assert after.headers["etag"] != before.headers["etag"]
@@ -416,7 +424,7 @@ def test_replaced_table_is_reloaded_with_a_new_data_version(tmp_path: Path, data
         v1 = c.get("/healthz").json()["data_version"]
         units = grid_units()
         write_table(units[units["level"] == "red"], d / "units.parquet")
-        time.sleep(0.01)
+        _wait_for(lambda: c.get("/healthz").json()["data_version"] != v1)
         body = c.get("/healthz").json()
         assert body["data_version"] != v1
         assert body["tables"]["units"] == int((units["level"] == "red").sum())

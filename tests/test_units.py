@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import geopandas as gpd
 import numpy as np
 import osmium
 import pandas as pd
@@ -264,3 +265,83 @@ def test_random_networks_preserve_length(lines, max_len):
     assert units.index.is_unique
     again = tu.build_units(gdf, max_length_m=max_len)
     assert again.index.tolist() == units.index.tolist()
+
+
+def _ring_units(units: gpd.GeoDataFrame, way: int) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """(intersections, segments) built from OSM way ``way``."""
+    has = units["osm_ids"].fillna("").str.split(";").map(lambda ids: str(way) in ids)
+    sub = units.loc[has]
+    return sub.loc[sub["kind"] == "intersection"], sub.loc[sub["kind"] == "segment"]
+
+
+@pytest.mark.parametrize(
+    ("name", "way"),
+    [
+        # Porto: the Rotunda Gil Eanes (junction=roundabout, ~60 m across, 3 junction nodes
+        # more than junction_merge_m apart: three intersections before rings were joined)
+        ("Rotunda Gil Eanes", 97721317),
+        # Porto: Largo do Doutor Pedro Vitorino, a drivable square drawn as a closed
+        # residential ring with place=square (area=yes)
+        ("Largo do Doutor Pedro Vitorino", 238834396),
+    ],
+)
+def test_a_roundabout_and_a_square_are_one_intersection_unit(name: str, way: int) -> None:
+    roads = tu.read_network(shared_path("osm", "porto.osm.pbf"))
+    assert way in set(roads["osm_id"].dropna().astype(int)), f"{name} is read as a road"
+    units = tu.build_units(roads)
+    ints, segs = _ring_units(units, way)
+    assert len(ints) == 1, f"{name}: {len(ints)} intersection units"
+    node = ints.iloc[0]
+    # the ring's pieces keep their geometry as links of that one junction
+    assert len(segs) >= 2 and (segs["junction_id"] == node.name).all()
+    assert node["degree"] >= 3
+    # an accident anywhere on the ring is inside the junction's influence disc, so the join
+    # gives it to the one intersection
+    metric = units.to_crs(units.attrs["report"]["metric_crs"])
+    far = metric.loc[segs.index].geometry.hausdorff_distance(metric.geometry[node.name])
+    assert (far <= node["radius_m"]).all()
+    # the rest of the network does not change the ring's id (lineage keeps it)
+    ring_xy = metric.geometry[node.name]
+    roads_m = roads.to_crs(metric.crs)
+    away = roads_m.geometry.distance(ring_xy) > 500
+    fewer = roads.drop(index=roads.index[(away & (roads["road_class"] == "residential"))][:20])
+    again = tu.build_units(fewer)
+    assert node.name in again.index
+
+
+def test_only_closed_rings_join_their_junctions() -> None:
+    # an open roundabout arc (not closed) stays ordinary segments and junctions, 200 m apart
+    shp = shapely
+
+    arc = [(100 * np.cos(t), 100 * np.sin(t)) for t in np.linspace(0, np.pi, 20)]
+    lines = [
+        shp.LineString(arc),
+        shp.LineString([(100, 0), (300, 0)]),
+        shp.LineString([(100, 0), (100, -200)]),
+        shp.LineString([(-100, 0), (-300, 0)]),
+        shp.LineString([(-100, 0), (-100, -200)]),
+    ]
+    roads = gpd.GeoDataFrame(
+        {"highway": ["primary"] * 5, "junction": ["roundabout", None, None, None, None]},
+        geometry=lines,
+        crs="EPSG:3067",
+    )
+    units = tu.build_units(roads)
+    assert (units["kind"] == "intersection").sum() == 2
+    closed = gpd.GeoDataFrame(
+        {"highway": ["primary"] * 6, "junction": ["roundabout"] * 2 + [None] * 4},
+        geometry=[
+            shp.LineString(arc),
+            shp.LineString([(x, -y) for x, y in arc[::-1]]),
+            *lines[1:],
+        ],
+        crs="EPSG:3067",
+    )
+    ring = tu.build_units(closed)
+    assert (ring["kind"] == "intersection").sum() == 1
+    seg = ring.loc[ring["kind"] == "segment"]
+    # the four approaches stay roads; every piece of the ring (split at max_length_m) is a link
+    assert seg["junction_id"].isna().sum() == 4
+    assert (seg.loc[seg["junction_id"].notna(), "length_m"].sum()) == pytest.approx(
+        2 * np.pi * 100, rel=0.01
+    )

@@ -26,3 +26,12 @@ class InputFileError(ValidationError):
 
 class TrafficUnitWarning(UserWarning):
     """A recoverable oddity in the input (counted in the relevant report)."""
+
+
+def clip(value: object, limit: int = 40) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters for an error message, so a huge input
+    is never echoed back in full: ``'xxxxxxxx…' (5000 characters)``."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"

@@ -6,9 +6,17 @@
   directions agree (two one-way carriageways flowing into the same junction are two roads, not
   one). Where more than two same-named ends meet, the straightest pairs are linked. Every
   chain has a running distance, and each intersection on it sits at the distance of its joint.
+- **Corridors**: :func:`road_corridors` pairs the two carriageways of a divided road (same
+  name or ref, one-way in opposite directions, within ``corridor_max_offset_m``) into one
+  screening line measured along its longer carriageway; the junctions along either belong to
+  it. Sliding windows and sections use corridors by default (``corridors=False``: every
+  carriageway alone).
 - **Sections**: :func:`sliding_windows` moves a window along every chain and counts the
   accidents inside (by KABCO severity, casualties, EPDO); :func:`find_black_spots` keeps the
-  windows that meet a profile's rule, the worst first, without overlaps on the same road.
+  windows that meet a profile's rule, the worst first, without overlaps on the same road, and
+  each accident in one section only: a chosen section takes its accidents out of every other
+  window before the next is chosen. Its own accidents (``segment_crashes``) and those of the
+  junctions on it (``junction_crashes``) are separate columns.
 - **Points**: accidents within ``point_radius_m`` of a centre accident, the worst qualifying
   circle first, each accident in at most one point.
 - **Peak searching** (HSM Part B): :func:`peak_search` grows a window along each road until the
@@ -45,11 +53,12 @@ from .risk import (
     dominant_phrases,
 )
 from .settings import BLACK_SPOT_PROFILES, BlackSpotProfile, Criterion, RiskSettings
-from .timefilter import Period, as_period, event_years
+from .timefilter import Period, _data_period, as_period, event_years
 
 __all__ = [
     "find_black_spots",
     "road_chains",
+    "road_corridors",
     "sliding_windows",
     "peak_search",
     "get_profile",
@@ -478,6 +487,173 @@ def _road_key_display(u: pd.DataFrame, keys: Iterable[str]) -> pd.Series:
     return out
 
 
+# -- corridors: the two carriageways of a divided road as one screening line ----------------------
+
+
+def _tangents(geoms: np.ndarray) -> np.ndarray:
+    """Unit vector of each line from 45 % to 55 % of its length (drawing direction)."""
+    a = shapely.get_coordinates(shapely.line_interpolate_point(geoms, 0.45, normalized=True))
+    b = shapely.get_coordinates(shapely.line_interpolate_point(geoms, 0.55, normalized=True))
+    v = b - a
+    norm = np.hypot(v[:, 0], v[:, 1])
+    norm[norm == 0] = 1.0
+    return np.asarray(v / norm[:, None])
+
+
+def road_corridors(
+    units: gpd.GeoDataFrame,
+    *,
+    chains: pd.DataFrame | None = None,
+    settings: RiskSettings | None = None,
+) -> pd.DataFrame:
+    """Screening lines: road chains with the two carriageways of a divided road as one corridor.
+
+    Two chains of :func:`road_chains` are the carriageways of one divided road when both are
+    one-way (``direction`` "forward" on at least 80 % of their length), carry the same road
+    key (name, else ref), and run in opposite directions (within
+    ``settings.corridor_max_angle_deg`` of antiparallel) with their segments' midpoints within
+    ``settings.corridor_max_offset_m`` metres of the other carriageway along at least
+    ``settings.corridor_min_overlap_m`` metres (or half the shorter chain). Paired chains (and
+    chains paired with those) form a corridor. Positions along a corridor are measured along
+    a common reference line, its longest carriageway: the other carriageways' segments and
+    intersections are projected onto it. Pieces of a carriageway that do not run beside the
+    reference line stay on their own chain. Each unit sits once on a corridor, so a window
+    counts each accident once; the intersections along either carriageway belong to the
+    corridor.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`road_chains` columns with ``chain_id`` renumbered over screening lines
+        (corridors after the plain chains) plus ``carriageway`` (the unit's
+        :func:`road_chains` chain id, so per-carriageway results stay available) and
+        ``corridor`` (True on a corridor).
+    """
+    cfg = settings or RiskSettings()
+    u = _units_frame(units)
+    ch = (chains if chains is not None else road_chains(u, settings=cfg)).copy()
+    ch["carriageway"] = ch["chain_id"].to_numpy()
+    ch["corridor"] = False
+    seg = ch.loc[ch["kind"] == "segment"]
+    if "direction" not in u.columns or len(seg) == 0:
+        return ch
+    direction = u["direction"].reindex(seg["unit_id"]).astype("string").to_numpy()
+    lw = (seg["end_m"] - seg["start_m"]).to_numpy(dtype=float)
+    c_id = seg["chain_id"].to_numpy()
+    n_chain = int(ch["chain_id"].max()) + 1
+    total = np.bincount(c_id, weights=lw, minlength=n_chain)
+    one = np.bincount(c_id, weights=lw * (direction == "forward"), minlength=n_chain)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        oneway_chain = (one / total) >= 0.8
+    keyed = _road_key(u, cfg.chain_keys).reindex(seg["unit_id"]).to_numpy(dtype=object)
+    cand = oneway_chain[c_id] & pd.notna(keyed)
+    if cand.sum() < 2:
+        return ch
+    mcrs = metric_crs(u)
+    cs = seg.loc[cand]
+    geoms = gpd.GeoSeries(u.geometry.reindex(cs["unit_id"]).to_numpy(), crs=u.crs)
+    geoms = geoms.to_crs(mcrs).to_numpy()
+    ck = c_id[cand]
+    key = keyed[cand]
+    tan = _tangents(geoms)  # one-way: drawn in the direction of travel
+    mid = shapely.line_interpolate_point(geoms, 0.5, normalized=True)
+    tree = shapely.STRtree(geoms)
+    i, j = tree.query(mid, predicate="dwithin", distance=cfg.corridor_max_offset_m)
+    cos_max = -float(np.cos(np.deg2rad(cfg.corridor_max_angle_deg)))
+    ok = (ck[i] != ck[j]) & (key[i] == key[j]) & ((tan[i] * tan[j]).sum(axis=1) <= cos_max)
+    i, j = i[ok], j[ok]
+    if len(i) == 0:
+        return ch
+    seg_len = lw[cand]
+    # matched length of chain a beside chain b (each segment once per partner chain)
+    pairs = pd.DataFrame({"a": ck[i], "b": ck[j], "seg": i}).drop_duplicates(["seg", "b"])
+    pairs["len"] = seg_len[pairs["seg"].to_numpy()]
+    matched = pairs.groupby(["a", "b"])["len"].sum().reset_index()
+    shorter = np.minimum(total[matched["a"]], total[matched["b"]])
+    need = np.minimum(cfg.corridor_min_overlap_m, 0.5 * shorter)
+    matched = matched.loc[matched["len"].to_numpy() >= need - 1e-9]
+    if len(matched) == 0:
+        return ch
+    a, b = matched["a"].to_numpy(), matched["b"].to_numpy()
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(n_chain, n_chain)).tocsr()
+    n_comp, comp = csgraph.connected_components(graph, directed=False)
+    members = np.zeros(n_chain, dtype=bool)
+    members[np.r_[a, b]] = True
+    comp_size = np.bincount(comp[members], minlength=n_comp)
+    chain_len = ch.groupby("chain_id")["chain_length_m"].first().reindex(range(n_chain))
+    lens = chain_len.fillna(0.0).to_numpy()
+    # the reference of each corridor: its longest carriageway
+    mem = np.flatnonzero(members & (comp_size[comp] >= 2))
+    order = mem[np.lexsort((mem, -lens[mem], comp[mem]))]
+    _, first = np.unique(comp[order], return_index=True)
+    refs = order[first]
+    ref_of_comp = np.full(n_comp, -1)
+    ref_of_comp[comp[refs]] = refs
+    # reference lines in metric coordinates, in the walk direction
+    all_seg = ch.loc[ch["kind"] == "segment"]
+    ref_rows = all_seg.loc[all_seg["chain_id"].isin(refs)].sort_values(["chain_id", "start_m"])
+    rg = gpd.GeoSeries(u.geometry.reindex(ref_rows["unit_id"]).to_numpy(), crs=u.crs)
+    rg = rg.to_crs(mcrs).to_numpy()
+    rg = np.where(ref_rows["reversed"].to_numpy(dtype=bool), shapely.reverse(rg), rg)
+    coords, owner = shapely.get_coordinates(rg, return_index=True)
+    line_chain = ref_rows["chain_id"].to_numpy()[owner]
+    ref_line: dict[int, Any] = {}
+    starts = np.r_[0, np.flatnonzero(np.diff(line_chain)) + 1, len(line_chain)]
+    for s0, s1 in zip(starts[:-1], starts[1:], strict=True):  # one per corridor
+        ref_line[int(line_chain[s0])] = shapely.linestrings(coords[s0:s1])
+    # project the other carriageways' units onto their corridor's reference line
+    row_comp = np.where(members[ch["chain_id"].to_numpy()], comp[ch["chain_id"].to_numpy()], -1)
+    row_ref = np.where(row_comp >= 0, ref_of_comp[np.maximum(row_comp, 0)], -1)
+    on_ref = (row_ref >= 0) & (ch["chain_id"].to_numpy() == row_ref)
+    other = np.flatnonzero((row_ref >= 0) & ~on_ref)
+    sub = ch.iloc[other]
+    lines = np.array([ref_line[int(r)] for r in row_ref[other]], dtype=object)
+    g = gpd.GeoSeries(u.geometry.reindex(sub["unit_id"]).to_numpy(), crs=u.crs).to_crs(mcrs)
+    g = g.to_numpy()
+    is_seg = (sub["kind"] == "segment").to_numpy()
+    p_first = shapely.centroid(g)
+    p_last = p_first.copy()
+    p_mid = p_first.copy()
+    p_first[is_seg] = shapely.get_point(g[is_seg], 0)
+    p_last[is_seg] = shapely.get_point(g[is_seg], -1)
+    p_mid[is_seg] = shapely.line_interpolate_point(g[is_seg], 0.5, normalized=True)
+    m0 = shapely.line_locate_point(lines, p_first)
+    m1 = shapely.line_locate_point(lines, p_last)
+    line_len = shapely.length(lines)
+    dist = shapely.distance(lines, p_mid)
+    clamped = is_seg & ((np.maximum(m0, m1) <= 1e-6) | (np.minimum(m0, m1) >= line_len - 1e-6))
+    beside = (dist <= 1.5 * cfg.corridor_max_offset_m) & ~clamped
+    moved = other[beside]
+    ch.loc[ch.index[moved], "start_m"] = np.minimum(m0, m1)[beside]
+    ch.loc[ch.index[moved], "end_m"] = np.maximum(m0, m1)[beside]
+    ch.loc[ch.index[moved], "reversed"] = (m0 > m1)[beside]
+    new_chain = ch["chain_id"].to_numpy().copy()
+    new_chain[moved] = row_ref[moved]
+    # renumber: plain chains first, then corridors (named by their reference chain)
+    corridor_ref = np.zeros(n_chain, dtype=bool)
+    corridor_ref[refs] = True
+    ch["chain_id"] = new_chain
+    ch["corridor"] = corridor_ref[new_chain]
+    ch["road"] = (
+        ch["chain_id"].map(ch.loc[on_ref].groupby("chain_id")["road"].first()).fillna(ch["road"])
+    )
+    ch = ch.sort_values(["chain_id", "start_m", "kind"], kind="stable")
+    # a unit (an intersection shared by both carriageways) sits once on its corridor
+    ch = ch.drop_duplicates(["chain_id", "unit_id"])
+    ref_len = pd.Series({r: float(shapely.length(ref_line[int(r)])) for r in refs})
+    lengths = ch.groupby("chain_id")["chain_length_m"].first()
+    lengths.loc[ref_len.index] = np.maximum(
+        ref_len.to_numpy(),
+        ch.loc[ch["corridor"]].groupby("chain_id")["end_m"].max().reindex(ref_len.index).to_numpy(),
+    )
+    present = np.unique(ch["chain_id"].to_numpy())
+    rank = np.lexsort((present, corridor_ref[present]))
+    renum = pd.Series(np.arange(len(present)), index=present[rank])
+    ch["chain_length_m"] = ch["chain_id"].map(lengths)
+    ch["chain_id"] = ch["chain_id"].map(renum).to_numpy(dtype=np.int64)
+    return ch.sort_values(["chain_id", "start_m", "kind"], kind="stable", ignore_index=True)
+
+
 # -- positions of accidents along chains ----------------------------------------------------------
 
 
@@ -500,15 +676,25 @@ def _chain_positions(
     rows = pd.DataFrame({"row": np.arange(len(acc)), "unit_id": acc_unit, "m": measure})
     seg = chains.loc[chains["kind"] == "segment"]
     a = rows.merge(seg, on="unit_id", how="inner")
-    length = a["end_m"] - a["start_m"]
-    along = np.minimum(a["m"].fillna(length / 2.0).clip(lower=0.0).to_numpy(), length.to_numpy())
+    span = (a["end_m"] - a["start_m"]).to_numpy(dtype=float)
+    # the measure is along the unit; on a corridor the unit's span is its projection on the
+    # reference line, so the position goes by the share of the unit's own length
+    own = pd.to_numeric(u["length_m"], errors="coerce").reindex(a["unit_id"]).to_numpy(dtype=float)
+    own = np.where(np.isfinite(own) & (own > 0), own, span)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip(a["m"].to_numpy(dtype=float) / own, 0.0, 1.0)
+    frac = np.where(np.isfinite(frac), frac, 0.5)
+    along = frac * span
     a["pos_m"] = np.where(a["reversed"], a["end_m"] - along, a["start_m"] + along)
-    parts = [a[["row", "chain_id", "pos_m"]]]
+    a["at_node"] = False
+    parts = [a[["row", "chain_id", "pos_m", "at_node"]]]
     if include_intersections:
         nodes = chains.loc[chains["kind"] == "intersection"]
         b = rows.merge(nodes, on="unit_id", how="inner")
         b["pos_m"] = b["start_m"]
-        parts.append(b[["row", "chain_id", "pos_m"]])
+        b["at_node"] = True
+        parts.append(b[["row", "chain_id", "pos_m", "at_node"]])
+    # a unit sits once on a screening line (road_chains / road_corridors), so an accident does
     return pd.concat(parts, ignore_index=True)
 
 
@@ -560,6 +746,7 @@ def sliding_windows(
     period: Any = None,
     chains: pd.DataFrame | None = None,
     include_intersections: bool = True,
+    corridors: bool = True,
     settings: RiskSettings | None = None,
 ) -> pd.DataFrame:
     """Accident counts in windows moved along every continuous road (network screening).
@@ -573,12 +760,17 @@ def sliding_windows(
     period
         ``(start, end)`` of the accidents counted; default all.
     chains
-        Output of :func:`road_chains` to reuse.
+        Output of :func:`road_chains` (or :func:`road_corridors`) to reuse.
+    corridors
+        Screen the two carriageways of a divided road as one corridor
+        (:func:`road_corridors`), each accident once per window; False: every carriageway
+        on its own (``chain_id`` as in :func:`road_chains`).
 
     Returns
     -------
     pandas.DataFrame
-        One row per window: ``chain_id``, ``road``, ``start_m``, ``end_m``, and sums of
+        One row per window: ``chain_id``, ``road``, ``corridor``, ``start_m``, ``end_m``,
+        and sums of
         ``crashes``, ``K``..``O``, ``deaths``, ``serious_injuries``, ``minor_injuries``,
         ``epdo`` (casualties approximated by K / A / B+C counts when the data has none).
     """
@@ -589,6 +781,8 @@ def sliding_windows(
         raise ValidationError(f"window_m and step_m must be positive, got {window}, {step}")
     u = _units_frame(units)
     ch = chains if chains is not None else road_chains(u, settings=cfg)
+    if corridors and "corridor" not in ch.columns:
+        ch = road_corridors(u, chains=ch, settings=cfg)
     acc, _, _ = accidents(joined, period=period)
     fields, _ = _fields(acc, cfg)
     pos = _chain_positions(ch, acc, u, include_intersections)
@@ -598,6 +792,12 @@ def sliding_windows(
     sums = _window_sums(pos, fields, win, chain_len)
     out = pd.concat([win, sums], axis=1)
     out.insert(1, "road", table["road"].to_numpy()[win["chain_id"].to_numpy()])
+    corr = (
+        ch.groupby("chain_id")["corridor"].first().to_numpy(dtype=bool)
+        if "corridor" in ch.columns
+        else np.zeros(len(table), dtype=bool)
+    )
+    out.insert(2, "corridor", corr[win["chain_id"].to_numpy()])
     return out
 
 
@@ -605,15 +805,17 @@ def sliding_windows(
 
 
 def _default_period(acc: pd.DataFrame, years: float) -> Period | None:
+    """The latest ``years`` whole years of the data, never starting before the data does."""
+    span = _data_period(acc)
     y = event_years(acc).dropna()
-    if len(y) == 0:
+    if len(y) == 0 or span is None:
         return None
     end = pd.Timestamp(year=int(y.max()) + 1, month=1, day=1)
     if float(years).is_integer():
         start = pd.Timestamp(year=int(y.max()) - int(years) + 1, month=1, day=1)
     else:
         start = end - pd.Timedelta(days=round(years * 365.25))
-    return Period(start, end)
+    return Period(max(start, span.start), min(end, span.end))
 
 
 def find_black_spots(
@@ -623,6 +825,7 @@ def find_black_spots(
     profile: str | BlackSpotProfile | Mapping[str, Any] = "default",
     period: Any = None,
     types: Iterable[str] = ("point", "section"),
+    corridors: bool = True,
     settings: RiskSettings | None = None,
 ) -> gpd.GeoDataFrame:
     """Accident-prone points and sections by a named or user-defined profile.
@@ -637,9 +840,18 @@ def find_black_spots(
         ``"default"``, ``"kr-molit"``, ``"in-morth"``, ``"pt-ansr"``, a registered name, a
         :class:`~trafficunit.settings.BlackSpotProfile` or a mapping of its fields.
     period
-        ``(start, end)``; default the latest ``profile.years`` whole years of data.
+        ``(start, end)``; default the latest ``profile.years`` whole years of data, never
+        before the data's first day (a year of data is reported as that year, with a warning
+        that the profile is defined over more); ``attrs["period_label"]`` says which.
     types
         ``"point"`` and/or ``"section"``.
+    corridors
+        Screen divided roads as one corridor (:func:`road_corridors`); False: every
+        carriageway on its own.
+
+    An accident counts in at most one point and at most one section (windows are chosen
+    best first and give up the accidents of the sections already chosen); a point and a
+    section may share accidents, and ``overlap_crashes`` / ``overlap_spot_ids`` say which.
 
     Returns
     -------
@@ -648,8 +860,11 @@ def find_black_spots(
         (';'-joined), ``length_m`` (0 for points), ``radius_m``, ``start_m``/``end_m`` along
         the road (sections), ``crashes``, ``K``..``O``, ``KA``, ``deaths``,
         ``serious_injuries``, ``minor_injuries``, ``epdo``, ``index``, ``rule``,
-        ``explanation``, ``event_ids``, geometry (point or line). ``.attrs`` has the profile,
-        period and a report.
+        ``explanation``, ``event_ids``, geometry (point or line). Sections also have
+        ``segment_crashes`` (on the section's own segments) and ``junction_crashes`` (on the
+        intersections inside it), ``corridor`` and ``carriageways``. Every spot has
+        ``overlap_crashes`` (its accidents that are also in a spot of the other type) and
+        ``overlap_spot_ids``. ``.attrs`` has the profile, period and a report.
     """
     cfg = settings or RiskSettings()
     p = get_profile(profile)
@@ -687,7 +902,7 @@ def find_black_spots(
     if "point" in types:
         frames.append(_point_spots(acc, fields, u, p, per))
     if "section" in types:
-        frames.append(_section_spots(acc, fields, u, p, per, cfg))
+        frames.append(_section_spots(acc, fields, u, p, per, cfg, corridors))
     frames = [f for f in frames if len(f)]
     if frames:
         out = pd.concat(frames, ignore_index=True)
@@ -697,6 +912,16 @@ def find_black_spots(
     prefix = np.where(out["type"] == "point", "BP", "BS")
     rank = out.groupby("type").cumcount() + 1 if len(out) else pd.Series(dtype=int)
     out.insert(0, "spot_id", [f"{a}{b:04d}" for a, b in zip(prefix, rank, strict=True)])
+    # section-only columns: typed the same whatever the mix of spots (files share a schema)
+    for col in ("segment_crashes", "junction_crashes", "carriageways"):
+        out[col] = (
+            pd.to_numeric(out[col], errors="coerce").astype("Int64")
+            if col in out.columns
+            else pd.array([pd.NA] * len(out), dtype="Int64")
+        )
+    corridor = out["corridor"] if "corridor" in out.columns else pd.Series(False, index=out.index)
+    out["corridor"] = corridor.astype("boolean").fillna(False).astype(bool)
+    out["overlap_crashes"], out["overlap_spot_ids"] = _overlaps(out)
     if len(out):
         out["explanation"] = _explain_spots(acc, out, u)
     else:
@@ -714,11 +939,46 @@ def find_black_spots(
             "step_m": p.step_m,
         },
         "period": per.to_json(),
+        "period_label": per.label()
+        + (" (given)" if period is not None else f" (the latest {p.years:g} years of the data)"),
         "report": {
             k: (int(v) if isinstance(v, int | np.integer) else v) for k, v in report.items()
         },
     }
     return gdf
+
+
+def _overlaps(spots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per spot: accidents it shares with spots of the other type, and those spots' ids."""
+    n = len(spots)
+    counts = np.zeros(n, dtype=np.int64)
+    other = np.full(n, "", dtype=object)
+    if n == 0 or "event_ids" not in spots.columns:
+        return counts, other
+    ev = spots["event_ids"].fillna("").astype(str).str.split(";").explode()
+    flat = pd.DataFrame(
+        {
+            "spot": ev.index.to_numpy(),
+            "event": ev.to_numpy(dtype=object),
+            "type": spots["type"].to_numpy(dtype=object)[ev.index.to_numpy()],
+            "id": spots["spot_id"].to_numpy(dtype=object)[ev.index.to_numpy()],
+        }
+    )
+    flat = flat.loc[flat["event"] != ""]
+    pair = flat.merge(flat, on="event", suffixes=("", "_o"))
+    pair = pair.loc[pair["type"] != pair["type_o"]]
+    if len(pair) == 0:
+        return counts, other
+    counts = np.asarray(
+        pair.drop_duplicates(["spot", "event"])
+        .groupby("spot")
+        .size()
+        .reindex(range(n), fill_value=0),
+        dtype=np.int64,
+    )
+    ids = pair.groupby("spot")["id_o"].agg(lambda s: ";".join(sorted(set(s))))
+    other = ids.reindex(range(n)).fillna("").to_numpy(dtype=object)
+    return counts, other
 
 
 def _rule(
@@ -829,6 +1089,73 @@ def _common_road(acc: pd.DataFrame, rows: np.ndarray) -> Any:
     return v.mode().iloc[0] if len(v) else None
 
 
+def _select_windows(
+    pos: pd.DataFrame,
+    fields: pd.DataFrame,
+    win: pd.DataFrame,
+    chain_len: np.ndarray,
+    p: BlackSpotProfile,
+    criteria: tuple[Criterion, ...],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Greedy peak selection in which an accident counts in one chosen window only.
+
+    The best qualifying window (EPDO, then crashes) is taken; its accidents leave every other
+    window, which is re-summed and re-tested when it comes up (a lazy greedy: sums only
+    shrink, so a window whose re-summed value still beats the next candidate is the best one).
+    Windows overlapping a chosen one on the same line are skipped. Returns the chosen window
+    indices, their field sums and their accident rows (into ``fields``).
+    """
+    import heapq
+
+    base = np.r_[0.0, np.cumsum(chain_len + 1.0)[:-1]]
+    gpos = base[pos["chain_id"].to_numpy()] + pos["pos_m"].to_numpy()
+    order = np.argsort(gpos, kind="stable")
+    gpos = gpos[order]
+    rows = pos["row"].to_numpy()[order]
+    f = fields.to_numpy(dtype=float)
+    cols = list(fields.columns)
+    sums = _window_sums(pos, fields, win, chain_len).to_numpy(dtype=float, copy=True)
+    q = _evaluate(dict(zip(cols, sums.T, strict=True)), p, criteria)
+    cand = np.flatnonzero(q)
+    wb = base[win["chain_id"].to_numpy()]
+    lo = np.searchsorted(gpos, wb + win["start_m"].to_numpy() - 1e-6, side="left")
+    hi = np.searchsorted(gpos, wb + win["end_m"].to_numpy() + 1e-6, side="right")
+    ei, ci = cols.index("epdo"), cols.index("crashes")
+    chain = win["chain_id"].to_numpy()
+    a_m, b_m = win["start_m"].to_numpy(), win["end_m"].to_numpy()
+    heap = [(-sums[w, ei], -sums[w, ci], int(chain[w]), float(a_m[w]), int(w), 0) for w in cand]
+    heapq.heapify(heap)
+    used = np.zeros(len(f), dtype=bool)
+    n_used = 0
+    taken: dict[int, list[tuple[float, float]]] = {}
+    chosen: list[int] = []
+    chosen_sums: list[np.ndarray] = []
+    chosen_rows: list[np.ndarray] = []
+    while heap:
+        _, _, c, a, w, version = heapq.heappop(heap)
+        spans = taken.get(c, [])
+        if any(a < y - 1e-6 and x < b_m[w] - 1e-6 for x, y in spans):
+            continue
+        r = rows[lo[w] : hi[w]]
+        r = r[~used[r]]
+        if version != n_used:  # accidents were taken since this window was summed
+            s = f[r].sum(axis=0)
+            if not _evaluate(dict(zip(cols, s[:, None], strict=True)), p, criteria)[0]:
+                continue
+            if s[ei] < sums[w, ei] - 1e-9 or s[ci] < sums[w, ci] - 1e-9:
+                sums[w] = s
+                heapq.heappush(heap, (-s[ei], -s[ci], c, a, w, n_used))
+                continue
+        used[r] = True
+        n_used += 1
+        taken.setdefault(c, []).append((a, float(b_m[w])))
+        chosen.append(w)
+        chosen_sums.append(f[r].sum(axis=0))
+        chosen_rows.append(r)
+    out_sums = np.vstack(chosen_sums) if chosen_sums else np.zeros((0, len(cols)))
+    return np.asarray(chosen, dtype=np.int64), out_sums, chosen_rows
+
+
 def _section_spots(
     acc: pd.DataFrame,
     fields: pd.DataFrame,
@@ -836,8 +1163,11 @@ def _section_spots(
     p: BlackSpotProfile,
     per: Period,
     cfg: RiskSettings,
+    corridors: bool = True,
 ) -> pd.DataFrame:
-    chains = road_chains(u, settings=cfg)
+    chains = road_corridors(u, settings=cfg) if corridors else road_chains(u, settings=cfg)
+    if "corridor" not in chains.columns:
+        chains = chains.assign(carriageway=chains["chain_id"], corridor=False)
     table = _chain_table(chains)
     chain_len = table["length_m"].to_numpy(dtype=float)
     window = np.full(len(chain_len), p.window_m)
@@ -855,29 +1185,12 @@ def _section_spots(
         )
     pos = _chain_positions(chains, acc, u, p.include_intersections)
     win = _windows(chain_len, window, p.step_m)
-    sums = _window_sums(pos, fields, win, chain_len)
     criteria = p.section_criteria or p.criteria
-    q = _evaluate(sums, p, criteria)
-    cand = win.loc[q].join(sums.loc[q])
-    if len(cand) == 0:
+    chosen, sums, member_rows = _select_windows(pos, fields, win, chain_len, p, criteria)
+    if len(chosen) == 0:
         return pd.DataFrame()
-    cand = cand.sort_values(
-        ["epdo", "crashes", "chain_id", "start_m"],
-        ascending=[False, False, True, True],
-        kind="stable",
-    )
-    chosen: list[int] = []
-    taken: dict[int, list[tuple[float, float]]] = {}
-    for idx, c, a, b in zip(
-        cand.index, cand["chain_id"], cand["start_m"], cand["end_m"], strict=True
-    ):
-        spans = taken.setdefault(int(c), [])
-        if any(a < y - 1e-6 and x < b - 1e-6 for x, y in spans):
-            continue
-        spans.append((a, b))
-        chosen.append(idx)
-    sel = cand.loc[chosen]
-    out = _sum_columns(sel[fields.columns], p).reset_index(drop=True)
+    sel = win.iloc[chosen].reset_index(drop=True)
+    out = _sum_columns(pd.DataFrame(sums, columns=fields.columns), p)
     out.insert(0, "type", "section")
     road = table["road"].to_numpy(dtype=object)[sel["chain_id"].to_numpy()]
     out.insert(1, "road", np.where(pd.isna(road), "(unnamed)", road))
@@ -886,7 +1199,18 @@ def _section_spots(
     out["end_m"] = sel["end_m"].to_numpy()
     out["length_m"] = out["end_m"] - out["start_m"]
     out["radius_m"] = np.nan
-    # units and events inside each section
+    is_corr = chains.groupby("chain_id")["corridor"].first()
+    out["corridor"] = is_corr.reindex(out["chain_id"]).fillna(False).to_numpy(dtype=bool)
+    # the section's own accidents (on its segments) and those of the junctions on it
+    flat_rows = np.concatenate(member_rows)
+    spot_of = np.repeat(np.arange(len(member_rows)), [len(r) for r in member_rows])
+    node_rows = pos.loc[pos["at_node"].to_numpy(), ["row", "chain_id"]]
+    on_node = pd.MultiIndex.from_arrays([flat_rows, out["chain_id"].to_numpy()[spot_of]]).isin(
+        pd.MultiIndex.from_frame(node_rows)
+    )
+    out["segment_crashes"] = np.bincount(spot_of[~on_node], minlength=len(out)).astype(np.int64)
+    out["junction_crashes"] = np.bincount(spot_of[on_node], minlength=len(out)).astype(np.int64)
+    # units inside each section
     members = chains.merge(
         out[["chain_id", "start_m", "end_m"]].reset_index(), on="chain_id", suffixes=("", "_w")
     )
@@ -903,21 +1227,28 @@ def _section_spots(
         .agg(lambda s: ";".join(dict.fromkeys(s)))
         .reindex(out.index)
     )
-    ev = pos.merge(out[["chain_id", "start_m", "end_m"]].reset_index(), on="chain_id")
-    ev = ev.loc[(ev["pos_m"] >= ev["start_m"] - 1e-6) & (ev["pos_m"] <= ev["end_m"] + 1e-6)]
+    out["carriageways"] = (
+        members.loc[members["kind"] == "segment"]
+        .groupby("index")["carriageway"]
+        .nunique()
+        .reindex(out.index)
+        .fillna(0)
+        .astype(np.int64)
+    )
     ids = (
         acc["event_id"].astype(str).to_numpy()
         if "event_id" in acc.columns
         else acc.index.astype(str).to_numpy()
     )
-    ev = ev.assign(event_id=ids[ev["row"].to_numpy()])
-    out["event_ids"] = (
-        ev.groupby("index")["event_id"].agg(lambda s: ";".join(dict.fromkeys(s))).reindex(out.index)
-    )
+    out["event_ids"] = [";".join(ids[r]) for r in member_rows]
     extent = f"within a {p.window_m:g} m window" + (
         f" ({p.window_m_rural:g} m rural)" if p.window_m_rural and "rural" in u.columns else ""
     )
-    out["rule"] = _rule(p, per, "section", criteria, extent)
+    out["rule"] = _rule(p, per, "section", criteria, extent) + (
+        "; each accident in one section; divided roads as one corridor"
+        if corridors
+        else "; each accident in one section"
+    )
     out["geometry"] = _section_geometries(members, u, out)
     return out.drop(columns="chain_id")
 
@@ -993,6 +1324,7 @@ def peak_search(
     max_cv: float | None = None,
     max_window_m: float | None = None,
     chains: pd.DataFrame | None = None,
+    corridors: bool = True,
     settings: RiskSettings | None = None,
 ) -> pd.DataFrame:
     """HSM peak searching: the peak window of every road by EB excess, with a CV test.
@@ -1003,7 +1335,8 @@ def peak_search(
     when ``CV = sqrt(variance) / expected <= max_cv`` (0.25). If no window of a size is valid,
     the window grows by ``window_m`` (up to ``max_window_m`` or the road's length); the valid
     window with the largest excess is the road's peak. Roads that never pass the test report
-    their whole length with ``cv_ok`` False.
+    their whole length with ``cv_ok`` False. A divided road is one corridor
+    (:func:`road_corridors`) unless ``corridors`` is False.
 
     Returns
     -------
@@ -1020,6 +1353,8 @@ def peak_search(
         raise ValidationError(f"risk lacks {missing}; compute it with tu.score first")
     u = _units_frame(units)
     ch = chains if chains is not None else road_chains(u, settings=cfg)
+    if corridors and "corridor" not in ch.columns:
+        ch = road_corridors(u, chains=ch, settings=cfg)
     table = _chain_table(ch)
     chain_len = table["length_m"].to_numpy(dtype=float)
     n_chain = len(chain_len)
@@ -1027,24 +1362,35 @@ def peak_search(
     vals = risk[need].reindex(ch["unit_id"]).fillna(0.0).to_numpy(dtype=float)
     is_seg = (ch["kind"] == "segment").to_numpy()
     cb = base[ch["chain_id"].to_numpy()]
-    # segments: piecewise-linear cumulative sums along the global coordinate
+    # segments: values spread evenly along each segment; the cumulative sum along the global
+    # coordinate is piecewise linear with a break at every segment end (segments may overlap:
+    # the two carriageways of a corridor)
     s_start = cb[is_seg] + ch["start_m"].to_numpy()[is_seg]
     s_end = cb[is_seg] + ch["end_m"].to_numpy()[is_seg]
     sv = vals[is_seg]
-    cum_after = np.cumsum(sv, axis=0)
-    cum_before = cum_after - sv
-    xp = np.column_stack([s_start, s_end]).ravel()
-    # point masses: intersections
-    p_pos = cb[~is_seg] + ch["start_m"].to_numpy()[~is_seg]
+    span = s_end - s_start
+    spread = span > 1e-9
+    dens = sv[spread] / span[spread][:, None]
+    xp = np.r_[s_start[spread], s_end[spread]]
+    order = np.argsort(xp, kind="stable")
+    xp = xp[order]
+    slope = np.cumsum(np.vstack([dens, -dens])[order], axis=0)
+    if len(xp):
+        fp_all = np.vstack([np.zeros((1, 3)), np.cumsum(slope[:-1] * np.diff(xp)[:, None], axis=0)])
+    else:
+        fp_all = np.zeros((0, 3))
+    # point masses: intersections (and zero-length segments)
+    p_pos = np.r_[cb[~is_seg] + ch["start_m"].to_numpy()[~is_seg], s_start[~spread]]
+    p_val = np.vstack([vals[~is_seg], sv[~spread]])
     po = np.argsort(p_pos, kind="stable")
     p_pos = p_pos[po]
-    p_cs = np.vstack([np.zeros((1, 3)), np.cumsum(vals[~is_seg][po], axis=0)])
+    p_cs = np.vstack([np.zeros((1, 3)), np.cumsum(p_val[po], axis=0)])
 
     def window_values(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ga, gb = base[c] + a, base[c] + b
         out = np.empty((len(c), 3))
         for k in range(3):
-            fp = np.column_stack([cum_before[:, k], cum_after[:, k]]).ravel()
+            fp = fp_all[:, k]
             out[:, k] = np.interp(gb, xp, fp) - np.interp(ga, xp, fp) if len(xp) else 0.0
         lo = np.searchsorted(p_pos, ga - 1e-6, side="left")
         hi = np.searchsorted(p_pos, gb + 1e-6, side="right")

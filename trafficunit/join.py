@@ -7,10 +7,12 @@
    distance (by event kind, optionally by the unit's road class) and the intersection units
    whose influence disc (``radius_m`` around the junction point) contains it.
 2. **Name-aware.** Where the event names its road (``road_name``), candidates whose name
-   matches win over nearer candidates of another name: a crash on the street under a bridge
-   stays on that street. Names match when one's words contain the other's, ignoring case,
-   house numbers, directions and street-type words ("SE 122ND AVE" ~ "Southeast 122nd
-   Avenue"; "HUOPALAHDENTIE 30" ~ "Huopalahdentie"; "A X B" names two streets).
+   matches win over nearer candidates of another name (and reach up to
+   ``name_extra_distance_m`` beyond the distance for it, where another street is near): a
+   crash on the street under a bridge stays on that street. Names match when one's words
+   contain the other's, ignoring case, house numbers, directions and street-type words
+   ("SE 122ND AVE" ~ "Southeast 122nd Avenue"; "HUOPALAHDENTIE 30" ~ "Huopalahdentie";
+   "A X B" names two streets).
 3. **Intersection precedence.** Among what is left, an intersection whose disc contains the
    point wins (status ``"intersection"``); else the nearest segment (``"matched"``).
 4. **Ties** go to the smaller distance (to the micrometre), then the smaller ``unit_id``.
@@ -32,13 +34,11 @@ arrays, through shapely ``STRtree`` queries.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import geopandas as gpd
@@ -191,11 +191,10 @@ def _pair_name_match(ev_names: np.ndarray, unit_names: np.ndarray) -> np.ndarray
 # EPDO weights
 
 
-@lru_cache(maxsize=1)
 def _weights_file() -> dict[str, Any]:
-    text = (files("trafficunit") / "epdo_weights.json").read_text(encoding="utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+    from .settings import epdo_weights_file
+
+    return epdo_weights_file()
 
 
 def epdo_weights(version: str | Mapping[str, float] | None = None) -> dict[str, float]:
@@ -498,6 +497,7 @@ def _assign_points(
     name_aware: bool,
     intersection_precedence: bool,
     area_buffer_m: float,
+    name_extra_m: float = 0.0,
 ) -> _PointResult:
     n = len(pts)
     unit = np.full(n, -1, dtype=np.int64)
@@ -516,10 +516,10 @@ def _assign_points(
         has_name = (text.notna() & (text != "")).to_numpy(dtype=bool)
 
     # -- candidates: segments within their class's distance, intersection discs ----------
-    ev_s, un_s, d_s, m_s = _segment_pairs(ix, pts, x, y, dmax)
-    if len(ev_s):
-        ok = d_s <= table[kind_codes[ev_s], ix.class_codes[un_s]]
-        ev_s, un_s, d_s, m_s = ev_s[ok], un_s[ok], d_s[ok], m_s[ok]
+    extra = name_extra_m if has_name.any() else 0.0
+    ev_s, un_s, d_s, m_s = _segment_pairs(ix, pts, x, y, dmax + extra)
+    lim = table[kind_codes[ev_s], ix.class_codes[un_s]] if len(ev_s) else np.empty(0)
+    ok_s = d_s <= lim
     if intersection_precedence and len(ix.ints):
         qi, ti = ix.disc_tree.query(pts)
         qi, ti = _sorted_by(qi, ti)
@@ -529,6 +529,18 @@ def _assign_points(
     else:
         ev_i = un_i = np.empty(0, dtype=np.int64)
         d_i = np.empty(0)
+    if len(ev_s):
+        # an event with a candidate of another name may reach ``extra`` farther for a unit of
+        # the street it names before it takes the other street
+        has_cand = np.zeros(n, dtype=bool)
+        has_cand[ev_s[ok_s]] = True
+        has_cand[ev_i] = True
+        reach = ~ok_s & has_name[ev_s] & has_cand[ev_s] & (d_s <= lim + extra)
+        if reach.any():
+            assert names is not None
+            ridx = np.flatnonzero(reach)
+            ok_s[ridx] = _pair_name_match(names[ev_s[ridx]], ix.names[un_s[ridx]])
+        ev_s, un_s, d_s, m_s = ev_s[ok_s], un_s[ok_s], d_s[ok_s], m_s[ok_s]
     ev = np.r_[ev_s, ev_i]
     uu = np.r_[un_s, un_i]
     dd = np.r_[d_s, d_i]
@@ -806,6 +818,7 @@ def assign(
         name_aware=name_aware,
         intersection_precedence=int_prec,
         area_buffer_m=cfg.area_buffer_m,
+        name_extra_m=cfg.name_extra_distance_m,
     )
     sidx = np.flatnonzero(~is_point & ~missing)
     shapes = None

@@ -292,6 +292,8 @@ def normalise_roads(
             mask = known
         else:
             report.dropped["no highway tag"] += int((~mask).sum())
+    if filter_highways and settings.highways is not None:
+        # highways=None keeps every highway: parking aisles, private access, area=yes too
         svc = col("service").astype("string").str.lower()
         bad_svc = mask & svc.isin(settings.excluded_service).fillna(False).astype(bool)
         report.dropped["service excluded"] += int(bad_svc.sum())
@@ -305,9 +307,12 @@ def normalise_roads(
         report.dropped["access excluded"] += int(bad_acc.sum())
         mask &= ~bad_acc
         area = col("area").astype("string").str.lower() == "yes"
-        area = area.fillna(False).astype(bool) & mask
+        # a drivable square drawn as a closed area ring (place=square) is a road
+        square = col("place").astype("string").str.lower() == "square"
+        area = area.fillna(False).astype(bool) & ~square.fillna(False).astype(bool) & mask
         report.dropped["area=yes"] += int(area.sum())
         mask &= ~area
+    if filter_highways:
         df = df[mask.to_numpy()]
         highway = highway[mask.to_numpy()]
 
@@ -359,7 +364,9 @@ def normalise_roads(
     extra = [
         c
         for c in df.columns
-        if c not in out.columns and c != df.geometry.name and c in ("layer", "aadt", "jurisdiction")
+        if c not in out.columns
+        and c != df.geometry.name
+        and c in ("layer", "aadt", "jurisdiction", "place", "area")
     ]
     for c in extra:
         out[c] = df[c].to_numpy()
@@ -395,6 +402,7 @@ _OSM_TAGS = (
     "access",
     "motor_vehicle",
     "area",
+    "place",
     "layer",
 )
 
@@ -423,7 +431,8 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
     tags: dict[str, list[Any]] = {t: [] for t in _OSM_TAGS}
     coords: list[tuple[float, float]] = []
     counts: list[int] = []
-    broken = 0
+    broken = 0  # no located node at all
+    short = 0  # some located nodes, but never two in a row
     clipped = 0
     try:
         fp = (
@@ -462,7 +471,10 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
                 coords.extend(run)
                 counts.append(len(run))
             if not kept:
-                broken += 1
+                if any(len(run) for run in runs):
+                    short += 1
+                else:
+                    broken += 1
     except RuntimeError as exc:
         raise InputFileError(
             f"{path}: not a readable OSM file ({exc}); check it is complete PBF or OSM XML"
@@ -472,10 +484,12 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
     finally:
         if is_tmp:
             src.unlink(missing_ok=True)
-    report.ways_read = len(set(ids)) + broken
+    report.ways_read = len(set(ids)) + broken + short
     report.clipped = clipped
     if broken:
         report.dropped["no located nodes (outside the extract)"] += broken
+    if short:
+        report.dropped["no two consecutive located nodes (cut at the extract's edge)"] += short
     if not ids:
         raise InputFileError(
             f"{path}: no ways with a highway tag were found; is it an OSM extract with roads?"
@@ -571,7 +585,8 @@ def read_network(
         Shapefile, GeoParquet, FlatGeobuf).
     highways
         ``"drivable"`` (default, :data:`~trafficunit.settings.DRIVABLE_HIGHWAYS` minus parking
-        aisles, driveways and private access), ``None`` for every ``highway``, or a set of
+        aisles, driveways and private access), ``None`` for every way with a ``highway`` tag
+        (parking aisles, driveways, private access and ``area=yes`` included), or a set of
         ``highway`` values to keep.
     layer
         Layer of a multi-layer line file.

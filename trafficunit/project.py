@@ -522,6 +522,7 @@ def finish_folder(
         "sources": [],
         "rule": rule,
         "period": rule.get("period"),
+        "period_label": rule.get("period_label"),
         "counts": counts(scored, joined, spots),
         "extent": extent(scored),
         "timings_s": timings,

@@ -681,7 +681,9 @@ def score(
         ``"accident"``, or every row without a ``kind`` column) are scored; hazard rows
         (``kind`` = ``"hazard"``) count as open hazards unless their ``status`` is closed.
     period
-        ``(start, end)``, end inclusive. Default: the whole calendar years the accidents span.
+        ``(start, end)``, end inclusive. Default: the data's own span (first to last day of
+        the dated accidents, whole calendar years for accidents known by year only);
+        ``attrs["rule"]["period_label"]`` says which.
     spf
         A :class:`SafetyPerformanceFunction` for every unit, or a mapping from reference
         population (``"segment:primary"``, ``"intersection:*"``...) to one; populations without
@@ -702,7 +704,20 @@ def score(
         The units with the risk columns of the data contract, plus ``reference_population``,
         ``risk_measure`` (the value banded), ``crash_level_rank`` (before hazards),
         ``eb_weight`` and ``eb_variance``. ``.attrs["rule"]`` describes the rule and bands,
-        ``.attrs["report"]`` counts what was used, ``.attrs["spf"]`` the SPFs.
+        ``.attrs["report"]`` counts what was used, ``.attrs["spf"]`` the SPFs and
+        ``.attrs["coverage"]`` how well the data covers the units: ``share_with_crashes``,
+        the fitted ``k`` per population, ``median_eb_weight`` (units with accidents), the
+        level counts and ``warnings``.
+
+    Warns
+    -----
+    TrafficUnitWarning
+        When the data is sparse (fewer than ``settings.sparse_coverage`` of units with an
+        accident), the SPF degenerate (``k`` above ``settings.sparse_max_k`` or a median EB
+        weight below ``settings.sparse_median_eb_weight``) or the levels collapse (a level
+        empty, or more red than orange and yellow together). The documented remedy
+        (:data:`SPARSE_REMEDY`): ``RiskSettings(rank_among="with_crashes")``, a study area
+        the data covers, or a longer period.
     """
     cfg = (settings or RiskSettings()).with_(measure=measure, scheme=scheme)
     if bands is not None:
@@ -809,16 +824,96 @@ def score(
     rule["epdo_version"] = cfg.epdo_version
     rule["period"] = per.to_json()
     rule["years"] = years
+    rule["period_source"] = "given" if period is not None else "data span"
+    rule["period_label"] = per.label() + (" (the data's span)" if period is None else " (given)")
     rule["text"] = _rule_text(rule)
+    coverage = _coverage(risk, spfs, cfg)
     risk.attrs = {
         "rule": _jsonable(rule),
         "report": _jsonable(report),
         "spf": _jsonable({k: f.to_dict() for k, f in spfs.items()}),
         "period": per.to_json(),
+        "coverage": _jsonable(coverage),
     }
+    if coverage["warnings"]:
+        warnings.warn(
+            "sparse data: " + "; ".join(coverage["warnings"]) + ". Remedy: " + coverage["remedy"],
+            TrafficUnitWarning,
+            stacklevel=2,
+        )
     if hotspot_stats:
         risk = hotspots(risk, settings=cfg)
     return risk
+
+
+#: What to do when the data is too sparse for the SPF (documented in :func:`score`).
+SPARSE_REMEDY = (
+    "rank among units with accidents (RiskSettings(rank_among='with_crashes')), score a study "
+    "area the data covers (clip the units to it), or use a longer period"
+)
+
+
+def _coverage(
+    risk: pd.DataFrame, spfs: Mapping[str, SafetyPerformanceFunction], cfg: RiskSettings
+) -> dict[str, Any]:
+    """How well the accidents cover the units, and whether the SPF and levels are usable."""
+    crashes = risk["crashes"].to_numpy()
+    has = crashes > 0
+    share = float(has.mean()) if len(risk) else 0.0
+    w = risk["eb_weight"].to_numpy(dtype=float)
+    median_w = float(np.median(w[has])) if has.any() else float("nan")
+    fitted = {
+        key: float(f.k)
+        for key, f in spfs.items()
+        if f.source.startswith("negative binomial") or f.source == "method of moments"
+    }
+    counts = risk["level"].value_counts().reindex(list(RISK_LEVELS), fill_value=0)
+    levels = {str(k): int(v) for k, v in counts.items()}
+    out: dict[str, Any] = {
+        "units": len(risk),
+        "units_with_crashes": int(has.sum()),
+        "share_with_crashes": share,
+        "k": fitted,
+        "max_k": max(fitted.values(), default=float("nan")),
+        "median_eb_weight": median_w,
+        "levels": levels,
+        "rank_among": cfg.rank_among,
+        "warnings": [],
+        "remedy": SPARSE_REMEDY
+        if cfg.rank_among == "all"
+        else SPARSE_REMEDY.split(", ", 1)[1].replace("score a", "Score a", 1),
+    }
+    msgs: list[str] = out["warnings"]
+    if len(risk) and share < cfg.sparse_coverage and cfg.rank_among == "all":
+        msgs.append(
+            f"only {100 * share:.1f} % of units have an accident (below "
+            f"{100 * cfg.sparse_coverage:g} %): the data may cover part of the network"
+        )
+    big = {k: v for k, v in fitted.items() if v > cfg.sparse_max_k}
+    if big:
+        worst = max(big, key=lambda k: big[k])
+        msgs.append(
+            f"the SPF is degenerate: overdispersion k up to {big[worst]:.3g} ({worst}; "
+            f"limit {cfg.sparse_max_k:g})"
+        )
+    if has.any() and median_w < cfg.sparse_median_eb_weight:
+        msgs.append(
+            f"the median EB weight of units with accidents is {median_w:.3f}: the prediction "
+            "carries no weight, levels follow raw counts"
+        )
+    crash_units = int(has.sum())
+    if cfg.scheme in ("percentile", "length_share") and crash_units >= 20:
+        empty = [lv for lv in ("yellow", "orange", "red") if levels[lv] == 0]
+        inverted = levels["red"] > levels["orange"] + levels["yellow"]
+        if empty or inverted:
+            what = (
+                f"no {' / '.join(empty)} unit"
+                if empty
+                else f"more red units ({levels['red']})"
+                f" than orange and yellow together ({levels['orange'] + levels['yellow']})"
+            )
+            msgs.append(f"the levels collapse: {what} among {crash_units} units with accidents")
+    return out
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
@@ -832,6 +927,7 @@ def _rule_text(rule: dict[str, Any]) -> str:
         f"{rule['scheme']} scheme on {measure} per reference population "
         f"({' x '.join(rule['population'])}); {bands}; {rule['guards']['text']}; "
         f"{rule['hazard_text']}"
+        + (f"; period {rule['period_label']}" if rule.get("period_label") else "")
     )
 
 
@@ -869,9 +965,12 @@ def hotspots(
 ) -> gpd.GeoDataFrame:
     """Getis-Ord Gi* and local Moran's I of a measure over unit adjacency (PySAL ``esda``).
 
-    Adjacency is the units' ``neighbours`` column (binary, symmetric). Gi* includes the unit
-    itself; its p-value is two-sided from the normal approximation. Local Moran's p-value comes
-    from ``permutations`` conditional permutations (0 skips local Moran).
+    Adjacency is the units' ``neighbours`` column (symmetric). Gi* uses it as binary weights
+    and includes the unit itself; its p-value is two-sided from the normal approximation.
+    Local Moran uses the same adjacency row-standardised (each unit's neighbours weigh
+    ``1 / number of neighbours``, esda's default); its p-value comes from ``permutations``
+    conditional permutations (default 999, esda's default; 0 skips local Moran) drawn with
+    ``seed``. Both are recorded in ``attrs["hotspots"]``.
 
     Returns a copy with ``gi_z``, ``gi_p``, ``hotspot`` ("hot", "cold", "not significant"),
     ``moran_i``, ``moran_p`` and ``moran_quadrant`` ("HH", "LH", "LL", "HL" or
@@ -910,7 +1009,9 @@ def hotspots(
     if permutations > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lm = esda.Moran_Local(y, w, permutations=permutations, seed=seed, n_jobs=1)
+            lm = esda.Moran_Local(
+                y, w, transformation="r", permutations=permutations, seed=seed, n_jobs=1
+            )
         out["moran_i"] = np.asarray(lm.Is, dtype=float)
         out["moran_p"] = np.asarray(lm.p_sim, dtype=float)
         quad = np.array(["", "HH", "LH", "LL", "HL"], dtype=object)[np.asarray(lm.q, dtype=int)]
@@ -921,6 +1022,7 @@ def hotspots(
     out.attrs["hotspots"] = {
         "measure": measure,
         "weights": "binary unit adjacency (neighbours), symmetric; Gi* includes the unit",
+        "moran_weights": "the same adjacency, row-standardised (esda transformation 'r')",
         "gi_p": "two-sided, normal approximation",
         "moran_permutations": int(permutations),
         "alpha": float(alpha),
@@ -970,7 +1072,8 @@ def describe_events(
     -------
     pandas.DataFrame
         Indexed by group: ``crashes``, ``severity_mix`` ("K 1, B 3, O 7"), ``top_type``,
-        ``top_type_share``, ``top_time``, ``top_time_share``, ``night_share`` (by clock).
+        ``top_type_share``, ``top_time``, ``top_time_share``, ``night_share`` (by the
+        file's light column, else the sun, else the clock).
     """
     events = events.reset_index(drop=True)  # positional alignment; labels may repeat
     g = pd.Series(groups.to_numpy(dtype=object), index=events.index)
@@ -998,7 +1101,7 @@ def describe_events(
     ms = _mode_share(g, hour_band(hours, time_settings))
     out["top_time"] = ms["value"].reindex(out.index)
     out["top_time_share"] = ms["share"].reindex(out.index)
-    night = is_night(events, by="clock", settings=time_settings)
+    night = is_night(events, by="auto", settings=time_settings)
     known = night.notna()
     nshare = night[known].astype(float).groupby(g[known]).mean()
     out["night_share"] = nshare.reindex(out.index)

@@ -5,7 +5,10 @@ Values follow ``docs/domain.md``: tags there say which are sourced and which are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
 #: OSM ``highway`` values kept by default: roads motor vehicles drive on (cf. osmnx ``drive``).
@@ -190,10 +193,24 @@ class TileSettings:
 
 # -- risk: measures, four-colour levels, black spots, time (trafficunit.risk / .blackspots) ------
 
-#: EPDO weights by KABCO severity from HSM-era crash costs (docs/domain.md [src]). Versioned data:
-#: the version string travels with every result so a map legend can say which weights it used.
-EPDO_WEIGHTS_HSM: dict[str, float] = {"K": 542.0, "A": 29.0, "B": 11.0, "C": 6.0, "O": 1.0}
-EPDO_WEIGHTS_VERSION = "HSM-2010 (K 542, A 29, B 11, C 6, O 1)"
+
+@lru_cache(maxsize=1)
+def epdo_weights_file() -> dict[str, Any]:
+    """The versioned EPDO weights, ``trafficunit/epdo_weights.json``: their one source."""
+    text = (files("trafficunit") / "epdo_weights.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+#: EPDO weights by KABCO severity from HSM-era crash costs (docs/domain.md [src]). Versioned data
+#: (read from ``epdo_weights.json``): the version string travels with every result so a map
+#: legend can say which weights it used.
+EPDO_WEIGHTS_HSM: dict[str, float] = {
+    k: float(v) for k, v in epdo_weights_file()["versions"]["hsm-2010"]["weights"].items()
+}
+EPDO_WEIGHTS_VERSION = "HSM-2010 ({})".format(
+    ", ".join(f"{k} {v:g}" for k, v in EPDO_WEIGHTS_HSM.items())
+)
 
 #: The four risk levels, lowest first (level_rank 1..4), and their map colours.
 RISK_LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
@@ -203,6 +220,8 @@ RISK_COLOURS: dict[str, str] = {
     "yellow": "#ffff66",
     "blue": "#2c7bb6",
 }
+#: Colour of a unit that has no level (not scored).
+NO_LEVEL_COLOUR = "#8c8c8c"
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,17 @@ class RiskSettings:
         ``"all"``: percentiles among every unit of the reference population; ``"with_crashes"``:
         among its units with at least ``min_crashes`` accidents (useful where the data covers
         only some corridors).
+    corridor_max_offset_m, corridor_max_angle_deg, corridor_min_overlap_m
+        Divided roads: two one-way chains of the same name or ref whose segments run within
+        ``corridor_max_offset_m`` metres of each other (centre line to centre line [rec: 40]),
+        in opposite directions (within ``corridor_max_angle_deg`` of antiparallel [rec: 30])
+        along at least ``corridor_min_overlap_m`` metres (or half the shorter one) are one
+        corridor for sliding-window screening.
+    sparse_coverage, sparse_median_eb_weight, sparse_max_k
+        Sparse-data warnings of :func:`trafficunit.score`: fewer units with accidents than
+        ``sparse_coverage`` (share), a median EB weight (units with accidents) below
+        ``sparse_median_eb_weight``, or a fitted overdispersion ``k`` above ``sparse_max_k``
+        say the SPF cannot describe the network [rec: 0.05, 0.05, 10].
     """
 
     epdo_weights: dict[str, float] = field(default_factory=lambda: dict(EPDO_WEIGHTS_HSM))
@@ -296,7 +326,7 @@ class RiskSettings:
     )
     colours: dict[str, str] = field(default_factory=lambda: dict(RISK_COLOURS))
     hotspot_measure: str = "epdo"
-    hotspot_permutations: int = 99
+    hotspot_permutations: int = 999
     hotspot_alpha: float = 0.05
     seed: int = 20240601
     peak_window_m: float = 160.9344
@@ -306,6 +336,12 @@ class RiskSettings:
     chain_keys: tuple[str, ...] = ("name", "ref")
     chain_max_turn_deg: float = 100.0
     rank_among: str = "all"
+    corridor_max_offset_m: float = 40.0
+    corridor_max_angle_deg: float = 30.0
+    corridor_min_overlap_m: float = 100.0
+    sparse_coverage: float = 0.05
+    sparse_median_eb_weight: float = 0.05
+    sparse_max_k: float = 10.0
 
     def with_(self, **changes: Any) -> RiskSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""
@@ -524,6 +560,10 @@ class JoinSettings:
     name_aware
         Where the event names its road, a unit of that name within the distance wins over a
         nearer unit of another name (grade separations).
+    name_extra_distance_m
+        How much farther than its distance a name-aware join may reach for a unit of the
+        street the event names before it takes a nearer street of another name; an event with
+        no candidate at all stays unmatched [rec: 15 m, about a carriageway and a sidewalk].
     intersection_precedence
         A point inside an intersection's influence disc (``radius_m``) goes to the
         intersection.
@@ -546,6 +586,7 @@ class JoinSettings:
     min_overlap_m: float = 10.0
     area_buffer_m: float = 0.0
     name_aware: bool = True
+    name_extra_distance_m: float = 15.0
     intersection_precedence: bool = True
     default_radius_m: float = DEFAULT_INFLUENCE_M
     epdo_weights: str = "hsm-2010"
@@ -587,6 +628,15 @@ class LedgerSettings:
         KABCO severities that count as serious for reopening.
     max_vertices
         Largest number of vertices of a reported geometry.
+    max_area_m2
+        Largest polygon area (m²) by kind: ``hazard`` (default 1 km²) and ``workzone``
+        (2 km²); larger reports are refused (the server answers 422).
+    max_length_m
+        Longest line (m) by kind: ``hazard`` 5 km, ``workzone`` 20 km.
+    units_margin_m
+        Reports must touch the bounding box of the units grown by this many metres
+        (default 5 km); beyond it they are refused, with a hint when longitude and latitude
+        look swapped. Not checked while the ledger has no units.
     """
 
     catalogue: str | None = None
@@ -598,6 +648,13 @@ class LedgerSettings:
     reopen_days: float = 365.0
     reopen_severities: frozenset[str] = frozenset({"K", "A"})
     max_vertices: int = 5000
+    max_area_m2: dict[str, float] = field(
+        default_factory=lambda: {"hazard": 1_000_000.0, "workzone": 2_000_000.0}
+    )
+    max_length_m: dict[str, float] = field(
+        default_factory=lambda: {"hazard": 5_000.0, "workzone": 20_000.0}
+    )
+    units_margin_m: float = 5_000.0
 
     def with_(self, **changes: Any) -> LedgerSettings:
         """Return a copy with ``changes`` applied, ignoring ``None`` values."""

@@ -52,7 +52,7 @@ import shapely
 
 from ._errors import InputFileError, TrafficUnitError, ValidationError
 from ._hash import splitmix64
-from .settings import TileSettings
+from .settings import NO_LEVEL_COLOUR, RISK_COLOURS, TileSettings
 
 __all__ = [
     "build_tiles",
@@ -66,14 +66,8 @@ __all__ = [
     "LEVEL_COLOURS",
 ]
 
-#: Colours of the four risk levels (and of unscored units).
-LEVEL_COLOURS: dict[str, str] = {
-    "red": "#d7191c",
-    "orange": "#fdae61",
-    "yellow": "#ffff66",
-    "blue": "#2c7bb6",
-    "none": "#8c8c8c",
-}
+#: Colours of the four risk levels (and of unscored units), from :mod:`trafficunit.settings`.
+LEVEL_COLOURS: dict[str, str] = {**RISK_COLOURS, "none": NO_LEVEL_COLOUR}
 _LEVEL_RANK = {"red": 4, "orange": 3, "yellow": 2, "blue": 1, "none": 0}
 
 #: Attributes written to each layer, when present in the input, in this order.

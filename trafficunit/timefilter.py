@@ -4,10 +4,12 @@ Accident tables differ in how much time they carry: a full timestamp (tz-aware `
 hour without a date, or a year only. Every filter here says what it does with rows that lack
 the information it needs: they are left out and counted in ``.attrs["time_report"]``.
 
-Day and night are told apart either by the clock (``hour`` within
-:attr:`~trafficunit.settings.TimeSettings.day_hours`) or by the sun: the solar elevation at the
-event's own location and time, computed with the NOAA solar-position equations over numpy
-arrays (no per-row loop).
+Day and night are told apart by the file's own light-condition column when one is mapped
+(``light``: "daylight", "dark", "dark, lit", "DLIT"...), else by the sun: the solar elevation
+at the event's own location and time, computed with the NOAA solar-position equations over
+numpy arrays (no per-row loop), else by the clock (``hour`` within
+:attr:`~trafficunit.settings.TimeSettings.day_hours`). ``by="auto"`` takes the first that
+an event has; the filter's report says how many events each decided.
 
 >>> import numpy as np, pandas as pd
 >>> t = pd.to_datetime(["2020-06-21 10:20", "2020-12-21 22:00"]).tz_localize("UTC")
@@ -37,6 +39,7 @@ __all__ = [
     "event_times",
     "sun_elevation",
     "is_night",
+    "light_condition",
     "hour_weekday",
     "hour_band",
     "event_years",
@@ -128,14 +131,27 @@ def period_years(start: pd.Timestamp, end: pd.Timestamp) -> float:
 
 
 def _data_period(events: pd.DataFrame) -> Period | None:
-    """Whole calendar years from the earliest to the latest event year."""
-    years = event_years(events).dropna()
-    if len(years) == 0:
+    """The data's own span: first to last day of the events with a time (whole days, local
+    dates of their time zone), widened to whole calendar years by events known only by year."""
+    first: list[pd.Timestamp] = []
+    last: list[pd.Timestamp] = []
+    known = pd.Series(False, index=events.index)
+    if "time" in events.columns:
+        t = event_times(events)
+        known = t.notna()
+        if known.any():
+            tt = t[known]
+            if getattr(tt.dt, "tz", None) is not None:
+                tt = tt.dt.tz_localize(None)  # local wall time: dates as the data writes them
+            first.append(tt.min().normalize())
+            last.append(tt.max().normalize() + pd.Timedelta(days=1))
+    years = event_years(events.loc[~known.to_numpy()]).dropna()
+    if len(years):
+        first.append(pd.Timestamp(year=int(years.min()), month=1, day=1))
+        last.append(pd.Timestamp(year=int(years.max()) + 1, month=1, day=1))
+    if not first:
         return None
-    return Period(
-        pd.Timestamp(year=int(years.min()), month=1, day=1),
-        pd.Timestamp(year=int(years.max()) + 1, month=1, day=1),
-    )
+    return Period(min(first), max(last))
 
 
 def event_years(events: pd.DataFrame) -> pd.Series:
@@ -263,10 +279,54 @@ def sun_elevation(
     return np.asarray(90.0 - np.rad2deg(np.arccos(np.clip(cos_zen, -1.0, 1.0))))
 
 
+_NIGHT_WORDS = ("dark", "night", "dlit", "dnlt", "unlit")
+_DAY_WORDS = ("daylight", "day", "daytime")
+
+
+def light_condition(events: pd.DataFrame) -> pd.Series:
+    """Day or night from the file's ``light`` column ("day", "night", <NA> where it says
+    neither: twilight, dusk, dawn, unknown, or no such column)."""
+    out = pd.Series(pd.NA, index=events.index, dtype="string", name="light_condition")
+    if "light" not in events.columns:
+        return out
+    v = events["light"].astype("string").str.strip().str.lower()
+    night = v.str.contains("|".join(_NIGHT_WORDS), regex=True).fillna(False)
+    day = v.isin(_DAY_WORDS) | v.str.startswith("daylight").fillna(False)
+    out = out.mask(day.to_numpy(dtype=bool) & ~night.to_numpy(dtype=bool), "day")
+    return out.mask(night.to_numpy(dtype=bool), "night")
+
+
+def _night_and_source(
+    events: gpd.GeoDataFrame | pd.DataFrame, by: str, cfg: TimeSettings
+) -> tuple[pd.Series, pd.Series]:
+    """Night flag per event and what decided it ("light column", "sun", "clock")."""
+    if by != "auto":
+        night = is_night(events, by=by, settings=cfg)
+        src = pd.Series(by, index=events.index, dtype=object).where(night.notna().to_numpy())
+        return night, src
+    lc = light_condition(events)
+    night = (lc == "night").astype("boolean").mask(lc.isna())
+    src = pd.Series("light column", index=events.index, dtype=object).where(lc.notna().to_numpy())
+    todo = night.isna().to_numpy()
+    if todo.any() and isinstance(events, gpd.GeoDataFrame) and events.crs is not None:
+        has_time = event_times(events).notna().to_numpy()
+        sel = todo & has_time
+        if sel.any():
+            sun = is_night(events.loc[sel], by="sun", settings=cfg)
+            night.loc[sun.index] = sun
+            src.loc[sun.index[sun.notna().to_numpy()]] = "sun"
+            todo = night.isna().to_numpy()
+    if todo.any():
+        clock = is_night(events.loc[todo], by="clock", settings=cfg)
+        night.loc[clock.index] = clock
+        src.loc[clock.index[clock.notna().to_numpy()]] = "clock"
+    return night.rename("night"), src
+
+
 def is_night(
     events: gpd.GeoDataFrame | pd.DataFrame,
     *,
-    by: str = "clock",
+    by: str = "auto",
     settings: TimeSettings | None = None,
 ) -> pd.Series:
     """Whether each event happened at night (boolean, <NA> where unknown).
@@ -276,10 +336,18 @@ def is_night(
     events
         Events with ``hour`` and/or ``time`` (and a geometry and CRS for ``by="sun"``).
     by
-        ``"clock"``: outside ``settings.day_hours``. ``"sun"``: the sun below
-        ``settings.night_sun_elevation_deg`` at the event's location and time (needs ``time``).
+        ``"auto"`` (default): the file's ``light`` column where it says day or night
+        (:func:`light_condition`), else the sun where the event has a time and a location,
+        else the clock. ``"light"``: the light column only. ``"clock"``: outside
+        ``settings.day_hours``. ``"sun"``: the sun below ``settings.night_sun_elevation_deg``
+        at the event's location and time (needs ``time``).
     """
     cfg = settings or TimeSettings()
+    if by == "auto":
+        return _night_and_source(events, "auto", cfg)[0]
+    if by == "light":
+        lc = light_condition(events)
+        return (lc == "night").astype("boolean").mask(lc.isna()).rename("night")
     if by == "clock":
         h = _event_hours(events)
         start, end = cfg.day_hours
@@ -292,7 +360,7 @@ def is_night(
         elev = sun_elevation(lon, lat, event_times(events))
         out = pd.Series(elev < cfg.night_sun_elevation_deg, index=events.index, dtype="boolean")
         return out.mask(np.isnan(elev)).rename("night")
-    raise ValidationError(f"by must be 'clock' or 'sun', got {by!r}")
+    raise ValidationError(f"by must be 'auto', 'light', 'clock' or 'sun', got {by!r}")
 
 
 def filter_events(
@@ -302,7 +370,7 @@ def filter_events(
     hours: Iterable[int] | None = None,
     weekdays: Iterable[int | str] | None = None,
     light: str | None = None,
-    light_by: str = "clock",
+    light_by: str = "auto",
     settings: TimeSettings | None = None,
 ) -> Any:
     """Keep the events inside a period, at some hours, on some weekdays, by day or by night.
@@ -323,7 +391,9 @@ def filter_events(
     weekdays
         Weekdays kept: 0 = Monday ... 6 = Sunday, or names ``"Mon"``...``"Sun"``.
     light
-        ``"day"`` or ``"night"``, decided by ``light_by`` (``"clock"`` or ``"sun"``).
+        ``"day"`` or ``"night"``, decided by ``light_by``: ``"auto"`` (the file's light
+        column, else the sun, else the clock; the report's ``light_by`` counts the events
+        each decided), ``"light"``, ``"clock"`` or ``"sun"``.
     settings
         Day hours and the night sun elevation.
 
@@ -361,8 +431,11 @@ def filter_events(
     if light is not None:
         if light not in ("day", "night"):
             raise ValidationError(f"light must be 'day' or 'night', got {light!r}")
-        night = is_night(events, by=light_by, settings=cfg)
+        night, source = _night_and_source(events, light_by, cfg)
         report["no_light"] = int(night.isna().sum())
+        report["light_by"] = {  # type: ignore[assignment]
+            str(k): int(v) for k, v in source.dropna().value_counts().items()
+        }
         want = night if light == "night" else ~night
         keep &= want.fillna(False).to_numpy(dtype=bool)
     out = events.loc[keep].copy()

@@ -12,7 +12,11 @@ The algorithm works on coordinate arrays end to end (shapely 2 + numpy, no per-r
    pieces.
 5. Junction nodes closer than ``junction_merge_m`` are consolidated into one intersection unit
    (as osmnx's ``consolidate_intersections`` does); short links between them stay segments and
-   carry the intersection's id in ``junction_id``.
+   carry the intersection's id in ``junction_id``. The junction nodes of a closed ring (a
+   roundabout, ``junction=roundabout``/``circular``, or a named square, ``place=square`` or a
+   named ``area=yes`` ring) are one intersection whatever its size: every piece of the ring
+   keeps its geometry as a link of that junction, and the junction's influence radius covers
+   the ring.
 6. Ids are hashes of what a unit is (source way ids and coordinates rounded in the input CRS),
    so they are stable across runs and machines, and an edit to one street changes only the ids
    of the units on it.
@@ -463,6 +467,8 @@ def build_units(
     np.bitwise_xor.at(chain_hash, chain, piece_hash)
     bar.update()
 
+    ring_of_node, chain_ring = _rings(attrs, p_start, p_end, chain, n_nodes, n_chain)
+
     # -- 4. even split ---------------------------------------------------------------------
     seg_geoms, seg_chain, seg_k, seg_n = _split_even(chain_geoms, cfg.max_length_m)
     seg_attrs = chain_attrs.iloc[seg_chain].reset_index(drop=True)
@@ -488,17 +494,31 @@ def build_units(
     # junction nodes: the piece ends that lie on a node where three or more road ends meet
     jxy = pxy[p_first][junction_node[p_start]]
     jxy = np.concatenate([jxy, pxy[p_last][junction_node[p_end]]])
-    junction_xy = jxy[_node_ids(jxy, cfg.snap_m)[1]] if len(jxy) else np.zeros((0, 2))
-    # cluster junctions closer than junction_merge_m
+    jnode = np.concatenate([p_start[junction_node[p_start]], p_end[junction_node[p_end]]])
+    if len(jxy):
+        j_first = _node_ids(jxy, cfg.snap_m)[1]
+        junction_xy, junction_nd = jxy[j_first], jnode[j_first]
+    else:
+        junction_xy, junction_nd = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    # cluster junctions closer than junction_merge_m, and the junctions on one closed ring
+    # (a roundabout, a square) whatever its size
     if len(junction_xy):
         pts = shapely.points(junction_xy)
         if cfg.junction_merge_m > 0:
             tree = shapely.STRtree(pts)
             qi, qj = tree.query(pts, predicate="dwithin", distance=cfg.junction_merge_m)
-            g = coo_matrix((np.ones(len(qi)), (qi, qj)), shape=(len(pts), len(pts)))
-            _, cluster = connected_components(g, directed=False)
         else:
-            cluster = np.arange(len(pts))
+            qi = qj = np.arange(len(pts))
+        ring = ring_of_node[junction_nd]
+        on_ring = np.flatnonzero(ring >= 0)
+        if len(on_ring):
+            o = on_ring[np.argsort(ring[on_ring], kind="stable")]
+            head = o[np.r_[0, np.flatnonzero(np.diff(ring[o])) + 1]]
+            first_of_ring = pd.Series(head, index=ring[head])
+            qi = np.r_[qi, on_ring]
+            qj = np.r_[qj, first_of_ring.reindex(ring[on_ring]).to_numpy(dtype=np.int64)]
+        g = coo_matrix((np.ones(len(qi)), (qi, qj)), shape=(len(pts), len(pts)))
+        _, cluster = connected_components(g, directed=False)
     else:
         cluster = np.zeros(0, dtype=np.int64)
     n_int = int(cluster.max()) + 1 if len(cluster) else 0
@@ -519,6 +539,16 @@ def build_units(
     # a single-node junction has no internal links (a loop back to it is a real segment)
     nodes_per_cluster = np.bincount(cluster, minlength=n_int) if n_int else np.zeros(0, int)
     internal &= nodes_per_cluster[np.maximum(start_cl, 0)] > 1 if n_int else False
+    # every piece of a closed ring belongs to the ring's junction, however long
+    seg_ring = chain_ring[seg_chain]
+    ring_cluster = np.full(int(ring_of_node.max()) + 2, -1, dtype=np.int64)
+    if n_int:
+        jr = ring_of_node[junction_nd]
+        ring_cluster[jr[jr >= 0]] = cluster[jr >= 0]
+    ring_cl = np.where(seg_ring >= 0, ring_cluster[seg_ring], -1)
+    ring_link = ring_cl >= 0
+    internal |= ring_link
+    link_cl = np.where(ring_link, ring_cl, start_cl)
     # intersection ids: hash of member node keys (input CRS, rounded)
     if n_int:
         j_src = _src_coords(junction_xy, metric.crs, in_crs)
@@ -574,7 +604,7 @@ def build_units(
     to_unit = e_unit[n_seg:].copy()
     junction_id = np.full(n_seg, None, dtype=object)
     if n_int:
-        junction_id[internal] = int_ids[start_cl[internal]]
+        junction_id[internal] = int_ids[link_cl[internal]]
     seg_neigh = _join_strings(
         np.r_[np.arange(n_seg), np.arange(n_seg)], np.r_[from_unit, to_unit], n_seg
     )
@@ -588,7 +618,7 @@ def build_units(
     # links) is not one junction: its links stay ordinary segments
     weak = deg < 3
     if weak.any():
-        undo = internal & weak[np.maximum(start_cl, 0)]
+        undo = internal & weak[np.maximum(link_cl, 0)]
         internal &= ~undo
         junction_id[undo] = None
         ie_internal = internal[ie_seg]
@@ -692,6 +722,71 @@ def build_units(
     bar.update()
     bar.close()
     return units
+
+
+def _rings(
+    attrs: pd.DataFrame,
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    chain: np.ndarray,
+    n_nodes: int,
+    n_chain: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed rings that are one junction: roundabouts (``junction=roundabout``/``circular``)
+    and named squares (``place=square``, or a named ``area=yes`` ring).
+
+    Returns the ring number of every node (-1 off a ring) and of every chain (-1: none). A
+    ring is closed when each of its nodes has exactly two of its piece ends (a cycle).
+    """
+    ring_of_node = np.full(n_nodes, -1, dtype=np.int64)
+    chain_ring = np.full(n_chain, -1, dtype=np.int64)
+
+    def text(col: str) -> pd.Series:
+        if col not in attrs.columns:
+            return pd.Series(pd.NA, index=attrs.index, dtype="string")
+        return attrs[col].astype("string").str.strip().str.lower()
+
+    junction = text("junction")
+    name = attrs["name"].astype("string").str.strip() if "name" in attrs.columns else text("")
+    rb = junction.isin(["roundabout", "circular"]).fillna(False).to_numpy(dtype=bool)
+    square = ((text("place") == "square") | (text("area") == "yes")).fillna(False).to_numpy(bool)
+    square &= name.notna().to_numpy() & ~rb
+    flagged = np.flatnonzero(rb | square)
+    if len(flagged) == 0:
+        return ring_of_node, chain_ring
+    group = np.where(rb[flagged], "\x00roundabout", "square:" + name.fillna("").to_numpy()[flagged])
+    _, gkey = np.unique(group.astype(str), return_inverse=True)
+    # pieces of one group sharing a node are one ring candidate
+    ends = pd.DataFrame(
+        {
+            "piece": np.r_[flagged, flagged],
+            "node": np.r_[p_start[flagged], p_end[flagged]],
+            "g": np.r_[gkey, gkey],
+        }
+    )
+    vert = pd.factorize(pd.MultiIndex.from_arrays([ends["node"], ends["g"]]))[0]
+    m = len(flagged)
+    local = np.r_[np.arange(m), np.arange(m)]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_v = int(vert.max()) + 1
+    graph = coo_matrix((np.ones(2 * m), (local, m + vert)), shape=(m + n_v, m + n_v))
+    _, comp = connected_components(graph, directed=False)
+    piece_comp = comp[:m]
+    ends["comp"] = piece_comp[local]
+    # closed: every node of the component carries exactly two of its piece ends
+    per_node = ends.groupby(["comp", "node"]).size()
+    closed = per_node.eq(2).groupby(level=0).all()
+    closed_comps = closed.index[closed.to_numpy()].to_numpy()
+    if len(closed_comps) == 0:
+        return ring_of_node, chain_ring
+    ring_no = pd.Series(np.arange(len(closed_comps)), index=closed_comps)
+    on = ends.loc[ends["comp"].isin(closed_comps)]
+    ring_of_node[on["node"].to_numpy()] = ring_no.reindex(on["comp"]).to_numpy()
+    pieces = flagged[np.isin(piece_comp, closed_comps)]
+    chain_ring[chain[pieces]] = ring_no.reindex(piece_comp[np.isin(piece_comp, closed_comps)])
+    return ring_of_node, chain_ring
 
 
 def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:

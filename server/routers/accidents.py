@@ -9,6 +9,8 @@ import pandas as pd
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from trafficunit._errors import clip
+
 from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list, parse_time
 from ..errors import BadRequest, Unavailable
 from ..lists import list_response
@@ -39,7 +41,7 @@ async def list_accidents(
     if start is not None and end is not None and start >= end:
         raise BadRequest("from must be before to")
     if light not in (None, "", "day", "night"):
-        raise BadRequest(f"light must be day or night, got {light!r}")
+        raise BadRequest(f"light must be day or night, got {clip(light)}")
     rows = table.bbox_rows(bbox)
     t_ns = table.extra["t_ns"][rows]
     known = t_ns != np.iinfo(np.int64).min

@@ -12,13 +12,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from trafficunit._errors import clip
 from trafficunit.ledger import Hazard, Principal
 from trafficunit.ledger.lifecycle import GRADES, STATES, TRANSITIONS
 from trafficunit.ledger.store import SOURCES, parse_hazard_id
 
 from ..deps import BBoxDep, FormatDep, LimitDep, comma_list
 from ..errors import BadRequest, NotFound, ServerError
-from ..ledger import PrincipalDep, ReaderDep, ServiceDep, needs
+from ..ledger import (
+    PrincipalDep,
+    ReaderDep,
+    ServiceDep,
+    needs,
+    public_events,
+    public_reports,
+    sees_actors,
+)
 
 router = APIRouter(tags=["hazards"])
 
@@ -103,7 +112,9 @@ def _feature_response(
     )
 
 
-_ETAG = re.compile(r'^(?:W/)?"?(?:(H\d+)-v)?(\d+)"?$')
+_ETAG = re.compile(r'^(?:W/)?"?(?:(H\d{1,18})-v)?(\d{1,18})"?$')
+#: Longest If-Match header read (a list of a few ETags); longer is a 400.
+MAX_IF_MATCH = 256
 
 
 def expected_version(if_match: str | None, hazard_id: str) -> int | None:
@@ -113,12 +124,20 @@ def expected_version(if_match: str | None, hazard_id: str) -> int | None:
             "transitions need an If-Match header with the hazard's ETag (from GET "
             f"/hazards/{hazard_id}), so a stale write changes nothing"
         )
+    if len(if_match) > MAX_IF_MATCH:
+        raise BadRequest(
+            f"If-Match of {len(if_match)} characters is longer than {MAX_IF_MATCH}; send the "
+            'ETag of GET /hazards/{id} (like "H12-v3")'
+        )
     value = if_match.split(",")[0].strip()
     if value == "*":
         return None
     m = _ETAG.match(value)
     if m is None:
-        raise BadRequest(f'If-Match {if_match!r} is not an ETag of this API (like "H12-v3")')
+        raise BadRequest(
+            f'If-Match {clip(if_match)} is not an ETag of this API (like "H12-v3", a version '
+            "of at most 18 digits)"
+        )
     if m.group(1) is not None and m.group(1).upper() != f"H{parse_hazard_id(hazard_id)}":
         return -1  # another hazard's ETag never matches
     return int(m.group(2))
@@ -135,6 +154,11 @@ def expected_version(if_match: str | None, hazard_id: str) -> int | None:
         401: {"description": "No or bad token"},
         403: {"description": "The token's role may not report"},
         413: {"description": "Body too large"},
+        422: {
+            "description": "Implausible geometry: larger or longer than a hazard may be, or "
+            "far from the served units (with a hint when longitude and latitude look swapped)"
+        },
+        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
     },
 )
 def report_hazard(
@@ -194,7 +218,7 @@ def list_hazards(
             )
         hit = svc.zones[svc.zone_names == jurisdiction]
         if not len(hit):
-            raise NotFound(f"no jurisdiction {jurisdiction!r}")
+            raise NotFound(f"no jurisdiction {clip(jurisdiction)}")
         within = shapely.union_all(hit.geometry.to_numpy())
     categories = comma_list(category)
     if categories:
@@ -271,6 +295,7 @@ def get_hazard(
         409: {"description": "The lifecycle does not allow this transition now"},
         412: {"description": "If-Match names a stale version; nothing was changed"},
         428: {"description": "If-Match missing"},
+        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
     },
 )
 def transition_hazard(
@@ -297,9 +322,20 @@ def transition_hazard(
     return _feature_response(hazard)
 
 
-@router.get("/hazards/{hazard_id}/history", summary="Every recorded event of a hazard")
+@router.get(
+    "/hazards/{hazard_id}/history",
+    summary="Every recorded event of a hazard",
+    description=(
+        "Engineer, supervisor and admin tokens see each actor as recorded (token label and "
+        "id). Anonymous and reporter callers never do: they see the actor's role and, with "
+        "TRAFFICUNIT_LEDGER_PUBLIC_ACTORS=names, the display name the admin set for that token "
+        "(TRAFFICUNIT_LEDGER_PUBLIC_NAMES), or nothing with =none."
+    ),
+)
 def hazard_history(hazard_id: str, svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
     events = svc.ledger.history(hazard_id)
+    if not sees_actors(reader):
+        events = public_events(events, svc.settings)
     return JSONResponse(
         {"id": f"H{parse_hazard_id(hazard_id)}", "version": events[-1]["version"], "events": events}
     )
@@ -308,9 +344,10 @@ def hazard_history(hazard_id: str, svc: ServiceDep, reader: ReaderDep) -> JSONRe
 @router.get("/hazards/{hazard_id}/reports", summary="The reports of a hazard (duplicates linked)")
 def hazard_reports(hazard_id: str, svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
     svc.ledger.get(hazard_id)
-    return JSONResponse(
-        {"id": f"H{parse_hazard_id(hazard_id)}", "reports": svc.ledger.reports(hazard_id)}
-    )
+    reports = svc.ledger.reports(hazard_id)
+    if not sees_actors(reader):
+        reports = public_reports(reports, svc.settings)
+    return JSONResponse({"id": f"H{parse_hazard_id(hazard_id)}", "reports": reports})
 
 
 @router.get("/hazard-categories", summary="The hazard category catalogue and the lifecycle")

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from ..deps import StoreDep
 from ..store import DataStore
 from ..style import legend, style
+from ..supervision import worker_info
 from .tiles import LIVE
 
 router = APIRouter(tags=["meta"])
@@ -24,17 +25,43 @@ def _legend(store: DataStore) -> dict[str, object]:
     return data
 
 
-@router.get("/healthz", summary="Liveness and what is loaded")
+@router.get("/healthz", summary="Liveness, worker count, data version and what is loaded")
 async def healthz(store: StoreDep) -> JSONResponse:
     return JSONResponse(
         {
             "status": "ok",
             "data_version": store.version,
+            "workers": worker_info(),
             "tables": {k: len(v) for k, v in store.tables.items()},
             "tilesets": sorted(store.archives),
             "problems": store.problems,
         }
     )
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the data folder and the ledger are loaded, else 503",
+    responses={503: {"description": "Not ready: the reason is in `detail`"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    store: DataStore | None = getattr(state, "store", None)
+    reason = None
+    if store is None:
+        reason = "the data folder is not loaded yet"
+    elif getattr(state, "ledger", None) is None:
+        reason = "the hazard ledger is not open yet"
+    else:
+        store.check()
+        if store.table("units") is None:
+            reason = f"the data folder {store.data_dir} has no units table (units.parquet)"
+    if reason is not None:
+        return JSONResponse(
+            {"status": "not ready", "detail": reason}, status_code=503, headers={"Retry-After": "1"}
+        )
+    assert store is not None
+    return JSONResponse({"status": "ready", "data_version": store.version})
 
 
 @router.get("/legend", summary="Legend of the risk levels and the rule behind them")

@@ -10,6 +10,7 @@ import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from trafficunit._errors import clip
 from trafficunit.mvt import CachedTile, TileCache, encode_tile
 
 from ..deps import SettingsDep, StoreDep, TileDep, comma_list, parse_time
@@ -94,7 +95,7 @@ def _tilejson(request: Request, store: DataStore, name: str) -> dict[str, Any]:
                 }
             ],
         }
-    raise NotFound(f"no tileset {name!r}; see GET /tiles")
+    raise NotFound(f"no tileset {clip(name)}; see GET /tiles")
 
 
 @router.get("/tiles", summary="The tilesets served")
@@ -264,18 +265,18 @@ def live_answer(
     """Answer for tile z/x/y of a live tileset with its filters (shared with the fast path)."""
     store.check()  # reloads and ledger hooks: the cache key below carries the data version
     if name not in LIVE or LIVE[name][0] not in store.live:
-        raise NotFound(f"no tileset {name!r}; see GET /tiles")
+        raise NotFound(f"no tileset {clip(name)}; see GET /tiles")
     layer_name = LIVE[name][0]
     ts = settings.tiles
     if not ts.live_minzoom <= z <= ts.live_maxzoom:
         raise NotFound(
-            f"zoom {z} is outside tileset {name!r} (z{ts.live_minzoom}-z{ts.live_maxzoom})"
+            f"zoom {z} is outside tileset {clip(name)} (z{ts.live_minzoom}-z{ts.live_maxzoom})"
         )
     key: tuple[Any, ...]
     if layer_name == "accidents":
         light, to = query.get("light"), query.get("to")
         if light not in (None, "", "day", "night", "all"):
-            raise BadRequest(f"light must be day or night, got {light!r}")
+            raise BadRequest(f"light must be day or night, got {clip(light)}")
         start = parse_time(query.get("from"), "from")
         end = parse_time(to, "to")
         if end is not None and len(to or "") <= 10:
@@ -285,7 +286,7 @@ def live_answer(
         severity = query.get("severity")
         sev = comma_list(severity)
         if sev and not set(sev) <= set("KABCO"):
-            raise BadRequest(f"severity must be KABCO letters, got {severity!r}")
+            raise BadRequest(f"severity must be KABCO letters, got {clip(severity)}")
         key = (
             None if start is None else int(start.value),
             None if end is None else int(end.value),

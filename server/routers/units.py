@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from trafficunit._errors import clip
+
 from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
 from ..errors import NotFound, Unavailable
 from ..lists import list_response
@@ -132,7 +134,7 @@ async def get_unit(unit_id: str, store: StoreDep, request: Request) -> JSONRespo
         table.extra["by_id"] = index
     pos = index.get_indexer([unit_id])[0]
     if pos < 0:
-        raise NotFound(f"no unit {unit_id!r}")
+        raise NotFound(f"no unit {clip(unit_id)}")
     texts = table.features_all if table.features_all is not None else table.features
     feature = json.loads(texts[pos])
     feature["accidents"] = _records(store.table("accidents"), unit_id)

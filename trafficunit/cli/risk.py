@@ -217,13 +217,21 @@ def print_summary(
             f"{scored.loc[sel, 'epdo'].sum():,.0f}",
         )
     console.print(table)
+    period_text = rule.get("period_label") or " – ".join(
+        str(p)[:10] for p in rule.get("period", [])
+    )
     console.print(
-        f"period {' – '.join(str(p)[:10] for p in rule.get('period', []))} "
+        f"period {period_text} "
         f"({rule.get('years', 0):.2f} years); {rep.get('used', 0):,} accidents scored, "
         f"{rep.get('unmatched', 0):,} unmatched, {rep.get('outside_period', 0):,} outside the "
         f"period, {rep.get('unknown_severity', 0):,} without severity"
     )
     console.print(f"rule: {rule.get('text', '')}", highlight=False)
+    cov = scored.attrs.get("coverage", {})
+    for warning in cov.get("warnings", []):
+        console.print(f"[yellow]sparse data:[/] {warning}", highlight=False)
+    if cov.get("warnings"):
+        console.print(f"[yellow]remedy:[/] {cov.get('remedy', '')}", highlight=False)
     worst = risk.top(scored, n=top)
     if len(worst):
         why = risk.explain(scored, joined, unit_ids=list(worst.index))
@@ -252,14 +260,16 @@ def print_summary(
     )
     if len(sections):
         t = Table(title="top sections", show_edge=False)
-        for col in ("spot", "road", "from-to m", "accidents", "K", "A", "EPDO", "what"):
+        cols = ("spot", "road", "from-to m", "accidents", "in junctions", "K", "A", "EPDO", "what")
+        for col in cols:
             t.add_column(col, overflow="fold")
         for _, row in sections.iterrows():
             t.add_row(
                 str(row["spot_id"]),
-                str(row["road"]),
+                str(row["road"]) + (" (corridor)" if bool(row.get("corridor", False)) else ""),
                 f"{row['start_m']:.0f}-{row['end_m']:.0f}",
                 str(int(row["crashes"])),
+                str(int(row.get("junction_crashes", 0))),
                 str(int(row["K"])),
                 str(int(row["A"])),
                 f"{row['epdo']:.0f}",

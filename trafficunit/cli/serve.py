@@ -48,10 +48,22 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as exc:
+            from server.supervision import describe_port_holders
+
+            held = describe_port_holders(port)
+            who = f"held by {held}" if held else "another server may be using it"
             raise ValidationError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); "
-                "another server may be using it: pick another with --port"
+                f"cannot listen on {host}:{port} ({exc.strerror}); {who}: "
+                "stop it or pick another --port"
             ) from exc
+
+
+def _check_port_number(port: int) -> None:
+    """``--port`` must be a TCP port number."""
+    from .._errors import ValidationError
+
+    if not 1 <= port <= 65535:
+        raise ValidationError(f"--port {port} is not a TCP port: use 1-65535")
 
 
 def _run_server(
@@ -63,15 +75,38 @@ def _run_server(
     *,
     proxy_headers: bool = False,
     server: str = "granian",
+    max_respawns: int = 5,
+    respawn_window: float = 60.0,
 ) -> None:
     """Serve ``data_dir`` until interrupted.
 
     ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
     Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
     """
+    from server.supervision import ENV_SUPERVISOR, ENV_WORKERS
+
     with user_errors():
+        _check_port_number(port)
+        if workers < 1:
+            from .._errors import ValidationError
+
+            raise ValidationError(f"--workers {workers}: at least 1")
+        if max_respawns < 0 or respawn_window <= 0:
+            from .._errors import ValidationError
+
+            raise ValidationError("--max-respawns must be 0 or more, --respawn-window above 0")
+        if log_level not in ("critical", "error", "warning", "info", "debug"):
+            from .._errors import ValidationError
+
+            raise ValidationError(
+                f"--log-level {log_level!r}: use critical, error, warning, info or debug"
+            )
+        _check_settings(data_dir)
         _check_port(host, port)
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
+    # workers die with this process and report the count in /healthz (server.supervision)
+    os.environ[ENV_SUPERVISOR] = str(os.getpid())
+    os.environ[ENV_WORKERS] = str(workers)
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
@@ -90,13 +125,18 @@ def _run_server(
             server_header=False,
         )
         return
-    from granian import Granian
     from granian.constants import HTTPModes, Interfaces, RuntimeModes
     from granian.log import LogLevels
 
+    from server.supervision import granian_server
+
     target = "server.rsgi:rsgi_behind_proxy" if proxy_headers else "server.rsgi:rsgi_from_env"
-    Granian(
-        target,
+    # failed workers are respawned (bounded rate, a warning each); a stop (SIGTERM, Ctrl-C)
+    # lets in-flight requests finish for up to 30 s
+    granian = granian_server(
+        respawn_limit=max_respawns,
+        respawn_window_s=respawn_window,
+        target=target,
         factory=True,
         address=host,
         port=port,
@@ -109,7 +149,30 @@ def _run_server(
         websockets=False,
         log_level=LogLevels(log_level),
         log_access=False,
-    ).serve()
+        workers_kill_timeout=30,
+    )
+    granian.serve()
+    if granian.gave_up:
+        raise typer.Exit(1)
+
+
+def _check_settings(data_dir: Path) -> None:
+    """Refuse settings the server would refuse, before any worker starts (one line)."""
+    from pydantic import ValidationError as PydanticError
+
+    from server.settings import Settings
+
+    from .._errors import ValidationError
+
+    try:
+        Settings(data_dir=data_dir)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        msg = str(first.get("msg", exc)).removeprefix("Value error, ")
+        if not msg.startswith("TRAFFICUNIT_"):
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            msg = f"setting {where} (TRAFFICUNIT_* environment): {msg}"
+        raise ValidationError(msg) from exc
 
 
 def check_folder(data_dir: Path) -> list[str]:
@@ -147,8 +210,19 @@ def serve_cmd(
             help="Trust X-Forwarded-* (behind a reverse proxy: https tile URLs)",
         ),
     ] = False,
+    max_respawns: Annotated[
+        int,
+        typer.Option(help="Granian: worker respawns allowed per --respawn-window; one more stops"),
+    ] = 5,
+    respawn_window: Annotated[
+        float, typer.Option(help="Granian: the window of --max-respawns, seconds")
+    ] = 60.0,
 ) -> None:
-    """Serve tiles, units, accidents and black spots of a data folder, with the web map at /."""
+    """Serve tiles, units, accidents and black spots of a data folder, with the web map at /.
+
+    Under Granian (the default) a worker that dies is respawned, at most --max-respawns times
+    per --respawn-window; workers die with the main process. SIGTERM or Ctrl-C lets requests
+    in flight finish (up to 30 s)."""
     with user_errors():
         if not data_dir.is_dir():
             from .._errors import InputFileError
@@ -160,7 +234,15 @@ def serve_cmd(
             )
         check_folder(data_dir)
     _run_server(
-        data_dir, host, port, workers, log_level, proxy_headers=proxy_headers, server=server.value
+        data_dir,
+        host,
+        port,
+        workers,
+        log_level,
+        proxy_headers=proxy_headers,
+        server=server.value,
+        max_respawns=max_respawns,
+        respawn_window=respawn_window,
     )
 
 
@@ -239,6 +321,7 @@ def demo_cmd(
     `serve` (web map)."""
     if not no_serve:
         with user_errors():  # a busy port is told before the build, not after it
+            _check_port_number(port)
             _check_port(host, port)
     with user_errors(), console.status("building units, events, risk, black spots and tiles..."):
         manifest = build_demo(
@@ -254,6 +337,8 @@ def demo_cmd(
     for level in ("red", "orange", "yellow", "blue"):
         table.add_row(f"  {level} units", f"{counts['levels'].get(level, 0):,}")
     console.print(table)
+    if manifest.get("period_label"):
+        console.print(f"period {manifest['period_label']}", highlight=False)
     if manifest["generated_sample"]:
         err_console.print(
             "[yellow]note:[/] accidents, hazards and work zones are a GENERATED sample "

@@ -14,6 +14,7 @@ committed report, also across several server processes. The schema is created an
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -120,6 +121,11 @@ class SQLiteDatabase(Database):
         self.synchronous = synchronous.upper()
         self.busy_timeout_s = busy_timeout_s
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # owner-only: the ledger holds reporters' descriptions and token hashes; SQLite
+            # gives its -wal and -shm files the database file's permissions
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()

@@ -27,7 +27,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .._errors import InputFileError, ValidationError
+from .._errors import InputFileError, ValidationError, clip
 
 __all__ = [
     "Catalogue",
@@ -67,7 +67,7 @@ class Catalogue:
         near = sorted(k for k in self.items if k.startswith(key.split(".")[0] + "."))
         hint = f" (items of that class: {', '.join(near)})" if near else ""
         raise ValidationError(
-            f"unknown hazard category {code!r}{hint}; see GET /hazard-categories for the "
+            f"unknown hazard category {clip(code)}{hint}; see GET /hazard-categories for the "
             f"{len(self.items)} items of catalogue {self.version!r}"
         )
 
@@ -94,7 +94,7 @@ def _parse(doc: Any, where: str) -> Catalogue:
             if not code:
                 raise InputFileError(f"{where}: classes[{i}].items[{j}] has no 'code'")
             if code in items:
-                raise InputFileError(f"{where}: item code {code!r} appears twice")
+                raise InputFileError(f"{where}: item code {clip(code)} appears twice")
             items[code] = {**item, "code": code, "class": cls["code"]}
     if not items:
         raise InputFileError(f"{where}: the catalogue has no items")

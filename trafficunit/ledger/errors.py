@@ -12,6 +12,7 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "IllegalTransition",
+    "ImplausibleGeometry",
     "LedgerError",
     "NotFoundError",
     "PermissionDenied",
@@ -50,3 +51,9 @@ class AuthenticationError(LedgerError):
 
 class PermissionDenied(LedgerError):
     """The token's role may not do this."""
+
+
+class ImplausibleGeometry(ValidationError, LedgerError):
+    """A well-formed geometry that cannot be a report of this kind: larger or longer than the
+    limits for its kind, or far outside the units' area (with a hint when the coordinates look
+    swapped). The server answers 422."""

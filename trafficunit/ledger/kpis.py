@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from .._errors import InputFileError, ValidationError
+from .._errors import InputFileError, ValidationError, clip
 from ..zones import Zones, assign_events, assign_units, zone_column
 
 __all__ = [
@@ -138,7 +138,7 @@ def hazard_kpis(
         :data:`KPI_COLUMNS`; ``.attrs["definitions"]`` and ``.attrs["outside"]``.
     """
     if by not in ("jurisdiction", "road_chief"):
-        raise ValidationError(f"by must be 'jurisdiction' or 'road_chief', got {by!r}")
+        raise ValidationError(f"by must be 'jurisdiction' or 'road_chief', got {clip(by)}")
     t = pd.Timestamp(now if now is not None else datetime.now(UTC))
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     h = hazards

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .._errors import clip
 from .errors import IllegalTransition, PermissionDenied, ValidationError
 
 __all__ = [
@@ -95,19 +96,21 @@ def normalise_grade(grade: str | None) -> str | None:
         return None
     out = _GRADE_ALIASES.get(str(grade).strip().lower())
     if out is None:
-        raise ValidationError(f"unknown grade {grade!r}; use 'general' (一般) or 'major' (重大)")
+        raise ValidationError(
+            f"unknown grade {clip(grade)}; use 'general' (一般) or 'major' (重大)"
+        )
     return out
 
 
 def transition_action(current: str, to: str) -> str:
     """The action of going from ``current`` to ``to``; IllegalTransition if there is none."""
     if to not in STATES:
-        raise ValidationError(f"unknown state {to!r}; states are {', '.join(STATES)}")
+        raise ValidationError(f"unknown state {clip(to)}; states are {', '.join(STATES)}")
     action = TRANSITIONS.get((current, to))
     if action is None:
         nxt = sorted({b for (a, b) in TRANSITIONS if a == current})
         raise IllegalTransition(
-            f"a hazard in state {current!r} cannot go to {to!r}; "
+            f"a hazard in state {current!r} cannot go to {clip(to)}; "
             f"allowed from {current!r}: {', '.join(nxt) or 'nothing'}"
         )
     return action
@@ -123,7 +126,7 @@ def require(role: str, action: str) -> None:
     if not allowed(role, action):
         who = [r for r in ROLES if allowed(r, action)]
         raise PermissionDenied(
-            f"role {role!r} may not {action.replace('_', ' ')}; "
+            f"role {clip(role)} may not {action.replace('_', ' ')}; "
             f"that needs a token of role {' or '.join(who)}"
         )
 
@@ -131,5 +134,5 @@ def require(role: str, action: str) -> None:
 def deadline_for(grade: str, assigned_at: datetime, days: dict[str, float]) -> datetime:
     """The rectification deadline of a hazard of ``grade`` assigned at ``assigned_at``."""
     if grade not in days:
-        raise ValidationError(f"no deadline configured for grade {grade!r}")
+        raise ValidationError(f"no deadline configured for grade {clip(grade)}")
     return assigned_at + timedelta(days=float(days[grade]))

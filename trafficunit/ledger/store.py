@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from .._errors import clip
 from ..settings import LedgerSettings
 from . import lifecycle as lc
 from ._db import Database, Tx, connect, migrate
@@ -47,7 +48,13 @@ from .errors import (
     StaleVersion,
     ValidationError,
 )
-from .geometry import distances_m, expand_bbox, parse_geometry
+from .geometry import (
+    GeometryLimits,
+    check_plausible,
+    distances_m,
+    expand_bbox,
+    parse_geometry,
+)
 from .live import LiveIndex, OpenHazard
 
 __all__ = [
@@ -85,14 +92,14 @@ def parse_time(value: Any, what: str = "time") -> datetime:
         try:
             t = pd.Timestamp(value).to_pydatetime()
         except (ValueError, TypeError) as exc:
-            raise ValidationError(f"{what}={value!r} is not an ISO date or datetime") from exc
+            raise ValidationError(f"{what}={clip(value)} is not an ISO date or datetime") from exc
         if pd.isna(t):
-            raise ValidationError(f"{what}={value!r} is not a date")
+            raise ValidationError(f"{what}={clip(value)} is not a date")
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     t = t.astimezone(UTC)
     if not 1900 <= t.year <= 2200:
-        raise ValidationError(f"{what}={value!r} is outside the years 1900-2200")
+        raise ValidationError(f"{what}={clip(value)} is outside the years 1900-2200")
     return t
 
 
@@ -377,7 +384,7 @@ def parse_hazard_id(hazard_id: str | int) -> int:
     text = str(hazard_id).strip()
     digits = text[1:] if text[:1] in ("H", "h") else text
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise NotFoundError(f"no hazard {hazard_id!r}: hazard ids look like H123")
+        raise NotFoundError(f"no hazard {clip(hazard_id)}: hazard ids look like H123")
     return int(digits)
 
 
@@ -479,10 +486,22 @@ class Ledger:
         """Use ``units`` (GeoDataFrame or UnitIndex, or None) for new hazards and work zones."""
         if units is None or len(units) == 0:
             self._units = None
+            self._units_bounds = None
             return
         from ..join import UnitIndex
 
         self._units = units if isinstance(units, UnitIndex) else UnitIndex(units)
+        frame = self._units.units
+        if frame.crs is not None and not frame.crs.equals(4326):
+            frame = frame.to_crs(4326)
+        minx, miny, maxx, maxy = (float(v) for v in frame.total_bounds)
+        self._units_bounds = (minx, miny, maxx, maxy)
+
+    def _check_plausible(self, geom: shapely.Geometry, kind: str) -> None:
+        """Refuse a report too large, too long or far from the units (ImplausibleGeometry)."""
+        s = self.settings
+        limits = GeometryLimits(s.max_area_m2, s.max_length_m, s.units_margin_m)
+        check_plausible(geom, kind, limits, getattr(self, "_units_bounds", None))
 
     def _assign(self, geom: shapely.Geometry, kind: str, road_name: str | None) -> _Assigned:
         out = _Assigned()
@@ -690,7 +709,7 @@ class Ledger:
             if values:
                 bad = [v for v in values if allowed is not None and v not in allowed]
                 if bad:
-                    raise ValidationError(f"unknown {col} {bad[0]!r}; use {', '.join(allowed)}")  # type: ignore[arg-type]
+                    raise ValidationError(f"unknown {col} {clip(bad[0])}; use {', '.join(allowed)}")  # type: ignore[arg-type]
                 where.append(f"{col} IN ({', '.join('?' * len(values))})")
                 params += list(values)
         if unit_id:
@@ -840,10 +859,12 @@ class Ledger:
         if isinstance(geometry, shapely.Geometry):
             geometry = json.loads(shapely.to_geojson(geometry))
         geom = parse_geometry(geometry, max_vertices=self.settings.max_vertices)
+        if source != "import":  # imports keep what the source system recorded
+            self._check_plausible(geom, "hazard")
         category = self.catalogue.resolve(category)
         grade = lc.normalise_grade(grade)
         if source not in SOURCES:
-            raise ValidationError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+            raise ValidationError(f"unknown source {clip(source)}; use one of {', '.join(SOURCES)}")
         description = _text(description, "description")
         road_name = _text(road_name, "road_name", limit=200)
         external_id = _text(external_id, "external_id", limit=200)
@@ -1301,7 +1322,7 @@ class Ledger:
     ) -> tuple[str, str]:
         """Create a token of ``role``; ``(token_id, token)``. Only the hash is stored."""
         if role not in lc.ROLES:
-            raise ValidationError(f"unknown role {role!r}; use one of {', '.join(lc.ROLES)}")
+            raise ValidationError(f"unknown role {clip(role)}; use one of {', '.join(lc.ROLES)}")
         label = _text(label, "label", limit=200)
         token = "tu_" + secrets.token_urlsafe(32)
         token_id = "T" + secrets.token_hex(4)
@@ -1339,7 +1360,7 @@ class Ledger:
                 n == 0
                 and tx.one("SELECT 1 AS x FROM tokens WHERE token_id = ?", (token_id,)) is None
             ):
-                raise NotFoundError(f"no token {token_id!r}")
+                raise NotFoundError(f"no token {clip(token_id)}")
 
     def list_tokens(self) -> list[dict[str, Any]]:
         """Every token's id, role, label and times (never the token or its hash)."""
@@ -1383,7 +1404,7 @@ class Ledger:
         assert code is not None
         if not all(c.isalnum() or c in "-_." for c in code):
             raise ValidationError(
-                f"site_code {code!r} may hold only letters, digits, '-', '_' and '.'"
+                f"site_code {clip(code)} may hold only letters, digits, '-', '_' and '.'"
             )
         geom = parse_geometry(
             json.loads(shapely.to_geojson(geometry))
@@ -1391,6 +1412,7 @@ class Ledger:
             else geometry,
             max_vertices=self.settings.max_vertices,
         )
+        self._check_plausible(geom, "workzone")
         t0 = parse_time(start, "start")
         t1 = None if end is None else parse_time(end, "end")
         if t1 is not None and t1 < t0:
@@ -1404,7 +1426,9 @@ class Ledger:
         t = _now(now)
         with self.db.transaction(write=True) as tx:
             if tx.one("SELECT pk FROM workzones WHERE site_code = ?", (code,)) is not None:
-                raise ConflictError(f"a work zone with site code {code!r} is registered already")
+                raise ConflictError(
+                    f"a work zone with site code {clip(code)} is registered already"
+                )
             seq = tx.next_change()
             pk = int(
                 tx.scalar(
@@ -1452,7 +1476,7 @@ class Ledger:
                 (str(site_code),),
             )
         if row is None:
-            raise NotFoundError(f"no work zone with site code {site_code!r}")
+            raise NotFoundError(f"no work zone with site code {clip(site_code)}")
         return _workzone(row)
 
     def list_workzones(
