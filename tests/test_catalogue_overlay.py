@@ -19,7 +19,7 @@ from trafficunit.zones import generate_zones, write_folder_zones
 
 from ._serverdata import build_data_dir
 
-ADMIN = "cat-admin"
+ADMIN = "cat-admin-token-0123456789abcdefghijk"
 A = {"Authorization": f"Bearer {ADMIN}"}
 
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import LedgerServerSettings, Settings
 
-ADMIN = "ops-admin-token"
+ADMIN = "ops-admin-token-0123456789abcdefghij"
 A = {"Authorization": f"Bearer {ADMIN}"}
 
 

@@ -16,7 +16,7 @@ from trafficunit.ledger.public import RateLimiter
 
 from ._serverdata import DLON, LAT0, LON0, build_data_dir
 
-ADMIN = "pub-admin"
+ADMIN = "pub-admin-token-0123456789abcdefghijk"
 A = {"Authorization": f"Bearer {ADMIN}"}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n%test\n"
