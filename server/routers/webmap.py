@@ -250,7 +250,10 @@ def _spot_profiles(store: DataStore) -> dict[str, Any]:
     if cached is not None:
         return cached
     f = spots.frame
-    ids = f["event_ids"].astype("string").str.split(";").explode().dropna()
+    if "event_ids" in f.columns:
+        ids = f["event_ids"].astype("string").str.split(";").explode().dropna()
+    else:  # black spots written without their accidents' ids: no profiles to make
+        ids = pd.Series([], dtype="string")
     link = pd.DataFrame(
         {"spot": f["spot_id"].astype(str).to_numpy()[ids.index], "event": ids.to_numpy()}
     )
