@@ -27,7 +27,7 @@ except MissingExtraError as exc:
 else:
     raise AssertionError("hot spots ran without esda")
 done = subprocess.run(
-    [sys.executable, "-m", "trafficunit.cli", "serve", ".", "--port", "0"],
+    [sys.executable, "-m", "trafficunit.cli", "serve", ".", "--port", "18765"],
     capture_output=True,
     text=True,
 )

@@ -24,10 +24,13 @@ from fastapi.staticfiles import StaticFiles
 
 from trafficunit.mvt import TileCache
 
+from . import alerts, push
 from .archive import Archive
 from .bounds import InputBounds
 from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
+from .live import live_lifespan
+from .live import router as live_router
 from .operations import ops_lifespan
 from .routers import (
     accidents,
@@ -36,8 +39,10 @@ from .routers import (
     investigations,
     kpis,
     meta,
+    permits,
     public,
     roadchiefs,
+    sitefile,
     tiles,
     tokens,
     units,
@@ -60,6 +65,8 @@ ROUTERS = [webmap.router, meta.router, tiles.router, units.router, accidents.rou
 ROUTERS += [blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
 ROUTERS += [zones.router, investigations.router, roadchiefs.router, public.router]
+ROUTERS += [permits.router, sitefile.router]
+ROUTERS += [live_router, push.router, alerts.router]  # /alerts/stream before /alerts/{id}
 
 
 _MEMO_MAX = 65536
@@ -304,7 +311,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            async with ledger_lifespan(app), ops_lifespan(app):
+            async with (
+                ledger_lifespan(app),
+                ops_lifespan(app),
+                live_lifespan(app),
+                push.push_lifespan(app),
+            ):
                 yield
         finally:
             for archive in app.state.store.archives.values():
@@ -329,7 +341,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
+        allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PATCH", "DELETE"],
         allow_headers=["*"],
         expose_headers=["ETag", "X-Total-Count", "Location"],
     )
@@ -342,7 +354,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exclude_content_types=("text/event-stream", "image/png", "application/x-protobuf"),
     )
     app.add_middleware(TileFastPath)
-    app.add_middleware(BodyLimit, max_bytes=settings.ledger.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.ledger.max_body_bytes,
+        paths={"/accidents": settings.ledger.ingest_max_body_bytes},
+    )
     app.add_middleware(InputBounds)  # outermost: bounds before anything parses the request
     return app
 

@@ -591,13 +591,23 @@ async def _sweeper(svc: LedgerService, store: DataStore, interval: float) -> Non
 class BodyLimit:
     """ASGI middleware: a request body larger than ``max_bytes`` gets 413, unread beyond that."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        max_bytes: int,
+        paths: dict[str, int] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes
+        self.paths = paths or {}  # path -> its own limit (bulk ingest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
+            return
+        limit = self.paths.get(scope["path"])
+        if limit is not None and limit != self.max_bytes:
+            await BodyLimit(self.app, limit)(scope, receive, send)
             return
         declared = None
         for k, v in scope["headers"]:

@@ -129,6 +129,7 @@ class OperationsService:
         self._uz_key: Any = None
         self.store: DataStore | None = None
         self._units: gpd.GeoDataFrame | None = None
+        self._live_seq = 0
         self._units_key: Any = None
         inv.ensure_tables(self.ledger)
         sup.ensure_tables(self.ledger)
@@ -253,6 +254,14 @@ class OperationsService:
         return self.units(store), self.unit_zones(store)
 
     # -- sweeps
+    def _live_investigations(self) -> list[str]:
+        """Investigations of the injury accidents posted since the last sweep."""
+        frame, seq = _live_frame(self.ledger, self._live_seq)
+        self._live_seq = seq
+        if frame is None:
+            return []
+        return inv.open_investigations(self.ledger, frame, rule=self.rule)
+
     def sweep(self, store: DataStore | None) -> dict[str, Any]:
         """Open the investigations the accidents call for; escalate overdue hazards."""
         opened: list[str] = []
@@ -263,8 +272,27 @@ class OperationsService:
             acc = store.tables.get("accidents") if store is not None else None
             if acc is not None:
                 opened = inv.open_investigations(self.ledger, acc.frame, rule=self.rule)
+            opened += self._live_investigations()
             escalated = sup.escalate_overdue(self.ledger, settings=self.supervision)
         return {"opened": opened, "escalated": escalated}
+
+
+def _live_frame(ledger: Any, seq: int) -> tuple[gpd.GeoDataFrame | None, int]:
+    """Accidents posted to the server (``POST /accidents``, stored in the ledger) after
+    change ``seq``, and the latest change seen; None without the live accident store."""
+    try:
+        from trafficunit.ledger.accidents import accidents_since
+    except ImportError:  # a trafficunit without the live loop
+        return None, seq
+    rows = accidents_since(ledger.db, seq)
+    if not len(rows):
+        return None, seq
+    frame = gpd.GeoDataFrame(
+        rows[["event_id", "unit_id", "severity", "time"]],
+        geometry=gpd.points_from_xy(rows["lon"], rows["lat"]),
+        crs=4326,
+    )
+    return frame, int(rows["change_seq"].max())
 
 
 def _read_any(p: Path) -> Zones:

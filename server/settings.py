@@ -115,6 +115,22 @@ class LedgerServerSettings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", description="SQLite synchronous pragma")
     pool_size: int = Field(default=10, description="PostgreSQL connections per process")
     max_body_bytes: int = Field(default=1_000_000, description="Largest request body (413)")
+    warning_rules: Path | None = Field(
+        default=None,
+        description="YAML/JSON warning rules (trafficunit.warnings); default: the four built-in",
+    )
+    webhook_backoff_s: float = Field(default=1.0, gt=0, description="First webhook retry delay")
+    webhook_backoff_cap_s: float = Field(default=300.0, gt=0, description="Longest retry delay")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Webhook request timeout")
+    webhook_max_failures: int = Field(
+        default=8, ge=1, description="Consecutive failures that pause a subscription"
+    )
+    webhook_poll_s: float = Field(
+        default=0.5, gt=0, description="How often the webhook worker and SSE look for work"
+    )
+    ingest_max_body_bytes: int = Field(
+        default=32_000_000, description="Largest POST /accidents body (a batch of 10,000)"
+    )
     public_url: str | None = Field(
         default=None, description="Base URL put in work-zone QR codes (default: the request's)"
     )

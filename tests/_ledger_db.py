@@ -81,6 +81,8 @@ def pg_session_db(pg_template: str) -> Iterator[str]:
 
 _TABLES = (
     "hazard_units, hazard_reports, hazard_events, hazards, tokens, workzone_units, workzones, meta"
+    ", accidents, level_history, alerts, alert_events, subscriptions, deliveries, "
+    "delivery_attempts"
 )
 
 

@@ -354,9 +354,9 @@ def test_server_reload_notices_accidents_changed_after_scoring(tmp_path: Path) -
          "x": "longitude", "y": "latitude", "crs": 4326, "time": ["date", "time"]}]},
         output=out,
     )  # fmt: skip
-    from server.settings import TileSettings
+    from server.settings import TileServerSettings
 
-    settings = Settings(data_dir=out, tiles=TileSettings(reload_check_s=0.0))
+    settings = Settings(data_dir=out, tiles=TileServerSettings(reload_check_s=0.0))
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").json()["problems"] == []
         folder = DataFolder(out)

@@ -43,7 +43,7 @@ def test_serve_without_the_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tm
     from trafficunit.cli import app
 
     _hide(monkeypatch, "granian")
-    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "0"])
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "18765"])
     assert result.exit_code == 2
     assert "trafficunit[server]" in result.output
     assert "Traceback" not in result.output

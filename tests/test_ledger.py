@@ -431,7 +431,10 @@ def test_schema_is_created_once_and_versioned(
     with Ledger.open(ledger_url) as led:  # reopening migrates nothing
         with led.db.transaction() as tx:
             rows = tx.all("SELECT version FROM schema_version")
-        assert [r["version"] for r in rows] == [1]
+        assert [r["version"] for r in rows] == [
+            1,
+            2,
+        ]  # v2: accidents and level history (the live loop)
         led.report(pt(0, 0), category="road.surface_damage", now=T0)
         with led.db.transaction(write=True) as tx:
             tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 'x')")

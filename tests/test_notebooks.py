@@ -239,6 +239,12 @@ def test_hazard_engineer_notebook(tmp_path: Path) -> None:
     assert re.search(r"closed: 200 closed", text)
     assert re.search(r"linked=True", text)  # a repeat report joins the open hazard
     assert "'escalated': ['H" in text  # the overdue sweep listed a hazard
+    # the live loop: ingest (idempotent), the level moves at once, an alert, dispatch, hazard
+    assert "stored 3, duplicates 0, rejected 0" in text and "posted again: 3 duplicates" in text
+    assert re.search(r": blue -> (yellow|orange|red), crashes \d+ -> \d+", text)
+    assert "cluster-rear-end: count 3 >= 3 within 30d" in text
+    assert re.search(r"dispatched to road team 3; hazard H\d+ opened", text)
+    assert "level now: red" in text or "level now: orange" in text
     m = re.search(r"server up at http://127\.0\.0\.1:(\d+)", text)
     assert m and "server stopped" in text
     assert _port_closed(int(m[1]))

@@ -296,3 +296,25 @@ def test_hazards_carry_their_zones(client: TestClient) -> None:
     props = unit.get("properties", unit)
     assert z["zones"]["zone_admin_community"] == props["zone_admin_community"]
     assert client.get("/hazards/H999999/zones").status_code == 404
+
+
+def test_posted_injury_accidents_open_investigations(client: TestClient) -> None:
+    ingest, sup = token(client, "ingest"), token(client, "supervisor")
+    units = client.get("/units", params={"limit": 5, "kind": "segment"}).json()["features"]
+    lon, lat = units[0]["geometry"]["coordinates"][0]
+
+    def feat(eid: str, sev: str) -> dict[str, Any]:
+        return {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {"event_id": eid, "time": "2018-06-01T08:30:00+03:00", "severity": sev},
+        }
+
+    fc = {"type": "FeatureCollection", "features": [feat("LIVE-K", "K"), feat("LIVE-O", "O")]}
+    r = client.post("/accidents", json=fc, headers=ingest)
+    assert r.status_code in (200, 201, 207), r.text
+    out = client.post("/operations/sweep", headers=sup).json()
+    assert out["opened"] == ["LIVE-K"]
+    assert client.get("/investigations/LIVE-K").json()["state"] == "open"
+    assert client.get("/investigations/LIVE-O").status_code == 404
+    assert client.post("/operations/sweep", headers=sup).json()["opened"] == []

@@ -143,19 +143,23 @@ def test_wrong_encoding_says_the_header_looks_misdecoded(tmp_path: Path) -> None
 
 def test_london_without_a_time_option_never_gets_the_run_date() -> None:
     path = shared_path("crashes", "london-2025.csv")
-    ev = tu.read_events(path, kind="accident", x="longitude", y="latitude", crs=4326)
+    with pytest.warns(TrafficUnitWarning, match="clock times only"):
+        ev = tu.read_events(path, kind="accident", x="longitude", y="latitude", crs=4326)
     rep = ev.attrs["report"]
-    today = pd.Timestamp.now(tz="Europe/London").normalize()
-    assert ev["time"].notna().all()
-    assert not (ev["time"].dt.normalize() == today).all()
-    # the column 'time' holds clock times only: it was joined with the file's date column
+    # the column 'time' holds clock times only: no event time rather than a guessed date, and
+    # the note names the date column to give with it
+    assert ev["time"].isna().all()
+    assert rep["fields"]["time"] == "-"
+    assert any("clock times only" in n and "'date'" in n for n in rep["notes"])
+    # given both columns, the times are the file's own dates and clock times
+    ev = tu.read_events(
+        path, kind="accident", x="longitude", y="latitude", crs=4326, time=["date", "time"]
+    )
     raw = pd.read_csv(path, usecols=["date", "time"], dtype=str)
     expect = pd.to_datetime(raw["date"] + " " + raw["time"], format="%Y/%m/%d %H:%M")
     got = ev["time"].dt.tz_localize(None).to_numpy()
     assert (got == expect.to_numpy()).all()
-    assert (
-        "'date' + 'time'" in rep["fields"]["time"] and "clock times only" in rep["fields"]["time"]
-    )
+    rep = ev.attrs["report"]
     assert rep["tz"] == "Europe/London"
     # every standard field says where it came from
     assert set(rep["fields"]) == {"position", *tu.events.FIELDS["accident"]}

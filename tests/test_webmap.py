@@ -33,7 +33,7 @@ from ._serve import serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ADMIN = "test-admin-token-webmap-0123456789abc"
+ADMIN = "test-admin-token-webmap-0123456789abcdef"
 CATALOGUE = Path(__file__).resolve().parents[1] / "server" / "static" / "i18n"
 
 

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs and `help()`
     from . import (
+        basemap,
         blackspots,
         datafolder,
         distributed,
@@ -31,17 +32,23 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         io,
         join,
         lineage,
+        live,
+        matching,
         network,
         plot,
         project,
         risk,
+        routing,
         sample,
         settings,
         tiles,
         timefilter,
+        traces,
         units,
+        warnings,
         zones,
     )
+    from .basemap import build_basemap
     from .blackspots import find_black_spots
     from .datafolder import DataFolder
     from .distributed import run_pipeline
@@ -49,9 +56,11 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
     from .io import read_table, write_table
     from .join import assign, summarize
     from .lineage import resegment
+    from .matching import match_trace
     from .network import read_network
     from .project import build
     from .risk import score
+    from .routing import route
     from .tiles import build_tiles
     from .units import build_units
 
@@ -64,8 +73,10 @@ __all__ = [
     "ValidationError",
     "__version__",
     "assign",
+    "basemap",
     "blackspots",
     "build",
+    "build_basemap",
     "build_tiles",
     "build_units",
     "datafolder",
@@ -75,6 +86,9 @@ __all__ = [
     "io",
     "join",
     "lineage",
+    "live",
+    "match_trace",
+    "matching",
     "network",
     "plot",
     "project",
@@ -83,6 +97,8 @@ __all__ = [
     "read_table",
     "resegment",
     "risk",
+    "route",
+    "routing",
     "run_pipeline",
     "sample",
     "sample_network_path",
@@ -91,7 +107,9 @@ __all__ = [
     "summarize",
     "tiles",
     "timefilter",
+    "traces",
     "units",
+    "warnings",
     "write_table",
     "zones",
 ]
@@ -141,6 +159,13 @@ _LAZY = {
     "basemap": "basemap",
     "build_basemap": "basemap",
     "zones": "zones",
+    "routing": "routing",
+    "route": "routing",
+    "matching": "matching",
+    "match_trace": "matching",
+    "traces": "traces",
+    "live": "live",
+    "warnings": "warnings",
 }
 
 

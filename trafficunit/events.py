@@ -25,8 +25,9 @@ name collides with a standard one).
 
 No silent guesses: a column the user did not name is used for a field only through a preset,
 or when it has the field's name (or an alias in :data:`ALIASES`) and its content passes the
-field's check. A column of clock times alone is joined with the file's one column of dates or
-refused; it is never completed with the date of the run. The read summary in
+field's check. A column of clock times alone is used only with the date column the user names
+beside it (``time=["date", "time"]``), else left out or refused; it is never completed with the
+date of the run. The read summary in
 ``.attrs["report"]`` says where every field came from (``fields``) and what was detected
 (``encoding``, ``sep``, ``crs``, ``tz`` with ``tz_how``, ``time_built``).
 
@@ -939,8 +940,9 @@ def _check_columns(
 
     A column taken for its name alone (``auto``) is kept only when its content passes the
     field's check; otherwise it is left out with a note. A time column holding clock times
-    alone is never completed with a date: taken for its name, it is joined with the one
-    column of dates the file has (else left out); named by the user, it is an error.
+    alone is never completed with a date, nor joined with a date column nobody named: taken
+    for its name, it is left out with a note naming the date columns to give with it; named
+    by the user alone, it is an error.
     """
     how: dict[str, str] = {}
     for fld in list(cols):
@@ -954,14 +956,6 @@ def _check_columns(
             if _share(co) >= 0.5:
                 dates = _date_columns(raw, taken, need=int(0.9 * len(v)))
                 example = str(v[co].iloc[0])
-                if fld in auto and len(dates) == 1:
-                    cols[fld] = [dates[0], c]
-                    taken.add(dates[0])
-                    how[fld] = (
-                        f"column {c!r} holds clock times only; joined with {dates[0]!r}, "
-                        "the file's only column of dates"
-                    )
-                    continue
                 spell = f"[{dates[0]!r}, {c!r}]" if len(dates) == 1 else f"['DATE', {c!r}]"
                 cands = (
                     f" Columns of dates: {', '.join(repr(d) for d in dates)}."
@@ -1996,7 +1990,9 @@ def _read(
         gdf = gdf.loc[keep].reset_index(drop=True)
     if buffer_m:
         gdf = _buffer(gdf, float(buffer_m))
-    gdf.attrs = {"report": report.as_dict()}
+    # input row (0-based, as text) -> why it was dropped, for callers reporting per item
+    dropped = {str(int(i)): str(drops.reason[i]) for i in np.flatnonzero(~keep)}
+    gdf.attrs = {"report": report.as_dict(), "dropped_rows": dropped}
     return gdf
 
 

@@ -22,12 +22,13 @@ True
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -201,7 +202,7 @@ def _column_values(name: str, s: pd.Series) -> _Column:
         text = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z").fillna("")
         return _Column(name, "str", text.to_numpy(dtype=object), valid)
     nonnull = s[valid]
-    if len(nonnull) and nonnull.map(lambda v: isinstance(v, bool | np.bool_)).all():
+    if len(nonnull) and pd.api.types.infer_dtype(nonnull, skipna=True) == "boolean":
         as_bool = s.map(lambda v: bool(v) if isinstance(v, bool | np.bool_) else False)
         return _Column(name, "bool", as_bool.to_numpy(dtype=bool), valid)
     return _Column(name, "str", s.astype(str).where(valid, "").to_numpy(dtype=object), valid)
@@ -597,6 +598,20 @@ class LiveLayer:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def with_columns(self, updates: Mapping[str, Any]) -> LiveLayer:
+        """A copy with the property columns in ``updates`` (full columns in this layer's row
+        order) replaced; geometries, ids and the spatial index are shared, not rebuilt."""
+        new = copy.copy(self)
+        frame = self.frame.copy(deep=False)
+        for k, v in updates.items():
+            frame[k] = v
+        new.frame = frame
+        new.columns = [
+            _prepare_column(c.name, frame[c.name]) if c.name in updates else c for c in self.columns
+        ]
+        new.values = _ValueTable.build(new.columns, len(frame))
+        return new
 
     def query(self, z: int, x: int, y: int, *, buffer: int = 64, extent: int = 4096) -> np.ndarray:
         """Positions of the features whose bounding box meets the (buffered) tile."""

@@ -806,6 +806,7 @@ def score(
     hz = _hazard_counts(hz_rows, risk.index, cfg)
     risk["open_hazards"] = hz["open_hazards"]
     risk["open_major_hazards"] = hz["open_major_hazards"]
+    risk["hazard_raise"] = hz["hazard_raise"]
     rank = np.minimum(crash_rank + hz["hazard_raise"].to_numpy(), len(RISK_LEVELS))
     risk["crash_level_rank"] = crash_rank
     risk["level_rank"] = rank

@@ -152,4 +152,11 @@ async def get_unit(unit_id: str, store: StoreDep, request: Request) -> JSONRespo
     ]
     feature["hazards"] = hazards
     feature["workzones"] = table_zones + zones
+    live = getattr(request.app.state, "live", None)
+    if live is not None:  # when and why the level changed (newest first)
+        from trafficunit.ledger.accidents import level_history
+
+        feature["level_history"] = await run_in_threadpool(
+            level_history, live.db, unit_id, limit=50
+        )
     return JSONResponse(feature)

@@ -250,10 +250,9 @@ def _spot_profiles(store: DataStore) -> dict[str, Any]:
     if cached is not None:
         return cached
     f = spots.frame
-    if "event_ids" in f.columns:
-        ids = f["event_ids"].astype("string").str.split(";").explode().dropna()
-    else:  # black spots written without their accidents' ids: no profiles to make
-        ids = pd.Series([], dtype="string")
+    # a black-spot table made elsewhere may lack the event list: its profiles are then empty
+    listed = f["event_ids"] if "event_ids" in f else pd.Series(pd.NA, index=f.index)
+    ids = listed.astype("string").str.split(";").explode().dropna()
     link = pd.DataFrame(
         {"spot": f["spot_id"].astype(str).to_numpy()[ids.index], "event": ids.to_numpy()}
     )
@@ -275,7 +274,7 @@ def _spot_profiles(store: DataStore) -> dict[str, Any]:
         )
     for i, spot in enumerate(f["spot_id"].astype(str)):
         p = _profile(desc, spot)
-        if speed is not None:
+        if speed is not None and "unit_ids" in f:
             us = str(f["unit_ids"].iloc[i] or "").split(";")
             v = speed.reindex(us).dropna()
             p["speed_kmh"] = _finite(v.median()) if len(v) else None

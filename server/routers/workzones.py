@@ -133,6 +133,8 @@ def get_workzone(
 def workzone_page(
     site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
 ) -> HTMLResponse:
+    from .sitefile import file_html  # the site's file: changes, inspections, orders
+
     zone = svc.ledger.get_workzone(site_code)
     p = zone.properties()
     rows = "".join(
@@ -148,6 +150,7 @@ def workzone_page(
 <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}</style>
 </head><body><h1>Work zone {html.escape(zone.site_code)}</h1><p><b>{state}</b></p>
 <table>{rows}</table>
+{file_html(svc, zone.site_code)}
 <p>Location: {c.y:.6f}, {c.x:.6f} &middot; <a href="/?lat={c.y:.6f}&lon={c.x:.6f}&z=17">map</a>
 &middot; <a href="/workzones/{html.escape(zone.site_code)}">GeoJSON</a></p></body></html>"""
     return HTMLResponse(page)

@@ -43,6 +43,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "The whole job on the embedded Helsinki sample: `build` (units, events, risk, tiles), "
         "then `serve` (web map).",
     ),
+    "warn": ("warn", "Replay accidents through warning rules; print or write the alerts."),
     "resegment": (
         "resegment",
         "Rebuild the units of an edited network; unchanged units keep their ids, the rest get a "
@@ -55,6 +56,10 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "tokens": ("tokens", "Create, list and revoke access tokens of the hazard ledger."),
     "zones": ("zones", "Load, generate and list the jurisdiction trees of a data folder."),
+    "trace-check": (
+        "tracecheck",
+        "Check GPS traces against route permits: off-route stretches, speeding, outside hours.",
+    ),
 }
 
 #: Modules defining verbs (all of them; imported on demand).

@@ -73,6 +73,15 @@ class Tx:
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per parameter row (one round trip per batch where possible)."""
+        if not rows:
+            return
+        if self.pg:
+            self._cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
+        else:
+            self._cur.executemany(sql, [tuple(r) for r in rows])
+
     def next_change(self) -> int:
         """The next change sequence number (call inside a write transaction)."""
         self.execute("UPDATE counters SET value = value + 1 WHERE name = 'change'")
@@ -405,8 +414,116 @@ def _v1(dialect: str) -> list[str]:
     return [s.format(**subst) for s in _DDL_V1] + _APPEND_ONLY_SQLITE
 
 
+#: v2: the live loop: posted accidents, the units' level history, warning alerts.
+_DDL_V2 = [
+    """CREATE TABLE accidents (
+        pk {PK},
+        event_id TEXT NOT NULL UNIQUE,
+        unit_id TEXT,
+        severity TEXT,
+        time TEXT,
+        t_ns BIGINT,
+        hour INTEGER,
+        lon {REAL} NOT NULL,
+        lat {REAL} NOT NULL,
+        distance_m {REAL},
+        properties TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        change_seq BIGINT NOT NULL
+    )""",
+    "CREATE INDEX accidents_change_seq ON accidents (change_seq)",
+    "CREATE INDEX accidents_unit ON accidents (unit_id)",
+    """CREATE TABLE level_history (
+        pk {PK},
+        unit_id TEXT NOT NULL,
+        from_level TEXT NOT NULL,
+        to_level TEXT NOT NULL,
+        at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        change_seq BIGINT NOT NULL,
+        UNIQUE (unit_id, change_seq)
+    )""",
+    "CREATE INDEX level_history_unit ON level_history (unit_id, pk)",
+    """CREATE TABLE alerts (
+        pk {PK},
+        alert_id TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        scope_id TEXT NOT NULL,
+        unit_ids TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        detail TEXT,
+        time TEXT,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        assignee TEXT,
+        hazard_id TEXT,
+        version INTEGER NOT NULL,
+        change_seq BIGINT NOT NULL
+    )""",
+    "CREATE INDEX alerts_change_seq ON alerts (change_seq)",
+    """CREATE TABLE alert_events (
+        pk {PK},
+        alert_id TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        at TEXT NOT NULL,
+        comment TEXT
+    )""",
+    "CREATE INDEX alert_events_alert ON alert_events (alert_id, pk)",
+    """CREATE TABLE subscriptions (
+        pk {PK},
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        rules TEXT,
+        label TEXT,
+        state TEXT NOT NULL,
+        paused_reason TEXT,
+        failures INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    )""",
+    """CREATE TABLE deliveries (
+        pk {PK},
+        subscription INTEGER NOT NULL,
+        alert_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at {REAL} NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        UNIQUE (subscription, alert_id)
+    )""",
+    "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+    """CREATE TABLE delivery_attempts (
+        pk {PK},
+        delivery INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms {REAL}
+    )""",
+    "CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery, pk)",
+]
+
+
+def _v2(dialect: str) -> list[str]:
+    subst = (
+        {"PK": "BIGSERIAL PRIMARY KEY", "REAL": "DOUBLE PRECISION"}
+        if dialect == "postgresql"
+        else {"PK": "INTEGER PRIMARY KEY AUTOINCREMENT", "REAL": "REAL"}
+    )
+    return [s.format(**subst) for s in _DDL_V2]
+
+
 #: Migrations in order: version -> statements for a dialect.
-MIGRATIONS = {1: _v1}
+MIGRATIONS = {1: _v1, 2: _v2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -71,15 +71,16 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 #: Roles, least powerful first.
-ROLES: tuple[str, ...] = ("reporter", "engineer", "supervisor", "admin")
+ROLES: tuple[str, ...] = ("reporter", "ingest", "engineer", "supervisor", "admin")
 
-_ENGINEER = frozenset({"report", "register", "assign", "start", "workzone"})
+_ENGINEER = frozenset({"report", "register", "assign", "start", "workzone", "ingest"})
 _SUPERVISOR = _ENGINEER | {"accept", "fail_acceptance", "close", "reopen", "escalate"}
 #: What each role may do. Reporters report; engineers register, assign and start work and
 #: register work zones; supervisors also accept, fail acceptance, close, reopen and run the
 #: overdue sweep; admins also manage tokens.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "reporter": frozenset({"report"}),
+    "ingest": frozenset({"ingest"}),  # a feed posting accidents (POST /accidents), nothing else
     "engineer": _ENGINEER,
     "supervisor": _SUPERVISOR,
     "admin": _SUPERVISOR | {"tokens"},

@@ -1,0 +1,365 @@
+"""Heavy-vehicle route permits: request (route computed), lifecycle with If-Match, QR code and
+page, a GeoJSON layer, and GPS traces checked against a permit."""
+
+from __future__ import annotations
+
+import html
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from trafficunit._errors import InputFileError, ValidationError
+from trafficunit.ledger import Principal, qr_png
+from trafficunit.ledger.permits import PERMIT_STATES, PermitStore, parse_permit_id
+
+from ..errors import BadRequest, ServerError
+from ..ledger import PrincipalDep, ReaderDep, ServiceDep, needs
+from .hazards import PreconditionRequired
+
+router = APIRouter(tags=["permits"])
+_lock = threading.Lock()
+
+
+class Unavailable(ServerError):
+    """The data folder has no units to route on."""
+
+    status = 503
+
+
+class PermitIn(BaseModel):
+    """A permit request: the route is computed from ``from`` to ``to`` over the units."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    vehicle: str = Field(min_length=1, max_length=32, examples=["粤B12345"])
+    operator: str | None = Field(default=None, max_length=200)
+    origin: tuple[float, float] = Field(alias="from", description="[lon, lat] (WGS84)")
+    destination: tuple[float, float] = Field(alias="to", description="[lon, lat] (WGS84)")
+    windows: list[tuple[str, str]] = Field(
+        default_factory=list, max_length=12, description='Daily windows [["22:00","06:00"]]'
+    )
+    tz: str = Field(default="UTC", max_length=64, examples=["Asia/Shanghai"])
+    valid_from: str | None = Field(default=None, max_length=40)
+    valid_to: str | None = Field(default=None, max_length=40)
+    avoid: list[str] = Field(default_factory=list, max_length=6, examples=[["red", "workzones"]])
+    speed_caps_kmh: dict[str, float] = Field(default_factory=dict, max_length=20)
+    weight: str = Field(default="length", pattern="^(length|time)$")
+
+
+class PermitTransitionIn(BaseModel):
+    """Move a permit to another state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description=f"One of {', '.join(PERMIT_STATES)}")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def _store(svc: Any) -> PermitStore:
+    store = getattr(svc, "_permit_store", None)
+    if store is None:
+        with _lock:
+            store = getattr(svc, "_permit_store", None)
+            if store is None:
+                store = PermitStore(svc.ledger.db)
+                svc._permit_store = store
+    return store
+
+
+def _graph(request: Request) -> Any:
+    from trafficunit.routing import UnitGraph
+
+    table = request.app.state.store.tables.get("units")
+    if table is None:
+        raise Unavailable("the data folder has no units.parquet; permits need units to route on")
+    cached = getattr(request.app.state, "permit_graph", None)
+    if cached is None or cached[0] is not table:
+        with _lock:
+            cached = getattr(request.app.state, "permit_graph", None)
+            if cached is None or cached[0] is not table:
+                cached = (table, UnitGraph(table.frame))
+                request.app.state.permit_graph = cached
+    return cached[1]
+
+
+def _workzones(request: Request, svc: Any) -> pd.DataFrame:
+    """Registered sites and the data folder's work zones: unit_id, start, end."""
+    rows = []
+    _, zones = svc.ledger.list_workzones(limit=100_000)
+    for z in zones:
+        for u in z.unit_ids:
+            rows.append({"unit_id": u, "start": z.start, "end": z.end})
+    out = pd.DataFrame(rows, columns=["unit_id", "start", "end"])
+    table = request.app.state.store.tables.get("workzones")
+    if table is not None and {"unit_id", "start", "end"} <= set(table.frame.columns):
+        out = pd.concat([out, pd.DataFrame(table.frame[["unit_id", "start", "end"]])])
+    for c in ("start", "end"):
+        out[c] = pd.to_datetime(out[c], utc=True)
+    return out.dropna(subset=["unit_id"])
+
+
+def _base(request: Request, svc: Any) -> str:
+    return (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
+
+
+def _feature(p: Any, request: Request, svc: Any) -> dict[str, Any]:
+    base = _base(request, svc)
+    f = p.to_feature()
+    f["links"] = {
+        "self": f"{base}/permits/{p.id}",
+        "page": f"{base}/permits/{p.id}/page",
+        "qr": f"{base}/permits/{p.id}/qr.png",
+        "history": f"{base}/permits/{p.id}/history",
+    }
+    return f
+
+
+def _response(p: Any, request: Request, svc: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(
+        _feature(p, request, svc),
+        status_code=status,
+        headers={"ETag": p.etag, "Location": f"/permits/{p.id}"},
+        media_type="application/geo+json",
+    )
+
+
+_ETAG = re.compile(r'^(?:W/)?"?(?:(P\d+)-v)?(\d+)"?$')
+
+
+def _expected(if_match: str | None, permit_id: str) -> int | None:
+    if if_match is None or not if_match.strip():
+        raise PreconditionRequired(
+            f"transitions need an If-Match header with the permit's ETag (GET /permits/{permit_id})"
+        )
+    value = if_match.split(",")[0].strip()
+    if value == "*":
+        return None
+    m = _ETAG.match(value)
+    if m is None:
+        raise BadRequest(f'If-Match {if_match!r} is not an ETag of this API (like "P12-v3")')
+    if m.group(1) is not None and m.group(1).upper() != f"P{parse_permit_id(permit_id)}":
+        return -1
+    return int(m.group(2))
+
+
+@router.post(
+    "/permits",
+    status_code=201,
+    summary="Request a route permit; the route is computed over the units (any token)",
+    responses={400: {"description": "Origin or destination off the network, no route, bad field"}},
+)
+def request_permit(
+    body: PermitIn,
+    request: Request,
+    svc: ServiceDep,
+    who: Annotated[Principal, Depends(needs("report"))],
+) -> JSONResponse:
+    from trafficunit.routing import check_tz, daily_intervals, route
+
+    graph = _graph(request)
+    check_tz(body.tz)
+    try:
+        start = pd.Timestamp(body.valid_from or pd.Timestamp.now(tz=body.tz).normalize())
+        end = pd.Timestamp(body.valid_to) if body.valid_to else start + pd.Timedelta(days=7)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"valid_from / valid_to: unreadable date ({exc})") from exc
+    # the windows a work zone must not be active in; without windows, the whole period
+    windows = body.windows or [("00:00", "24:00")]
+    when = daily_intervals(windows, start, end, tz=body.tz)
+    avoid = [a.lower() for a in body.avoid]
+    r = route(
+        graph,
+        body.origin,
+        body.destination,
+        avoid=avoid,
+        weight=body.weight,
+        workzones=_workzones(request, svc) if "workzones" in avoid else None,
+        when=when,
+    )
+    p = _store(svc).request(
+        vehicle=body.vehicle,
+        operator=body.operator,
+        route=r,
+        actor=who.name,
+        role=who.role,
+        windows=body.windows,
+        tz=body.tz,
+        valid_from=body.valid_from,
+        valid_to=body.valid_to,
+        speed_caps_kmh=body.speed_caps_kmh,
+        avoid=avoid,
+        origin=list(body.origin),
+        destination=list(body.destination),
+    )
+    return _response(p, request, svc, status=201)
+
+
+@router.get("/permits", summary="Permits as a GeoJSON layer (their routes)")
+def list_permits(
+    request: Request,
+    svc: ServiceDep,
+    reader: ReaderDep,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> JSONResponse:
+    permits = _store(svc).list_permits(state=state, limit=limit, offset=offset)
+    return JSONResponse(
+        {"type": "FeatureCollection", "features": [_feature(p, request, svc) for p in permits]},
+        media_type="application/geo+json",
+    )
+
+
+@router.get("/permits/{permit_id}", summary="One permit (ETag for If-Match)")
+def get_permit(
+    permit_id: str, request: Request, svc: ServiceDep, reader: ReaderDep
+) -> JSONResponse:
+    return _response(_store(svc).get(permit_id), request, svc)
+
+
+@router.post(
+    "/permits/{permit_id}/transitions",
+    summary="Approve, activate, expire or revoke a permit (needs If-Match)",
+    responses={
+        403: {"description": "The token's role may not do this"},
+        409: {"description": "The lifecycle does not allow it now"},
+        412: {"description": "Stale If-Match"},
+        428: {"description": "If-Match missing"},
+    },
+)
+def transition_permit(
+    permit_id: str,
+    body: PermitTransitionIn,
+    request: Request,
+    svc: ServiceDep,
+    who: PrincipalDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    expected = _expected(if_match, permit_id)
+    p = _store(svc).transition(
+        permit_id,
+        body.to,
+        actor=who.name,
+        role=who.role,
+        expected_version=expected,
+        comment=body.comment,
+    )
+    return _response(p, request, svc)
+
+
+@router.get("/permits/{permit_id}/history", summary="Every event of a permit, and its traces")
+def permit_history(permit_id: str, svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
+    store = _store(svc)
+    events = store.history(permit_id)
+    return JSONResponse(
+        {
+            "id": f"P{parse_permit_id(permit_id)}",
+            "events": events,
+            "traces": store.traces(permit_id),
+        }
+    )
+
+
+@router.get("/permits/{permit_id}/qr.png", summary="QR code of the permit's public page")
+def permit_qr(permit_id: str, request: Request, svc: ServiceDep) -> Response:
+    p = _store(svc).get(permit_id)
+    return Response(qr_png(f"{_base(request, svc)}/permits/{p.id}/page"), media_type="image/png")
+
+
+@router.get("/permits/{permit_id}/page", response_class=HTMLResponse, summary="Public page")
+def permit_page(permit_id: str, request: Request, svc: ServiceDep) -> HTMLResponse:
+    store = _store(svc)
+    p = store.get(permit_id)
+    props = p.properties()
+    e = html.escape
+    windows = ", ".join(f"{a}–{b}" for a, b in props["windows"]) or "—"
+    events = "".join(
+        f"<tr><td>{e(str(ev['at']))}</td><td>{e(str(ev['action']))}</td>"
+        f"<td>{e(str(ev['to_state']))}</td><td>{e(str(ev['actor'] or ''))}</td></tr>"
+        for ev in store.history(permit_id)
+    )
+    traces = "".join(
+        f"<tr><td>{e(str(t['at']))}</td><td>{e(str(t['name'] or ''))}</td>"
+        f"<td>{e(str(t['summary'].get('counts', {})))}</td></tr>"
+        for t in store.traces(permit_id)
+    )
+    body = f"""<!doctype html><html lang="zh-CN"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{e(p.id)} 通行许可 Route permit</title>
+<style>body{{font-family:sans-serif;max-width:46em;margin:1em auto;padding:0 1em}}
+td,th{{border-bottom:1px solid #ddd;padding:.2em .5em;text-align:left}}</style>
+<h1>通行许可 Route permit {e(p.id)}</h1>
+<p><b>车辆 Vehicle:</b> {e(p.vehicle)} · <b>运输单位 Operator:</b> {e(p.operator or "—")}</p>
+<p><b>状态 State:</b> {e(props["state_zh"])} / {e(p.state)} · <b>版本 Version:</b> {p.version}</p>
+<p><b>通行时段 Windows:</b> {e(windows)} ({e(props["tz"])}) · <b>有效期 Valid:</b>
+{e(str(props["valid_from"] or "—"))} – {e(str(props["valid_to"] or "—"))}</p>
+<p><b>路线 Route:</b> {len(p.unit_ids)} 个交通单元 units, {(p.length_m or 0) / 1000:.2f} km</p>
+<p><img src="/permits/{e(p.id)}/qr.png" alt="QR" width="160"></p>
+<h2>记录 History</h2><table><tr><th>时间 Time</th><th>操作 Action</th><th>状态 State</th>
+<th>人员 Actor</th></tr>{events}</table>
+<h2>轨迹检查 Trace checks</h2><table><tr><th>时间 Time</th><th>文件 File</th>
+<th>发现 Findings</th></tr>{traces}</table>
+<p><small>未检查靠右行驶：交通单元没有车道级数据。Keep right is not checked: the units have no
+lane data.</small></p></html>"""
+    return HTMLResponse(body)
+
+
+@router.post(
+    "/permits/{permit_id}/traces",
+    summary="Check a GPS trace (GPX or CSV time,lon,lat[,speed]) against a permit",
+    responses={400: {"description": "Unreadable trace, several GPX tracks, unsorted times..."}},
+)
+async def check_permit_trace(
+    permit_id: str,
+    request: Request,
+    svc: ServiceDep,
+    who: Annotated[Principal, Depends(needs("report"))],
+    tz: Annotated[str | None, Query(max_length=64, description="Zone of naive CSV times")] = None,
+    track: Annotated[str | None, Query(max_length=100)] = None,
+) -> JSONResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    store = _store(svc)
+    p = store.get(permit_id)
+    ctype = request.headers.get("content-type", "")
+    name = "trace"
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        up = form.get("trace")
+        if up is None or isinstance(up, str):
+            raise BadRequest("send the trace as the form field 'trace' (curl -F trace=@file.gpx)")
+        data = await up.read()
+        name = up.filename or name
+    else:
+        data = await request.body()
+        name = request.headers.get("x-filename", name)
+    if not data:
+        raise BadRequest("the trace is empty")
+    is_gpx = name.lower().endswith(".gpx") or "gpx" in ctype or data.lstrip()[:5] == b"<?xml"
+    graph = _graph(request)
+
+    def work() -> dict[str, Any]:
+        from trafficunit.traces import check_trace, read_trace
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / ("trace.gpx" if is_gpx else "trace.csv")
+            path.write_bytes(data)
+            try:
+                trace = read_trace(
+                    path,
+                    tz=tz or p.spec.get("tz"),
+                    track=(int(track) if track and track.isdigit() else track),
+                )
+            except InputFileError as exc:  # a bad upload is the client's, not the data folder's
+                raise ValidationError(str(exc).replace(str(path), name)) from exc
+        report = check_trace(graph, trace, p.rules())
+        return store.add_trace(p.id, name=name, actor=who.name, report=report)
+
+    return JSONResponse(await run_in_threadpool(work))

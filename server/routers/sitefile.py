@@ -1,0 +1,248 @@
+"""The work-zone file (一点一码一档): PATCH a site (If-Match), inspections with photos, the
+site's history, a printable A4 board (PDF) and KPIs of inspections and open orders."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from trafficunit.ledger import Principal
+from trafficunit.ledger.sitefile import CHECKLIST, SiteFile, board_pdf
+
+from ..errors import BadRequest
+from ..ledger import ReaderDep, ServiceDep, needs
+from .hazards import PreconditionRequired
+
+router = APIRouter(tags=["work zones"])
+_lock = threading.Lock()
+
+
+class WorkZonePatch(BaseModel):
+    """Extend, end or change a site. ``end`` later than the current end extends it;
+    ``end_now`` (or an ``end`` in the past) ends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    end: datetime | None = None
+    end_now: bool = False
+    lanes_taken: int | None = Field(default=None, ge=0, le=20)
+    night_works: bool | None = None
+    contractor: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class PhotoIn(BaseModel):
+    """A photo as base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    content_type: str = Field(default="image/jpeg", max_length=100)
+    data: str = Field(max_length=7_000_000, description="base64 (at most 5 MB decoded)")
+
+
+class InspectionIn(BaseModel):
+    """An inspection: checklist items true (fine) or false (failed), pass or fail, notes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: str = Field(pattern="^(pass|fail)$")
+    checklist: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Items: " + ", ".join(f"{c[0]} ({c[1]} / {c[2]})" for c in CHECKLIST),
+    )
+    notes: str | None = Field(default=None, max_length=4000)
+    photos: list[PhotoIn] = Field(default_factory=list, max_length=6)
+
+
+def sitefile(svc: Any) -> SiteFile:
+    """The service's :class:`SiteFile` (tables created on first use)."""
+    sf = getattr(svc, "_site_file", None)
+    if sf is None:
+        with _lock:
+            sf = getattr(svc, "_site_file", None)
+            if sf is None:
+                sf = SiteFile(svc.ledger)
+                svc._site_file = sf
+    return sf
+
+
+_ETAG = re.compile(r'^(?:W/)?"?(?:(.+)-v)?(\d+)"?$')
+
+
+def _expected(if_match: str | None, site_code: str) -> int | None:
+    if if_match is None or not if_match.strip():
+        raise PreconditionRequired(
+            "changes need an If-Match header with the site's ETag "
+            f"(GET /workzones/{site_code}/file)"
+        )
+    value = if_match.split(",")[0].strip()
+    if value == "*":
+        return None
+    m = _ETAG.match(value)
+    if m is None:
+        raise BadRequest(f'If-Match {if_match!r} is not an ETag of this API (like "SITE-1-v2")')
+    if m.group(1) is not None and m.group(1) != site_code:
+        return -1
+    return int(m.group(2))
+
+
+def _etag(zone: Any) -> str:
+    return f'"{zone.site_code}-v{zone.version}"'
+
+
+@router.patch(
+    "/workzones/{site_code}",
+    summary="Extend, end or change a work zone (engineers; needs If-Match)",
+    responses={412: {"description": "Stale If-Match"}, 428: {"description": "If-Match missing"}},
+)
+def patch_workzone(
+    site_code: str,
+    body: WorkZonePatch,
+    svc: ServiceDep,
+    who: Annotated[Principal, Depends(needs("workzone"))],
+    if_match: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    expected = _expected(if_match, site_code)
+    zone = sitefile(svc).change(
+        site_code,
+        actor=who.name,
+        role=who.role,
+        expected_version=expected,
+        end=body.end,
+        end_now=body.end_now,
+        lanes_taken=body.lanes_taken,
+        night_works=body.night_works,
+        contractor=body.contractor,
+        description=body.description,
+        comment=body.comment,
+    )
+    svc.note_write()
+    return JSONResponse(
+        zone.to_feature(), headers={"ETag": _etag(zone)}, media_type="application/geo+json"
+    )
+
+
+@router.post(
+    "/workzones/{site_code}/inspections",
+    status_code=201,
+    summary="Record an inspection; a failed one opens a rectification order (engineers)",
+)
+def inspect_workzone(
+    site_code: str,
+    body: InspectionIn,
+    svc: ServiceDep,
+    who: Annotated[Principal, Depends(needs("workzone"))],
+) -> JSONResponse:
+    out = sitefile(svc).inspect(
+        site_code,
+        actor=who.name,
+        role=who.role,
+        result=body.result,
+        checklist=body.checklist,
+        notes=body.notes,
+        photos=[p.model_dump() for p in body.photos],
+    )
+    svc.note_write()
+    return JSONResponse(out, status_code=201)
+
+
+@router.get("/workzones/{site_code}/file", summary="The site's file: changes, inspections, orders")
+def workzone_file(site_code: str, svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
+    f = sitefile(svc).history(site_code)
+    return JSONResponse(f, headers={"ETag": f'"{f["site_code"]}-v{f["version"]}"'})
+
+
+@router.get(
+    "/workzones/{site_code}/photos/{photo_id}",
+    response_class=Response,
+    summary="An inspection photo",
+)
+def workzone_photo(
+    site_code: str,
+    photo_id: Annotated[int, Path(ge=1, le=2**53)],
+    svc: ServiceDep,
+    reader: ReaderDep,
+) -> Response:
+    ctype, data = sitefile(svc).photo(site_code, int(photo_id))
+    return Response(data, media_type=ctype)
+
+
+@router.get(
+    "/workzones/{site_code}/board.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "A4 board"}},
+    summary="Printable A4 board (PDF) with the QR code and the site's facts",
+)
+async def workzone_board(
+    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
+) -> Response:
+    zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
+    base = (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
+    pdf = await run_in_threadpool(board_pdf, zone, f"{base}/workzones/{zone.site_code}/page")
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{zone.site_code}-board.pdf"'},
+    )
+
+
+@router.get("/kpis/workzones", summary="Active sites not inspected in N days; open orders")
+def workzone_kpis(
+    svc: ServiceDep,
+    reader: ReaderDep,
+    days: Annotated[float, Query(gt=0, le=3650)] = 7.0,
+) -> JSONResponse:
+    return JSONResponse(sitefile(svc).kpis(days=days))
+
+
+def file_html(svc: Any, site_code: str) -> str:
+    """The site's history as HTML (for its public page), in Chinese and English."""
+    f = sitefile(svc).history(site_code)
+    e = html.escape
+    ev = "".join(
+        f"<tr><td>{e(str(x['at']))}</td><td>{e(str(x['action']))}</td>"
+        f"<td>{e(str(x['actor'] or ''))}</td><td>{e(_detail(x['detail']))}</td></tr>"
+        for x in f["events"]
+    )
+    ins = "".join(
+        f"<tr><td>{e(str(i['at']))}</td>"
+        f"<td>{'合格 pass' if i['result'] == 'pass' else '不合格 fail'}"
+        f"</td><td>{e(', '.join(k for k, ok in i['checklist'].items() if not ok) or '—')}</td>"
+        f"<td>{e(i['notes'] or '')}</td><td>"
+        + " ".join(
+            f'<a href="/workzones/{e(f["site_code"])}/photos/{p}">照片 photo {p}</a>'
+            for p in i["photos"]
+        )
+        + f"</td><td>{e(i['order'] or '')}</td></tr>"
+        for i in f["inspections"]
+    )
+    orders = "".join(
+        f'<tr><td><a href="/hazards/{e(o["hazard"])}">{e(o["hazard"])}</a></td>'
+        f"<td>{e(o['state'])}</td><td>{e(str(o['deadline'] or ''))}</td>"
+        f"<td>{e(str(o['responsible'] or ''))}</td></tr>"
+        for o in f["orders"]
+    )
+    return f"""<h2>档案 File</h2>
+<table><tr><th>时间 Time</th><th>事项 Action</th><th>人员 Actor</th><th>内容 Detail</th></tr>
+{ev}</table>
+<h2>巡查 Inspections</h2>
+<table><tr><th>时间 Time</th><th>结果 Result</th><th>不合格项 Failed</th><th>备注 Notes</th>
+<th>照片 Photos</th><th>整改单 Order</th></tr>{ins}</table>
+<h2>整改单 Rectification orders</h2>
+<table><tr><th>隐患 Hazard</th><th>状态 State</th><th>期限 Deadline</th>
+<th>责任单位 Responsible</th></tr>{orders}</table>
+<p><a href="/workzones/{e(f["site_code"])}/board.pdf">公示牌 PDF board</a></p>"""
+
+
+def _detail(d: dict[str, Any]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "", []))

@@ -1,0 +1,440 @@
+"""Heavy-vehicle route permits in the ledger's database: lifecycle, history, checked traces.
+
+::
+
+    requested ──approve──▶ approved ──activate──▶ active ──expire──▶ expired
+        │                      │                     │
+        └──────revoke──────────┴────────revoke───────┴──▶ revoked
+
+A permit fixes a vehicle's route (ordered unit ids from :func:`trafficunit.route`, avoiding
+what it asked to avoid in its windows), its daily time windows, validity period and speed caps
+per road class. Every change is an event with the actor, role and version (If-Match writes as
+for hazards); traces checked against the permit are stored with their summary.
+
+The tables live beside the hazard ledger's and are created here with ``CREATE TABLE IF NOT
+EXISTS`` (:func:`ensure_schema`); they do not change the ledger's schema version.
+
+Roles: any token may request a permit; engineers also activate and expire; supervisors and
+admins also approve and revoke.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import shapely
+
+from .errors import (
+    IllegalTransition,
+    NotFoundError,
+    PermissionDenied,
+    StaleVersion,
+    ValidationError,
+)
+
+__all__ = [
+    "PERMIT_PERMISSIONS",
+    "PERMIT_STATES",
+    "PERMIT_TRANSITIONS",
+    "Permit",
+    "PermitStore",
+    "ensure_schema",
+]
+
+PERMIT_STATES = ("requested", "approved", "active", "expired", "revoked")
+PERMIT_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("requested", "approved"): "approve",
+    ("requested", "revoked"): "revoke",
+    ("approved", "active"): "activate",
+    ("approved", "revoked"): "revoke",
+    ("active", "expired"): "expire",
+    ("active", "revoked"): "revoke",
+}
+_ENG = frozenset({"request", "activate", "expire"})
+PERMIT_PERMISSIONS: dict[str, frozenset[str]] = {
+    "reporter": frozenset({"request"}),
+    "engineer": _ENG,
+    "supervisor": _ENG | {"approve", "revoke"},
+    "admin": _ENG | {"approve", "revoke"},
+}
+#: State names in Chinese, for pages and layers.
+STATE_ZH = {
+    "requested": "已申请",
+    "approved": "已批准",
+    "active": "生效中",
+    "expired": "已过期",
+    "revoked": "已撤销",
+}
+
+
+def _require(role: str, action: str) -> None:
+    if action not in PERMIT_PERMISSIONS.get(role, frozenset()):
+        who = [r for r, acts in PERMIT_PERMISSIONS.items() if action in acts]
+        raise PermissionDenied(
+            f"role {role!r} may not {action} a permit; that needs a token of role "
+            f"{' or '.join(who)}"
+        )
+
+
+def _ddl(dialect: str) -> list[str]:
+    pk = "BIGSERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS permits (
+            pk {pk},
+            version INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            vehicle TEXT NOT NULL,
+            operator TEXT,
+            spec TEXT NOT NULL,
+            unit_ids TEXT NOT NULL,
+            length_m DOUBLE PRECISION,
+            time_s DOUBLE PRECISION,
+            route_geojson TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS permits_state ON permits (state)",
+        """CREATE TABLE IF NOT EXISTS permit_events (
+            permit_pk BIGINT NOT NULL REFERENCES permits (pk),
+            version INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            actor TEXT,
+            role TEXT,
+            at TEXT NOT NULL,
+            comment TEXT,
+            PRIMARY KEY (permit_pk, version)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS permit_traces (
+            pk {pk},
+            permit_pk BIGINT NOT NULL REFERENCES permits (pk),
+            at TEXT NOT NULL,
+            name TEXT,
+            actor TEXT,
+            summary TEXT NOT NULL,
+            findings TEXT NOT NULL
+        )""",
+    ]
+
+
+def ensure_schema(db: Any) -> None:
+    """Create the permit tables if they are missing (idempotent)."""
+    with db.transaction(write=True) as tx:
+        for sql in _ddl(tx.dialect):
+            tx.execute(sql)
+
+
+def parse_permit_id(permit_id: str | int) -> int:
+    """``"P12"`` or ``12`` → 12; anything else raises NotFoundError."""
+    text = str(permit_id).strip().upper()
+    if text.startswith("P"):
+        text = text[1:]
+    if not text.isdigit() or len(text) > 15:
+        raise NotFoundError(f"no permit {permit_id!r} (permit ids look like P12)")
+    return int(text)
+
+
+@dataclass
+class Permit:
+    """One permit as stored."""
+
+    pk: int
+    version: int
+    state: str
+    vehicle: str
+    operator: str | None
+    spec: dict[str, Any]
+    unit_ids: list[str]
+    length_m: float | None
+    time_s: float | None
+    route: dict[str, Any] | None
+    created_at: str
+    created_by: str | None
+    updated_at: str
+
+    @property
+    def id(self) -> str:
+        """Public id, ``P<n>``."""
+        return f"P{self.pk}"
+
+    @property
+    def etag(self) -> str:
+        """Strong ETag naming this version."""
+        return f'"{self.id}-v{self.version}"'
+
+    def properties(self) -> dict[str, Any]:
+        """JSON properties (no geometry)."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "state": self.state,
+            "state_zh": STATE_ZH.get(self.state, self.state),
+            "vehicle": self.vehicle,
+            "operator": self.operator,
+            "windows": self.spec.get("windows", []),
+            "tz": self.spec.get("tz", "UTC"),
+            "valid_from": self.spec.get("valid_from"),
+            "valid_to": self.spec.get("valid_to"),
+            "speed_caps_kmh": self.spec.get("speed_caps_kmh", {}),
+            "avoid": self.spec.get("avoid", []),
+            "unit_ids": self.unit_ids,
+            "length_m": self.length_m,
+            "time_s": self.time_s,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "updated_at": self.updated_at,
+        }
+
+    def to_feature(self) -> dict[str, Any]:
+        """A GeoJSON Feature with the route line."""
+        return {
+            "type": "Feature",
+            "id": self.id,
+            "geometry": self.route,
+            "properties": self.properties(),
+        }
+
+    def rules(self) -> Any:
+        """The :class:`trafficunit.traces.PermitRules` of this permit."""
+        from ..traces import PermitRules
+
+        return PermitRules(
+            unit_ids=list(self.unit_ids),
+            windows=[tuple(w) for w in self.spec.get("windows", [])],
+            tz=self.spec.get("tz", "UTC"),
+            valid_from=self.spec.get("valid_from"),
+            valid_to=self.spec.get("valid_to"),
+            speed_caps_kmh=dict(self.spec.get("speed_caps_kmh", {})),
+            permit_id=self.id,
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _permit(row: dict[str, Any]) -> Permit:
+    return Permit(
+        pk=int(row["pk"]),
+        version=int(row["version"]),
+        state=str(row["state"]),
+        vehicle=str(row["vehicle"]),
+        operator=row.get("operator"),
+        spec=json.loads(row["spec"]),
+        unit_ids=json.loads(row["unit_ids"]),
+        length_m=row.get("length_m"),
+        time_s=row.get("time_s"),
+        route=json.loads(row["route_geojson"]) if row.get("route_geojson") else None,
+        created_at=str(row["created_at"]),
+        created_by=row.get("created_by"),
+        updated_at=str(row["updated_at"]),
+    )
+
+
+class PermitStore:
+    """Permits in a ledger's database (``Ledger.db``)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        ensure_schema(db)
+
+    def request(
+        self,
+        *,
+        vehicle: str,
+        route: Any,
+        actor: str,
+        role: str,
+        operator: str | None = None,
+        windows: list[tuple[str, str]] | None = None,
+        tz: str = "UTC",
+        valid_from: str | None = None,
+        valid_to: str | None = None,
+        speed_caps_kmh: dict[str, float] | None = None,
+        avoid: list[str] | None = None,
+        origin: list[float] | None = None,
+        destination: list[float] | None = None,
+    ) -> Permit:
+        """Store a requested permit with its computed ``route`` (a routing ``Route``)."""
+        _require(role, "request")
+        vehicle = str(vehicle).strip()
+        if not vehicle:
+            raise ValidationError("a permit needs the vehicle's plate")
+        spec = {
+            "windows": [list(w) for w in (windows or [])],
+            "tz": tz,
+            "valid_from": valid_from,
+            "valid_to": valid_to,
+            "speed_caps_kmh": dict(speed_caps_kmh or {}),
+            "avoid": list(avoid or []),
+            "from": origin,
+            "to": destination,
+        }
+        geom = shapely.geometry.mapping(route.geometry)
+        now = _now()
+        with self.db.transaction(write=True) as tx:
+            row = tx.one(
+                "INSERT INTO permits (version, state, vehicle, operator, spec, unit_ids, length_m,"
+                " time_s, route_geojson, created_at, created_by, updated_at)"
+                " VALUES (1, 'requested', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+                (
+                    vehicle,
+                    operator,
+                    json.dumps(spec, ensure_ascii=False),
+                    json.dumps(list(route.unit_ids)),
+                    float(route.length_m),
+                    float(route.time_s),
+                    json.dumps(geom),
+                    now,
+                    actor,
+                    now,
+                ),
+            )
+            assert row is not None
+            pk = int(row["pk"])
+            tx.execute(
+                "INSERT INTO permit_events (permit_pk, version, action, from_state, to_state,"
+                " actor, role, at, comment) VALUES (?, 1, 'request', NULL, 'requested', ?, ?, ?,"
+                " NULL)",
+                (pk, actor, role, now),
+            )
+            return self._get(tx, pk)
+
+    def _get(self, tx: Any, pk: int) -> Permit:
+        row = tx.one("SELECT * FROM permits WHERE pk = ?", (pk,))
+        if row is None:
+            raise NotFoundError(f"no permit P{pk}")
+        return _permit(row)
+
+    def get(self, permit_id: str | int) -> Permit:
+        """One permit; NotFoundError if there is none."""
+        with self.db.transaction() as tx:
+            return self._get(tx, parse_permit_id(permit_id))
+
+    def list_permits(
+        self, *, state: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[Permit]:
+        """Permits, newest first, optionally in one state."""
+        sql = "SELECT * FROM permits"
+        params: list[Any] = []
+        if state is not None:
+            if state not in PERMIT_STATES:
+                raise ValidationError(
+                    f"unknown state {state!r}; states: {', '.join(PERMIT_STATES)}"
+                )
+            sql += " WHERE state = ?"
+            params.append(state)
+        sql += " ORDER BY pk DESC LIMIT ? OFFSET ?"
+        params += [int(limit), int(offset)]
+        with self.db.transaction() as tx:
+            return [_permit(r) for r in tx.all(sql, params)]
+
+    def transition(
+        self,
+        permit_id: str | int,
+        to: str,
+        *,
+        actor: str,
+        role: str,
+        expected_version: int | None,
+        comment: str | None = None,
+    ) -> Permit:
+        """Move a permit to ``to``; StaleVersion if ``expected_version`` is not the current one."""
+        if to not in PERMIT_STATES:
+            raise ValidationError(f"unknown state {to!r}; states: {', '.join(PERMIT_STATES)}")
+        pk = parse_permit_id(permit_id)
+        with self.db.transaction(write=True) as tx:
+            p = self._get(tx, pk)
+            if expected_version is not None and expected_version != p.version:
+                raise StaleVersion(
+                    f"permit {p.id} is at version {p.version}, not {expected_version}; "
+                    "read it again",
+                    current_version=p.version,
+                )
+            action = PERMIT_TRANSITIONS.get((p.state, to))
+            if action is None:
+                nxt = sorted(b for (a, b) in PERMIT_TRANSITIONS if a == p.state)
+                raise IllegalTransition(
+                    f"a permit in state {p.state!r} cannot go to {to!r}; allowed: "
+                    f"{', '.join(nxt) or 'nothing'}"
+                )
+            _require(role, action)
+            now = _now()
+            version = p.version + 1
+            n = tx.execute(
+                "UPDATE permits SET state = ?, version = ?, updated_at = ? WHERE pk = ? AND "
+                "version = ?",
+                (to, version, now, pk, p.version),
+            )
+            if n != 1:
+                raise StaleVersion(
+                    f"permit {p.id} changed meanwhile; read it again", current_version=p.version
+                )
+            tx.execute(
+                "INSERT INTO permit_events (permit_pk, version, action, from_state, to_state,"
+                " actor, role, at, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pk, version, action, p.state, to, actor, role, now, comment),
+            )
+            return self._get(tx, pk)
+
+    def history(self, permit_id: str | int) -> list[dict[str, Any]]:
+        """Every event of a permit, oldest first."""
+        pk = parse_permit_id(permit_id)
+        with self.db.transaction() as tx:
+            self._get(tx, pk)
+            return tx.all(
+                "SELECT version, action, from_state, to_state, actor, role, at, comment FROM "
+                "permit_events WHERE permit_pk = ? ORDER BY version",
+                (pk,),
+            )
+
+    def add_trace(
+        self, permit_id: str | int, *, name: str | None, actor: str | None, report: Any
+    ) -> dict[str, Any]:
+        """Store a checked trace's summary and findings (GeoJSON); returns the stored record."""
+        pk = parse_permit_id(permit_id)
+        summary = json.dumps(report.summary, ensure_ascii=False, default=str)
+        findings = report.to_geojson()
+        now = _now()
+        with self.db.transaction(write=True) as tx:
+            self._get(tx, pk)
+            row = tx.one(
+                "INSERT INTO permit_traces (permit_pk, at, name, actor, summary, findings) VALUES"
+                " (?, ?, ?, ?, ?, ?) RETURNING pk",
+                (pk, now, name, actor, summary, findings),
+            )
+        assert row is not None
+        return {
+            "trace_id": int(row["pk"]),
+            "permit": f"P{pk}",
+            "at": now,
+            "name": name,
+            "summary": json.loads(summary),
+            "findings": json.loads(findings),
+        }
+
+    def traces(self, permit_id: str | int) -> list[dict[str, Any]]:
+        """The traces checked against a permit (summaries), oldest first."""
+        pk = parse_permit_id(permit_id)
+        with self.db.transaction() as tx:
+            self._get(tx, pk)
+            rows = tx.all(
+                "SELECT pk, at, name, actor, summary FROM permit_traces WHERE permit_pk = ? "
+                "ORDER BY pk",
+                (pk,),
+            )
+        return [
+            {
+                "trace_id": int(r["pk"]),
+                "at": r["at"],
+                "name": r["name"],
+                "actor": r["actor"],
+                "summary": json.loads(r["summary"]),
+            }
+            for r in rows
+        ]
