@@ -31,19 +31,24 @@ from .errors import NotFound, ServerError, install_error_handlers
 from .ledger import BodyLimit, install_ledger_errors, ledger_lifespan
 from .live import live_lifespan
 from .live import router as live_router
+from .operations import ops_lifespan
 from .routers import (
     accidents,
     blackspots,
     hazards,
+    investigations,
     kpis,
     meta,
     permits,
+    public,
+    roadchiefs,
     sitefile,
     tiles,
     tokens,
     units,
     webmap,
     workzones,
+    zones,
 )
 from .settings import Settings
 from .store import DataStore
@@ -59,6 +64,7 @@ Send = Callable[[Message], Awaitable[None]]
 ROUTERS = [webmap.router, meta.router, tiles.router, units.router, accidents.router]
 ROUTERS += [blackspots.router]
 ROUTERS += [hazards.router, workzones.router, tokens.router, kpis.router]
+ROUTERS += [zones.router, investigations.router, roadchiefs.router, public.router]
 ROUTERS += [permits.router, sitefile.router]
 ROUTERS += [live_router, push.router, alerts.router]  # /alerts/stream before /alerts/{id}
 
@@ -305,7 +311,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            async with ledger_lifespan(app), live_lifespan(app), push.push_lifespan(app):
+            async with (
+                ledger_lifespan(app),
+                ops_lifespan(app),
+                live_lifespan(app),
+                push.push_lifespan(app),
+            ):
                 yield
         finally:
             for archive in app.state.store.archives.values():

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # what the lazy attributes below resolve to, for mypy, IDEs a
         traces,
         units,
         warnings,
+        zones,
     )
     from .basemap import build_basemap
     from .blackspots import find_black_spots
@@ -110,6 +111,7 @@ __all__ = [
     "units",
     "warnings",
     "write_table",
+    "zones",
 ]
 
 
@@ -156,6 +158,7 @@ _LAZY = {
     "build": "project",
     "basemap": "basemap",
     "build_basemap": "basemap",
+    "zones": "zones",
     "routing": "routing",
     "route": "routing",
     "matching": "matching",

@@ -21,7 +21,10 @@ keyword of :func:`trafficunit.read_events`, passed unchanged. ``[network]`` also
 ``max_length_m``, ``junction_merge_m`` and ``all_highways``; ``[risk]`` takes ``measure``,
 ``scheme``, ``bands``, ``profile`` (black spots) and ``spots_period``; ``[tiles]`` takes
 ``minzoom``, ``maxzoom`` and ``all_events``; ``[sample]`` (``generate = true``, ``seed``)
-draws the labelled GENERATED events of the demo instead of reading files.
+draws the labelled GENERATED events of the demo instead of reading files. ``[[zones]]`` (each
+``path``, ``tree``, ``levels``, ``layer``, or ``generate = true`` for GENERATED trees) puts
+jurisdiction trees in the folder and their codes on the units, events and tiles
+(:mod:`trafficunit.zones`).
 
 Stages: network → units → events → join → risk → black spots → tiles. Nothing in the folder is
 replaced until every stage has succeeded; each file is then renamed into place, and the
@@ -46,11 +49,12 @@ __all__ = ["build", "load_project", "PROJECT_KEYS"]
 
 #: Keys a project may have at the top level and in each table.
 PROJECT_KEYS: dict[str, set[str]] = {
-    "": {"network", "events", "risk", "tiles", "sample", "name"},
+    "": {"network", "events", "risk", "tiles", "sample", "name", "zones"},
     "network": {"path", "crs", "max_length_m", "junction_merge_m", "all_highways", "layer"},
     "risk": {"period", "measure", "scheme", "bands", "profile", "spots_period", "hotspots"},
     "tiles": {"minzoom", "maxzoom", "all_events", "name", "basemap"},
     "sample": {"generate", "seed"},
+    "zones": {"generate", "path", "tree", "levels", "layer"},
 }
 _EVENT_OWN_KEYS = {"kind", "path", "max_distance_m", "_notes"}
 
@@ -110,6 +114,24 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
         ev["path"] = _resolve(ev["path"], base)
         out_events.append(ev)
     data["events"] = out_events
+    zones = data.get("zones") or []
+    if isinstance(zones, Mapping):
+        zones = [zones]
+    out_zones = []
+    for i, z in enumerate(zones, 1):
+        if not isinstance(z, Mapping):
+            raise ValidationError(f"[[zones]] #{i} must be a table")
+        _check_keys(z, "zones", PROJECT_KEYS["zones"])
+        z = dict(z)
+        if "path" in z:
+            z["path"] = _resolve(z["path"], base)
+        elif not z.get("generate"):
+            raise ValidationError(
+                f'[[zones]] #{i} needs path = "districts.gpkg" (or generate = true for '
+                "GENERATED demo trees)"
+            )
+        out_zones.append(z)
+    data["zones"] = out_zones
     return data
 
 
@@ -342,6 +364,24 @@ def build(
             done("black_spots", f"{len(spots):,} black spots")
         else:
             scored, spots = units, None
+    zones = None
+    zone_counts: dict[str, Any] = {}
+    if cfg["zones"]:
+        from .zones import generate_zones, merge_zones, read_zones, with_zone_columns
+
+        say("zones", "assigning units to jurisdiction zones")
+        for z in cfg["zones"]:
+            part = (
+                generate_zones(units)
+                if z.get("generate")
+                else read_zones(
+                    z["path"], tree=z.get("tree"), levels=z.get("levels"), layer=z.get("layer")
+                )
+            )
+            zones = merge_zones(zones, part)
+        assert zones is not None
+        scored, joined, zone_counts = with_zone_columns(scored, zones, joined)
+        done("zones", f"{len(zones):,} zones in {len(zones.trees)} trees")
     finish_folder(
         folder,
         scored=scored,
@@ -364,6 +404,19 @@ def build(
             "crs": units.attrs.get("report", {}).get("metric_crs") or net.get("crs"),
         },
     )
+    if zones is not None:
+        from .zones import FOLDER_FILE
+
+        zones.to_file(folder.root / FOLDER_FILE)
+        folder.record_file(FOLDER_FILE)
+        with folder.edit_manifest() as mz:
+            mz["zones"] = {
+                "generated": bool(zones.frame["generated"].any()),
+                "trees": {t: list(v) for t, v in zones.trees.items()},
+                **zone_counts,
+            }
+    elif (folder.root / "zones.parquet").exists():
+        say("zones", "note: zones.parquet is kept from before (the project names no zones)")
     folder.record_source(
         "network", net["path"], options={k: v for k, v in net.items() if k != "path"}
     )

@@ -307,6 +307,7 @@ def prepare_layer(
             df["unit_id"] = df["event_id"].map(ids)
     df = df[~(df.geometry.isna() | df.geometry.is_empty)]
     keep = [c for c in LAYER_COLUMNS[layer] if c in df.columns]
+    keep += [c for c in df.columns if str(c).startswith("zone_")]  # jurisdiction codes
     out = gpd.GeoDataFrame(
         {c: _clean_column(df[c], ts.float_decimals) for c in keep},
         geometry=df.geometry.to_numpy(),

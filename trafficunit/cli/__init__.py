@@ -55,6 +55,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "equal a single-process run. An interrupted run started again resumes where it stopped.",
     ),
     "tokens": ("tokens", "Create, list and revoke access tokens of the hazard ledger."),
+    "zones": ("zones", "Load, generate and list the jurisdiction trees of a data folder."),
     "trace-check": (
         "tracecheck",
         "Check GPS traces against route permits: off-route stretches, speeding, outside hours.",

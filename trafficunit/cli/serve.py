@@ -273,6 +273,7 @@ def demo_project(
     }
     if accidents is None:
         project["sample"] = {"generate": True, "seed": seed}
+    project["zones"] = {"generate": True}  # GENERATED jurisdiction trees: zone views answer
     return project
 
 

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -427,6 +427,13 @@ class Ledger:
         self.settings = settings or LedgerSettings()
         self.catalogue: Catalogue = load_catalogue(self.settings.catalogue)
         self.index = LiveIndex()
+        #: Called inside the write transaction of every new hazard (not imports) as
+        #: ``hook(tx, hazard_pk, category, grade, unit_ids)``; a returned dict may set
+        #: ``responsible`` and ``road_chief`` (routing, :mod:`~trafficunit.ledger.roadchiefs`)
+        #: and is recorded in the report event's details under ``routed``.
+        self.report_hooks: list[
+            Callable[[Tx, int, str, str | None, list[str]], dict[str, Any] | None]
+        ] = []
         self._units: Any = None
         self.set_units(units)
         with self.db.transaction() as tx:
@@ -960,6 +967,7 @@ class Ledger:
             rpk = self._insert_report(
                 tx, pk, t, t_now, actor, source, description, external_id, 0.0, wkb
             )
+            routed = self._run_report_hooks(tx, pk, category, grade, units.unit_ids, source)
             self._event(
                 tx,
                 pk,
@@ -971,11 +979,37 @@ class Ledger:
                 None,
                 initial_state,
                 description,
-                {"report": rpk, "unit_ids": units.unit_ids},
+                {
+                    "report": rpk,
+                    "unit_ids": units.unit_ids,
+                    **({"routed": routed} if routed else {}),
+                },
             )
             hazard = self._get(tx, pk)
             self._sync(tx)
         return ReportResult(hazard, True, False, None)
+
+    def _run_report_hooks(
+        self, tx: Tx, pk: int, category: str, grade: str | None, unit_ids: list[str], source: str
+    ) -> dict[str, Any]:
+        """Run :attr:`report_hooks` for a new hazard; apply ``responsible``/``road_chief``."""
+        if source == "import" or not self.report_hooks:
+            return {}
+        out: dict[str, Any] = {}
+        for hook in self.report_hooks:
+            try:
+                out.update(hook(tx, pk, category, grade, list(unit_ids)) or {})
+            except ValidationError:  # a hook refusing the report (e.g. a district-only item)
+                raise
+            except Exception as exc:  # routing must never lose a report
+                out["routing_error"] = str(exc)[:500]
+        sets = {k: str(out[k])[:200] for k in ("responsible", "road_chief") if out.get(k)}
+        if sets:
+            tx.execute(
+                f"UPDATE hazards SET {', '.join(f'{k} = ?' for k in sets)} WHERE pk = ?",
+                [*sets.values(), pk],
+            )
+        return out
 
     def _insert_report(
         self,
