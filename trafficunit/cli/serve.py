@@ -83,6 +83,11 @@ def _run_server(
     ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
     Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
     """
+    from .._optional import require
+
+    with user_errors():  # the server extra first: everything below imports it
+        for module in ("fastapi", "granian", "pydantic_settings"):
+            require(module, "trafficunit serve")
     from server.supervision import ENV_SUPERVISOR, ENV_WORKERS
 
     with user_errors():
