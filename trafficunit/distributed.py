@@ -778,8 +778,9 @@ def assign(
     out = gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs)
     # what depends on the whole network: too far (inside its hull) or outside, and the
     # distance to the nearest unit
-    status = out["match"].astype(str).to_numpy()
-    loose = np.isin(status, ["too_far", "outside"]) & ~missing[row_ev]
+    status = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
+    loose_codes = [MATCH_STATUSES.index("too_far"), MATCH_STATUSES.index("outside")]
+    loose = np.isin(status, loose_codes) & ~missing[row_ev]
     if loose.any() and len(units):
         ix = UnitIndex(units, crs=mcrs, settings=jcfg)
         g = np.asarray(
@@ -818,13 +819,13 @@ def _join_report(
     statuses: tuple[str, ...],
 ) -> dict[str, Any]:
     n_ev = len(events)
-    code = pd.Categorical(out["match"].astype(str), categories=list(statuses)).codes
+    code = pd.Categorical(out["match"].array, categories=list(statuses)).codes
     best = np.full(n_ev, 9, dtype=np.int8)
     np.minimum.at(best, row_ev, code.astype(np.int8))
     counts = {s: int((best == i).sum()) for i, s in enumerate(statuses)}
     matched = counts["matched"] + counts["intersection"]
     inside = n_ev - counts["outside"]
-    ok = np.isin(out["match"].astype(str).to_numpy(), ["matched", "intersection"])
+    ok = np.isin(code, [statuses.index("matched"), statuses.index("intersection")])
     d = out["distance_m"].to_numpy(dtype=float)[ok]
     pct = {f"p{q}": round(float(np.percentile(d, q)), 2) for q in (50, 90, 99)} if len(d) else {}
     max_d: dict[str, float] = {}
