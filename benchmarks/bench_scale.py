@@ -162,7 +162,11 @@ def run_mode(
         "cells": res.report["cells"],
         "tasks": res.report["tasks"],
         "halo_retries": res.report["halo_retries"],
-        "client_peak_mb": round(_peak_mb()),
+        # the pipeline resets the peak between stages: the largest of its stages' peaks
+        "client_peak_mb": round(
+            max(_peak_mb(), *res.report.get("client_peak_rss_mb", {}).values())
+        ),
+        "stage_peaks_mb": res.report.get("client_peak_rss_mb", {}),
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
         "units": len(res.units),
         "accidents": len(acc),
@@ -266,6 +270,10 @@ def main() -> None:
         ("pipeline total (s)", lambda r: f"{r['seconds'].get('total', 0):.1f}"),
         ("process wall incl. start (s)", lambda r: f"{r['wall_s']:.1f}"),
         ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
+        *[
+            (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")
+            for st in ("inputs", "build", "join", "score")
+        ],
         (
             "peak RSS workers (MB)",
             lambda r: " + ".join(f"{p:,}" for p in r["worker_peaks_mb"]) or "-",

@@ -28,14 +28,18 @@ that are exact), so no unit is lost between cells and none is kept twice.
 
 **Join.** Events are partitioned by the cell of their position and joined against the units
 within the largest matching distance (or influence radius) of the cell's events, which holds
-every candidate any rule could pick. What depends on the whole network, whether an unmatched
-event is ``"too_far"`` (inside the network's hull) or ``"outside"`` and its distance to the
-nearest unit, is settled on the client against all units.
+every candidate any rule could pick. Both travel in the metric CRS, projected once on the
+client: units with their projected lines, point events as coordinate arrays (no geometry
+objects to serialise; the task makes the points), so no task reprojects anything. What
+depends on the whole network, whether an unmatched event is ``"too_far"`` (inside the
+network's hull) or ``"outside"`` and its distance to the nearest unit, is settled on the
+client against all units.
 
 **Score.** The per-unit sums are a bincount; the safety performance functions, the
 percentiles and the bands are global over the reference populations. The client runs
 :func:`trafficunit.score` once on the joined rows it gathers for the output anyway, so the
-scores are those of the single-process run by construction.
+scores are those of the single-process run by construction. It imports statsmodels in a
+background thread while the workers build and join, so the fit does not wait for it.
 
 **Restarts.** With ``outdir``, the run works in a hidden staging directory beside it, saving
 each cell's units and matches as they arrive; a run interrupted and started again with the
@@ -227,6 +231,12 @@ def _preload(module: str) -> None:
     """Import ``module`` if it is installed (run in a thread)."""
     with contextlib.suppress(ImportError):
         importlib.import_module(module)
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _warm_up() -> None:
@@ -1028,7 +1038,8 @@ def run_pipeline(
     PipelineResult
         ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
         ``report`` has the stages' timings, cells and halo retries, and the workers' peak
-        resident memory (over their lifetime, MB).
+        resident memory (over their lifetime, MB) and this process's peak in each stage
+        (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB).
     """
     from .join import assign as plain_assign
     from .risk import score
@@ -1065,8 +1076,21 @@ def run_pipeline(
         store = _Staging(Path(outdir), fingerprint)
     stats = _Stats()
     t_all = time.perf_counter()
+    # this process's peak memory in each stage (the peak is reset between stages on Linux)
+    client_peaks: dict[str, int] = {"inputs": round(_peak_rss_mb())}
+    _reset_peak_rss()
+
+    def peak(name: str) -> None:
+        client_peaks[name] = round(_peak_rss_mb())
+        _reset_peak_rss()
 
     def stage(name: str, compute: Any) -> gpd.GeoDataFrame:
+        try:
+            return _stage(name, compute)
+        finally:
+            peak({"units": "build", "joined": "join"}.get(name, name))
+
+    def _stage(name: str, compute: Any) -> gpd.GeoDataFrame:
         if store is not None and store.has(name):
             from .io import read_table
 
@@ -1177,6 +1201,7 @@ def run_pipeline(
         warnings.simplefilter("ignore")
         risk = score(units, joined, period=period, hazards=hz, settings=risk_settings)
     stats.seconds["score"] = time.perf_counter() - t
+    peak("score")
     stats.seconds["total"] = time.perf_counter() - t_all
     report = {
         "mode": "single process" if scheduler is None else "dask",
@@ -1189,6 +1214,7 @@ def run_pipeline(
         "max_halo_m": stats.max_halo_m,
         "resumed": bool(store.resumed) if store is not None else False,
         "worker_peak_rss_mb": worker_peaks,
+        "client_peak_rss_mb": client_peaks,
     }
     if store is not None:
         from .io import write_table
