@@ -692,7 +692,11 @@ def build_units(
     out_geoms = np.concatenate([seg_geoms, shapely.points(centre)])
     table = pd.concat([seg, inter], ignore_index=True)
     # in unit_id order before the text columns become Arrow strings (a take on them is slow)
-    by_id = np.argsort(table["unit_id"].to_numpy(dtype=object), kind="stable")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pa.array(table["unit_id"].to_numpy(dtype=object), pa.string())
+    by_id = pc.sort_indices(ids).to_numpy()  # stable; bytewise = code point order
     table = table.take(by_id).reset_index(drop=True)
     out_geoms = out_geoms[by_id]
     units = gpd.GeoDataFrame(table, geometry=out_geoms, crs=mcrs).to_crs(in_crs)
