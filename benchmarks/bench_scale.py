@@ -234,14 +234,19 @@ def main() -> None:
             if args.cell_size_m:
                 cmd += ["--cell-size-m", str(args.cell_size_m)]
             t = time.perf_counter()
+            c0 = os.times()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            c1 = os.times()
             wall = time.perf_counter() - t
+            # CPU of the whole process tree (client, scheduler, nannies, workers: all reaped)
+            cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{mode} run failed (exit {proc.returncode})")
             r = json.loads(line[0][7:])
             r["wall_s"] = round(wall, 1)
+            r["cpu_s"] = round(cpu, 1)
             runs.setdefault(mode, []).append(r)
             print(
                 f"  {mode}: pipeline {r['seconds']['total']:.1f} s "
@@ -269,6 +274,7 @@ def main() -> None:
         ("score (s)", lambda r: f"{r['seconds'].get('score', 0):.1f}"),
         ("pipeline total (s)", lambda r: f"{r['seconds'].get('total', 0):.1f}"),
         ("process wall incl. start (s)", lambda r: f"{r['wall_s']:.1f}"),
+        ("CPU, all its processes (s)", lambda r: f"{r['cpu_s']:.1f}"),
         ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
         *[
             (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")
@@ -309,6 +315,8 @@ def main() -> None:
             f"{ratio(lambda r: r['seconds']['total'] - r['seconds'].get('cluster start', 0))}; "
             f"results identical: {same}"
         )
+        # CPU seconds do not depend on how busy the machine is: the work the cluster adds
+        print(f"CPU seconds {modes[1]} / {modes[0]}, whole run: {ratio(lambda r: 1 / r['cpu_s'])}")
         if not same:
             raise SystemExit("the runs disagree")
     if tmp is not None:
