@@ -17,7 +17,11 @@ match of every accident, the same crash counts and levels (checked through diges
 ``--repeat N`` runs the modes alternately N times (single, dask, single, dask...), so a
 machine shared with other work loads both alike; the table shows each mode's median run
 and the ratio is the median of the per-round ratios. The load average is printed before
-and after. Each worker has a memory limit (``--memory-limit``, default 3GB: Dask spills to
+and after, and the CPU seconds of each mode's whole process tree (client, scheduler,
+nannies, workers), which do not depend on the load: on a shared machine (Linux shares the CPU
+between sessions, so two busy workers split one session's share) they show the work the
+cluster adds, and so the best its two workers could do on two idle cores. Each worker has a
+memory limit (``--memory-limit``, default 3GB: Dask spills to
 disk above 60 % of it and pauses the worker at 80 %).
 """
 
