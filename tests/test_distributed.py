@@ -11,6 +11,8 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import trafficunit as tu
@@ -281,3 +283,32 @@ def test_grid_cells_are_half_open():
     assert grid.box(0, 0)[2] == grid.box(1, 0)[0] == 100.0
     with pytest.raises(tu.ValidationError):
         distributed.Grid.over(np.zeros(4), 0.0, crs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x0=st.floats(-1e6, 1e6),
+    y0=st.floats(-1e6, 1e6),
+    w=st.floats(0.0, 2e5),
+    h=st.floats(0.0, 2e5),
+    count=st.integers(0, 10**7),
+    workers=st.integers(1, 8),
+)
+def test_chosen_grid_covers_the_extent_with_even_cells(x0, y0, w, h, count, workers):
+    """The cells of a chosen size cover the extent, with no row or column wholly outside it."""
+    bounds = np.array([x0, y0, x0 + w, y0 + h])
+    grid = distributed._grid_for(
+        bounds,
+        pyproj.CRS(3067),
+        size=None,
+        count=count,
+        per_cell=5_000,
+        n_workers=workers,
+        min_size=800.0,
+    )
+    # the cells' boxes (which decide what a build task keeps) cover the extent, half-open
+    assert grid.x0 <= bounds[0] and bounds[2] < grid.box(grid.nx - 1, 0)[2]
+    assert grid.y0 <= bounds[1] and bounds[3] < grid.box(0, grid.ny - 1)[3]
+    assert grid.x0 + (grid.nx - 1) * grid.size <= bounds[2]
+    assert grid.y0 + (grid.ny - 1) * grid.size <= bounds[3]
+    assert grid.size >= 800.0

@@ -28,14 +28,18 @@ that are exact), so no unit is lost between cells and none is kept twice.
 
 **Join.** Events are partitioned by the cell of their position and joined against the units
 within the largest matching distance (or influence radius) of the cell's events, which holds
-every candidate any rule could pick. What depends on the whole network, whether an unmatched
-event is ``"too_far"`` (inside the network's hull) or ``"outside"`` and its distance to the
-nearest unit, is settled on the client against all units.
+every candidate any rule could pick. Both travel in the metric CRS, projected once on the
+client: units with their projected lines, point events as coordinate arrays (no geometry
+objects to serialise; the task makes the points), so no task reprojects anything. What
+depends on the whole network, whether an unmatched event is ``"too_far"`` (inside the
+network's hull) or ``"outside"`` and its distance to the nearest unit, is settled on the
+client against all units.
 
 **Score.** The per-unit sums are a bincount; the safety performance functions, the
 percentiles and the bands are global over the reference populations. The client runs
 :func:`trafficunit.score` once on the joined rows it gathers for the output anyway, so the
-scores are those of the single-process run by construction.
+scores are those of the single-process run by construction. It imports statsmodels in a
+background thread while the workers build and join, so the fit does not wait for it.
 
 **Restarts.** With ``outdir``, the run works in a hidden staging directory beside it, saving
 each cell's units and matches as they arrive; a run interrupted and started again with the
@@ -48,10 +52,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -133,12 +139,24 @@ def _grid_for(
     min_size: float,
 ) -> Grid:
     """The given cell size, or one giving about ``per_cell`` items a cell (and at least two
-    cells a worker), but no smaller than ``min_size``."""
+    cells a worker), but no smaller than ``min_size``.
+
+    A chosen size divides the extent evenly (the last row and column of cells are not
+    slivers), so the tasks are of similar size and the workers finish together.
+    """
     if size is not None:
         return Grid.over(bounds, size, crs)
-    area = max((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), 1.0)
+    w = max(float(bounds[2] - bounds[0]), 1.0)
+    h = max(float(bounds[3] - bounds[1]), 1.0)
     n_cells = max(count / max(per_cell, 1), 2 * n_workers, 1)
-    return Grid.over(bounds, max(math.sqrt(area / n_cells), min_size), crs)
+    side = max(math.sqrt(w * h / n_cells), min_size)
+    nx, ny = max(1, round(w / side)), max(1, round(h / side))
+    # 1 m beyond the extent on each side: every point of it falls inside a cell
+    size = max((w + 2.0) / nx, (h + 2.0) / ny, min_size)
+    x0, y0 = math.floor(bounds[0]) - 1.0, math.floor(bounds[1]) - 1.0
+    nx = max(1, math.floor((bounds[2] - x0) / size) + 1)
+    ny = max(1, math.floor((bounds[3] - y0) / size) + 1)
+    return Grid(x0, y0, float(size), nx, ny, crs.to_wkt())
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +225,18 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _preload(module: str) -> None:
+    """Import ``module`` if it is installed (run in a thread)."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(module)
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _warm_up() -> None:
@@ -574,13 +604,25 @@ _EVENT_INPUTS = ("kind", "road_name")
 
 
 def _join_cell(
-    units: gpd.GeoDataFrame, events: gpd.GeoDataFrame, crs_wkt: str, cfg: JoinSettings
+    units: gpd.GeoDataFrame, payload: dict[str, Any], crs_wkt: str, cfg: JoinSettings
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Join one cell's events; both arrive in the metric CRS, the events as the columns the
+    join reads plus point coordinates (no geometry objects to serialise) and, for lines and
+    polygons, their projected shapes."""
     from .join import assign as _assign
 
+    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    is_pt = payload["is_pt"]
+    geoms = np.full(len(is_pt), None, dtype=object)
+    geoms[is_pt] = shapely.points(payload["x"][is_pt], payload["y"][is_pt])
+    if payload["shapes"] is not None:
+        geoms[~is_pt] = payload["shapes"][~is_pt]
+    events = gpd.GeoDataFrame(payload["columns"].reset_index(drop=True), geometry=geoms, crs=mcrs)
+    events["_pos"] = payload["pos"]
+    units = gpd.GeoDataFrame(units, geometry=units.geometry.name, crs=mcrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = _assign(units, events, crs=pyproj.CRS.from_wkt(crs_wkt), settings=cfg)
+        out = _assign(units, events, crs=mcrs, settings=cfg)
     report = dict(out.attrs.get("report", {}))
     return pd.DataFrame(out[["_pos", *_JOIN_COLUMNS]]), report
 
@@ -645,9 +687,12 @@ def assign(
     px, py = to_metric.transform(shapely.get_x(src[is_pt]), shapely.get_y(src[is_pt]))
     ebounds[is_pt] = np.c_[px, py, px, py]
     other = ~is_pt & ~missing
+    shapes_m = None  # lines and polygons in the metric CRS (None where a point or missing)
     if other.any():
         shapes = gpd.GeoSeries(src[other], crs=events.crs).to_crs(mcrs).to_numpy()
         ebounds[other] = shapely.bounds(shapes)
+        shapes_m = np.full(len(src), None, dtype=object)
+        shapes_m[other] = shapes
     ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
     ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
     reach = _reach(units, jcfg)
@@ -663,14 +708,26 @@ def assign(
     ci, cj = grid.cell_of(ex, ey)
     key = ci * grid.ny + cj
     key[missing] = 0
-    # only what the join reads travels to the workers
-    ev = gpd.GeoDataFrame(
-        events[[c for c in _EVENT_INPUTS if c in events.columns]].reset_index(drop=True),
-        geometry=events.geometry.to_numpy(),
-        crs=events.crs,
+    # only what the join reads travels to the workers, already in the metric CRS: units with
+    # their projected geometry, events as columns and point coordinates
+    ev_cols = pd.DataFrame(events[[c for c in _EVENT_INPUTS if c in events.columns]])
+    ev_cols = ev_cols.reset_index(drop=True)
+    slim_units = gpd.GeoDataFrame(
+        pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
+        geometry=ugeoms,
+        crs=mcrs,
     )
-    ev["_pos"] = np.arange(len(events))
-    slim_units = units[[c for c in _UNIT_INPUTS if c in units.columns] + [units.geometry.name]]
+
+    def payload(rows: np.ndarray) -> dict[str, Any]:
+        return {
+            "columns": ev_cols.iloc[rows],
+            "pos": rows,
+            "is_pt": is_pt[rows],
+            "x": ebounds[rows, 0],
+            "y": ebounds[rows, 1],
+            "shapes": shapes_m[rows] if shapes_m is not None else None,
+        }
+
     order = np.argsort(key, kind="stable")
     ks, starts = np.unique(key[order], return_index=True)
     groups = np.split(order, starts[1:])
@@ -700,7 +757,7 @@ def assign(
         jobs.append((c, sel, rows))
     # every subset sent in one go (hash=False: no tokenising of big frames)
     u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
-    e_data = client.scatter([ev.iloc[rows] for _, _, rows in jobs], hash=False)
+    e_data = client.scatter([payload(rows) for _, _, rows in jobs], hash=False)
     for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True):
         futures[client.submit(_join_cell, u_sub, e_sub, crs_wkt, jcfg, pure=False)] = c
     del u_data, e_data
@@ -724,15 +781,16 @@ def assign(
         out = events.iloc[row_ev].reset_index(drop=True)
     for col in _JOIN_COLUMNS:
         out[col] = (
-            cols[col].to_numpy()
+            cols[col].to_numpy(dtype=float)
             if col in ("distance_m", "measure_m", "overlap_m")
-            else (pd.array(cols[col].to_numpy(dtype=object), dtype="string"))
+            else cols[col].astype("string").array
         )
     out = gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs)
     # what depends on the whole network: too far (inside its hull) or outside, and the
     # distance to the nearest unit
-    status = out["match"].astype(str).to_numpy()
-    loose = np.isin(status, ["too_far", "outside"]) & ~missing[row_ev]
+    status = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
+    loose_codes = [MATCH_STATUSES.index("too_far"), MATCH_STATUSES.index("outside")]
+    loose = np.isin(status, loose_codes) & ~missing[row_ev]
     if loose.any() and len(units):
         ix = UnitIndex(units, crs=mcrs, settings=jcfg)
         g = np.asarray(
@@ -771,13 +829,13 @@ def _join_report(
     statuses: tuple[str, ...],
 ) -> dict[str, Any]:
     n_ev = len(events)
-    code = pd.Categorical(out["match"].astype(str), categories=list(statuses)).codes
+    code = pd.Categorical(out["match"].array, categories=list(statuses)).codes
     best = np.full(n_ev, 9, dtype=np.int8)
     np.minimum.at(best, row_ev, code.astype(np.int8))
     counts = {s: int((best == i).sum()) for i, s in enumerate(statuses)}
     matched = counts["matched"] + counts["intersection"]
     inside = n_ev - counts["outside"]
-    ok = np.isin(out["match"].astype(str).to_numpy(), ["matched", "intersection"])
+    ok = np.isin(code, [statuses.index("matched"), statuses.index("intersection")])
     d = out["distance_m"].to_numpy(dtype=float)[ok]
     pct = {f"p{q}": round(float(np.percentile(d, q)), 2) for q in (50, 90, 99)} if len(d) else {}
     max_d: dict[str, float] = {}
@@ -980,7 +1038,8 @@ def run_pipeline(
     PipelineResult
         ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
         ``report`` has the stages' timings, cells and halo retries, and the workers' peak
-        resident memory (over their lifetime, MB).
+        resident memory (over their lifetime, MB) and this process's peak in each stage
+        (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB).
     """
     from .join import assign as plain_assign
     from .risk import score
@@ -1017,8 +1076,21 @@ def run_pipeline(
         store = _Staging(Path(outdir), fingerprint)
     stats = _Stats()
     t_all = time.perf_counter()
+    # this process's peak memory in each stage (the peak is reset between stages on Linux)
+    client_peaks: dict[str, int] = {"inputs": round(_peak_rss_mb())}
+    _reset_peak_rss()
+
+    def peak(name: str) -> None:
+        client_peaks[name] = round(_peak_rss_mb())
+        _reset_peak_rss()
 
     def stage(name: str, compute: Any) -> gpd.GeoDataFrame:
+        try:
+            return _stage(name, compute)
+        finally:
+            peak({"units": "build", "joined": "join"}.get(name, name))
+
+    def _stage(name: str, compute: Any) -> gpd.GeoDataFrame:
         if store is not None and store.has(name):
             from .io import read_table
 
@@ -1071,6 +1143,10 @@ def run_pipeline(
                 ),
             )
     else:
+        # the client mostly waits on the workers: import what scoring fits the SPFs with
+        # meanwhile (seconds, cold) instead of after the last stage
+        preload = threading.Thread(target=_preload, args=("statsmodels.api",), daemon=True)
+        preload.start()
         t_start = time.perf_counter()
         with cluster(scheduler, settings=cfg) as client:
             stats.seconds["cluster start"] = time.perf_counter() - t_start
@@ -1119,11 +1195,13 @@ def run_pipeline(
                     ),
                 )
             worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
+        preload.join()
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         risk = score(units, joined, period=period, hazards=hz, settings=risk_settings)
     stats.seconds["score"] = time.perf_counter() - t
+    peak("score")
     stats.seconds["total"] = time.perf_counter() - t_all
     report = {
         "mode": "single process" if scheduler is None else "dask",
@@ -1136,6 +1214,7 @@ def run_pipeline(
         "max_halo_m": stats.max_halo_m,
         "resumed": bool(store.resumed) if store is not None else False,
         "worker_peak_rss_mb": worker_peaks,
+        "client_peak_rss_mb": client_peaks,
     }
     if store is not None:
         from .io import write_table

@@ -398,9 +398,28 @@ def fit_spfs(
 # -- measures -------------------------------------------------------------------------------------
 
 
-def _counts(acc: pd.DataFrame, index: pd.Index, cfg: RiskSettings) -> pd.DataFrame:
-    """Per-unit accident counts by severity, casualties and EPDO."""
-    pos = index.get_indexer(pd.Index(acc["unit_id"].astype(object)))
+def _positions(unit_ids: pd.Series, index: pd.Index) -> np.ndarray:
+    """Position of each unit id in the (unique) ``index``, -1 where absent or missing.
+
+    ``index.get_indexer`` with Arrow's hash lookup: several times faster on millions of rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(unit_ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    values = pa.array(unit_ids.astype("string").array)
+    keys = pa.array(pd.Series(index, dtype="string").array)
+    pos = pc.fill_null(pc.index_in(values, value_set=keys), -1)
+    return np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _counts(
+    acc: pd.DataFrame, index: pd.Index, cfg: RiskSettings, pos: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Per-unit accident counts by severity, casualties and EPDO (``pos``: see _positions)."""
+    if pos is None:
+        pos = _positions(acc["unit_id"], index)
     ok = pos >= 0
     sev = acc["severity"].fillna(cfg.unknown_severity).to_numpy(dtype=object)
     n = len(index)
@@ -736,7 +755,8 @@ def score(
             "the accidents carry no time or year; give period=(start, end) so rates per year "
             "can be computed"
         )
-    unknown_units = ~acc["unit_id"].astype(object).isin(u.index)
+    pos = _positions(acc["unit_id"], u.index)
+    unknown_units = pos < 0
     if unknown_units.any():
         warnings.warn(
             f"{int(unknown_units.sum())} accident(s) are on unit ids not in the units frame "
@@ -753,7 +773,7 @@ def score(
             stacklevel=2,
         )
     years = per.years
-    counts = _counts(acc, u.index, cfg)
+    counts = _counts(acc, u.index, cfg, pos)
     risk = u.copy()
     for col in counts.columns:
         risk[col] = counts[col]

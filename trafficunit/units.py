@@ -213,16 +213,23 @@ def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     out = np.full(n, None, dtype=object)
     if len(keys) == 0:
         return out
-    vals = pd.Series(values, dtype="string")
-    ok = vals.notna().to_numpy() & (vals.fillna("") != "").to_numpy()
-    if not ok.any():
+    vals = pa.array(values, pa.string(), from_pandas=True)
+    keep = pc.fill_null(pc.not_equal(vals, ""), False)
+    if not pc.any(keep).as_py():
         return out
-    df = pd.DataFrame({"k": np.asarray(keys)[ok], "v": vals[ok].to_numpy(dtype=object)})
-    df = df.drop_duplicates().sort_values(["k", "v"], kind="stable")
-    k = df["k"].to_numpy(dtype=np.int64)
+    table = pa.table({"k": pa.array(np.asarray(keys, dtype=np.int64)), "v": vals}).filter(keep)
+    table = table.take(pc.sort_indices(table, [("k", "ascending"), ("v", "ascending")]))
+    k = table.column("k").to_numpy()
+    v = table.column("v").combine_chunks()
+    # drop repeats of (key, value): equal to the row before once sorted
+    dup = np.zeros(len(k), dtype=bool)
+    if len(k) > 1:
+        same_v = pc.equal(v.slice(1), v.slice(0, len(v) - 1)).to_numpy(zero_copy_only=False)
+        dup[1:] = (k[1:] == k[:-1]) & same_v
+    k, v = k[~dup], v.filter(pa.array(~dup))
     present, counts = np.unique(k, return_counts=True)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
-    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(df["v"].to_numpy(), pa.string()))
+    lists = pa.ListArray.from_arrays(pa.array(offsets), v)
     joined = pc.binary_join(lists, ";").to_numpy(zero_copy_only=False)
     out[present] = joined
     return out
@@ -475,10 +482,9 @@ def build_units(
     seg_len = shapely.length(seg_geoms)
     two_way = ~seg_attrs["oneway"].fillna(False).astype(bool).to_numpy()
     # canonical piece number for two-way chains: count from the end with the lower node key
-    c_start = shapely.get_point(chain_geoms, 0)
-    c_end = shapely.get_point(chain_geoms, -1)
-    sx, sy = shapely.get_x(c_start), shapely.get_y(c_start)
-    ex, ey = shapely.get_x(c_end), shapely.get_y(c_end)
+    c_start, c_end = _line_ends(chain_geoms)
+    sx, sy = c_start[:, 0], c_start[:, 1]
+    ex, ey = c_end[:, 0], c_end[:, 1]
     flip = (ex < sx) | ((ex == sx) & (ey < sy))
     k_canon = np.where(two_way & flip[seg_chain], seg_n - 1 - seg_k, seg_k)
     seg_hash = _hash.combine(chain_hash[seg_chain], k_canon, seg_n)
@@ -486,8 +492,7 @@ def build_units(
     bar.update()
 
     # -- 5. intersections ------------------------------------------------------------------
-    s_start = shapely.get_coordinates(shapely.get_point(seg_geoms, 0))
-    s_end = shapely.get_coordinates(shapely.get_point(seg_geoms, -1))
+    s_start, s_end = _line_ends(seg_geoms)
     n_seg = len(seg_geoms)
     end_xy = np.concatenate([s_start, s_end])
     end_node_local, end_first = _node_ids(end_xy, cfg.snap_m)
@@ -686,6 +691,14 @@ def build_units(
 
     out_geoms = np.concatenate([seg_geoms, shapely.points(centre)])
     table = pd.concat([seg, inter], ignore_index=True)
+    # in unit_id order before the text columns become Arrow strings (a take on them is slow)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pa.array(table["unit_id"].to_numpy(dtype=object), pa.string())
+    by_id = pc.sort_indices(ids).to_numpy()  # stable; bytewise = code point order
+    table = table.take(by_id).reset_index(drop=True)
+    out_geoms = out_geoms[by_id]
     units = gpd.GeoDataFrame(table, geometry=out_geoms, crs=mcrs).to_crs(in_crs)
     units["degree"] = units["degree"].astype(np.int64)
     for c in ("name", "ref", "osm_ids", "from_unit", "to_unit", "junction_id", "neighbours"):
@@ -708,7 +721,7 @@ def build_units(
             units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
         else:
             units[c] = units[c].astype("string")
-    units = units.set_index("unit_id").sort_index()
+    units = units.set_index("unit_id")
     units = units[[*UNIT_COLUMNS, *extra_cols, "geometry"]]
     units.attrs["report"] = UnitsReport(
         roads_in=len(roads),
@@ -808,10 +821,25 @@ def _dedupe_ids(seg_ids: np.ndarray, int_ids: np.ndarray) -> tuple[np.ndarray, n
     return arr[: len(seg_ids)], arr[len(seg_ids) :]
 
 
+def _line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last coordinates (x, y) of each line as two ``(n, 2)`` arrays (NaN if empty).
+
+    From the flat coordinate array: ``shapely.get_point`` builds a Point per line and is
+    several times slower on hundreds of thousands of lines.
+    """
+    xy = shapely.get_coordinates(geoms)
+    count = shapely.get_num_coordinates(geoms)
+    stop = np.cumsum(count)
+    first, last = np.full((len(count), 2), np.nan), np.full((len(count), 2), np.nan)
+    ok = count > 0
+    first[ok] = xy[(stop - count)[ok]]
+    last[ok] = xy[stop[ok] - 1]
+    return first, last
+
+
 def _curvature(geoms: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sinuosity (length / chord) and degrees turned per km of each line."""
-    start = shapely.get_coordinates(shapely.get_point(geoms, 0))
-    end = shapely.get_coordinates(shapely.get_point(geoms, -1))
+    start, end = _line_ends(geoms)
     chord = np.hypot(*(end - start).T)
     with np.errstate(divide="ignore", invalid="ignore"):
         sinuosity = np.where(chord > 0, lengths / chord, np.nan)
