@@ -44,6 +44,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from trafficunit._errors import clip
 from trafficunit.ledger import NotFoundError, Principal
 from trafficunit.ledger._db import Database
 
@@ -320,7 +321,9 @@ async def stream(
             if not 0 <= resumed <= 2**53:
                 raise ValueError(last_event_id)
         except ValueError as exc:
-            raise BadRequest(f"Last-Event-ID must be an event id, got {last_event_id!r}") from exc
+            raise BadRequest(
+                f"Last-Event-ID must be an event id, got {clip(last_event_id)}"
+            ) from exc
         # a browser reconnects to the same URL (?after=) with the last id it got: resume there
         start = resumed if start is None else max(start, resumed)
     poll = svc.settings.ledger.webhook_poll_s

@@ -42,7 +42,7 @@ _bound = False
 def supervisor_pid() -> int | None:
     """The main process's PID when this process is a worker of ``trafficunit serve``."""
     text = os.environ.get(ENV_SUPERVISOR, "")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return None
     pid = int(text)
     return None if pid == os.getpid() else pid
@@ -88,7 +88,7 @@ def bind_to_parent(poll_s: float = 0.5) -> None:
 def worker_info() -> dict[str, Any]:
     """Worker count for ``/healthz``: configured and running (None when unknown)."""
     text = os.environ.get(ENV_WORKERS, "")
-    configured = int(text) if text.isdigit() else 1
+    configured = int(text) if (text.isascii() and text.isdigit()) else 1
     running: int | None = None
     parent = supervisor_pid()
     if parent is not None and os.getppid() == parent:
@@ -144,7 +144,7 @@ def port_holders(port: int) -> list[tuple[int, str]]:
     wanted = {f"socket:[{i}]" for i in inodes}
     found: list[tuple[int, str]] = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not (proc.name.isascii() and proc.name.isdigit()):
             continue
         try:
             fds = list((proc / "fd").iterdir())

@@ -36,6 +36,17 @@ def test_zone_outlines_and_kpis_in_both_languages(page: Any, server_url: str) ->
                    const c = f.geometry.coordinates[0];
                    return [(c[0][0] + c[2][0]) / 2, (c[0][1] + c[2][1]) / 2]; }"""
     )
+    # click only once the map is still and the zone fill is drawn under that point (the layer
+    # is added a frame before it is rendered; a busy machine widens that gap)
+    page.wait_for_function(
+        """(ll) => { const m = window.trafficunitMap;
+                     if (m.isMoving() || !m.loaded()) return false;
+                     const p = m.project(ll);
+                     const on = m.queryRenderedFeatures(p, { layers: ['tu-zones-fill'] });
+                     return on.length > 0; }""",
+        arg=lnglat,
+        timeout=60_000,
+    )
     point = page.evaluate(
         "(ll) => { const p = window.trafficunitMap.project(ll); return [p.x, p.y]; }", lnglat
     )

@@ -355,7 +355,9 @@ async def check_permit_trace(
                 trace = read_trace(
                     path,
                     tz=tz or p.spec.get("tz"),
-                    track=(int(track) if track and track.isdigit() else track),
+                    track=(
+                        int(track) if track and (track.isascii() and track.isdigit()) else track
+                    ),
                 )
             except InputFileError as exc:  # a bad upload is the client's, not the data folder's
                 raise ValidationError(str(exc).replace(str(path), name)) from exc

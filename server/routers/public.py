@@ -80,7 +80,11 @@ def _client(request: Request) -> str:
 )
 async def create_public_report(request: Request, ops: OpsDep) -> JSONResponse:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > ops.ops.public_max_bytes:
+    if (
+        declared is not None
+        and (declared.isascii() and declared.isdigit())
+        and int(declared) > ops.ops.public_max_bytes
+    ):
         raise TooLarge(f"a public report is at most {ops.ops.public_max_bytes} bytes")
     raw = await request.body()
     if len(raw) > ops.ops.public_max_bytes:

@@ -20,7 +20,7 @@ _FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
 def _num_or_text(value: str | None) -> Any:
     if value is None:
         return None
-    return int(value) if value.isdigit() else value
+    return int(value) if (value.isascii() and value.isdigit()) else value
 
 
 def _pairs(text: str | None, flag: str) -> dict[Any, str] | None:
@@ -34,7 +34,7 @@ def _pairs(text: str | None, flag: str) -> dict[Any, str] | None:
             raise ValidationError(f"{flag}: expected key=value pairs separated by commas")
         k, v = (p.strip() for p in item.split("=", 1))
         out[k] = v
-        if k.lstrip("-").isdigit():
+        if k.lstrip("-").isascii() and k.lstrip("-").isdigit():
             out[int(k)] = v
     return out
 

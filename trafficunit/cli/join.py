@@ -325,7 +325,7 @@ def join_cmd(
             "kind": kind or (None if preset else "accident"),
             "x": x,
             "y": y,
-            "crs": int(crs) if crs is not None and crs.isdigit() else crs,
+            "crs": int(crs) if crs is not None and (crs.isascii() and crs.isdigit()) else crs,
             "geometry": geometry,
             "event_id": event_id,
             "time": time.split(",") if time and "," in time else time,
@@ -395,7 +395,7 @@ def _coerce_keys(mapping: dict[str, str]) -> dict[Any, str]:
     """'1' → 1 as well, so numeric codes match numeric columns (both kept)."""
     out: dict[Any, str] = dict(mapping)
     for k, v in mapping.items():
-        if k.lstrip("-").isdigit():
+        if k.lstrip("-").isascii() and k.lstrip("-").isdigit():
             out[int(k)] = v
     return out
 

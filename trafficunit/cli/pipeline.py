@@ -105,7 +105,7 @@ def pipeline_cmd(
             for k, v in {
                 "x": x,
                 "y": y,
-                "crs": int(crs) if crs is not None and crs.isdigit() else crs,
+                "crs": int(crs) if crs is not None and (crs.isascii() and crs.isdigit()) else crs,
                 "time": time,
                 "severity": severity,
                 "tz": tz,

@@ -177,7 +177,7 @@ def read_evidence(
     """An evidence record and its bytes."""
     ensure(ledger.db, "evidence", _DDL)
     s = str(evidence_id).strip().upper().removeprefix("E")
-    if not s.isdigit():
+    if not (s.isascii() and s.isdigit()) or len(s) > 18:
         raise NotFoundError(f"no evidence {evidence_id!r}")
     with ledger.db.transaction() as tx:
         row = tx.one("SELECT * FROM evidence WHERE pk = ?", (int(s),))

@@ -134,7 +134,7 @@ def parse_permit_id(permit_id: str | int) -> int:
     text = str(permit_id).strip().upper()
     if text.startswith("P"):
         text = text[1:]
-    if not text.isdigit() or len(text) > 15:
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
         raise NotFoundError(f"no permit {permit_id!r} (permit ids look like P12)")
     return int(text)
 

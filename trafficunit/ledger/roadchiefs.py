@@ -191,7 +191,7 @@ def end_appointment(
 
 def _pk(chief_id: str) -> int:
     s = str(chief_id).strip().upper().removeprefix("RC")
-    if not s.isdigit():
+    if not (s.isascii() and s.isdigit()) or len(s) > 18:
         raise NotFoundError(f"no road chief appointment {chief_id!r} (ids look like RC3)")
     return int(s)
 
