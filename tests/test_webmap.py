@@ -14,6 +14,7 @@ The catalogue and legend tests at the top need no browser.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -563,11 +564,27 @@ def test_engineer_reports_a_hazard_by_clicking_and_registers_it(
     assert "facility.signs" in options, options
     page.select_option(".report-popup select[name=category]", "facility.signs")
     page.fill(".report-popup textarea", "stop sign knocked down (browser test)")
+    # a photo with the report: stored as the hazard's evidence, served back as it was sent
+    png = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 30, 30)).save(png, format="PNG")
+    photo = {"name": "sign.png", "mimeType": "image/png", "buffer": png.getvalue()}
+    page.set_input_files(".report-popup input[name=photo]", files=[photo])
     page.click(".report-popup button[type=submit]")
     page.wait_for_function("() => window.trafficunit.lastAnswer", timeout=30_000)
     answer = page.evaluate("window.trafficunit.lastAnswer")
     assert answer["status"] == 201, answer
     hid = answer["body"]["properties"]["id"]
+    page.wait_for_function("() => window.trafficunit.lastPhoto", timeout=30_000)
+    stored = page.evaluate("window.trafficunit.lastPhoto")
+    assert stored["status"] == 201, stored
+    req = urllib.request.Request(
+        server["url"] + stored["body"]["href"],
+        headers={"Authorization": f"Bearer {server['engineer']}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as got:
+        assert got.headers["content-type"] == "image/png"
+        assert got.read() == png.getvalue()
+    assert "photo attached" in page.inner_text("#work-status")
     assert hid in page.inner_text("#work-status") and "201" in page.inner_text("#work-status")
     page.wait_for_selector(f".hazard-popup >> text=Hazard {hid}", timeout=30_000)
     page.wait_for_function(

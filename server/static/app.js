@@ -900,9 +900,19 @@
       `<label>${esc(t("report.grade"))}<select name="grade"><option value="">${esc(t("grade.unknown"))}</option>` +
       `<option value="general">${esc(t("grade.general"))}</option><option value="major">${esc(t("grade.major"))}</option></select></label>` +
       `<label>${esc(t("report.description"))}<textarea name="description" rows="3" maxlength="4000"></textarea></label>` +
+      `<label>${esc(t("report.photo"))}<input type="file" name="photo" accept="image/jpeg,image/png,image/webp"></label>` +
       `<button type="submit">${esc(t("report.submit"))}</button></form>`;
     if (s.answer) html += `<p class="answer ${s.answer.ok ? "ok" : "bad"}" role="status">${esc(s.answer.text)}</p>`;
     return html + "</div>";
+  }
+  // a photo goes to the hazard's evidence (POST /evidence/hazard/{id}, the file as the body)
+  function attachPhoto(id, file) {
+    const url = `/evidence/hazard/${encodeURIComponent(id)}?filename=${encodeURIComponent(file.name || "photo")}`;
+    return fetch(url, { method: "POST", body: file, headers: authHeaders({ "Content-Type": file.type || "application/octet-stream" }) })
+      .then((r) => r.json().catch(() => null).then((b) => {
+        TU.lastPhoto = { status: r.status, body: b };
+        return r.ok ? t("report.photo_saved") : t("report.photo_failed", { why: answerText(r.status, b) });
+      }));
   }
   function sendReport(form) {
     const s = TU.reportState;
@@ -916,8 +926,13 @@
         TU.lastAnswer = { status: r.status, body: b };
         if (!r.ok) { s.answer = { ok: false, text: answerText(r.status, b) }; rerender(); return; }
         const id = b.properties.id;
-        $("work-status").textContent = `${t(b.linked ? "report.linked" : "report.created", { id: id })} · ${t("server.ok", { status: r.status })}`;
-        loadLedgerHazards().then(() => openHazard(id, s.lngLat));
+        const said = `${t(b.linked ? "report.linked" : "report.created", { id: id })} · ${t("server.ok", { status: r.status })}`;
+        $("work-status").textContent = said;
+        const photo = data.get("photo");
+        const attached = (photo && photo.size) ? attachPhoto(id, photo).then((ok) => {
+          $("work-status").textContent = `${said} · ${ok}`;
+        }) : Promise.resolve();
+        attached.then(() => loadLedgerHazards()).then(() => openHazard(id, s.lngLat));
       });
   }
 })();
