@@ -409,6 +409,15 @@ def assignees(svc: Any, units: gpd.GeoDataFrame | None) -> dict[str, str | None]
     if "road_chief" in units:
         chief = units["road_chief"].astype(object).where(units["road_chief"].notna(), None)
         return dict(zip(ids, chief.to_numpy(), strict=True))
+    # the data folder's jurisdiction tree: the unit's zone at the deepest administrative level
+    # it has (in a nested tree, deeper levels have more zones)
+    admin = [c for c in units.columns if str(c).startswith("zone_admin_")]
+    if admin:
+        deepest_first = sorted(admin, key=lambda c: units[c].nunique(), reverse=True)
+        codes = units[deepest_first].astype(object).bfill(axis=1).iloc[:, 0]
+        return {
+            u: (None if z is None or z != z else str(z)) for u, z in zip(ids, codes, strict=True)
+        }
     zones = getattr(svc, "zones", None)
     if zones is None:
         return {}

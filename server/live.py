@@ -67,6 +67,7 @@ class LiveService:
     def __init__(self, svc: LedgerService) -> None:
         self.svc = svc
         self.db = svc.ledger.db
+        self.app_state: Any = None  # the app's state: its operations service names road chiefs
         self.risk: LiveRisk | None = None
         self._table: Table | None = None
         self._lock = threading.RLock()
@@ -117,6 +118,26 @@ class LiveService:
         layer = store.live.get("units")
         if layer is not None:
             self._layer_pos = self.risk.positions(layer.frame["unit_id"].astype(str).to_numpy())
+
+    def _assignees(self, store: DataStore, fired: list[dict[str, Any]]) -> dict[str, str | None]:
+        """Who gets each alert: the road chief appointed now (the registry), else the unit's own
+        ``road_chief`` column or jurisdiction (:func:`server.alerts.assignees`)."""
+        out = dict(self.assignees)
+        ops = getattr(self.app_state, "ops", None)
+        ids = {str(a["unit_ids"][0]) for a in fired if a.get("unit_ids")}
+        if ops is None or not ids:
+            return out
+        units = ops.units(store)
+        if units is None:
+            return out
+        from trafficunit.ledger import roadchiefs as rc
+
+        chiefs = rc.chiefs_for_units(
+            rc.list_chiefs(ops.ledger), units, unit_zones=ops.unit_zones(store)
+        )
+        named = chiefs["road_chief"].reindex(list(ids))
+        out.update({str(u): str(c) for u, c in named.dropna().items()})
+        return out
 
     def _in_base(self, ids: pd.Series) -> np.ndarray:
         """Which ids are accidents of the data folder's own table (already counted)."""
@@ -198,7 +219,7 @@ class LiveService:
         red = risk.ids[risk.levels() == "red"]
         fired = engine.workzones_on_red(red, time.time_ns(), self.workzones(store))
         if fired:
-            alerts_mod.store_alerts(self.db, fired, self.assignees)
+            alerts_mod.store_alerts(self.db, fired, self._assignees(store, fired))
 
     def _apply(self, store: DataStore, seq: int) -> list[LevelChange]:
         risk = self.risk
@@ -263,7 +284,7 @@ class LiveService:
             fired += engine.hazards(frame)
             self._hz_seq = hz_seq
         if fired:
-            alerts_mod.store_alerts(self.db, fired, self.assignees)
+            alerts_mod.store_alerts(self.db, fired, self._assignees(store, fired))
         self._seen = seq
         rows = risk.drain()
         if len(rows) and self._table is not None:
@@ -606,6 +627,7 @@ async def live_lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         return
     live = LiveService(svc)
+    live.app_state = app.state
     app.state.live = live
     store.hooks.append(live.hook)
     try:

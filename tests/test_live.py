@@ -331,6 +331,31 @@ def test_alerts_fire_on_ingest_and_move_through_their_states(
         ]
 
 
+def test_an_alert_goes_to_the_road_chief_appointed_for_its_unit(
+    tmp_path: Path,
+    ledger_url: str,  # noqa: F811
+) -> None:
+    d = tmp_path / "data"
+    d.mkdir()
+    write_table(grid_units(), d / "units.parquet")
+    rules = d / "rules.yaml"
+    rules.write_text(
+        "- id: two-in-a-day\n  scope: unit\n  window: 1d\n  threshold: {count: 2}\n",
+        encoding="utf-8",
+    )
+    unit_id, (lon, lat) = _blue_segment()
+    with make_client(d, ledger_url, warning_rules=str(rules)) as c:
+        eng, sup = (token(c, r) for r in ("engineer", "supervisor"))
+        chief = {"name": "Li Wei (路长)", "scope": "unit_ids", "targets": [unit_id]}
+        r = c.post("/road-chiefs", json=chief, headers=sup)
+        assert r.status_code == 201, r.text
+        for eid, hour in (("C1", "08"), ("C2", "17")):
+            f = _feature(eid, lon, lat, severity="O", time=f"2020-03-01T{hour}:00:00+02:00")
+            assert c.post("/accidents", json=f, headers=eng).json()["stored"] == 1
+        alerts = c.get("/alerts", params={"rule": "two-in-a-day"}).json()["alerts"]
+        assert [a["assignee"] for a in alerts] == ["Li Wei (路长)"]
+
+
 def _zone_on(seg: Any, code: str, *, night: bool, start: Any, hours: float = 48) -> dict[str, Any]:
     """A work-zone body over the middle fifth of ``seg``."""
     piece = shapely.ops.substring(seg, 0.4, 0.6, normalized=True)
@@ -398,3 +423,21 @@ def test_night_work_zone_registered_on_a_red_unit_fires_once(
     with make_client(data_dir, ledger_url) as c:
         c.get("/healthz")
         assert len(c.get("/alerts", params={"rule": "night-workzone-on-red"}).json()["alerts"]) == n
+
+
+def test_without_a_chief_an_alert_goes_to_the_units_deepest_admin_zone() -> None:
+    import geopandas as gpd
+
+    from server import alerts
+
+    units = gpd.GeoDataFrame(
+        {
+            "unit_id": ["S1", "S2", "S3"],
+            "zone_admin_city": ["SZ", "SZ", "SZ"],
+            "zone_admin_district": ["FT", "NS", None],
+        },
+        geometry=[shapely.Point(0, 0)] * 3,
+        crs=4326,
+    )
+    # S3 has no district: its city
+    assert alerts.assignees(None, units) == {"S1": "FT", "S2": "NS", "S3": "SZ"}
