@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 
 from .._errors import InputFileError, TrafficUnitError
 from .errors import ValidationError
+from .lifecycle import state_check
 
 __all__ = ["Database", "Tx", "connect", "migrate", "SCHEMA_VERSION"]
 
@@ -295,8 +296,7 @@ _DDL_V1 = [
         maxx {REAL} NOT NULL,
         maxy {REAL} NOT NULL,
         change_seq BIGINT NOT NULL,
-        CHECK (state IN ('reported', 'registered', 'assigned', 'rectifying', 'accepted',
-                         'closed')),
+        {STATE_CHECK},
         CHECK (version >= 1)
     )""",
     "CREATE INDEX hazards_state ON hazards (state, deadline)",
@@ -404,13 +404,19 @@ def _v1(dialect: str) -> list[str]:
             "PK": "BIGSERIAL PRIMARY KEY",
             "GEOM": "geometry(Geometry, 4326)",
             "REAL": "DOUBLE PRECISION",
+            "STATE_CHECK": state_check(),
         }
         return (
             ["CREATE EXTENSION IF NOT EXISTS postgis"]
             + [s.format(**subst) for s in _DDL_V1]
             + _APPEND_ONLY_PG
         )
-    subst = {"PK": "INTEGER PRIMARY KEY AUTOINCREMENT", "GEOM": "BLOB", "REAL": "REAL"}
+    subst = {
+        "PK": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "GEOM": "BLOB",
+        "REAL": "REAL",
+        "STATE_CHECK": state_check(),
+    }
     return [s.format(**subst) for s in _DDL_V1] + _APPEND_ONLY_SQLITE
 
 

@@ -27,48 +27,92 @@ from .._errors import clip
 from .errors import IllegalTransition, PermissionDenied, ValidationError
 
 __all__ = [
+    "ACCEPTED",
+    "ASSIGNED",
+    "CLOSED",
     "DONE_STATES",
     "GRADES",
+    "INITIAL_STATE",
     "OPEN_STATES",
     "OVERDUE_STATES",
     "PERMISSIONS",
+    "RECTIFYING",
+    "REGISTERED",
+    "REOPEN_STATE",
+    "REPORTED",
     "ROLES",
     "STATES",
     "TRANSITIONS",
     "allowed",
     "deadline_for",
     "normalise_grade",
+    "overdue_sql",
     "require",
+    "sql_in",
+    "state_check",
     "transition_action",
 ]
 
+# Every state name lives here and only here: code, SQL (:func:`sql_in`) and the schema's CHECK
+# constraint (:func:`state_check`) are built from these constants, so a new state is an edit of
+# this module.
+REPORTED = "reported"
+REGISTERED = "registered"
+ASSIGNED = "assigned"
+RECTIFYING = "rectifying"
+ACCEPTED = "accepted"
+CLOSED = "closed"
+
 #: The states, in lifecycle order (the contract's names).
-STATES: tuple[str, ...] = (
-    "reported",
-    "registered",
-    "assigned",
-    "rectifying",
-    "accepted",
-    "closed",
-)
+STATES: tuple[str, ...] = (REPORTED, REGISTERED, ASSIGNED, RECTIFYING, ACCEPTED, CLOSED)
+#: The state of a new report.
+INITIAL_STATE = REPORTED
 #: States of a hazard that still needs work (duplicates link to these).
-OPEN_STATES: tuple[str, ...] = ("reported", "registered", "assigned", "rectifying")
+OPEN_STATES: tuple[str, ...] = (REPORTED, REGISTERED, ASSIGNED, RECTIFYING)
 #: States of a rectified hazard.
-DONE_STATES: tuple[str, ...] = ("accepted", "closed")
+DONE_STATES: tuple[str, ...] = (ACCEPTED, CLOSED)
 #: States in which a hazard past its deadline is overdue.
-OVERDUE_STATES: tuple[str, ...] = ("assigned", "rectifying")
+OVERDUE_STATES: tuple[str, ...] = (ASSIGNED, RECTIFYING)
 
 #: ``(from, to) -> action``; the action names the permission a role needs.
 TRANSITIONS: dict[tuple[str, str], str] = {
-    ("reported", "registered"): "register",
-    ("registered", "assigned"): "assign",
-    ("assigned", "rectifying"): "start",
-    ("rectifying", "accepted"): "accept",
-    ("rectifying", "rectifying"): "fail_acceptance",
-    ("accepted", "rectifying"): "fail_acceptance",
-    ("accepted", "closed"): "close",
-    ("closed", "registered"): "reopen",
+    (REPORTED, REGISTERED): "register",
+    (REGISTERED, ASSIGNED): "assign",
+    (ASSIGNED, RECTIFYING): "start",
+    (RECTIFYING, ACCEPTED): "accept",
+    (RECTIFYING, RECTIFYING): "fail_acceptance",
+    (ACCEPTED, RECTIFYING): "fail_acceptance",
+    (ACCEPTED, CLOSED): "close",
+    (CLOSED, REGISTERED): "reopen",
 }
+#: Where a reopened hazard (a supervisor, or a serious crash after closure) goes.
+REOPEN_STATE = next(b for (a, b), act in TRANSITIONS.items() if a == CLOSED and act == "reopen")
+
+
+def sql_in(states: tuple[str, ...] | list[str]) -> str:
+    """An SQL list literal of state names, ``('assigned', 'rectifying')``.
+
+    >>> sql_in(OVERDUE_STATES)
+    "('assigned', 'rectifying')"
+    """
+    for s in states:
+        if not s.replace("_", "").isalnum():  # state names are identifiers: nothing to escape
+            raise ValueError(f"state name {s!r} is not a plain identifier")
+    return "(" + ", ".join(f"'{s}'" for s in states) + ")"
+
+
+def state_check(column: str = "state") -> str:
+    """The schema's CHECK constraint on a hazard state column."""
+    return f"CHECK ({column} IN {sql_in(STATES)})"
+
+
+def overdue_sql(prefix: str = "") -> str:
+    """SQL: the hazard row (``prefix`` a table alias with its dot) is overdue as of ``?``."""
+    return (
+        f"({prefix}state IN {sql_in(OVERDUE_STATES)} AND {prefix}deadline IS NOT NULL "
+        f"AND {prefix}deadline < ?)"
+    )
+
 
 #: Roles, least powerful first.
 ROLES: tuple[str, ...] = ("reporter", "ingest", "engineer", "supervisor", "admin")

@@ -1,4 +1,5 @@
-"""Road-works registry helpers: one QR code per site, linking to the site's page.
+"""The road-works registry: sites by code with their permitted period and units, and one QR
+code per site linking to the site's page.
 
 Sites are stored by :meth:`trafficunit.ledger.Ledger.register_workzone` (one code per
 permitted site, docs/domain.md); inspectors scan the QR code on the site's board to open its page.
@@ -11,10 +12,22 @@ True
 from __future__ import annotations
 
 import io
+import json
+from datetime import datetime
+from typing import Any
 
-from .errors import ValidationError
+import numpy as np
+import shapely
 
-__all__ = ["qr_png"]
+from .._errors import clip
+from . import lifecycle as lc
+from ._core import LedgerCore
+from ._values import iso, json_time, now_utc, parse_time, text
+from .errors import ConflictError, NotFoundError, ValidationError
+from .geometry import parse_geometry
+from .records import WZ_COLS, WorkZone, workzone_from_row
+
+__all__ = ["WorkZones", "qr_png"]
 
 
 def qr_png(url: str, *, box_size: int = 8, border: int = 4) -> bytes:
@@ -43,3 +56,134 @@ def qr_png(url: str, *, box_size: int = 8, border: int = 4) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+class WorkZones(LedgerCore):
+    """The ledger's road-works registry (a mixin of :class:`~trafficunit.ledger.Ledger`)."""
+
+    def register_workzone(
+        self,
+        site_code: str,
+        geometry: Any,
+        *,
+        start: Any,
+        end: Any = None,
+        actor: str,
+        role: str,
+        lanes_taken: int | None = None,
+        night_works: bool | None = None,
+        contractor: str | None = None,
+        permit: str | None = None,
+        description: str | None = None,
+        now: datetime | None = None,
+    ) -> WorkZone:
+        """Register a road-works site (one code per site); ConflictError if the code exists.
+
+        The site is assigned to the units it occupies at once.
+        """
+        lc.require(role, "workzone")
+        code = text(site_code, "site_code", required=True, limit=64)
+        assert code is not None
+        if not all(c.isalnum() or c in "-_." for c in code):
+            raise ValidationError(
+                f"site_code {clip(code)} may hold only letters, digits, '-', '_' and '.'"
+            )
+        geom = parse_geometry(
+            json.loads(shapely.to_geojson(geometry))
+            if isinstance(geometry, shapely.Geometry)
+            else geometry,
+            max_vertices=self.settings.max_vertices,
+        )
+        self._check_plausible(geom, "workzone")
+        t0 = parse_time(start, "start")
+        t1 = None if end is None else parse_time(end, "end")
+        if t1 is not None and t1 < t0:
+            raise ValidationError(f"end {json_time(t1)} is before start {json_time(t0)}")
+        if lanes_taken is not None and not 0 <= int(lanes_taken) <= 20:
+            raise ValidationError(f"lanes_taken must be 0..20, got {lanes_taken}")
+        contractor = text(contractor, "contractor", limit=200)
+        permit = text(permit, "permit", limit=200)
+        description = text(description, "description")
+        units = self._assign(geom, "workzone", None)
+        t = now_utc(now)
+        with self.db.transaction(write=True) as tx:
+            if tx.one("SELECT pk FROM workzones WHERE site_code = ?", (code,)) is not None:
+                raise ConflictError(
+                    f"a work zone with site code {clip(code)} is registered already"
+                )
+            seq = tx.next_change()
+            pk = int(
+                tx.scalar(
+                    "INSERT INTO workzones (site_code, version, start_at, end_at, lanes_taken, "
+                    "night_works, contractor, permit, description, unit_ids, geom, geom_type, "
+                    "minx, miny, maxx, maxy, created_at, created_by, updated_at, change_seq) "
+                    "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    f"{tx.geom_in}, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "RETURNING pk",
+                    (
+                        code,
+                        iso(t0),
+                        iso(t1),
+                        None if lanes_taken is None else int(lanes_taken),
+                        None if night_works is None else int(bool(night_works)),
+                        contractor,
+                        permit,
+                        description,
+                        ";".join(units.unit_ids),
+                        shapely.to_wkb(geom),
+                        geom.geom_type,
+                        *geom.bounds,
+                        iso(t),
+                        actor,
+                        iso(t),
+                        seq,
+                    ),
+                )
+            )
+            self._insert_units(tx, "workzone", pk, units)
+            row = tx.one(f"SELECT {WZ_COLS}, {tx.geom_out()} FROM workzones WHERE pk = ?", (pk,))
+        assert row is not None
+        return workzone_from_row(row)
+
+    def get_workzone(self, site_code: str) -> WorkZone:
+        """The work zone ``site_code``; NotFoundError if there is none."""
+        with self.db.transaction() as tx:
+            row = tx.one(
+                f"SELECT {WZ_COLS}, {tx.geom_out()} FROM workzones WHERE site_code = ?",
+                (str(site_code),),
+            )
+        if row is None:
+            raise NotFoundError(f"no work zone with site code {clip(site_code)}")
+        return workzone_from_row(row)
+
+    def list_workzones(
+        self,
+        *,
+        active_at: Any = None,
+        bbox: tuple[float, float, float, float] | None = None,
+        unit_id: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> tuple[int, list[WorkZone]]:
+        """Work zones (active at ``active_at`` when given, meeting ``bbox``), by site code."""
+        where: list[str] = []
+        params: list[Any] = []
+        if active_at is not None:
+            t = iso(parse_time(active_at, "active"))
+            where.append("start_at <= ? AND (end_at IS NULL OR end_at >= ?)")
+            params += [t, t]
+        if unit_id:
+            where.append("pk IN (SELECT workzone_pk FROM workzone_units WHERE unit_id = ?)")
+            params.append(unit_id)
+        with self.db.transaction() as tx:
+            sw, sp, shape = self._spatial_where(tx, bbox, None)
+            cond = " AND ".join(where + sw) or "1 = 1"
+            rows = tx.all(
+                f"SELECT {WZ_COLS}, {tx.geom_out()} FROM workzones WHERE {cond} ORDER BY site_code",
+                params + sp,
+            )
+        zones = [workzone_from_row(r) for r in rows]
+        if shape is not None and zones:
+            keep = shapely.intersects(np.array([z.geometry for z in zones], dtype=object), shape)
+            zones = [z for z, k in zip(zones, keep, strict=True) if k]
+        return len(zones), zones[int(offset) : int(offset) + int(limit)]

@@ -1,0 +1,254 @@
+"""Recording reports: checks, replayed imports, a new hazard (assigned to units, routed by the
+report hooks) or a report linked to the open hazard it repeats (:mod:`.duplicates`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import shapely
+
+from .._errors import clip
+from . import lifecycle as lc
+from ._core import _Assigned
+from ._db import Tx
+from ._values import iso, json_time, now_utc, parse_time, text
+from .duplicates import Duplicates
+from .errors import ValidationError
+from .geometry import parse_geometry
+from .records import SOURCES, CheckedReport, Hazard, ReportResult
+
+__all__ = ["Reporting"]
+
+
+class Reporting(Duplicates):
+    """The ledger's report path (a mixin of :class:`~trafficunit.ledger.Ledger`)."""
+
+    def report(
+        self,
+        geometry: Any,
+        *,
+        category: str,
+        actor: str = "anonymous",
+        role: str = "reporter",
+        grade: str | None = None,
+        description: str | None = None,
+        source: str = "public_report",
+        road_name: str | None = None,
+        reported_at: Any = None,
+        external_id: str | None = None,
+        link_duplicates: bool = True,
+        initial_state: str = "reported",
+        now: datetime | None = None,
+    ) -> ReportResult:
+        """Record a report: a new hazard, or a report linked to the open hazard it repeats.
+
+        A report within ``settings.duplicate_distance_m`` of an open hazard of the same
+        category reported within ``settings.duplicate_window_days`` is linked to the nearest
+        such hazard (its ``report_count`` goes up, its version too) instead of opening another.
+        A new hazard is assigned to the units at once.
+
+        Parameters
+        ----------
+        geometry
+            GeoJSON geometry (point, line or polygon, WGS84) or a shapely geometry.
+        category
+            An item code of the catalogue (``GET /hazard-categories``).
+        actor, role
+            Who reports (recorded) and their role (must be allowed to report).
+        grade
+            ``general``/``major`` (一般/重大) when already known; else set at registration.
+        source
+            One of :data:`SOURCES`.
+        reported_at
+            When it was seen (default: now; not in the future).
+        external_id
+            The report's id in another system: reporting it again returns the stored hazard
+            (``replayed``) and changes nothing, so imports can be rerun.
+        link_duplicates
+            False to always open a new hazard.
+        initial_state
+            Imports only (``source="import"``): the state the hazard had in the source
+            system. The history then starts with one ``import`` event into that state.
+        """
+        rep = self._check_report(
+            geometry,
+            category=category,
+            actor=actor,
+            role=role,
+            grade=grade,
+            description=description,
+            source=source,
+            road_name=road_name,
+            reported_at=reported_at,
+            external_id=external_id,
+            link_duplicates=link_duplicates,
+            initial_state=initial_state,
+            now=now,
+        )
+        if rep.external_id is not None:  # a replayed import needs no unit assignment
+            with self.db.transaction() as tx:
+                replayed = self._replayed(tx, rep.external_id)
+            if replayed is not None:
+                return replayed
+        units = self._assign(rep.geom, "hazard", rep.road_name)
+        wkb = shapely.to_wkb(rep.geom)
+        with self.db.transaction(write=True) as tx:
+            if rep.external_id is not None:
+                replayed = self._replayed(tx, rep.external_id)
+                if replayed is not None:
+                    return replayed
+            self._sync(tx)
+            dup = self._duplicate_of(rep.geom, rep.category, rep.t) if rep.link_duplicates else None
+            if dup is not None:
+                hazard = self._link_duplicate(tx, dup[0], dup[1], rep, wkb)
+                self._sync(tx)
+                return ReportResult(hazard, False, True, dup[1])
+            hazard = self._new_hazard(tx, rep, units, wkb)
+            self._sync(tx)
+        return ReportResult(hazard, True, False, None)
+
+    def _check_report(
+        self,
+        geometry: Any,
+        *,
+        category: str,
+        actor: str,
+        role: str,
+        grade: str | None,
+        description: str | None,
+        source: str,
+        road_name: str | None,
+        reported_at: Any,
+        external_id: str | None,
+        link_duplicates: bool,
+        initial_state: str,
+        now: datetime | None,
+    ) -> CheckedReport:
+        """A report's fields checked and normalised (ValidationError, PermissionDenied, ...)."""
+        lc.require(role, "report")
+        if initial_state != lc.INITIAL_STATE:
+            if source != "import" or initial_state not in lc.STATES:
+                raise ValidationError(
+                    "only imports (source='import') may start in another state than "
+                    f"{lc.INITIAL_STATE!r}"
+                )
+            link_duplicates = False
+        t_now = now_utc(now)
+        if isinstance(geometry, shapely.Geometry):
+            geometry = json.loads(shapely.to_geojson(geometry))
+        geom = parse_geometry(geometry, max_vertices=self.settings.max_vertices)
+        if source != "import":  # imports keep what the source system recorded
+            self._check_plausible(geom, "hazard")
+        category = self.catalogue.resolve(category)
+        grade = lc.normalise_grade(grade)
+        if source not in SOURCES:
+            raise ValidationError(f"unknown source {clip(source)}; use one of {', '.join(SOURCES)}")
+        description = text(description, "description")
+        road_name = text(road_name, "road_name", limit=200)
+        external_id = text(external_id, "external_id", limit=200)
+        actor = text(actor, "actor", required=True, limit=200) or "anonymous"
+        t = t_now if reported_at is None else parse_time(reported_at, "reported_at")
+        if t > t_now + timedelta(minutes=5):
+            raise ValidationError(
+                f"reported_at {json_time(t)} is in the future (server time {json_time(t_now)})"
+            )
+        return CheckedReport(
+            geom=geom,
+            category=category,
+            grade=grade,
+            source=source,
+            description=description,
+            road_name=road_name,
+            external_id=external_id,
+            actor=actor,
+            role=role,
+            t=t,
+            t_now=t_now,
+            initial_state=initial_state,
+            link_duplicates=link_duplicates,
+        )
+
+    def _replayed(self, tx: Tx, external_id: str) -> ReportResult | None:
+        """The stored hazard of a report already received with ``external_id``, if any."""
+        prior = tx.one("SELECT hazard_pk FROM hazard_reports WHERE external_id = ?", (external_id,))
+        if prior is None:
+            return None
+        return ReportResult(self._get(tx, int(prior["hazard_pk"])), False, False, None, True)
+
+    def _new_hazard(self, tx: Tx, rep: CheckedReport, units: _Assigned, wkb: bytes) -> Hazard:
+        """Store a new hazard of ``rep`` with its units, first report and first event."""
+        seq = tx.next_change()
+        geom = rep.geom
+        pk = int(
+            tx.scalar(
+                "INSERT INTO hazards (version, state, category, grade, source, description, "
+                "road_name, report_count, reopen_count, reported_at, last_reported_at, "
+                "updated_at, reported_by, unit_ids, geom, geom_type, minx, miny, maxx, maxy, "
+                f"change_seq) VALUES (1, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, "
+                f"{tx.geom_in}, ?, ?, ?, ?, ?, ?) RETURNING pk",
+                (
+                    rep.initial_state,
+                    rep.category,
+                    rep.grade,
+                    rep.source,
+                    rep.description,
+                    rep.road_name,
+                    iso(rep.t),
+                    iso(rep.t),
+                    iso(rep.t_now),
+                    rep.actor,
+                    ";".join(units.unit_ids),
+                    wkb,
+                    geom.geom_type,
+                    *geom.bounds,
+                    seq,
+                ),
+            )
+        )
+        self._insert_units(tx, "hazard", pk, units)
+        rpk = self._insert_report(tx, pk, rep, 0.0, wkb)
+        routed = self._run_report_hooks(tx, pk, rep.category, rep.grade, units.unit_ids, rep.source)
+        details = {
+            "report": rpk,
+            "unit_ids": units.unit_ids,
+            **({"routed": routed} if routed else {}),
+        }
+        action = "report" if rep.initial_state == lc.INITIAL_STATE else "import"
+        self._event(
+            tx,
+            pk,
+            1,
+            rep.t_now,
+            rep.actor,
+            rep.role,
+            action,
+            None,
+            rep.initial_state,
+            rep.description,
+            details,
+        )
+        return self._get(tx, pk)
+
+    def _run_report_hooks(
+        self, tx: Tx, pk: int, category: str, grade: str | None, unit_ids: list[str], source: str
+    ) -> dict[str, Any]:
+        """Run :attr:`report_hooks` for a new hazard; apply ``responsible``/``road_chief``."""
+        if source == "import" or not self.report_hooks:
+            return {}
+        out: dict[str, Any] = {}
+        for hook in self.report_hooks:
+            try:
+                out.update(hook(tx, pk, category, grade, list(unit_ids)) or {})
+            except ValidationError:  # a hook refusing the report (e.g. a district-only item)
+                raise
+            except Exception as exc:  # routing must never lose a report
+                out["routing_error"] = str(exc)[:500]
+        sets = {k: str(out[k])[:200] for k in ("responsible", "road_chief") if out.get(k)}
+        if sets:
+            tx.execute(
+                f"UPDATE hazards SET {', '.join(f'{k} = ?' for k in sets)} WHERE pk = ?",
+                [*sets.values(), pk],
+            )
+        return out
