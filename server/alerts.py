@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import geopandas as gpd
 import shapely
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +32,7 @@ from trafficunit.ledger._db import Database
 from trafficunit.ledger.lifecycle import allowed
 
 from .errors import BadRequest
-from .ledger import PrincipalDep, ReaderDep, needs, service_of
+from .ledger import PrincipalDep, ReaderDep, ReportDep, acting, service_of
 
 router = APIRouter(tags=["alerts"])
 
@@ -364,8 +364,7 @@ def _open_hazard(request: Request, alert_id: str, body: HazardIn, who: Principal
     res = svc.ledger.report(
         pts[0],
         category=body.category,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         grade=body.grade,
         description=text,
         source="crash_analysis",
@@ -395,7 +394,7 @@ async def post_hazard(
     request: Request,
     alert_id: str,
     body: HazardIn,
-    who: Annotated[Principal, Depends(needs("report"))],
+    who: ReportDep,
 ) -> JSONResponse:
     out = await run_in_threadpool(_open_hazard, request, alert_id, body, who)
     return JSONResponse(out, status_code=201)

@@ -2,40 +2,41 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import shapely
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit._errors import clip
-from trafficunit.ledger import Hazard, Principal
-from trafficunit.ledger.lifecycle import GRADES, STATES, TRANSITIONS
-from trafficunit.ledger.store import SOURCES, parse_hazard_id
+from trafficunit.ledger import SOURCES, Hazard, parse_hazard_id
+from trafficunit.ledger.lifecycle import GRADES, OPEN_STATES, STATES, TRANSITIONS
 
 from ..deps import BBoxDep, FormatDep, LimitDep, comma_list
-from ..errors import BadRequest, NotFound, ServerError
+from ..errors import BadRequest, NotFound
 from ..ledger import (
+    EscalateDep,
+    PreconditionRequired,
     PrincipalDep,
     ReaderDep,
+    ReportDep,
     ServiceDep,
-    needs,
+    feature_collection,
+    geojson,
+    if_match_version,
+    not_modified,
     public_events,
     public_reports,
+    responses,
     sees_actors,
 )
 
+__all__ = ["PreconditionRequired", "expected_version", "router"]
+
 router = APIRouter(tags=["hazards"])
-
-
-class PreconditionRequired(ServerError):
-    """A write without If-Match."""
-
-    status = 428
 
 
 class HazardIn(BaseModel):
@@ -101,71 +102,43 @@ class TransitionIn(BaseModel):
 def _feature_response(
     hazard: Hazard, status: int = 200, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
-    body = hazard.to_feature()
-    if extra:
-        body.update(extra)
-    return JSONResponse(
-        body,
-        status_code=status,
-        headers={"ETag": hazard.etag, "Location": f"/hazards/{hazard.id}"},
-        media_type="application/geo+json",
-    )
-
-
-_ETAG = re.compile(r'^(?:W/)?"?(?:(H\d{1,18})-v)?(\d{1,18})"?$')
-#: Longest If-Match header read (a list of a few ETags); longer is a 400.
-MAX_IF_MATCH = 256
+    body = {**hazard.to_feature(), **(extra or {})}
+    return geojson(body, status=status, etag=hazard.etag, location=f"/hazards/{hazard.id}")
 
 
 def expected_version(if_match: str | None, hazard_id: str) -> int | None:
     """The version an ``If-Match`` header names (None for ``*``); 428 when absent."""
-    if if_match is None or not if_match.strip():
-        raise PreconditionRequired(
+    return if_match_version(
+        if_match,
+        what="hazard",
+        example="H12-v3",
+        tag=r"H\d{1,18}",
+        own=lambda: f"H{parse_hazard_id(hazard_id)}",
+        needs_text=(
             "transitions need an If-Match header with the hazard's ETag (from GET "
             f"/hazards/{hazard_id}), so a stale write changes nothing"
-        )
-    if len(if_match) > MAX_IF_MATCH:
-        raise BadRequest(
-            f"If-Match of {len(if_match)} characters is longer than {MAX_IF_MATCH}; send the "
-            'ETag of GET /hazards/{id} (like "H12-v3")'
-        )
-    value = if_match.split(",")[0].strip()
-    if value == "*":
-        return None
-    m = _ETAG.match(value)
-    if m is None:
-        raise BadRequest(
-            f'If-Match {clip(if_match)} is not an ETag of this API (like "H12-v3", a version '
-            "of at most 18 digits)"
-        )
-    if m.group(1) is not None and m.group(1).upper() != f"H{parse_hazard_id(hazard_id)}":
-        return -1  # another hazard's ETag never matches
-    return int(m.group(2))
+        ),
+    )
 
 
 @router.post(
     "/hazards",
     status_code=201,
     summary="Report a hazard (201 new; 200 when linked to an open hazard it repeats)",
-    responses={
-        201: {"description": "A new hazard, with its unit_ids, version and ETag"},
-        200: {"description": "Linked to an open hazard of the same category nearby"},
-        400: {"description": "Invalid geometry, unknown category, bad field"},
-        401: {"description": "No or bad token"},
-        403: {"description": "The token's role may not report"},
-        413: {"description": "Body too large"},
-        422: {
-            "description": "Implausible geometry: larger or longer than a hazard may be, or "
-            "far from the served units (with a hint when longitude and latitude look swapped)"
-        },
-        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
-    },
+    responses=responses(
+        401,
+        413,
+        429,
+        _201="A new hazard, with its unit_ids, version and ETag",
+        _200="Linked to an open hazard of the same category nearby",
+        _400="Invalid geometry, unknown category, bad field",
+        _403="The token's role may not report",
+        _422="Implausible geometry: larger or longer than a hazard may be, or far from the "
+        "served units (with a hint when longitude and latitude look swapped)",
+    ),
 )
 def report_hazard(
-    body: HazardIn,
-    svc: ServiceDep,
-    request: Request,
-    who: Annotated[Principal, Depends(needs("report"))],
+    body: HazardIn, svc: ServiceDep, request: Request, who: ReportDep
 ) -> JSONResponse:
     request.app.state.store.check()  # the ledger assigns to the store's current units
     res = svc.ledger.report(
@@ -208,7 +181,7 @@ def list_hazards(
 ) -> Response:
     states = comma_list(state)
     if states == ["open"]:
-        states = ["reported", "registered", "assigned", "rectifying"]
+        states = list(OPEN_STATES)
     within = None
     if jurisdiction is not None:
         if svc.zones is None or svc.zone_names is None:
@@ -235,7 +208,6 @@ def list_hazards(
         limit=limit,
         offset=offset,
     )
-    headers = {"X-Total-Count": str(total)}
     if fmt == "csv":
         import pandas as pd
 
@@ -250,20 +222,14 @@ def list_hazards(
             for h in hazards
         ]
         frame = pd.DataFrame(rows)
-        headers["Content-Disposition"] = 'attachment; filename="hazards.csv"'
+        headers = {
+            "X-Total-Count": str(total),
+            "Content-Disposition": 'attachment; filename="hazards.csv"',
+        }
         return Response(
             frame.to_csv(index=False), media_type="text/csv; charset=utf-8", headers=headers
         )
-    return JSONResponse(
-        {
-            "type": "FeatureCollection",
-            "numberMatched": total,
-            "numberReturned": len(hazards),
-            "features": [h.to_feature() for h in hazards],
-        },
-        headers=headers,
-        media_type="application/geo+json",
-    )
+    return feature_collection([h.to_feature() for h in hazards], total)
 
 
 @router.get(
@@ -278,25 +244,23 @@ def get_hazard(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     hazard = svc.ledger.get(hazard_id)
-    if if_none_match is not None and hazard.etag in [v.strip() for v in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": hazard.etag})
-    return _feature_response(hazard)
+    return not_modified(if_none_match, hazard.etag) or _feature_response(hazard)
 
 
 @router.post(
     "/hazards/{hazard_id}/transitions",
     summary="Move a hazard through its lifecycle (needs If-Match)",
-    responses={
-        200: {"description": "The hazard after the transition, with its new ETag"},
-        400: {"description": "Missing or invalid field (grade, responsible, comment...)"},
-        401: {"description": "No or bad token"},
-        403: {"description": "The token's role may not do this transition"},
-        404: {"description": "No such hazard"},
-        409: {"description": "The lifecycle does not allow this transition now"},
-        412: {"description": "If-Match names a stale version; nothing was changed"},
-        428: {"description": "If-Match missing"},
-        429: {"description": "Too many failed tokens from this address (see Retry-After)"},
-    },
+    responses=responses(
+        401,
+        412,
+        428,
+        429,
+        _200="The hazard after the transition, with its new ETag",
+        _400="Missing or invalid field (grade, responsible, comment...)",
+        _403="The token's role may not do this transition",
+        _404="No such hazard",
+        _409="The lifecycle does not allow this transition now",
+    ),
 )
 def transition_hazard(
     hazard_id: str,
@@ -377,11 +341,7 @@ def hazard_categories(svc: ServiceDep, reader: ReaderDep) -> JSONResponse:
     "/hazard-sweeps",
     summary="Run the overdue escalation and crash reopening now (supervisors)",
 )
-async def hazard_sweep(
-    request: Request,
-    svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("escalate"))],
-) -> JSONResponse:
+async def hazard_sweep(request: Request, svc: ServiceDep, who: EscalateDep) -> JSONResponse:
     store = request.app.state.store
     store.check()
     out = await run_in_threadpool(svc.sweep, store)

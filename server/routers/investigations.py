@@ -5,29 +5,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit.ledger import Principal
 from trafficunit.ledger import investigations as inv
 from trafficunit.ledger import supervision as sup
 
 from ..deps import comma_list
-from ..ledger import PrincipalDep, ReaderDep, needs
+from ..errors import BadRequest
+from ..ledger import EscalateDep, PrincipalDep, ReaderDep, acting, responses
 from ..operations import OpsDep
 from .hazards import expected_version
 
 router = APIRouter(tags=["investigations"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid field"},
-    401: {"description": "No or bad token"},
-    403: {"description": "The token's role may not do this"},
-    404: {"description": "No such investigation, accident or hazard"},
-    409: {"description": "Not allowed in the current state"},
-}
+_ERRORS = responses(400, 401, 403, 409, _404="No such investigation, accident or hazard")
+
+
+def _accidents(request: Request) -> Any:
+    """The data folder's accidents (a frame), or None."""
+    acc = request.app.state.store.tables.get("accidents")
+    return acc.frame if acc is not None else None
 
 
 class InvestigationIn(BaseModel):
@@ -99,28 +99,21 @@ def get_investigation(accident_id: str, ops: OpsDep, reader: ReaderDep) -> JSONR
 def transition_investigation(
     accident_id: str, body: InvestigationIn, ops: OpsDep, who: PrincipalDep
 ) -> JSONResponse:
+    if body.to == "closed" and body.hazards:
+        raise BadRequest("hazards are linked when investigating, not when closing")
+    v = body.version
     if body.to == "investigated":
         out = inv.investigate(
             ops.ledger,
             accident_id,
             hazards=body.hazards,
-            actor=who.name,
-            role=who.role,
+            **acting(who),
             comment=body.comment,
-            expected_version=body.version,
+            expected_version=v,
         )
     else:
-        if body.hazards:
-            from ..errors import BadRequest
-
-            raise BadRequest("hazards are linked when investigating, not when closing")
         out = inv.close_investigation(
-            ops.ledger,
-            accident_id,
-            actor=who.name,
-            role=who.role,
-            comment=body.comment,
-            expected_version=body.version,
+            ops.ledger, accident_id, **acting(who), comment=body.comment, expected_version=v
         )
     return JSONResponse(out)
 
@@ -131,9 +124,7 @@ def transition_investigation(
     responses=_ERRORS,
 )
 def link_hazard(accident_id: str, body: LinkIn, ops: OpsDep, who: PrincipalDep) -> JSONResponse:
-    return JSONResponse(
-        inv.link_hazard(ops.ledger, accident_id, body.hazard, actor=who.name, role=who.role)
-    )
+    return JSONResponse(inv.link_hazard(ops.ledger, accident_id, body.hazard, **acting(who)))
 
 
 @router.get("/hazards/{hazard_id}/accidents", summary="The accidents linked to a hazard")
@@ -150,8 +141,7 @@ def list_reviews(
     reader: ReaderDep,
     confirmed: Annotated[bool | None, Query(description="Only confirmed / unconfirmed")] = None,
 ) -> JSONResponse:
-    acc = request.app.state.store.tables.get("accidents")
-    items = inv.reviews(ops.ledger, acc.frame if acc is not None else None)
+    items = inv.reviews(ops.ledger, _accidents(request))
     if confirmed is not None:
         items = [r for r in items if r["confirmed"] is confirmed]
     return JSONResponse({"checks": list(inv.REVIEW_CHECKS), "total": len(items), "items": items})
@@ -165,15 +155,13 @@ def list_reviews(
 def confirm_review(
     accident_id: str, body: ReviewIn, request: Request, ops: OpsDep, who: PrincipalDep
 ) -> JSONResponse:
-    acc = request.app.state.store.tables.get("accidents")
     out = inv.confirm_review(
         ops.ledger,
         accident_id,
         body.checks,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         comment=body.comment,
-        accidents=acc.frame if acc is not None else None,
+        accidents=_accidents(request),
     )
     return JSONResponse(out)
 
@@ -181,17 +169,13 @@ def confirm_review(
 @router.post(
     "/hazards/{hazard_id}/escalate",
     summary="Escalate a hazard's listed supervision to a level (needs If-Match)",
-    responses={
-        **_ERRORS,
-        412: {"description": "Stale If-Match"},
-        428: {"description": "No If-Match"},
-    },
+    responses={**_ERRORS, **responses(412, 428)},
 )
 def escalate_hazard(
     hazard_id: str,
     body: EscalateIn,
     ops: OpsDep,
-    who: Annotated[Principal, Depends(needs("escalate"))],
+    who: EscalateDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     expected = expected_version(if_match, hazard_id)
@@ -200,8 +184,7 @@ def escalate_hazard(
         hazard_id,
         level=body.level,
         settings=ops.supervision,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         comment=body.comment,
         expected_version=expected,
     )
@@ -234,8 +217,6 @@ def supervision(
     "/operations/sweep",
     summary="Open due investigations and escalate overdue hazards now (supervisors)",
 )
-async def operations_sweep(
-    request: Request, ops: OpsDep, who: Annotated[Principal, Depends(needs("escalate"))]
-) -> JSONResponse:
+async def operations_sweep(request: Request, ops: OpsDep, who: EscalateDep) -> JSONResponse:
     out = await run_in_threadpool(ops.sweep, request.app.state.store)
     return JSONResponse(out)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from trafficunit.ledger import ROLES, Principal
+from trafficunit.ledger import ROLES
 
-from ..ledger import PrincipalDep, ServiceDep, needs
+from ..ledger import PrincipalDep, ServiceDep, TokensDep
 
 router = APIRouter(tags=["tokens"])
 
@@ -27,11 +27,7 @@ class TokenIn(BaseModel):
 
 
 @router.post("/tokens", status_code=201, summary="Create a token (admins); shown once")
-def create_token(
-    body: TokenIn,
-    svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("tokens"))],
-) -> JSONResponse:
+def create_token(body: TokenIn, svc: ServiceDep, who: TokensDep) -> JSONResponse:
     token_id, token = svc.ledger.create_token(body.role, label=body.label, created_by=who.name)
     return JSONResponse(
         {"token_id": token_id, "token": token, "role": body.role, "label": body.label},
@@ -41,9 +37,7 @@ def create_token(
 
 
 @router.get("/tokens", summary="Every token's id, role and label (admins; never the tokens)")
-def list_tokens(
-    svc: ServiceDep, who: Annotated[Principal, Depends(needs("tokens"))]
-) -> JSONResponse:
+def list_tokens(svc: ServiceDep, who: TokensDep) -> JSONResponse:
     return JSONResponse({"tokens": svc.ledger.list_tokens()})
 
 
@@ -53,10 +47,6 @@ def whoami(who: PrincipalDep) -> JSONResponse:
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token (admins)")
-def revoke_token(
-    token_id: str,
-    svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("tokens"))],
-) -> Response:
+def revoke_token(token_id: str, svc: ServiceDep, who: TokensDep) -> Response:
     svc.ledger.revoke_token(token_id)
     return Response(status_code=204)

@@ -6,15 +6,24 @@ import html
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit.ledger import Principal, WorkZone, qr_png
+from trafficunit.ledger import WorkZone, qr_png
 
 from ..deps import BBoxDep, LimitDep, parse_time
-from ..ledger import ReaderDep, ServiceDep, needs
+from ..ledger import (
+    ReaderDep,
+    ServiceDep,
+    WorkZoneDep,
+    acting,
+    feature_collection,
+    geojson,
+    links,
+    public_base,
+)
 
 router = APIRouter(tags=["work zones"])
 
@@ -41,27 +50,17 @@ class WorkZoneIn(BaseModel):
     description: str | None = Field(default=None, max_length=4000)
 
 
-def _base(request: Request, svc: Any) -> str:
-    return (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
-
-
 def _feature(zone: WorkZone, request: Request, svc: Any) -> dict[str, Any]:
-    base = _base(request, svc)
-    f = zone.to_feature()
-    f["links"] = {
-        "self": f"{base}/workzones/{zone.site_code}",
-        "page": f"{base}/workzones/{zone.site_code}/page",
-        "qr": f"{base}/workzones/{zone.site_code}/qr.png",
+    path = f"/workzones/{zone.site_code}"
+    return {
+        **zone.to_feature(),
+        "links": links(public_base(request, svc), path, ["page", "qr.png"]),
     }
-    return f
 
 
 @router.post("/workzones", status_code=201, summary="Register a work zone (engineers)")
 def register_workzone(
-    body: WorkZoneIn,
-    request: Request,
-    svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("workzone"))],
+    body: WorkZoneIn, request: Request, svc: ServiceDep, who: WorkZoneDep
 ) -> JSONResponse:
     request.app.state.store.check()
     zone = svc.ledger.register_workzone(
@@ -69,8 +68,7 @@ def register_workzone(
         body.geometry,
         start=body.start,
         end=body.end,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         lanes_taken=body.lanes_taken,
         night_works=body.night_works,
         contractor=body.contractor,
@@ -79,11 +77,8 @@ def register_workzone(
     )
     svc.note_write()  # the live work-zone tiles show it from the next request on
     request.app.state.store.check()  # live hooks: a night site on a red unit alerts at once
-    return JSONResponse(
-        _feature(zone, request, svc),
-        status_code=201,
-        headers={"Location": f"/workzones/{zone.site_code}"},
-        media_type="application/geo+json",
+    return geojson(
+        _feature(zone, request, svc), status=201, location=f"/workzones/{zone.site_code}"
     )
 
 
@@ -106,16 +101,7 @@ def list_workzones(
     total, zones = svc.ledger.list_workzones(
         active_at=t, bbox=bbox, unit_id=unit_id, limit=limit, offset=offset
     )
-    return JSONResponse(
-        {
-            "type": "FeatureCollection",
-            "numberMatched": total,
-            "numberReturned": len(zones),
-            "features": [_feature(z, request, svc) for z in zones],
-        },
-        headers={"X-Total-Count": str(total)},
-        media_type="application/geo+json",
-    )
+    return feature_collection([_feature(z, request, svc) for z in zones], total)
 
 
 @router.get("/workzones/{site_code}", summary="One work zone")
@@ -123,7 +109,7 @@ def get_workzone(
     site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
 ) -> JSONResponse:
     zone = svc.ledger.get_workzone(site_code)
-    return JSONResponse(_feature(zone, request, svc), media_type="application/geo+json")
+    return geojson(_feature(zone, request, svc))
 
 
 @router.get(
@@ -167,7 +153,7 @@ async def workzone_qr(
     site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
 ) -> Response:
     zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
-    url = f"{_base(request, svc)}/workzones/{zone.site_code}/page"
+    url = f"{public_base(request, svc)}/workzones/{zone.site_code}/page"
     png = await run_in_threadpool(qr_png, url)
     return Response(
         png,

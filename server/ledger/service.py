@@ -1,63 +1,43 @@
-"""The ledger inside the server: opening it, auth, live hazards, sweeps and error mapping.
+"""The ledger service: opening the ledger, live hazard and work-zone layers, sweeps, imports.
 
 :class:`LedgerService` opens the hazard ledger in ``lifespan`` (``app.state.ledger``), keeps it
 pointed at the data folder's units, puts its hazards in the ``live-hazards`` tiles (a store
 hook, rebuilt when the ledger's change sequence moves, also for writes made by other server
 processes), runs the overdue/reopen sweep periodically, and imports the data folder's
-``hazards.parquet`` once. Auth dependencies and the ledger's exceptions' status codes live here
-too; :class:`BodyLimit` answers 413 for oversized request bodies.
+``hazards.parquet`` once. Who calls is :mod:`.auth`; turning requests and answers into HTTP is
+:mod:`.http`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hmac
-import json
 import logging
-import math
-import re
-import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import geopandas as gpd
 import pandas as pd
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit._errors import InputFileError
 from trafficunit.datafolder import FILES
-from trafficunit.ledger import (
-    AuthenticationError,
-    ConflictError,
-    ImplausibleGeometry,
-    Ledger,
-    NotFoundError,
-    PermissionDenied,
-    Principal,
-    StaleVersion,
-)
-from trafficunit.ledger.lifecycle import STATES, require
-from trafficunit.ledger.store import hash_token
+from trafficunit.ledger import Ledger, Principal, hash_token
+from trafficunit.ledger import lifecycle as lc
 from trafficunit.mvt import LiveLayer
 from trafficunit.settings import CLOSED_STATUSES, LedgerSettings
 
-from .settings import Settings
-from .store import LIVE_COLUMNS as TABLE_LIVE_COLUMNS
-from .store import DataStore
+from ..settings import Settings
+from ..store import LIVE_COLUMNS as TABLE_LIVE_COLUMNS
+from ..store import DataStore
+from .auth import AuthThrottle, service_of
 
 log = logging.getLogger("trafficunit.server.ledger")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 #: Columns of the hazards carried by the live tiles.
 LIVE_COLUMNS = [
@@ -170,69 +150,6 @@ class LazyWorkZoneLayer(_LazyLayer):
             table = table[~table["site_code"].astype(str).isin(registered["site_code"])]
         cols = [c for c in ZONE_COLUMNS if c in table.columns]
         return pd.concat([table[[*cols, table.geometry.name]].to_crs(4326), registered])
-
-
-class TooManyAttempts(Exception):
-    """Too many failed token attempts from one client address: 429 with ``Retry-After``."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class AuthThrottle:
-    """Failed token attempts per client address in a sliding window (per server process).
-
-    After ``limit`` failures within ``window_s`` seconds, every request from that address that
-    carries a token gets 429 until the oldest failure leaves the window; requests without a
-    token (anonymous reads) are not affected. With several workers each counts its own, so an
-    address gets at most ``workers x limit`` tries per window.
-    """
-
-    MAX_ADDRESSES = 100_000
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._fails: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, addr: str, now: float) -> collections.deque[float] | None:
-        q = self._fails.get(addr)
-        if q is None:
-            return None
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        if not q:
-            del self._fails[addr]
-            return None
-        return q
-
-    def check(self, addr: str) -> None:
-        """Raise :class:`TooManyAttempts` while ``addr`` is over the limit."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._recent(addr, now)
-            if q is None or len(q) < self.limit:
-                return
-            wait = max(1, math.ceil(self.window_s - (now - q[0])))
-        raise TooManyAttempts(
-            f"{self.limit} failed token attempts from this address in {self.window_s:g} s; "
-            f"retry in {wait} s",
-            wait,
-        )
-
-    def fail(self, addr: str) -> None:
-        """Count a failed attempt from ``addr``."""
-        now = time.monotonic()
-        with self._lock:
-            if addr not in self._fails and len(self._fails) >= self.MAX_ADDRESSES:
-                for key in list(self._fails)[: self.MAX_ADDRESSES // 10]:
-                    del self._fails[key]  # the oldest entries (insertion order)
-            q = self._recent(addr, now)
-            if q is None:
-                q = self._fails[addr] = collections.deque()
-            q.append(now)
 
 
 class LedgerService:
@@ -385,19 +302,19 @@ class LedgerService:
         cats = self.ledger.catalogue
         for row in frame.itertuples(index=False):
             status = str(getattr(row, "status", "") or "").strip().lower()
-            if status in STATES:
+            if status in lc.STATES:
                 state = status
             elif status in CLOSED_STATUSES:
-                state = "closed"
+                state = lc.CLOSED
             else:
-                state = "reported"
+                state = lc.INITIAL_STATE
             raw_cat = str(getattr(row, "category", "") or "")
             try:
                 category = cats.resolve(raw_cat)
             except ValueError:
                 category = "environment.other"
             grade = getattr(row, "grade", None)
-            grade = grade if grade in ("general", "major") else None
+            grade = grade if grade in lc.GRADES else None
             t = getattr(row, "reported_at", None)
             t = None if t is None or pd.isna(t) else pd.Timestamp(t)
             if t is not None and t.tzinfo is None:
@@ -418,130 +335,6 @@ class LedgerService:
             )
             n += int(res.created)
         return n
-
-
-def store_of(request: Request) -> DataStore:
-    """The app's data store (checked, so hooks ran)."""
-    store: DataStore = request.app.state.store
-    store.check()
-    return store
-
-
-def service_of(request: Request) -> LedgerService:
-    """The app's ledger service."""
-    svc: LedgerService = request.app.state.ledger
-    return svc
-
-
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if not auth:
-        return None
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
-
-
-def client_address(request: Request) -> str:
-    """The caller's address (the proxy's ``X-Forwarded-For`` with ``--proxy-headers``)."""
-    return request.client.host if request.client is not None else "unknown"
-
-
-def optional_principal(request: Request) -> Principal | None:
-    """The caller's principal, or None without a token; 401 for a bad token, 429 after too
-    many bad tokens from the caller's address (:class:`AuthThrottle`)."""
-    if not request.headers.get("authorization"):
-        return None
-    svc = service_of(request)
-    addr = client_address(request)
-    svc.throttle.check(addr)
-    try:
-        token = _bearer(request)
-        assert token is not None
-        return svc.principal(token)
-    except AuthenticationError:
-        svc.throttle.fail(addr)
-        raise
-
-
-def principal(request: Request) -> Principal:
-    """The caller's principal; 401 without a valid token."""
-    p = optional_principal(request)
-    if p is None:
-        raise AuthenticationError(
-            "this needs a token: send 'Authorization: Bearer <token>' (create one with "
-            "`trafficunit tokens create --role ROLE`)"
-        )
-    return p
-
-
-def read_access(request: Request) -> Principal | None:
-    """Reads are open unless ``TRAFFICUNIT_LEDGER_READ_REQUIRES_TOKEN`` is set."""
-    if service_of(request).settings.ledger.read_requires_token:
-        return principal(request)
-    return optional_principal(request)
-
-
-def needs(action: str) -> Callable[[Request], Principal]:
-    """A dependency: the caller's principal, 403 unless its role may do ``action``."""
-
-    def dep(request: Request) -> Principal:
-        p = principal(request)
-        require(p.role, action)
-        return p
-
-    dep.__name__ = f"needs_{action}"
-    return dep
-
-
-#: Roles that see who did what (token labels and ids) in histories and reports.
-STAFF_ROLES = frozenset({"engineer", "supervisor", "admin"})
-#: Actors that are not people: shown to everyone.
-_MACHINE_ACTORS = frozenset({"system", "import"})
-_TOKEN_IN_ACTOR = re.compile(r"(?:^|\()(T[0-9a-f]{8}|env-admin)\)?$")
-
-
-def sees_actors(reader: Principal | None) -> bool:
-    """Whether ``reader`` may see token labels and ids of actors."""
-    return reader is not None and reader.role in STAFF_ROLES
-
-
-def public_actor(actor: str | None, settings: Settings) -> str | None:
-    """What a non-staff reader sees of ``actor`` (``TRAFFICUNIT_LEDGER_PUBLIC_ACTORS``):
-    never a token id or label; the admin's display name in ``names`` mode; machine actors
-    (``system``, ``import``) as they are."""
-    if actor is None or actor in _MACHINE_ACTORS:
-        return actor
-    ls = settings.ledger
-    if ls.public_actors == "names":
-        m = _TOKEN_IN_ACTOR.search(actor)
-        return ls.public_names.get(m.group(1)) if m else None
-    return None
-
-
-def public_events(events: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    """History events for a non-staff reader: ``actor`` per :func:`public_actor`; ``role``
-    kept unless ``public_actors`` is ``none``."""
-    keep_role = settings.ledger.public_actors != "none"
-    return [
-        {
-            **e,
-            "actor": public_actor(e.get("actor"), settings),
-            "role": e.get("role") if keep_role or e.get("actor") in _MACHINE_ACTORS else None,
-        }
-        for e in events
-    ]
-
-
-def public_reports(reports: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    """Reports for a non-staff reader: ``reported_by`` per :func:`public_actor`."""
-    return [{**r, "reported_by": public_actor(r.get("reported_by"), settings)} for r in reports]
-
-
-ServiceDep = Annotated[LedgerService, Depends(service_of)]
-ReaderDep = Annotated[Principal | None, Depends(read_access)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,125 +381,4 @@ async def _sweeper(svc: LedgerService, store: DataStore, interval: float) -> Non
         await asyncio.sleep(interval)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body larger than ``max_bytes`` gets 413, unread beyond that."""
-
-    def __init__(
-        self,
-        app: Callable[[Scope, Receive, Send], Awaitable[None]],
-        max_bytes: int,
-        paths: dict[str, int] | None = None,
-    ):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.paths = paths or {}  # path -> its own limit (bulk ingest)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        limit = self.paths.get(scope["path"])
-        if limit is not None and limit != self.max_bytes:
-            await BodyLimit(self.app, limit)(scope, receive, send)
-            return
-        declared = None
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    await _reject(send, 400, "Content-Length is not a number")
-                    return
-        if declared is not None and declared > self.max_bytes:
-            await _reject(send, 413, self._message(declared))
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            body = msg.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await _reject(send, 413, self._message(size))
-                return
-            chunks.append(body)
-            more = bool(msg.get("more_body", False))
-        replay = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        sent = False
-
-        async def replay_receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return replay
-            return await receive()
-
-        await self.app(scope, replay_receive, send)
-
-    def _message(self, size: int) -> str:
-        return (
-            f"request body of {size} bytes or more exceeds the limit of {self.max_bytes} bytes "
-            "(TRAFFICUNIT_LEDGER_MAX_BODY_BYTES)"
-        )
-
-
-async def _reject(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def install_ledger_errors(app: FastAPI) -> None:
-    """Status codes of the ledger's refusals."""
-
-    def handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def h(request: Request, exc: Exception) -> JSONResponse:
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            body: dict[str, Any] = {"detail": str(exc)}
-            if isinstance(exc, StaleVersion):
-                body["current_version"] = exc.current_version
-            return JSONResponse(body, status_code=status, headers=headers)
-
-        return h
-
-    async def throttled(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, TooManyAttempts)
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    app.add_exception_handler(TooManyAttempts, throttled)
-    app.add_exception_handler(ImplausibleGeometry, handler(422))
-    app.add_exception_handler(NotFoundError, handler(404))
-    app.add_exception_handler(ConflictError, handler(409))
-    app.add_exception_handler(StaleVersion, handler(412))
-    app.add_exception_handler(AuthenticationError, handler(401))
-    app.add_exception_handler(PermissionDenied, handler(403))
-
-    async def busy(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the ledger database is busy ({exc}); retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-
-    app.add_exception_handler(sqlite3.OperationalError, busy)
-    with contextlib.suppress(ImportError):
-        import psycopg
-
-        app.add_exception_handler(psycopg.OperationalError, busy)
+ServiceDep = Annotated[LedgerService, Depends(service_of)]

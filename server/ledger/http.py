@@ -1,0 +1,364 @@
+"""HTTP adaptation of the ledger: one place for what every ledger router repeats.
+
+Routers of ledger records (hazards, work zones, investigations, tokens; permits and site files
+may use it the same way) take from here:
+
+* **role checks**: the dependencies :data:`ReportDep`, :data:`WorkZoneDep`,
+  :data:`EscalateDep`, :data:`TokensDep` (403 unless the token's role may do the action), or
+  ``Annotated[Principal, Depends(needs(action))]`` for any other action;
+* **versions**: :func:`if_match_version` reads an ``If-Match`` header (428 when absent, 400
+  when it is no ETag of this API, ``-1`` for another record's ETag so the write is refused as
+  stale, None for ``*``); :func:`not_modified` answers ``If-None-Match``;
+* **writes**: :func:`acting` (the ``actor``/``role`` keywords of a library call);
+* **responses**: :func:`geojson` (one record, with ``ETag`` and ``Location``),
+  :func:`feature_collection` (a page, with ``numberMatched`` and ``X-Total-Count``),
+  :func:`public_base` (the base URL of links), :func:`responses` (documented error statuses);
+* **errors and limits**: :func:`install_ledger_errors` (the ledger's refusals as statuses) and
+  :class:`BodyLimit` (413 for oversized bodies).
+
+A router for a new record type needs only its models and its calls into the library::
+
+    @router.post("/things/{thing_id}/transitions", responses=responses(403, 409, 412, 428))
+    def transition(thing_id: str, body: In, svc: ServiceDep, who: PrincipalDep,
+                   if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
+        expected = if_match_version(if_match, what="thing", example="T12-v3",
+                                    tag=r"T\\d{1,18}", own=lambda: f"T{int(thing_id)}")
+        thing = store.transition(thing_id, body.to, expected_version=expected, ...)
+        return geojson(thing.to_feature(), etag=thing.etag, location=f"/things/{thing.id}")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Annotated, Any, TypedDict
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from trafficunit._errors import clip
+from trafficunit.ledger import (
+    AuthenticationError,
+    ConflictError,
+    ImplausibleGeometry,
+    NotFoundError,
+    PermissionDenied,
+    Principal,
+    StaleVersion,
+)
+
+from ..errors import BadRequest, ServerError
+from .auth import TooManyAttempts, needs
+
+__all__ = [
+    "GEOJSON",
+    "MAX_IF_MATCH",
+    "BodyLimit",
+    "EscalateDep",
+    "PreconditionRequired",
+    "ReportDep",
+    "TokensDep",
+    "WorkZoneDep",
+    "acting",
+    "feature_collection",
+    "geojson",
+    "if_match_version",
+    "install_ledger_errors",
+    "links",
+    "not_modified",
+    "public_base",
+    "responses",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+GEOJSON = "application/geo+json"
+#: Longest If-Match header read (a list of a few ETags); longer is a 400.
+MAX_IF_MATCH = 256
+
+#: The caller, when its role may report hazards.
+ReportDep = Annotated[Principal, Depends(needs("report"))]
+#: The caller, when its role may register and change work zones.
+WorkZoneDep = Annotated[Principal, Depends(needs("workzone"))]
+#: The caller, when its role may escalate and run the sweeps (supervisors).
+EscalateDep = Annotated[Principal, Depends(needs("escalate"))]
+#: The caller, when its role may manage tokens (admins).
+TokensDep = Annotated[Principal, Depends(needs("tokens"))]
+
+
+class PreconditionRequired(ServerError):
+    """A write without If-Match."""
+
+    status = 428
+
+
+#: What each error status of a ledger route means, for the OpenAPI document.
+_STATUS_TEXT: dict[int, str] = {
+    400: "Invalid field",
+    401: "No or bad token",
+    403: "The token's role may not do this",
+    404: "No such record",
+    409: "Not allowed in the current state",
+    412: "If-Match names a stale version; nothing was changed",
+    413: "Body too large",
+    422: "Implausible geometry",
+    428: "If-Match missing",
+    429: "Too many failed tokens from this address (see Retry-After)",
+}
+
+
+def responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: ``codes`` with the usual texts, ``described`` (``_404=``
+    ...) with their own.
+
+    >>> responses(401, _404="No such hazard")[404]
+    {'description': 'No such hazard'}
+    """
+    out: dict[int | str, dict[str, Any]] = {c: {"description": _STATUS_TEXT[c]} for c in codes}
+    for key, text in described.items():
+        out[int(key.lstrip("_"))] = {"description": text}
+    return dict(sorted(out.items(), key=lambda kv: str(kv[0])))
+
+
+def geojson(
+    body: dict[str, Any],
+    *,
+    status: int = 200,
+    etag: str | None = None,
+    location: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A GeoJSON answer, with the record's ``ETag`` and ``Location`` when given."""
+    out = dict(headers or {})
+    if etag is not None:
+        out["ETag"] = etag
+    if location is not None:
+        out["Location"] = location
+    return JSONResponse(body, status_code=status, headers=out or None, media_type=GEOJSON)
+
+
+def feature_collection(
+    features: list[dict[str, Any]], total: int, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A page of features: ``numberMatched`` (before paging) also as ``X-Total-Count``."""
+    return geojson(
+        {
+            "type": "FeatureCollection",
+            "numberMatched": total,
+            "numberReturned": len(features),
+            "features": features,
+        },
+        headers={"X-Total-Count": str(total), **(headers or {})},
+    )
+
+
+def not_modified(if_none_match: str | None, etag: str) -> Response | None:
+    """304 when ``If-None-Match`` names ``etag``; else None."""
+    if if_none_match is not None and etag in [v.strip() for v in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return None
+
+
+def if_match_version(
+    if_match: str | None,
+    *,
+    what: str,
+    example: str,
+    tag: str,
+    own: Callable[[], str],
+    needs_text: str | None = None,
+    strict: bool = True,
+) -> int | None:
+    """The version an ``If-Match`` header names (None for ``*``).
+
+    Parameters
+    ----------
+    if_match
+        The header (None when absent: 428).
+    what, example
+        The record's name and an example ETag, for the messages.
+    tag
+        Regular expression of a record's ETag prefix (``H\\d{1,18}`` for ``"H12-v3"``).
+    own
+        The prefix of this record's ETag (called only when the header names one); an ETag
+        of another record answers ``-1``, which never matches a stored version.
+    needs_text
+        The 428 message (default: "changes need an If-Match header with the <what>'s ETag").
+    strict
+        Refuse headers longer than :data:`MAX_IF_MATCH` and clip the header in messages.
+    """
+    if if_match is None or not if_match.strip():
+        raise PreconditionRequired(
+            needs_text or f"changes need an If-Match header with the {what}'s ETag"
+        )
+    if strict and len(if_match) > MAX_IF_MATCH:
+        raise BadRequest(
+            f"If-Match of {len(if_match)} characters is longer than {MAX_IF_MATCH}; send the "
+            f'ETag of the {what} (like "{example}")'
+        )
+    value = if_match.split(",")[0].strip()
+    if value == "*":
+        return None
+    version = r"\d{1,18}" if strict else r"\d+"
+    m = re.match(rf'^(?:W/)?"?(?:({tag})-v)?({version})"?$', value)
+    if m is None:
+        shown = clip(if_match) if strict else repr(if_match)
+        raise BadRequest(
+            f'If-Match {shown} is not an ETag of this API (like "{example}"'
+            + (", a version of at most 18 digits)" if strict else ")")
+        )
+    if m.group(1) is not None and m.group(1).upper() != own().upper():
+        return -1  # another record's ETag never matches
+    return int(m.group(2))
+
+
+class Acting(TypedDict):
+    """The ``actor`` and ``role`` keywords every library write takes."""
+
+    actor: str
+    role: str
+
+
+def acting(who: Principal) -> Acting:
+    """The ``actor=`` and ``role=`` keywords of a library write, from the caller."""
+    return {"actor": who.name, "role": who.role}
+
+
+def public_base(request: Request, svc: Any) -> str:
+    """The base URL of links: ``TRAFFICUNIT_LEDGER_PUBLIC_URL``, else the request's."""
+    return (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
+
+
+def links(base: str, path: str, names: Iterable[str]) -> dict[str, str]:
+    """``{"self": base/path, name: base/path/name...}`` for a record's GeoJSON ``links``."""
+    return {"self": f"{base}{path}", **{n.split(".")[0]: f"{base}{path}/{n}" for n in names}}
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``max_bytes`` gets 413, unread beyond that."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        max_bytes: int,
+        paths: dict[str, int] | None = None,
+    ):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.paths = paths or {}  # path -> its own limit (bulk ingest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.paths.get(scope["path"])
+        if limit is not None and limit != self.max_bytes:
+            await BodyLimit(self.app, limit)(scope, receive, send)
+            return
+        declared = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    await _reject(send, 400, "Content-Length is not a number")
+                    return
+        if declared is not None and declared > self.max_bytes:
+            await _reject(send, 413, self._message(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await _reject(send, 413, self._message(size))
+                return
+            chunks.append(body)
+            more = bool(msg.get("more_body", False))
+        replay = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        sent = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return replay
+            return await receive()
+
+        await self.app(scope, replay_receive, send)
+
+    def _message(self, size: int) -> str:
+        return (
+            f"request body of {size} bytes or more exceeds the limit of {self.max_bytes} bytes "
+            "(TRAFFICUNIT_LEDGER_MAX_BODY_BYTES)"
+        )
+
+
+async def _reject(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_ledger_errors(app: FastAPI) -> None:
+    """Status codes of the ledger's refusals."""
+
+    def handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def h(request: Request, exc: Exception) -> JSONResponse:
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            body: dict[str, Any] = {"detail": str(exc)}
+            if isinstance(exc, StaleVersion):
+                body["current_version"] = exc.current_version
+            return JSONResponse(body, status_code=status, headers=headers)
+
+        return h
+
+    async def throttled(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyAttempts)
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    app.add_exception_handler(TooManyAttempts, throttled)
+    app.add_exception_handler(ImplausibleGeometry, handler(422))
+    app.add_exception_handler(NotFoundError, handler(404))
+    app.add_exception_handler(ConflictError, handler(409))
+    app.add_exception_handler(StaleVersion, handler(412))
+    app.add_exception_handler(AuthenticationError, handler(401))
+    app.add_exception_handler(PermissionDenied, handler(403))
+
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the ledger database is busy ({exc}); retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(sqlite3.OperationalError, busy)
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        app.add_exception_handler(psycopg.OperationalError, busy)
