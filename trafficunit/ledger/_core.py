@@ -10,7 +10,6 @@ keeping the in-memory index of open hazards in step with the database.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +21,7 @@ import shapely
 from ..settings import LedgerSettings
 from . import lifecycle as lc
 from ._db import Database, Tx, connect, migrate
-from ._values import dt, iso
+from ._values import dt, event_fields, iso
 from .catalogue import Catalogue, load_catalogue
 from .errors import NotFoundError
 from .geometry import GeometryLimits, check_plausible
@@ -227,21 +226,15 @@ class LedgerCore:
         comment: str | None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        tx.execute(
-            "INSERT INTO hazard_events (hazard_pk, version, at, actor, role, action, from_state, "
-            "to_state, comment, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                pk,
-                version,
-                iso(at),
-                actor,
-                role,
-                action,
-                from_state,
-                to_state,
-                comment,
-                json.dumps(details, ensure_ascii=False) if details else None,
-            ),
+        """Append one event to a hazard's history."""
+        tx.insert(
+            "hazard_events",
+            {
+                "hazard_pk": pk,
+                "version": version,
+                "at": iso(at),
+                **event_fields(actor, role, action, from_state, to_state, comment, details),
+            },
         )
 
     def _insert_report(

@@ -27,7 +27,7 @@ from .._errors import InputFileError, TrafficUnitError
 from .errors import ValidationError
 from .lifecycle import state_check
 
-__all__ = ["Database", "Tx", "connect", "migrate", "SCHEMA_VERSION"]
+__all__ = ["EVENT_COLUMNS", "SCHEMA_VERSION", "Database", "Tx", "connect", "migrate"]
 
 _WRITE_LOCK_KEY = 727_000_001
 
@@ -73,6 +73,12 @@ class Tx:
         """The first column of the first row, or None."""
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        """Insert one row (column -> value); the number of rows changed."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        return self.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run a statement once per parameter row (one round trip per batch where possible)."""
@@ -259,6 +265,18 @@ def connect(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) 
 # --------------------------------------------------------------------------------------------
 # schema
 
+#: The columns of every history table (hazard events, investigation events): who did what.
+EVENT_COLUMNS = """at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        comment TEXT,
+        details TEXT"""
+
+# The hazard states' CHECK comes from the lifecycle (``{STATE_CHECK}``); a database created
+# before a new state was added needs a migration that rebuilds the constraint.
 _DDL_V1 = [
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "INSERT INTO counters (name, value) VALUES ('change', 0)",
@@ -327,14 +345,7 @@ _DDL_V1 = [
         pk {PK},
         hazard_pk BIGINT NOT NULL REFERENCES hazards (pk),
         version INTEGER NOT NULL,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        role TEXT NOT NULL,
-        action TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT NOT NULL,
-        comment TEXT,
-        details TEXT,
+        {EVENT_COLUMNS},
         UNIQUE (hazard_pk, version)
     )""",
     """CREATE TABLE tokens (
@@ -405,6 +416,7 @@ def _v1(dialect: str) -> list[str]:
             "GEOM": "geometry(Geometry, 4326)",
             "REAL": "DOUBLE PRECISION",
             "STATE_CHECK": state_check(),
+            "EVENT_COLUMNS": EVENT_COLUMNS,
         }
         return (
             ["CREATE EXTENSION IF NOT EXISTS postgis"]
@@ -416,6 +428,7 @@ def _v1(dialect: str) -> list[str]:
         "GEOM": "BLOB",
         "REAL": "REAL",
         "STATE_CHECK": state_check(),
+        "EVENT_COLUMNS": EVENT_COLUMNS,
     }
     return [s.format(**subst) for s in _DDL_V1] + _APPEND_ONLY_SQLITE
 

@@ -6,6 +6,7 @@ sorts as time) and the JSON form (``...Z``) are defined once.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,17 @@ import pandas as pd
 from .._errors import clip
 from .errors import NotFoundError, ValidationError
 
-__all__ = ["SYSTEM", "dt", "iso", "json_time", "now_utc", "parse_hazard_id", "parse_time", "text"]
+__all__ = [
+    "SYSTEM",
+    "dt",
+    "event_fields",
+    "iso",
+    "json_time",
+    "now_utc",
+    "parse_hazard_id",
+    "parse_time",
+    "text",
+]
 
 _MAX_TEXT = 4000
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -80,6 +91,27 @@ def text(value: Any, what: str, *, required: bool = False, limit: int = _MAX_TEX
     if "\x00" in out:
         raise ValidationError(f"{what} contains a NUL character")
     return out
+
+
+def event_fields(
+    actor: str,
+    role: str,
+    action: str,
+    from_state: str | None,
+    to_state: str,
+    comment: str | None,
+    details: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The columns every history event has (hazards, investigations): who, what, from, to."""
+    return {
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "comment": comment,
+        "details": json.dumps(details, ensure_ascii=False) if details else None,
+    }
 
 
 def parse_hazard_id(hazard_id: str | int) -> int:

@@ -21,19 +21,32 @@ The tables are created on first use (``CREATE TABLE IF NOT EXISTS``), beside the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import lifecycle as lc
-from ._tables import ensure
-from .errors import ConflictError, IllegalTransition, NotFoundError, PermissionDenied
+from ._invtables import (
+    CLOSED,
+    INVESTIGATED,
+    INVESTIGATION_STATES,
+    OPEN,
+    REVIEW_CHECKS,
+    InvestigationRule,
+    ensure_tables,
+    event,
+    links_of,
+    require,
+    row_of,
+    stamp,
+)
+from ._values import SYSTEM, iso, parse_hazard_id
+from .errors import ConflictError, IllegalTransition, NotFoundError, StaleVersion
 from .errors import ValidationError as LedgerValidationError
-from .store import Ledger, _now, iso, parse_hazard_id
+from .reviews import confirm_review, reviews
+from .store import Ledger
 
 __all__ = [
     "INVESTIGATION_STATES",
@@ -52,99 +65,6 @@ __all__ = [
     "open_investigations",
     "reviews",
 ]
-
-INVESTIGATION_STATES = ("open", "investigated", "closed")
-#: The four checks of the fatal-accident review (回头看).
-REVIEW_CHECKS = ("investigation", "rectification", "deep_investigation", "accountability")
-
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS investigations (
-        pk {PK},
-        accident_id TEXT NOT NULL UNIQUE,
-        unit_id TEXT,
-        severity TEXT NOT NULL,
-        accident_time TEXT,
-        lon {REAL},
-        lat {REAL},
-        state TEXT NOT NULL,
-        outcome TEXT,
-        version INTEGER NOT NULL,
-        opened_at TEXT NOT NULL,
-        investigated_at TEXT,
-        investigated_by TEXT,
-        closed_at TEXT,
-        closed_by TEXT,
-        comment TEXT,
-        CHECK (state IN ('open', 'investigated', 'closed')),
-        CHECK (outcome IS NULL OR outcome IN ('found', 'none'))
-    )""",
-    "CREATE INDEX IF NOT EXISTS investigations_state ON investigations (state)",
-    "CREATE INDEX IF NOT EXISTS investigations_unit ON investigations (unit_id)",
-    """CREATE TABLE IF NOT EXISTS investigation_events (
-        pk {PK},
-        investigation_pk BIGINT NOT NULL REFERENCES investigations (pk),
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        role TEXT NOT NULL,
-        action TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT NOT NULL,
-        comment TEXT,
-        details TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS accident_hazards (
-        accident_id TEXT NOT NULL,
-        hazard_pk BIGINT NOT NULL REFERENCES hazards (pk),
-        linked_at TEXT NOT NULL,
-        linked_by TEXT NOT NULL,
-        PRIMARY KEY (accident_id, hazard_pk)
-    )""",
-    "CREATE INDEX IF NOT EXISTS accident_hazards_hazard ON accident_hazards (hazard_pk)",
-    """CREATE TABLE IF NOT EXISTS fatal_reviews (
-        accident_id TEXT PRIMARY KEY,
-        checks TEXT NOT NULL,
-        comment TEXT,
-        confirmed_by TEXT NOT NULL,
-        confirmed_at TEXT NOT NULL
-    )""",
-]
-
-_RANK = {r: i for i, r in enumerate(lc.ROLES)}
-_NEEDS = {"investigate": "engineer", "link": "engineer", "close": "supervisor"}
-_NEEDS["confirm_review"] = "supervisor"
-
-
-@dataclass(frozen=True)
-class InvestigationRule:
-    """Which accidents open an investigation.
-
-    Parameters
-    ----------
-    severities
-        KABCO severities that open one (default K, A, B: fatal and injury accidents).
-    since
-        Only accidents at or after this time (None: all), so loading years of history does not
-        open thousands of investigations nobody will run.
-    """
-
-    severities: frozenset[str] = field(default_factory=lambda: frozenset({"K", "A", "B"}))
-    since: datetime | None = None
-
-
-def ensure_tables(ledger: Ledger) -> None:
-    """Create this module's tables if needed."""
-    ensure(ledger.db, "investigations", _DDL)
-
-
-def _require(role: str, action: str) -> None:
-    need = _NEEDS[action]
-    if role == "system":
-        return
-    if _RANK.get(role, -1) < _RANK[need]:
-        raise PermissionDenied(
-            f"role {role!r} may not {action.replace('_', ' ')} an investigation; that needs a "
-            f"token of role {need} or above"
-        )
 
 
 def open_investigations(
@@ -188,7 +108,7 @@ def open_investigations(
     pts = None
     if geo is not None and acc.geometry.crs is not None:
         pts = acc.geometry.to_crs(4326).representative_point()
-    t = _stamp(now)
+    t = stamp(now)
     unit = (
         acc["unit_id"].astype("string")
         if "unit_id" in acc.columns
@@ -205,7 +125,7 @@ def open_investigations(
             pk = int(
                 tx.scalar(
                     "INSERT INTO investigations (accident_id, unit_id, severity, accident_time, "
-                    "lon, lat, state, version, opened_at) VALUES (?, ?, ?, ?, ?, ?, 'open', 1, ?) "
+                    "lon, lat, state, version, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
                     "RETURNING pk",
                     (
                         a,
@@ -214,59 +134,18 @@ def open_investigations(
                         None if pd.isna(tm) else iso(tm.to_pydatetime()),
                         None if pts is None else float(pts.iloc[i].x),
                         None if pts is None else float(pts.iloc[i].y),
+                        OPEN,
                         t,
                     ),
                 )
             )
-            _event(tx, pk, t, "system", "system", "open", None, "open", None, None)
+            event(tx, pk, t, SYSTEM, SYSTEM, "open", None, OPEN, None, None)
             opened.append(a)
     return opened
 
 
-def _stamp(now: datetime | None) -> str:
-    return _now(now).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _event(
-    tx: Any,
-    pk: int,
-    at: str,
-    actor: str,
-    role: str,
-    action: str,
-    from_state: str | None,
-    to_state: str,
-    comment: str | None,
-    details: dict[str, Any] | None,
-) -> None:
-    tx.execute(
-        "INSERT INTO investigation_events (investigation_pk, at, actor, role, action, "
-        "from_state, to_state, comment, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            pk,
-            at,
-            actor,
-            role,
-            action,
-            from_state,
-            to_state,
-            comment,
-            json.dumps(details, ensure_ascii=False) if details else None,
-        ),
-    )
-
-
-def _row(tx: Any, accident_id: str) -> dict[str, Any]:
-    row = tx.one("SELECT * FROM investigations WHERE accident_id = ?", (str(accident_id),))
-    if row is None:
-        raise NotFoundError(f"no investigation of accident {accident_id!r}")
-    return row
-
-
 def _check_version(row: dict[str, Any], expected: int | None) -> None:
     if expected is not None and int(row["version"]) != int(expected):
-        from .errors import StaleVersion
-
         raise StaleVersion(
             f"the investigation of accident {row['accident_id']} is at version {row['version']},"
             f" not {expected}; read it again and retry",
@@ -301,6 +180,34 @@ def _link(tx: Any, accident_id: str, pks: Sequence[int], t: str, actor: str) -> 
     return added
 
 
+def _step(
+    ledger: Ledger,
+    accident_id: str,
+    action: str,
+    *,
+    role: str,
+    now: datetime | None,
+    expected_version: int | None,
+    from_state: str,
+    refusal: str,
+    apply: Callable[[Any, dict[str, Any], str], None],
+) -> dict[str, Any]:
+    """One step of an investigation: role and version checked, state ``from_state`` required
+    (else IllegalTransition ending in ``refusal``), ``apply(tx, row, t)`` in one write."""
+    require(role, action)
+    ensure_tables(ledger)
+    t = stamp(now)
+    with ledger.db.transaction(write=True) as tx:
+        row = row_of(tx, accident_id)
+        _check_version(row, expected_version)
+        if row["state"] != from_state:
+            raise IllegalTransition(
+                f"the investigation of accident {accident_id} is {row['state']!r}{refusal}"
+            )
+        apply(tx, row, t)
+    return get_investigation(ledger, accident_id)
+
+
 def investigate(
     ledger: Ledger,
     accident_id: str,
@@ -319,41 +226,35 @@ def investigate(
     hazards
         Hazard ids (``"H12"``) found; empty for "none found".
     """
-    _require(role, "investigate")
-    ensure_tables(ledger)
-    t = _stamp(now)
-    with ledger.db.transaction(write=True) as tx:
-        row = _row(tx, accident_id)
-        _check_version(row, expected_version)
-        if row["state"] != "open":
-            raise IllegalTransition(
-                f"the investigation of accident {accident_id} is {row['state']!r}, not 'open'; "
-                "link further hazards with POST .../hazards"
-            )
+
+    def apply(tx: Any, row: dict[str, Any], t: str) -> None:
         pks = _hazard_pks(tx, hazards)
         outcome = "found" if pks else "none"
         _link(tx, str(accident_id), pks, t, actor)
         n = tx.execute(
-            "UPDATE investigations SET state = 'investigated', outcome = ?, version = version + 1,"
-            " investigated_at = ?, investigated_by = ?, comment = COALESCE(?, comment) "
+            "UPDATE investigations SET state = ?, outcome = ?, version = version + 1, "
+            "investigated_at = ?, investigated_by = ?, comment = COALESCE(?, comment) "
             "WHERE pk = ? AND version = ?",
-            (outcome, t, actor, comment, row["pk"], row["version"]),
+            (INVESTIGATED, outcome, t, actor, comment, row["pk"], row["version"]),
         )
         if n != 1:  # pragma: no cover - the write lock makes this impossible
             raise ConflictError("the investigation changed meanwhile; retry")
-        _event(
-            tx,
-            int(row["pk"]),
-            t,
-            actor,
-            role,
-            "investigate",
-            "open",
-            "investigated",
-            comment,
-            {"outcome": outcome, "hazards": [f"H{p}" for p in pks]},
+        details = {"outcome": outcome, "hazards": [f"H{p}" for p in pks]}
+        event(
+            tx, int(row["pk"]), t, actor, role, "investigate", OPEN, INVESTIGATED, comment, details
         )
-    return get_investigation(ledger, accident_id)
+
+    return _step(
+        ledger,
+        accident_id,
+        "investigate",
+        role=role,
+        now=now,
+        expected_version=expected_version,
+        from_state=OPEN,
+        refusal=", not 'open'; link further hazards with POST .../hazards",
+        apply=apply,
+    )
 
 
 def link_hazard(
@@ -366,35 +267,39 @@ def link_hazard(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Link one more hazard to an investigated accident (its outcome becomes ``found``)."""
-    _require(role, "link")
-    ensure_tables(ledger)
-    t = _stamp(now)
-    with ledger.db.transaction(write=True) as tx:
-        row = _row(tx, accident_id)
-        if row["state"] != "investigated":
-            raise IllegalTransition(
-                f"the investigation of accident {accident_id} is {row['state']!r}; hazards are "
-                "linked when investigating (open) or while 'investigated'"
-            )
+
+    def apply(tx: Any, row: dict[str, Any], t: str) -> None:
         pks = _hazard_pks(tx, [hazard_id])
         if _link(tx, str(accident_id), pks, t, actor):
             tx.execute(
                 "UPDATE investigations SET outcome = 'found', version = version + 1 WHERE pk = ?",
                 (row["pk"],),
             )
-            _event(
+            details = {"hazards": [f"H{p}" for p in pks]}
+            event(
                 tx,
                 int(row["pk"]),
                 t,
                 actor,
                 role,
                 "link",
-                "investigated",
-                "investigated",
+                INVESTIGATED,
+                INVESTIGATED,
                 None,
-                {"hazards": [f"H{p}" for p in pks]},
+                details,
             )
-    return get_investigation(ledger, accident_id)
+
+    return _step(
+        ledger,
+        accident_id,
+        "link",
+        role=role,
+        now=now,
+        expected_version=None,
+        from_state=INVESTIGATED,
+        refusal="; hazards are linked when investigating (open) or while 'investigated'",
+        apply=apply,
+    )
 
 
 def close_investigation(
@@ -408,24 +313,26 @@ def close_investigation(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """``investigated → closed`` (a supervisor)."""
-    _require(role, "close")
-    ensure_tables(ledger)
-    t = _stamp(now)
-    with ledger.db.transaction(write=True) as tx:
-        row = _row(tx, accident_id)
-        _check_version(row, expected_version)
-        if row["state"] != "investigated":
-            raise IllegalTransition(
-                f"the investigation of accident {accident_id} is {row['state']!r}; only an "
-                "investigated one can be closed"
-            )
+
+    def apply(tx: Any, row: dict[str, Any], t: str) -> None:
         tx.execute(
-            "UPDATE investigations SET state = 'closed', version = version + 1, closed_at = ?, "
+            "UPDATE investigations SET state = ?, version = version + 1, closed_at = ?, "
             "closed_by = ? WHERE pk = ?",
-            (t, actor, row["pk"]),
+            (CLOSED, t, actor, row["pk"]),
         )
-        _event(tx, int(row["pk"]), t, actor, role, "close", "investigated", "closed", comment, None)
-    return get_investigation(ledger, accident_id)
+        event(tx, int(row["pk"]), t, actor, role, "close", INVESTIGATED, CLOSED, comment, None)
+
+    return _step(
+        ledger,
+        accident_id,
+        "close",
+        role=role,
+        now=now,
+        expected_version=expected_version,
+        from_state=INVESTIGATED,
+        refusal="; only an investigated one can be closed",
+        apply=apply,
+    )
 
 
 def _public(row: dict[str, Any], hazards: list[str]) -> dict[str, Any]:
@@ -453,7 +360,7 @@ def get_investigation(ledger: Ledger, accident_id: str) -> dict[str, Any]:
     """One investigation with its linked hazards and history."""
     ensure_tables(ledger)
     with ledger.db.transaction() as tx:
-        row = _row(tx, accident_id)
+        row = row_of(tx, accident_id)
         hz = tx.all(
             "SELECT hazard_pk FROM accident_hazards WHERE accident_id = ? ORDER BY hazard_pk",
             (str(accident_id),),
@@ -504,23 +411,8 @@ def list_investigations(
             f"SELECT * FROM investigations WHERE {cond} ORDER BY pk LIMIT ? OFFSET ?",
             [*params, int(limit), int(offset)],
         )
-        links = _links_of(tx, [r["accident_id"] for r in rows])
+        links = links_of(tx, [r["accident_id"] for r in rows])
     return total, [_public(r, links.get(r["accident_id"], [])) for r in rows]
-
-
-def _links_of(tx: Any, accident_ids: Sequence[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for i in range(0, len(accident_ids), 500):
-        chunk = list(accident_ids[i : i + 500])
-        if not chunk:
-            continue
-        for r in tx.all(
-            "SELECT accident_id, hazard_pk FROM accident_hazards WHERE accident_id IN "
-            f"({', '.join('?' * len(chunk))}) ORDER BY hazard_pk",
-            chunk,
-        ):
-            out.setdefault(r["accident_id"], []).append(f"H{r['hazard_pk']}")
-    return out
 
 
 def hazard_accidents(ledger: Ledger, hazard_id: str | int) -> list[dict[str, Any]]:
@@ -563,134 +455,3 @@ def links_frame(ledger: Ledger) -> pd.DataFrame:
             "hazard_id": [f"H{r['hazard_pk']}" for r in rows],
         }
     )
-
-
-# --------------------------------------------------------------------------------------------
-# the fatal-accident review (回头看)
-
-
-def reviews(ledger: Ledger, accidents: pd.DataFrame | None = None) -> list[dict[str, Any]]:
-    """Every K accident with its four checks, prefilled and (when done) confirmed.
-
-    Parameters
-    ----------
-    accidents
-        Joined accidents (``event_id``, ``severity``, ``time``, ``unit_id``); fatal ones not
-        yet in the ledger's investigations are listed too (with the investigation check False).
-    """
-    ensure_tables(ledger)
-    with ledger.db.transaction() as tx:
-        inv = {
-            r["accident_id"]: r for r in tx.all("SELECT * FROM investigations WHERE severity = 'K'")
-        }
-        confirmed = {r["accident_id"]: r for r in tx.all("SELECT * FROM fatal_reviews")}
-        links = _links_of(tx, list(inv))
-        states = {
-            f"H{r['pk']}": r["state"]
-            for r in tx.all(
-                "SELECT h.pk, h.state FROM hazards h JOIN accident_hazards l "
-                "ON l.hazard_pk = h.pk JOIN investigations i ON i.accident_id = l.accident_id "
-                "WHERE i.severity = 'K'"
-            )
-        }
-    fatal: dict[str, dict[str, Any]] = {}
-    if accidents is not None and len(accidents) and "severity" in accidents.columns:
-        k = accidents[accidents["severity"].astype("string").str.upper() == "K"]
-        for a, unit, tm in zip(
-            k["event_id"].astype(str),
-            k["unit_id"] if "unit_id" in k.columns else [None] * len(k),
-            k["time"] if "time" in k.columns else [None] * len(k),
-            strict=True,
-        ):
-            fatal[a] = {
-                "unit_id": None if unit is None or pd.isna(unit) else str(unit),
-                "accident_time": None
-                if tm is None or pd.isna(tm)
-                else pd.Timestamp(tm).isoformat(),
-            }
-    for a, row in inv.items():
-        fatal.setdefault(a, {"unit_id": row["unit_id"], "accident_time": row["accident_time"]})
-    out = []
-    for a in sorted(fatal):
-        r: dict[str, Any] | None = inv.get(a)
-        hz = links.get(a, [])
-        done = [h for h in hz if states.get(h) in lc.DONE_STATES]
-        investigated = r is not None and r["state"] in ("investigated", "closed")
-        if not hz:
-            rect, rect_basis = None, "no hazard linked: nothing to rectify, or not investigated"
-        else:
-            rect = len(done) == len(hz)
-            rect_basis = f"{len(done)} of {len(hz)} linked hazards accepted or closed"
-        prefill: dict[str, dict[str, Any]] = {
-            "investigation": {
-                "prefill": investigated,
-                "basis": "no investigation" if r is None else f"investigation {r['state']}",
-            },
-            "rectification": {"prefill": rect, "basis": rect_basis},
-            "deep_investigation": {"prefill": None, "basis": "not held by the ledger: confirm"},
-            "accountability": {"prefill": None, "basis": "not held by the ledger: confirm"},
-        }
-        c = confirmed.get(a)
-        checks = json.loads(c["checks"]) if c else {}
-        for name in REVIEW_CHECKS:
-            prefill[name]["confirmed"] = checks.get(name)
-        out.append(
-            {
-                "accident_id": a,
-                **fatal[a],
-                "hazards": hz,
-                "checks": prefill,
-                "confirmed": c is not None,
-                "confirmed_by": c["confirmed_by"] if c else None,
-                "confirmed_at": c["confirmed_at"] if c else None,
-                "comment": c["comment"] if c else None,
-                "complete": c is not None and all(checks.get(n) is True for n in REVIEW_CHECKS),
-            }
-        )
-    return out
-
-
-def confirm_review(
-    ledger: Ledger,
-    accident_id: str,
-    checks: dict[str, bool],
-    *,
-    actor: str,
-    role: str,
-    comment: str | None = None,
-    accidents: pd.DataFrame | None = None,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """A supervisor confirms (or corrects) the four checks of a fatal accident's review.
-
-    ``checks`` must give all four (:data:`REVIEW_CHECKS`) as true/false; a later confirmation
-    replaces an earlier one.
-    """
-    _require(role, "confirm_review")
-    ensure_tables(ledger)
-    missing = [n for n in REVIEW_CHECKS if not isinstance(checks.get(n), bool)]
-    extra = [n for n in checks if n not in REVIEW_CHECKS]
-    if missing or extra:
-        raise LedgerValidationError(
-            f"a review confirms the four checks {', '.join(REVIEW_CHECKS)} as true or false"
-            + (f"; missing {missing}" if missing else "")
-            + (f"; unknown {extra}" if extra else "")
-        )
-    known = {r["accident_id"] for r in reviews(ledger, accidents)}
-    if str(accident_id) not in known:
-        raise NotFoundError(f"no fatal accident {accident_id!r} to review")
-    t = _stamp(now)
-    with ledger.db.transaction(write=True) as tx:
-        tx.execute("DELETE FROM fatal_reviews WHERE accident_id = ?", (str(accident_id),))
-        tx.execute(
-            "INSERT INTO fatal_reviews (accident_id, checks, comment, confirmed_by, confirmed_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (
-                str(accident_id),
-                json.dumps({n: checks[n] for n in REVIEW_CHECKS}),
-                comment,
-                actor,
-                t,
-            ),
-        )
-    return next(r for r in reviews(ledger, accidents) if r["accident_id"] == str(accident_id))
