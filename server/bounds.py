@@ -67,16 +67,11 @@ def check(scope: Scope) -> tuple[int, str] | None:
     return None
 
 
-async def _reject(send: Send, status: int, detail: str) -> None:
+async def _reject(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    """Answer ``status`` with a JSON ``detail`` (``close``: and end the connection)."""
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

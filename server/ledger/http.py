@@ -30,7 +30,6 @@ A router for a new record type needs only its models and its calls into the libr
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -50,6 +49,7 @@ from trafficunit.ledger import (
     StaleVersion,
 )
 
+from ..bounds import _reject as reject
 from ..errors import BadRequest, ServerError
 from .auth import TooManyAttempts, needs
 
@@ -306,19 +306,7 @@ class BodyLimit:
 
 
 async def _reject(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await reject(send, status, detail, close=True)
 
 
 def install_ledger_errors(app: FastAPI) -> None:

@@ -24,6 +24,7 @@ from ..ledger import (
     ReaderDep,
     ReportDep,
     ServiceDep,
+    acting,
     feature_collection,
     geojson,
     if_match_version,
@@ -141,18 +142,7 @@ def report_hazard(
     body: HazardIn, svc: ServiceDep, request: Request, who: ReportDep
 ) -> JSONResponse:
     request.app.state.store.check()  # the ledger assigns to the store's current units
-    res = svc.ledger.report(
-        body.geometry,
-        category=body.category,
-        actor=who.name,
-        role=who.role,
-        grade=body.grade,
-        description=body.description,
-        source=body.source,
-        road_name=body.road_name,
-        reported_at=body.reported_at,
-        external_id=body.external_id,
-    )
+    res = svc.ledger.report(**body.model_dump(), **acting(who))
     extra: dict[str, Any] = {"linked": res.linked, "replayed": res.replayed}
     if res.distance_m is not None:
         extra["linked_distance_m"] = round(res.distance_m, 2)
@@ -270,18 +260,9 @@ def transition_hazard(
     if_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     expected = expected_version(if_match, hazard_id)
+    fields = body.model_dump(exclude={"to"})
     hazard = svc.ledger.transition(
-        hazard_id,
-        body.to,
-        actor=who.name,
-        role=who.role,
-        expected_version=expected,
-        comment=body.comment,
-        grade=body.grade,
-        category=body.category,
-        responsible=body.responsible,
-        road_chief=body.road_chief,
-        deadline=body.deadline,
+        hazard_id, body.to, **acting(who), expected_version=expected, **fields
     )
     return _feature_response(hazard)
 

@@ -63,18 +63,7 @@ def register_workzone(
     body: WorkZoneIn, request: Request, svc: ServiceDep, who: WorkZoneDep
 ) -> JSONResponse:
     request.app.state.store.check()
-    zone = svc.ledger.register_workzone(
-        body.site_code,
-        body.geometry,
-        start=body.start,
-        end=body.end,
-        **acting(who),
-        lanes_taken=body.lanes_taken,
-        night_works=body.night_works,
-        contractor=body.contractor,
-        permit=body.permit,
-        description=body.description,
-    )
+    zone = svc.ledger.register_workzone(**body.model_dump(), **acting(who))
     svc.note_write()  # the live work-zone tiles show it from the next request on
     request.app.state.store.check()  # live hooks: a night site on a red unit alerts at once
     return geojson(

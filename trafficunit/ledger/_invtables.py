@@ -123,21 +123,11 @@ def stamp(now: datetime | None) -> str:
     return now_utc(now).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event(
-    tx: Any,
-    pk: int,
-    at: str,
-    actor: str,
-    role: str,
-    action: str,
-    from_state: str | None,
-    to_state: str,
-    comment: str | None,
-    details: dict[str, Any] | None,
-) -> None:
-    """Append one event to an investigation's history."""
-    fields = event_fields(actor, role, action, from_state, to_state, comment, details)
-    tx.insert("investigation_events", {"investigation_pk": pk, "at": at, **fields})
+def event(tx: Any, pk: int, at: str, *what: Any) -> None:
+    """Append one event to an investigation's history; ``what`` are the values of
+    :data:`~trafficunit.ledger._values.EVENT_FIELDS` (actor, role, action, from, to, comment,
+    details)."""
+    tx.insert("investigation_events", {"investigation_pk": pk, "at": at, **event_fields(*what)})
 
 
 def row_of(tx: Any, accident_id: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .._errors import clip
 from .errors import NotFoundError, ValidationError
 
 __all__ = [
+    "EVENT_FIELDS",
     "SYSTEM",
     "dt",
     "event_fields",
@@ -93,25 +94,16 @@ def text(value: Any, what: str, *, required: bool = False, limit: int = _MAX_TEX
     return out
 
 
-def event_fields(
-    actor: str,
-    role: str,
-    action: str,
-    from_state: str | None,
-    to_state: str,
-    comment: str | None,
-    details: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The columns every history event has (hazards, investigations): who, what, from, to."""
-    return {
-        "actor": actor,
-        "role": role,
-        "action": action,
-        "from_state": from_state,
-        "to_state": to_state,
-        "comment": comment,
-        "details": json.dumps(details, ensure_ascii=False) if details else None,
-    }
+#: The columns every history event has (hazards, investigations), in order.
+EVENT_FIELDS = ("actor", "role", "action", "from_state", "to_state", "comment", "details")
+
+
+def event_fields(*values: Any) -> dict[str, Any]:
+    """A history event's :data:`EVENT_FIELDS` from their values (``details`` a dict or None,
+    stored as JSON)."""
+    row = dict(zip(EVENT_FIELDS, values, strict=True))
+    row["details"] = json.dumps(row["details"], ensure_ascii=False) if row["details"] else None
+    return row
 
 
 def parse_hazard_id(hazard_id: str | int) -> int:

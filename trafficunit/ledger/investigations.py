@@ -180,20 +180,28 @@ def _link(tx: Any, accident_id: str, pks: Sequence[int], t: str, actor: str) -> 
     return added
 
 
+#: The state each step starts from, and why another state refuses it.
+_FROM = {
+    "investigate": (OPEN, ", not 'open'; link further hazards with POST .../hazards"),
+    "link": (
+        INVESTIGATED,
+        "; hazards are linked when investigating (open) or while 'investigated'",
+    ),
+    "close": (INVESTIGATED, "; only an investigated one can be closed"),
+}
+
+
 def _step(
     ledger: Ledger,
     accident_id: str,
     action: str,
-    *,
-    role: str,
-    now: datetime | None,
-    expected_version: int | None,
-    from_state: str,
-    refusal: str,
+    who: tuple[str, datetime | None, int | None],
     apply: Callable[[Any, dict[str, Any], str], None],
 ) -> dict[str, Any]:
-    """One step of an investigation: role and version checked, state ``from_state`` required
-    (else IllegalTransition ending in ``refusal``), ``apply(tx, row, t)`` in one write."""
+    """One step of an investigation: ``who`` = (role, now, expected version) checked, the state
+    of :data:`_FROM` required (else IllegalTransition), ``apply(tx, row, t)`` in one write."""
+    role, now, expected_version = who
+    from_state, refusal = _FROM[action]
     require(role, action)
     ensure_tables(ledger)
     t = stamp(now)
@@ -244,17 +252,7 @@ def investigate(
             tx, int(row["pk"]), t, actor, role, "investigate", OPEN, INVESTIGATED, comment, details
         )
 
-    return _step(
-        ledger,
-        accident_id,
-        "investigate",
-        role=role,
-        now=now,
-        expected_version=expected_version,
-        from_state=OPEN,
-        refusal=", not 'open'; link further hazards with POST .../hazards",
-        apply=apply,
-    )
+    return _step(ledger, accident_id, "investigate", (role, now, expected_version), apply)
 
 
 def link_hazard(
@@ -289,17 +287,7 @@ def link_hazard(
                 details,
             )
 
-    return _step(
-        ledger,
-        accident_id,
-        "link",
-        role=role,
-        now=now,
-        expected_version=None,
-        from_state=INVESTIGATED,
-        refusal="; hazards are linked when investigating (open) or while 'investigated'",
-        apply=apply,
-    )
+    return _step(ledger, accident_id, "link", (role, now, None), apply)
 
 
 def close_investigation(
@@ -322,17 +310,7 @@ def close_investigation(
         )
         event(tx, int(row["pk"]), t, actor, role, "close", INVESTIGATED, CLOSED, comment, None)
 
-    return _step(
-        ledger,
-        accident_id,
-        "close",
-        role=role,
-        now=now,
-        expected_version=expected_version,
-        from_state=INVESTIGATED,
-        refusal="; only an investigated one can be closed",
-        apply=apply,
-    )
+    return _step(ledger, accident_id, "close", (role, now, expected_version), apply)
 
 
 def _public(row: dict[str, Any], hazards: list[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ __all__ = [
     "Principal",
     "ReportResult",
     "WorkZone",
+    "feature",
     "hazard_from_row",
     "unit_list",
     "wkb",
@@ -29,6 +30,19 @@ __all__ = [
 
 #: Where a hazard report came from (docs/domain.md "Hazard").
 SOURCES: tuple[str, ...] = ("public_report", "patrol", "crash_analysis", "audit", "import")
+
+
+def feature(
+    fid: str, geometry: shapely.Geometry, properties: dict[str, Any], **top: Any
+) -> dict[str, Any]:
+    """A GeoJSON Feature (``top``: more members beside ``id``, e.g. ``version``)."""
+    return {
+        "type": "Feature",
+        "id": fid,
+        **top,
+        "geometry": json.loads(shapely.to_geojson(geometry)),
+        "properties": properties,
+    }
 
 
 @dataclass(frozen=True)
@@ -126,14 +140,8 @@ class Hazard:
 
     def to_feature(self, now: datetime | None = None) -> dict[str, Any]:
         """A GeoJSON Feature; ``version`` and ``unit_ids`` also at the top level."""
-        return {
-            "type": "Feature",
-            "id": self.id,
-            "version": self.version,
-            "unit_ids": list(self.unit_ids),
-            "geometry": json.loads(shapely.to_geojson(self.geometry)),
-            "properties": self.properties(now),
-        }
+        top = {"version": self.version, "unit_ids": list(self.unit_ids)}
+        return feature(self.id, self.geometry, self.properties(now), **top)
 
 
 @dataclass(frozen=True)
@@ -189,12 +197,7 @@ class WorkZone:
 
     def to_feature(self, now: datetime | None = None) -> dict[str, Any]:
         """A GeoJSON Feature identified by the site code."""
-        return {
-            "type": "Feature",
-            "id": self.site_code,
-            "geometry": json.loads(shapely.to_geojson(self.geometry)),
-            "properties": self.properties(now),
-        }
+        return feature(self.site_code, self.geometry, self.properties(now))
 
 
 #: The stored columns of a hazard (without its geometry).

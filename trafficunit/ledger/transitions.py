@@ -134,15 +134,8 @@ class Transitions(LedgerCore):
         if action in ("fail_acceptance", "reopen") and asked.comment is None:
             raise ValidationError(_NEEDS_COMMENT[action])
         if action == "reopen":
-            sets.update(
-                registered_at=iso(t),
-                assigned_at=None,
-                rectifying_at=None,
-                accepted_at=None,
-                closed_at=None,
-                deadline=None,
-                reopen_count=h.reopen_count + 1,
-            )
+            sets.update(dict.fromkeys(_CLEARED_BY_REOPEN))
+            sets.update(registered_at=iso(t), reopen_count=h.reopen_count + 1)
         elif action in _STAMPS:
             sets[_STAMPS[action]] = None if action == "fail_acceptance" else iso(t)
         return sets
@@ -188,6 +181,8 @@ _STAMPS = {
     "fail_acceptance": "accepted_at",
     "close": "closed_at",
 }
+#: What reopening a hazard clears: it starts again from registration.
+_CLEARED_BY_REOPEN = ("assigned_at", "rectifying_at", "accepted_at", "closed_at", "deadline")
 _NEEDS_COMMENT = {
     "fail_acceptance": "a failed acceptance needs a comment saying what failed",
     "reopen": "reopening a hazard needs a comment saying why",
