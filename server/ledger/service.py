@@ -16,7 +16,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -349,36 +349,49 @@ async def ledger_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ledger = svc
     store: DataStore = app.state.store
     store.hooks.append(svc.hook)
-    task = None
     try:
-        try:
-            svc.hook(store)  # the ledger knows the units before it assigns imported hazards
-            n = await run_in_threadpool(svc.import_table, store)
-            if n:
-                log.info("imported %d hazards from hazards.parquet into the ledger", n)
-        except Exception:  # the ledger works without the import
-            log.exception("importing hazards.parquet into the ledger failed")
+        await _import_once(svc, store)
         interval = settings.ledger.sweep_interval_s
-        if interval > 0:
-            task = asyncio.create_task(_sweeper(svc, store, interval))
+        async with every(interval, lambda: svc.sweep(store), "ledger sweep"):
+            yield
+    finally:
+        with contextlib.suppress(ValueError):
+            store.hooks.remove(svc.hook)
+        svc.close()
+
+
+async def _import_once(svc: LedgerService, store: DataStore) -> None:
+    """Import ``hazards.parquet`` (the ledger works without it: a failure is logged)."""
+    try:
+        svc.hook(store)  # the ledger knows the units before it assigns imported hazards
+        n = await run_in_threadpool(svc.import_table, store)
+        if n:
+            log.info("imported %d hazards from hazards.parquet into the ledger", n)
+    except Exception:
+        log.exception("importing hazards.parquet into the ledger failed")
+
+
+@contextlib.asynccontextmanager
+async def every(interval: float, fn: Callable[[], Any], what: str) -> AsyncIterator[None]:
+    """Run ``fn`` in a worker thread every ``interval`` seconds while inside (never when
+    ``interval`` <= 0); a failure is logged as ``what`` and the next round runs."""
+
+    async def repeat() -> None:
+        while True:
+            try:
+                await run_in_threadpool(fn)
+            except Exception:
+                log.exception("%s failed", what)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(repeat()) if interval > 0 else None
+    try:
         yield
     finally:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(ValueError):
-            store.hooks.remove(svc.hook)
-        svc.close()
-
-
-async def _sweeper(svc: LedgerService, store: DataStore, interval: float) -> None:
-    while True:
-        try:
-            await run_in_threadpool(svc.sweep, store)
-        except Exception:
-            log.exception("ledger sweep failed")
-        await asyncio.sleep(interval)
 
 
 ServiceDep = Annotated[LedgerService, Depends(service_of)]

@@ -50,6 +50,11 @@ class WorkZoneIn(BaseModel):
     description: str | None = Field(default=None, max_length=4000)
 
 
+def page_url(request: Request, svc: Any, site_code: str) -> str:
+    """The address of a site's page (what its QR code and board link to)."""
+    return f"{public_base(request, svc)}/workzones/{site_code}/page"
+
+
 def _feature(zone: WorkZone, request: Request, svc: Any) -> dict[str, Any]:
     path = f"/workzones/{zone.site_code}"
     return {
@@ -142,10 +147,6 @@ async def workzone_qr(
     site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
 ) -> Response:
     zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
-    url = f"{public_base(request, svc)}/workzones/{zone.site_code}/page"
-    png = await run_in_threadpool(qr_png, url)
-    return Response(
-        png,
-        media_type="image/png",
-        headers={"Cache-Control": "public, max-age=86400", "X-QR-URL": url},
-    )
+    url = page_url(request, svc, zone.site_code)
+    headers = {"Cache-Control": "public, max-age=86400", "X-QR-URL": url}
+    return Response(await run_in_threadpool(qr_png, url), media_type="image/png", headers=headers)

@@ -275,6 +275,14 @@ EVENT_COLUMNS = """at TEXT NOT NULL,
         comment TEXT,
         details TEXT"""
 
+#: The geometry of a hazard or work zone and its bounding box (SQLite filters by the box).
+SHAPE_COLUMNS = """geom {GEOM} NOT NULL,
+        geom_type TEXT NOT NULL,
+        minx {REAL} NOT NULL,
+        miny {REAL} NOT NULL,
+        maxx {REAL} NOT NULL,
+        maxy {REAL} NOT NULL"""
+
 # The hazard states' CHECK comes from the lifecycle (``{STATE_CHECK}``); a database created
 # before a new state was added needs a migration that rebuilds the constraint.
 _DDL_V1 = [
@@ -307,12 +315,7 @@ _DDL_V1 = [
         updated_at TEXT NOT NULL,
         reported_by TEXT,
         unit_ids TEXT NOT NULL,
-        geom {GEOM} NOT NULL,
-        geom_type TEXT NOT NULL,
-        minx {REAL} NOT NULL,
-        miny {REAL} NOT NULL,
-        maxx {REAL} NOT NULL,
-        maxy {REAL} NOT NULL,
+        {SHAPE_COLUMNS},
         change_seq BIGINT NOT NULL,
         {STATE_CHECK},
         CHECK (version >= 1)
@@ -370,12 +373,7 @@ _DDL_V1 = [
         permit TEXT,
         description TEXT,
         unit_ids TEXT NOT NULL,
-        geom {GEOM} NOT NULL,
-        geom_type TEXT NOT NULL,
-        minx {REAL} NOT NULL,
-        miny {REAL} NOT NULL,
-        maxx {REAL} NOT NULL,
-        maxy {REAL} NOT NULL,
+        {SHAPE_COLUMNS},
         created_at TEXT NOT NULL,
         created_by TEXT,
         updated_at TEXT NOT NULL,
@@ -418,6 +416,7 @@ def _v1(dialect: str) -> list[str]:
             "STATE_CHECK": state_check(),
             "EVENT_COLUMNS": EVENT_COLUMNS,
         }
+        subst["SHAPE_COLUMNS"] = SHAPE_COLUMNS.format(**subst)
         return (
             ["CREATE EXTENSION IF NOT EXISTS postgis"]
             + [s.format(**subst) for s in _DDL_V1]
@@ -430,6 +429,7 @@ def _v1(dialect: str) -> list[str]:
         "STATE_CHECK": state_check(),
         "EVENT_COLUMNS": EVENT_COLUMNS,
     }
+    subst["SHAPE_COLUMNS"] = SHAPE_COLUMNS.format(**subst)
     return [s.format(**subst) for s in _DDL_V1] + _APPEND_ONLY_SQLITE
 
 

@@ -39,7 +39,7 @@ import pandas as pd
 import shapely
 
 from .._errors import ValidationError, clip
-from .kpitree import (
+from ._kpitree import (
     COUNTS,
     DEFAULT_TARGETS,
     DEFAULT_WEIGHTS,

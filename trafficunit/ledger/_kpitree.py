@@ -25,20 +25,7 @@ from .._errors import InputFileError, ValidationError
 from ..zones import Zones, assign_events, assign_units, zone_column
 from . import lifecycle as lc
 
-__all__ = [
-    "COUNTS",
-    "DEFAULT_TARGETS",
-    "DEFAULT_WEIGHTS",
-    "DEFINITIONS",
-    "RATES",
-    "KpiSettings",
-    "accident_flags",
-    "hazard_flags",
-    "health_index",
-    "load_targets",
-    "zone_kpis",
-    "zone_levels",
-]
+# Public through :mod:`trafficunit.ledger.kpis`, which lists the names.
 
 
 #: Rates computed per zone; each is ``numerator / denominator`` of counts that sum up the tree.
