@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trafficunit._errors import clip
 from trafficunit.ledger import SOURCES, Hazard, parse_hazard_id
-from trafficunit.ledger.lifecycle import GRADES, OPEN_STATES, STATES, TRANSITIONS
+from trafficunit.ledger.lifecycle import ASSIGNED, GRADES, OPEN_STATES, STATES, TRANSITIONS
 
 from ..deps import BBoxDep, FormatDep, LimitDep, comma_list
 from ..errors import BadRequest, NotFound
@@ -94,7 +94,7 @@ class TransitionIn(BaseModel):
     responsible: str | None = Field(
         default=None, max_length=200, description="assigned: the responsible body (required)"
     )
-    road_chief: str | None = Field(default=None, max_length=200, description="assigned")
+    road_chief: str | None = Field(default=None, max_length=200, description=ASSIGNED)
     deadline: datetime | None = Field(
         default=None, description="assigned: deadline (default by grade)"
     )

@@ -39,7 +39,7 @@ class Reporting(Duplicates):
         reported_at: Any = None,
         external_id: str | None = None,
         link_duplicates: bool = True,
-        initial_state: str = "reported",
+        initial_state: str = lc.INITIAL_STATE,
         now: datetime | None = None,
     ) -> ReportResult:
         """Record a report: a new hazard, or a report linked to the open hazard it repeats.

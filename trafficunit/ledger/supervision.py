@@ -211,8 +211,7 @@ def escalate_overdue(
         rows = tx.all(
             "SELECT h.pk, h.deadline, h.supervision, s.level FROM hazards h "
             "LEFT JOIN supervision_levels s ON s.hazard_pk = h.pk "
-            "WHERE h.state IN ('assigned', 'rectifying') AND h.deadline IS NOT NULL "
-            "AND h.deadline < ? ORDER BY h.pk",
+            f"WHERE {lc.overdue_sql('h.')} ORDER BY h.pk",
             (iso(t),),
         )
         for r in rows:
