@@ -27,8 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit.ledger import ConflictError, NotFoundError, PermissionDenied, Principal
-from trafficunit.ledger._db import Database
+from trafficunit.ledger import ConflictError, Database, NotFoundError, PermissionDenied, Principal
 from trafficunit.ledger.lifecycle import allowed
 
 from .errors import BadRequest

@@ -45,8 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from trafficunit._errors import clip
-from trafficunit.ledger import NotFoundError, Principal
-from trafficunit.ledger._db import Database
+from trafficunit.ledger import Database, NotFoundError, Principal
 
 from . import alerts as alerts_mod
 from .errors import BadRequest

@@ -6,13 +6,16 @@ may use it the same way) take from here:
 * **role checks**: the dependencies :data:`ReportDep`, :data:`WorkZoneDep`,
   :data:`EscalateDep`, :data:`TokensDep` (403 unless the token's role may do the action), or
   ``Annotated[Principal, Depends(needs(action))]`` for any other action;
-* **versions**: :func:`if_match_version` reads an ``If-Match`` header (428 when absent, 400
-  when it is no ETag of this API, ``-1`` for another record's ETag so the write is refused as
-  stale, None for ``*``); :func:`not_modified` answers ``If-None-Match``;
+* **versions**: :func:`if_match_version` reads an ``If-Match`` header (428
+  :class:`PreconditionRequired` when absent, 400 when it is no ETag of this API, ``-1`` for
+  another record's ETag so the write is refused as stale, None for ``*``; ``strict=False``
+  keeps the permits' and site files' older rules: any digits, no length bound);
+  :func:`not_modified` answers ``If-None-Match``;
 * **writes**: :func:`acting` (the ``actor``/``role`` keywords of a library call);
 * **responses**: :func:`geojson` (one record, with ``ETag`` and ``Location``),
   :func:`feature_collection` (a page, with ``numberMatched`` and ``X-Total-Count``),
-  :func:`public_base` (the base URL of links), :func:`responses` (documented error statuses);
+  :func:`public_base` and :func:`links` (a record's ``links``: self, page, QR code...),
+  :func:`responses` (documented error statuses);
 * **errors and limits**: :func:`install_ledger_errors` (the ledger's refusals as statuses) and
   :class:`BodyLimit` (413 for oversized bodies).
 
@@ -23,7 +26,7 @@ A router for a new record type needs only its models and its calls into the libr
                    if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
         expected = if_match_version(if_match, what="thing", example="T12-v3",
                                     tag=r"T\\d{1,18}", own=lambda: f"T{int(thing_id)}")
-        thing = store.transition(thing_id, body.to, expected_version=expected, ...)
+        thing = store.transition(thing_id, body.to, **acting(who), expected_version=expected)
         return geojson(thing.to_feature(), etag=thing.etag, location=f"/things/{thing.id}")
 """
 

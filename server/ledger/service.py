@@ -25,7 +25,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import InputFileError
+from trafficunit import InputFileError
 from trafficunit.datafolder import FILES
 from trafficunit.ledger import Ledger, Principal, hash_token
 from trafficunit.ledger import lifecycle as lc

@@ -9,7 +9,8 @@ chief come from :func:`~trafficunit.ledger.kpis.hazard_kpis`.
 Two helpers are public for servers built on the ledger: :func:`parse_hazard_id` turns a public
 hazard id (``"H12"``) into its key, refusing anything else with :class:`NotFoundError`, and
 :func:`hash_token` gives the stored form of an access token (to compare a configured bootstrap
-token with a presented one without keeping either).
+token with a presented one without keeping either). :class:`Database` is the open database a
+ledger writes to (``Ledger.db``), for servers keeping their own tables beside the ledger's.
 
 The :class:`Ledger` joins one module per concern::
 
@@ -26,6 +27,7 @@ The :class:`Ledger` joins one module per concern::
 
 from __future__ import annotations
 
+from ._db import Database
 from ._values import parse_hazard_id
 from .catalogue import Catalogue, load_catalogue
 from .errors import (
@@ -54,6 +56,7 @@ __all__ = [
     "TRANSITIONS",
     "AuthenticationError",
     "Catalogue",
+    "Database",
     "ConflictError",
     "Hazard",
     "IllegalTransition",
