@@ -19,9 +19,10 @@ from typing import Any
 
 from . import lifecycle as lc
 from ._tables import ensure
+from ._values import iso, now_utc, parse_hazard_id
 from .errors import NotFoundError
 from .errors import ValidationError as LedgerValidationError
-from .store import Ledger, _now, iso, parse_hazard_id
+from .store import Ledger
 
 __all__ = ["ALLOWED_TYPES", "OWNERS", "attach", "list_evidence", "read_evidence", "sniff"]
 
@@ -129,7 +130,7 @@ def attach(
             Path(tmp).unlink(missing_ok=True)
             raise
     ensure(ledger.db, "evidence", _DDL)
-    t = iso(_now(now))
+    t = iso(now_utc(now))
     with ledger.db.transaction(write=True) as tx:
         pk = int(
             tx.scalar(

@@ -23,11 +23,11 @@ tokens (only their HMAC-SHA256 hashes), and the road-works registry. The databas
 from __future__ import annotations
 
 from ._core import LedgerCore
-from ._values import dt as _dt
+from ._values import dt as _dt  # noqa: F401  (older names other ledger modules import)
 from ._values import iso, parse_hazard_id, parse_time
-from ._values import json_time as _json_time
-from ._values import now_utc as _now
-from ._values import text as _text
+from ._values import json_time as _json_time  # noqa: F401
+from ._values import now_utc as _now  # noqa: F401
+from ._values import text as _text  # noqa: F401
 from .frames import Frames
 from .hazards import HazardReads
 from .records import SOURCES, Hazard, Principal, ReportResult, WorkZone
@@ -48,8 +48,6 @@ __all__ = [
     "parse_hazard_id",
     "parse_time",
 ]
-# Older names some ledger modules import from here.
-_COMPAT = (_dt, _json_time, _now, _text)
 
 
 class Ledger(HazardReads, Reporting, Sweeps, Tokens, WorkZones, Frames, LedgerCore):
