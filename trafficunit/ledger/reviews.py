@@ -43,43 +43,13 @@ def reviews(ledger: Ledger, accidents: pd.DataFrame | None = None) -> list[dict[
                 "WHERE i.severity = 'K'"
             )
         }
-    fatal: dict[str, dict[str, Any]] = {}
-    if accidents is not None and len(accidents) and "severity" in accidents.columns:
-        k = accidents[accidents["severity"].astype("string").str.upper() == "K"]
-        for a, unit, tm in zip(
-            k["event_id"].astype(str),
-            k["unit_id"] if "unit_id" in k.columns else [None] * len(k),
-            k["time"] if "time" in k.columns else [None] * len(k),
-            strict=True,
-        ):
-            fatal[a] = {
-                "unit_id": None if unit is None or pd.isna(unit) else str(unit),
-                "accident_time": None
-                if tm is None or pd.isna(tm)
-                else pd.Timestamp(tm).isoformat(),
-            }
+    fatal = _fatal_accidents(accidents)
     for a, row in inv.items():
         fatal.setdefault(a, {"unit_id": row["unit_id"], "accident_time": row["accident_time"]})
     out = []
     for a in sorted(fatal):
-        r: dict[str, Any] | None = inv.get(a)
         hz = links.get(a, [])
-        done = [h for h in hz if states.get(h) in lc.DONE_STATES]
-        investigated = r is not None and r["state"] in DONE
-        if not hz:
-            rect, rect_basis = None, "no hazard linked: nothing to rectify, or not investigated"
-        else:
-            rect = len(done) == len(hz)
-            rect_basis = f"{len(done)} of {len(hz)} linked hazards accepted or closed"
-        prefill: dict[str, dict[str, Any]] = {
-            "investigation": {
-                "prefill": investigated,
-                "basis": "no investigation" if r is None else f"investigation {r['state']}",
-            },
-            "rectification": {"prefill": rect, "basis": rect_basis},
-            "deep_investigation": {"prefill": None, "basis": "not held by the ledger: confirm"},
-            "accountability": {"prefill": None, "basis": "not held by the ledger: confirm"},
-        }
+        prefill = _prefill(inv.get(a), hz, states)
         c = confirmed.get(a)
         checks = json.loads(c["checks"]) if c else {}
         for name in REVIEW_CHECKS:
@@ -91,13 +61,51 @@ def reviews(ledger: Ledger, accidents: pd.DataFrame | None = None) -> list[dict[
                 "hazards": hz,
                 "checks": prefill,
                 "confirmed": c is not None,
-                "confirmed_by": c["confirmed_by"] if c else None,
-                "confirmed_at": c["confirmed_at"] if c else None,
-                "comment": c["comment"] if c else None,
+                **{k: c[k] if c else None for k in ("confirmed_by", "confirmed_at", "comment")},
                 "complete": c is not None and all(checks.get(n) is True for n in REVIEW_CHECKS),
             }
         )
     return out
+
+
+def _fatal_accidents(accidents: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """The K accidents of a joined accident table: their unit and time."""
+    fatal: dict[str, dict[str, Any]] = {}
+    if accidents is None or not len(accidents) or "severity" not in accidents.columns:
+        return fatal
+    k = accidents[accidents["severity"].astype("string").str.upper() == "K"]
+    for a, unit, tm in zip(
+        k["event_id"].astype(str),
+        k["unit_id"] if "unit_id" in k.columns else [None] * len(k),
+        k["time"] if "time" in k.columns else [None] * len(k),
+        strict=True,
+    ):
+        fatal[a] = {
+            "unit_id": None if unit is None or pd.isna(unit) else str(unit),
+            "accident_time": None if tm is None or pd.isna(tm) else pd.Timestamp(tm).isoformat(),
+        }
+    return fatal
+
+
+def _prefill(
+    r: dict[str, Any] | None, hz: list[str], states: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The four checks as the ledger knows them (investigation ``r``, linked hazards ``hz``)."""
+    done = [h for h in hz if states.get(h) in lc.DONE_STATES]
+    if not hz:
+        rect, rect_basis = None, "no hazard linked: nothing to rectify, or not investigated"
+    else:
+        rect = len(done) == len(hz)
+        rect_basis = f"{len(done)} of {len(hz)} linked hazards accepted or closed"
+    return {
+        "investigation": {
+            "prefill": r is not None and r["state"] in DONE,
+            "basis": "no investigation" if r is None else f"investigation {r['state']}",
+        },
+        "rectification": {"prefill": rect, "basis": rect_basis},
+        "deep_investigation": {"prefill": None, "basis": "not held by the ledger: confirm"},
+        "accountability": {"prefill": None, "basis": "not held by the ledger: confirm"},
+    }
 
 
 def confirm_review(
