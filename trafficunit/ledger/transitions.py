@@ -4,7 +4,7 @@ responsible body and deadline at assignment, comments where a step needs one).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from datetime import datetime
 from typing import Any
 
@@ -17,16 +17,9 @@ from .records import Hazard
 __all__ = ["Transitions"]
 
 
-@dataclass(frozen=True)
-class _Asked:
-    """What a transition request gives besides the target state (checked)."""
-
-    comment: str | None
-    grade: str | None
-    category: str | None
-    responsible: str | None
-    road_chief: str | None
-    due: datetime | None
+#: What a transition request gives besides the target state (checked): comment, grade,
+#: category, responsible, road_chief and due (the deadline).
+_Asked = namedtuple("_Asked", "comment grade category responsible road_chief due")
 
 
 class Transitions(LedgerCore):
