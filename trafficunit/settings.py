@@ -41,27 +41,14 @@ class _With:
         return cast(Self, replace(cast(Any, self), **kept))
 
 
+# fmt: off
 #: OSM ``highway`` values kept by default: roads motor vehicles drive on (cf. osmnx ``drive``).
-DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(
-    {
-        "motorway",
-        "motorway_link",
-        "trunk",
-        "trunk_link",
-        "primary",
-        "primary_link",
-        "secondary",
-        "secondary_link",
-        "tertiary",
-        "tertiary_link",
-        "unclassified",
-        "residential",
-        "living_street",
-        "service",
-        "road",
-        "busway",
-    }
-)
+DRIVABLE_HIGHWAYS: frozenset[str] = frozenset({
+    "motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link", "secondary",
+    "secondary_link", "tertiary", "tertiary_link", "unclassified", "residential", "living_street",
+    "service", "road", "busway",
+})
+# fmt: on
 
 #: ``service=*`` values dropped from the drivable network (parking aisles, driveways...).
 EXCLUDED_SERVICE: frozenset[str] = frozenset(
@@ -87,20 +74,13 @@ INFLUENCE_M_BY_CLASS: dict[str, float] = {
 }
 DEFAULT_INFLUENCE_M = 30.0
 
+# fmt: off
 #: Ranking of road classes, most important first (links rank with their parent road).
 ROAD_CLASS_RANK: tuple[str, ...] = (
-    "motorway",
-    "trunk",
-    "primary",
-    "secondary",
-    "tertiary",
-    "unclassified",
-    "residential",
-    "living_street",
-    "service",
-    "road",
-    "busway",
+    "motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential",
+    "living_street", "service", "road", "busway",
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -598,24 +578,12 @@ class LineageSettings(_With):
     min_overlap_m: float = 5.0
     intersection_match_m: float = 20.0
     reassign_slack_m: float = 10.0
+    # fmt: off
     compare_attributes: tuple[str, ...] = (
-        "road_class",
-        "ramp",
-        "name",
-        "ref",
-        "maxspeed_kmh",
-        "lanes",
-        "oneway",
-        "direction",
-        "lit",
-        "sidewalk",
-        "surface",
-        "bridge",
-        "tunnel",
-        "degree",
-        "road_classes",
-        "aadt",
+        "road_class", "ramp", "name", "ref", "maxspeed_kmh", "lanes", "oneway", "direction",
+        "lit", "sidewalk", "surface", "bridge", "tunnel", "degree", "road_classes", "aadt",
     )
+    # fmt: on
 
 
 @dataclass(frozen=True)
