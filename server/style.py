@@ -352,21 +352,19 @@ def basemap_layers(source: str) -> list[dict[str, Any]]:
             minzoom=14,
             paint={"line-color": "#c8b8a8", "line-width": 1, "line-dasharray": [2, 1.5]},
         ),
-        layer(
-            "roads-casing",
-            "line",
-            "roads",
-            filter=["!", paths],
-            layout={"line-cap": "round", "line-join": "round"},
-            paint={"line-color": "#d6d2ca", "line-width": casing_w},
-        ),
-        layer(
-            "roads",
-            "line",
-            "roads",
-            filter=["!", paths],
-            layout={"line-cap": "round", "line-join": "round"},
-            paint={"line-color": "#ffffff", "line-width": road_w},
+        *(
+            layer(
+                id_,
+                "line",
+                "roads",
+                filter=["!", paths],
+                layout=_ROUND,
+                paint={"line-color": colour, "line-width": w},
+            )
+            for id_, colour, w in (
+                ("roads-casing", "#d6d2ca", casing_w),
+                ("roads", "#ffffff", road_w),
+            )
         ),
         layer(
             "road-labels",
