@@ -20,19 +20,13 @@ from ..settings import JoinSettings, LineageSettings, UnitSettings
 #: Values of the lineage's ``kind`` column.
 CHANGE_KINDS = ("unchanged", "split", "merged", "reshaped", "removed", "added")
 
+# fmt: off
 #: Columns of a lineage table.
 LINEAGE_COLUMNS = (
-    "old_id",
-    "new_id",
-    "kind",
-    "unit_kind",
-    "share",
-    "share_new",
-    "overlap_m",
-    "distance_m",
-    "changed",
-    "as_of",
+    "old_id", "new_id", "kind", "unit_kind", "share", "share_new",
+    "overlap_m", "distance_m", "changed", "as_of",
 )
+# fmt: on
 
 _JOIN_COLUMNS = ("unit_id", "distance_m", "measure_m", "match", "overlap_m")
 _NA_SENTINEL = "\x00<NA>"
