@@ -1,0 +1,109 @@
+"""The read summary (``events.attrs["report"]``) and the per-row drop reasons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class _Report:
+    """What :func:`read_events` read, kept and dropped, and why (``events.attrs["report"]``)."""
+
+    source: str
+    kind: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fmt: str = ""
+    encoding: str | None = None
+    sep: str | None = None
+    crs: str | None = None
+    tz: str | None = None
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    encoding_how: str | None = None
+    tz_how: str | None = None
+    tz_zones: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    time_built: str | None = None
+    read_at: str | None = None
+    hints: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "format": self.fmt,
+            "encoding": self.encoding,
+            "encoding_how": self.encoding_how,
+            "sep": self.sep,
+            "crs": self.crs,
+            "tz": self.tz,
+            "tz_how": self.tz_how,
+            "tz_zones": dict(self.tz_zones),
+            "fields": dict(self.fields),
+            "time_built": self.time_built,
+            "read_at": self.read_at,
+            "hints": list(self.hints),
+            "columns": self.columns,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "examples": self.examples,
+            "unknown_values": self.unknown_values,
+            "notes": list(self.notes),
+        }
+
+
+class _Drops:
+    """First drop reason per row, with a few example rows per reason."""
+
+    def __init__(self, n: int, raw: pd.DataFrame) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.raw = raw
+
+    def mark(
+        self, mask: np.ndarray, reason: str, column: str | Sequence[str] | None = None
+    ) -> None:
+        mask = np.asarray(mask, dtype=bool) & (self.reason == None)  # noqa: E711
+        self.reason[mask] = reason
+        self._columns = getattr(self, "_columns", {})
+        if column is not None:
+            self._columns[reason] = [column] if isinstance(column, str) else list(column)
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+    def count(self, reason: str) -> int:
+        return int((self.reason == reason).sum())
+
+    def fill(self, report: _Report, examples: int = 5) -> None:
+        cols = getattr(self, "_columns", {})
+        for reason, count in Counter(r for r in self.reason if r is not None).most_common():
+            report.dropped[reason] = count
+            rows = np.flatnonzero(self.reason == reason)[:examples]
+            ex = []
+            for r in rows:
+                item: dict[str, Any] = {"row": int(r) + 1}
+                for c in cols.get(reason, []):
+                    if c in self.raw.columns:
+                        v = self.raw[c].iloc[r]
+                        item[c] = None if _isna(v) else str(v)
+                ex.append(item)
+            report.examples[reason] = ex
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
