@@ -1,4 +1,5 @@
-"""The read summary (``events.attrs["report"]``) and the per-row drop reasons."""
+"""The state of one read: its options, the read summary (``events.attrs["report"]``), the
+per-row drop reasons and the loaded source with its columns."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ..settings import EventSettings
 
 
 @dataclass
@@ -107,3 +110,44 @@ def _isna(v: Any) -> bool:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
         return False
+
+
+@dataclass
+class _Source:
+    """The loaded table, which of its columns is which field, and the read's findings so far."""
+
+    raw: pd.DataFrame
+    name: str
+    kind: str
+    report: _Report
+    drops: _Drops
+    cols: dict[str, list[str]]  # standard field -> source column(s)
+    how_built: dict[str, str]  # standard field -> how its column was chosen
+    xcol: str | None
+    ycol: str | None
+    gcol: str | None  # the WKT / EWKT column
+    file_geom: bool  # the file's own geometry is the position
+
+    @property
+    def n(self) -> int:
+        return len(self.raw)
+
+    @property
+    def position_columns(self) -> list[str]:
+        return [c for c in (self.gcol, self.xcol, self.ycol) if c]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """One read's options, once a preset and the arguments are merged (arguments win)."""
+
+    kind: str
+    mapping: dict[str, Any]  # standard field -> source column(s)
+    origin: dict[str, str]  # field or option -> "given" / "preset NAME"
+    vmaps: dict[str, Any]
+    args: dict[str, Any]  # the other options that were given, by name
+    strict: bool
+    settings: EventSettings
+
+    def get(self, name: str) -> Any:
+        return self.args.get(name)
