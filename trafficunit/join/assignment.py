@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import geopandas as gpd
@@ -16,7 +17,7 @@ from .._validate import require_gdf
 from ..settings import EVENT_KINDS, JoinSettings
 from .index import _INTERSECTION, _MATCHED, _OUTSIDE, MATCH_STATUSES, UnitIndex, _threshold_table
 from .points import _assign_points, _PointResult
-from .shapes import _assign_shapes
+from .shapes import _assign_shapes, _PairResult
 
 
 def assign(
@@ -85,46 +86,13 @@ def assign(
         if intersection_precedence is None
         else (intersection_precedence)
     )
-    n = len(events)
-    if "kind" in events.columns:
-        kinds_raw = events["kind"].astype("string").fillna("accident").to_numpy(dtype=object)
-    else:
-        kinds_raw = np.full(n, "accident", dtype=object)
-    kind_codes, kinds = pd.factorize(kinds_raw)
-    kinds = [str(k) for k in kinds]
-    unknown = set(kinds) - set(EVENT_KINDS)
-    if unknown:
-        raise ValidationError(
-            f"events have unknown kind(s) {sorted(unknown)}; use {', '.join(EVENT_KINDS)}"
-        )
+    kind_codes, kinds = _event_kinds(events)
     classes = [str(c) for c in ix.classes]
     table = _threshold_table(kinds, classes, max_distance_m, cfg, cfg.max_distance_m)
-    if isinstance(max_distance_m, int | float):
-        line_tol = {k: float(max_distance_m) for k in kinds}
-    else:
-        line_tol = {
-            k: float(cfg.line_tolerance_m.get(k, table[i].max())) for i, k in enumerate(kinds)
-        }
+    line_tol = _line_tolerances(kinds, table, max_distance_m, cfg)
+    geoms, types, missing, is_point = _work_geometries(events, ix)
 
-    if len(ix) and not pyproj.CRS.from_user_input(events.crs).equals(ix.crs):
-        geoms = events.geometry.to_crs(ix.crs).to_numpy()
-    else:
-        geoms = events.geometry.to_numpy()
-    geoms = np.asarray(geoms, dtype=object)
-    types = shapely.get_type_id(geoms)
-    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
-    is_point = (types == 0) & ~missing
-    multipoint = types == 4
-    if multipoint.any():
-        geoms = geoms.copy()
-        geoms[multipoint] = shapely.centroid(geoms[multipoint])
-        is_point |= multipoint & ~missing
-
-    names = None
-    if name_aware and "road_name" in events.columns:
-        names = events["road_name"].astype("string").to_numpy(dtype=object)
-        names = np.where(pd.isna(names), None, names)
-
+    names = _road_names(events) if name_aware else None
     pidx = np.flatnonzero(is_point)
     pres = _assign_points(
         ix,
@@ -141,64 +109,141 @@ def assign(
     shapes = None
     if len(sidx):
         tol = np.array([line_tol[kinds[k]] for k in kind_codes[sidx]], dtype=float)
-        poly = np.isin(types[sidx], [3, 6])
-        tol[poly] = (
-            float(max_distance_m)
-            if isinstance(max_distance_m, int | float)
-            else cfg.polygon_tolerance_m
-        )
+        tol[np.isin(types[sidx], [3, 6])] = _polygon_tolerance(max_distance_m, cfg)
         shapes = _assign_shapes(ix, geoms[sidx], tol, cfg, intersection_precedence=int_prec)
 
-    # rows: every event once (points, missing) or per pair (shapes), in event order
-    row_ev = np.arange(n)
-    unit = np.full(n, -1, dtype=np.int64)
-    dist = np.full(n, np.nan)
-    meas = np.full(n, np.nan)
-    over = np.full(n, np.nan)
-    stat = np.full(n, _OUTSIDE, dtype=np.int8)
-    unit[pidx], dist[pidx], meas[pidx], stat[pidx] = (
-        pres.unit,
-        pres.dist,
-        pres.measure,
-        pres.status,
-    )
+    rows = _Rows.of(len(events), pidx, pres, sidx, shapes)
     if shapes is not None:
-        keep_rows = np.ones(n, dtype=bool)
-        keep_rows[sidx] = False
-        pe = sidx[shapes.event]
-        row_ev = np.r_[row_ev[keep_rows], pe]
-        unit = np.r_[unit[keep_rows], shapes.unit]
-        dist = np.r_[dist[keep_rows], shapes.dist]
-        meas = np.r_[meas[keep_rows], shapes.measure]
-        over = np.r_[over[keep_rows], shapes.overlap]
-        stat = np.r_[stat[keep_rows], shapes.status]
-        order = np.argsort(row_ev, kind="stable")
-        row_ev, unit, dist, meas, over, stat = (
-            row_ev[order],
-            unit[order],
-            dist[order],
-            meas[order],
-            over[order],
-            stat[order],
-        )
-        out = events.iloc[row_ev].reset_index(drop=True)
+        out = events.iloc[rows.event].reset_index(drop=True)
     else:
         out = events.reset_index(drop=True).copy(deep=False)
-
-    ids = np.full(len(unit), None, dtype=object)
+    ids = np.full(len(rows.unit), None, dtype=object)
     if len(ix):
-        hit = unit >= 0
-        ids[hit] = ix.ids[unit[hit]]
+        hit = rows.unit >= 0
+        ids[hit] = ix.ids[rows.unit[hit]]
     out["unit_id"] = pd.array(ids, dtype="string")
-    out["distance_m"] = dist
-    out["measure_m"] = meas
-    out["match"] = pd.array(np.asarray(MATCH_STATUSES, dtype=object)[stat], dtype="string")
-    out["overlap_m"] = over
-    report = _report(out, events, stat, row_ev, dist, pres, table, kinds, ix)
+    out["distance_m"] = rows.dist
+    out["measure_m"] = rows.measure
+    out["match"] = pd.array(np.asarray(MATCH_STATUSES, dtype=object)[rows.status], dtype="string")
+    out["overlap_m"] = rows.overlap
+    report = _report(out, events, rows.status, rows.event, rows.dist, pres, table, kinds, ix)
     dmax = float(table.max()) if table.size else 0.0
     report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, dmax)
     out.attrs = {"report": report}
     return out
+
+
+def _event_kinds(events: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
+    """Each event's kind as a code into the kinds present (no ``kind`` column: accidents)."""
+    if "kind" in events.columns:
+        kinds_raw = events["kind"].astype("string").fillna("accident").to_numpy(dtype=object)
+    else:
+        kinds_raw = np.full(len(events), "accident", dtype=object)
+    kind_codes, found = pd.factorize(kinds_raw)
+    kinds = [str(k) for k in found]
+    unknown = set(kinds) - set(EVENT_KINDS)
+    if unknown:
+        raise ValidationError(
+            f"events have unknown kind(s) {sorted(unknown)}; use {', '.join(EVENT_KINDS)}"
+        )
+    return kind_codes, kinds
+
+
+def _line_tolerances(
+    kinds: list[str],
+    table: np.ndarray,
+    max_distance_m: float | Mapping[str, float] | None,
+    cfg: JoinSettings,
+) -> dict[str, float]:
+    """How far from a line event a unit may run, by event kind."""
+    if isinstance(max_distance_m, int | float):
+        return {k: float(max_distance_m) for k in kinds}
+    return {k: float(cfg.line_tolerance_m.get(k, table[i].max())) for i, k in enumerate(kinds)}
+
+
+def _polygon_tolerance(
+    max_distance_m: float | Mapping[str, float] | None, cfg: JoinSettings
+) -> float:
+    """How far from a polygon event a unit may run."""
+    if isinstance(max_distance_m, int | float):
+        return float(max_distance_m)
+    return cfg.polygon_tolerance_m
+
+
+def _road_names(events: gpd.GeoDataFrame) -> np.ndarray | None:
+    """The events' road names (``None`` where empty), or ``None`` without a name column."""
+    if "road_name" not in events.columns:
+        return None
+    names = events["road_name"].astype("string").to_numpy(dtype=object)
+    return np.asarray(np.where(pd.isna(names), None, names), dtype=object)
+
+
+def _work_geometries(
+    events: gpd.GeoDataFrame, ix: UnitIndex
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The events' geometries in the index's CRS (multipoints as their centroid), their type
+    ids, which are missing and which are points."""
+    if len(ix) and not pyproj.CRS.from_user_input(events.crs).equals(ix.crs):
+        geoms = events.geometry.to_crs(ix.crs).to_numpy()
+    else:
+        geoms = events.geometry.to_numpy()
+    geoms = np.asarray(geoms, dtype=object)
+    types = shapely.get_type_id(geoms)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    is_point = (types == 0) & ~missing
+    multipoint = types == 4
+    if multipoint.any():
+        geoms = geoms.copy()
+        geoms[multipoint] = shapely.centroid(geoms[multipoint])
+        is_point |= multipoint & ~missing
+    return geoms, types, missing, is_point
+
+
+@dataclass
+class _Rows:
+    """The output rows: every event once (points, missing) or per pair (shapes), in event
+    order; ``unit`` is a position in the index (-1: none)."""
+
+    event: np.ndarray
+    unit: np.ndarray
+    dist: np.ndarray
+    measure: np.ndarray
+    overlap: np.ndarray
+    status: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        n: int,
+        pidx: np.ndarray,
+        pres: _PointResult,
+        sidx: np.ndarray,
+        shapes: _PairResult | None,
+    ) -> _Rows:
+        rows = cls(
+            event=np.arange(n),
+            unit=np.full(n, -1, dtype=np.int64),
+            dist=np.full(n, np.nan),
+            measure=np.full(n, np.nan),
+            overlap=np.full(n, np.nan),
+            status=np.full(n, _OUTSIDE, dtype=np.int8),
+        )
+        rows.unit[pidx], rows.dist[pidx] = pres.unit, pres.dist
+        rows.measure[pidx], rows.status[pidx] = pres.measure, pres.status
+        if shapes is None:
+            return rows
+        keep = np.ones(n, dtype=bool)
+        keep[sidx] = False
+        merged = cls(
+            event=np.r_[rows.event[keep], sidx[shapes.event]],
+            unit=np.r_[rows.unit[keep], shapes.unit],
+            dist=np.r_[rows.dist[keep], shapes.dist],
+            measure=np.r_[rows.measure[keep], shapes.measure],
+            overlap=np.r_[rows.overlap[keep], shapes.overlap],
+            status=np.r_[rows.status[keep], shapes.status],
+        )
+        order = np.argsort(merged.event, kind="stable")
+        return cls(*(getattr(merged, f.name)[order] for f in fields(cls)))
 
 
 def _lonlat_points(geoms: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -98,95 +98,14 @@ def summarize(
     idx = out.index.astype(str)
     acc = _accidents(joined, period)
     years = _years(acc, period)
-    sev = acc["severity"].astype("string") if "severity" in acc.columns else None
-    uid = acc["unit_id"].astype(str)
-    counts = uid.value_counts()
-    out["crashes"] = counts.reindex(idx).fillna(0).astype("int64").to_numpy()
-    epdo = np.zeros(len(out))
-    for s in _SEVERITIES:
-        if sev is not None:
-            c = uid[(sev == s).fillna(False).to_numpy()].value_counts()
-            col = c.reindex(idx).fillna(0).astype("int64").to_numpy()
-        else:
-            col = np.zeros(len(out), dtype=np.int64)
-        out[s] = col
-        epdo += w[s] * col
-    out["epdo"] = epdo
-    length_km = (
-        pd.to_numeric(out["length_m"], errors="coerce").to_numpy(dtype=float) / 1000.0
-        if "length_m" in out.columns
-        else np.full(len(out), np.nan)
-    )
-    length_km = np.where(length_km > 0, length_km, np.nan)
-    out["years"] = years
-    out["crashes_per_year"] = out["crashes"] / years
-    out["crashes_per_km"] = out["crashes"] / length_km
-    out["crashes_per_km_year"] = out["crashes_per_km"] / years
-    out["epdo_per_km"] = out["epdo"] / length_km
-    if "year" in acc.columns and len(acc):
-        g = acc.groupby(uid.to_numpy())["year"]
-        out["first_year"] = g.min().reindex(idx).astype("Int64").to_numpy()
-        out["last_year"] = g.max().reindex(idx).astype("Int64").to_numpy()
-    else:
-        out["first_year"] = pd.array([pd.NA] * len(out), dtype="Int64")
-        out["last_year"] = pd.array([pd.NA] * len(out), dtype="Int64")
-
+    _accident_columns(out, acc, idx, w, years)
     now = _as_ts(at, "UTC") if at is not None else pd.Timestamp.now(tz="UTC")
     kind = joined["kind"] if "kind" in joined.columns else pd.Series("accident", joined.index)
     linked = joined["unit_id"].notna()
     hz = joined.loc[((kind == "hazard") & linked).to_numpy(dtype=bool)]
-    if len(hz):
-        status = (
-            hz["status"].astype("string").str.strip().str.casefold()
-            if ("status" in hz.columns)
-            else pd.Series(pd.NA, index=hz.index, dtype="string")
-        )
-        closed_set = {s.casefold() for s in cfg.closed_statuses}
-        is_open = ~status.isin(closed_set).fillna(False)
-        if "reported_at" in hz.columns:
-            is_open &= (hz["reported_at"].isna() | (hz["reported_at"] <= now)).fillna(True)
-        grade = hz["grade"].astype("string") if "grade" in hz.columns else None
-        major = (grade == "major").fillna(False) if grade is not None else is_open & False
-        hz_uid = hz["unit_id"].astype(str)
-        hz_ev = hz["event_id"].astype(str) if "event_id" in hz.columns else hz_uid.index
-        frame = pd.DataFrame(
-            {
-                "u": hz_uid.to_numpy(),
-                "e": np.asarray(hz_ev),
-                "open": is_open.to_numpy(),
-                "major": major.to_numpy(),
-            }
-        ).drop_duplicates(["u", "e"])
-        out["hazards"] = frame["u"].value_counts().reindex(idx).fillna(0).astype(int).to_numpy()
-        op = frame.loc[frame["open"], "u"].value_counts()
-        out["open_hazards"] = op.reindex(idx).fillna(0).astype(int).to_numpy()
-        om = frame.loc[frame["open"] & frame["major"], "u"].value_counts()
-        out["open_major_hazards"] = om.reindex(idx).fillna(0).astype(int).to_numpy()
-    else:
-        out["hazards"] = 0
-        out["open_hazards"] = 0
-        out["open_major_hazards"] = 0
+    _hazard_columns(out, hz, idx, now, cfg)
     wz = joined.loc[((kind == "workzone") & linked).to_numpy(dtype=bool)]
-    if len(wz):
-        ev = wz["event_id"].astype(str) if "event_id" in wz.columns else wz.index.astype(str)
-        frame = pd.DataFrame({"u": wz["unit_id"].astype(str).to_numpy(), "e": np.asarray(ev)})
-        out["workzones"] = (
-            frame.drop_duplicates()["u"].value_counts().reindex(idx).fillna(0).astype(int)
-        ).to_numpy()
-        act = active_at(wz, now) if {"start", "end"} <= set(wz.columns) else wz.iloc[0:0]
-        fa = pd.DataFrame(
-            {
-                "u": act["unit_id"].astype(str).to_numpy(),
-                "e": np.asarray(
-                    act["event_id"].astype(str) if "event_id" in act.columns else act.index
-                ),
-            }
-        ).drop_duplicates()
-        out["active_workzones"] = fa["u"].value_counts().reindex(idx).fillna(0).astype(int)
-        out["active_workzones"] = out["active_workzones"].fillna(0).astype(int)
-    else:
-        out["workzones"] = 0
-        out["active_workzones"] = 0
+    _workzone_columns(out, wz, idx, now)
     out.attrs = {
         "epdo_weights": w,
         "period": [str(p) for p in period] if period is not None else None,
@@ -231,3 +150,105 @@ def summarize_by_year(
     table["epdo"] = sum(w[s] * table[s] for s in _SEVERITIES)
     table.columns.name = None
     return table
+
+
+def _accident_columns(
+    out: pd.DataFrame, acc: pd.DataFrame, idx: pd.Index, w: dict[str, float], years: float
+) -> None:
+    """Crashes by severity, EPDO, rates per year and km, first and last year per unit."""
+    sev = acc["severity"].astype("string") if "severity" in acc.columns else None
+    uid = acc["unit_id"].astype(str)
+    counts = uid.value_counts()
+    out["crashes"] = counts.reindex(idx).fillna(0).astype("int64").to_numpy()
+    epdo = np.zeros(len(out))
+    for s in _SEVERITIES:
+        if sev is not None:
+            c = uid[(sev == s).fillna(False).to_numpy()].value_counts()
+            col = c.reindex(idx).fillna(0).astype("int64").to_numpy()
+        else:
+            col = np.zeros(len(out), dtype=np.int64)
+        out[s] = col
+        epdo += w[s] * col
+    out["epdo"] = epdo
+    length_km = (
+        pd.to_numeric(out["length_m"], errors="coerce").to_numpy(dtype=float) / 1000.0
+        if "length_m" in out.columns
+        else np.full(len(out), np.nan)
+    )
+    length_km = np.where(length_km > 0, length_km, np.nan)
+    out["years"] = years
+    out["crashes_per_year"] = out["crashes"] / years
+    out["crashes_per_km"] = out["crashes"] / length_km
+    out["crashes_per_km_year"] = out["crashes_per_km"] / years
+    out["epdo_per_km"] = out["epdo"] / length_km
+    if "year" in acc.columns and len(acc):
+        g = acc.groupby(uid.to_numpy())["year"]
+        out["first_year"] = g.min().reindex(idx).astype("Int64").to_numpy()
+        out["last_year"] = g.max().reindex(idx).astype("Int64").to_numpy()
+    else:
+        out["first_year"] = pd.array([pd.NA] * len(out), dtype="Int64")
+        out["last_year"] = pd.array([pd.NA] * len(out), dtype="Int64")
+
+
+def _hazard_columns(
+    out: pd.DataFrame, hz: pd.DataFrame, idx: pd.Index, now: pd.Timestamp, cfg: JoinSettings
+) -> None:
+    """Hazards per unit, and those open at ``now`` (all, and major ones); each hazard counts
+    once per unit."""
+    if not len(hz):
+        out["hazards"] = 0
+        out["open_hazards"] = 0
+        out["open_major_hazards"] = 0
+        return
+    status = (
+        hz["status"].astype("string").str.strip().str.casefold()
+        if ("status" in hz.columns)
+        else pd.Series(pd.NA, index=hz.index, dtype="string")
+    )
+    closed_set = {s.casefold() for s in cfg.closed_statuses}
+    is_open = ~status.isin(closed_set).fillna(False)
+    if "reported_at" in hz.columns:
+        is_open &= (hz["reported_at"].isna() | (hz["reported_at"] <= now)).fillna(True)
+    grade = hz["grade"].astype("string") if "grade" in hz.columns else None
+    major = (grade == "major").fillna(False) if grade is not None else is_open & False
+    hz_uid = hz["unit_id"].astype(str)
+    hz_ev = hz["event_id"].astype(str) if "event_id" in hz.columns else hz_uid.index
+    frame = pd.DataFrame(
+        {
+            "u": hz_uid.to_numpy(),
+            "e": np.asarray(hz_ev),
+            "open": is_open.to_numpy(),
+            "major": major.to_numpy(),
+        }
+    ).drop_duplicates(["u", "e"])
+    out["hazards"] = frame["u"].value_counts().reindex(idx).fillna(0).astype(int).to_numpy()
+    op = frame.loc[frame["open"], "u"].value_counts()
+    out["open_hazards"] = op.reindex(idx).fillna(0).astype(int).to_numpy()
+    om = frame.loc[frame["open"] & frame["major"], "u"].value_counts()
+    out["open_major_hazards"] = om.reindex(idx).fillna(0).astype(int).to_numpy()
+
+
+def _workzone_columns(
+    out: pd.DataFrame, wz: pd.DataFrame, idx: pd.Index, now: pd.Timestamp
+) -> None:
+    """Work zones per unit, and those active at ``now``; each counts once per unit."""
+    if not len(wz):
+        out["workzones"] = 0
+        out["active_workzones"] = 0
+        return
+    ev = wz["event_id"].astype(str) if "event_id" in wz.columns else wz.index.astype(str)
+    frame = pd.DataFrame({"u": wz["unit_id"].astype(str).to_numpy(), "e": np.asarray(ev)})
+    out["workzones"] = (
+        frame.drop_duplicates()["u"].value_counts().reindex(idx).fillna(0).astype(int)
+    ).to_numpy()
+    act = active_at(wz, now) if {"start", "end"} <= set(wz.columns) else wz.iloc[0:0]
+    fa = pd.DataFrame(
+        {
+            "u": act["unit_id"].astype(str).to_numpy(),
+            "e": np.asarray(
+                act["event_id"].astype(str) if "event_id" in act.columns else act.index
+            ),
+        }
+    ).drop_duplicates()
+    out["active_workzones"] = fa["u"].value_counts().reindex(idx).fillna(0).astype(int)
+    out["active_workzones"] = out["active_workzones"].fillna(0).astype(int)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._errors import TrafficUnitWarning, ValidationError
 from ..settings import RISK_LEVELS, RiskSettings
+from ..timefilter import Period
 from .inputs import _require_joined, _units_frame, accidents
 from .measures import _counts, _hazard_counts, _jsonable, _level_measure, _levels, _positions
 from .spatial import hotspots
@@ -80,17 +81,66 @@ def score(
         (:data:`SPARSE_REMEDY`): ``RiskSettings(rank_among="with_crashes")``, a study area
         the data covers, or a longer period.
     """
-    cfg = (settings or RiskSettings()).with_(measure=measure, scheme=scheme)
-    if bands is not None:
-        key = {
-            "percentile": "percentile_bands",
-            "fixed": "fixed_thresholds",
-            "matrix": "matrix_bands",
-        }.get(cfg.scheme)
-        if key is None:
-            raise ValidationError(f"bands cannot be given for scheme {cfg.scheme!r}")
-        cfg = cfg.with_(**{key: tuple(bands)})
+    cfg = _settings(settings, measure, scheme, bands)
     u = _units_frame(units)
+    acc, per, report, pos = _accidents_on(u, joined, period, cfg)
+    years = per.years
+    counts = _counts(acc, u.index, cfg, pos)
+    risk = u.copy()
+    for col in counts.columns:
+        risk[col] = counts[col]
+    _rates(risk, years)
+    spfs = _empirical_bayes(risk, counts["crashes"].to_numpy(dtype=float), years, cfg, spf)
+    rule = _level_columns(risk, joined, hazards, cfg)
+    rule["period"] = per.to_json()
+    rule["years"] = years
+    rule["period_source"] = "given" if period is not None else "data span"
+    rule["period_label"] = per.label() + (" (the data's span)" if period is None else " (given)")
+    rule["text"] = _rule_text(rule)
+    coverage = _coverage(risk, spfs, cfg)
+    risk.attrs = {
+        "rule": _jsonable(rule),
+        "report": _jsonable(report),
+        "spf": _jsonable({k: f.to_dict() for k, f in spfs.items()}),
+        "period": per.to_json(),
+        "coverage": _jsonable(coverage),
+    }
+    if coverage["warnings"]:
+        warnings.warn(
+            "sparse data: " + "; ".join(coverage["warnings"]) + ". Remedy: " + coverage["remedy"],
+            TrafficUnitWarning,
+            stacklevel=2,
+        )
+    if hotspot_stats:
+        risk = hotspots(risk, settings=cfg)
+    return risk
+
+
+def _settings(
+    settings: RiskSettings | None,
+    measure: str | None,
+    scheme: str | None,
+    bands: Sequence[float] | None,
+) -> RiskSettings:
+    """The settings with ``measure``, ``scheme`` and the scheme's ``bands`` put over them."""
+    cfg = (settings or RiskSettings()).with_(measure=measure, scheme=scheme)
+    if bands is None:
+        return cfg
+    key = {
+        "percentile": "percentile_bands",
+        "fixed": "fixed_thresholds",
+        "matrix": "matrix_bands",
+    }.get(cfg.scheme)
+    if key is None:
+        raise ValidationError(f"bands cannot be given for scheme {cfg.scheme!r}")
+    return cfg.with_(**{key: tuple(bands)})
+
+
+def _accidents_on(
+    u: gpd.GeoDataFrame, joined: pd.DataFrame, period: Any, cfg: RiskSettings
+) -> tuple[pd.DataFrame, Period, dict[str, Any], np.ndarray]:
+    """The accidents of the period, the period, the input report and each accident's
+    position in the units frame (-1: not a unit of it; warned about, not counted)."""
     acc, per, report = accidents(joined, period=period)
     if per is None:
         raise ValidationError(
@@ -104,7 +154,7 @@ def score(
             f"{int(unknown_units.sum())} accident(s) are on unit ids not in the units frame "
             "(joined with other units?); they are not counted",
             TrafficUnitWarning,
-            stacklevel=2,
+            stacklevel=3,  # here, score, then its caller
         )
     report["not_in_units"] = int(unknown_units.sum())
     if report["unknown_severity"]:
@@ -112,13 +162,14 @@ def score(
             f"{report['unknown_severity']} accident(s) have no KABCO severity; counted as "
             f"{cfg.unknown_severity!r} in EPDO",
             TrafficUnitWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    years = per.years
-    counts = _counts(acc, u.index, cfg, pos)
-    risk = u.copy()
-    for col in counts.columns:
-        risk[col] = counts[col]
+    return acc, per, report, pos
+
+
+def _rates(risk: pd.DataFrame, years: float) -> None:
+    """Crashes per year, per km-year and EPDO per km (segments), rate per million vehicle-km
+    (segments with an ``aadt``)."""
     seg = (risk["kind"] == "segment").to_numpy()
     km = risk["length_m"].to_numpy(dtype=float) / 1000.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -132,10 +183,20 @@ def score(
             risk["rate_mvkm"] = risk["crashes"].to_numpy() / mvkm
         else:
             risk["rate_mvkm"] = np.nan
-    # empirical Bayes
+
+
+def _empirical_bayes(
+    risk: pd.DataFrame,
+    obs: np.ndarray,
+    years: float,
+    cfg: RiskSettings,
+    spf: SafetyPerformanceFunction | Mapping[str, SafetyPerformanceFunction] | None,
+) -> dict[str, SafetyPerformanceFunction]:
+    """The EB columns (``N_exp = w N_pred + (1 - w) N_obs``), from the SPF of each unit's
+    reference population (given, else fitted); the SPFs by population."""
     keys = _population_keys(risk, cfg)
     risk["reference_population"] = keys
-    spfs = _fit_populations(risk, counts["crashes"].to_numpy(dtype=float), years, keys, cfg, spf)
+    spfs = _fit_populations(risk, obs, years, keys, cfg, spf)
     pred = np.zeros(len(risk))
     kk = np.zeros(len(risk))
     key_arr = keys.to_numpy(dtype=object)
@@ -144,7 +205,6 @@ def score(
         sub = risk.loc[sel]
         pred[sel] = f.predict(sub, years)
         kk[sel] = f.overdispersion(sub)
-    obs = counts["crashes"].to_numpy(dtype=float)
     w = 1.0 / (1.0 + kk * pred)
     expected = w * pred + (1.0 - w) * obs
     risk["eb_predicted"] = pred
@@ -152,7 +212,14 @@ def score(
     risk["eb_expected"] = expected
     risk["eb_excess"] = expected - pred
     risk["eb_variance"] = (1.0 - w) * expected
-    # levels
+    return spfs
+
+
+def _level_columns(
+    risk: pd.DataFrame, joined: pd.DataFrame, hazards: pd.DataFrame | None, cfg: RiskSettings
+) -> dict[str, Any]:
+    """The level from the crash measure, raised by open hazards (the joined hazard rows and
+    ``hazards``); the rule that says how (without its period)."""
     crash_rank, pct, rule, extra = _levels(risk, cfg)
     values, _ = _level_measure(risk, cfg)
     risk["risk_measure"] = values
@@ -185,28 +252,7 @@ def score(
     rule["levels"] = list(RISK_LEVELS[::-1])
     rule["epdo_weights"] = dict(cfg.epdo_weights)
     rule["epdo_version"] = cfg.epdo_version
-    rule["period"] = per.to_json()
-    rule["years"] = years
-    rule["period_source"] = "given" if period is not None else "data span"
-    rule["period_label"] = per.label() + (" (the data's span)" if period is None else " (given)")
-    rule["text"] = _rule_text(rule)
-    coverage = _coverage(risk, spfs, cfg)
-    risk.attrs = {
-        "rule": _jsonable(rule),
-        "report": _jsonable(report),
-        "spf": _jsonable({k: f.to_dict() for k, f in spfs.items()}),
-        "period": per.to_json(),
-        "coverage": _jsonable(coverage),
-    }
-    if coverage["warnings"]:
-        warnings.warn(
-            "sparse data: " + "; ".join(coverage["warnings"]) + ". Remedy: " + coverage["remedy"],
-            TrafficUnitWarning,
-            stacklevel=2,
-        )
-    if hotspot_stats:
-        risk = hotspots(risk, settings=cfg)
-    return risk
+    return rule
 
 
 #: What to do when the data is too sparse for the SPF (documented in :func:`score`).
