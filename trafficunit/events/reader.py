@@ -244,14 +244,8 @@ def _source(source: Any, opt: _Options) -> _Source:
         c for v in opt.mapping.values() if v is not None for c in ([v] if isinstance(v, str) else v)
     ]
     wanted += [c for c in (x, y, geometry) if c]
-    raw = _load(
-        source,
-        sep=opt.get("sep"),
-        encoding=opt.get("encoding"),
-        layer=opt.get("layer"),
-        report=report,
-        text_columns=wanted,
-    )
+    sep, encoding, layer = opt.get("sep"), opt.get("encoding"), opt.get("layer")
+    raw = _load(source, sep=sep, encoding=encoding, layer=layer, report=report, text_columns=wanted)
     raw = raw.reset_index(drop=True)
     report.rows_read = len(raw)
     name = report.source

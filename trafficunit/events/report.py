@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -20,50 +21,37 @@ class _Report:
 
     source: str
     kind: str
-    rows_read: int = 0
-    rows_kept: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    fmt: str = ""
+    fmt: str = ""  # "format" in the report
     encoding: str | None = None
+    encoding_how: str | None = None
     sep: str | None = None
     crs: str | None = None
     tz: str | None = None
-    columns: dict[str, list[str]] = field(default_factory=dict)
-    encoding_how: str | None = None
     tz_how: str | None = None
     tz_zones: dict[str, int] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
     time_built: str | None = None
     read_at: str | None = None
     hints: list[str] = field(default_factory=list)
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    unknown_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "kind": self.kind,
-            "format": self.fmt,
-            "encoding": self.encoding,
-            "encoding_how": self.encoding_how,
-            "sep": self.sep,
-            "crs": self.crs,
-            "tz": self.tz,
-            "tz_how": self.tz_how,
-            "tz_zones": dict(self.tz_zones),
-            "fields": dict(self.fields),
-            "time_built": self.time_built,
-            "read_at": self.read_at,
-            "hints": list(self.hints),
-            "columns": self.columns,
-            "rows_read": self.rows_read,
-            "rows_kept": self.rows_kept,
-            "dropped": dict(self.dropped),
-            "examples": self.examples,
-            "unknown_values": self.unknown_values,
-            "notes": list(self.notes),
-        }
+        """The report as plain data, in the order of the fields above."""
+        out: dict[str, Any] = {}
+        for f in dataclass_fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                v = list(v)
+            elif isinstance(v, dict):
+                v = dict(v)  # a Counter too
+            out["format" if f.name == "fmt" else f.name] = v
+        return out
 
 
 class _Drops:

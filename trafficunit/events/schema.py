@@ -123,16 +123,7 @@ _TRUE = {"1", "yes", "y", "true", "t", "x", "on", "是"}
 _FALSE = {"0", "no", "n", "false", "f", "off", "", "否"}
 
 _CSV_SUFFIXES = (".csv", ".txt", ".tsv", ".tab", ".csv.gz", ".csv.zip")
-_GEO_SUFFIXES = (
-    ".geojson",
-    ".json",
-    ".gpkg",
-    ".shp",
-    ".fgb",
-    ".gml",
-    ".kml",
-    ".zip",
-)
+_GEO_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".zip")
 _SEPARATORS = (",", ";", "\t", "|")
 
 ValueMap = Mapping[Any, Any] | Callable[[pd.Series], pd.Series]

@@ -7,24 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import shapely
 
-from .._errors import ValidationError
+from .._validate import time_zone
 from .coords import _lonlat
 from .report import _Report
 from .schema import _TIME_FIELDS
 from .values import _Times
-
-
-def _check_tz(tz: str) -> None:
-    try:
-        pd.Timestamp("2000-01-01").tz_localize(tz)
-    except Exception as exc:
-        raise ValidationError(
-            f"unknown time zone {tz!r}; give an IANA name such as 'Asia/Shanghai', "
-            "'Europe/Helsinki' or 'UTC' with tz="
-        ) from exc
 
 
 def _time_zone(
@@ -40,7 +29,10 @@ def _time_zone(
     Naive times are local time where the event happened: ``tz`` when given, else the zone
     looked up from the positions."""
     if tz is not None:
-        _check_tz(tz)
+        time_zone(
+            tz,
+            "; give an IANA name such as 'Asia/Shanghai', 'Europe/Helsinki' or 'UTC' with tz=",
+        )
         report.tz, report.tz_how = tz, origin.get("tz", "given")
         return tz, None
     if not any(f in cols for f in _TIME_FIELDS):

@@ -13,7 +13,7 @@ from ..settings import RiskSettings
 from ..timefilter import as_period
 from .inputs import _units_frame, accidents
 from .measures import _counts, _jsonable
-from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys
+from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
 
 
 def compare_periods(
@@ -58,16 +58,7 @@ def compare_periods(
     obs_a = _counts(acc_a, u.index, cfg)["crashes"].to_numpy(dtype=float)
     keys = _population_keys(u, cfg)
     spfs = _fit_populations(u, obs_b, pb.years, keys, cfg, spf)
-    pred_b = np.zeros(len(u))
-    pred_a = np.zeros(len(u))
-    kk = np.zeros(len(u))
-    key_arr = keys.to_numpy(dtype=object)
-    for key, f in spfs.items():
-        sel = key_arr == key
-        sub = u.loc[sel]
-        pred_b[sel] = f.predict(sub, pb.years)
-        pred_a[sel] = f.predict(sub, pa.years)
-        kk[sel] = f.overdispersion(sub)
+    (pred_b, pred_a), kk = _predictions(u, spfs, keys, (pb.years, pa.years))
     w = 1.0 / (1.0 + kk * pred_b)
     eb_b = w * pred_b + (1.0 - w) * obs_b
     with np.errstate(divide="ignore", invalid="ignore"):

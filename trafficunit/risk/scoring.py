@@ -16,7 +16,7 @@ from ..timefilter import Period
 from .inputs import _require_joined, _units_frame, accidents
 from .measures import _counts, _hazard_counts, _jsonable, _level_measure, _levels, _positions
 from .spatial import hotspots
-from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys
+from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
 
 
 def score(
@@ -197,14 +197,7 @@ def _empirical_bayes(
     keys = _population_keys(risk, cfg)
     risk["reference_population"] = keys
     spfs = _fit_populations(risk, obs, years, keys, cfg, spf)
-    pred = np.zeros(len(risk))
-    kk = np.zeros(len(risk))
-    key_arr = keys.to_numpy(dtype=object)
-    for key, f in spfs.items():
-        sel = key_arr == key
-        sub = risk.loc[sel]
-        pred[sel] = f.predict(sub, years)
-        kk[sel] = f.overdispersion(sub)
+    (pred,), kk = _predictions(risk, spfs, keys, (years,))
     w = 1.0 / (1.0 + kk * pred)
     expected = w * pred + (1.0 - w) * obs
     risk["eb_predicted"] = pred

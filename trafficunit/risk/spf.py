@@ -223,6 +223,26 @@ def _fit_populations(
     return spfs
 
 
+def _predictions(
+    units: pd.DataFrame,
+    spfs: Mapping[str, SafetyPerformanceFunction],
+    keys: pd.Series,
+    spans: Sequence[float],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each unit's predicted crashes over each span of years (by the SPF of its reference
+    population, ``keys``) and its overdispersion ``k``."""
+    preds = [np.zeros(len(units)) for _ in spans]
+    kk = np.zeros(len(units))
+    key_arr = keys.to_numpy(dtype=object)
+    for key, f in spfs.items():
+        sel = key_arr == key
+        sub = units.loc[sel]
+        for pred, years in zip(preds, spans, strict=True):
+            pred[sel] = f.predict(sub, years)
+        kk[sel] = f.overdispersion(sub)
+    return preds, kk
+
+
 def fit_spfs(
     units: gpd.GeoDataFrame,
     joined: pd.DataFrame,
