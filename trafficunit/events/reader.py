@@ -78,6 +78,9 @@ def read_events(
 ) -> gpd.GeoDataFrame:
     """Read accidents, hazards or work zones into a standard schema, in EPSG:4326.
 
+    Which column is which field is the caller's to say (or a preset's); unusable rows are
+    dropped and counted by reason (see the module docs).
+
     Parameters
     ----------
     source

@@ -32,6 +32,10 @@ def assign(
 ) -> gpd.GeoDataFrame:
     """Attach events to the traffic units they belong to.
 
+    A point event goes to one unit (or to none, the reason in ``match``); a line or polygon
+    event goes to every unit it touches, one row per (event, unit) pair. The rules are in the
+    module docs.
+
     Parameters
     ----------
     units
@@ -113,19 +117,7 @@ def assign(
         shapes = _assign_shapes(ix, geoms[sidx], tol, cfg, intersection_precedence=int_prec)
 
     rows = _Rows.of(len(events), pidx, pres, sidx, shapes)
-    if shapes is not None:
-        out = events.iloc[rows.event].reset_index(drop=True)
-    else:
-        out = events.reset_index(drop=True).copy(deep=False)
-    ids = np.full(len(rows.unit), None, dtype=object)
-    if len(ix):
-        hit = rows.unit >= 0
-        ids[hit] = ix.ids[rows.unit[hit]]
-    out["unit_id"] = pd.array(ids, dtype="string")
-    out["distance_m"] = rows.dist
-    out["measure_m"] = rows.measure
-    out["match"] = pd.array(np.asarray(MATCH_STATUSES, dtype=object)[rows.status], dtype="string")
-    out["overlap_m"] = rows.overlap
+    out = rows.frame(events, ix, per_pair=shapes is not None)
     report = _report(out, events, rows.status, rows.event, rows.dist, pres, table, kinds, ix)
     dmax = float(table.max()) if table.size else 0.0
     report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, dmax)
@@ -244,6 +236,26 @@ class _Rows:
         )
         order = np.argsort(merged.event, kind="stable")
         return cls(*(getattr(merged, f.name)[order] for f in fields(cls)))
+
+    def frame(self, events: gpd.GeoDataFrame, ix: UnitIndex, *, per_pair: bool) -> gpd.GeoDataFrame:
+        """The events' rows (``per_pair``: repeated per (event, unit) pair) with the match
+        columns."""
+        if per_pair:
+            out = events.iloc[self.event].reset_index(drop=True)
+        else:
+            out = events.reset_index(drop=True).copy(deep=False)
+        ids = np.full(len(self.unit), None, dtype=object)
+        if len(ix):
+            hit = self.unit >= 0
+            ids[hit] = ix.ids[self.unit[hit]]
+        out["unit_id"] = pd.array(ids, dtype="string")
+        out["distance_m"] = self.dist
+        out["measure_m"] = self.measure
+        out["match"] = pd.array(
+            np.asarray(MATCH_STATUSES, dtype=object)[self.status], dtype="string"
+        )
+        out["overlap_m"] = self.overlap
+        return out
 
 
 def _lonlat_points(geoms: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]:

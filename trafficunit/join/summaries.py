@@ -60,6 +60,9 @@ def summarize(
 ) -> gpd.GeoDataFrame:
     """Accidents, hazards and work zones per unit.
 
+    Accidents count within ``period``; hazards open and work zones active at ``at``, each once
+    per unit however many rows join it there.
+
     Parameters
     ----------
     units

@@ -144,6 +144,9 @@ def explain(
 ) -> pd.DataFrame:
     """Say what drives each unit's risk: severity, dominant accident type, time, attributes.
 
+    Only the accidents of the scored period count; the words come from
+    :func:`describe_events` and from the unit's own attributes (speed limit, lanes, lighting).
+
     Parameters
     ----------
     risk

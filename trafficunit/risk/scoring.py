@@ -34,6 +34,10 @@ def score(
 ) -> gpd.GeoDataFrame:
     """Score every unit: measures, empirical Bayes, four-colour level.
 
+    The measures follow HSM Part B; the empirical-Bayes estimate uses a safety performance
+    function per reference population; the level comes from the rule of ``settings.scheme``
+    and is raised by open hazards (see the module docs).
+
     Parameters
     ----------
     units
