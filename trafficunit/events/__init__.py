@@ -52,11 +52,12 @@ What real files throw at an importer, and what happens here:
   1900``, ``missing severity``, ``unknown severity``, ``unknown grade``, ``duplicate id``. A warning
   says how many were dropped; ``strict=True`` raises instead.
 
-Layout: :mod:`.schema` (fields, aliases, default value maps), :mod:`.loading` (formats and
-encodings), :mod:`.values` (numbers, flags, times), :mod:`.columns` (which column is which
-field), :mod:`.coords` (CRS and positions), :mod:`.timezones` (zones looked up from
-positions), :mod:`.report` (the read summary) and :mod:`.reader` (:func:`read_events` and the
-stages of one read).
+Layout: :mod:`.reader` holds :func:`read_events` and runs the stages of one read in order:
+load (:mod:`.loading`: formats and encodings) and find which column is which field
+(:mod:`.columns`), positions (:mod:`.position`, on :mod:`.coords`), time zones
+(:mod:`.timezones`), field values and ids (:mod:`.fields`, on :mod:`.values`), then drops, the
+read summary and the output frame (:mod:`.assemble`). :mod:`.schema` holds the fields, aliases
+and default value maps; :mod:`.report` the state of one read and its summary.
 """
 
 from __future__ import annotations
