@@ -403,8 +403,37 @@ def _report(
     kinds: list[str],
     ix: UnitIndex,
 ) -> dict[str, Any]:
+    return _match_report(
+        events,
+        stat,
+        row_ev,
+        dist,
+        rows=len(out),
+        units=len(ix),
+        max_distance_m={k: float(table[i].max()) for i, k in enumerate(kinds)},
+        name_matched=pres.name_matched,
+        name_overrode=pres.name_overrode,
+        metric_crs=ix.crs,
+    )
+
+
+def _match_report(
+    events: gpd.GeoDataFrame,
+    stat: np.ndarray,
+    row_ev: np.ndarray,
+    dist: np.ndarray,
+    *,
+    rows: int,
+    units: int,
+    max_distance_m: dict[str, float],
+    name_matched: int,
+    name_overrode: int,
+    metric_crs: pyproj.CRS,
+) -> dict[str, Any]:
+    """The join's report (``.attrs["report"]``) from each output row's event (``row_ev``),
+    status code (a position in :data:`MATCH_STATUSES`) and distance; each event counts once,
+    with its best status (matched/intersection beats too_far/outside)."""
     n_ev = len(events)
-    # per event: best status (matched/intersection beats too_far/outside)
     best = np.full(n_ev, 9, dtype=np.int8)
     np.minimum.at(best, row_ev, stat)
     counts = {s: int((best == i).sum()) for i, s in enumerate(MATCH_STATUSES)}
@@ -415,16 +444,16 @@ def _report(
     read = events.attrs.get("report") if isinstance(events.attrs, dict) else None
     return {
         "events": n_ev,
-        "rows": len(out),
-        "units": len(ix),
+        "rows": rows,
+        "units": units,
         "by_match": counts,
         "matched": matched,
         "matched_share": round(matched / n_ev, 4) if n_ev else None,
         "matched_share_inside": round(matched / inside, 4) if inside else None,
         "distance_m": pct,
-        "max_distance_m": {k: float(table[i].max()) for i, k in enumerate(kinds)},
-        "name_matched": pres.name_matched,
-        "name_overrode_nearest": pres.name_overrode,
-        "metric_crs": ix.crs.to_string(),
+        "max_distance_m": max_distance_m,
+        "name_matched": name_matched,
+        "name_overrode_nearest": name_overrode,
+        "metric_crs": metric_crs.to_string(),
         "read": read,
     }
