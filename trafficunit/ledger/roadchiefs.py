@@ -241,22 +241,25 @@ def chiefs_for_units(
     idx = np.full(n, -1, dtype=np.int64)
     ids = pd.Index(units.index.astype(str))
 
-    def names(col: str) -> pd.Series:
-        if col not in units.columns:
-            return pd.Series([[] for _ in range(n)], index=units.index)
-        return units[col].astype("string").fillna("").str.split(";")
+    def exploded(col: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row position, stripped name) of every ``;``-joined name of a column, once."""
+        if col not in units.columns or not n:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        parts = pd.Series(units[col].to_numpy(), dtype="string").str.split(";").explode()
+        parts = parts.dropna().str.strip()
+        return parts.index.to_numpy(dtype=np.int64), parts.to_numpy(dtype=object)
 
-    name_sets = names("name")
-    ref_sets = names("ref")
+    by_col = {"road_name": exploded("name"), "ref": exploded("ref")}
     for k, c in enumerate(chiefs):
         if c["valid_from"] > t or (c["valid_to"] is not None and c["valid_to"] <= t):
             continue
         targets = set(c["targets"])
         if c["scope"] == "unit_ids":
             hit = ids.isin(targets)
-        elif c["scope"] in ("ref", "road_name"):
-            sets = ref_sets if c["scope"] == "ref" else name_sets
-            hit = sets.map(lambda xs, tg=targets: any(x.strip() in tg for x in xs)).to_numpy(bool)
+        elif c["scope"] in by_col:
+            pos, vals = by_col[c["scope"]]
+            hit = np.zeros(n, dtype=bool)
+            hit[pos[pd.Index(vals).isin(targets)]] = True
         else:
             hit = np.zeros(n, dtype=bool)
             if unit_zones is not None:
@@ -272,10 +275,13 @@ def chiefs_for_units(
         best_key[better] = key
         idx[better] = k
     out = pd.DataFrame(index=units.index)
-    pick = [chiefs[int(i)] if i >= 0 else None for i in idx]
-    out["road_chief"] = pd.array([p["name"] if p else None for p in pick], dtype="string")
-    out["road_chief_id"] = pd.array([p["id"] if p else None for p in pick], dtype="string")
-    out["road_chief_body"] = pd.array([p["body"] if p else None for p in pick], dtype="string")
+    for col, field in (
+        ("road_chief", "name"),
+        ("road_chief_id", "id"),
+        ("road_chief_body", "body"),
+    ):
+        values = np.array([c[field] for c in chiefs] + [None], dtype=object)  # last: no chief
+        out[col] = pd.array(values[idx], dtype="string")  # idx -1 picks the last
     return out
 
 
