@@ -14,6 +14,7 @@ from server.app import create_app
 from server.settings import LedgerServerSettings, Settings
 from trafficunit.ledger.public import LedgerRateLimiter, RateLimiter
 
+from ._ledger_db import drop_pg_database, fresh_pg_database, pg_template  # noqa: F401
 from ._serverdata import DLON, LAT0, LON0, build_data_dir
 
 ADMIN = "pub-admin-token-0123456789abcdefghijk"
@@ -116,10 +117,18 @@ def test_the_rate_limit_holds_across_server_processes(
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
 
-def test_ledger_rate_limiter_window_and_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_ledger_rate_limiter_window_and_keys(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from trafficunit.ledger._db import connect
 
-    db = connect(f"sqlite:///{tmp_path / 'rate.sqlite'}")
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rate.sqlite'}"
+    else:
+        name, url = fresh_pg_database(request.getfixturevalue("pg_template"))
+    db = connect(url)
     try:
         rl = LedgerRateLimiter(db, 2, 10.0)
         other = LedgerRateLimiter(db, 2, 10.0)  # another process's limiter, same database
@@ -135,6 +144,8 @@ def test_ledger_rate_limiter_window_and_keys(tmp_path: Path) -> None:
         assert min(r["at"] for r in rows) > 100
     finally:
         db.close()
+        if name is not None:
+            drop_pg_database(name)
 
 
 def test_public_report_bad_input(client: TestClient) -> None:
