@@ -117,6 +117,25 @@ def test_the_rate_limit_holds_across_server_processes(
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
 
+def test_the_rate_limit_holds_with_two_granian_workers(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trafficunit serve --workers 2`: fresh connections land on either worker; the count
+    is one (a per-process count would let up to 6 of 10 through)."""
+    import httpx
+
+    from .test_supervision import serve as serve_workers
+
+    monkeypatch.setenv("TRAFFICUNIT_OPS_PUBLIC_RATE_LIMIT", "3")
+    body = {"geometry": where(), "category": "road.sharp_curve"}
+    with serve_workers(data_dir, 2, tmp_path) as served:
+        codes = [
+            httpx.post(f"{served.url}/public/reports", json=body, timeout=30).status_code
+            for _ in range(10)
+        ]
+    assert sorted(codes) == [201] * 3 + [429] * 7, codes
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_ledger_rate_limiter_window_and_keys(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
