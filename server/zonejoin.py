@@ -9,7 +9,7 @@ time in the ledger (in any server process), so neither is frozen into the served
 * ``/hazards`` and ``/hazards/{id}`` carry the hazard's zone codes (those of its first unit,
   else of its point, as :func:`trafficunit.zones.assign_events`); its ``road_chief`` is the one
   the report was routed to or the assignment named (a fact of the record, kept when the unit's
-  chief changes later);
+  chief changes later), and ``unit_road_chief`` (``_id``) the chief of its first unit now;
 * ``?tree=&zone=`` on ``/units``, ``/accidents`` and ``/hazards`` keeps the records of a zone
   and of every zone below it (a record's code at the zone's level is the zone's code).
 
@@ -186,11 +186,24 @@ def hazard_zone_codes(request: Request, hazards: Sequence[Any]) -> pd.DataFrame 
 
 
 def zone_features(request: Request, hazards: Sequence[Any]) -> list[dict[str, Any]]:
-    """GeoJSON features of ledger hazards with their zone codes among the properties."""
+    """GeoJSON features of ledger hazards with their zone codes among the properties, and the
+    road chief of their first unit now (``unit_road_chief``, ``unit_road_chief_id``)."""
     feats = [h.to_feature() for h in hazards]
-    codes = hazard_zone_codes(request, hazards) if feats else None
+    if not feats:
+        return feats
+    parts = []
+    codes = hazard_zone_codes(request, hazards)
     if codes is not None:
-        records = codes.astype(object).where(codes.notna(), None).to_dict("records")
+        parts.append(codes.reset_index(drop=True))
+    ops = _ops(request)
+    chiefs = ops.unit_chiefs(request.app.state.store) if ops is not None else None
+    if chiefs is not None:
+        first = [h.unit_ids[0] if h.unit_ids else None for h in hazards]
+        now = chiefs.reindex(first)[["road_chief", "road_chief_id"]].reset_index(drop=True)
+        parts.append(now.set_axis(["unit_road_chief", "unit_road_chief_id"], axis=1))
+    if parts:
+        table = pd.concat(parts, axis=1)
+        records = table.astype(object).where(table.notna(), None).to_dict("records")
         for f, rec in zip(feats, records, strict=True):
             f["properties"].update(rec)
     return feats

@@ -336,8 +336,18 @@ def _count(client: TestClient, path: str, **params: Any) -> int:
 
 def test_units_carry_their_road_chief_now(client: TestClient, demo: Path) -> None:
     eng = token(client, "engineer")
-    before = _all(client, "/units", tree="grid", zone="GENG-2")
+    before = _all(client, "/units", tree="grid", zone="GENG-2", kind="segment")
     assert before and all(u["properties"]["road_chief"] is None for u in before)
+    coords = before[0]["geometry"]["coordinates"]
+    early = client.post(  # reported before any chief is appointed
+        "/hazards",
+        json={
+            "geometry": {"type": "Point", "coordinates": coords[len(coords) // 2]},
+            "category": "facility.signs",
+        },
+        headers=eng,
+    ).json()
+    assert early["properties"]["road_chief"] is None
     r = client.post(
         "/road-chiefs",
         json={"name": "Grid 2 chief", "scope": "grid", "targets": ["GENG-2"], "body": "Town 2"},
@@ -347,7 +357,11 @@ def test_units_carry_their_road_chief_now(client: TestClient, demo: Path) -> Non
     cid = r.json()["id"]
     units = _all(client, "/units")
     mine = {u["id"] for u in units if u["properties"]["zone_grid_grid"] == "GENG-2"}
-    assert mine == {u["id"] for u in before}  # the zone filter keeps exactly the grid's units
+    in_grid = {u["id"] for u in _all(client, "/units", tree="grid", zone="GENG-2")}
+    assert mine == in_grid  # the zone filter keeps exactly the grid's units
+    hz = client.get(f"/hazards/{early['id']}").json()["properties"]
+    assert hz["road_chief"] is None  # the record keeps whom it was routed to (nobody)
+    assert (hz["unit_road_chief"], hz["unit_road_chief_id"]) == ("Grid 2 chief", cid)
     chiefs = {u["id"]: u["properties"]["road_chief"] for u in units}
     assert {chiefs[i] for i in mine} == {"Grid 2 chief"}
     assert {c for i, c in chiefs.items() if i not in mine} == {None}
