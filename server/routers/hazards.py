@@ -103,9 +103,10 @@ def _feature_response(
     hazard: Hazard,
     status: int = 200,
     extra: dict[str, Any] | None = None,
-    feature: dict[str, Any] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    body = hazard.to_feature() if feature is None else feature
+    # with a request: zone codes and the unit's chief now joined (server/zonejoin.py)
+    body = hazard.to_feature() if request is None else zone_features(request, [hazard])[0]
     if extra:
         body.update(extra)
     return JSONResponse(
@@ -187,7 +188,7 @@ def report_hazard(
     extra: dict[str, Any] = {"linked": res.linked, "replayed": res.replayed}
     if res.distance_m is not None:
         extra["linked_distance_m"] = round(res.distance_m, 2)
-    return _feature_response(res.hazard, 201 if res.created else 200, extra)
+    return _feature_response(res.hazard, 201 if res.created else 200, extra, request)
 
 
 @router.get("/hazards", summary="Hazards by bbox, unit, state, grade, overdue, jurisdiction")
@@ -290,7 +291,7 @@ def get_hazard(
     hazard = svc.ledger.get(hazard_id)
     if if_none_match is not None and hazard.etag in [v.strip() for v in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": hazard.etag})
-    return _feature_response(hazard, feature=zone_features(request, [hazard])[0])
+    return _feature_response(hazard, request=request)
 
 
 @router.post(
@@ -310,6 +311,7 @@ def get_hazard(
 )
 def transition_hazard(
     hazard_id: str,
+    request: Request,
     body: TransitionIn,
     svc: ServiceDep,
     who: PrincipalDep,
@@ -329,7 +331,7 @@ def transition_hazard(
         road_chief=body.road_chief,
         deadline=body.deadline,
     )
-    return _feature_response(hazard)
+    return _feature_response(hazard, request=request)
 
 
 @router.get(
