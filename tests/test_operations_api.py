@@ -328,6 +328,16 @@ def _all(client: TestClient, path: str, **params: Any) -> list[dict[str, Any]]:
     return feats
 
 
+def report_mid(client: TestClient, unit: dict[str, Any], who: dict[str, str]) -> dict[str, Any]:
+    """Report a hazard at the middle vertex of a segment unit; the answer."""
+    coords = unit["geometry"]["coordinates"]
+    point = {"type": "Point", "coordinates": coords[len(coords) // 2]}
+    r = client.post("/hazards", json={"geometry": point, "category": "facility.signs"}, headers=who)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
 def _count(client: TestClient, path: str, **params: Any) -> int:
     r = client.get(path, params={"limit": 1, **params})
     assert r.status_code == 200, r.text
@@ -338,15 +348,7 @@ def test_units_carry_their_road_chief_now(client: TestClient, demo: Path) -> Non
     eng = token(client, "engineer")
     before = _all(client, "/units", tree="grid", zone="GENG-2", kind="segment")
     assert before and all(u["properties"]["road_chief"] is None for u in before)
-    coords = before[0]["geometry"]["coordinates"]
-    early = client.post(  # reported before any chief is appointed
-        "/hazards",
-        json={
-            "geometry": {"type": "Point", "coordinates": coords[len(coords) // 2]},
-            "category": "facility.signs",
-        },
-        headers=eng,
-    ).json()
+    early = report_mid(client, before[0], eng)  # reported before any chief is appointed
     assert early["properties"]["road_chief"] is None
     r = client.post(
         "/road-chiefs",
@@ -415,16 +417,7 @@ def test_zone_filters_keep_a_zone_and_the_zones_below_it(client: TestClient) -> 
     placed: dict[str, str] = {}
     for d in districts:
         u = next(u for u in units if u["properties"]["zone_admin_district"] == d)
-        coords = u["geometry"]["coordinates"]
-        h = client.post(
-            "/hazards",
-            json={
-                "geometry": {"type": "Point", "coordinates": coords[len(coords) // 2]},
-                "category": "facility.signs",
-            },
-            headers=eng,
-        ).json()
-        placed[h["id"]] = d
+        placed[report_mid(client, u, eng)["id"]] = d
     listed = _all(client, "/hazards")
     zone_of = {f["id"]: f["properties"]["zone_admin_district"] for f in listed}
     assert {i: zone_of[i] for i in placed} == placed
