@@ -34,6 +34,7 @@ from ..ledger import (
     responses,
     sees_actors,
 )
+from ..zonejoin import ZoneDep, list_hazards_in, zone_features
 
 __all__ = ["PreconditionRequired", "expected_version", "router"]
 
@@ -101,9 +102,14 @@ class TransitionIn(BaseModel):
 
 
 def _feature_response(
-    hazard: Hazard, status: int = 200, extra: dict[str, Any] | None = None
+    hazard: Hazard,
+    status: int = 200,
+    extra: dict[str, Any] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    body = {**hazard.to_feature(), **(extra or {})}
+    # with a request: zone codes and the unit's chief now joined (server/zonejoin.py)
+    body = hazard.to_feature() if request is None else zone_features(request, [hazard])[0]
+    body.update(extra or {})
     return geojson(body, status=status, etag=hazard.etag, location=f"/hazards/{hazard.id}")
 
 
@@ -146,11 +152,13 @@ def report_hazard(
     extra: dict[str, Any] = {"linked": res.linked, "replayed": res.replayed}
     if res.distance_m is not None:
         extra["linked_distance_m"] = round(res.distance_m, 2)
-    return _feature_response(res.hazard, 201 if res.created else 200, extra)
+    return _feature_response(res.hazard, 201 if res.created else 200, extra, request)
 
 
 @router.get("/hazards", summary="Hazards by bbox, unit, state, grade, overdue, jurisdiction")
 def list_hazards(
+    request: Request,
+    zf: ZoneDep,
     svc: ServiceDep,
     reader: ReaderDep,
     bbox: BBoxDep,
@@ -186,7 +194,10 @@ def list_hazards(
     categories = comma_list(category)
     if categories:
         categories = [svc.ledger.catalogue.resolve(c) for c in categories]
-    total, hazards = svc.ledger.list_hazards(
+    total, hazards = list_hazards_in(  # the zone filter: server/zonejoin.py
+        request,
+        svc.ledger,
+        zf,
         bbox=bbox,
         within=within,
         unit_id=unit_id,
@@ -205,11 +216,11 @@ def list_hazards(
             {
                 **{
                     k: (";".join(v) if isinstance(v, list) else v)
-                    for k, v in h.properties().items()
+                    for k, v in f["properties"].items()
                 },
                 "geometry_wkt": shapely.to_wkt(h.geometry, rounding_precision=7),
             }
-            for h in hazards
+            for h, f in zip(hazards, zone_features(request, hazards), strict=True)
         ]
         frame = pd.DataFrame(rows)
         headers = {
@@ -219,7 +230,7 @@ def list_hazards(
         return Response(
             frame.to_csv(index=False), media_type="text/csv; charset=utf-8", headers=headers
         )
-    return feature_collection([h.to_feature() for h in hazards], total)
+    return feature_collection(zone_features(request, hazards), total)  # with zone codes
 
 
 @router.get(
@@ -229,12 +240,13 @@ def list_hazards(
 )
 def get_hazard(
     hazard_id: str,
+    request: Request,
     svc: ServiceDep,
     reader: ReaderDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     hazard = svc.ledger.get(hazard_id)
-    return not_modified(if_none_match, hazard.etag) or _feature_response(hazard)
+    return not_modified(if_none_match, hazard.etag) or _feature_response(hazard, request=request)
 
 
 @router.post(
@@ -254,6 +266,7 @@ def get_hazard(
 )
 def transition_hazard(
     hazard_id: str,
+    request: Request,
     body: TransitionIn,
     svc: ServiceDep,
     who: PrincipalDep,
@@ -264,7 +277,7 @@ def transition_hazard(
     hazard = svc.ledger.transition(
         hazard_id, body.to, **acting(who), expected_version=expected, **fields
     )
-    return _feature_response(hazard)
+    return _feature_response(hazard, request=request)
 
 
 @router.get(
