@@ -6,7 +6,10 @@ graph whose nodes are the places where segments meet (an intersection unit, a pl
 between two segments, or a dead end) and whose edges are the segments, in the directions they
 may be driven (``direction == "forward"`` one way from the segment's first vertex to its last,
 ``"both"`` either way). Links inside a consolidated junction (``junction_id`` set) belong to
-their intersection and are passed through as part of it.
+their intersection and are passed through as part of it. Crossing an intersection is not free:
+a segment's edge runs from the intersection's centre to the next node, so each crossing costs
+the way from the entering segment's end to the centre and from the centre to the leaving
+segment's start (in metres, or in seconds at those segments' speeds).
 
 Shortest paths use :func:`scipy.sparse.csgraph.dijkstra` on a CSR matrix built once per
 graph (numpy only, no per-row Python). Origin and destination are positions on segments (a
@@ -184,13 +187,25 @@ class UnitGraph:
         self.edge_u = np.r_[self.from_node[fwd], self.to_node[bwd]]
         self.edge_v = np.r_[self.to_node[fwd], self.from_node[bwd]]
         self.edge_forward = np.r_[np.ones(len(fwd), bool), np.zeros(len(bwd), bool)]
+        # crossing a junction: a segment ending at an intersection reaches it at its centre, so
+        # each such end adds its distance to the centre (a crossing costs the way in and out)
+        self.approach_from = np.zeros(n)
+        self.approach_to = np.zeros(n)
+        for app, nd, k in (
+            (self.approach_from, self.from_node, 0),
+            (self.approach_to, self.to_node, -1),
+        ):
+            at = segs[(nd[segs] >= 0) & (nd[segs] < n_int)]
+            if len(at):
+                end = shapely.get_coordinates(shapely.get_point(self.index.geoms[at], k))
+                app[at] = np.hypot(*(end - self.node_xy[nd[at]]).T)
 
         self._lengths: csr_matrix | None = None
 
     def _length_matrix(self) -> csr_matrix:
         """CSR matrix of every drivable edge by length (cached), for map matching."""
         if self._lengths is None:
-            self._lengths, self._len_keys, self._len_seg = self.matrix(self.length)
+            self._lengths, self._len_keys, self._len_seg = self.matrix(self.through_length())
         return self._lengths
 
     # ----------------------------------------------------------------------------------
@@ -218,13 +233,24 @@ class UnitGraph:
         mask[self.int_node.reindex(junctions).dropna().to_numpy().astype(np.int64)] = True
         return mask
 
+    def through_length(self) -> np.ndarray:
+        """Metres to drive each segment from node to node: its length plus, at an end on an
+        intersection, the distance from that end to the intersection's centre."""
+        return self.length + self.approach_from + self.approach_to
+
     def edge_weights(self, weight: str, speeds: Mapping[str, float] | None = None) -> np.ndarray:
-        """Cost per unit for ``weight`` (``"length"``: metres, ``"time"``: seconds)."""
-        if weight == "length":
-            return self.length.copy()
-        if weight != "time":
+        """Cost per unit for ``weight`` (``"length"``: metres, ``"time"``: seconds), node to
+        node: junction crossings included (see :meth:`through_length`)."""
+        if weight not in ("length", "time"):
             raise ValidationError(f"weight must be 'length' or 'time' (got {weight!r})")
-        return self.length / (self.speed_kmh(speeds)[0] / 3.6)
+        rate = self.rate_per_m(weight, speeds)
+        return np.divide(self.through_length(), rate, out=np.zeros(len(rate)), where=rate > 0)
+
+    def rate_per_m(self, weight: str, speeds: Mapping[str, float] | None = None) -> np.ndarray:
+        """Metres per unit of cost (1 for length, the speed in m/s for time)."""
+        if weight == "length":
+            return np.ones(len(self.ids))
+        return self.speed_kmh(speeds)[0] / 3.6
 
     def speed_kmh(self, speeds: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(speed per unit in km/h, whether it was assumed from the road class)."""
@@ -330,8 +356,9 @@ class Route:
         Per unit: ``"forward"`` (from the segment's first vertex), ``"backward"``, or ``None``
         for intersections.
     length_m, time_s
-        Driven length (metres; partial first and last segments) and time at the units' speed
-        limits (seconds).
+        Driven length (metres; partial first and last segments, straight across each junction)
+        and time at the units' speed limits (seconds; a junction is crossed through its centre
+        at the speed of the segments entering and leaving it).
     geometry
         The driven line in the units' CRS.
     """
@@ -593,14 +620,20 @@ def route(
     src, dst = n, n + 1
     m, keys, key_seg = graph.matrix(cost, banned, extra=2, banned_nodes=node_ban)
     L0, L1 = graph.length[s0], graph.length[s1]
-    f0, f1 = cost[s0] / max(L0, _EPS), cost[s1] / max(L1, _EPS)  # cost per metre
+    rate = graph.rate_per_m(weight, speeds)
+    f0, f1 = 1.0 / rate[s0], 1.0 / rate[s1]  # cost per metre
+    a_from, a_to = graph.approach_from, graph.approach_to
     # virtual edges: leave the origin segment forwards (to its last vertex) or, if two-way,
-    # backwards; reach the destination from its first vertex or, if two-way, its last
-    links = [(src, graph.to_node[s0], (L0 - m0) * f0), (graph.from_node[s1], dst, m1 * f1)]
+    # backwards; reach the destination from its first vertex or, if two-way, its last (with the
+    # way to or from the centre of an intersection there)
+    links = [
+        (src, graph.to_node[s0], (L0 - m0 + a_to[s0]) * f0),
+        (graph.from_node[s1], dst, (a_from[s1] + m1) * f1),
+    ]
     if graph.backward_ok[s0]:
-        links.append((src, graph.from_node[s0], m0 * f0))
+        links.append((src, graph.from_node[s0], (m0 + a_from[s0]) * f0))
     if graph.backward_ok[s1]:
-        links.append((graph.to_node[s1], dst, (L1 - m1) * f1))
+        links.append((graph.to_node[s1], dst, (a_to[s1] + L1 - m1) * f1))
     best_link: dict[tuple[int, int], float] = {}
     for a, b, w in links:
         if node_ban[a if a < n else b]:
@@ -747,6 +780,12 @@ def _route_time(
                 a, b = (a if i == 0 else 0.0), m1
             else:
                 a, b = m1, (b if i == 0 else L)
+        # the way into the junction before (not at the start) and out of it after (not at the end)
+        fwd = d == "forward"
+        if i > 0:
+            b += graph.approach_from[r] if fwd else graph.approach_to[r]
+        if i < last:
+            b += graph.approach_to[r] if fwd else graph.approach_from[r]
         total += max(b - a, 0.0) / (speed_kmh[r] / 3.6)
     return total
 

@@ -426,7 +426,8 @@ def check_trace(
         The permit's :class:`PermitRules`, or just its route (a :class:`Route` or unit ids),
         or ``None`` (speeding against the units' limits only).
     speed_tolerance_kmh
-        Speeding is a unit passage's median speed above the limit plus this.
+        Speeding is a unit passage's median speed above the limit plus this (a speed from the
+        matcher must be above it by more than its standard deviation, ``speed_sd_kmh``).
     min_off_route_m
         Shorter off-route pieces (a matching wobble at a junction) are not reported.
     off_route_gps_m
@@ -529,13 +530,18 @@ def check_trace(
     ):
         speed = pd.to_numeric(trace["speed_kmh"], errors="coerce").to_numpy(float)
         speed_source = "trace"
+        doubt = np.zeros(n)
     else:
         speed = m["speed_kmh"].to_numpy(float) if "speed_kmh" in m else np.full(n, np.nan)
+        doubt = np.zeros(n)
         # evidence of speeding must hold on the matched path and on the straight line: the
         # lower of the path speed and the chord speed over about 15 s (a longer chord cuts the
         # corners of an urban route and hides most speeding on short units, see
         # _chord_speed_kmh)
         speed = np.fmin(speed, _chord_speed_kmh(m, times))
+        # and beyond the smoother's own uncertainty (one standard deviation of its speed)
+        if "speed_sd_kmh" in m:
+            doubt = np.nan_to_num(m["speed_sd_kmh"].to_numpy(float))
         speed_source = "matched"
     caps = rules.speed_caps_kmh if rules is not None else {}
     limit = np.where(known, _limits(graph, rows_i, caps), np.nan)
@@ -544,17 +550,18 @@ def check_trace(
     unchecked: set[str] = set()
     if n:
         med = pd.Series(speed).groupby(pid).median().to_numpy()
+        med_low = pd.Series(speed - doubt).groupby(pid).median().to_numpy()
         first = np.flatnonzero(passage)
         last = np.r_[first[1:] - 1, n - 1]
         lim_p = limit[first]
         for j in range(len(med)):
             i0, i1 = int(first[j]), int(last[j])
-            if not known[i0]:
-                continue
+            if not known[i0] or graph.is_int[rows_i[i0]]:
+                continue  # unmatched, or crossing a junction (no limit of its own)
             if np.isnan(lim_p[j]):
                 unchecked.add(str(unit_id[i0]))
                 continue
-            if np.isfinite(med[j]) and med[j] > lim_p[j] + speed_tolerance_kmh:
+            if np.isfinite(med[j]) and med_low[j] > lim_p[j] + speed_tolerance_kmh:
                 r = rows_i[i0]
                 geom = gpd.GeoSeries([graph.index.geoms[r]], crs=graph.crs).to_crs(4326).iloc[0]
                 add(
@@ -679,6 +686,8 @@ def _off_route_from_path(
                 continue
             parts = []
             for r, f, t in zip(rows[a:b], seg["from_m"], seg["to_m"], strict=True):
+                if graph.is_int[r]:
+                    continue  # a junction crossed: the line joins the segments either side
                 piece = shapely.ops.substring(graph.index.geoms[r], min(f, t), max(f, t))
                 c = shapely.get_coordinates(piece)
                 parts.append(c if t >= f else c[::-1])
