@@ -80,8 +80,8 @@ def test_permit_lifecycle_roles_and_page(setup) -> None:
         "from": [o.x, o.y],
         "to": [d.x, d.y],
         "avoid": ["red", "workzones"],
-        "valid_from": "2025-11-30",
-        "valid_to": "2025-12-31",
+        "valid_from": str(pd.Timestamp.now(tz="Europe/Helsinki").date()),
+        "valid_to": str((pd.Timestamp.now(tz="Europe/Helsinki") + pd.Timedelta(days=30)).date()),
     }
     # red needs risk levels the plain units do not have: a clear 400
     r = client.post("/permits", json=body, headers=rep)
@@ -214,5 +214,60 @@ def test_permit_store_on_both_backends(ledger_url: str) -> None:  # noqa: F811
         assert [e["to_state"] for e in store.history(p.id)] == ["requested", "approved", "revoked"]
         assert p.rules().windows == [("22:00", "06:00")]
         assert any(q.id == p.id for q in store.list_permits(state="revoked"))
+    finally:
+        ledger.close()
+
+
+def test_permit_expires_at_the_end_of_its_validity(ledger_url: str) -> None:  # noqa: F811
+    """Past ``valid_to`` a permit reads ``expired`` with an event by ``system`` (clock injected:
+    no waiting); a request already past its end, or ending before it starts, is refused."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from trafficunit.ledger import Ledger
+    from trafficunit.ledger.errors import ValidationError
+    from trafficunit.ledger.permits import PermitStore
+
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
+    ledger = Ledger.open(ledger_url)
+    try:
+        store = PermitStore(ledger.db, clock=lambda: now[0])
+        route = SimpleNamespace(
+            unit_ids=["S1"],
+            length_m=1.0,
+            time_s=1.0,
+            geometry=shapely.LineString([(24.9, 60.1), (24.91, 60.1)]),
+        )
+        kw = {"vehicle": "粤B7", "route": route, "actor": "op", "role": "reporter"}
+        # valid to midnight at the start of 2 March in Shanghai = 16:00 UTC on 1 March
+        p = store.request(**kw, tz="Asia/Shanghai", valid_to="2026-03-02")
+        keep = store.request(**kw, tz="Asia/Shanghai")  # no end: never expires by itself
+        p = store.transition(p.id, "approved", actor="s", role="supervisor", expected_version=1)
+        p = store.transition(p.id, "active", actor="e", role="engineer", expected_version=2)
+        now[0] = datetime(2026, 3, 1, 15, 59, tzinfo=UTC)
+        assert store.get(p.id).state == "active"
+        now[0] = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
+        assert store.get(p.id).state == "expired" and store.get(p.id).version == 4
+        assert store.get(keep.id).state == "requested"
+        ev = store.history(p.id)[-1]
+        assert (ev["action"], ev["from_state"], ev["to_state"], ev["actor"]) == (
+            "expire",
+            "active",
+            "expired",
+            "system",
+        )
+        assert ev["at"].startswith("2026-03-01T16:00")
+        assert [q.id for q in store.list_permits(state="expired")] == [p.id]
+        assert store.expire_due() == []  # swept once
+        # a requested permit past its end expires too
+        q = store.request(**kw, valid_to="2026-03-05T00:00:00Z")
+        now[0] += timedelta(days=10)
+        assert [x.state for x in store.list_permits() if x.id == q.id] == ["expired"]
+        with pytest.raises(ValidationError, match="already past"):
+            store.request(**kw, valid_to="2026-03-01")
+        with pytest.raises(ValidationError, match="not after"):
+            store.request(**kw, valid_from="2026-05-02", valid_to="2026-05-01")
+        with pytest.raises(ValidationError, match="not a date"):
+            store.request(**kw, valid_to="soon")
     finally:
         ledger.close()
