@@ -3,7 +3,10 @@ lifecycle, history, QR code and page, the layer, and traces checked against a pe
 
 from __future__ import annotations
 
+import gzip
+
 import geopandas as gpd
+import mapbox_vector_tile
 import pandas as pd
 import pytest
 import shapely
@@ -12,6 +15,7 @@ from fastapi.testclient import TestClient
 import trafficunit as tu
 from server import Settings, create_app
 from server.settings import LedgerServerSettings
+from trafficunit import mvt
 from trafficunit.io import write_table
 from trafficunit.routing import UnitGraph
 from trafficunit.traces import generate_trace
@@ -52,6 +56,19 @@ def _token(client: TestClient, role: str) -> dict[str, str]:
     r = client.post("/tokens", json={"role": role}, headers=A)
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _tile_features(client: TestClient, url: str) -> list[dict]:
+    r = client.get(url)
+    assert r.status_code in (200, 204), r.text
+    if r.status_code == 204:
+        return []
+    content = gzip.decompress(r.content) if r.content[:2] == b"\x1f\x8b" else r.content
+    return mapbox_vector_tile.decode(content).get("permits", {"features": []})["features"]
+
+
+def _tile_ids(client: TestClient, url: str) -> list[str]:
+    return [f["properties"]["event_id"] for f in _tile_features(client, url)]
 
 
 def _gpx(tracks: list[gpd.GeoDataFrame]) -> bytes:
@@ -112,12 +129,25 @@ def test_permit_lifecycle_roles_and_page(setup) -> None:
     assert client.post(url, json=to, headers={**sup, "If-Match": f'"{pid}-v7"'}).status_code == 412
     r = client.post(url, json=to, headers={**sup, "If-Match": f'"{pid}-v1"'})
     assert r.status_code == 200 and r.json()["properties"]["state"] == "approved"
+    # the live tileset carries active permits only: nothing yet
+    mid = shapely.geometry.shape(p["geometry"]).interpolate(0.5, normalized=True)
+    z, (x, y) = 15, mvt.lonlat_to_tile(mid.x, mid.y, 15)
+    tile_url = f"/tiles/live-permits/{z}/{x}/{y}.mvt"
+    assert "live-permits" in [t["name"] for t in client.get("/tiles").json()["tilesets"]]
+    assert pid not in _tile_ids(client, tile_url)
     r = client.post(url, json={"to": "active"}, headers={**eng, "If-Match": r.headers["ETag"]})
     assert r.status_code == 200 and r.json()["properties"]["state"] == "active"
+    feats = _tile_features(client, tile_url)
+    (f,) = [f for f in feats if f["properties"]["event_id"] == pid]
+    assert f["properties"]["vehicle"] == "粤B12345" and f["properties"]["state_zh"] == "生效中"
+    assert f["geometry"]["type"] in ("LineString", "MultiLineString")
+    tj = client.get("/tiles/live-permits/tilejson.json").json()
+    assert tj["vector_layers"][0]["id"] == "permits"
     r = client.post(url, json={"to": "approved"}, headers={**sup, "If-Match": r.headers["ETag"]})
     assert r.status_code == 409
     r = client.post(url, json={"to": "expired"}, headers={**eng, "If-Match": "*"})
     assert r.status_code == 200 and r.json()["properties"]["version"] == 4
+    assert pid not in _tile_ids(client, tile_url)  # expired: off the layer (no stale tile)
     hist = client.get(f"/permits/{pid}/history").json()
     assert [e["to_state"] for e in hist["events"]] == ["requested", "approved", "active", "expired"]
     assert [e["role"] for e in hist["events"]] == ["reporter", "supervisor", "engineer", "engineer"]

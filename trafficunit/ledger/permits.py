@@ -376,6 +376,15 @@ class PermitStore:
             )
             return self._get(tx, pk)
 
+    def data_key(self) -> tuple[int, int]:
+        """(number of permits, sum of their versions): changes with every write and expiry
+        (expired ones are swept first), so it keys cached tiles of the permits layer."""
+        self.expire_due()
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT COUNT(*) AS n, COALESCE(SUM(version), 0) AS v FROM permits")
+        assert row is not None
+        return int(row["n"]), int(row["v"])
+
     def _get(self, tx: Any, pk: int) -> Permit:
         row = tx.one("SELECT * FROM permits WHERE pk = ?", (pk,))
         if row is None:
