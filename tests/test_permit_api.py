@@ -200,6 +200,12 @@ def test_trace_against_a_permit(setup) -> None:
     csv = b"time,lon,lat\n2025-11-30T22:00:05Z,24.94,60.17\n2025-11-30T22:00:00Z,24.94,60.17\n"
     r = client.post(f"/permits/{p['id']}/traces", files={"trace": ("t.csv", csv)}, headers=rep)
     assert r.status_code == 400 and "not in order" in r.json()["detail"]
+    csv = b"time,lon,lat\n2025-11-30T22:00:00Z,24.94,60.17\n2025-11-30T22:00:00Z,24.94,60.17\n"
+    r = client.post(f"/permits/{p['id']}/traces", files={"trace": ("t.csv", csv)}, headers=rep)
+    assert r.status_code == 400 and "duplicate time" in r.json()["detail"]
+    csv = b"time,lon,lat\n2025-11-30T22:00:00Z,385000,6672000\n"  # metres read as degrees
+    r = client.post(f"/permits/{p['id']}/traces", files={"trace": ("t.csv", csv)}, headers=rep)
+    assert r.status_code == 400 and "projected" in r.json()["detail"]
     r = client.post(f"/permits/{p['id']}/traces", content=b"", headers=rep)
     assert r.status_code == 400
     hist = client.get(f"/permits/{p['id']}/history").json()

@@ -99,8 +99,7 @@ class LazyPermitLayer:
 
     def __init__(self, svc: Any) -> None:
         self._svc = svc
-        self._layer: LiveLayer | None = None
-        self._key: Any = None
+        self._built: tuple[Any, LiveLayer] | None = None  # (data key, layer)
         self._build_lock = threading.Lock()
 
     def data_key(self) -> tuple[int, int]:
@@ -108,15 +107,14 @@ class LazyPermitLayer:
         return _store(self._svc).data_key()
 
     def get(self) -> LiveLayer:
-        """The current layer."""
+        """The current layer (built again only when the permits changed)."""
         key = self.data_key()
         with self._build_lock:
-            if self._layer is None or self._key != key:
-                self._layer = LiveLayer(
-                    self.name, self._frame(), id_column="event_id", columns=TILE_COLUMNS
-                )
-                self._key = key
-            return self._layer
+            built = self._built
+            if built is None or built[0] != key:
+                frame = self._frame()
+                built = self._built = (key, LiveLayer(self.name, frame, columns=TILE_COLUMNS))
+        return built[1]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)

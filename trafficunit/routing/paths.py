@@ -362,6 +362,21 @@ def _units_along(
     return rows, dirs
 
 
+def driven_part(i: int, last: int, d: str, L: float, m0: float, m1: float) -> tuple[float, float]:
+    """(from, to) measures driven on the i-th unit of a route (``last``: the last index) of
+    length ``L`` in direction ``d``: the whole unit but for the first (from the start measure
+    ``m0``) and the last (to the end measure ``m1``)."""
+    a, b = 0.0, L
+    if i == 0:
+        a, b = (m0, L) if d == "forward" else (0.0, m0)
+    if i == last:
+        if d == "forward":
+            a, b = (a if i == 0 else 0.0), m1
+        else:
+            a, b = m1, (b if i == 0 else L)
+    return a, b
+
+
 def _route_line(
     graph: UnitGraph, rows: list[int], dirs: list[str | None], m0: float, m1: float
 ) -> tuple[shapely.LineString, float]:
@@ -371,17 +386,8 @@ def _route_line(
     for i, (r, d) in enumerate(zip(rows, dirs, strict=True)):
         if d is None:
             continue
-        g = graph.index.geoms[r]
-        L = graph.length[r]
-        a, b = 0.0, L
-        if i == 0:
-            a, b = (m0, L) if d == "forward" else (0.0, m0)
-        if i == last:
-            if d == "forward":
-                a, b = (a if i == 0 else 0.0), m1
-            else:
-                a, b = m1, (b if i == 0 else L)
-        piece = shapely.ops.substring(g, a, b)
+        a, b = driven_part(i, last, d, graph.length[r], m0, m1)
+        piece = shapely.ops.substring(graph.index.geoms[r], a, b)
         coords = shapely.get_coordinates(piece)
         if d == "backward":
             coords = coords[::-1]
@@ -409,15 +415,7 @@ def _route_time(
     for i, (r, d) in enumerate(zip(rows, dirs, strict=True)):
         if d is None:
             continue
-        L = graph.length[r]
-        a, b = 0.0, L
-        if i == 0:
-            a, b = (m0, L) if d == "forward" else (0.0, m0)
-        if i == last:
-            if d == "forward":
-                a, b = (a if i == 0 else 0.0), m1
-            else:
-                a, b = m1, (b if i == 0 else L)
+        a, b = driven_part(i, last, d, graph.length[r], m0, m1)
         # the way into the junction before (not at the start) and out of it after (not at the end)
         fwd = d == "forward"
         if i > 0:

@@ -41,6 +41,7 @@ def generate_trace(
         CRS of the units) and ``.attrs["generated"] = True``.
     """
     from ..routing import ASSUMED_SPEED_KMH
+    from ..routing.paths import driven_part
 
     graph = units if isinstance(units, UnitGraph) else UnitGraph(units)
     rows = graph.unit_rows(route.unit_ids, "route")
@@ -56,15 +57,7 @@ def generate_trace(
     for i, (r, d) in enumerate(zip(rows.tolist(), route.directions, strict=True)):
         if d is None:
             continue
-        L = graph.length[r]
-        a, b = 0.0, L
-        if i == 0:
-            a, b = (route.start_measure_m, L) if d == "forward" else (0.0, route.start_measure_m)
-        if i == last:
-            if d == "forward":
-                a, b = (a if i == 0 else 0.0), route.end_measure_m
-            else:
-                a, b = route.end_measure_m, (b if i == 0 else L)
+        a, b = driven_part(i, last, d, graph.length[r], route.start_measure_m, route.end_measure_m)
         c = shapely.get_coordinates(shapely.ops.substring(graph.index.geoms[r], a, b))
         if d == "backward":
             c = c[::-1]
