@@ -250,6 +250,23 @@ def test_route_length_equals_networkx_on_random_one_way_grids(flags, pick, f0, f
     assert check_route(g, got.unit_ids).ok
 
 
+def wide_junction_route(
+    units: gpd.GeoDataFrame, g: UnitGraph
+) -> tuple[tu.routing.Route, int, int, int]:
+    """The fastest route from the middle of the segment that stops farthest from the centre of
+    its intersection (one-way into it) to the middle of a segment leaving that intersection:
+    (route, entering segment row, intersection node, leaving segment row)."""
+    segs = np.flatnonzero(g.is_seg & ~g.internal & (g.to_node >= 0) & (g.to_node < g.n_int))
+    s = int(segs[np.argmax(np.where(g.backward_ok[segs], 0.0, g.approach_to[segs]))])
+    node = int(g.to_node[s])
+    out = np.flatnonzero((g.from_node == node) & g.is_seg & ~g.internal & (g.approach_from > 1))
+    t = int(out[0])
+    metric = units.to_crs(g.crs).geometry
+    pa = metric.iloc[s].interpolate(0.5, normalized=True)
+    pb = metric.iloc[t].interpolate(0.5, normalized=True)
+    return tu.route(g, pa, pb, crs=g.crs, weight="time"), s, node, t
+
+
 def test_crossing_a_junction_costs_the_way_through_its_centre() -> None:
     """A segment ending at a consolidated junction stops short of its centre: the route pays
     the way in and out (length and time), not a free jump from one segment end to the next."""
@@ -266,16 +283,8 @@ def test_crossing_a_junction_costs_the_way_through_its_centre() -> None:
     w = g.edge_weights("length")
     assert np.allclose(w, g.length + g.approach_from + g.approach_to)
     # a wide junction: a route entering on one segment and leaving on another
-    k = int(np.argmax(np.where(g.backward_ok[segs], 0.0, g.approach_to[segs])))
-    s = int(segs[k])
-    node = int(g.to_node[s])
-    out = np.flatnonzero((g.from_node == node) & g.is_seg & ~g.internal & (g.approach_from > 1))
-    assert g.approach_to[s] > 5 and len(out)
-    t = int(out[0])
-    metric = units.to_crs(g.crs).geometry
-    pa = gpd.GeoSeries([metric.iloc[s].interpolate(0.5, normalized=True)], crs=g.crs)
-    pb = gpd.GeoSeries([metric.iloc[t].interpolate(0.5, normalized=True)], crs=g.crs)
-    r = tu.route(g, pa.iloc[0], pb.iloc[0], crs=g.crs, weight="time")
+    r, s, node, t = wide_junction_route(units, g)
+    assert g.approach_to[s] > 5 and g.approach_from[t] > 1
     assert r.unit_ids == [g.ids[s], g.ids[g.node_unit[node]], g.ids[t]]
     v = g.speed_kmh()[0] / 3.6
     ls, lt = g.length[s] / 2, g.length[t] / 2
