@@ -17,6 +17,11 @@ sparseness":
 - **Viterbi** over the whole trace. Where no transition is possible (a long gap, a jump, a road
   missing from the map) the chain restarts: that point's state is ``"break"``. Points with no
   unit within the search radius are ``"no_candidate"`` and have no unit.
+- **Placement** (:mod:`.place`): the chain's driven path is rebuilt from its units, crossing
+  each intersection straight from one segment's end to the next one's start (a piece of the
+  intersection unit), every point is projected onto it, the positions along it are smoothed
+  (constant-velocity Kalman + RTS) and placed back: a point crossing a junction is on the
+  intersection.
 """
 
 from __future__ import annotations
@@ -107,14 +112,15 @@ def match_trace(
     -------
     geopandas.GeoDataFrame
         The trace's rows (same index and geometry) with ``unit_id`` (``<NA>`` when unmatched),
-        ``measure_m`` (along the unit from its first vertex), ``distance_m`` (GPS point to the
-        unit), ``state`` (``"matched"``, ``"break"`` where the chain restarts, ``"no_candidate"``
-        where no unit is within ``search_radius_m``) and ``speed_kmh`` (smoothed speed along the
-        path; NaN without ``smooth`` or times) with ``speed_sd_kmh``, its standard deviation from
-        the smoother. ``.attrs["path"]`` is the driven path: one row
-        per piece of a unit in driving order (``chain``, ``unit_id``, ``from_m``, ``to_m``,
-        ``length_m``, ``start_s`` along the chain, ``t_start``, ``t_end``), including units
-        crossed between two GPS points; ``.attrs["match"]`` counts the states.
+        ``measure_m`` (along the unit from its first vertex; on an intersection, into the
+        crossing), ``distance_m`` (GPS point to its placed position), ``state``
+        (``"matched"``, ``"break"`` where the chain restarts, ``"no_candidate"`` where no unit
+        is within ``search_radius_m``), ``speed_kmh`` (smoothed speed along the path; NaN
+        without ``smooth`` or times) and ``speed_sd_kmh`` (its standard deviation from the
+        smoother). ``.attrs["path"]`` is the driven path: one row per piece of a unit in
+        driving order (``chain``, ``unit_id``, ``from_m``, ``to_m``, ``length_m``, ``start_s``
+        along the chain, ``t_start``, ``t_end``), including units crossed between two GPS
+        points and the intersections crossed; ``.attrs["match"]`` counts the states.
 
     Examples
     --------
