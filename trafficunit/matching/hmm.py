@@ -9,6 +9,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from .._errors import ValidationError
 from ..routing import UnitGraph
+from ..routing.graph import CROSSING_SHARE
 
 
 def _trace_times(trace: pd.DataFrame, time_col: str) -> np.ndarray | None:
@@ -159,10 +160,14 @@ def _node_distances(
 def _ends(
     graph: UnitGraph, u: np.ndarray, m: np.ndarray, dr: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(exit node, cost to it, entry node, cost from it) of directed positions on units; the
-    cost to or from an intersection runs to its centre (:meth:`UnitGraph.through_length`)."""
+    """(exit node, cost to it, entry node, cost from it) of directed positions on units.
+
+    The way to or from an intersection's centre counts :data:`CROSSING_SHARE` of its length
+    (see :meth:`UnitGraph._length_matrix`).
+    """
     L = graph.length[u]
-    a_from, a_to = graph.approach_from[u], graph.approach_to[u]
+    a_from = CROSSING_SHARE * graph.approach_from[u]
+    a_to = CROSSING_SHARE * graph.approach_to[u]
     fwd = dr > 0
     exit_node = np.where(fwd, graph.to_node[u], graph.from_node[u])
     exit_cost = np.where(fwd, L - m + a_to, m + a_from)

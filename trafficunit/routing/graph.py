@@ -38,6 +38,10 @@ ASSUMED_SPEED_KMH: dict[str, float] = {
 AVOID_OPTIONS = ("red", "orange", "yellow", "blue", "workzones")
 
 
+#: Share of the way through an intersection's centre that map matching counts for crossing it
+#: (the chord of a right-angle turn; see :meth:`UnitGraph._length_matrix`).
+CROSSING_SHARE = 2**-0.5
+
 _EPS = 1e-6  # weight of zero-length edges (scipy drops explicit zeros from some inputs)
 
 
@@ -172,9 +176,20 @@ class UnitGraph:
         self._lengths: csr_matrix | None = None
 
     def _length_matrix(self) -> csr_matrix:
-        """CSR matrix of every drivable edge by length (cached), for map matching."""
+        """CSR matrix of every drivable edge for map matching (cached): its length and
+        :data:`CROSSING_SHARE` of the way to the centres of the intersections at its ends.
+
+        A route counts the whole way through a junction's centre (:meth:`through_length`).
+        The matcher compares route distances with straight lines between GPS points, and a
+        vehicle cuts across a wide junction: straight on, the chord is the whole way in and
+        out; at a right angle about 1/√2 of it; turning back, almost nothing. The whole way
+        would punish every turn, nothing would make crossing a wide junction free; the
+        share of a right-angle turn is the middle.
+        """
         if self._lengths is None:
-            self._lengths, self._len_keys, self._len_seg = self.matrix(self.through_length())
+            self._lengths, self._len_keys, self._len_seg = self.matrix(
+                self.length + CROSSING_SHARE * (self.approach_from + self.approach_to)
+            )
         return self._lengths
 
     # ----------------------------------------------------------------------------------
