@@ -6,7 +6,7 @@ from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from trafficunit._errors import clip
@@ -14,12 +14,15 @@ from trafficunit._errors import clip
 from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list, parse_time
 from ..errors import BadRequest, Unavailable
 from ..lists import list_response
+from ..zonejoin import ZoneDep, table_zone_rows
 
 router = APIRouter(tags=["accidents"])
 
 
 @router.get("/accidents", summary="Accidents in a bbox and period (GeoJSON or CSV)")
 async def list_accidents(
+    request: Request,
+    zf: ZoneDep,
     store: StoreDep,
     bbox: BBoxDep,
     limit: LimitDep,
@@ -42,7 +45,7 @@ async def list_accidents(
         raise BadRequest("from must be before to")
     if light not in (None, "", "day", "night"):
         raise BadRequest(f"light must be day or night, got {clip(light)}")
-    rows = table.bbox_rows(bbox)
+    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)  # server/zonejoin.py
     t_ns = table.extra["t_ns"][rows]
     known = t_ns != np.iinfo(np.int64).min
     keep = np.ones(len(rows), dtype=bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
 from ..errors import NotFound, Unavailable
 from ..lists import list_response
 from ..store import DataStore, Table
+from ..zonejoin import ZoneDep, table_zone_rows, unit_extra, with_unit_chief
 
 router = APIRouter(tags=["units"])
 
@@ -51,6 +53,8 @@ def _priority(table: Table) -> np.ndarray:
 
 @router.get("/units", summary="Units in a bbox, riskiest first (GeoJSON or CSV)")
 async def list_units(
+    request: Request,
+    zf: ZoneDep,
     store: StoreDep,
     bbox: BBoxDep,
     limit: LimitDep,
@@ -67,7 +71,7 @@ async def list_units(
     min_open_hazards: Annotated[float | None, Query()] = None,
 ) -> Response:
     table = _units(store)
-    rows = table.bbox_rows(bbox)
+    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)
     f = table.frame
     for col, wanted in (("level", level), ("kind", kind), ("road_class", road_class)):
         values = comma_list(wanted)
@@ -92,7 +96,8 @@ async def list_units(
         vals = pd.to_numeric(f[col].iloc[rows], errors="coerce").to_numpy(dtype=float)
         rows = rows[np.nan_to_num(vals, nan=-np.inf) >= threshold]
     rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
-    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full)
+    chief = partial(unit_extra, request, table)  # road chief now, zone codes (server/zonejoin.py)
+    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full, extra=chief)
 
 
 def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
@@ -136,7 +141,7 @@ async def get_unit(unit_id: str, store: StoreDep, request: Request) -> JSONRespo
     if pos < 0:
         raise NotFound(f"no unit {clip(unit_id)}")
     texts = table.features_all if table.features_all is not None else table.features
-    feature = json.loads(texts[pos])
+    feature = with_unit_chief(request, table, pos, json.loads(texts[pos]))
     feature["accidents"] = _records(store.table("accidents"), unit_id)
     svc = getattr(request.app.state, "ledger", None)
     if svc is None:  # an app without the ledger: the data folder's tables

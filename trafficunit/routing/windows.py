@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .._errors import ValidationError
+from .._validate import time_zone
 
 
 def daily_intervals(
@@ -50,13 +51,7 @@ def daily_intervals(
 
 def check_tz(tz: str) -> str:
     """``tz`` if it is a time zone name pandas knows, else ValidationError."""
-    try:
-        pd.Timestamp("2000-01-01").tz_localize(tz)
-    except Exception as exc:
-        raise ValidationError(
-            f"unknown time zone {tz!r} (use a name like 'Asia/Shanghai')"
-        ) from exc
-    return tz
+    return time_zone(tz, " (use a name like 'Asia/Shanghai')")
 
 
 def _pair(w: Sequence[str]) -> tuple[str, str]:
