@@ -24,17 +24,23 @@ def _trace_times(trace: pd.DataFrame, time_col: str) -> np.ndarray | None:
         t = t.dt.tz_convert("UTC")
     ns = t.dt.tz_localize(None).to_numpy() if getattr(t.dtype, "tz", None) is not None else t
     ns = np.asarray(ns, dtype="datetime64[ns]").astype(np.int64)
+    check_time_order(ns, t, "trace")
+    return (ns - ns[0]) / 1e9 if len(ns) else np.zeros(0)
+
+
+def check_time_order(ns: np.ndarray, times: pd.Series, where: str) -> None:
+    """ValidationError at the first row whose time (``ns``: int64 nanoseconds) repeats or goes
+    back from the one before it (repeats first)."""
     d = np.diff(ns)
     if (d == 0).any():
         i = int(np.flatnonzero(d == 0)[0]) + 1
-        raise ValidationError(f"trace: duplicate time at row {i} ({t.iloc[i]})")
+        raise ValidationError(f"{where}: duplicate time {times.iloc[i]} at rows {i - 1} and {i}")
     if (d < 0).any():
         i = int(np.flatnonzero(d < 0)[0]) + 1
         raise ValidationError(
-            f"trace: times are not sorted (row {i}, {t.iloc[i]}, is before row {i - 1}); "
-            "sort the trace by time first"
+            f"{where}: times are not in order (not sorted: row {i}, {times.iloc[i]}, comes "
+            f"before row {i - 1}); sort the trace by time"
         )
-    return (ns - ns[0]) / 1e9 if len(ns) else np.zeros(0)
 
 
 def _candidates(

@@ -14,6 +14,7 @@ import pyproj
 import shapely
 
 from .._errors import CRSError, InputFileError, ValidationError
+from ..matching.hmm import check_time_order
 from ..routing import check_tz
 
 _TIME_NAMES = ("time", "timestamp", "datetime", "date_time", "gps_time", "时间")
@@ -70,16 +71,7 @@ def _finish(
         t = t.dt.tz_localize(check_tz(tz))
     df = df.assign(time=t)
     utc = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-    d = np.diff(utc.astype("datetime64[ns]").astype(np.int64))
-    if (d == 0).any():
-        i = int(np.flatnonzero(d == 0)[0]) + 1
-        raise ValidationError(f"{where}: duplicate time {t.iloc[i]} at rows {i - 1} and {i}")
-    if (d < 0).any():
-        i = int(np.flatnonzero(d < 0)[0]) + 1
-        raise ValidationError(
-            f"{where}: times are not in order (row {i}, {t.iloc[i]}, comes before row {i - 1}); "
-            "sort the trace by time"
-        )
+    check_time_order(utc.astype("datetime64[ns]").astype(np.int64), t, where)
     return gpd.GeoDataFrame(df, geometry=shapely.points(x, y), crs=crs_obj)
 
 
