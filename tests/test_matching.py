@@ -260,3 +260,31 @@ def test_outside_the_windows() -> None:
         unit_ids=[], windows=[("22:00", "06:00")], tz="Asia/Shanghai", valid_to="2025-12-01 05:52"
     )
     assert late.inside(times).tolist() == [True, False, False, False, False]
+
+
+def test_points_crossing_a_junction_land_on_the_intersection(oslo) -> None:
+    """The matched path crosses a consolidated junction straight from one segment's end to the
+    next one's start: points generated there are on the intersection, the rest on their
+    segments (no noise, 1 s: the smoothed positions are the true ones)."""
+    from .test_routing import wide_junction_route
+
+    units, graph = oslo
+    r, s, node, t = wide_junction_route(units, graph)
+    trace = generate_trace(graph, r, interval_s=1, noise_m=0.0)
+    m = tu.match_trace(graph, trace, sigma_m=5)
+    truth = trace["true_unit_id"].astype(str).to_numpy()
+    got = m["unit_id"].astype(str).to_numpy()
+    crossing = truth == graph.ids[graph.node_unit[node]]
+    assert crossing.sum() >= 2
+    assert (got[crossing] == truth[crossing]).all(), (got, truth)
+    assert (got == truth).mean() >= 0.95
+    # measure on the intersection: the distance into the crossing, growing
+    meas = m["measure_m"].to_numpy()[crossing]
+    assert (np.diff(meas) > 0).all() and meas[0] >= 0
+    # the driven path has the crossing as a piece of its own
+    seq = m.attrs["path"]["unit_id"].astype(str).tolist()
+    assert [u for i, u in enumerate(seq) if i == 0 or u != seq[i - 1]] == [
+        graph.ids[s],
+        graph.ids[graph.node_unit[node]],
+        graph.ids[t],
+    ]

@@ -248,3 +248,51 @@ def test_route_length_equals_networkx_on_random_one_way_grids(flags, pick, f0, f
     got = tu.route(g, o, d, crs=3067)
     assert got.length_m == pytest.approx(want, abs=0.5)
     assert check_route(g, got.unit_ids).ok
+
+
+def wide_junction_route(
+    units: gpd.GeoDataFrame, g: UnitGraph
+) -> tuple[tu.routing.Route, int, int, int]:
+    """The fastest route from the middle of the segment that stops farthest from the centre of
+    its intersection (one-way into it) to the middle of a segment leaving that intersection:
+    (route, entering segment row, intersection node, leaving segment row)."""
+    segs = np.flatnonzero(g.is_seg & ~g.internal & (g.to_node >= 0) & (g.to_node < g.n_int))
+    s = int(segs[np.argmax(np.where(g.backward_ok[segs], 0.0, g.approach_to[segs]))])
+    node = int(g.to_node[s])
+    out = np.flatnonzero((g.from_node == node) & g.is_seg & ~g.internal & (g.approach_from > 1))
+    t = int(out[0])
+    metric = units.to_crs(g.crs).geometry
+    pa = metric.iloc[s].interpolate(0.5, normalized=True)
+    pb = metric.iloc[t].interpolate(0.5, normalized=True)
+    return tu.route(g, pa, pb, crs=g.crs, weight="time"), s, node, t
+
+
+def test_crossing_a_junction_costs_the_way_through_its_centre() -> None:
+    """A segment ending at a consolidated junction stops short of its centre: the route pays
+    the way in and out (length and time), not a free jump from one segment end to the next."""
+    units = tu.build_units(
+        tu.read_network(shared_path("osm", "oslo-east.osm.pbf")), max_length_m=200
+    )
+    g = UnitGraph(units)
+    ints = units.to_crs(g.crs).geometry
+    # each approach is the distance from the segment's end vertex to its intersection's point
+    segs = np.flatnonzero(g.is_seg & ~g.internal & (g.to_node >= 0) & (g.to_node < g.n_int))
+    ends = shapely.get_point(g.index.geoms[segs], -1)
+    centre = ints.to_numpy()[g.node_unit[g.to_node[segs]]]
+    assert np.allclose(g.approach_to[segs], shapely.distance(ends, centre), atol=1e-6)
+    w = g.edge_weights("length")
+    assert np.allclose(w, g.length + g.approach_from + g.approach_to)
+    # a wide junction: a route entering on one segment and leaving on another
+    r, s, node, t = wide_junction_route(units, g)
+    assert g.approach_to[s] > 5 and g.approach_from[t] > 1
+    assert r.unit_ids == [g.ids[s], g.ids[g.node_unit[node]], g.ids[t]]
+    v = g.speed_kmh()[0] / 3.6
+    ls, lt = g.length[s] / 2, g.length[t] / 2
+    want = (ls + g.approach_to[s]) / v[s] + (g.approach_from[t] + lt) / v[t]
+    assert r.time_s == pytest.approx(want, rel=1e-6)
+    assert r.time_s > ls / v[s] + lt / v[t] + 1.0
+    # the driven line crosses the junction straight from one end to the other
+    gap = shapely.distance(
+        shapely.get_point(g.index.geoms[s], -1), shapely.get_point(g.index.geoms[t], 0)
+    )
+    assert r.length_m == pytest.approx(ls + gap + lt, abs=0.5)

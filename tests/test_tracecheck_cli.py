@@ -119,68 +119,32 @@ def test_batch_report(folder, tmp_path: Path) -> None:
 def test_bad_input_is_one_line_exit_2(folder, tmp_path: Path) -> None:
     data, units, r = folder
     permits = tmp_path / "permits.csv"
-    pd.DataFrame({"permit_id": ["P1"], "route": ["NOPE"]}).to_csv(permits, index=False)
     t = tmp_path / "t.csv"
-    t.write_text("time,lon,lat\n2025-11-30T22:00:00Z,24.94,60.17\n", encoding="utf-8")
-    res = CliRunner().invoke(
-        app,
-        [
-            "trace-check",
-            str(data),
-            str(t),
-            "--permits",
-            str(permits),
-            "-o",
-            str(tmp_path / "r.parquet"),
-        ],
-    )
-    assert res.exit_code == 2 and "not in the units" in res.output
-    assert "Traceback" not in res.output
+
+    def run(permit: dict, trace_csv: str) -> tuple[int, str]:
+        pd.DataFrame({"permit_id": ["P1"], **{k: [v] for k, v in permit.items()}}).to_csv(
+            permits, index=False
+        )
+        t.write_text(trace_csv, encoding="utf-8")
+        report = tmp_path / "r.parquet"
+        args = ["trace-check", str(data), str(t), "--permits", str(permits), "-o", str(report)]
+        res = CliRunner().invoke(app, args)
+        assert "Traceback" not in res.output
+        return res.exit_code, " ".join(res.output.split())  # the message, unwrapped
+
+    one = "time,lon,lat\n2025-11-30T22:00:00Z,24.94,60.17\n"
+    code, out = run({"route": "NOPE"}, one)
+    assert code == 2 and "not in the units" in out, out
     # origin off the network
-    pd.DataFrame(
-        {
-            "permit_id": ["P1"],
-            "from_lon": [0.0],
-            "from_lat": [0.0],
-            "to_lon": [24.94],
-            "to_lat": [60.17],
-        }
-    ).to_csv(permits, index=False)
-    res = CliRunner().invoke(
-        app,
-        [
-            "trace-check",
-            str(data),
-            str(t),
-            "--permits",
-            str(permits),
-            "-o",
-            str(tmp_path / "r.parquet"),
-        ],
-    )
-    assert res.exit_code == 2 and "off the network" in res.output
-    # a projected trace read as lon/lat, and unsorted times: the trace fails with its reason
+    code, out = run({"from_lon": 0.0, "from_lat": 0.0, "to_lon": 24.94, "to_lat": 60.17}, one)
+    assert code == 2 and "off the network" in out, out
+    # a projected trace read as lon/lat, unsorted or repeated times: the trace fails, with why
     o, d = shapely.get_point(r.geometry, 0), shapely.get_point(r.geometry, -1)
-    pd.DataFrame(
-        {
-            "permit_id": ["P1"],
-            "from_lon": [o.x],
-            "from_lat": [o.y],
-            "to_lon": [d.x],
-            "to_lat": [d.y],
-        }
-    ).to_csv(permits, index=False)
-    t.write_text("time,lon,lat\n2025-11-30T22:00:00Z,385000,6672000\n", encoding="utf-8")
-    res = CliRunner().invoke(
-        app,
-        [
-            "trace-check",
-            str(data),
-            str(t),
-            "--permits",
-            str(permits),
-            "-o",
-            str(tmp_path / "r.parquet"),
-        ],
-    )
-    assert res.exit_code == 2 and "projected" in res.output
+    ends = {"from_lon": o.x, "from_lat": o.y, "to_lon": d.x, "to_lat": d.y}
+    code, out = run(ends, "time,lon,lat\n2025-11-30T22:00:00Z,385000,6672000\n")
+    assert code == 2 and "projected" in out, out
+    p0, p1 = f"{o.x},{o.y}", f"{d.x},{d.y}"
+    code, out = run(ends, f"time,lon,lat\n2025-11-30T22:00:05Z,{p0}\n2025-11-30T22:00:00Z,{p1}\n")
+    assert code == 2 and "not in order" in out, out
+    code, out = run(ends, f"time,lon,lat\n2025-11-30T22:00:00Z,{p0}\n2025-11-30T22:00:00Z,{p1}\n")
+    assert code == 2 and "duplicate time" in out, out

@@ -246,6 +246,9 @@ class LedgerService:
         self._zones.base = store.tables.get("workzones")
         if store.live.get("workzones") is not self._zones:
             store.live["workzones"] = cast(LiveLayer, self._zones)
+        from ..routers.permits import attach_layer  # the live-permits tileset (issue 19)
+
+        attach_layer(self, store)
         if self._known_seq != self._layer_seq or store.version != self._set_version:
             with self._lock:
                 if store.version != self._set_version:

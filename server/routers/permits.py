@@ -1,5 +1,6 @@
 """Heavy-vehicle route permits: request (route computed), lifecycle with If-Match, QR code and
-page, a GeoJSON layer, and GPS traces checked against a permit."""
+page, a GeoJSON layer and a live vector tileset of the active permits' routes
+(``/tiles/live-permits``), and GPS traces checked against a permit."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import geopandas as gpd
 import pandas as pd
+import shapely
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trafficunit._errors import InputFileError, ValidationError
 from trafficunit.ledger import Principal, qr_png
 from trafficunit.ledger.permits import PERMIT_STATES, PermitStore, parse_permit_id
+from trafficunit.mvt import LiveLayer
 
 from ..errors import BadRequest, ServerError
 from ..ledger import PrincipalDep, ReaderDep, ServiceDep, needs
@@ -71,6 +75,87 @@ def _store(svc: Any) -> PermitStore:
                 store = PermitStore(svc.ledger.db)
                 svc._permit_store = store
     return store
+
+
+#: Properties of the permits carried by the live tiles (``/tiles/live-permits``).
+TILE_COLUMNS = [
+    "event_id",
+    "state",
+    "state_zh",
+    "vehicle",
+    "operator",
+    "windows",
+    "valid_to",
+    "length_m",
+    "units",
+]
+
+
+class LazyPermitLayer:
+    """Active permits' routes as a live tile layer (:class:`trafficunit.mvt.LiveLayer`), rebuilt
+    on first use after a permit changed or expired; attributes are the current layer's."""
+
+    name = "permits"
+
+    def __init__(self, svc: Any) -> None:
+        self._svc = svc
+        self._built: tuple[Any, LiveLayer] | None = None  # (data key, layer)
+        self._build_lock = threading.Lock()
+
+    def data_key(self) -> tuple[int, int]:
+        """What the layer's tiles depend on (part of their cache key)."""
+        return _store(self._svc).data_key()
+
+    def get(self) -> LiveLayer:
+        """The current layer (built again only when the permits changed)."""
+        key = self.data_key()
+        with self._build_lock:
+            built = self._built
+            if built is None or built[0] != key:
+                frame = self._frame()
+                built = self._built = (key, LiveLayer(self.name, frame, columns=TILE_COLUMNS))
+        return built[1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __len__(self) -> int:
+        return len(self.get())
+
+    def _frame(self) -> gpd.GeoDataFrame:
+        permits = _store(self._svc).list_permits(state="active", limit=100_000)
+        rows = []
+        for p in permits:
+            props = p.properties()
+            rows.append(
+                {
+                    "event_id": p.id,
+                    "state": p.state,
+                    "state_zh": props["state_zh"],
+                    "vehicle": p.vehicle,
+                    "operator": p.operator or "",
+                    "windows": ", ".join(f"{a}-{b}" for a, b in props["windows"]),
+                    "valid_to": str(props["valid_to"] or ""),
+                    "length_m": float(p.length_m or 0.0),
+                    "units": len(p.unit_ids),
+                    "geometry": shapely.geometry.shape(p.route) if p.route else None,
+                }
+            )
+        frame = pd.DataFrame(rows, columns=[*TILE_COLUMNS, "geometry"])
+        frame = frame.astype({"length_m": float, "units": "int64"})
+        return gpd.GeoDataFrame(frame, geometry="geometry", crs=4326)
+
+
+def attach_layer(svc: Any, store: Any) -> None:
+    """Serve the permits layer from the store's live tilesets (called by the ledger's hook)."""
+    layer = getattr(svc, "_permit_layer", None)
+    if layer is None:
+        with _lock:
+            layer = getattr(svc, "_permit_layer", None)
+            if layer is None:
+                layer = svc._permit_layer = LazyPermitLayer(svc)
+    if store.live.get("permits") is not layer:
+        store.live["permits"] = layer
 
 
 def _graph(request: Request) -> Any:

@@ -27,6 +27,7 @@ LIVE = {
     "live-hazards": ("hazards", "Hazards, filterable: status (comma list), grade"),
     "live-workzones": ("workzones", "Work zones, filterable: active=YYYY-MM-DD"),
     "live-units": ("units", "Units with level and colour at full detail"),
+    "live-permits": ("permits", "Active route permits' routes (vehicle, state, windows)"),
 }
 _CLOSED = ("closed", "accepted")
 
@@ -300,6 +301,8 @@ def live_answer(
     elif layer_name == "workzones":
         day = parse_time(query.get("active"), "active")
         key = (None if day is None else int(day.value),)
+    elif layer_name == "permits":  # permits change without moving the data version
+        key = (store.live["permits"].data_key(),)  # type: ignore[attr-defined]
     else:
         key = ()
     ck = (name, store.version, z, x, y, key)

@@ -16,11 +16,17 @@ EXISTS`` (:func:`ensure_schema`); they do not change the ledger's schema version
 
 Roles: any token may request a permit; engineers also activate and expire; supervisors and
 admins also approve and revoke.
+
+A permit whose validity has ended (``valid_to``, in the permit's time zone) expires by itself:
+every read and write first moves such permits, in any state but ``expired`` and ``revoked``, to
+``expired`` with an event by ``system`` (:meth:`PermitStore.expire_due`). The store's ``clock``
+gives the time (inject one in tests).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -214,8 +220,25 @@ class Permit:
         )
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _system_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def valid_end(valid_to: Any, tz: str | None) -> datetime | None:
+    """The instant a permit's validity ends (``valid_to`` read in the permit's zone), or None."""
+    if valid_to is None or str(valid_to).strip() == "":
+        return None
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(str(valid_to))
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"valid_to {valid_to!r} is not a date or time") from exc
+    if pd.isna(t):
+        raise ValidationError(f"valid_to {valid_to!r} is not a date or time")
+    if t.tzinfo is None:
+        t = t.tz_localize(tz or "UTC")
+    return t.tz_convert("UTC").to_pydatetime()
 
 
 def _permit(row: dict[str, Any]) -> Permit:
@@ -239,9 +262,51 @@ def _permit(row: dict[str, Any]) -> Permit:
 class PermitStore:
     """Permits in a ledger's database (``Ledger.db``)."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
+        #: the current time (timezone-aware); replace it to test expiry without waiting
+        self.clock: Callable[[], datetime] = clock or _system_now
         ensure_schema(db)
+
+    def _now(self) -> str:
+        return self.clock().astimezone(UTC).isoformat()
+
+    def expire_due(self) -> list[str]:
+        """Move every open permit whose validity has ended to ``expired`` (an event by
+        ``system``); returns their ids. Runs before every read and write of the store."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            rows = tx.all(
+                "SELECT * FROM permits WHERE state IN (?, ?, ?)",
+                ("requested", "approved", "active"),
+            )
+        due = [
+            p
+            for p in map(_permit, rows)
+            if (end := valid_end(p.spec.get("valid_to"), p.spec.get("tz"))) is not None
+            and end <= now
+        ]
+        done: list[str] = []
+        if not due:
+            return done
+        at = self._now()
+        with self.db.transaction(write=True) as tx:
+            for p in due:
+                n = tx.execute(
+                    "UPDATE permits SET state = 'expired', version = ?, updated_at = ? "
+                    "WHERE pk = ? AND version = ?",
+                    (p.version + 1, at, p.pk, p.version),
+                )
+                if n != 1:
+                    continue  # changed meanwhile (or swept by another reader)
+                tx.execute(
+                    "INSERT INTO permit_events (permit_pk, version, action, from_state, to_state,"
+                    " actor, role, at, comment) VALUES (?, ?, 'expire', ?, 'expired', 'system',"
+                    " 'system', ?, ?)",
+                    (p.pk, p.version + 1, p.state, at, f"validity ended {p.spec.get('valid_to')}"),
+                )
+                done.append(p.id)
+        return done
 
     def request(
         self,
@@ -265,6 +330,12 @@ class PermitStore:
         vehicle = str(vehicle).strip()
         if not vehicle:
             raise ValidationError("a permit needs the vehicle's plate")
+        end = valid_end(valid_to, tz)  # readable, or a clear error
+        if end is not None and end <= self.clock():
+            raise ValidationError(f"valid_to {valid_to} is already past: the permit would expire")
+        start = valid_end(valid_from, tz)
+        if end is not None and start is not None and end <= start:
+            raise ValidationError(f"valid_to {valid_to} is not after valid_from {valid_from}")
         spec = {
             "windows": [list(w) for w in (windows or [])],
             "tz": tz,
@@ -276,7 +347,7 @@ class PermitStore:
             "to": destination,
         }
         geom = shapely.geometry.mapping(route.geometry)
-        now = _now()
+        now = self._now()
         with self.db.transaction(write=True) as tx:
             row = tx.one(
                 "INSERT INTO permits (version, state, vehicle, operator, spec, unit_ids, length_m,"
@@ -305,6 +376,15 @@ class PermitStore:
             )
             return self._get(tx, pk)
 
+    def data_key(self) -> tuple[int, int]:
+        """(number of permits, sum of their versions): changes with every write and expiry
+        (expired ones are swept first), so it keys cached tiles of the permits layer."""
+        self.expire_due()
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT COUNT(*) AS n, COALESCE(SUM(version), 0) AS v FROM permits")
+        assert row is not None
+        return int(row["n"]), int(row["v"])
+
     def _get(self, tx: Any, pk: int) -> Permit:
         row = tx.one("SELECT * FROM permits WHERE pk = ?", (pk,))
         if row is None:
@@ -313,6 +393,7 @@ class PermitStore:
 
     def get(self, permit_id: str | int) -> Permit:
         """One permit; NotFoundError if there is none."""
+        self.expire_due()
         with self.db.transaction() as tx:
             return self._get(tx, parse_permit_id(permit_id))
 
@@ -331,6 +412,7 @@ class PermitStore:
             params.append(state)
         sql += " ORDER BY pk DESC LIMIT ? OFFSET ?"
         params += [int(limit), int(offset)]
+        self.expire_due()
         with self.db.transaction() as tx:
             return [_permit(r) for r in tx.all(sql, params)]
 
@@ -348,6 +430,7 @@ class PermitStore:
         if to not in PERMIT_STATES:
             raise ValidationError(f"unknown state {to!r}; states: {', '.join(PERMIT_STATES)}")
         pk = parse_permit_id(permit_id)
+        self.expire_due()
         with self.db.transaction(write=True) as tx:
             p = self._get(tx, pk)
             if expected_version is not None and expected_version != p.version:
@@ -364,7 +447,7 @@ class PermitStore:
                     f"{', '.join(nxt) or 'nothing'}"
                 )
             _require(role, action)
-            now = _now()
+            now = self._now()
             version = p.version + 1
             n = tx.execute(
                 "UPDATE permits SET state = ?, version = ?, updated_at = ? WHERE pk = ? AND "
@@ -385,6 +468,7 @@ class PermitStore:
     def history(self, permit_id: str | int) -> list[dict[str, Any]]:
         """Every event of a permit, oldest first."""
         pk = parse_permit_id(permit_id)
+        self.expire_due()
         with self.db.transaction() as tx:
             self._get(tx, pk)
             return tx.all(
@@ -400,7 +484,7 @@ class PermitStore:
         pk = parse_permit_id(permit_id)
         summary = json.dumps(report.summary, ensure_ascii=False, default=str)
         findings = report.to_geojson()
-        now = _now()
+        now = self._now()
         with self.db.transaction(write=True) as tx:
             self._get(tx, pk)
             row = tx.one(

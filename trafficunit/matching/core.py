@@ -1,0 +1,296 @@
+"""Map matching: GPS traces onto traffic units with a hidden Markov model.
+
+The matcher follows Newson & Krumm (2009), "Hidden Markov map matching through noise and
+sparseness":
+
+- **Candidates** for each GPS point are the segment units within ``search_radius_m``, found with
+  the same STRtree over the units' straight pieces as :func:`trafficunit.assign` (one vectorised
+  query for the whole trace), the nearest ``max_candidates`` kept per point.
+- **Emission**: a Gaussian on the point's distance to the candidate (``sigma_m``).
+- **Transition**: an exponential on how much longer the route is than the straight line between
+  consecutive points (``beta_m``; a shorter route is free, since noise lengthens straight lines
+  between close points), where the route distance follows the units' driving directions
+  (:class:`trafficunit.routing.UnitGraph`; shortest paths with ``scipy.sparse.csgraph``, one
+  bounded Dijkstra per distinct candidate end node). A transition faster than ``max_speed_kmh``
+  is impossible. Going back along a two-way unit is allowed (a U-turn); on a one-way unit only
+  GPS jitter (``2 * sigma_m``) may go backwards.
+- **Viterbi** over the whole trace. Where no transition is possible (a long gap, a jump, a road
+  missing from the map) the chain restarts: that point's state is ``"break"``. Points with no
+  unit within the search radius are ``"no_candidate"`` and have no unit.
+- **Placement** (:mod:`.place`): the chain's driven path is rebuilt from its units, crossing
+  each intersection straight from one segment's end to the next one's start (a piece of the
+  intersection unit), every point is projected onto it, the positions along it are smoothed
+  (constant-velocity Kalman + RTS) and placed back: a point crossing a junction is on the
+  intersection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+from .._errors import ValidationError
+from .._validate import require_gdf
+from ..routing import UnitGraph
+from .hmm import (
+    _candidates,
+    _directed,
+    _heading_term,
+    _thin,
+    _trace_times,
+    _transitions,
+    _viterbi,
+)
+from .place import Decoded, Placed, _place
+
+__all__ = ["MATCH_STATES", "match_trace"]
+
+#: Values of the ``state`` column of :func:`match_trace`.
+MATCH_STATES = ("matched", "break", "no_candidate")
+
+
+def match_trace(
+    units: gpd.GeoDataFrame | UnitGraph,
+    trace: gpd.GeoDataFrame,
+    *,
+    time_col: str = "time",
+    sigma_m: float = 20.0,
+    beta_m: float = 5.0,
+    search_radius_m: float = 100.0,
+    max_candidates: int = 8,
+    max_speed_kmh: float = 150.0,
+    max_route_m: float = 5000.0,
+    heading_weight: float = 4.0,
+    uturn_penalty: float = 10.0,
+    smooth: bool = True,
+    accel_mps2: float = 0.3,
+) -> gpd.GeoDataFrame:
+    """Match a GPS trace to the traffic units it drove on (hidden Markov model + Viterbi).
+
+    Parameters
+    ----------
+    units
+        Traffic units (``tu.build_units``) or a :class:`~trafficunit.routing.UnitGraph` of them
+        (build it once to match many traces).
+    trace
+        GPS points with a CRS, in driving order, with a ``time_col`` column (times must be
+        strictly increasing; without the column transitions are not bounded by speed).
+    sigma_m
+        GPS noise (standard deviation, metres) for the emission probability.
+    beta_m
+        Scale (metres) of the allowed difference between route and straight-line distance.
+    search_radius_m
+        Units farther than this from a point are not candidates for it.
+    max_candidates
+        Nearest candidate units kept per point.
+    max_speed_kmh
+        Transitions needing a faster speed over the network are impossible.
+    max_route_m
+        Longest route searched between consecutive points (a longer gap restarts the chain).
+    heading_weight
+        Log-probability penalty for driving a candidate unit against the trace's heading (half
+        of it at a right angle; ``(1 - cos) / 2`` of the angle; heading over about 50 m either
+        side of the point, used only where the trace moved clearly more than its noise).
+        0 turns it off.
+    uturn_penalty
+        Log-probability cost of turning round on a unit (in its middle or at one of its ends).
+    smooth
+        After Viterbi, smooth the position along the matched path with a constant-velocity
+        Kalman (Rauch-Tung-Striebel) smoother and place each point at its smoothed position:
+        GPS noise along the road otherwise decides which of two consecutive units a point near
+        their joint lands on. Needs times. Also gives ``speed_kmh``.
+    accel_mps2
+        Typical acceleration (m/s², the smoother's process noise): larger follows stop-and-go
+        driving more closely, smaller smooths more.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The trace's rows (same index and geometry) with ``unit_id`` (``<NA>`` when unmatched),
+        ``measure_m`` (along the unit from its first vertex; on an intersection, into the
+        crossing), ``distance_m`` (GPS point to its placed position), ``state``
+        (``"matched"``, ``"break"`` where the chain restarts, ``"no_candidate"`` where no unit
+        is within ``search_radius_m``), ``speed_kmh`` (smoothed speed along the path; NaN
+        without ``smooth`` or times) and ``speed_sd_kmh`` (its standard deviation from the
+        smoother). ``.attrs["path"]`` is the driven path: one row per piece of a unit in
+        driving order (``chain``, ``unit_id``, ``from_m``, ``to_m``, ``length_m``, ``start_s``
+        along the chain, ``t_start``, ``t_end``), including units crossed between two GPS
+        points and the intersections crossed; ``.attrs["match"]`` counts the states.
+
+    Examples
+    --------
+    >>> import geopandas as gpd, pandas as pd, shapely, trafficunit as tu
+    >>> units = tu.build_units(tu.read_network(tu.sample_network_path()), max_length_m=200)
+    >>> r = tu.route(units, (24.9375, 60.1698), (24.9450, 60.1665))
+    >>> line = gpd.GeoSeries([r.geometry], crs=units.crs).to_crs(3067).iloc[0]
+    >>> pts = [line.interpolate(d) for d in range(0, int(line.length), 40)]
+    >>> trace = gpd.GeoDataFrame({"time": pd.date_range("2025-11-30", periods=len(pts),
+    ...     freq="5s", tz="UTC")}, geometry=pts, crs=3067)
+    >>> m = tu.match_trace(units, trace)
+    >>> bool(m["unit_id"].isin(r.unit_ids).all()), set(m["state"])
+    (True, {'matched'})
+    """
+    require_gdf(trace, "trace")
+    if sigma_m <= 0 or beta_m <= 0 or search_radius_m <= 0 or max_candidates < 1:
+        raise ValidationError("sigma_m, beta_m, search_radius_m and max_candidates must be > 0")
+    graph = units if isinstance(units, UnitGraph) else UnitGraph(units)
+    xy, secs = _trace_xy(graph, trace, time_col)
+    cu_all, cm_all, cd_all = _candidates(graph, xy[:, 0], xy[:, 1], search_radius_m, max_candidates)
+    has = cu_all[:, 0] >= 0
+    # thin the points as Newson & Krumm do: one within 2 sigma of the last kept point adds no
+    # information on the route, only noise on the straight-line distance
+    idx = _thin(xy, np.flatnonzero(has), 2 * sigma_m)
+    hmm = _HMM(
+        sigma_m, beta_m, search_radius_m, max_speed_kmh, max_route_m, heading_weight, uturn_penalty
+    )
+    d = _decode(graph, hmm, xy, secs, has, idx, cu_all, cm_all, cd_all)
+    placed = _place(graph, d, sigma_m, accel_mps2 if smooth else None, 2 * sigma_m)
+    return _result(graph, trace, time_col, secs, d, placed)
+
+
+@dataclass
+class _HMM:
+    sigma_m: float
+    beta_m: float
+    search_radius_m: float
+    max_speed_kmh: float
+    max_route_m: float
+    heading_weight: float
+    uturn_penalty: float
+
+
+def _trace_xy(
+    graph: UnitGraph, trace: gpd.GeoDataFrame, time_col: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Metric coordinates and seconds of the trace's points, checked."""
+    types = shapely.get_type_id(trace.geometry.to_numpy())
+    if len(trace) and ((types != 0) | trace.geometry.is_empty.to_numpy()).any():
+        i = int(np.flatnonzero((types != 0) | trace.geometry.is_empty.to_numpy())[0])
+        raise ValidationError(f"trace: row {i} is not a point")
+    secs = _trace_times(trace, time_col)
+    pts = trace.geometry
+    if not pyproj.CRS.from_user_input(trace.crs).equals(graph.crs):
+        pts = pts.to_crs(graph.crs)
+    xy = shapely.get_coordinates(pts.to_numpy())
+    if len(xy) != len(trace) or not np.isfinite(xy).all():
+        raise ValidationError("trace: coordinates must be finite points (check the CRS)")
+    return xy, secs
+
+
+def _decode(
+    graph: UnitGraph,
+    hmm: _HMM,
+    xy: np.ndarray,
+    secs: np.ndarray | None,
+    has: np.ndarray,
+    idx: np.ndarray,
+    cu_all: np.ndarray,
+    cm_all: np.ndarray,
+    cd_all: np.ndarray,
+) -> Decoded:
+    """Viterbi over the kept points' directed candidates."""
+    cu, cm, cd, cdir = _directed(graph, cu_all[idx], cm_all[idx], cd_all[idx])
+    # per-step limits on the route distance: speed over the elapsed time, and max_route_m
+    p = xy[idx]
+    straight = np.hypot(*(p[1:] - p[:-1]).T) if len(idx) > 1 else np.zeros(0)
+    lim = np.full(len(straight), hmm.max_route_m)
+    if secs is not None and len(idx) > 1:
+        dt = np.diff(secs[idx])
+        lim = np.minimum(lim, hmm.max_speed_kmh / 3.6 * dt + 2 * hmm.search_radius_m)
+    trans = _transitions(graph, cu, cm, cdir, lim, 2 * hmm.sigma_m, 0.0)
+    # log probabilities: distance, and the driving direction against the trace's heading
+    emis = np.where(cu >= 0, -0.5 * (cd / hmm.sigma_m) ** 2, -np.inf)
+    if hmm.heading_weight > 0 and len(idx) > 2:
+        emis += hmm.heading_weight * _heading_term(graph, xy, idx, cu, cm, cdir, hmm.sigma_m)
+    # a route longer than the straight line costs; a shorter one does not (GPS noise stretches
+    # straight lines between close points, it never shortens a zigzag); turning round on a unit
+    # costs uturn_penalty
+    excess = np.where(np.isfinite(trans), trans, 0.0) - straight[:, None, None]
+    tlog = -np.maximum(excess, 0.0) / hmm.beta_m
+    if len(idx) > 1:
+        uturn = (cu[:-1, :, None] == cu[1:, None, :]) & (cdir[:-1, :, None] != cdir[1:, None, :])
+        tlog -= hmm.uturn_penalty * uturn
+    tlog[~np.isfinite(trans)] = -np.inf
+    choice, restart = _viterbi(emis, tlog)
+    rows = np.arange(len(idx))
+    route_k = np.full(len(idx), np.nan)
+    if len(idx) > 1:
+        r = trans[rows[1:] - 1, choice[:-1], choice[1:]]
+        route_k[1:] = np.where(restart[1:], np.inf, r)
+    return Decoded(
+        xy=xy,
+        secs=secs,
+        has=has,
+        idx=idx,
+        unit=cu[rows, choice],
+        meas=cm[rows, choice],
+        direction=cdir[rows, choice],
+        route_d=route_k,
+        restart=restart,
+        cu_all=cu_all,
+        cm_all=cm_all,
+    )
+
+
+_PATH_COLUMNS = [
+    "chain",
+    "unit",
+    "from_m",
+    "to_m",
+    "length_m",
+    "start_s",
+    "t_start",
+    "t_end",
+    "first_point",
+    "last_point",
+]
+
+
+def _result(
+    graph: UnitGraph,
+    trace: gpd.GeoDataFrame,
+    time_col: str,
+    secs: np.ndarray | None,
+    d: Decoded,
+    placed: Placed,
+) -> gpd.GeoDataFrame:
+    """The trace with its matched columns, ``attrs["path"]`` and ``attrs["match"]``."""
+    n = len(trace)
+    unit, state = placed.unit, placed.state
+    ok = unit >= 0
+    out = trace.copy()
+    uid = np.full(n, None, dtype=object)
+    uid[ok] = graph.ids[unit[ok]]
+    out["unit_id"] = pd.array(uid, dtype="string")
+    dist = np.full(n, np.nan)
+    if ok.any():
+        dist[ok] = np.hypot(*(d.xy[ok] - placed.xy[ok]).T)
+    out["measure_m"] = np.where(ok, placed.meas, np.nan)
+    out["distance_m"] = dist
+    out["state"] = pd.Categorical(state, categories=list(MATCH_STATES))
+    out["speed_kmh"] = placed.speed * 3.6
+    out["speed_sd_kmh"] = placed.speed_sd * 3.6
+    paths = placed.paths
+    path = pd.concat(paths, ignore_index=True) if paths else pd.DataFrame(columns=_PATH_COLUMNS)
+    path.insert(
+        1, "unit_id", pd.array(graph.ids[path["unit"].to_numpy(dtype=np.int64)], dtype="string")
+    )
+    path = path.drop(columns="unit")
+    if secs is not None and n:
+        t0 = pd.Timestamp(pd.to_datetime(trace[time_col]).iloc[0])
+        for col in ("t_start", "t_end"):
+            path[col] = t0 + pd.to_timedelta(path[col].astype(float), unit="s")
+    out.attrs["path"] = path
+    out.attrs["match"] = {
+        "points": n,
+        "matched": int((state == "matched").sum()),
+        "breaks": int((state == "break").sum()),
+        "no_candidate": int((state == "no_candidate").sum()),
+        "hmm_points": len(d.idx),
+    }
+    return out
