@@ -146,6 +146,11 @@ def test_tiles_list_and_tilejson(client: TestClient) -> None:
     assert tj["bounds"][0] == pytest.approx(LON0, abs=1e-3)
     live = client.get("/tiles/live-accidents/tilejson.json").json()
     assert live["tilejson"] == "3.0.0" and live["vector_layers"][0]["id"] == "accidents"
+    # every tileset the list names has a TileJSON a map can open (the ledger's lazy layers too)
+    for name in sets:
+        answer = client.get(f"/tiles/{name}/tilejson.json")
+        assert answer.status_code == 200, (name, answer.text[:200])
+        assert answer.json()["vector_layers"], name
     assert client.get("/tiles/nope/tilejson.json").status_code == 404
 
 

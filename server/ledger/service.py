@@ -62,7 +62,9 @@ class _LazyLayer:
     """
 
     name = ""
-    columns: list[str] = []
+    #: the columns the layer carries, where its frame has them (not ``columns``: that name is
+    #: the built layer's, reached through ``__getattr__``)
+    carried: tuple[str, ...] = ()
 
     def __init__(self, svc: LedgerService) -> None:
         self._svc = svc
@@ -84,7 +86,7 @@ class _LazyLayer:
             with self._lock:
                 if self._layer is None or self._key != key:
                     frame = self._frame().reset_index(drop=True)
-                    cols = [c for c in self.columns if c in frame.columns]
+                    cols = [c for c in self.carried if c in frame.columns]
                     self._layer = LiveLayer(self.name, frame, id_column="event_id", columns=cols)
                     self._key = key
         return self._layer
@@ -100,7 +102,7 @@ class LazyHazardLayer(_LazyLayer):
     """The ledger's hazards as a live tile layer."""
 
     name = "hazards"
-    columns = LIVE_COLUMNS
+    carried = tuple(LIVE_COLUMNS)
 
     def _frame(self) -> gpd.GeoDataFrame:
         return self._svc.ledger.frame()
@@ -118,7 +120,7 @@ class LazyWorkZoneLayer(_LazyLayer):
     """
 
     name = "workzones"
-    columns = ZONE_COLUMNS
+    carried = tuple(ZONE_COLUMNS)
 
     def __init__(self, svc: LedgerService) -> None:
         super().__init__(svc)
