@@ -17,7 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .app import Message, Scope, TileResponder, create_app
+from .app import create_app
+from .fastpath import Message, Scope, TileResponder
 from .settings import Settings
 
 log = logging.getLogger(__name__)
