@@ -24,7 +24,7 @@ from fastapi import Query
 
 from trafficunit.errors import clip
 from trafficunit.ledger.lifecycle import GRADES, OPEN_STATES, STATES, normalise_grade
-from trafficunit.mvt import CachedTile, TileCache, encode_tile
+from trafficunit.mvt import CachedTile, LiveLayer, TileCache, encode_tile
 
 from .errors import BadRequest, NotFound
 from .settings import Settings
@@ -438,11 +438,14 @@ def live_mask(store: DataStore, spec: LayerSpec, key: tuple[Any, ...]) -> np.nda
     hit = store.mask_cache.get(ck)
     if hit is not None:
         return hit
-    frame = store.live[spec.layer].frame
+    layer = store.live[spec.layer]
     table = store.tables.get(spec.layer)
-    # the accidents' live layer and table are the same rows (deduplicated by event_id); the
-    # other layers' selectors read the frame only
-    extra = table.extra if table is not None else {}
+    if isinstance(layer, LiveLayer) and table is not None and len(table) == len(layer):
+        # a layer the store cut from its table: the same rows, so the filter reads the table
+        # (every column, kept current by the live loop) as the list routes do
+        frame, extra = table.frame, table.extra
+    else:  # the ledger's hazards and work zones: their own frame
+        frame, extra = layer.frame, {}
     mask = np.zeros(len(frame), dtype=bool)
     mask[spec.rows(frame, extra, np.arange(len(frame)), key)] = True
     store.mask_cache.put(ck, mask)
