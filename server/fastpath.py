@@ -40,7 +40,7 @@ def error_answer(exc: Exception) -> TileAnswer:
     """An error as a tile answer, through the one error table (:func:`errors.error_reply`)."""
     status, detail, extra = error_reply(exc)
     if status == 500:
-        log.error("tile request failed", exc_info=exc)
+        log.error("unhandled error: %s", exc, exc_info=exc)
     body = json.dumps(detail).encode()
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
     return TileAnswer(status, headers + list(extra.items()), body)

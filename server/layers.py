@@ -53,14 +53,13 @@ def parse_time(value: str | None, what: str) -> pd.Timestamp | None:
     """An ISO date or datetime (UTC when no zone), 400 when malformed."""
     if value is None or value == "":
         return None
+    why = "is not an ISO date (YYYY-MM-DD) or datetime"
     try:
         t = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise BadRequest(
-            f"{what}={clip(value)} is not an ISO date (YYYY-MM-DD) or datetime"
-        ) from exc
-    if t is pd.NaT:
-        raise BadRequest(f"{what}={clip(value)} is not a date")
+        raise BadRequest(f"{what}={clip(value)} {why}") from exc
+    if t is pd.NaT:  # "NaT", "nat": parsed, but not a date
+        raise BadRequest(f"{what}={clip(value)} {why}")
     try:
         t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
         _ = (t + pd.Timedelta(days=1)).value  # representable in ns with a day to spare

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from .app import create_app
-from .fastpath import Message, Scope, TileResponder
+from .fastpath import Message, Scope, TileResponder, error_answer
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,14 +160,12 @@ class RSGIApp:
 
         try:
             await self.asgi(scope, receive, send)
-        except Exception:
-            log.exception("unhandled error in %s %s", rscope.method, path)
-            if not started:
-                proto.response_bytes(
-                    500,
-                    [("content-type", "application/json")],
-                    b'{"detail":"internal server error"}',
-                )
+        except Exception as exc:
+            if started:
+                log.exception("unhandled error in %s %s", rscope.method, path)
+            else:  # through the one error table (a 500 is logged with its traceback)
+                answer = error_answer(exc)
+                proto.response_bytes(answer.status, answer.headers, answer.body)
 
 
 def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
