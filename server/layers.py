@@ -147,7 +147,7 @@ def _number(name: str, low: float = -math.inf, high: float = math.inf) -> Callab
 def _states(value: str | None) -> tuple[str, ...] | None:
     if _list(value) == ("open",):
         return OPEN_STATES
-    return _words("state", STATES)(value)  # type: ignore[no-any-return]
+    return _words("state", STATES)(value)
 
 
 def _grades(value: str | None) -> tuple[str, ...] | None:
@@ -155,7 +155,7 @@ def _grades(value: str | None) -> tuple[str, ...] | None:
     if words is None:
         return None
     got = [normalise_grade(w) or w for w in words]
-    return _words("grade", GRADES)(",".join(got))  # type: ignore[no-any-return]
+    return _words("grade", GRADES)(",".join(got))
 
 
 def _instant(value: str | None) -> int | None:
