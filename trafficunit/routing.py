@@ -41,6 +41,7 @@ __all__ = [
     "RouteCheck",
     "UnitGraph",
     "check_route",
+    "check_tz",
     "daily_intervals",
     "route",
 ]

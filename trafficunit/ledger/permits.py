@@ -42,6 +42,7 @@ __all__ = [
     "Permit",
     "PermitStore",
     "ensure_schema",
+    "parse_permit_id",
 ]
 
 PERMIT_STATES = ("requested", "approved", "active", "expired", "revoked")
