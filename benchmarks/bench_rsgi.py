@@ -8,13 +8,13 @@ dicts). Run on demand (needs ``wrk``: ``apt-get install -y wrk``)::
     .venv/bin/python benchmarks/bench_rsgi.py [--data DIR] [--rounds 5] [--duration 5]
         [--connections 16] [--port 8640]
 
-Builds the demo data folder (``build_demo``) unless ``--data`` is given, then for each of
-``--rounds`` rounds starts each interface in turn (one Granian worker, single-threaded
-runtime, HTTP/1.1, as ``trafficunit serve``) on 127.0.0.1 and measures with ``wrk``: stored
-tiles (every tile of ``risk.pmtiles`` at z14-z15, gzip accepted), live tiles (live-accidents
-at z14 with a night filter, cached) and GeoJSON (``/units?bbox=``, through the RSGI bridge or
-straight to FastAPI). The interfaces alternate in every round, so a busy machine slows both;
-the median requests/s and the median of the per-round ratios RSGI/ASGI are printed.
+Builds the demo data folder (``build_demo``) unless ``--data`` is given and starts both
+interfaces (each one Granian worker, single-threaded runtime, HTTP/1.1, as ``trafficunit
+serve``; on 127.0.0.1 ports ``--port`` and ``--port + 1``). Each of ``--rounds`` rounds runs
+``wrk`` on both, back to back in alternating order, for three loads: stored tiles (every tile of
+``risk.pmtiles`` at z14-z15, gzip accepted), live tiles (live-accidents at z14 with a night
+filter, cached) and GeoJSON (``/units?bbox=``, through the RSGI bridge or straight to
+FastAPI). The median requests/s and the median of the per-round ratios RSGI/ASGI are printed.
 """
 
 from __future__ import annotations
@@ -118,16 +118,24 @@ def main() -> None:
         f"{len(paths['geojson'])} bboxes; wrk -c{args.connections} -d{args.duration}s"
     )
     rps: dict[tuple[str, str], list[float]] = {}
-    for r in range(args.rounds):
-        order = ("rsgi", "asgi") if r % 2 == 0 else ("asgi", "rsgi")
-        for kind in order:
-            with _serve(kind, data, args.port, tmp / f"{kind}.log") as url:
-                for load, plist in paths.items():
-                    got = wrk(url, plist, tmp, duration=args.duration, connections=args.connections)
+    with (
+        _serve("rsgi", data, args.port, tmp / "rsgi.log") as rsgi,
+        _serve("asgi", data, args.port + 1, tmp / "asgi.log") as asgi,
+    ):
+        urls = {"rsgi": rsgi, "asgi": asgi}
+        for r in range(args.rounds):
+            for load, plist in paths.items():
+                # the two interfaces back to back, in alternating order: a busy machine
+                # slows both runs of a pair alike
+                for kind in ("rsgi", "asgi") if r % 2 == 0 else ("asgi", "rsgi"):
+                    got = wrk(
+                        urls[kind], plist, tmp, duration=args.duration, connections=args.connections
+                    )
                     if got["non2xx"]:
                         raise RuntimeError(f"{kind} {load}: {got['non2xx']} non-2xx answers")
                     rps.setdefault((kind, load), []).append(got["rps"])
-        print(f"round {r + 1}: " + ", ".join(f"{k}/{w} {v[-1]:,.0f}" for (k, w), v in rps.items()))
+            done = ", ".join(f"{k}/{w} {v[-1]:,.0f}" for (k, w), v in rps.items())
+            print(f"round {r + 1}: {done}", flush=True)
     print("\nrequests/s (median of rounds)   RSGI     ASGI   RSGI/ASGI (median of rounds)")
     for load in paths:
         a, b = rps[("rsgi", load)], rps[("asgi", load)]

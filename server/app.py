@@ -2,9 +2,9 @@
 
 Shared resources open in ``lifespan`` and live on ``app.state``: the data store (tables, their
 spatial indexes, PMTiles archives with cached directories) and the live-tile cache. Stored tiles
-are answered by :class:`~server.fastpath.TileFastPath`, a thin ASGI layer in front of the routers
-that uses the same tile logic (:mod:`server.tilehttp`, :mod:`server.layers`) without routing and
-dependency overhead; anything it does not recognise goes to the routers.
+are answered by :class:`~.fastpath.TileFastPath`, a thin ASGI layer in front of the routers
+that uses the same tile logic (:mod:`.tilehttp`, :mod:`.layers`) without routing and dependency
+overhead; anything it does not recognise goes to the routers.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Traffic units: risk tiles, units, accidents and black spots",
         version="0.1.0",
         lifespan=lifespan,
-        # Swagger UI and ReDoc are served from vendored assets (server.routers.webmap)
+        # Swagger UI and ReDoc are served from vendored assets (trafficunit_server.routers.webmap)
         docs_url=None,
         redoc_url=None,
     )
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)  # the one table: library, ledger and server errors
     for router in ROUTERS:
         app.include_router(router)
-    static = files("server") / "static"
+    static = files("trafficunit_server") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.add_middleware(
         CORSMiddleware,
@@ -135,7 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def app_from_env() -> TileFastPath:
-    """Factory for ``uvicorn server.app:app_from_env --factory`` (settings from the environment).
+    """Factory for ``uvicorn --factory trafficunit_server.app:app_from_env`` (settings from the
+    environment; the entry point ``app`` of the group ``trafficunit.server``).
 
     The FastAPI app wrapped in :class:`TileFastPath`, so stored tiles skip FastAPI entirely.
     """

@@ -1,9 +1,9 @@
 """The tile fast path: ``GET|HEAD /tiles/{tileset}/{z}/{x}/{y}.mvt`` without routing.
 
 :class:`TileResponder` answers stored tiles (memoised per path) and live tiles with the routes'
-own logic (:mod:`server.tilehttp`, :func:`server.layers.live_answer`) and errors through the
-one error table (:func:`server.errors.error_reply`); :class:`TileFastPath` is its ASGI layer,
-:mod:`server.rsgi` its RSGI one.
+own logic (:mod:`.tilehttp`, :func:`.layers.live_answer`) and errors through the one error table
+(:func:`.errors.error_reply`); :class:`TileFastPath` is its ASGI layer, :mod:`.rsgi` its RSGI
+one.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def _raw(headers: Headers) -> RawHeaders:
 
 class TileResponder:
     """Tile answers without routing, shared by the ASGI (:class:`TileFastPath`) and RSGI
-    (:mod:`server.rsgi`) fast paths; the logic is the routes' own (:mod:`server.tilehttp`,
-    :func:`server.layers.live_answer`).
+    (:mod:`.rsgi`) fast paths; the logic is the routes' own (:mod:`.tilehttp`,
+    :func:`.layers.live_answer`).
 
     Stored tiles are memoised per path, gzip support and method, and dropped when the archive
     changes on disk; ``If-None-Match`` and CORS are applied per request.
@@ -168,7 +168,7 @@ class TileResponder:
         inm: str | None,
         head: bool,
     ) -> TileAnswer:
-        """A live tile (same logic as the route: :func:`server.layers.live_answer`)."""
+        """A live tile (same logic as the route: :func:`trafficunit_server.layers.live_answer`)."""
         assert self.store is not None and self.tile_cache is not None
         try:
             return live_answer(

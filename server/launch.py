@@ -8,7 +8,7 @@ The library never names this package. It finds this module through the entry poi
 - :func:`run` serves a data folder under Granian (RSGI) or uvicorn (ASGI) until stopped.
 
 The same group names the application factories for other servers: ``app``
-(:func:`~server.app.app_from_env`, ASGI) and ``rsgi`` (:func:`~server.rsgi.rsgi_from_env`).
+(:func:`.app.app_from_env`, ASGI) and ``rsgi`` (:func:`.rsgi.rsgi_from_env`).
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def run(
 ) -> bool:
     """Serve ``data_dir`` until interrupted; False when Granian gave up respawning workers.
 
-    ``granian`` runs the RSGI app (:mod:`server.rsgi`): tiles are answered from Granian's
-    Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
+    ``granian`` runs the RSGI app (:mod:`.rsgi`): tiles are answered from Granian's Rust HTTP
+    layer with one call each. ``uvicorn`` runs the plain ASGI app.
     """
     os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
-    # workers die with this process and report the count in /healthz (server.supervision)
+    # workers die with this process and report the count in /healthz (.supervision)
     os.environ[ENV_SUPERVISOR] = str(os.getpid())
     os.environ[ENV_WORKERS] = str(workers)
     if server == "uvicorn":

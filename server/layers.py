@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -173,7 +173,7 @@ class Param:
     """One query parameter of a layer: its name, its aliases, its description and its parser.
 
     ``parse`` turns the raw text (None when absent) into a hashable value, None meaning no
-    filter, or raises :class:`~server.errors.BadRequest` with the reason.
+    filter, or raises :class:`~trafficunit_server.errors.BadRequest` with the reason.
     """
 
     name: str
@@ -218,10 +218,10 @@ class LayerSpec:
         parsed = {p.name: v for p, v in zip(self.params, key, strict=True)}
         return rows[self.select(frame, extra, rows, parsed)]
 
-    def dependency(self) -> Callable[..., tuple[Hashable | None, ...]]:
+    def dependency(self) -> Callable[..., Awaitable[tuple[Hashable | None, ...]]]:
         """A FastAPI dependency declaring the parameters and returning :meth:`parse`'s key."""
 
-        def dep(**raw: str | None) -> tuple[Hashable | None, ...]:
+        async def dep(**raw: str | None) -> tuple[Hashable | None, ...]:
             return self.parse({p.name: raw[_py(p.name)] for p in self.params})
 
         dep.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -408,7 +408,7 @@ WORKZONES = LayerSpec(
 LIVE: dict[str, LayerSpec] = {s.tileset: s for s in (ACCIDENTS, HAZARDS, WORKZONES, UNITS)}
 
 
-def tile_query_dependency() -> Callable[..., dict[str, str | None]]:
+def tile_query_dependency() -> Callable[..., Awaitable[dict[str, str | None]]]:
     """A FastAPI dependency declaring every live layer's parameters (for the tile route's
     documentation) and returning them raw; each layer parses its own."""
     params: dict[str, Param] = {}
@@ -417,7 +417,7 @@ def tile_query_dependency() -> Callable[..., dict[str, str | None]]:
             for name in (p.name, *p.aliases):
                 params.setdefault(name, Param(name, f"{spec.tileset}: {p.description}", p.parse))
 
-    def dep(**raw: str | None) -> dict[str, str | None]:
+    async def dep(**raw: str | None) -> dict[str, str | None]:
         return {name: raw[_py(name)] for name in params}
 
     dep.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -121,7 +121,7 @@ class LiveService:
 
     def _assignees(self, store: DataStore, fired: list[dict[str, Any]]) -> dict[str, str | None]:
         """Who gets each alert: the road chief appointed now (the registry), else the unit's own
-        ``road_chief`` column or jurisdiction (:func:`server.alerts.assignees`)."""
+        ``road_chief`` column or jurisdiction (:func:`trafficunit_server.alerts.assignees`)."""
         out = dict(self.assignees)
         ops = getattr(self.app_state, "ops", None)
         ids = {str(a["unit_ids"][0]) for a in fired if a.get("unit_ids")}

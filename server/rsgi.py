@@ -6,7 +6,7 @@ the ASGI fast path, with one ``response_bytes`` call and no ASGI message dicts; 
 request goes to the FastAPI app through a small RSGI-to-ASGI bridge (streamed request and
 response bodies, lifespan run by Granian's own :class:`~granian.asgi.LifespanProtocol`).
 
-The plain ASGI app stays available: ``uvicorn server.app:app_from_env --factory``.
+The plain ASGI app stays available: ``uvicorn trafficunit_server.app:app_from_env --factory``.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class RSGIApp:
 
 
 def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
-    """Factory for ``granian --interface rsgi --factory server.rsgi:rsgi_from_env``.
+    """Factory for ``granian --interface rsgi --factory trafficunit_server.rsgi:rsgi_from_env``.
 
     Settings come from ``TRAFFICUNIT_*`` environment variables; ``proxy_headers`` trusts
     ``X-Forwarded-*`` from any client (behind a reverse proxy).

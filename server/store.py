@@ -55,7 +55,7 @@ LIST_EXCLUDE = frozenset(
     }
 )
 #: Attributes carried by live tiles (the map styles and popups need no more; details: /units/id),
-#: from the layers' specs (:mod:`server.layers`).
+#: from the layers' specs (:mod:`trafficunit_server.layers`).
 LIVE_COLUMNS: dict[str, tuple[str, ...]] = {s.layer: s.columns for s in LIVE.values()}
 _ID = {"units": "unit_id", "black_spots": "spot_id"}
 

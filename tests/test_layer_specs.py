@@ -1,7 +1,7 @@
 """One spec per live layer: the GeoJSON list and the live tiles mean the same by one query.
 
-For every layer of :data:`server.layers.LIVE` and every one of its parameters, good and bad
-values go to the list route and to the live tile holding the whole test grid: both must
+For every layer of :data:`trafficunit_server.layers.LIVE` and every one of its parameters, good
+and bad values go to the list route and to the live tile holding the whole test grid: both must
 accept or refuse (same status class, 400 for a bad value) and keep the same features.
 """
 

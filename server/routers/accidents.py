@@ -1,6 +1,6 @@
 """Accidents: list by bbox, period, time of day, severity and unit (GeoJSON or CSV).
 
-The filters are the live-accidents tiles' own (:data:`server.layers.ACCIDENTS`).
+The filters are the live-accidents tiles' own (:data:`trafficunit_server.layers.ACCIDENTS`).
 """
 
 from __future__ import annotations
