@@ -10,9 +10,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-import trafficunit_server
 
 import trafficunit
+import trafficunit_server
 
 LIBRARY = Path(trafficunit.__file__).resolve().parent
 SERVER = Path(trafficunit_server.__file__).resolve().parent
