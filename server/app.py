@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     static = files("trafficunit_server") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    # follow_symlink: an editable install (make setup) links the package's files from build/
+    app.mount("/static", StaticFiles(directory=str(static), follow_symlink=True), name="static")
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
