@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 
 from .errors import BadRequest, NotAcceptable, TooLarge
 from .layers import comma_list as comma_list  # the parsers of the layer specs, for routes

@@ -31,8 +31,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import InputFileError
 from trafficunit.datafolder import FILES
+from trafficunit.errors import InputFileError
 from trafficunit.ledger import (
     AuthenticationError,
     ConflictError,
@@ -142,7 +142,9 @@ class LazyWorkZoneLayer(_LazyLayer):
 
     def __init__(self, svc: LedgerService) -> None:
         super().__init__(svc)
-        self.base: Any = None  # the store's workzones table (server.store.Table) or None
+        self.base: Any = (
+            None  # the store's workzones table (trafficunit_server.store.Table) or None
+        )
 
     def _state(self) -> Any:
         return (self._svc._known_seq, id(self.base))

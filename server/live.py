@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import trafficunit as tu
-from trafficunit._errors import TrafficUnitError
+from trafficunit.errors import TrafficUnitError
 from trafficunit.ledger import Principal
 from trafficunit.ledger import accidents as acc_db
 from trafficunit.live import LIVE_MEASURES, LevelChange, LiveRisk

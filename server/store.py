@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from trafficunit._errors import InputFileError
 from trafficunit.datafolder import TABLES, DataFolder
+from trafficunit.errors import InputFileError
 from trafficunit.io import read_table
 from trafficunit.mvt import LiveLayer, TileCache
 from trafficunit.tiles import json_values

@@ -16,10 +16,10 @@ import mapbox_vector_tile
 import pytest
 from fastapi.testclient import TestClient
 
-from server import Settings, create_app
-from server.layers import ACCIDENTS, HAZARDS, LIVE, UNITS, WORKZONES, LayerSpec
-from server.settings import QuerySettings, TileServerSettings
 from trafficunit import mvt
+from trafficunit_server import Settings, create_app
+from trafficunit_server.layers import ACCIDENTS, HAZARDS, LIVE, UNITS, WORKZONES, LayerSpec
+from trafficunit_server.settings import QuerySettings, TileServerSettings
 
 from ._serverdata import LAT0, LON0, build_data_dir, grid_units
 

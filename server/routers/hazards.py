@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.ledger import Hazard, Principal
 from trafficunit.ledger.lifecycle import GRADES, STATES, TRANSITIONS
 from trafficunit.ledger.store import SOURCES, parse_hazard_id

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trafficunit._errors import InputFileError, ValidationError
+from trafficunit.errors import InputFileError, ValidationError
 from trafficunit.ledger import Principal, qr_png
 from trafficunit.ledger.permits import PERMIT_STATES, PermitStore, parse_permit_id
 
