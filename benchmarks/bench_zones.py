@@ -14,6 +14,10 @@ EPSG:4326 (the overlay takes one geometry type) and answer the same question, in
   the same UTM CRS, length per piece, ``idxmax`` per unit (leaf codes only, no ancestors).
 
 Prints the seconds of each (best of ``--repeat``), the ratio, and whether the leaves agree.
+
+Then the road chief of every unit (what ``/units`` joins as it answers, recomputed when an
+appointment changes): ``roadchiefs.chiefs_for_units`` with 200 appointments by road name and
+one per generated grid, over the same units.
 """
 
 from __future__ import annotations
@@ -68,6 +72,28 @@ def main() -> None:
     print(f"tu.zones.assign_units (all 4 levels): {t_tu:.3f} s")
     print(f"geopandas.overlay + idxmax (leaf):    {t_peer:.3f} s")
     print(f"ratio overlay / assign_units: {t_peer / t_tu:.1f}x; leaves agree on {agree:.2%}")
+    t_ch, n_ch, got = bench_chiefs(units, zones, a.repeat)
+    print(f"chiefs_for_units ({n_ch} appointments): {t_ch:.3f} s; units with a chief {got:,}")
+
+
+def bench_chiefs(units: gpd.GeoDataFrame, zones: Any, repeat: int) -> tuple[float, int, int]:
+    """Seconds of the chief of every unit (best of ``repeat``), appointments, units served."""
+    from trafficunit.ledger.roadchiefs import chiefs_for_units
+
+    names = units["name"].dropna().str.split(";").explode().str.strip().unique()[:200]
+    grids = zones.level("grid", "grid")["code"].tolist()
+    base = {"body": None, "tree": None, "valid_from": "2000-01-01T00:00:00Z", "valid_to": None}
+    chiefs = [
+        {**base, "id": f"RC{i + 1}", "name": f"chief {i}", "scope": "road_name", "targets": [nm]}
+        for i, nm in enumerate(names)
+    ] + [
+        {**base, "id": f"RC{1000 + j}", "name": f"grid {g}", "scope": "grid", "targets": [g]}
+        | {"tree": "grid"}
+        for j, g in enumerate(grids)
+    ]
+    uz = tu.zones.assign_units(units, zones)
+    t, out = best(lambda: chiefs_for_units(chiefs, units, unit_zones=uz), repeat)
+    return t, len(chiefs), int(out["road_chief"].notna().sum())
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from trafficunit.ledger import (
 from trafficunit.ledger.lifecycle import STATES, require
 from trafficunit.ledger.store import hash_token
 from trafficunit.mvt import LiveLayer
-from trafficunit.settings import CLOSED_STATUSES, LedgerSettings
+from trafficunit.settings import CLOSED_STATUSES
 
 from .settings import Settings
 from .store import LIVE_COLUMNS as TABLE_LIVE_COLUMNS
@@ -244,19 +244,7 @@ class LedgerService:
         ls = settings.ledger
         self.settings = settings
         url = ls.database_url or f"sqlite:///{(settings.data_dir / FILES['ledger']).resolve()}"
-        self.rules = LedgerSettings(
-            catalogue=ls.catalogue,
-            deadline_days={"general": ls.deadline_general_days, "major": ls.deadline_major_days},
-            duplicate_distance_m=ls.duplicate_distance_m,
-            duplicate_window_days=ls.duplicate_window_days,
-            reopen_days=ls.reopen_days,
-            max_area_m2={"hazard": ls.hazard_max_area_m2, "workzone": ls.workzone_max_area_m2},
-            max_length_m={
-                "hazard": ls.hazard_max_length_m,
-                "workzone": ls.workzone_max_length_m,
-            },
-            units_margin_m=ls.units_margin_m,
-        )
+        self.rules = ls.rules()
         self.ledger = Ledger.open(
             url,
             settings=self.rules,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from trafficunit.ledger import supervision as sup
 from trafficunit.ledger.catalogue import load_catalogue_set
 from trafficunit.ledger.errors import ValidationError as LedgerValidationError
 from trafficunit.ledger.kpis import DEFAULT_TARGETS, DEFAULT_WEIGHTS, KpiSettings, load_targets
-from trafficunit.ledger.public import RateLimiter
+from trafficunit.ledger.public import LedgerRateLimiter
 from trafficunit.zones import FOLDER_FILE, Zones, assign_units, read_folder_zones
 
 from .errors import BadRequest
@@ -82,7 +83,8 @@ class OperationsSettings(BaseSettings):
         description="District catalogue overlays (JSON files; items added in their zone only)",
     )
     public_rate_limit: int = Field(
-        default=10, description="Public reports accepted per client per window"
+        default=10,
+        description="Public reports accepted per client per window (all server processes)",
     )
     public_rate_window_s: float = Field(default=3600.0, description="The window, seconds")
     public_max_bytes: int = Field(default=20_000, description="Largest public report body")
@@ -120,7 +122,9 @@ class OperationsService:
             levels=tuple(self.ops.supervision_levels),
             escalate_after_days=self.ops.escalate_after_days,
         )
-        self.public_limiter = RateLimiter(self.ops.public_rate_limit, self.ops.public_rate_window_s)
+        self.public_limiter = LedgerRateLimiter(
+            self.ledger.db, self.ops.public_rate_limit, self.ops.public_rate_window_s
+        )
         self.evidence_dir = self.ops.evidence_dir or (Path(self.settings.data_dir) / "evidence")
         self._lock = threading.Lock()
         self._zones: Zones | None = None
@@ -131,6 +135,8 @@ class OperationsService:
         self._units: gpd.GeoDataFrame | None = None
         self._live_seq = 0
         self._units_key: Any = None
+        self._chiefs: pd.DataFrame | None = None
+        self._chiefs_key: Any = None
         inv.ensure_tables(self.ledger)
         sup.ensure_tables(self.ledger)
         rc.ensure_tables(self.ledger)
@@ -229,6 +235,27 @@ class OperationsService:
                     uz.index = f.index.astype(str)
                     self._uz, self._uz_key = uz, key
         return self._uz
+
+    def unit_chiefs(self, store: DataStore) -> pd.DataFrame | None:
+        """The road chief of every unit now: ``road_chief``, ``road_chief_id``,
+        ``road_chief_body`` indexed by unit id (None without units).
+
+        Appointments change at run time (in any server process), so the valid ones are read
+        from the ledger on every call; the per-unit table is recomputed only when they, the
+        units or the zones change.
+        """
+        units = self.units(store)
+        if units is None:
+            return None
+        now = datetime.now(UTC)
+        valid = rc.list_chiefs(self.ledger, at=now)
+        key = (self._units_key, id(self.zones()), json.dumps(valid, sort_keys=True))
+        if self._chiefs is None or key != self._chiefs_key:
+            table = rc.chiefs_for_units(valid, units, unit_zones=self.unit_zones(store), at=now)
+            table.index = table.index.astype(str)
+            with self._lock:
+                self._chiefs, self._chiefs_key = table, key
+        return self._chiefs
 
     def _check_category(
         self, tx: Any, pk: int, category: str, grade: str | None, unit_ids: list[str]

@@ -16,6 +16,11 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trafficunit.settings import LedgerSettings
+
+#: The library's ledger rules: the defaults of the server's ledger settings.
+_RULES = LedgerSettings()
+
 #: Shortest accepted ``TRAFFICUNIT_ADMIN_TOKEN``.
 ADMIN_TOKEN_MIN = 32
 
@@ -143,20 +148,67 @@ class LedgerServerSettings(BaseSettings):
     sweep_interval_s: float = Field(
         default=300.0, description="Seconds between overdue/reopen sweeps (0: never)"
     )
-    catalogue: str | None = Field(default=None, description="Hazard category catalogue JSON")
-    duplicate_distance_m: float = 30.0
-    hazard_max_area_m2: float = Field(default=1_000_000.0, description="Largest hazard polygon")
-    hazard_max_length_m: float = Field(default=5_000.0, description="Longest hazard line")
-    workzone_max_area_m2: float = Field(default=2_000_000.0, description="Largest work zone")
-    workzone_max_length_m: float = Field(default=20_000.0, description="Longest work zone")
+    # the ledger's rules: defaults from trafficunit.settings.LedgerSettings (their one source)
+    catalogue: str | None = Field(
+        default=_RULES.catalogue, description="Hazard category catalogue JSON"
+    )
+    duplicate_distance_m: float = _RULES.duplicate_distance_m
+    hazard_max_area_m2: float = Field(
+        default=_RULES.max_area_m2["hazard"], description="Largest hazard polygon"
+    )
+    hazard_max_length_m: float = Field(
+        default=_RULES.max_length_m["hazard"], description="Longest hazard line"
+    )
+    workzone_max_area_m2: float = Field(
+        default=_RULES.max_area_m2["workzone"], description="Largest work zone"
+    )
+    workzone_max_length_m: float = Field(
+        default=_RULES.max_length_m["workzone"], description="Longest work zone"
+    )
     units_margin_m: float = Field(
-        default=5_000.0,
+        default=_RULES.units_margin_m,
         description="Reports must touch the units' bounding box grown by this (422 beyond)",
     )
-    duplicate_window_days: float = 30.0
-    deadline_general_days: float = 7.0
-    deadline_major_days: float = 90.0
-    reopen_days: float = 365.0
+    duplicate_window_days: float = _RULES.duplicate_window_days
+    deadline_general_days: float = _RULES.deadline_days["general"]
+    deadline_major_days: float = _RULES.deadline_days["major"]
+    reopen_days: float = _RULES.reopen_days
+    reopen_severities: frozenset[str] = Field(
+        default=_RULES.reopen_severities,
+        description="KABCO severities of a crash that reopens a closed hazard",
+    )
+    list_major: bool = Field(
+        default=_RULES.list_major, description="Major hazards go under listed supervision"
+    )
+    list_overdue: bool = Field(
+        default=_RULES.list_overdue, description="Overdue hazards go under listed supervision"
+    )
+    max_vertices: int = Field(
+        default=_RULES.max_vertices, description="Most vertices of a reported geometry"
+    )
+
+    def rules(self) -> LedgerSettings:
+        """The library's ledger rules (:class:`trafficunit.settings.LedgerSettings`)."""
+        return LedgerSettings(
+            catalogue=self.catalogue,
+            deadline_days={
+                "general": self.deadline_general_days,
+                "major": self.deadline_major_days,
+            },
+            list_major=self.list_major,
+            list_overdue=self.list_overdue,
+            duplicate_distance_m=self.duplicate_distance_m,
+            duplicate_window_days=self.duplicate_window_days,
+            reopen_days=self.reopen_days,
+            reopen_severities=frozenset(self.reopen_severities),
+            max_vertices=self.max_vertices,
+            max_area_m2={"hazard": self.hazard_max_area_m2, "workzone": self.workzone_max_area_m2},
+            max_length_m={
+                "hazard": self.hazard_max_length_m,
+                "workzone": self.workzone_max_length_m,
+            },
+            units_margin_m=self.units_margin_m,
+        )
 
     @field_validator("admin_token")
     @classmethod

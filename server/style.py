@@ -204,93 +204,11 @@ def style(
             "minzoom": live_zooms[0],
             "maxzoom": live_zooms[1],
         }
-    width = ["interpolate", ["linear"], ["zoom"], 8, 1.0, 13, 2.5, 16, 6]
     if "risk" in sources:
-        layers += [
-            {
-                "id": "units-casing",
-                "type": "line",
-                "source": "risk",
-                "source-layer": "units",
-                "filter": ["==", ["geometry-type"], "LineString"],
-                "layout": {"line-cap": "round", "line-join": "round"},
-                "paint": {
-                    "line-color": [
-                        "case",
-                        ["boolean", ["feature-state", "selected"], False],
-                        "#000000",
-                        "#ffffff",
-                    ],
-                    "line-width": ["interpolate", ["linear"], ["zoom"], 8, 2.5, 13, 4.5, 16, 9],
-                },
-            },
-            {
-                "id": "units-segments",
-                "type": "line",
-                "source": "risk",
-                "source-layer": "units",
-                "filter": ["==", ["geometry-type"], "LineString"],
-                "layout": {
-                    "line-cap": "round",
-                    "line-join": "round",
-                    "line-sort-key": ["get", "level_rank"],
-                },
-                "paint": {
-                    "line-color": ["coalesce", ["get", "colour"], "#8c8c8c"],
-                    "line-width": width,
-                },
-            },
-            {
-                "id": "units-intersections",
-                "type": "circle",
-                "source": "risk",
-                "source-layer": "units",
-                "filter": ["==", ["geometry-type"], "Point"],
-                "paint": {
-                    "circle-color": ["coalesce", ["get", "colour"], "#8c8c8c"],
-                    "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2, 16, 7],
-                    "circle-stroke-color": [
-                        "case",
-                        ["boolean", ["feature-state", "selected"], False],
-                        "#000000",
-                        "#ffffff",
-                    ],
-                    "circle-stroke-width": 1.2,
-                },
-            },
-            {
-                "id": "workzones",
-                "type": "line",
-                "source": "risk",
-                "source-layer": "workzones",
-                "paint": {"line-color": "#7b3294", "line-width": 3, "line-dasharray": [2, 1.5]},
-            },
-            {
-                "id": "accidents",
-                "type": "circle",
-                "source": "risk",
-                "source-layer": "accidents",
-                "paint": _accident_paint(),
-            },
-            {
-                "id": "hazards",
-                "type": "circle",
-                "source": "risk",
-                "source-layer": "hazards",
-                "paint": _hazard_paint(),
-            },
-        ]
+        layers += risk_layers("risk")
     if "live-accidents" in sources:
-        layers.append(
-            {
-                "id": "accidents-live",
-                "type": "circle",
-                "source": "live-accidents",
-                "source-layer": "accidents",
-                "layout": {"visibility": "none"},
-                "paint": _accident_paint(),
-            }
-        )
+        live_layer = _layer("accidents-live", "circle", "live-accidents", "accidents")
+        layers.append({**live_layer, "layout": {"visibility": "none"}, "paint": _accident_paint()})
     return {
         "version": 8,
         "name": "trafficunit risk",
@@ -299,6 +217,67 @@ def style(
         "sources": sources,
         "layers": layers,
     }
+
+
+def _layer(id_: str, kind: str, source: str, src_layer: str, **rest: Any) -> dict[str, Any]:
+    """One MapLibre layer: ``rest`` (filter, layout, paint...) after the four keys."""
+    return {"id": id_, "type": kind, "source": source, "source-layer": src_layer, **rest}
+
+
+#: Black when the feature is selected on the map, else white (casings and strokes).
+_SELECTED = ["case", ["boolean", ["feature-state", "selected"], False], "#000000", "#ffffff"]
+_LINES = ["==", ["geometry-type"], "LineString"]
+_ROUND = {"line-cap": "round", "line-join": "round"}
+_COLOUR = ["coalesce", ["get", "colour"], "#8c8c8c"]
+
+
+def risk_layers(source: str) -> list[dict[str, Any]]:
+    """Layers of the risk archive: unit casings, segments and intersections by level, work
+    zones, accidents by severity and hazards by grade."""
+    width = ["interpolate", ["linear"], ["zoom"], 8, 1.0, 13, 2.5, 16, 6]
+    casing = ["interpolate", ["linear"], ["zoom"], 8, 2.5, 13, 4.5, 16, 9]
+    return [
+        _layer(
+            "units-casing",
+            "line",
+            source,
+            "units",
+            filter=_LINES,
+            layout=_ROUND,
+            paint={"line-color": _SELECTED, "line-width": casing},
+        ),
+        _layer(
+            "units-segments",
+            "line",
+            source,
+            "units",
+            filter=_LINES,
+            layout={**_ROUND, "line-sort-key": ["get", "level_rank"]},
+            paint={"line-color": _COLOUR, "line-width": width},
+        ),
+        _layer(
+            "units-intersections",
+            "circle",
+            source,
+            "units",
+            filter=["==", ["geometry-type"], "Point"],
+            paint={
+                "circle-color": _COLOUR,
+                "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2, 16, 7],
+                "circle-stroke-color": _SELECTED,
+                "circle-stroke-width": 1.2,
+            },
+        ),
+        _layer(
+            "workzones",
+            "line",
+            source,
+            "workzones",
+            paint={"line-color": "#7b3294", "line-width": 3, "line-dasharray": [2, 1.5]},
+        ),
+        _layer("accidents", "circle", source, "accidents", paint=_accident_paint()),
+        _layer("hazards", "circle", source, "hazards", paint=_hazard_paint()),
+    ]
 
 
 #: Font of the basemap labels (glyphs vendored in ``static/vendor/glyphs``; CJK from the
@@ -324,13 +303,7 @@ def basemap_layers(source: str) -> list[dict[str, Any]]:
     major = ["match", ["get", "class"], _MAJOR, True, False]
 
     def layer(id_: str, kind: str, src_layer: str, **rest: Any) -> dict[str, Any]:
-        return {
-            "id": f"basemap-{id_}",
-            "type": kind,
-            "source": source,
-            "source-layer": src_layer,
-            **rest,
-        }
+        return _layer(f"basemap-{id_}", kind, source, src_layer, **rest)
 
     road_w = [
         "interpolate",
@@ -379,21 +352,19 @@ def basemap_layers(source: str) -> list[dict[str, Any]]:
             minzoom=14,
             paint={"line-color": "#c8b8a8", "line-width": 1, "line-dasharray": [2, 1.5]},
         ),
-        layer(
-            "roads-casing",
-            "line",
-            "roads",
-            filter=["!", paths],
-            layout={"line-cap": "round", "line-join": "round"},
-            paint={"line-color": "#d6d2ca", "line-width": casing_w},
-        ),
-        layer(
-            "roads",
-            "line",
-            "roads",
-            filter=["!", paths],
-            layout={"line-cap": "round", "line-join": "round"},
-            paint={"line-color": "#ffffff", "line-width": road_w},
+        *(
+            layer(
+                id_,
+                "line",
+                "roads",
+                filter=["!", paths],
+                layout=_ROUND,
+                paint={"line-color": colour, "line-width": w},
+            )
+            for id_, colour, w in (
+                ("roads-casing", "#d6d2ca", casing_w),
+                ("roads", "#ffffff", road_w),
+            )
         ),
         layer(
             "road-labels",

@@ -20,7 +20,7 @@ from shapely.geometry import LineString, Point
 
 import trafficunit as tu
 from trafficunit import blackspots as bs
-from trafficunit.settings import BlackSpotProfile, Criterion
+from trafficunit.blackspots import BlackSpotProfile, Criterion
 
 from ._risk_net import SPEC, crashes, make_units, network
 

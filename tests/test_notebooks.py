@@ -8,6 +8,7 @@ present, so the path a fresh machine without the real data takes is tested too.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -248,6 +249,28 @@ def test_hazard_engineer_notebook(tmp_path: Path) -> None:
     m = re.search(r"server up at http://127\.0\.0\.1:(\d+)", text)
     assert m and "server stopped" in text
     assert _port_closed(int(m[1]))
+    # section 7: the tree, the KPIs against targets, the review list, road chiefs and zones
+    assert "admin: city 1 > district 4 > street 16 > community 32" in text
+    m = re.search(r"districts sum to the city: (\{.*\})", text)
+    assert m, text
+    sums = ast.literal_eval(m[1])  # the notebook's printed dict of tuples
+    assert all(a == b for a, b in sums.values()) and sums["investigated"][0] == 12
+    targets = [
+        c for c in nb.cells if c.cell_type == "code" and "investigation_rate_met" in c.source
+    ]
+    table = targets[0].outputs[-1]["data"]["text/plain"]
+    assert all(z in table for z in ("GEN-D1", "GEN-D4", "health_rank", "investigation_rate_target"))
+    assert re.search(
+        r"\d+ fatal accidents to review; \S+ confirmed by a supervisor: complete=True", text
+    )
+    review = [c for c in nb.cells if c.cell_type == "code" and '"/reviews"' in c.source][0]
+    assert "deep_investigation" in review.outputs[-1]["data"]["text/plain"]
+    assert re.search(
+        r"RC\d+ appointed to grid GENG-2: its \d+ segment units carry \{'Grid 2 road chief'\}", text
+    )
+    assert re.search(r"a report in grid GENG-2 \(H\d+\) reaches Grid 2 road chief", text)
+    m = re.search(r"hazards per district \(GET /hazards\?tree=admin&zone=CODE\): (\{.*\})", text)
+    assert m and sum(ast.literal_eval(m[1]).values()) > 0
     kpis = [c for c in nb.cells if c.cell_type == "code" and '"/kpis"' in c.source][0]
     table = kpis.outputs[-1]["data"]["text/plain"]
     for zone in ("NW", "NE", "SW", "SE"):

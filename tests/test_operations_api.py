@@ -318,3 +318,121 @@ def test_posted_injury_accidents_open_investigations(client: TestClient) -> None
     assert client.get("/investigations/LIVE-K").json()["state"] == "open"
     assert client.get("/investigations/LIVE-O").status_code == 404
     assert client.post("/operations/sweep", headers=sup).json()["opened"] == []
+
+
+def _all(client: TestClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    r = client.get(path, params={"limit": 10000, **params})
+    assert r.status_code == 200, r.text
+    feats: list[dict[str, Any]] = r.json()["features"]
+    assert r.json()["numberMatched"] == len(feats)
+    return feats
+
+
+def report_mid(client: TestClient, unit: dict[str, Any], who: dict[str, str]) -> dict[str, Any]:
+    """Report a hazard at the middle vertex of a segment unit; the answer."""
+    coords = unit["geometry"]["coordinates"]
+    point = {"type": "Point", "coordinates": coords[len(coords) // 2]}
+    r = client.post("/hazards", json={"geometry": point, "category": "facility.signs"}, headers=who)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _count(client: TestClient, path: str, **params: Any) -> int:
+    r = client.get(path, params={"limit": 1, **params})
+    assert r.status_code == 200, r.text
+    return int(r.json()["numberMatched"])
+
+
+def test_units_carry_their_road_chief_now(client: TestClient, demo: Path) -> None:
+    eng = token(client, "engineer")
+    before = _all(client, "/units", tree="grid", zone="GENG-2", kind="segment")
+    assert before and all(u["properties"]["road_chief"] is None for u in before)
+    early = report_mid(client, before[0], eng)  # reported before any chief is appointed
+    assert early["properties"]["road_chief"] is None
+    r = client.post(
+        "/road-chiefs",
+        json={"name": "Grid 2 chief", "scope": "grid", "targets": ["GENG-2"], "body": "Town 2"},
+        headers=eng,
+    )
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    units = _all(client, "/units")
+    mine = {u["id"] for u in units if u["properties"]["zone_grid_grid"] == "GENG-2"}
+    in_grid = {u["id"] for u in _all(client, "/units", tree="grid", zone="GENG-2")}
+    assert mine == in_grid  # the zone filter keeps exactly the grid's units
+    hz = client.get(f"/hazards/{early['id']}").json()["properties"]
+    assert hz["road_chief"] is None  # the record keeps whom it was routed to (nobody)
+    assert (hz["unit_road_chief"], hz["unit_road_chief_id"]) == ("Grid 2 chief", cid)
+    chiefs = {u["id"]: u["properties"]["road_chief"] for u in units}
+    assert {chiefs[i] for i in mine} == {"Grid 2 chief"}
+    assert {c for i, c in chiefs.items() if i not in mine} == {None}
+    one = client.get(f"/units/{next(iter(mine))}").json()["properties"]
+    assert (one["road_chief"], one["road_chief_id"], one["road_chief_body"]) == (
+        "Grid 2 chief",
+        cid,
+        "Town 2",
+    )
+    text = client.get("/units", params={"format": "csv", "limit": 10000}).text
+    table = pd.read_csv(io.StringIO(text), dtype={"unit_id": str})
+    assert set(table.loc[table["road_chief"].notna(), "unit_id"]) == mine
+    # a more specific appointment wins on its unit; ending the grid's clears the others
+    uid = sorted(mine)[0]
+    client.post(
+        "/road-chiefs",
+        json={"name": "Unit chief", "scope": "unit_ids", "targets": [uid]},
+        headers=eng,
+    )
+    r = client.post(f"/road-chiefs/{cid}/end", json={}, headers=eng)
+    assert r.status_code == 200, r.text
+    after = {u["id"]: u["properties"]["road_chief"] for u in _all(client, "/units")}
+    assert after[uid] == "Unit chief" and {c for i, c in after.items() if i != uid} == {None}
+    # the static tiles carry zone codes, never a chief (it changes at run time)
+    import gzip
+
+    import mapbox_vector_tile
+    from pmtiles.reader import MmapSource, Reader, all_tiles
+
+    with open(demo / "risk.pmtiles", "rb") as f:
+        z15 = next(d for (z, _, _), d in all_tiles(Reader(MmapSource(f)).get_bytes) if z == 15)
+    layers = mapbox_vector_tile.decode(gzip.decompress(z15) if z15[:2] == b"\x1f\x8b" else z15)
+    assert "road_chief" not in layers["units"]["features"][0]["properties"]
+
+
+def test_zone_filters_keep_a_zone_and_the_zones_below_it(client: TestClient) -> None:
+    eng = token(client, "engineer")
+    districts = [f"GEN-D{i}" for i in range(1, 5)]
+    per = {d: _count(client, "/accidents", tree="admin", zone=d) for d in districts}
+    assert sum(per.values()) == _count(client, "/accidents") > 0
+    kpis = {r["code"]: r for r in client.get("/kpis").json()["rows"]}
+    assert per == {d: kpis[d]["accidents"] for d in districts}
+    some = client.get("/accidents", params={"zone": "GEN-D1-S2", "limit": 10000}).json()
+    assert some["numberMatched"] == kpis["GEN-D1-S2"]["accidents"] > 0  # default tree: admin
+    assert {f["properties"]["zone_admin_street"] for f in some["features"]} == {"GEN-D1-S2"}
+    assert {f["properties"]["zone_admin_district"] for f in some["features"]} == {"GEN-D1"}
+    severe = _count(client, "/accidents", zone="GEN-D1", severity="K,A")
+    assert 0 < severe < per["GEN-D1"]  # combines with the other filters
+    # hazards: one at the middle of a unit in each district; they carry their zone codes
+    units = _all(client, "/units", kind="segment")
+    placed: dict[str, str] = {}
+    for d in districts:
+        u = next(u for u in units if u["properties"]["zone_admin_district"] == d)
+        placed[report_mid(client, u, eng)["id"]] = d
+    listed = _all(client, "/hazards")
+    zone_of = {f["id"]: f["properties"]["zone_admin_district"] for f in listed}
+    assert {i: zone_of[i] for i in placed} == placed
+    single = client.get(f"/hazards/{next(iter(placed))}").json()["properties"]
+    assert single["zone_admin_district"] == next(iter(placed.values()))
+    for d in districts:
+        r = client.get("/hazards", params={"tree": "admin", "zone": d, "limit": 100})
+        ids = [f["id"] for f in r.json()["features"]]
+        assert {i for i, z in zone_of.items() if z == d} == set(ids)
+        assert r.json()["numberMatched"] == int(r.headers["x-total-count"]) == len(ids)
+    page = client.get("/hazards", params={"zone": "GEN", "limit": 2, "offset": 1}).json()
+    assert page["numberMatched"] == len(listed) and page["numberReturned"] == 2
+    assert [f["id"] for f in page["features"]] == [f["id"] for f in listed[1:3]]
+    csv = client.get("/hazards", params={"zone": "GEN-D2", "format": "csv"}).text
+    assert set(pd.read_csv(io.StringIO(csv))["zone_admin_district"]) == {"GEN-D2"}
+    for bad in ({"zone": "NOPE"}, {"tree": "admin"}, {"tree": "nope", "zone": "GEN"}):
+        for path in ("/hazards", "/accidents", "/units"):
+            assert client.get(path, params=bad).status_code == 400, (path, bad)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from trafficunit.ledger.public import RateLimiter
+from trafficunit.ledger.public import LedgerRateLimiter, RateLimiter
 from trafficunit_server.app import create_app
 from trafficunit_server.settings import LedgerServerSettings, Settings
 
+from ._ledger_db import drop_pg_database, fresh_pg_database, pg_template  # noqa: F401
 from ._serverdata import DLON, LAT0, LON0, build_data_dir
 
 ADMIN = "pub-admin-token-0123456789abcdefghijk"
@@ -91,6 +92,79 @@ def test_public_reports_are_rate_and_size_limited(client: TestClient) -> None:
     r = client.post("/public/reports", json={"geometry": where(), "category": "road.sharp_curve"})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert [f["properties"]["report_count"] for f in public_hazards(client)] == [3]
+
+
+def test_the_rate_limit_holds_across_server_processes(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps on one ledger (as two Granian workers are) share one count per client."""
+    monkeypatch.setenv("TRAFFICUNIT_OPS_PUBLIC_RATE_LIMIT", "3")
+    cfg = LedgerServerSettings(
+        database_url=f"sqlite:///{tmp_path / 'shared.sqlite'}",
+        admin_token=ADMIN,
+        sweep_interval_s=0,
+    )
+    body = {"geometry": where(), "category": "road.sharp_curve"}
+    with (
+        TestClient(create_app(Settings(data_dir=data_dir, ledger=cfg))) as one,
+        TestClient(create_app(Settings(data_dir=data_dir, ledger=cfg))) as two,
+    ):
+        assert one.app.state.ops.public_limiter is not two.app.state.ops.public_limiter
+        codes = [c.post("/public/reports", json=body).status_code for c in (one, two, one)]
+        assert codes == [201, 201, 201]
+        for c in (two, one):  # each process alone has seen fewer than 3
+            r = c.post("/public/reports", json=body)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_the_rate_limit_holds_with_two_granian_workers(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trafficunit serve --workers 2`: fresh connections land on either worker; the count
+    is one (a per-process count would let up to 6 of 10 through)."""
+    import httpx
+
+    from .test_supervision import serve as serve_workers
+
+    monkeypatch.setenv("TRAFFICUNIT_OPS_PUBLIC_RATE_LIMIT", "3")
+    body = {"geometry": where(), "category": "road.sharp_curve"}
+    with serve_workers(data_dir, 2, tmp_path) as served:
+        codes = [
+            httpx.post(f"{served.url}/public/reports", json=body, timeout=30).status_code
+            for _ in range(10)
+        ]
+    assert sorted(codes) == [201] * 3 + [429] * 7, codes
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_ledger_rate_limiter_window_and_keys(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from trafficunit.ledger._db import connect
+
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rate.sqlite'}"
+    else:
+        name, url = fresh_pg_database(request.getfixturevalue("pg_template"))
+    db = connect(url)
+    try:
+        rl = LedgerRateLimiter(db, 2, 10.0)
+        other = LedgerRateLimiter(db, 2, 10.0)  # another process's limiter, same database
+        assert rl.allow("a", now=100)[0] and other.allow("a", now=101)[0]
+        allowed, wait = rl.allow("a", now=102)
+        assert not allowed and wait == pytest.approx(8.0)
+        assert other.allow("b", now=102)[0]  # another client has its own count
+        assert rl.allow("a", now=110.5)[0]  # the first hit left the window
+        assert not other.allow("a", now=110.6)[0]
+        with db.transaction() as tx:  # addresses are not stored, only hashes; old hits go
+            rows = tx.all("SELECT client_hash, at FROM public_rate_hits ORDER BY at")
+        assert all(len(r["client_hash"]) == 64 and r["client_hash"] != "a" for r in rows)
+        assert min(r["at"] for r in rows) > 100
+    finally:
+        db.close()
+        if name is not None:
+            drop_pg_database(name)
 
 
 def test_public_report_bad_input(client: TestClient) -> None:

@@ -488,12 +488,13 @@ def test_bulk_zone_lookup_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> 
     """Many positions are tested against zone boundaries in bulk: same answers as the
     one-by-one lookup, the Shenzhen / Hong Kong border included."""
     from trafficunit import events
+    from trafficunit.events import timezones
 
     rng = np.random.default_rng(11)
     lon = np.r_[rng.uniform(113.85, 114.35, 3_000), rng.uniform(-0.5, 0.3, 1_000), np.nan]
     lat = np.r_[rng.uniform(22.45, 22.75, 3_000), rng.uniform(51.3, 51.7, 1_000), 22.5]
     one_by_one = events.zones_at(lon, lat)
-    monkeypatch.setattr(events, "_ZONE_LOOP_MAX", 100)
+    monkeypatch.setattr(timezones, "_ZONE_LOOP_MAX", 100)
     bulk = events.zones_at(lon, lat)
     assert (bulk == one_by_one).all()
     assert set(bulk[:-1]) == {"Asia/Shanghai", "Asia/Hong_Kong", "Europe/London"}

@@ -1,13 +1,16 @@
 """The web map's jurisdictions section (server/static/zones.js) in Chromium, on the demo folder
 with its GENERATED zones: outlines coloured by the documented rule, a zone's KPIs against their
-targets, both languages, no console error, no other host."""
+targets, both languages, no console error, no other host; a unit's popup names its road chief
+appointed while the map is open."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .test_webmap import (  # noqa: F401  (fixtures)
+    _click_unit,
     _open,
+    _post,
     _set_lang,
     browser,
     page,
@@ -65,5 +68,27 @@ def test_zone_outlines_and_kpis_in_both_languages(page: Any, server_url: str) ->
         ".getSource('tu-zones').serialize().data.level === 'brigade'",
         timeout=60_000,
     )
+    _set_lang(page, "en")
+    assert page.console_errors == []
+
+
+def test_a_units_popup_names_its_road_chief_now(page: Any, server: dict[str, str]) -> None:  # noqa: F811
+    url = server["url"]
+    _open(page, url)
+    _set_lang(page, "en")
+    grids = ["GENG-1", "GENG-2", "GENG-3", "GENG-4"]  # every unit: the tiles were built before
+    chief = {"name": "Grid chief Wang", "scope": "grid", "targets": grids, "body": "Roads office"}
+    assert _post(f"{url}/road-chiefs", chief, server["engineer"])["id"].startswith("RC")
+    _click_unit(page, "red")
+    page.wait_for_function(
+        "() => /Grid chief Wang/.test(document.querySelector('.unit-popup').innerText)",
+        timeout=30_000,
+    )
+    assert "road chief\tGrid chief Wang · Roads office" in page.inner_text(".unit-popup")
+    _set_lang(page, "zh-CN")
+    page.wait_for_function(
+        "() => /路长/.test(document.querySelector('.unit-popup').innerText)", timeout=30_000
+    )
+    assert "road chief" not in page.inner_text(".unit-popup")
     _set_lang(page, "en")
     assert page.console_errors == []

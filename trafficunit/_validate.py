@@ -6,6 +6,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyproj
 import shapely
 
@@ -70,3 +71,13 @@ def geometry_problems(geoms: np.ndarray) -> np.ndarray:
         coords_ok[sub[bad_idx]] = False
     out[ok & ~coords_ok] = "non-finite coordinates"
     return out
+
+
+def time_zone(tz: str, hint: str) -> str:
+    """``tz`` if pandas knows the time zone, else :class:`ValidationError` saying so, then
+    ``hint`` (how to name one)."""
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except Exception as exc:
+        raise ValidationError(f"unknown time zone {tz!r}{hint}") from exc
+    return tz

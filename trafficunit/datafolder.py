@@ -191,6 +191,16 @@ def _migrate(data: dict[str, Any], where: Path) -> dict[str, Any]:
     return data
 
 
+class _Table:
+    """A table of the folder read when the attribute is asked for (``None`` when absent)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, folder: DataFolder | None, owner: type | None = None) -> Any:
+        return self if folder is None else folder.read(self.name)
+
+
 class DataFolder:
     """A data folder: its tables, tilesets and manifest.
 
@@ -275,21 +285,10 @@ class DataFolder:
         """Units (scored when risk has run), indexed by ``unit_id``; ``None`` when absent."""
         return self.read("units")
 
-    @property
-    def accidents(self) -> Any:
-        return self.read("accidents")
-
-    @property
-    def hazards(self) -> Any:
-        return self.read("hazards")
-
-    @property
-    def workzones(self) -> Any:
-        return self.read("workzones")
-
-    @property
-    def black_spots(self) -> Any:
-        return self.read("black_spots")
+    accidents = _Table()
+    hazards = _Table()
+    workzones = _Table()
+    black_spots = _Table()
 
     def write(self, table: str, frame: Any) -> Path:
         """Write a table atomically and record it (size, SHA-256, rows) in the manifest."""

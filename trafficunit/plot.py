@@ -76,15 +76,8 @@ def risk_map(
     """
     if "level" not in risk.columns:
         raise ValidationError("risk_map needs a 'level' column; compute it with tu.score")
-    from matplotlib.lines import Line2D
-
     if ax is None and figsize == (9.0, 9.0) and len(risk):
-        x0, y0, x1, y1 = risk.total_bounds
-        if x1 > x0 and y1 > y0:
-            if risk.crs is not None and risk.crs.is_geographic:
-                x1 = x0 + (x1 - x0) * np.cos(np.deg2rad((y0 + y1) / 2))
-            ratio = float(np.clip((y1 - y0) / (x1 - x0), 0.5, 2.0))
-            figsize = (9.0, 9.0 * ratio + 1.2) if ratio < 1 else (9.0 / ratio, 10.2)
+        figsize = _map_figsize(risk)
     ax = _axes(ax, figsize)
     rule = risk.attrs.get("rule", {}) if isinstance(risk.attrs, dict) else {}
     colours = {**RISK_COLOURS, **rule.get("colours", {})}
@@ -106,62 +99,11 @@ def risk_map(
                     linewidth=0.4,
                     zorder=2 + k,
                 )
-    if spots is not None and len(spots):
-        spots = spots.to_crs(risk.crs) if spots.crs is not None and risk.crs is not None else spots
-        lines = spots.loc[spots["type"] == "section"]
-        pts = spots.loc[spots["type"] == "point"]
-        if len(lines):
-            lines.plot(ax=ax, color="black", linewidth=1.0, linestyle="--", zorder=8)
-        if len(pts):
-            pts.plot(
-                ax=ax, facecolor="none", edgecolor="black", markersize=120, linewidth=1.2, zorder=9
-            )
-        if label_top:
-            best = spots.sort_values("epdo", ascending=False).head(label_top)
-            for sid, geom in zip(best["spot_id"], best.geometry, strict=True):
-                if geom is None or geom.is_empty:
-                    continue
-                p = geom.representative_point()
-                ax.annotate(
-                    sid,
-                    (p.x, p.y),
-                    fontsize=7,
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    zorder=10,
-                )
+    has_spots = spots is not None and len(spots) > 0
+    if spots is not None and has_spots:
+        _draw_spots(ax, spots, risk.crs, label_top)
     if legend:
-        counts = risk["level"].value_counts()
-        labels = {b["level"]: b["label"] for b in rule.get("bands", [])}
-        handles = []
-        for level in RISK_LEVELS[::-1]:
-            text = f"{level} ({int(counts.get(level, 0))})"
-            if level in labels:
-                text += f": {labels[level]}"
-            handles.append(Line2D([0], [0], color=colours[level], linewidth=3, label=text))
-        if spots is not None and len(spots):
-            handles.append(
-                Line2D([0], [0], color="black", linestyle="--", label="black-spot section")
-            )
-            handles.append(
-                Line2D(
-                    [0],
-                    [0],
-                    marker="o",
-                    linestyle="none",
-                    markerfacecolor="none",
-                    markeredgecolor="black",
-                    label="black-spot point",
-                )
-            )
-        ax.legend(
-            handles=handles,
-            loc="upper left",
-            bbox_to_anchor=(0.0, -0.01),
-            ncols=2,
-            fontsize=7,
-            frameon=False,
-        )
+        _legend(ax, risk, rule, colours, has_spots)
     if title is None:
         period = rule.get("period")
         measure = rule.get("measure", {})
@@ -177,6 +119,80 @@ def risk_map(
     )
     ax.set_axis_off()
     return ax
+
+
+def _map_figsize(risk: gpd.GeoDataFrame) -> tuple[float, float]:
+    """A figure shaped like the map's extent (9 inches on its long side, room for a legend)."""
+    x0, y0, x1, y1 = risk.total_bounds
+    if not (x1 > x0 and y1 > y0):
+        return (9.0, 9.0)
+    if risk.crs is not None and risk.crs.is_geographic:
+        x1 = x0 + (x1 - x0) * np.cos(np.deg2rad((y0 + y1) / 2))
+    ratio = float(np.clip((y1 - y0) / (x1 - x0), 0.5, 2.0))
+    return (9.0, 9.0 * ratio + 1.2) if ratio < 1 else (9.0 / ratio, 10.2)
+
+
+def _draw_spots(ax: Any, spots: gpd.GeoDataFrame, crs: Any, label_top: int) -> None:
+    """Sections as black dashed lines, points as open circles; the worst labelled."""
+    spots = spots.to_crs(crs) if spots.crs is not None and crs is not None else spots
+    lines = spots.loc[spots["type"] == "section"]
+    pts = spots.loc[spots["type"] == "point"]
+    if len(lines):
+        lines.plot(ax=ax, color="black", linewidth=1.0, linestyle="--", zorder=8)
+    if len(pts):
+        pts.plot(
+            ax=ax, facecolor="none", edgecolor="black", markersize=120, linewidth=1.2, zorder=9
+        )
+    if label_top:
+        best = spots.sort_values("epdo", ascending=False).head(label_top)
+        for sid, geom in zip(best["spot_id"], best.geometry, strict=True):
+            if geom is None or geom.is_empty:
+                continue
+            p = geom.representative_point()
+            ax.annotate(
+                sid, (p.x, p.y), fontsize=7, xytext=(4, 4), textcoords="offset points", zorder=10
+            )
+
+
+def _legend(
+    ax: Any,
+    risk: gpd.GeoDataFrame,
+    rule: dict[str, Any],
+    colours: dict[str, str],
+    with_spots: bool,
+) -> None:
+    """Levels with their unit counts and band labels, then the black-spot symbols."""
+    from matplotlib.lines import Line2D
+
+    counts = risk["level"].value_counts()
+    labels = {b["level"]: b["label"] for b in rule.get("bands", [])}
+    handles = []
+    for level in RISK_LEVELS[::-1]:
+        text = f"{level} ({int(counts.get(level, 0))})"
+        if level in labels:
+            text += f": {labels[level]}"
+        handles.append(Line2D([0], [0], color=colours[level], linewidth=3, label=text))
+    if with_spots:
+        handles.append(Line2D([0], [0], color="black", linestyle="--", label="black-spot section"))
+        handles.append(
+            Line2D(
+                [0],
+                [0],
+                marker="o",
+                linestyle="none",
+                markerfacecolor="none",
+                markeredgecolor="black",
+                label="black-spot point",
+            )
+        )
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.01),
+        ncols=2,
+        fontsize=7,
+        frameon=False,
+    )
 
 
 def hour_weekday_heatmap(

@@ -96,14 +96,8 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
         raise ValidationError('the project needs [network] path = "city.osm.pbf"')
     network["path"] = _resolve(network["path"], base)
     data["network"] = network
-    events = data.get("events") or []
-    if isinstance(events, Mapping):
-        events = [events]
     out_events = []
-    for i, ev in enumerate(events, 1):
-        if not isinstance(ev, Mapping):
-            raise ValidationError(f"[[events]] #{i} must be a table")
-        ev = dict(ev)
+    for i, ev in _array_of_tables(data, "events"):
         if "path" not in ev:
             raise ValidationError(f"[[events]] #{i} has no path")
         if "kind" not in ev:
@@ -114,15 +108,9 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
         ev["path"] = _resolve(ev["path"], base)
         out_events.append(ev)
     data["events"] = out_events
-    zones = data.get("zones") or []
-    if isinstance(zones, Mapping):
-        zones = [zones]
     out_zones = []
-    for i, z in enumerate(zones, 1):
-        if not isinstance(z, Mapping):
-            raise ValidationError(f"[[zones]] #{i} must be a table")
+    for i, z in _array_of_tables(data, "zones"):
         _check_keys(z, "zones", PROJECT_KEYS["zones"])
-        z = dict(z)
         if "path" in z:
             z["path"] = _resolve(z["path"], base)
         elif not z.get("generate"):
@@ -133,6 +121,19 @@ def load_project(project: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
         out_zones.append(z)
     data["zones"] = out_zones
     return data
+
+
+def _array_of_tables(data: Mapping[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """``[[name]]`` tables numbered from 1 (a single ``[name]`` table counts as one)."""
+    tables = data.get(name) or []
+    if isinstance(tables, Mapping):
+        tables = [tables]
+    out = []
+    for i, t in enumerate(tables, 1):
+        if not isinstance(t, Mapping):
+            raise ValidationError(f"[[{name}]] #{i} must be a table")
+        out.append((i, dict(t)))
+    return out
 
 
 def _split_semicolons(text: str) -> str:
@@ -233,163 +234,37 @@ def build(
     >>> sorted(folder.tilesets), folder.manifest["counts"]["units"] == len(folder.units)
     (['risk'], True)
     """
-    from . import sample
-    from .blackspots import find_black_spots
-    from .events import read_events
-    from .join import assign
-    from .network import read_network
-    from .risk import score
-    from .units import build_units
-
     cfg = load_project(project)
     folder = DataFolder(output, create=True)  # writable, checked before any work
-    say: Progress = progress or (lambda stage, msg: None)
     net = cfg["network"]
     risk_cfg = dict(cfg.get("risk") or {})
     tiles_cfg = dict(cfg.get("tiles") or {})
     sample_cfg = dict(cfg.get("sample") or {})
-    if not Path(net["path"]).exists():
-        raise InputFileError(f"{net['path']}: no such network file")
-    for ev in cfg["events"]:
-        if not Path(ev["path"]).exists():
-            raise InputFileError(f"{ev['path']}: no such {ev['kind']} file")
-    if not cfg["events"] and not sample_cfg.get("generate"):
-        raise ValidationError(
-            'the project has no [[events]]; add kind = "accident" with its path '
-            "(or [sample] generate = true for the generated demo events)"
-        )
-    timings: dict[str, float] = {}
-    lap = timer()
-
-    def done(stage: str, msg: str) -> None:
-        timings[stage] = round(lap(), 3)
-        say(stage, f"{msg} ({timings[stage]:.1f} s)")
-
-    say("network", f"reading {net['path']}")
-    roads = read_network(
-        net["path"],
-        highways=None if net.get("all_highways") else "drivable",
-        **({"layer": net["layer"]} if net.get("layer") else {}),
-    )
-    done("network", f"{len(roads):,} roads")
-    say("units", "building units")
-    units = build_units(
-        roads,
-        max_length_m=net.get("max_length_m"),
-        junction_merge_m=net.get("junction_merge_m"),
-        crs=net.get("crs"),
-        progress=bars,
-    )
-    done("units", f"{len(units):,} units")
-    say("events", "reading events")
-    events: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    _check_inputs(cfg, sample_cfg)
+    clock = _Clock(progress or (lambda stage, msg: None))
+    units = _network_units(net, clock, bars)
     generated = bool(sample_cfg.get("generate"))
-    if generated:
-        drawn = sample.generate(units, seed=int(sample_cfg.get("seed", 20190401)))
-        for table, frame in drawn.items():
-            events.setdefault(table, []).append(({"kind": table, "generated": True}, frame))
-    for ev in cfg["events"]:
-        options = {k: v for k, v in ev.items() if k not in _EVENT_OWN_KEYS}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TrafficUnitWarning)
-            frame = read_events(ev["path"], kind=ev["kind"], **options)
-        ev["_notes"] = [str(w.message) for w in caught]
-        for note in ev["_notes"]:
-            say("events", f"note: {note}")
-        events.setdefault(DataFolder.table_for_kind(ev["kind"]), []).append((ev, frame))
-    done("events", ", ".join(f"{sum(len(f) for _, f in v):,} {k}" for k, v in events.items()))
-    say("join", "joining events to units")
-    joined: dict[str, Any] = {}
-    join_reports: dict[str, list[dict[str, Any]]] = {}
-    per_source: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for table, items in events.items():
-            parts = []
-            for ev, frame in items:
-                j = assign(units, frame, max_distance_m=ev.get("max_distance_m"))
-                rep = dict(j.attrs.get("report") or {})
-                rep["read"] = rep.get("read") or frame.attrs.get("report")
-                join_reports.setdefault(table, []).append(rep)
-                if not ev.get("generated"):
-                    per_source.append((ev, rep))
-                if len(frame) == 0 and not ev.get("generated"):
-                    raise ValidationError(
-                        f"{ev['path']}: no usable {table} row (see the reader's report: "
-                        "check x/y, crs and time); nothing was written"
-                    )
-                if not rep.get("matched") and not ev.get("generated"):
-                    raise ValidationError(
-                        f"{ev['path']}: none of {len(frame):,} {table} falls on the network "
-                        f"(nearest unit farther than the snap distance): check x/y, crs and "
-                        f"that the file covers {Path(net['path']).name}; nothing was written"
-                    )
-                parts.append(j)
-            joined[table] = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-            if len(parts) > 1 and "event_id" in joined[table]:
-                dup = joined[table]["event_id"].duplicated() & joined[table]["unit_id"].isna()
-                joined[table] = joined[table][~dup]
-    done(
-        "join",
-        ", ".join(
-            f"{sum(int(r.get('matched', 0)) for r in reps):,} of "
-            f"{sum(int(r.get('events', 0)) for r in reps):,} {t} on a unit"
-            for t, reps in join_reports.items()
-        ),
-    )
+    events = _read_all_events(cfg["events"], units, sample_cfg, clock)
+    joined, per_source = _join_all(units, events, net, clock)
     accidents = joined.get("accidents")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if accidents is not None:
-            say("risk", "scoring units")
-            scored = score(
-                units,
-                accidents,
-                period=_period(risk_cfg.get("period")),
-                hazards=joined.get("hazards"),
-                measure=risk_cfg.get("measure"),
-                scheme=risk_cfg.get("scheme"),
-                bands=risk_cfg.get("bands"),
-                hotspot_stats=bool(risk_cfg.get("hotspots", False)),
-            )
-            period = scored.attrs["rule"].get("period") or []
-            done("risk", f"period {' – '.join(str(p)[:10] for p in period)}")
-            say("black_spots", "finding black spots")
-            spots = find_black_spots(
-                units,
-                accidents,
-                profile=risk_cfg.get("profile", "default"),
-                period=_period(risk_cfg.get("spots_period")),
-            )
-            done("black_spots", f"{len(spots):,} black spots")
-        else:
-            scored, spots = units, None
+    if accidents is not None:
+        scored, spots = _score_and_spots(units, accidents, joined, risk_cfg, clock)
+    else:
+        scored, spots = units, None
     zones = None
     zone_counts: dict[str, Any] = {}
     if cfg["zones"]:
-        from .zones import generate_zones, merge_zones, read_zones, with_zone_columns
-
-        say("zones", "assigning units to jurisdiction zones")
-        for z in cfg["zones"]:
-            part = (
-                generate_zones(units)
-                if z.get("generate")
-                else read_zones(
-                    z["path"], tree=z.get("tree"), levels=z.get("levels"), layer=z.get("layer")
-                )
-            )
-            zones = merge_zones(zones, part)
-        assert zones is not None
-        scored, joined, zone_counts = with_zone_columns(scored, zones, joined)
-        done("zones", f"{len(zones):,} zones in {len(zones.trees)} trees")
+        zones, scored, joined, zone_counts = _zones_stage(
+            cfg["zones"], units, scored, joined, clock
+        )
     finish_folder(
         folder,
         scored=scored,
         joined=joined,
         spots=spots,
-        timings=timings,
-        lap=lap,
-        say=say,
+        timings=clock.timings,
+        lap=clock.lap,
+        say=clock.say,
         tiles=tiles_cfg,
         name=str(cfg.get("name") or Path(net["path"]).stem),
         generated=generated,
@@ -404,6 +279,213 @@ def build(
             "crs": units.attrs.get("report", {}).get("metric_crs") or net.get("crs"),
         },
     )
+    _record_zones(folder, zones, zone_counts, clock.say)
+    _record_sources(folder, net, sample_cfg if generated else None, per_source)
+    return folder
+
+
+class _Clock:
+    """Progress messages and the time of every stage (``timings``, seconds)."""
+
+    def __init__(self, say: Progress) -> None:
+        self.say = say
+        self.timings: dict[str, float] = {}
+        self.lap = timer()
+
+    def done(self, stage: str, msg: str) -> None:
+        self.timings[stage] = round(self.lap(), 3)
+        self.say(stage, f"{msg} ({self.timings[stage]:.1f} s)")
+
+
+def _check_inputs(cfg: Mapping[str, Any], sample_cfg: Mapping[str, Any]) -> None:
+    """Every file the project names exists, and there are events to read or draw."""
+    net = cfg["network"]
+    if not Path(net["path"]).exists():
+        raise InputFileError(f"{net['path']}: no such network file")
+    for ev in cfg["events"]:
+        if not Path(ev["path"]).exists():
+            raise InputFileError(f"{ev['path']}: no such {ev['kind']} file")
+    if not cfg["events"] and not sample_cfg.get("generate"):
+        raise ValidationError(
+            'the project has no [[events]]; add kind = "accident" with its path '
+            "(or [sample] generate = true for the generated demo events)"
+        )
+
+
+def _network_units(net: Mapping[str, Any], clock: _Clock, bars: bool) -> Any:
+    """Stages network and units: the roads read, then split into traffic units."""
+    from .network import read_network
+    from .units import build_units
+
+    clock.say("network", f"reading {net['path']}")
+    roads = read_network(
+        net["path"],
+        highways=None if net.get("all_highways") else "drivable",
+        **({"layer": net["layer"]} if net.get("layer") else {}),
+    )
+    clock.done("network", f"{len(roads):,} roads")
+    clock.say("units", "building units")
+    units = build_units(
+        roads,
+        max_length_m=net.get("max_length_m"),
+        junction_merge_m=net.get("junction_merge_m"),
+        crs=net.get("crs"),
+        progress=bars,
+    )
+    clock.done("units", f"{len(units):,} units")
+    return units
+
+
+_Events = dict[str, list[tuple[dict[str, Any], Any]]]
+
+
+def _read_all_events(
+    sources: list[dict[str, Any]], units: Any, sample_cfg: Mapping[str, Any], clock: _Clock
+) -> _Events:
+    """Stage events: every source read (its warnings kept as notes), or the GENERATED sample."""
+    from . import sample
+    from .events import read_events
+
+    clock.say("events", "reading events")
+    events: _Events = {}
+    if sample_cfg.get("generate"):
+        drawn = sample.generate(units, seed=int(sample_cfg.get("seed", 20190401)))
+        for table, frame in drawn.items():
+            events.setdefault(table, []).append(({"kind": table, "generated": True}, frame))
+    for ev in sources:
+        options = {k: v for k, v in ev.items() if k not in _EVENT_OWN_KEYS}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TrafficUnitWarning)
+            frame = read_events(ev["path"], kind=ev["kind"], **options)
+        ev["_notes"] = [str(w.message) for w in caught]
+        for note in ev["_notes"]:
+            clock.say("events", f"note: {note}")
+        events.setdefault(DataFolder.table_for_kind(ev["kind"]), []).append((ev, frame))
+    clock.done("events", ", ".join(f"{sum(len(f) for _, f in v):,} {k}" for k, v in events.items()))
+    return events
+
+
+def _join_all(
+    units: Any, events: _Events, net: Mapping[str, Any], clock: _Clock
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Stage join: each source attached to the units; a source with no row on them fails."""
+    from .join import assign
+
+    clock.say("join", "joining events to units")
+    joined: dict[str, Any] = {}
+    join_reports: dict[str, list[dict[str, Any]]] = {}
+    per_source: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for table, items in events.items():
+            parts = []
+            for ev, frame in items:
+                j = assign(units, frame, max_distance_m=ev.get("max_distance_m"))
+                rep = dict(j.attrs.get("report") or {})
+                rep["read"] = rep.get("read") or frame.attrs.get("report")
+                join_reports.setdefault(table, []).append(rep)
+                if not ev.get("generated"):
+                    per_source.append((ev, rep))
+                    _check_source_joined(ev, frame, rep, table, net)
+                parts.append(j)
+            joined[table] = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            if len(parts) > 1 and "event_id" in joined[table]:
+                dup = joined[table]["event_id"].duplicated() & joined[table]["unit_id"].isna()
+                joined[table] = joined[table][~dup]
+    clock.done(
+        "join",
+        ", ".join(
+            f"{sum(int(r.get('matched', 0)) for r in reps):,} of "
+            f"{sum(int(r.get('events', 0)) for r in reps):,} {t} on a unit"
+            for t, reps in join_reports.items()
+        ),
+    )
+    return joined, per_source
+
+
+def _check_source_joined(
+    ev: Mapping[str, Any], frame: Any, rep: Mapping[str, Any], table: str, net: Mapping[str, Any]
+) -> None:
+    if len(frame) == 0:
+        raise ValidationError(
+            f"{ev['path']}: no usable {table} row (see the reader's report: "
+            "check x/y, crs and time); nothing was written"
+        )
+    if not rep.get("matched"):
+        raise ValidationError(
+            f"{ev['path']}: none of {len(frame):,} {table} falls on the network "
+            f"(nearest unit farther than the snap distance): check x/y, crs and "
+            f"that the file covers {Path(net['path']).name}; nothing was written"
+        )
+
+
+def _score_and_spots(
+    units: Any,
+    accidents: Any,
+    joined: Mapping[str, Any],
+    risk_cfg: Mapping[str, Any],
+    clock: _Clock,
+) -> tuple[Any, Any]:
+    """Stages risk and black spots."""
+    from .blackspots import find_black_spots
+    from .risk import score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clock.say("risk", "scoring units")
+        scored = score(
+            units,
+            accidents,
+            period=_period(risk_cfg.get("period")),
+            hazards=joined.get("hazards"),
+            measure=risk_cfg.get("measure"),
+            scheme=risk_cfg.get("scheme"),
+            bands=risk_cfg.get("bands"),
+            hotspot_stats=bool(risk_cfg.get("hotspots", False)),
+        )
+        period = scored.attrs["rule"].get("period") or []
+        clock.done("risk", f"period {' – '.join(str(p)[:10] for p in period)}")
+        clock.say("black_spots", "finding black spots")
+        spots = find_black_spots(
+            units,
+            accidents,
+            profile=risk_cfg.get("profile", "default"),
+            period=_period(risk_cfg.get("spots_period")),
+        )
+        clock.done("black_spots", f"{len(spots):,} black spots")
+    return scored, spots
+
+
+def _zones_stage(
+    zone_cfgs: list[dict[str, Any]],
+    units: Any,
+    scored: Any,
+    joined: dict[str, Any],
+    clock: _Clock,
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """Stage zones: jurisdiction trees read or generated, their codes on units and events."""
+    from .zones import generate_zones, merge_zones, read_zones, with_zone_columns
+
+    clock.say("zones", "assigning units to jurisdiction zones")
+    zones = None
+    for z in zone_cfgs:
+        part = (
+            generate_zones(units)
+            if z.get("generate")
+            else read_zones(
+                z["path"], tree=z.get("tree"), levels=z.get("levels"), layer=z.get("layer")
+            )
+        )
+        zones = merge_zones(zones, part)
+    assert zones is not None
+    scored, joined, zone_counts = with_zone_columns(scored, zones, joined)
+    clock.done("zones", f"{len(zones):,} zones in {len(zones.trees)} trees")
+    return zones, scored, joined, zone_counts
+
+
+def _record_zones(
+    folder: DataFolder, zones: Any, zone_counts: Mapping[str, Any], say: Progress
+) -> None:
     if zones is not None:
         from .zones import FOLDER_FILE
 
@@ -417,10 +499,19 @@ def build(
             }
     elif (folder.root / "zones.parquet").exists():
         say("zones", "note: zones.parquet is kept from before (the project names no zones)")
+
+
+def _record_sources(
+    folder: DataFolder,
+    net: Mapping[str, Any],
+    sample_cfg: Mapping[str, Any] | None,
+    per_source: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    """The manifest's sources: the network, the generated sample, each event file's report."""
     folder.record_source(
         "network", net["path"], options={k: v for k, v in net.items() if k != "path"}
     )
-    if generated:
+    if sample_cfg is not None:
         folder.record_source("generated", None, options={"seed": sample_cfg.get("seed", 20190401)})
     for ev, rep_list in per_source:
         options = {k: v for k, v in ev.items() if k not in ("path", "_notes")}
@@ -434,7 +525,6 @@ def build(
             }
             if ev.get("_notes"):
                 mm["sources"][-1]["warnings"] = ev["_notes"]
-    return folder
 
 
 def finish_folder(

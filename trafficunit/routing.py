@@ -32,7 +32,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from ._errors import ValidationError
-from ._validate import require_gdf
+from ._validate import require_gdf, time_zone
 
 __all__ = [
     "ASSUMED_SPEED_KMH",
@@ -420,13 +420,7 @@ def daily_intervals(
 
 def check_tz(tz: str) -> str:
     """``tz`` if it is a time zone name pandas knows, else ValidationError."""
-    try:
-        pd.Timestamp("2000-01-01").tz_localize(tz)
-    except Exception as exc:
-        raise ValidationError(
-            f"unknown time zone {tz!r} (use a name like 'Asia/Shanghai')"
-        ) from exc
-    return tz
+    return time_zone(tz, " (use a name like 'Asia/Shanghai')")
 
 
 def _pair(w: Sequence[str]) -> tuple[str, str]:

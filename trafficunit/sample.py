@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -95,6 +97,32 @@ def _unit_weights(units: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return base * cls * hot * rng.lognormal(0.0, 0.5, len(units))
 
 
+def _start(units: gpd.GeoDataFrame, seed: int) -> tuple[gpd.GeoDataFrame, np.random.Generator, Any]:
+    """The units checked and in their metric CRS, the seeded generator, that CRS."""
+    u = _check_units(units)
+    rng = np.random.default_rng(seed)
+    crs = metric_crs(u)
+    return u.to_crs(crs), rng, crs
+
+
+def _picks(um: gpd.GeoDataFrame, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` units drawn by their weights (road class, a few hot spots)."""
+    w = _unit_weights(um, rng)
+    return np.asarray(rng.choice(len(um), n, p=w / w.sum()))
+
+
+def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    return np.asarray(np.char.add(prefix, np.char.zfill(np.arange(1, n + 1).astype(str), width)))
+
+
+def _generated(columns: dict[str, Any], geometry: Any, crs: Any) -> gpd.GeoDataFrame:
+    """The drawn events labelled GENERATED (``generated``, ``source``), EPSG:4326."""
+    out = gpd.GeoDataFrame(
+        {**columns, "generated": True, "source": GENERATED_LABEL}, geometry=geometry, crs=crs
+    )
+    return out.to_crs(4326)
+
+
 def _points_on(units: gpd.GeoDataFrame, picks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random points on (segments) or around (intersections) the picked units, metric CRS."""
     geoms = np.asarray(units.geometry.array)[picks]
@@ -149,12 +177,8 @@ def accidents(
     tz
         Time zone of the accident times.
     """
-    u = _check_units(units)
-    rng = np.random.default_rng(seed)
-    crs = metric_crs(u)
-    um = u.to_crs(crs)
-    w = _unit_weights(um, rng)
-    picks = rng.choice(len(um), n, p=w / w.sum())
+    um, rng, crs = _start(units, seed)
+    picks = _picks(um, rng, n)
     geom = _points_on(um, picks, rng)
     time = _times(rng, n, start, end, tz, _HOUR_WEIGHT)
     hour = time.hour.to_numpy()
@@ -177,33 +201,27 @@ def accidents(
     )
     names = um["name"].astype("string").to_numpy(dtype=object, na_value=None)[picks]
     names = np.array([None if v is None else str(v).split(";")[0] for v in names], dtype=object)
-    out = gpd.GeoDataFrame(
-        {
-            "event_id": np.char.add("GA", np.char.zfill(np.arange(1, n + 1).astype(str), 6)),
-            "kind": "accident",
-            "time": time,
-            "year": pd.array(time.year.to_numpy(), dtype="Int64"),
-            "hour": pd.array(hour, dtype="Int64"),
-            "severity": sev,
-            "deaths": pd.array((sev == "K") * (1 + (rng.random(n) < 0.1)), dtype="Int64"),
-            "serious_injuries": pd.array(
-                (sev == "A") * (1 + rng.poisson(0.2, n)) + (sev == "K") * rng.poisson(0.3, n),
-                dtype="Int64",
-            ),
-            "minor_injuries": pd.array(
-                np.isin(sev, ["B", "C"]) * (1 + rng.poisson(0.4, n)), dtype="Int64"
-            ),
-            "collision_type": coll,
-            "light": light,
-            "weather": _WEATHER[rng.choice(4, n, p=_WEATHER_P)],
-            "road_name": names,
-            "generated": True,
-            "source": GENERATED_LABEL,
-        },
-        geometry=geom,
-        crs=crs,
-    )
-    return out.to_crs(4326)
+    columns: dict[str, Any] = {
+        "event_id": _ids("GA", n, 6),
+        "kind": "accident",
+        "time": time,
+        "year": pd.array(time.year.to_numpy(), dtype="Int64"),
+        "hour": pd.array(hour, dtype="Int64"),
+        "severity": sev,
+        "deaths": pd.array((sev == "K") * (1 + (rng.random(n) < 0.1)), dtype="Int64"),
+        "serious_injuries": pd.array(
+            (sev == "A") * (1 + rng.poisson(0.2, n)) + (sev == "K") * rng.poisson(0.3, n),
+            dtype="Int64",
+        ),
+        "minor_injuries": pd.array(
+            np.isin(sev, ["B", "C"]) * (1 + rng.poisson(0.4, n)), dtype="Int64"
+        ),
+        "collision_type": coll,
+        "light": light,
+        "weather": _WEATHER[rng.choice(4, n, p=_WEATHER_P)],
+        "road_name": names,
+    }
+    return _generated(columns, geom, crs)
 
 
 def hazards(
@@ -216,33 +234,23 @@ def hazards(
     tz: str = "Europe/Helsinki",
 ) -> gpd.GeoDataFrame:
     """Generated hazard reports (events contract, ``kind="hazard"``), points, EPSG:4326."""
-    u = _check_units(units)
-    rng = np.random.default_rng(seed)
-    crs = metric_crs(u)
-    um = u.to_crs(crs)
-    w = _unit_weights(um, rng)
-    picks = rng.choice(len(um), n, p=w / w.sum())
+    um, rng, crs = _start(units, seed)
+    picks = _picks(um, rng, n)
     reported = _times(rng, n, start, end, tz, np.ones(24))
     item = _HAZARDS[rng.integers(0, len(_HAZARDS), n)]
-    out = gpd.GeoDataFrame(
-        {
-            "event_id": np.char.add("GH", np.char.zfill(np.arange(1, n + 1).astype(str), 5)),
-            "kind": "hazard",
-            "category": np.char.partition(item.astype(str), ":")[:, 0],
-            "item": np.char.strip(np.char.partition(item.astype(str), ":")[:, 2]),
-            "grade": np.where(rng.random(n) < 0.15, "major", "general"),
-            "status": _STATUS[rng.choice(len(_STATUS), n, p=_STATUS_P)],
-            "reported_at": reported,
-            "source_channel": np.array(["patrol", "crash analysis", "public report", "audit"])[
-                rng.integers(0, 4, n)
-            ],
-            "generated": True,
-            "source": GENERATED_LABEL,
-        },
-        geometry=_points_on(um, picks, rng),
-        crs=crs,
-    )
-    return out.to_crs(4326)
+    columns: dict[str, Any] = {
+        "event_id": _ids("GH", n, 5),
+        "kind": "hazard",
+        "category": np.char.partition(item.astype(str), ":")[:, 0],
+        "item": np.char.strip(np.char.partition(item.astype(str), ":")[:, 2]),
+        "grade": np.where(rng.random(n) < 0.15, "major", "general"),
+        "status": _STATUS[rng.choice(len(_STATUS), n, p=_STATUS_P)],
+        "reported_at": reported,
+        "source_channel": np.array(["patrol", "crash analysis", "public report", "audit"])[
+            rng.integers(0, 4, n)
+        ],
+    }
+    return _generated(columns, _points_on(um, picks, rng), crs)
 
 
 def workzones(
@@ -258,10 +266,7 @@ def workzones(
 
     Each site covers the middle part of one segment unit.
     """
-    u = _check_units(units)
-    rng = np.random.default_rng(seed)
-    crs = metric_crs(u)
-    um = u.to_crs(crs)
+    um, rng, crs = _start(units, seed)
     segs = um[(um["kind"] == "segment") & (um["length_m"].astype(float) > 40)]
     if segs.empty:
         raise ValidationError("no segment longer than 40 m to place work zones on")
@@ -282,22 +287,16 @@ def workzones(
     order = np.lexsort((order_key, all_idx))
     geom = shapely.linestrings(all_xy[order], indices=all_idx[order])
     begin = _times(rng, n, start, end, tz, np.ones(24)).normalize()
-    out = gpd.GeoDataFrame(
-        {
-            "event_id": np.char.add("GW", np.char.zfill(np.arange(1, n + 1).astype(str), 4)),
-            "kind": "workzone",
-            "site_code": np.char.add("WZ-2018-", np.char.zfill(np.arange(1, n + 1).astype(str), 3)),
-            "start": begin,
-            "end": begin + pd.to_timedelta(rng.integers(3, 90, n), "D"),
-            "lanes_taken": pd.array(rng.integers(1, 3, n), dtype="Int64"),
-            "night_works": rng.random(n) < 0.3,
-            "generated": True,
-            "source": GENERATED_LABEL,
-        },
-        geometry=geom,
-        crs=crs,
-    )
-    return out.to_crs(4326)
+    columns: dict[str, Any] = {
+        "event_id": _ids("GW", n, 4),
+        "kind": "workzone",
+        "site_code": _ids("WZ-2018-", n, 3),
+        "start": begin,
+        "end": begin + pd.to_timedelta(rng.integers(3, 90, n), "D"),
+        "lanes_taken": pd.array(rng.integers(1, 3, n), dtype="Int64"),
+        "night_works": rng.random(n) < 0.3,
+    }
+    return _generated(columns, geom, crs)
 
 
 def generate(

@@ -9,29 +9,46 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast
 
+if TYPE_CHECKING:
+    pass
+
+#: Names that moved beside the code that uses them; ``from trafficunit.settings import ...``
+#: still finds them (:func:`__getattr__`).
+_MOVED = {
+    "BLACK_SPOT_PROFILES": "trafficunit.blackspots.profiles",
+    "BlackSpotProfile": "trafficunit.blackspots.profiles",
+    "Criterion": "trafficunit.blackspots.profiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Black-spot profiles live in :mod:`trafficunit.blackspots.profiles`; old imports work."""
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _With:
+    """Mixin of the frozen settings classes: ``with_`` returns a changed copy."""
+
+    def with_(self, **changes: Any) -> Self:
+        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
+        kept = {k: v for k, v in changes.items() if v is not None}
+        return cast(Self, replace(cast(Any, self), **kept))
+
+
+# fmt: off
 #: OSM ``highway`` values kept by default: roads motor vehicles drive on (cf. osmnx ``drive``).
-DRIVABLE_HIGHWAYS: frozenset[str] = frozenset(
-    {
-        "motorway",
-        "motorway_link",
-        "trunk",
-        "trunk_link",
-        "primary",
-        "primary_link",
-        "secondary",
-        "secondary_link",
-        "tertiary",
-        "tertiary_link",
-        "unclassified",
-        "residential",
-        "living_street",
-        "service",
-        "road",
-        "busway",
-    }
-)
+DRIVABLE_HIGHWAYS: frozenset[str] = frozenset({
+    "motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link", "secondary",
+    "secondary_link", "tertiary", "tertiary_link", "unclassified", "residential", "living_street",
+    "service", "road", "busway",
+})
+# fmt: on
 
 #: ``service=*`` values dropped from the drivable network (parking aisles, driveways...).
 EXCLUDED_SERVICE: frozenset[str] = frozenset(
@@ -57,20 +74,13 @@ INFLUENCE_M_BY_CLASS: dict[str, float] = {
 }
 DEFAULT_INFLUENCE_M = 30.0
 
+# fmt: off
 #: Ranking of road classes, most important first (links rank with their parent road).
 ROAD_CLASS_RANK: tuple[str, ...] = (
-    "motorway",
-    "trunk",
-    "primary",
-    "secondary",
-    "tertiary",
-    "unclassified",
-    "residential",
-    "living_street",
-    "service",
-    "road",
-    "busway",
+    "motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential",
+    "living_street", "service", "road", "busway",
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
-class UnitSettings:
+class UnitSettings(_With):
     """How a network is split into traffic units.
 
     Attributes
@@ -118,13 +128,9 @@ class UnitSettings:
     default_influence_m: float = DEFAULT_INFLUENCE_M
     snap_m: float = 0.01
 
-    def with_(self, **changes: Any) -> UnitSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
 
 @dataclass(frozen=True)
-class TileSettings:
+class TileSettings(_With):
     """How risk tiles are built (:func:`trafficunit.tiles.build_tiles`).
 
     Low zooms stay small by giving every feature a first zoom (``minzoom``): the riskiest units
@@ -186,12 +192,9 @@ class TileSettings:
     maximum_tile_bytes: int = 500_000
     float_decimals: int = 3
 
-    def with_(self, **changes: Any) -> TileSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-
-# -- risk: measures, four-colour levels, black spots, time (trafficunit.risk / .blackspots) ------
+# -- risk: measures, four-colour levels, time (trafficunit.risk); black-spot profiles live in
+# trafficunit.blackspots.profiles, beside the screening that uses them --------------------------
 
 
 @lru_cache(maxsize=1)
@@ -225,7 +228,7 @@ NO_LEVEL_COLOUR = "#8c8c8c"
 
 
 @dataclass(frozen=True)
-class RiskSettings:
+class RiskSettings(_With):
     """How units are scored and coloured (:func:`trafficunit.score`).
 
     Attributes
@@ -343,116 +346,6 @@ class RiskSettings:
     sparse_median_eb_weight: float = 0.05
     sparse_max_k: float = 10.0
 
-    def with_(self, **changes: Any) -> RiskSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One condition of a black-spot rule: ``field op value`` over a point or window.
-
-    ``field`` is a count over the accidents inside: ``crashes``, a KABCO letter or a combination
-    of letters (``"KA"``: fatal or serious, ``"KABC"``: injury accidents), ``deaths``,
-    ``serious_injuries``, ``minor_injuries``, ``epdo`` or ``index`` (the profile's weighted
-    casualty index).
-    """
-
-    field: str
-    value: float
-    op: str = ">="
-
-    def __str__(self) -> str:
-        value = int(self.value) if float(self.value).is_integer() else self.value
-        return f"{self.field} {self.op} {value}"
-
-
-@dataclass(frozen=True)
-class BlackSpotProfile:
-    """A rule for accident-prone points and sections (:func:`trafficunit.find_black_spots`).
-
-    Attributes
-    ----------
-    name, description, source
-        Identification; ``source`` says where the numbers come from ([src]/[rec]/[?]).
-    years
-        Length of the analysis period (the latest ``years`` of data unless a period is given).
-    point_radius_m
-        Radius of a point (cluster of accidents around a centre accident), metres.
-    window_m, step_m
-        Sliding-window length and step along continuous roads, metres.
-    window_m_rural
-        Window on roads whose units are mostly rural (a boolean ``rural`` unit column).
-    criteria, combine
-        Conditions and how they combine: ``"any"`` (one suffices) or ``"all"``.
-    section_criteria
-        Conditions for sections when they differ from points.
-    index_weights
-        Weights of the casualty index (``index`` criterion field) by casualty column.
-    include_intersections
-        Count accidents on intersection units in the sections of every road through them.
-    """
-
-    name: str
-    criteria: tuple[Criterion, ...]
-    description: str = ""
-    source: str = ""
-    years: float = 3.0
-    point_radius_m: float = 50.0
-    window_m: float = 500.0
-    step_m: float = 100.0
-    window_m_rural: float | None = None
-    combine: str = "any"
-    section_criteria: tuple[Criterion, ...] | None = None
-    index_weights: dict[str, float] = field(
-        default_factory=lambda: {"deaths": 100.0, "serious_injuries": 10.0, "minor_injuries": 3.0}
-    )
-    include_intersections: bool = True
-
-    def with_(self, **changes: Any) -> BlackSpotProfile:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-#: Named black-spot profiles (docs/domain.md). Korea, India and Portugal are published rules [src];
-#: ``default`` is our recommendation [rec] (3 years, 50 m points, 500 m windows, 100 m steps).
-BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
-    "default": BlackSpotProfile(
-        name="default",
-        description="3 years; 50 m points; 500 m windows, 100 m steps",
-        source="[rec] docs/domain.md default; thresholds are a recommendation",
-        criteria=(Criterion("KA", 2), Criterion("KABC", 5), Criterion("crashes", 10)),
-    ),
-    "kr-molit": BlackSpotProfile(
-        name="kr-molit",
-        description="Korea: 3 years, 150 m radius, 600 m urban / 1000 m rural sections",
-        source="[src] docs/domain.md (Korea)",
-        point_radius_m=150.0,
-        window_m=600.0,
-        window_m_rural=1000.0,
-        criteria=(Criterion("K", 3), Criterion("KA", 10)),
-    ),
-    "in-morth": BlackSpotProfile(
-        name="in-morth",
-        description="India: ~500 m stretch, 5 fatal/grievous crashes or 10 deaths in 3 years",
-        source="[src] docs/domain.md (India)",
-        point_radius_m=250.0,
-        window_m=500.0,
-        criteria=(Criterion("KA", 5), Criterion("deaths", 10)),
-    ),
-    "pt-ansr": BlackSpotProfile(
-        name="pt-ansr",
-        description="Portugal: <=200 m, >=5 injury crashes in a year and severity index > 20",
-        source="[src] docs/domain.md (Portugal)",
-        years=1.0,
-        point_radius_m=100.0,
-        window_m=200.0,
-        step_m=50.0,
-        combine="all",
-        criteria=(Criterion("KABC", 5), Criterion("index", 20, op=">")),
-    ),
-}
-
 
 @dataclass(frozen=True)
 class TimeSettings:
@@ -536,7 +429,7 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
-class JoinSettings:
+class JoinSettings(_With):
     """How events are attached to units (``tu.assign``) and summarised (``tu.summarize``).
 
     Attributes
@@ -592,16 +485,12 @@ class JoinSettings:
     epdo_weights: str = "hsm-2010"
     closed_statuses: frozenset[str] = CLOSED_STATUSES
 
-    def with_(self, **changes: Any) -> JoinSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
 
 # --- hazard ledger and work zones (trafficunit.ledger) ---------------------------------------
 
 
 @dataclass(frozen=True)
-class LedgerSettings:
+class LedgerSettings(_With):
     """Rules of the hazard closed loop (``trafficunit.ledger``); docs/domain.md "Hazard lifecycle".
 
     Attributes
@@ -656,16 +545,12 @@ class LedgerSettings:
     )
     units_margin_m: float = 5_000.0
 
-    def with_(self, **changes: Any) -> LedgerSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
 
 # --- re-segmentation lineage and scale-out (trafficunit.lineage, trafficunit.distributed) ------
 
 
 @dataclass(frozen=True)
-class LineageSettings:
+class LineageSettings(_With):
     """How a re-segmentation relates old units to new ones (``tu.resegment``).
 
     Attributes
@@ -693,32 +578,16 @@ class LineageSettings:
     min_overlap_m: float = 5.0
     intersection_match_m: float = 20.0
     reassign_slack_m: float = 10.0
+    # fmt: off
     compare_attributes: tuple[str, ...] = (
-        "road_class",
-        "ramp",
-        "name",
-        "ref",
-        "maxspeed_kmh",
-        "lanes",
-        "oneway",
-        "direction",
-        "lit",
-        "sidewalk",
-        "surface",
-        "bridge",
-        "tunnel",
-        "degree",
-        "road_classes",
-        "aadt",
+        "road_class", "ramp", "name", "ref", "maxspeed_kmh", "lanes", "oneway", "direction",
+        "lit", "sidewalk", "surface", "bridge", "tunnel", "degree", "road_classes", "aadt",
     )
-
-    def with_(self, **changes: Any) -> LineageSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+    # fmt: on
 
 
 @dataclass(frozen=True)
-class DistributedSettings:
+class DistributedSettings(_With):
     """How the build → join → score pipeline is partitioned on Dask (``trafficunit.distributed``).
 
     Attributes
@@ -752,7 +621,3 @@ class DistributedSettings:
     memory_limit: str = "auto"
     processes: bool = True
     connect_timeout_s: float = 30.0
-
-    def with_(self, **changes: Any) -> DistributedSettings:
-        """Return a copy with ``changes`` applied, ignoring ``None`` values."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -598,27 +598,9 @@ def build_tiles_report(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        tmpdir = str(work)
-        args = [
-            str(binary),
-            "--force",
-            f"--minimum-zoom={ts.minzoom}",
-            f"--maximum-zoom={ts.maxzoom}",
-            "--drop-rate=1",  # dropping is driven by each feature's minzoom, not by density
-            "--drop-densest-as-needed",
-            f"--maximum-tile-bytes={ts.maximum_tile_bytes}",
-            f"--simplification={ts.simplification}",
-            "--order-by=level_rank",  # red drawn last, on top
-            "--read-parallel",
-            f"--name={name}",
-            f"--attribution={attribution}",
-            f"--description={description or name}",
-            f"--temporary-directory={tmpdir}",
-        ]
-        if quiet:
-            args += ["--quiet"]
+        args = _tippecanoe_args(binary, ts, name, attribution, description, work, quiet)
         for layer, frame in layers.items():
-            path = Path(tmpdir) / f"{layer}.geojsonl"
+            path = work / f"{layer}.geojsonl"
             report.features[layer] = write_geojsonseq(frame, path)
             args += ["--named-layer", f"{layer}:{path}"]
         report.prepare_s = time.perf_counter() - t0
@@ -626,23 +608,56 @@ def build_tiles_report(
         if threads:
             env["TIPPECANOE_MAX_THREADS"] = str(threads)
         t1 = time.perf_counter()
-        tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
-        try:
-            returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
-            if returncode != 0 or not tmp.exists():
-                raise TrafficUnitError(
-                    f"tippecanoe failed (exit {returncode}) building {output}: "
-                    f"{stderr.strip()[-800:]}"
-                )
-            os.replace(tmp, output)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _tippecanoe_into(args, output, env, binary)
         report.tippecanoe_s = time.perf_counter() - t1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.bytes = output.stat().st_size
     return report
+
+
+def _tippecanoe_args(
+    binary: Path,
+    ts: TileSettings,
+    name: str,
+    attribution: str,
+    description: str | None,
+    work: Path,
+    quiet: bool,
+) -> list[str]:
+    """tippecanoe's options for one archive (the layers are added by the caller)."""
+    args = [
+        str(binary),
+        "--force",
+        f"--minimum-zoom={ts.minzoom}",
+        f"--maximum-zoom={ts.maxzoom}",
+        "--drop-rate=1",  # dropping is driven by each feature's minzoom, not by density
+        "--drop-densest-as-needed",
+        f"--maximum-tile-bytes={ts.maximum_tile_bytes}",
+        f"--simplification={ts.simplification}",
+        "--order-by=level_rank",  # red drawn last, on top
+        "--read-parallel",
+        f"--name={name}",
+        f"--attribution={attribution}",
+        f"--description={description or name}",
+        f"--temporary-directory={work}",
+    ]
+    return [*args, "--quiet"] if quiet else args
+
+
+def _tippecanoe_into(args: list[str], output: Path, env: dict[str, str], binary: Path) -> None:
+    """Run tippecanoe into a temporary file renamed onto ``output`` when it succeeded."""
+    tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
+    try:
+        returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
+        if returncode != 0 or not tmp.exists():
+            raise TrafficUnitError(
+                f"tippecanoe failed (exit {returncode}) building {output}: {stderr.strip()[-800:]}"
+            )
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def read_tile_layers(path: str | os.PathLike[str], z: int, x: int, y: int) -> dict[str, Any]:

@@ -8,19 +8,22 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep
 from ..errors import Unavailable
 from ..layers import ACCIDENTS
 from ..lists import list_response
+from ..zonejoin import ZoneDep, table_zone_rows
 
 router = APIRouter(tags=["accidents"])
 
 
 @router.get("/accidents", summary="Accidents in a bbox and period (GeoJSON or CSV)")
 async def list_accidents(
+    request: Request,
+    zf: ZoneDep,
     store: StoreDep,
     bbox: BBoxDep,
     limit: LimitDep,
@@ -31,5 +34,6 @@ async def list_accidents(
     table = store.table("accidents")
     if table is None:
         raise Unavailable(store.missing("accidents"))
-    rows = ACCIDENTS.rows(table.frame, table.extra, table.bbox_rows(bbox), key)
+    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)  # server/zonejoin.py
+    rows = ACCIDENTS.rows(table.frame, table.extra, rows, key)
     return list_response(table, rows, fmt=fmt, limit=limit, name="accidents", full=full)

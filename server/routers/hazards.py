@@ -28,6 +28,7 @@ from ..ledger import (
     public_reports,
     sees_actors,
 )
+from ..zonejoin import ZoneDep, list_hazards_in, zone_features
 
 router = APIRouter(tags=["hazards"])
 
@@ -99,9 +100,13 @@ class TransitionIn(BaseModel):
 
 
 def _feature_response(
-    hazard: Hazard, status: int = 200, extra: dict[str, Any] | None = None
+    hazard: Hazard,
+    status: int = 200,
+    extra: dict[str, Any] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    body = hazard.to_feature()
+    # with a request: zone codes and the unit's chief now joined (server/zonejoin.py)
+    body = hazard.to_feature() if request is None else zone_features(request, [hazard])[0]
     if extra:
         body.update(extra)
     return JSONResponse(
@@ -183,11 +188,13 @@ def report_hazard(
     extra: dict[str, Any] = {"linked": res.linked, "replayed": res.replayed}
     if res.distance_m is not None:
         extra["linked_distance_m"] = round(res.distance_m, 2)
-    return _feature_response(res.hazard, 201 if res.created else 200, extra)
+    return _feature_response(res.hazard, 201 if res.created else 200, extra, request)
 
 
 @router.get("/hazards", summary="Hazards by bbox, unit, state, grade, overdue, jurisdiction")
 def list_hazards(
+    request: Request,
+    zf: ZoneDep,
     svc: ServiceDep,
     reader: ReaderDep,
     bbox: BBoxDep,
@@ -223,7 +230,10 @@ def list_hazards(
     categories = comma_list(category)
     if categories:
         categories = [svc.ledger.catalogue.resolve(c) for c in categories]
-    total, hazards = svc.ledger.list_hazards(
+    total, hazards = list_hazards_in(  # the zone filter: server/zonejoin.py
+        request,
+        svc.ledger,
+        zf,
         bbox=bbox,
         within=within,
         unit_id=unit_id,
@@ -243,11 +253,11 @@ def list_hazards(
             {
                 **{
                     k: (";".join(v) if isinstance(v, list) else v)
-                    for k, v in h.properties().items()
+                    for k, v in f["properties"].items()
                 },
                 "geometry_wkt": shapely.to_wkt(h.geometry, rounding_precision=7),
             }
-            for h in hazards
+            for h, f in zip(hazards, zone_features(request, hazards), strict=True)
         ]
         frame = pd.DataFrame(rows)
         headers["Content-Disposition"] = 'attachment; filename="hazards.csv"'
@@ -259,7 +269,7 @@ def list_hazards(
             "type": "FeatureCollection",
             "numberMatched": total,
             "numberReturned": len(hazards),
-            "features": [h.to_feature() for h in hazards],
+            "features": zone_features(request, hazards),  # with zone codes
         },
         headers=headers,
         media_type="application/geo+json",
@@ -273,6 +283,7 @@ def list_hazards(
 )
 def get_hazard(
     hazard_id: str,
+    request: Request,
     svc: ServiceDep,
     reader: ReaderDep,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -280,7 +291,7 @@ def get_hazard(
     hazard = svc.ledger.get(hazard_id)
     if if_none_match is not None and hazard.etag in [v.strip() for v in if_none_match.split(",")]:
         return Response(status_code=304, headers={"ETag": hazard.etag})
-    return _feature_response(hazard)
+    return _feature_response(hazard, request=request)
 
 
 @router.post(
@@ -300,6 +311,7 @@ def get_hazard(
 )
 def transition_hazard(
     hazard_id: str,
+    request: Request,
     body: TransitionIn,
     svc: ServiceDep,
     who: PrincipalDep,
@@ -319,7 +331,7 @@ def transition_hazard(
         road_chief=body.road_chief,
         deadline=body.deadline,
     )
-    return _feature_response(hazard)
+    return _feature_response(hazard, request=request)
 
 
 @router.get(

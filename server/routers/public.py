@@ -89,7 +89,7 @@ async def create_public_report(request: Request, ops: OpsDep) -> JSONResponse:
     raw = await request.body()
     if len(raw) > ops.ops.public_max_bytes:
         raise TooLarge(f"a public report is at most {ops.ops.public_max_bytes} bytes")
-    ok, wait = ops.public_limiter.allow(_client(request))
+    ok, wait = await run_in_threadpool(ops.public_limiter.allow, _client(request))
     if not ok:
         return JSONResponse(
             {"detail": "too many reports from this client; try again later"},

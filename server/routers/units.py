@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..errors import NotFound, Unavailable
 from ..layers import UNITS
 from ..lists import list_response
 from ..store import DataStore, Table
+from ..zonejoin import ZoneDep, table_zone_rows, unit_extra, with_unit_chief
 
 router = APIRouter(tags=["units"])
 
@@ -50,6 +52,8 @@ def _priority(table: Table) -> np.ndarray:
 
 @router.get("/units", summary="Units in a bbox, riskiest first (GeoJSON or CSV)")
 async def list_units(
+    request: Request,
+    zf: ZoneDep,
     store: StoreDep,
     bbox: BBoxDep,
     limit: LimitDep,
@@ -58,9 +62,11 @@ async def list_units(
     key: Annotated[tuple[Hashable | None, ...], Depends(UNITS.dependency())],
 ) -> Response:
     table = _units(store)
-    rows = UNITS.rows(table.frame, table.extra, table.bbox_rows(bbox), key)
+    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)
+    rows = UNITS.rows(table.frame, table.extra, rows, key)
     rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
-    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full)
+    chief = partial(unit_extra, request, table)  # road chief now, zone codes (server/zonejoin.py)
+    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full, extra=chief)
 
 
 def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:
@@ -104,7 +110,7 @@ async def get_unit(unit_id: str, store: StoreDep, request: Request) -> JSONRespo
     if pos < 0:
         raise NotFound(f"no unit {clip(unit_id)}")
     texts = table.features_all if table.features_all is not None else table.features
-    feature = json.loads(texts[pos])
+    feature = with_unit_chief(request, table, pos, json.loads(texts[pos]))
     feature["accidents"] = _records(store.table("accidents"), unit_id)
     svc = getattr(request.app.state, "ledger", None)
     if svc is None:  # an app without the ledger: the data folder's tables

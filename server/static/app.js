@@ -368,6 +368,7 @@
     const rows = [
       ["popup.road", road || null],
       ["popup.class", p.road_class ? word("road_class", p.road_class) : null],
+      ["popup.road_chief", p.road_chief ? [p.road_chief, p.road_chief_body].filter(Boolean).join(" · ") : null],
       ["popup.speed", speed(p.maxspeed_kmh) || t("popup.unknown")],
       ["popup.lanes", p.lanes ? num(p.lanes) : null],
       ["popup.length", p.kind === "segment" ? length(p.length_m) : null],

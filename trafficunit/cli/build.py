@@ -12,31 +12,9 @@ from rich.table import Table
 
 from .._errors import ValidationError
 from . import app
-from ._common import console, user_errors
+from ._common import console, preset_file, progress_printer, reader_options, user_errors
 
 _FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
-
-
-def _num_or_text(value: str | None) -> Any:
-    if value is None:
-        return None
-    return int(value) if (value.isascii() and value.isdigit()) else value
-
-
-def _pairs(text: str | None, flag: str) -> dict[Any, str] | None:
-    if not text:
-        return None
-    out: dict[Any, str] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise ValidationError(f"{flag}: expected key=value pairs separated by commas")
-        k, v = (p.strip() for p in item.split("=", 1))
-        out[k] = v
-        if k.lstrip("-").isascii() and k.lstrip("-").isdigit():
-            out[int(k)] = v
-    return out
 
 
 def _command_line(
@@ -172,57 +150,26 @@ def build_cmd(
     from ..project import build
 
     with user_errors():
-        flags = {
-            "preset": preset,
-            "x": x,
-            "y": y,
-            "crs": _num_or_text(crs),
-            "time": time.split(",") if time and "," in time else time,
-            "time_format": time_format,
-            "tz": tz,
-            "severity": severity,
-            "severity_map": _pairs(severity_map, "--severity-map"),
-            "event_id": event_id,
-            "road_name": road_name,
-            "encoding": encoding,
-            "sep": sep,
-        }
-        if project is not None and network is not None:
-            raise ValidationError("give a PROJECT.toml or --network, not both")
-        if project is None and network is None:
-            raise ValidationError(
-                "give a project file (trafficunit build city.toml -o DATA_DIR) or the flag "
-                "form (trafficunit build --network X.pbf --accidents Y.csv ... -o DATA_DIR)"
-            )
-        if project is not None:
-            given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
-            given += [
-                f"--{n}"
-                for n, v in (
-                    ("accidents", accidents),
-                    ("hazards", hazards),
-                    ("workzones", workzones),
-                )
-                if v is not None
-            ]
-            if given:
-                raise ValidationError(
-                    f"{', '.join(given)} belong to the flag form; with {project} put them in "
-                    "its [[events]] table"
-                )
-            spec: Any = project
-        else:
-            assert network is not None
-            if accidents is None and preset is None:
-                raise ValidationError("give the accidents file with --accidents FILE")
-            if accidents is None and preset is not None:
-                from ..presets import get_preset
-                from .join import _shared_data
-
-                base = _shared_data()
-                if base is None:
-                    raise ValidationError("--preset without --accidents needs ../shared/data")
-                accidents = base / get_preset(preset).file
+        flags = reader_options(
+            preset=preset,
+            x=x,
+            y=y,
+            crs=crs,
+            time=time,
+            time_format=time_format,
+            tz=tz,
+            severity=severity,
+            severity_map=severity_map,
+            event_id=event_id,
+            road_name=road_name,
+            encoding=encoding,
+            sep=sep,
+        )
+        files = {"accidents": accidents, "hazards": hazards, "workzones": workzones}
+        _check_form(project, network, files, flags)
+        spec: Any = project
+        if network is not None:
+            accidents = accidents or _preset_accidents(preset)
             spec = project_from_flags(
                 network=network,
                 accidents=accidents,
@@ -234,18 +181,45 @@ def build_cmd(
                 all_events=all_events,
                 max_distance=max_distance,
             )
-
-        def progress(stage: str, message: str) -> None:
-            if not quiet:
-                console.print(f"[dim]{stage:>11}[/] {message}", highlight=False)
-
         command = _command_line(project, output, network, accidents, hazards, workzones, flags)
         command += " --all-events" if all_events else ""
         command += f" --period {period}" if period and project is None else ""
         command += f" --metric-crs {metric_crs}" if metric_crs and project is None else ""
         command += f" --max-distance {max_distance:g}" if max_distance is not None else ""
+        progress = progress_printer(quiet)
         folder = build(spec, output=output, progress=progress, command=command, bars=not quiet)
     print_summary(folder.manifest, output)
+
+
+def _check_form(
+    project: Path | None,
+    network: Path | None,
+    files: dict[str, Path | None],
+    flags: dict[str, Any],
+) -> None:
+    """A project file or the flag form (``--network``), not both; a project takes no flag."""
+    if project is not None and network is not None:
+        raise ValidationError("give a PROJECT.toml or --network, not both")
+    if project is None and network is None:
+        raise ValidationError(
+            "give a project file (trafficunit build city.toml -o DATA_DIR) or the flag "
+            "form (trafficunit build --network X.pbf --accidents Y.csv ... -o DATA_DIR)"
+        )
+    if project is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given += [f"--{n}" for n, v in files.items() if v is not None]
+        if given:
+            raise ValidationError(
+                f"{', '.join(given)} belong to the flag form; with {project} put them in "
+                "its [[events]] table"
+            )
+
+
+def _preset_accidents(preset: str | None) -> Path:
+    """Flag form without ``--accidents``: the file of ``--preset`` in the shared data."""
+    if preset is None:
+        raise ValidationError("give the accidents file with --accidents FILE")
+    return preset_file(preset)
 
 
 def print_summary(manifest: dict[str, Any], output: Path) -> None:

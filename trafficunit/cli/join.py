@@ -8,6 +8,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from typer.core import TyperCommand
 from .. import io
 from .._errors import InputFileError, TrafficUnitError, TrafficUnitWarning, ValidationError
 from . import app
-from ._common import console, err_console
+from ._common import console, err_console, key_values, preset_file, reader_options
 
 _UNIT_SUFFIXES = (".parquet", ".geoparquet", ".gpkg")
 
@@ -114,21 +115,6 @@ def check_writable(path: Path, what: str = "output") -> None:
         raise InputFileError(f"cannot write {what} {path}: {reason}") from exc
 
 
-def _shared_data() -> Path | None:
-    """``../shared/data`` beside the working directory or the repository, or $TRAFFICUNIT_DATA."""
-    env = os.environ.get("TRAFFICUNIT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates += [
-        Path.cwd().parent / "shared" / "data",
-        Path.cwd() / "shared" / "data",
-        Path(__file__).resolve().parents[3] / "shared" / "data",
-    ]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
-
-
 def _load_units(path: Path, quiet: bool) -> Any:
     from ..network import read_network
     from ..units import build_units
@@ -152,50 +138,77 @@ def _load_units(path: Path, quiet: bool) -> Any:
     return build_units(read_network(path), progress=not quiet)
 
 
-def _pairs(text: str | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise ValidationError(
-                f"{what}: expected key=value pairs separated by commas, got {item!r}"
-            )
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+# options of `join` that take several lines
+_UnitsPath = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="UNITS",
+        help="Units (.parquet/.gpkg from `trafficunit units`) or a road network to build them",
+        show_default=False,
+    ),
+]
+
+_EventsPath = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="EVENTS",
+        help="Events file (CSV, GeoJSON, GPKG, Shapefile, Parquet); optional with --preset",
+        show_default=False,
+    ),
+]
+
+_Output = Annotated[
+    Path | None,
+    typer.Option(
+        "-o", "--output", help="Joined events: .parquet or .gpkg, or a data folder (required)"
+    ),
+]
+
+_Kind = Annotated[
+    Literal["accident", "hazard", "workzone"] | None,
+    typer.Option(help="What the events are", show_default="accident, or the preset's"),
+]
+
+_Encoding = Annotated[
+    str | None,
+    typer.Option(
+        help="Text encoding, e.g. gb18030, big5, cp1252",
+        show_default="detected: UTF-8, GB18030, Big5 or cp1252",
+    ),
+]
+
+_Tz = Annotated[
+    str | None,
+    typer.Option(
+        help="Time zone of times written without one, e.g. Asia/Shanghai",
+        show_default="looked up from the coordinates",
+    ),
+]
+
+_Column = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Other field mapping FIELD=COLUMN (repeatable), e.g. hour=Tunti",
+        metavar="FIELD=COLUMN",
+    ),
+]
+
+_AllowEmpty = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write the output even when no event is kept or matched",
+        metavar="",
+    ),
+]
 
 
 @app.command("join", cls=FlagHelpCommand)
 def join_cmd(
-    units_path: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="UNITS",
-            help="Units (.parquet/.gpkg from `trafficunit units`) or a road network to build them",
-            show_default=False,
-        ),
-    ] = None,
-    events_path: Annotated[
-        Path | None,
-        typer.Argument(
-            metavar="EVENTS",
-            help="Events file (CSV, GeoJSON, GPKG, Shapefile, Parquet); optional with --preset",
-            show_default=False,
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "-o", "--output", help="Joined events: .parquet or .gpkg, or a data folder (required)"
-        ),
-    ] = None,
-    kind: Annotated[
-        Literal["accident", "hazard", "workzone"] | None,
-        typer.Option(help="What the events are", show_default="accident, or the preset's"),
-    ] = None,
+    units_path: _UnitsPath = None,
+    events_path: _EventsPath = None,
+    output: _Output = None,
+    kind: _Kind = None,
     preset: Annotated[
         str | None,
         typer.Option(help="Column mapping of a known file (see --list-presets); flags override"),
@@ -216,32 +229,14 @@ def join_cmd(
         str | None, typer.Option(help="Severity codes to KABCO, e.g. '1=O,2=B,3=K'")
     ] = None,
     road_name: Annotated[str | None, typer.Option(help="Street-name column")] = None,
-    column: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Other field mapping FIELD=COLUMN (repeatable), e.g. hour=Tunti",
-            metavar="FIELD=COLUMN",
-        ),
-    ] = None,
+    column: _Column = None,
     time_format: Annotated[str | None, typer.Option(help="strptime format of the time")] = None,
     dayfirst: Annotated[
         bool, typer.Option("--dayfirst", help="Read 01/02 as 1 February", metavar="")
     ] = False,
-    tz: Annotated[
-        str | None,
-        typer.Option(
-            help="Time zone of times written without one, e.g. Asia/Shanghai",
-            show_default="looked up from the coordinates",
-        ),
-    ] = None,
+    tz: _Tz = None,
     sep: Annotated[str | None, typer.Option(help="CSV separator", show_default="sniffed")] = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option(
-            help="Text encoding, e.g. gb18030, big5, cp1252",
-            show_default="detected: UTF-8, GB18030, Big5 or cp1252",
-        ),
-    ] = None,
+    encoding: _Encoding = None,
     decimal: Annotated[
         str | None, typer.Option(help="Decimal mark of coordinates", show_default="per value")
     ] = None,
@@ -255,14 +250,7 @@ def join_cmd(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on any unusable row", metavar="")
     ] = False,
-    allow_empty: Annotated[
-        bool,
-        typer.Option(
-            "--allow-empty",
-            help="Write the output even when no event is kept or matched",
-            metavar="",
-        ),
-    ] = False,
+    allow_empty: _AllowEmpty = False,
     per_unit: Annotated[
         Path | None, typer.Option(help="Also write the per-unit summary (.parquet/.gpkg)")
     ] = None,
@@ -279,79 +267,96 @@ def join_cmd(
     separator, CRS, time zone) and why rows were dropped. Nothing is written when no event
     would be (exit 2; the previous output stays).
     """
-    from ..events import read_events
-    from ..join import assign, summarize
-    from ..presets import PRESETS, get_preset
-
     if list_presets:
-        t = Table(title="presets", show_edge=False)
-        for c in ("name", "kind", "file", "description"):
-            t.add_column(c)
-        for p in PRESETS.values():
-            t.add_row(p.name, str(p.kwargs["kind"]), p.file, p.description)
-        console.print(t)
+        _print_presets()
         return
     with cli_errors():
         if units_path is None:
             raise ValidationError("give the UNITS file (or a road network) and the EVENTS file")
         if output is None:
             raise ValidationError("give the output with -o joined.parquet or -o DATA_DIR")
-        from ..datafolder import DataFolder, is_folder_output, timer
+        options = reader_options(
+            kind=kind or (None if preset else "accident"),
+            x=x,
+            y=y,
+            crs=crs,
+            geometry=geometry,
+            event_id=event_id,
+            time=time,
+            severity=severity,
+            road_name=road_name,
+            columns=key_values(",".join(column or []), "--column") or None,
+            severity_map=severity_map,
+            time_format=time_format,
+            dayfirst=dayfirst,
+            tz=tz,
+            sep=sep,
+            encoding=encoding,
+            decimal=decimal,
+            buffer_m=buffer_m,
+            preset=preset,
+            strict=strict,
+        )
+        job = _JoinJob(units_path, events_path, output, per_unit, max_distance, quiet)
+        joined, output, notes = job.run(options, allow_empty=allow_empty)
+    print_report(joined, output, notes, per_unit)
 
+
+def _print_presets() -> None:
+    from ..presets import PRESETS
+
+    t = Table(title="presets", show_edge=False)
+    for c in ("name", "kind", "file", "description"):
+        t.add_column(c)
+    for p in PRESETS.values():
+        t.add_row(p.name, str(p.kwargs["kind"]), p.file, p.description)
+    console.print(t)
+
+
+@dataclass
+class _JoinJob:
+    """Files of one ``join`` run: checked before any work, written only when events match."""
+
+    units_path: Path
+    events_path: Path | None
+    output: Path
+    per_unit: Path | None
+    max_distance: float | None
+    quiet: bool
+
+    def run(self, kwargs: dict[str, Any], *, allow_empty: bool) -> tuple[Any, Path, list[str]]:
+        """Read, join and write; returns the joined events, the file written and the notes."""
+        from ..datafolder import DataFolder, is_folder_output, timer
+        from ..events import read_events
+        from ..join import assign, summarize
+
+        output, preset = self.output, kwargs.get("preset")
         into_folder = is_folder_output(output)
         if into_folder:
             DataFolder(output, create=True)
         else:
             check_writable(output)
-        if per_unit is not None:
-            check_writable(per_unit, "--per-unit output")
-        if not units_path.exists():
-            raise InputFileError(f"{units_path}: no such file")
+        if self.per_unit is not None:
+            check_writable(self.per_unit, "--per-unit output")
+        if not self.units_path.exists():
+            raise InputFileError(f"{self.units_path}: no such file")
+        events_path = self.events_path
         if events_path is None:
             if preset is None:
                 raise ValidationError("give an EVENTS file (or --preset for a known file)")
-            base = _shared_data()
-            if base is None:
-                raise InputFileError(
-                    "no EVENTS file given and ../shared/data not found; pass the file path "
-                    "or set TRAFFICUNIT_DATA to the data directory"
-                )
-            events_path = base / get_preset(preset).file
+            events_path = preset_file(preset)
         if preset is not None:
+            from ..presets import get_preset
+
             get_preset(preset)  # unknown names fail before any work
-        columns = _pairs(",".join(column or []), "--column")
-        sev_map = _pairs(severity_map, "--severity-map") or None
-        kwargs: dict[str, Any] = {
-            "kind": kind or (None if preset else "accident"),
-            "x": x,
-            "y": y,
-            "crs": int(crs) if crs is not None and (crs.isascii() and crs.isdigit()) else crs,
-            "geometry": geometry,
-            "event_id": event_id,
-            "time": time.split(",") if time and "," in time else time,
-            "severity": severity,
-            "road_name": road_name,
-            "columns": columns or None,
-            "severity_map": _coerce_keys(sev_map) if sev_map else None,
-            "time_format": time_format,
-            "dayfirst": dayfirst,
-            "tz": tz,
-            "sep": sep,
-            "encoding": encoding,
-            "decimal": decimal,
-            "buffer_m": buffer_m,
-            "preset": preset,
-            "strict": strict,
-        }
         lap = timer()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TrafficUnitWarning)
             events = read_events(events_path, **kwargs)
-        units = _load_units(units_path, quiet)
-        joined = assign(units, events, max_distance_m=max_distance)
+        units = _load_units(self.units_path, self.quiet)
+        joined = assign(units, events, max_distance_m=self.max_distance)
         notes = [str(w.message) for w in caught]
-        rep = joined.attrs.get("report", {})
-        empty = _empty_reason(rep)
+        empty = _empty_reason(joined.attrs.get("report", {}))
         if empty and not allow_empty:
             print_report(joined, None, notes, None)
             raise ValidationError(
@@ -370,9 +375,9 @@ def join_cmd(
             output = folder.path(table)
         else:
             io.write_table(joined, output)
-        if per_unit is not None:
-            io.write_table(summarize(units, joined), per_unit)
-    print_report(joined, output, notes, per_unit)
+        if self.per_unit is not None:
+            io.write_table(summarize(units, joined), self.per_unit)
+        return joined, output, notes
 
 
 def _empty_reason(rep: dict[str, Any]) -> str | None:
@@ -389,15 +394,6 @@ def _empty_reason(rep: dict[str, Any]) -> str | None:
         diag = (rep.get("diagnosis") or {}).get("message")
         return f"no event of {rep['events']:,} matched a unit" + (f": {diag}" if diag else "")
     return None
-
-
-def _coerce_keys(mapping: dict[str, str]) -> dict[Any, str]:
-    """'1' → 1 as well, so numeric codes match numeric columns (both kept)."""
-    out: dict[Any, str] = dict(mapping)
-    for k, v in mapping.items():
-        if k.lstrip("-").isascii() and k.lstrip("-").isdigit():
-            out[int(k)] = v
-    return out
 
 
 def print_report(joined: Any, output: Path | None, notes: list[str], per_unit: Path | None) -> None:

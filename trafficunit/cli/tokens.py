@@ -7,7 +7,9 @@ The token is printed once; the ledger stores only its hash. The ledger is the se
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -49,9 +51,15 @@ def _url(database_url: str | None, data_dir: Path | None) -> str:
     return f"sqlite:///{(folder / FILES['ledger']).resolve()}"
 
 
-def _open(database_url: str | None, data_dir: Path | None) -> Ledger:
-
-    return Ledger.open(_url(database_url, data_dir))
+@contextlib.contextmanager
+def _ledger(database_url: str | None, data_dir: Path | None) -> Iterator[Ledger]:
+    """The ledger open for one command, closed after it; its errors as one line, exit 2."""
+    with user_errors():
+        ledger = Ledger.open(_url(database_url, data_dir))
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
 
 @tokens_app.command("create")
@@ -62,12 +70,8 @@ def create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Create a token of ROLE and print it (only its hash is stored)."""
-    with user_errors():
-        ledger = _open(database_url, data_dir)
-        try:
-            token_id, token = ledger.create_token(role, label=label, created_by="cli")
-        finally:
-            ledger.close()
+    with _ledger(database_url, data_dir) as ledger:
+        token_id, token = ledger.create_token(role, label=label, created_by="cli")
     typer.echo(token)
     err_console.print(f"token {token_id} ({role}) created; it is shown only once", highlight=False)
 
@@ -75,12 +79,8 @@ def create(
 @tokens_app.command("list")
 def list_cmd(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """List tokens: id, role, label, created, revoked (never the tokens)."""
-    with user_errors():
-        ledger = _open(database_url, data_dir)
-        try:
-            rows = ledger.list_tokens()
-        finally:
-            ledger.close()
+    with _ledger(database_url, data_dir) as ledger:
+        rows = ledger.list_tokens()
     table = Table(title="ledger tokens", show_edge=False)
     for col in ("token_id", "role", "label", "created_at", "revoked_at"):
         table.add_column(col)
@@ -98,10 +98,6 @@ def revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a token by its id."""
-    with user_errors():
-        ledger = _open(database_url, data_dir)
-        try:
-            ledger.revoke_token(token_id)
-        finally:
-            ledger.close()
+    with _ledger(database_url, data_dir) as ledger:
+        ledger.revoke_token(token_id)
     console.print(f"revoked {token_id}")

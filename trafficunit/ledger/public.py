@@ -5,7 +5,10 @@ role ``reporter``, source ``public_report`` and actor ``public``; an engineer tr
 any other. The reporter gets a **receipt**: a random token shown once (only its hash is
 stored) that reads back the coarse status of that one report — never the hazard's id, other
 reports, or whether it repeated someone else's report — so the endpoint cannot be used to
-enumerate the ledger. Rate and size limits are the server's (:class:`RateLimiter`).
+enumerate the ledger. Rate and size limits are the server's: :class:`LedgerRateLimiter` counts
+in the ledger's database, so the limit holds across every server process (Granian workers,
+several machines on one PostgreSQL); :class:`RateLimiter` is the in-memory one of a single
+process.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
+from ._db import Database
 from ._tables import ensure
 from .errors import NotFoundError
 from .store import Ledger, _now, iso
 
-__all__ = ["RateLimiter", "public_report", "receipt_status"]
+__all__ = ["LedgerRateLimiter", "RateLimiter", "public_report", "receipt_status"]
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS public_receipts (
@@ -30,6 +34,15 @@ _DDL = [
         hazard_pk BIGINT NOT NULL REFERENCES hazards (pk),
         received_at TEXT NOT NULL
     )""",
+]
+_RATE_DDL = [
+    """CREATE TABLE IF NOT EXISTS public_rate_hits (
+        pk {PK},
+        client_hash TEXT NOT NULL,
+        at {REAL} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS public_rate_hits_client ON public_rate_hits (client_hash, at)",
+    "CREATE INDEX IF NOT EXISTS public_rate_hits_at ON public_rate_hits (at)",
 ]
 #: What a receipt shows of the hazard's state.
 _COARSE = {
@@ -123,3 +136,39 @@ class RateLimiter:
                 return False, max(0.0, q[0] + self.window_s - t)
             q.append(t)
             return True, 0.0
+
+
+class LedgerRateLimiter:
+    """At most ``limit`` events per ``window_s`` seconds per key, counted in the ledger's
+    database (a sliding window shared by every process using the ledger).
+
+    Each call is one write transaction (serialised across processes: SQLite ``BEGIN
+    IMMEDIATE``, PostgreSQL an advisory lock): it forgets hits older than the window, counts
+    the key's, and records this one when allowed. Keys are stored hashed (a client's address
+    is not kept), and the table holds at most the hits of one window. Times are the wall
+    clock (``time.time()``), the one clock the processes share.
+    """
+
+    def __init__(self, db: Database, limit: int, window_s: float) -> None:
+        self.db = db
+        self.limit = int(limit)
+        self.window_s = float(window_s)
+        ensure(db, "public_rate", _RATE_DDL)
+
+    def allow(self, key: str, *, now: float | None = None) -> tuple[bool, float]:
+        """Whether ``key`` may go on now, and else the seconds until it may."""
+        t = time.time() if now is None else float(now)
+        h = hashlib.sha256(b"trafficunit-rate-v1:" + key.encode()).hexdigest()
+        with self.db.transaction(write=True) as tx:
+            tx.execute("DELETE FROM public_rate_hits WHERE at <= ?", (t - self.window_s,))
+            row = tx.one(
+                "SELECT COUNT(*) AS n, MIN(at) AS first FROM public_rate_hits "
+                "WHERE client_hash = ?",
+                (h,),
+            )
+            n = int(row["n"]) if row else 0
+            if n >= self.limit:
+                first = float(row["first"]) if row and row["first"] is not None else t
+                return False, max(0.0, first + self.window_s - t)
+            tx.execute("INSERT INTO public_rate_hits (client_hash, at) VALUES (?, ?)", (h, t))
+        return True, 0.0

@@ -236,47 +236,85 @@ def chiefs_for_units(
     """
     t = iso(_now(at))
     n = len(units)
-    best_rank = np.full(n, len(SCOPES), dtype=np.int64)
-    best_key = np.full(n, "", dtype=object)
+    valid = [
+        k
+        for k, c in enumerate(chiefs)
+        if c["valid_from"] <= t and (c["valid_to"] is None or c["valid_to"] > t)
+    ]
+    # precedence: scope rank, then the latest valid_from, then the latest appointment
+    latest = sorted(
+        valid, key=lambda k: (chiefs[k]["valid_from"], int(str(chiefs[k]["id"])[2:])), reverse=True
+    )
+    order = sorted(latest, key=lambda k: SCOPES.index(chiefs[k]["scope"]))  # stable
+    prio = np.full(len(chiefs) + 1, len(chiefs) + 1, dtype=np.int64)
+    prio[order] = np.arange(len(order))
+    pos, k = _candidates(chiefs, valid, units, unit_zones)
     idx = np.full(n, -1, dtype=np.int64)
-    ids = pd.Index(units.index.astype(str))
-
-    def names(col: str) -> pd.Series:
-        if col not in units.columns:
-            return pd.Series([[] for _ in range(n)], index=units.index)
-        return units[col].astype("string").fillna("").str.split(";")
-
-    name_sets = names("name")
-    ref_sets = names("ref")
-    for k, c in enumerate(chiefs):
-        if c["valid_from"] > t or (c["valid_to"] is not None and c["valid_to"] <= t):
-            continue
-        targets = set(c["targets"])
-        if c["scope"] == "unit_ids":
-            hit = ids.isin(targets)
-        elif c["scope"] in ("ref", "road_name"):
-            sets = ref_sets if c["scope"] == "ref" else name_sets
-            hit = sets.map(lambda xs, tg=targets: any(x.strip() in tg for x in xs)).to_numpy(bool)
-        else:
-            hit = np.zeros(n, dtype=bool)
-            if unit_zones is not None:
-                cols = [col for col in unit_zones.columns if col.startswith(f"zone_{c['tree']}_")]
-                for col in cols:
-                    hit |= (
-                        unit_zones[col].reindex(units.index).isin(targets).fillna(False).to_numpy()
-                    )
-        rank = SCOPES.index(c["scope"])
-        key = f"{c['valid_from']}|{int(c['id'][2:]):012d}"
-        better = hit & ((rank < best_rank) | ((rank == best_rank) & (key > best_key)))
-        best_rank[better] = rank
-        best_key[better] = key
-        idx[better] = k
+    if len(pos):
+        o = np.lexsort((prio[k], pos))  # per unit row: the best appointment first
+        first = np.r_[True, pos[o][1:] != pos[o][:-1]]
+        idx[pos[o][first]] = k[o][first]
     out = pd.DataFrame(index=units.index)
-    pick = [chiefs[int(i)] if i >= 0 else None for i in idx]
-    out["road_chief"] = pd.array([p["name"] if p else None for p in pick], dtype="string")
-    out["road_chief_id"] = pd.array([p["id"] if p else None for p in pick], dtype="string")
-    out["road_chief_body"] = pd.array([p["body"] if p else None for p in pick], dtype="string")
+    for col, field in (
+        ("road_chief", "name"),
+        ("road_chief_id", "id"),
+        ("road_chief_body", "body"),
+    ):
+        values = np.array([c[field] for c in chiefs] + [None], dtype=object)  # last: no chief
+        out[col] = pd.array(values[idx], dtype="string")  # idx -1 picks the last
     return out
+
+
+def _candidates(
+    chiefs: Sequence[dict[str, Any]],
+    valid: Sequence[int],
+    units: pd.DataFrame,
+    unit_zones: pd.DataFrame | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (unit row position, appointment position) whose scope names the unit: one join
+    per scope of the appointments' targets with the units' ids, names, refs or zone codes."""
+    n = len(units)
+    keyed: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # scope -> (row positions, keys)
+
+    def split(col: str) -> tuple[np.ndarray, np.ndarray]:
+        if col not in units.columns or not n:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        parts = pd.Series(units[col].to_numpy(), dtype="string").str.split(";").explode()
+        parts = parts.dropna().str.strip()
+        return parts.index.to_numpy(dtype=np.int64), parts.to_numpy(dtype=object)
+
+    used = {chiefs[k]["scope"] for k in valid}
+    if "unit_ids" in used:
+        keyed["unit_ids"] = (np.arange(n), units.index.astype(str).to_numpy(dtype=object))
+    for scope, col in (("road_name", "name"), ("ref", "ref")):
+        if scope in used:
+            keyed[scope] = split(col)
+    gp, gv = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=object)]
+    trees = {str(chiefs[k]["tree"]) for k in valid if chiefs[k]["scope"] == "grid"}
+    if unit_zones is not None and n:
+        uz = unit_zones.reindex(units.index)
+        for tree in sorted(trees):  # key "<tree>|<code>", any level of the tree
+            for col in [c for c in uz.columns if str(c).startswith(f"zone_{tree}_")]:
+                v = uz[col].astype("string")
+                ok = v.notna().to_numpy()
+                gp.append(np.flatnonzero(ok))
+                gv.append((tree + "|" + v[ok]).to_numpy(dtype=object))
+    keyed["grid"] = (np.concatenate(gp), np.concatenate(gv))
+    pos_out, k_out = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for scope, (pos, keys) in keyed.items():
+        tk = [
+            ((f"{chiefs[k]['tree']}|{t}" if scope == "grid" else t), k)
+            for k in valid
+            if chiefs[k]["scope"] == scope
+            for t in chiefs[k]["targets"]
+        ]
+        if not tk or not len(pos):
+            continue
+        table = pd.DataFrame(tk, columns=["key", "k"])
+        hit = pd.DataFrame({"pos": pos, "key": keys}).merge(table, on="key")
+        pos_out.append(hit["pos"].to_numpy(dtype=np.int64))
+        k_out.append(hit["k"].to_numpy(dtype=np.int64))
+    return np.concatenate(pos_out), np.concatenate(k_out)
 
 
 def set_rules(

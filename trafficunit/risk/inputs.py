@@ -1,0 +1,114 @@
+"""Constants and inputs of scoring: the units frame, the joined accidents, severities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from .._errors import ValidationError
+from .._validate import require_gdf
+from ..timefilter import Period, _data_period, as_period, filter_events
+
+#: KABCO letters, most severe first.
+SEVERITIES: tuple[str, ...] = ("K", "A", "B", "C", "O")
+
+#: Measures :func:`score` computes; any of them can carry the level.
+MEASURES: tuple[str, ...] = (
+    "crashes",
+    "crashes_per_year",
+    "crashes_per_km_year",
+    "epdo",
+    "epdo_per_km",
+    "rate_mvkm",
+    "eb_predicted",
+    "eb_expected",
+    "eb_excess",
+)
+_PER_KM = {"crashes_per_km_year", "epdo_per_km", "rate_mvkm"}
+
+#: SPF covariates a user-supplied function may use.
+COVARIATES: tuple[str, ...] = ("log_length_km", "log_aadt", "log_degree")
+
+_CHINESE_GRADES = {"一般": "general", "重大": "major"}
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def _units_frame(units: Any) -> gpd.GeoDataFrame:
+    require_gdf(units, "units")
+    if units.index.name != "unit_id":
+        if "unit_id" not in units.columns:
+            raise ValidationError(
+                "units need a 'unit_id' index or column; build them with tu.build_units"
+            )
+        units = units.set_index("unit_id")
+    missing = [c for c in ("kind", "length_m") if c not in units.columns]
+    if missing:
+        raise ValidationError(
+            f"units lack column(s) {missing}; build them with tu.build_units (see the units "
+            "contract in the docs)"
+        )
+    if not units.index.is_unique:
+        dup = units.index[units.index.duplicated()][:3].tolist()
+        raise ValidationError(f"units have duplicate unit_id values, e.g. {dup}")
+    bad = ~units["kind"].isin(["segment", "intersection"])
+    if bad.any():
+        raise ValidationError(
+            f"units 'kind' must be 'segment' or 'intersection'; {int(bad.sum())} row(s) are "
+            f"not, e.g. {units['kind'][bad].iloc[0]!r}"
+        )
+    return units
+
+
+def _require_joined(joined: Any, what: str = "joined") -> pd.DataFrame:
+    if not isinstance(joined, pd.DataFrame):
+        raise ValidationError(f"{what} must be a (Geo)DataFrame from tu.assign")
+    if "unit_id" not in joined.columns:
+        raise ValidationError(
+            f"{what} has no 'unit_id' column; attach events to units first with tu.assign"
+        )
+    return joined
+
+
+def _severity(events: pd.DataFrame) -> pd.Series:
+    """KABCO letter per event (<NA> where missing or not a KABCO letter)."""
+    if "severity" not in events.columns:
+        return pd.Series(pd.NA, index=events.index, dtype="string")
+    s = events["severity"].astype("string").str.strip().str.upper()
+    return s.where(s.isin(SEVERITIES))
+
+
+def accidents(
+    joined: pd.DataFrame, *, period: Any = None, matched_only: bool = True
+) -> tuple[pd.DataFrame, Period | None, dict[str, int]]:
+    """The accident rows of a joined frame, inside ``period``, with a normalised ``severity``.
+
+    Returns the rows, the period used (from the data's years when ``period`` is None) and a
+    report of how many rows were kept and why others were not.
+    """
+    _require_joined(joined)
+    report: dict[str, int] = {"joined_rows": len(joined)}
+    acc = joined
+    if "kind" in joined.columns:
+        acc = joined.loc[joined["kind"].astype("string").fillna("accident") == "accident"]
+    if "event_id" in acc.columns:
+        acc = acc.drop_duplicates("event_id")
+    report["accidents"] = len(acc)
+    if matched_only:
+        matched = acc["unit_id"].notna().to_numpy()
+        report["unmatched"] = int((~matched).sum())
+        acc = acc.loc[matched]
+    per = as_period(period) if period is not None else _data_period(acc)
+    if per is not None:
+        acc = filter_events(acc, period=per)
+        rep = acc.attrs.pop("time_report", {})
+        report["outside_period"] = rep.get("outside_period", 0)
+        report["no_date"] = rep.get("no_date", 0)
+    out = acc.copy()
+    out["severity"] = _severity(out)
+    report["unknown_severity"] = int(out["severity"].isna().sum())
+    report["used"] = len(out)
+    return out, per, report
