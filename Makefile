@@ -8,11 +8,17 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck docs bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip uv
+# Editable install in setuptools' strict mode: a tree of links under build/ maps the folder
+# server/ to the package trafficunit_server (package_dir), and mypy and pytest see both
+# packages through it. Edits show at once; a new or removed file needs a new link tree, so the
+# install re-runs when a package folder changes (its mtime moves when a file is added).
+PKG_DIRS := $(shell find trafficunit server -name '*.py' -printf '%h\n' 2>/dev/null | sort -u)
+
+$(STAMP): pyproject.toml setup.py $(PKG_DIRS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]" \
-		--config-settings editable_mode=compat
+		--config-settings editable_mode=strict
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,7 +38,7 @@ lint: $(STAMP)
 DOWNSTREAM = $(CURDIR)/tests/typing
 
 typecheck: $(STAMP)
-	$(BIN)/mypy $(foreach p,$(wildcard trafficunit server),-p $(p))
+	$(BIN)/mypy -p trafficunit -p trafficunit_server
 	@# a downstream script, checked from outside the tree as an installed package's user would
 	@cd $$(mktemp -d) && $(abspath $(BIN))/mypy --no-incremental --config-file $(DOWNSTREAM)/mypy.ini \
 		$(DOWNSTREAM)/downstream.py > mypy-downstream.txt; status=$$?; cat mypy-downstream.txt; \
@@ -46,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_units.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache site

@@ -95,8 +95,8 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from server import Settings, create_app
-    from server.settings import LedgerServerSettings
+    from trafficunit_server import Settings, create_app
+    from trafficunit_server.settings import LedgerServerSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

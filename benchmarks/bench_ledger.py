@@ -105,7 +105,14 @@ def start_server(data_dir: Path, database_url: str) -> tuple[subprocess.Popen[by
         "TRAFFICUNIT_ADMIN_TOKEN": ADMIN,
         "TRAFFICUNIT_LEDGER_SWEEP_INTERVAL_S": "0",
     }
-    cmd = [sys.executable, "-m", "uvicorn", "server.app:app_from_env", "--factory", "--host"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "trafficunit_server.app:app_from_env",
+        "--factory",
+        "--host",
+    ]
     cmd += ["127.0.0.1", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"

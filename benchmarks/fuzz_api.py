@@ -37,8 +37,8 @@ def main() -> int:
     from fastapi.testclient import TestClient
     from hypothesis import HealthCheck, given, settings
 
-    from server import Settings, create_app
-    from server.settings import LedgerServerSettings
+    from trafficunit_server import Settings, create_app
+    from trafficunit_server.settings import LedgerServerSettings
 
     headers = {"Authorization": f"Bearer {ADMIN}"}
     per_op: Counter[str] = Counter()

@@ -111,7 +111,7 @@ class MapLayer:
 
 
 def _vendor(name: str) -> str:
-    return (files("server") / "static" / "vendor" / "maplibre-gl" / name).read_text("utf-8")
+    return (files("trafficunit_server") / "static" / "vendor" / "maplibre-gl" / name).read_text("utf-8")
 
 
 _PAGE = """<!doctype html>

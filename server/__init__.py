@@ -1,6 +1,6 @@
 """The trafficunit HTTP server: tiles, units, accidents and black spots over a built data folder.
 
->>> from server import create_app, Settings
+>>> from trafficunit_server import create_app, Settings
 >>> app = create_app(Settings(data_dir="demo-output"))  # doctest: +SKIP
 """
 

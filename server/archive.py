@@ -29,7 +29,7 @@ from pmtiles.tile import (
     zxy_to_tileid,
 )
 
-from trafficunit._errors import InputFileError
+from trafficunit.errors import InputFileError
 from trafficunit.mvt import TileCache
 
 _CONTENT_TYPES = {

@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import Annotated
 
-import pandas as pd
 from fastapi import Depends, Path, Query, Request
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 
 from .errors import BadRequest, NotAcceptable, TooLarge
+from .layers import comma_list as comma_list  # the parsers of the layer specs, for routes
+from .layers import parse_time as parse_time
 from .settings import Settings
 from .store import DataStore
 from .tilehttp import parse_zxy
@@ -123,33 +124,6 @@ async def properties_query(
     if properties == "all":
         return True
     raise BadRequest(f"properties must be summary or all, got {clip(properties)}")
-
-
-def comma_list(value: str | None) -> list[str] | None:
-    """``"a,b"`` -> ``["a", "b"]``; None or empty -> None."""
-    if value is None or value.strip() == "":
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def parse_time(value: str | None, what: str) -> pd.Timestamp | None:
-    """An ISO date or datetime (UTC when no zone), 400 when malformed."""
-    if value is None or value == "":
-        return None
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest(
-            f"{what}={clip(value)} is not an ISO date (YYYY-MM-DD) or datetime"
-        ) from exc
-    if t is pd.NaT:
-        raise BadRequest(f"{what}={clip(value)} is not a date")
-    try:
-        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-        _ = (t + pd.Timedelta(days=1)).value  # representable in ns with a day to spare
-    except (OverflowError, ValueError) as exc:
-        raise BadRequest(f"{what}={clip(value)} is outside the supported years 1678-2261") from exc
-    return t
 
 
 @dataclass(frozen=True)

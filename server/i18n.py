@@ -22,7 +22,7 @@ def catalogue(lang: str) -> dict[str, Any]:
     """The messages of ``lang`` (one of :data:`LANGUAGES`)."""
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
-    path = files("server") / "static" / "i18n" / f"{lang}.json"
+    path = files("trafficunit_server") / "static" / "i18n" / f"{lang}.json"
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 

@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import trafficunit as tu
-from trafficunit._errors import TrafficUnitError
+from trafficunit.errors import TrafficUnitError
 from trafficunit.ledger import Principal
 from trafficunit.ledger import accidents as acc_db
 from trafficunit.live import LIVE_MEASURES, LevelChange, LiveRisk
@@ -121,7 +121,7 @@ class LiveService:
 
     def _assignees(self, store: DataStore, fired: list[dict[str, Any]]) -> dict[str, str | None]:
         """Who gets each alert: the road chief appointed now (the registry), else the unit's own
-        ``road_chief`` column or jurisdiction (:func:`server.alerts.assignees`)."""
+        ``road_chief`` column or jurisdiction (:func:`trafficunit_server.alerts.assignees`)."""
         out = dict(self.assignees)
         ops = getattr(self.app_state, "ops", None)
         ids = {str(a["unit_ids"][0]) for a in fired if a.get("unit_ids")}

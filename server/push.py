@@ -44,7 +44,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.ledger import Database, NotFoundError, Principal
 
 from . import alerts as alerts_mod

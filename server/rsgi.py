@@ -6,7 +6,7 @@ the ASGI fast path, with one ``response_bytes`` call and no ASGI message dicts; 
 request goes to the FastAPI app through a small RSGI-to-ASGI bridge (streamed request and
 response bodies, lifespan run by Granian's own :class:`~granian.asgi.LifespanProtocol`).
 
-The plain ASGI app stays available: ``uvicorn server.app:app_from_env --factory``.
+The plain ASGI app stays available: ``uvicorn trafficunit_server.app:app_from_env --factory``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .app import Message, Scope, TileResponder, create_app
+from .app import create_app
+from .fastpath import Message, Scope, TileResponder, error_answer
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,18 +160,16 @@ class RSGIApp:
 
         try:
             await self.asgi(scope, receive, send)
-        except Exception:
-            log.exception("unhandled error in %s %s", rscope.method, path)
-            if not started:
-                proto.response_bytes(
-                    500,
-                    [("content-type", "application/json")],
-                    b'{"detail":"internal server error"}',
-                )
+        except Exception as exc:
+            if started:
+                log.exception("unhandled error in %s %s", rscope.method, path)
+            else:  # through the one error table (a 500 is logged with its traceback)
+                answer = error_answer(exc)
+                proto.response_bytes(answer.status, answer.headers, answer.body)
 
 
 def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
-    """Factory for ``granian --interface rsgi --factory server.rsgi:rsgi_from_env``.
+    """Factory for ``granian --interface rsgi --factory trafficunit_server.rsgi:rsgi_from_env``.
 
     Settings come from ``TRAFFICUNIT_*`` environment variables; ``proxy_headers`` trusts
     ``X-Forwarded-*`` from any client (behind a reverse proxy).

@@ -1,8 +1,8 @@
 """Server settings: pydantic-settings, environment prefix ``TRAFFICUNIT_``, one class per concern.
 
 ``trafficunit serve out`` (Granian), or with ``TRAFFICUNIT_DATA_DIR=out`` set:
-``granian --interface rsgi --factory server.rsgi:rsgi_from_env`` or
-``uvicorn server.app:app_from_env --factory``.
+``granian --interface rsgi --factory trafficunit_server.rsgi:rsgi_from_env`` or
+``uvicorn trafficunit_server.app:app_from_env --factory``.
 Nested concerns read their own prefix: ``TRAFFICUNIT_TILES_MAX_AGE``,
 ``TRAFFICUNIT_QUERY_MAX_LIMIT``,
 ``TRAFFICUNIT_CORS_ORIGINS`` (a JSON list or ``*``).

@@ -30,13 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
-from trafficunit._errors import InputFileError
 from trafficunit.datafolder import TABLES, DataFolder
+from trafficunit.errors import InputFileError
 from trafficunit.io import read_table
 from trafficunit.mvt import LiveLayer, TileCache
 from trafficunit.tiles import json_values
 
 from .archive import Archive
+from .layers import LIVE
 
 log = logging.getLogger("trafficunit.server")
 #: Bookkeeping columns left out of list responses (``?properties=all`` and ``/units/{id}``
@@ -53,12 +54,9 @@ LIST_EXCLUDE = frozenset(
         "source",
     }
 )
-#: Attributes carried by live tiles (the map styles and popups need no more; details: /units/id).
-LIVE_COLUMNS = {
-    "accidents": ("event_id", "unit_id", "severity", "time", "hour", "collision_type", "light"),
-    "hazards": ("event_id", "unit_id", "category", "grade", "status", "reported_at"),
-    "workzones": ("event_id", "unit_id", "site_code", "start", "end", "lanes_taken"),
-}
+#: Attributes carried by live tiles (the map styles and popups need no more; details: /units/id),
+#: from the layers' specs (:mod:`trafficunit_server.layers`).
+LIVE_COLUMNS: dict[str, tuple[str, ...]] = {s.layer: s.columns for s in LIVE.values()}
 _ID = {"units": "unit_id", "black_spots": "spot_id"}
 
 
@@ -260,21 +258,7 @@ class DataStore:
             acc.extra.update(_time_arrays(acc.frame, self.night_hours))
         units = self.tables.get("units")
         if units is not None:
-            cols = [
-                c
-                for c in (
-                    "unit_id",
-                    "kind",
-                    "level",
-                    "level_rank",
-                    "colour",
-                    "crashes",
-                    "epdo",
-                    "road_class",
-                    "name",
-                )
-                if c in units.frame
-            ]
+            cols = [c for c in LIVE_COLUMNS["units"] if c in units.frame]
             live["units"] = LiveLayer("units", units.frame, id_column="unit_id", columns=cols)
         self.live = live
 

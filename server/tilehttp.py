@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.mvt import CachedTile
 
 from .archive import Archive
@@ -68,28 +68,24 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _answer(
-    *,
-    status: int,
     body: bytes,
     etag: str,
     gzipped: bool,
+    *,
     head: bool,
     if_none_match: str | None,
     cache_control: str,
     content_type: str,
     vary: str,
 ) -> TileAnswer:
-    headers = [
-        ("cache-control", cache_control),
-        ("etag", etag),
-        ("vary", vary),
-    ]
+    """200 with the tile (no body for HEAD), or 304 when ``If-None-Match`` matches."""
+    headers = [("cache-control", cache_control), ("etag", etag), ("vary", vary)]
     if etag_matches(if_none_match, etag):
         return TileAnswer(304, headers)
     headers += [("content-type", content_type), ("content-length", str(len(body)))]
     if gzipped:
         headers.append(("content-encoding", "gzip"))
-    return TileAnswer(status, headers, b"" if head else body)
+    return TileAnswer(200, headers, b"" if head else body)
 
 
 def empty_tile(cache_control: str, vary: str) -> TileAnswer:
@@ -118,23 +114,12 @@ def stored_tile(
     tile = archive.get(z, x, y)
     if tile is None:
         return empty_tile(cache_control, vary)
-    if not tile.gzipped or accepts_gzip(accept_encoding):
-        return _answer(
-            status=200,
-            body=tile.data,
-            etag=tile.etag,
-            gzipped=tile.gzipped,
-            head=head,
-            if_none_match=if_none_match,
-            cache_control=cache_control,
-            content_type=archive.content_type,
-            vary=vary,
-        )
+    # gzip passed through as stored; decompressed only for a client that refuses gzip
+    as_stored = not tile.gzipped or accepts_gzip(accept_encoding)
     return _answer(
-        status=200,
-        body=tile.identity(),
-        etag=tile.etag_identity,
-        gzipped=False,
+        tile.data if as_stored else tile.identity(),
+        tile.etag if as_stored else tile.etag_identity,
+        tile.gzipped and as_stored,
         head=head,
         if_none_match=if_none_match,
         cache_control=cache_control,
@@ -156,24 +141,11 @@ def live_tile(
     cache_control = f"public, max-age={max_age}"
     if not tile.raw:
         return empty_tile(cache_control, vary)
-    if accepts_gzip(accept_encoding):
-        etag = tile.etag[:-1] + '-gz"'
-        return _answer(
-            status=200,
-            body=tile.gz,
-            etag=etag,
-            gzipped=True,
-            head=head,
-            if_none_match=if_none_match,
-            cache_control=cache_control,
-            content_type=MVT,
-            vary=vary,
-        )
+    gz = accepts_gzip(accept_encoding)
     return _answer(
-        status=200,
-        body=tile.raw,
-        etag=tile.etag,
-        gzipped=False,
+        tile.gz if gz else tile.raw,
+        tile.etag[:-1] + '-gz"' if gz else tile.etag,
+        gz,
         head=head,
         if_none_match=if_none_match,
         cache_control=cache_control,

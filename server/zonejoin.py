@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from fastapi import Depends, Query, Request
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.zones import assign_events, zone_column
 
 from .errors import BadRequest

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import trafficunit as tu
-from server.app import create_app
-from server.settings import Settings
 from trafficunit.cli import app
 from trafficunit.datafolder import SCHEMA_VERSION, DataFolder, check_writable
+from trafficunit_server.app import create_app
+from trafficunit_server.settings import Settings
 
 from ._serverdata import build_data_dir
 from .conftest import ROOT, shared_path
@@ -354,7 +354,7 @@ def test_server_reload_notices_accidents_changed_after_scoring(tmp_path: Path) -
          "x": "longitude", "y": "latitude", "crs": 4326, "time": ["date", "time"]}]},
         output=out,
     )  # fmt: skip
-    from server.settings import TileServerSettings
+    from trafficunit_server.settings import TileServerSettings
 
     settings = Settings(data_dir=out, tiles=TileServerSettings(reload_check_s=0.0))
     with TestClient(create_app(settings)) as client:

@@ -11,11 +11,11 @@ import geopandas as gpd
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import LedgerServerSettings, Settings
-from trafficunit._errors import InputFileError
+from trafficunit.errors import InputFileError
 from trafficunit.ledger.catalogue import load_catalogue, load_catalogue_set
 from trafficunit.zones import generate_zones, write_folder_zones
+from trafficunit_server.app import create_app
+from trafficunit_server.settings import LedgerServerSettings, Settings
 
 from ._serverdata import build_data_dir
 

@@ -11,7 +11,7 @@ from pyproj import Geod
 
 import trafficunit as tu
 from trafficunit import chinacrs
-from trafficunit._errors import CRSError
+from trafficunit.errors import CRSError
 
 GEOD = Geod(ellps="WGS84")
 

@@ -15,7 +15,7 @@ from pyproj import Transformer
 
 import trafficunit as tu
 from trafficunit import TrafficUnitWarning, ValidationError
-from trafficunit._errors import CRSError, InputFileError
+from trafficunit.errors import CRSError, InputFileError
 from trafficunit.events import FIELDS, to_float
 from trafficunit.presets import PRESETS, get_preset
 

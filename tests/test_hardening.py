@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticError
 
-from server import Settings, create_app
-from server.settings import LedgerServerSettings
 from trafficunit.io import write_table
 from trafficunit.ledger.errors import ImplausibleGeometry
 from trafficunit.ledger.geometry import GeometryLimits, check_plausible, parse_geometry
+from trafficunit_server import Settings, create_app
+from trafficunit_server.settings import LedgerServerSettings
 
 from ._serverdata import DLAT, DLON, LAT0, LON0, N, grid_events, grid_units
 

@@ -20,10 +20,10 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
-from server import Settings, create_app
-from server.settings import LedgerServerSettings
 from trafficunit import mvt
 from trafficunit.io import write_table
+from trafficunit_server import Settings, create_app
+from trafficunit_server.settings import LedgerServerSettings
 
 from ._ledger_db import ledger_url, pg_session_db, pg_template  # noqa: F401  (fixtures)
 from ._serverdata import DLAT, DLON, LAT0, LON0, build_data_dir, grid_events, grid_units
@@ -593,7 +593,7 @@ def test_shutdown_waits_for_a_sweep_in_flight(data_dir: Path, tmp_path: Path) ->
     """The periodic sweep runs in a worker thread; closing the ledger under it crashed."""
     import threading
 
-    from server.ledger import LedgerService
+    from trafficunit_server.ledger import LedgerService
 
     settings = Settings(
         data_dir=data_dir,

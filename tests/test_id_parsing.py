@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trafficunit._errors import TrafficUnitError
+from trafficunit.errors import TrafficUnitError
 from trafficunit.ledger import permits, roadchiefs
 
 # '²' and '٣' pass str.isdigit() but not int(); 5,000 digits pass int()'s check only to fail

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``uvicorn server.app:app_from_env --factory`` in a child process."""
+    """``uvicorn trafficunit_server.app:app_from_env --factory`` in a child process."""
 
     def __init__(self, data_dir: Path, database_url: str) -> None:
         self.data_dir = data_dir
@@ -59,7 +59,7 @@ class ServerProcess:
             "TRAFFICUNIT_LEDGER_SWEEP_INTERVAL_S": "0",
             "TRAFFICUNIT_LEDGER_POOL_SIZE": "20",
         }
-        cmd = [sys.executable, "-m", "uvicorn", "server.app:app_from_env", "--factory"]
+        cmd = [sys.executable, "-m", "uvicorn", "trafficunit_server.app:app_from_env", "--factory"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 90

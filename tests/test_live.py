@@ -428,7 +428,7 @@ def test_night_work_zone_registered_on_a_red_unit_fires_once(
 def test_without_a_chief_an_alert_goes_to_the_units_deepest_admin_zone() -> None:
     import geopandas as gpd
 
-    from server import alerts
+    from trafficunit_server import alerts
 
     units = gpd.GeoDataFrame(
         {

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import LedgerServerSettings, Settings
+from trafficunit_server.app import create_app
+from trafficunit_server.settings import LedgerServerSettings, Settings
 
 ADMIN = "ops-admin-token-0123456789abcdefghij"
 A = {"Authorization": f"Bearer {ADMIN}"}

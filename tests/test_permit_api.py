@@ -13,12 +13,12 @@ import shapely
 from fastapi.testclient import TestClient
 
 import trafficunit as tu
-from server import Settings, create_app
-from server.settings import LedgerServerSettings
 from trafficunit import mvt
 from trafficunit.io import write_table
 from trafficunit.routing import UnitGraph
 from trafficunit.traces import generate_trace
+from trafficunit_server import Settings, create_app
+from trafficunit_server.settings import LedgerServerSettings
 
 from ._ledger_db import ledger_url, pg_session_db, pg_template  # noqa: F401  (fixtures)
 from .conftest import shared_path

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import LedgerServerSettings, Settings
 from trafficunit.ledger.public import LedgerRateLimiter, RateLimiter
+from trafficunit_server.app import create_app
+from trafficunit_server.settings import LedgerServerSettings, Settings
 
 from ._ledger_db import drop_pg_database, fresh_pg_database, pg_template  # noqa: F401
 from ._serverdata import DLON, LAT0, LON0, build_data_dir

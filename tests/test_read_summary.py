@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 import trafficunit as tu
 from trafficunit import TrafficUnitWarning, ValidationError
-from trafficunit._errors import InputFileError
 from trafficunit.chinacrs import wgs84_to_gcj02
 from trafficunit.cli import app
 from trafficunit.cli.join import cli_words
+from trafficunit.errors import InputFileError
 from trafficunit.events import clock_only
 
 from .conftest import shared_path

@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import Settings, create_app
-from server.settings import QuerySettings, TileServerSettings
 from trafficunit import mvt
 from trafficunit.io import write_table
 from trafficunit.tiles import build_tiles, feature_ids
+from trafficunit_server import Settings, create_app
+from trafficunit_server.settings import QuerySettings, TileServerSettings
 
 from ._serverdata import LAT0, LON0, build_data_dir, grid_events, grid_units
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import trafficunit as tu
 from trafficunit import mvt
-from trafficunit._errors import TrafficUnitError, ValidationError
 from trafficunit.cli import app
+from trafficunit.errors import TrafficUnitError, ValidationError
 from trafficunit.io import write_table
 from trafficunit.tiles import build_tiles, build_tiles_report, feature_ids, read_tile_layers
 

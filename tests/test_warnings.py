@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import trafficunit as tu
-from trafficunit._errors import ValidationError
 from trafficunit.cli import app as cli_app
+from trafficunit.errors import ValidationError
 from trafficunit.io import write_table
 from trafficunit.warnings import Engine, evaluate, load_rules
 

@@ -29,8 +29,8 @@ import shapely
 import shapely.geometry
 from PIL import Image
 
-from server import i18n
-from server.style import legend, plain_legend
+from trafficunit_server import i18n
+from trafficunit_server.style import legend, plain_legend
 
 from ._serve import serve
 

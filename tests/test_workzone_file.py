@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server import Settings, create_app
-from server.settings import LedgerServerSettings
 from trafficunit.io import write_table
+from trafficunit_server import Settings, create_app
+from trafficunit_server.settings import LedgerServerSettings
 
 from ._ledger_db import ledger_url, pg_session_db, pg_template  # noqa: F401  (fixtures)
 from ._serverdata import LAT0, LON0, grid_units

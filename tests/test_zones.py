@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import trafficunit as tu
-from trafficunit._errors import InputFileError, ValidationError
 from trafficunit.cli import app
+from trafficunit.errors import InputFileError, ValidationError
 from trafficunit.io import write_table
 from trafficunit.zones import (
     Zones,

@@ -1,4 +1,5 @@
-"""The one small error hierarchy of trafficunit.
+"""The one small error hierarchy of trafficunit (implementation; import it from
+:mod:`trafficunit.errors`).
 
 Every error a user can cause carries a message that says what was wrong, where (file, row,
 column) and what to do about it. Dependencies' exceptions are caught at the boundary and

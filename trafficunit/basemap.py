@@ -11,7 +11,7 @@ Layers (MapLibre ``source-layer`` names) and their ``class`` values:
 ``places``     place names (city .. neighbourhood, squares) as points
 
 ``name_zh`` carries OSM's ``name:zh`` where the extract has it (Chinese labels on the map).
-The web map draws these layers under the risk layers (``server.style``).
+The web map draws these layers under the risk layers (its MapLibre style).
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ LIVE_MEASURES: tuple[str, ...] = (
     "level",
     "colour",
 )
+#: The measures the levels are computed from (those of :data:`LIVE_MEASURES` up to EB excess).
+_LEVEL_INPUTS = LIVE_MEASURES[: LIVE_MEASURES.index("eb_excess") + 1]
 _SCORING = ("reference_population", "eb_predicted", "eb_weight", "kind", "length_m")
 _LEVELS = np.array(RISK_LEVELS, dtype=object)
 
@@ -358,17 +360,7 @@ class LiveRisk:
                 "length_m": self.length_m[members],
                 "eb_predicted": self.eb_predicted[members],
             }
-            for c in (
-                "crashes",
-                *SEVERITIES,
-                "epdo",
-                "crashes_per_year",
-                "crashes_per_km_year",
-                "epdo_per_km",
-                "rate_mvkm",
-                "eb_expected",
-                "eb_excess",
-            ):
+            for c in _LEVEL_INPUTS:
                 data[c] = self.a[c][members]
             sub = pd.DataFrame(data)
             rank, pct, _, _ = _levels(sub, self.cfg)

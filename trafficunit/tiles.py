@@ -59,6 +59,7 @@ __all__ = [
     "build_tiles_report",
     "read_tile_layers",
     "feature_ids",
+    "json_values",
     "prepare_layer",
     "tippecanoe_path",
     "TileReport",

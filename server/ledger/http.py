@@ -16,8 +16,8 @@ may use it the same way) take from here:
   :func:`feature_collection` (a page, with ``numberMatched`` and ``X-Total-Count``),
   :func:`public_base` and :func:`links` (a record's ``links``: self, page, QR code...),
   :func:`responses` (documented error statuses);
-* **errors and limits**: :func:`install_ledger_errors` (the ledger's refusals as statuses) and
-  :class:`BodyLimit` (413 for oversized bodies).
+* **limits**: :class:`BodyLimit` (413 for oversized bodies); the ledger's refusals become
+  statuses through the one error table, :data:`trafficunit_server.errors.STATUSES`.
 
 A router for a new record type needs only its models and its calls into the library::
 
@@ -32,29 +32,21 @@ A router for a new record type needs only its models and its calls into the libr
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Annotated, Any, TypedDict
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.ledger import (
-    AuthenticationError,
-    ConflictError,
-    ImplausibleGeometry,
-    NotFoundError,
-    PermissionDenied,
     Principal,
-    StaleVersion,
 )
 
 from ..bounds import _reject as reject
 from ..errors import BadRequest, ServerError
-from .auth import TooManyAttempts, needs
+from .auth import needs
 
 __all__ = [
     "GEOJSON",
@@ -69,7 +61,6 @@ __all__ = [
     "feature_collection",
     "geojson",
     "if_match_version",
-    "install_ledger_errors",
     "links",
     "not_modified",
     "public_base",
@@ -310,46 +301,3 @@ class BodyLimit:
 
 async def _reject(send: Send, status: int, detail: str) -> None:
     await reject(send, status, detail, close=True)
-
-
-def install_ledger_errors(app: FastAPI) -> None:
-    """Status codes of the ledger's refusals."""
-
-    def handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def h(request: Request, exc: Exception) -> JSONResponse:
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            body: dict[str, Any] = {"detail": str(exc)}
-            if isinstance(exc, StaleVersion):
-                body["current_version"] = exc.current_version
-            return JSONResponse(body, status_code=status, headers=headers)
-
-        return h
-
-    async def throttled(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, TooManyAttempts)
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    app.add_exception_handler(TooManyAttempts, throttled)
-    app.add_exception_handler(ImplausibleGeometry, handler(422))
-    app.add_exception_handler(NotFoundError, handler(404))
-    app.add_exception_handler(ConflictError, handler(409))
-    app.add_exception_handler(StaleVersion, handler(412))
-    app.add_exception_handler(AuthenticationError, handler(401))
-    app.add_exception_handler(PermissionDenied, handler(403))
-
-    async def busy(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the ledger database is busy ({exc}); retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-
-    app.add_exception_handler(sqlite3.OperationalError, busy)
-    with contextlib.suppress(ImportError):
-        import psycopg
-
-        app.add_exception_handler(psycopg.OperationalError, busy)

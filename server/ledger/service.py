@@ -124,7 +124,9 @@ class LazyWorkZoneLayer(_LazyLayer):
 
     def __init__(self, svc: LedgerService) -> None:
         super().__init__(svc)
-        self.base: Any = None  # the store's workzones table (server.store.Table) or None
+        self.base: Any = (
+            None  # the store's workzones table (trafficunit_server.store.Table) or None
+        )
 
     def _state(self) -> Any:
         return (self._svc._known_seq, id(self.base))

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 from trafficunit.ledger import SOURCES, Hazard, parse_hazard_id
 from trafficunit.ledger.lifecycle import ASSIGNED, GRADES, OPEN_STATES, STATES, TRANSITIONS
 

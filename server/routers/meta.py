@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..deps import StoreDep
+from ..layers import ACCIDENTS
 from ..store import DataStore
 from ..style import legend, style
 from ..supervision import worker_info
-from .tiles import LIVE
 
 router = APIRouter(tags=["meta"])
 
@@ -73,7 +73,7 @@ async def legend_route(store: StoreDep) -> JSONResponse:
 async def style_route(request: Request, store: StoreDep) -> JSONResponse:
     tilesets = [n for n in store.archives if n != "basemap"]
     risk = "risk" if "risk" in store.archives else next(iter(tilesets), None)
-    live = [n for n, (layer, _) in LIVE.items() if layer in store.live and n == "live-accidents"]
+    live = [ACCIDENTS.tileset] if ACCIDENTS.layer in store.live else []
     ts = request.app.state.settings.tiles
     data = style(
         str(request.base_url),

@@ -18,12 +18,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trafficunit._errors import InputFileError, ValidationError
+from trafficunit.errors import InputFileError, ValidationError
 from trafficunit.ledger import Principal, qr_png
 from trafficunit.ledger.permits import PERMIT_STATES, PermitStore, parse_permit_id
 from trafficunit.mvt import LiveLayer
 
 from ..errors import BadRequest, ServerError
+from ..layers import PERMITS
 from ..ledger import PrincipalDep, ReaderDep, ServiceDep, needs
 from .hazards import PreconditionRequired
 
@@ -78,17 +79,7 @@ def _store(svc: Any) -> PermitStore:
 
 
 #: Properties of the permits carried by the live tiles (``/tiles/live-permits``).
-TILE_COLUMNS = [
-    "event_id",
-    "state",
-    "state_zh",
-    "vehicle",
-    "operator",
-    "windows",
-    "valid_to",
-    "length_m",
-    "units",
-]
+TILE_COLUMNS = list(PERMITS.columns)
 
 
 class LazyPermitLayer:

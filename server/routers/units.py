@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit._errors import clip
+from trafficunit.errors import clip
 
-from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep, comma_list
+from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep
 from ..errors import NotFound, Unavailable
+from ..layers import UNITS
 from ..lists import list_response
 from ..store import DataStore, Table
 from ..zonejoin import ZoneDep, table_zone_rows, unit_extra, with_unit_chief
 
 router = APIRouter(tags=["units"])
-
-#: Measures that accept a ``min_<measure>`` filter.
-MIN_MEASURES = ("crashes", "epdo", "epdo_per_km", "eb_excess", "score_percentile", "open_hazards")
 
 
 def _units(store: DataStore) -> Table:
@@ -60,41 +59,11 @@ async def list_units(
     limit: LimitDep,
     fmt: FormatDep,
     full: FullDep,
-    level: Annotated[str | None, Query(description="red,orange,yellow,blue")] = None,
-    kind: Annotated[str | None, Query(description="segment or intersection")] = None,
-    road_class: Annotated[str | None, Query(description="e.g. primary,secondary")] = None,
-    min_crashes: Annotated[float | None, Query()] = None,
-    min_epdo: Annotated[float | None, Query()] = None,
-    min_epdo_per_km: Annotated[float | None, Query()] = None,
-    min_eb_excess: Annotated[float | None, Query()] = None,
-    min_score_percentile: Annotated[float | None, Query(ge=0, le=100)] = None,
-    min_open_hazards: Annotated[float | None, Query()] = None,
+    key: Annotated[tuple[Hashable | None, ...], Depends(UNITS.dependency())],
 ) -> Response:
     table = _units(store)
     rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)
-    f = table.frame
-    for col, wanted in (("level", level), ("kind", kind), ("road_class", road_class)):
-        values = comma_list(wanted)
-        if values is not None and col in f:
-            rows = rows[f[col].iloc[rows].isin(values).to_numpy()]
-        elif values is not None:
-            rows = rows[:0]
-    mins = {
-        "crashes": min_crashes,
-        "epdo": min_epdo,
-        "epdo_per_km": min_epdo_per_km,
-        "eb_excess": min_eb_excess,
-        "score_percentile": min_score_percentile,
-        "open_hazards": min_open_hazards,
-    }
-    for col, threshold in mins.items():
-        if threshold is None:
-            continue
-        if col not in f:
-            rows = rows[:0]
-            continue
-        vals = pd.to_numeric(f[col].iloc[rows], errors="coerce").to_numpy(dtype=float)
-        rows = rows[np.nan_to_num(vals, nan=-np.inf) >= threshold]
+    rows = UNITS.rows(table.frame, table.extra, rows, key)
     rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
     chief = partial(unit_extra, request, table)  # road chief now, zone codes (server/zonejoin.py)
     return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full, extra=chief)

@@ -2,7 +2,7 @@
 spot profiles, and the offline API docs pages (Swagger UI, ReDoc) with hardened headers.
 
 The explanations are structured (counts, shares, codes), not sentences: the page words them in
-the reader's language from the message catalogue (:mod:`server.i18n`). The work is the
+the reader's language from the message catalogue (:mod:`trafficunit_server.i18n`). The work is the
 library's :func:`trafficunit.risk.describe_events` (as :func:`trafficunit.risk.explain` uses).
 """
 
@@ -43,7 +43,7 @@ def _csp(connect: str = "") -> str:
 
 def html_page(name: str, *, connect: str = "") -> HTMLResponse:
     """A static HTML page with CSP, nosniff, frame and referrer policies."""
-    page = files("server") / "static" / name
+    page = files("trafficunit_server") / "static" / name
     return HTMLResponse(
         page.read_text(encoding="utf-8"),
         headers={

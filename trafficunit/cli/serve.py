@@ -1,13 +1,18 @@
 """``trafficunit serve DATA_DIR`` and ``trafficunit demo``: the server and the whole job end to end.
 
-The server lives in the ``server`` package (FastAPI); it is imported only when these verbs run,
-so the library never depends on it.
+The HTTP server is a separate package of the same distribution, installed with the ``server``
+extra (``pip install 'trafficunit[server]'``). The library never imports it by name: these
+verbs find it through the entry point ``launcher`` of the group ``trafficunit.server``
+(:func:`server_launcher`), which offers ``check_settings(data_dir)``, ``port_holders(port)``
+and ``run(data_dir, *, host, port, workers, log_level, server, proxy_headers, max_respawns,
+respawn_window)``. The same group names the application factories ``app`` (ASGI) and
+``rsgi`` (Granian's RSGI) for running the server under another process manager.
 """
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +21,28 @@ from rich.table import Table
 
 from . import app
 from ._common import console, err_console, user_errors
+
+#: Entry-point group through which the library finds the HTTP server.
+ENTRY_POINT_GROUP = "trafficunit.server"
+
+
+def server_launcher() -> Any:
+    """The HTTP server's launcher (entry point ``launcher`` of :data:`ENTRY_POINT_GROUP`).
+
+    Raises :class:`~trafficunit._optional.MissingExtraError` naming the ``server`` extra when
+    the server or one of its dependencies is not installed.
+    """
+    from .._optional import MissingExtraError, require
+
+    for module in ("fastapi", "granian", "pydantic_settings"):
+        require(module, "trafficunit serve")
+    found = entry_points(group=ENTRY_POINT_GROUP, name="launcher")
+    if not found:
+        raise MissingExtraError(
+            "trafficunit serve needs the 'server' extra: pip install 'trafficunit[server]' "
+            f"(no 'launcher' entry point in the {ENTRY_POINT_GROUP!r} group)"
+        )
+    return next(iter(found)).load()
 
 
 class Server(StrEnum):
@@ -33,11 +60,8 @@ def _check_port(host: str, port: int) -> None:
     import socket
 
     from .._errors import ValidationError
-    from .._optional import require
 
-    for module in ("fastapi", "granian", "pydantic_settings"):
-        require(module, "trafficunit serve")
-
+    launcher = server_launcher()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -48,9 +72,7 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as exc:
-            from server.supervision import describe_port_holders
-
-            held = describe_port_holders(port)
+            held = launcher.port_holders(port)
             who = f"held by {held}" if held else "another server may be using it"
             raise ValidationError(
                 f"cannot listen on {host}:{port} ({exc.strerror}); {who}: "
@@ -78,106 +100,39 @@ def _run_server(
     max_respawns: int = 5,
     respawn_window: float = 60.0,
 ) -> None:
-    """Serve ``data_dir`` until interrupted.
+    """Check the options, then serve ``data_dir`` until interrupted (the server's ``run``)."""
+    from .._errors import ValidationError
 
-    ``granian`` (default) runs the RSGI app (:mod:`server.rsgi`): tiles are answered from
-    Granian's Rust HTTP layer with one call each. ``uvicorn`` runs the plain ASGI app.
-    """
-    from .._optional import require
-
-    with user_errors():  # the server extra first: everything below imports it
-        for module in ("fastapi", "granian", "pydantic_settings"):
-            require(module, "trafficunit serve")
-    from server.supervision import ENV_SUPERVISOR, ENV_WORKERS
-
+    with user_errors():  # the server extra first: everything below needs it
+        launcher = server_launcher()
     with user_errors():
         _check_port_number(port)
         if workers < 1:
-            from .._errors import ValidationError
-
             raise ValidationError(f"--workers {workers}: at least 1")
         if max_respawns < 0 or respawn_window <= 0:
-            from .._errors import ValidationError
-
             raise ValidationError("--max-respawns must be 0 or more, --respawn-window above 0")
         if log_level not in ("critical", "error", "warning", "info", "debug"):
-            from .._errors import ValidationError
-
             raise ValidationError(
                 f"--log-level {log_level!r}: use critical, error, warning, info or debug"
             )
-        _check_settings(data_dir)
+        launcher.check_settings(data_dir)
         _check_port(host, port)
-    os.environ["TRAFFICUNIT_DATA_DIR"] = str(data_dir.resolve())
-    # workers die with this process and report the count in /healthz (server.supervision)
-    os.environ[ENV_SUPERVISOR] = str(os.getpid())
-    os.environ[ENV_WORKERS] = str(workers)
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
-    if server == "uvicorn":
-        import uvicorn
-
-        uvicorn.run(
-            "server.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers if workers > 1 else None,
-            log_level=log_level,
-            access_log=False,
-            proxy_headers=proxy_headers,
-            server_header=False,
-        )
-        return
-    from granian.constants import HTTPModes, Interfaces, RuntimeModes
-    from granian.log import LogLevels
-
-    from server.supervision import granian_server
-
-    target = "server.rsgi:rsgi_behind_proxy" if proxy_headers else "server.rsgi:rsgi_from_env"
-    # failed workers are respawned (bounded rate, a warning each); a stop (SIGTERM, Ctrl-C)
-    # lets in-flight requests finish for up to 30 s
-    granian = granian_server(
-        respawn_limit=max_respawns,
-        respawn_window_s=respawn_window,
-        target=target,
-        factory=True,
-        address=host,
+    finished = launcher.run(
+        data_dir,
+        host=host,
         port=port,
-        interface=Interfaces.RSGI,
         workers=workers,
-        # one single-threaded runtime per worker process: fastest on a few cores; HTTP/1.1
-        # (browsers speak HTTP/2 only over TLS, which a reverse proxy terminates)
-        runtime_mode=RuntimeModes.st,
-        http=HTTPModes.http1,
-        websockets=False,
-        log_level=LogLevels(log_level),
-        log_access=False,
-        workers_kill_timeout=30,
+        log_level=log_level,
+        server=server,
+        proxy_headers=proxy_headers,
+        max_respawns=max_respawns,
+        respawn_window=respawn_window,
     )
-    granian.serve()
-    if granian.gave_up:
+    if not finished:
         raise typer.Exit(1)
-
-
-def _check_settings(data_dir: Path) -> None:
-    """Refuse settings the server would refuse, before any worker starts (one line)."""
-    from pydantic import ValidationError as PydanticError
-
-    from server.settings import Settings
-
-    from .._errors import ValidationError
-
-    try:
-        Settings(data_dir=data_dir)
-    except PydanticError as exc:
-        first = exc.errors()[0]
-        msg = str(first.get("msg", exc)).removeprefix("Value error, ")
-        if not msg.startswith("TRAFFICUNIT_"):
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            msg = f"setting {where} (TRAFFICUNIT_* environment): {msg}"
-        raise ValidationError(msg) from exc
 
 
 def check_folder(data_dir: Path) -> list[str]:

@@ -48,6 +48,7 @@ __all__ = [
     "Permit",
     "PermitStore",
     "ensure_schema",
+    "parse_permit_id",
 ]
 
 PERMIT_STATES = ("requested", "approved", "active", "expired", "revoked")
