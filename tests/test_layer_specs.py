@@ -18,7 +18,15 @@ from fastapi.testclient import TestClient
 
 from trafficunit import mvt
 from trafficunit_server import Settings, create_app
-from trafficunit_server.layers import ACCIDENTS, HAZARDS, LIVE, UNITS, WORKZONES, LayerSpec
+from trafficunit_server.layers import (
+    ACCIDENTS,
+    HAZARDS,
+    LIVE,
+    PERMITS,
+    UNITS,
+    WORKZONES,
+    LayerSpec,
+)
 from trafficunit_server.settings import QuerySettings, TileServerSettings
 
 from ._serverdata import LAT0, LON0, build_data_dir, grid_units
@@ -52,6 +60,7 @@ CASES: dict[str, dict[str, list[str]]] = {
     WORKZONES.tileset: {
         "active": ["2018-06-01", "2018-05-01T00:00:00Z", "2019-06-01", "now", "", "soon"],
     },
+    PERMITS.tileset: {},  # the active permits' routes, no filter
 }
 #: Queries that join parameters (checks across them).
 JOINED: dict[str, list[dict[str, str]]] = {
@@ -68,6 +77,7 @@ ROUTES = {
     UNITS.tileset: "/units",
     HAZARDS.tileset: "/hazards",
     WORKZONES.tileset: "/workzones",
+    PERMITS.tileset: "/permits",
 }
 
 
