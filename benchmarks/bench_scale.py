@@ -132,6 +132,14 @@ def _digest(values: Any) -> str:
     return hashlib.sha256("\n".join(arr).encode()).hexdigest()[:16]
 
 
+def _cpu_cell(cpu: dict[str, float]) -> str:
+    """``client + workers (in tasks)``: CPU seconds of a stage."""
+    if not cpu:
+        return "-"
+    text = " + ".join(f"{cpu[k]:.1f}" for k in ("client", "workers") if k in cpu)
+    return text + (f" ({cpu['in tasks']:.1f})" if "in tasks" in cpu else "")
+
+
 def _load() -> str:
     return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -172,6 +180,7 @@ def run_mode(
         ),
         "stage_peaks_mb": res.report.get("client_peak_rss_mb", {}),
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
+        "stage_cpu_s": res.report.get("cpu_seconds", {}),
         "units": len(res.units),
         "accidents": len(acc),
         "matched": int(res.joined["unit_id"].notna().sum()),
@@ -279,6 +288,13 @@ def main() -> None:
         ("pipeline total (s)", lambda r: f"{r['seconds'].get('total', 0):.1f}"),
         ("process wall incl. start (s)", lambda r: f"{r['wall_s']:.1f}"),
         ("CPU, all its processes (s)", lambda r: f"{r['cpu_s']:.1f}"),
+        *[
+            (
+                f"  CPU {st}: client + workers (tasks)",
+                lambda r, st=st: _cpu_cell(r["stage_cpu_s"].get(st, {})),
+            )
+            for st in ("build", "join", "score")
+        ],
         ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
         *[
             (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")

@@ -19,7 +19,7 @@ from .._errors import TrafficUnitError, ValidationError
 from .._validate import geometry_problems, metric_crs, require_gdf
 from ..settings import DistributedSettings, UnitSettings
 from ._cluster import _bar
-from ._grid import _MARGIN_M, _grid_for, _select, _Stats
+from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
 from ._staging import _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +275,9 @@ def build_units(
     def submit(c: tuple[int, int], halo: float, data: Any) -> Any:
         stats.tasks += 1
         stats.max_halo_m = max(stats.max_halo_m, halo)
-        return client.submit(_build_cell, data, grid.box(*c), halo, crs_wkt, options, pure=False)
+        return client.submit(
+            _timed, _build_cell, data, grid.box(*c), halo, crs_wkt, options, pure=False
+        )
 
     # the first wave: every subset sent in one go (hash=False: no tokenising of big frames)
     first = [(c, subset(c, halo0)) for c in todo]
@@ -288,8 +290,9 @@ def build_units(
     ac = as_completed(list(futures))
     for f in ac:
         c, halo, tries = futures.pop(f)
-        units, bad, need = f.result()
+        (units, bad, need), cpu = f.result()
         f.release()
+        stats.add_cpu("build", cpu)
         if bad:
             stats.retries += 1
             nxt = max(halo * 2, 1.25 * need) if tries + 1 < cfg.max_halo_doublings else math.inf

@@ -40,7 +40,12 @@ def cluster(
         yield scheduler
         return
     if scheduler in (None, "local"):
+        import dask
+
         with (
+            # the workers' statistical profiler (a thread sampling every stack each 10 ms)
+            # only feeds the dashboard, which a local run does not serve
+            dask.config.set({"distributed.worker.profile.enabled": False}),
             LocalCluster(
                 n_workers=cfg.n_workers,
                 threads_per_worker=cfg.threads_per_worker,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -98,3 +100,15 @@ class _Stats:
     retries: int = 0
     max_halo_m: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds inside the tasks of each stage (the rest of the workers' CPU is Dask's)
+    task_cpu: dict[str, float] = field(default_factory=dict)
+
+    def add_cpu(self, stage: str, seconds: float) -> None:
+        self.task_cpu[stage] = self.task_cpu.get(stage, 0.0) + seconds
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` in a task, and the CPU seconds of its thread."""
+    t = time.thread_time()
+    out = fn(*args)
+    return out, time.thread_time() - t

@@ -15,7 +15,7 @@ import shapely
 from .._validate import metric_crs, require_gdf
 from ..settings import DistributedSettings, JoinSettings
 from ._cluster import _bar
-from ._grid import _MARGIN_M, _grid_for, _select, _Stats
+from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
 from ._staging import _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -185,12 +185,13 @@ def assign(
     u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
     e_data = client.scatter([payload(rows) for _, _, rows in jobs], hash=False)
     for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True):
-        futures[client.submit(_join_cell, u_sub, e_sub, crs_wkt, jcfg, pure=False)] = c
+        futures[client.submit(_timed, _join_cell, u_sub, e_sub, crs_wkt, jcfg, pure=False)] = c
     del u_data, e_data
     for f in as_completed(list(futures)):
         c = futures.pop(f)
-        part, reports[c] = f.result()
+        (part, reports[c]), cpu = f.result()
         f.release()
+        stats.add_cpu(_stage, cpu)
         parts[c] = part
         if _store is not None:
             _store.save_part(_stage, c, part, report=reports[c])
