@@ -182,6 +182,18 @@ def _build_cell(
     return units.loc[own], int(fail.sum()), need
 
 
+def _saved_parts(
+    store: _Staging | None, stage: str, cells: list[tuple[int, int]]
+) -> dict[tuple[int, int], gpd.GeoDataFrame]:
+    """The cells an interrupted run saved."""
+    parts = {}
+    for c in cells:
+        done = store.load_part(stage, c) if store is not None else None
+        if done is not None:
+            parts[c] = done
+    return parts
+
+
 def build_units(
     roads: gpd.GeoDataFrame,
     client: Any,
@@ -234,8 +246,8 @@ def build_units(
     geoms = np.asarray(roads.geometry.to_crs(mcrs).to_numpy(), dtype=object)
     geoms[~ok_geom] = None
     tree = shapely.STRtree(geoms)
-    merge = (unit_settings or UnitSettings()).with_(junction_merge_m=junction_merge_m)
-    halo0 = max(cfg.halo_m, 4 * merge.junction_merge_m)
+    merge_m = (unit_settings or UnitSettings()).with_(junction_merge_m=junction_merge_m)
+    halo0 = max(cfg.halo_m, 4 * merge_m.junction_merge_m)
     grid = _grid_for(
         np.asarray(shapely.total_bounds(geoms[ok_geom]), dtype=float),
         mcrs,
@@ -252,21 +264,12 @@ def build_units(
         "settings": unit_settings,
     }
     cells = [(i, j) for i in range(grid.nx) for j in range(grid.ny)]
-    parts: dict[tuple[int, int], gpd.GeoDataFrame] = {}
-    todo: list[tuple[int, int]] = []
-    for c in cells:
-        done = _store.load_part("build", c) if _store is not None else None
-        if done is not None:
-            parts[c] = done
-        else:
-            todo.append(c)
+    parts = _saved_parts(_store, "build", cells)
+    todo = [c for c in cells if c not in parts]
     stats.cells = len(cells)
     bar = _bar(len(cells), "building units", progress)
     bar.update(len(parts))
     from distributed import as_completed
-
-    futures = {}
-    crs_wkt = mcrs.to_wkt()
 
     def subset(c: tuple[int, int], halo: float) -> np.ndarray:
         sel = _select(tree, grid.box(*c), halo)
@@ -276,7 +279,7 @@ def build_units(
         stats.tasks += 1
         stats.max_halo_m = max(stats.max_halo_m, halo)
         return client.submit(
-            _timed, _build_cell, data, grid.box(*c), halo, crs_wkt, options, pure=False
+            _timed, _build_cell, data, grid.box(*c), halo, mcrs.to_wkt(), options, pure=False
         )
 
     # the first wave: every subset sent in one go (hash=False: no tokenising of big frames)
@@ -284,8 +287,7 @@ def build_units(
     bar.update(sum(1 for _, sel in first if not len(sel)))
     first = [(c, sel) for c, sel in first if len(sel)]
     data = client.scatter([roads.iloc[sel] for _, sel in first], hash=False)
-    for (c, _), d in zip(first, data, strict=True):
-        futures[submit(c, halo0, d)] = (c, halo0, 0)
+    futures = {submit(c, halo0, d): (c, halo0, 0) for (c, _), d in zip(first, data, strict=True)}
     del data
     ac = as_completed(list(futures))
     for f in ac:
@@ -307,6 +309,13 @@ def build_units(
         bar.update()
     bar.close()
     stats.seconds["build"] = time.perf_counter() - t0
+    out = _concat_units(parts, roads.crs)
+    out.attrs = {"report": _build_report(roads, out, geoms, ok_geom, mcrs, stats)}
+    return out
+
+
+def _concat_units(parts: dict[tuple[int, int], gpd.GeoDataFrame], crs: Any) -> gpd.GeoDataFrame:
+    """The cells' units as one frame in ``unit_id`` order, with the dtypes of a plain build."""
     frames = [p for p in parts.values() if len(p)]
     if not frames:
         raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
@@ -314,12 +323,11 @@ def build_units(
     if not out.index.is_unique:  # pragma: no cover - would be a bug in the ownership rule
         dup = out.index[out.index.duplicated()][:3].tolist()
         raise TrafficUnitError(f"partitioned build produced duplicate units {dup}; please report")
-    out = gpd.GeoDataFrame(out, geometry="geometry", crs=roads.crs).sort_index()
+    out = gpd.GeoDataFrame(out, geometry="geometry", crs=crs).sort_index()
     ref = frames[0]
     for col in out.columns:
         if col != "geometry" and out[col].dtype != ref[col].dtype:
             out[col] = out[col].astype(ref[col].dtype)
-    out.attrs = {"report": _build_report(roads, out, geoms, ok_geom, mcrs, stats)}
     return out
 
 

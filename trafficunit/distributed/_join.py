@@ -22,8 +22,10 @@ from ._staging import _Staging
 # join
 
 
-#: Columns :func:`trafficunit.assign` adds; a join task sends back only these (and ``_pos``).
+#: Columns :func:`trafficunit.assign` adds; a join task sends back these (ids and statuses as
+#: numbers) and ``_pos``.
 _JOIN_COLUMNS = ("unit_id", "distance_m", "measure_m", "match", "overlap_m")
+_FLOAT_COLUMNS = ("distance_m", "measure_m", "overlap_m")
 #: Columns of the units and the events that the join reads (the rest stays on the client).
 _UNIT_INPUTS = ("kind", "radius_m", "road_class", "name")
 _EVENT_INPUTS = ("kind", "road_name")
@@ -45,12 +47,26 @@ def _join_cell(
         geoms[~is_pt] = payload["shapes"][~is_pt]
     events = gpd.GeoDataFrame(payload["columns"].reset_index(drop=True), geometry=geoms, crs=mcrs)
     events["_pos"] = payload["pos"]
+    upos = units.pop("_upos").to_numpy()
     units = gpd.GeoDataFrame(units, geometry=units.geometry.name, crs=mcrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _assign(units, events, crs=mcrs, settings=cfg)
     report = dict(out.attrs.get("report", {}))
-    return pd.DataFrame(out[["_pos", *_JOIN_COLUMNS]]), report
+    # numbers, not strings, travel back: the unit's position among all units, the status code
+    at = units.index.get_indexer(out["unit_id"].astype(object).where(out["unit_id"].notna()))
+    from ..join import MATCH_STATUSES
+
+    res = pd.DataFrame(
+        {
+            "_pos": out["_pos"].to_numpy(),
+            "unit": np.where(at >= 0, upos[np.maximum(at, 0)], -1),
+            "match": pd.Categorical(out["match"].array, categories=MATCH_STATUSES).codes,
+        }
+    )
+    for col in _FLOAT_COLUMNS:
+        res[col] = out[col].to_numpy(dtype=float)
+    return res, report
 
 
 def _reach(units: gpd.GeoDataFrame, cfg: JoinSettings) -> float:
@@ -61,6 +77,44 @@ def _reach(units: gpd.GeoDataFrame, cfg: JoinSettings) -> float:
     r = pd.to_numeric(units.get("radius_m"), errors="coerce")
     radius = float(np.nanmax(r.to_numpy(dtype=float))) if r is not None and r.notna().any() else 0
     return max([*d, radius, cfg.default_radius_m]) + _MARGIN_M
+
+
+def _event_bounds(
+    events: gpd.GeoDataFrame, mcrs: pyproj.CRS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Which events are missing and which are points, the metric bounds of every event
+    (without building projected geometries for the points) and the projected lines and
+    polygons (None where a point or missing; None if there are none)."""
+    src = np.asarray(events.geometry.to_numpy(), dtype=object)
+    missing = shapely.is_missing(src) | shapely.is_empty(src)
+    is_pt = (shapely.get_type_id(src) == 0) & ~missing
+    ebounds = np.full((len(src), 4), np.nan)
+    to_metric = pyproj.Transformer.from_crs(events.crs, mcrs, always_xy=True)
+    px, py = to_metric.transform(shapely.get_x(src[is_pt]), shapely.get_y(src[is_pt]))
+    ebounds[is_pt] = np.c_[px, py, px, py]
+    other = ~is_pt & ~missing
+    shapes_m = None
+    if other.any():
+        shapes = gpd.GeoSeries(src[other], crs=events.crs).to_crs(mcrs).to_numpy()
+        ebounds[other] = shapely.bounds(shapes)
+        shapes_m = np.full(len(src), None, dtype=object)
+        shapes_m[other] = shapes
+    return missing, is_pt, ebounds, shapes_m
+
+
+def _slim(
+    units: gpd.GeoDataFrame, events: gpd.GeoDataFrame, ugeoms: np.ndarray, mcrs: pyproj.CRS
+) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
+    """The event columns the join reads; the units' columns it reads with their projected
+    geometry and their position among all units (``_upos``)."""
+    ev_cols = pd.DataFrame(events[[c for c in _EVENT_INPUTS if c in events.columns]])
+    slim = gpd.GeoDataFrame(
+        pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
+        geometry=ugeoms,
+        crs=mcrs,
+    )
+    slim["_upos"] = np.arange(len(units))
+    return ev_cols.reset_index(drop=True), slim
 
 
 def assign(
@@ -93,7 +147,7 @@ def assign(
     progress
         Show a progress bar over the cells.
     """
-    from ..join import MATCH_STATUSES, UnitIndex
+    from ..join import MATCH_STATUSES
 
     require_gdf(units, "units")
     require_gdf(events, "events")
@@ -104,21 +158,7 @@ def assign(
     mcrs = metric_crs(units, crs)
     ugeoms = np.asarray(units.geometry.to_crs(mcrs).to_numpy(), dtype=object)
     tree = shapely.STRtree(ugeoms)
-    # metric bounds of every event, without building projected geometries for the points
-    src = np.asarray(events.geometry.to_numpy(), dtype=object)
-    missing = shapely.is_missing(src) | shapely.is_empty(src)
-    is_pt = (shapely.get_type_id(src) == 0) & ~missing
-    ebounds = np.full((len(src), 4), np.nan)
-    to_metric = pyproj.Transformer.from_crs(events.crs, mcrs, always_xy=True)
-    px, py = to_metric.transform(shapely.get_x(src[is_pt]), shapely.get_y(src[is_pt]))
-    ebounds[is_pt] = np.c_[px, py, px, py]
-    other = ~is_pt & ~missing
-    shapes_m = None  # lines and polygons in the metric CRS (None where a point or missing)
-    if other.any():
-        shapes = gpd.GeoSeries(src[other], crs=events.crs).to_crs(mcrs).to_numpy()
-        ebounds[other] = shapely.bounds(shapes)
-        shapes_m = np.full(len(src), None, dtype=object)
-        shapes_m[other] = shapes
+    missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
     ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
     ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
     reach = _reach(units, jcfg)
@@ -136,13 +176,7 @@ def assign(
     key[missing] = 0
     # only what the join reads travels to the workers, already in the metric CRS: units with
     # their projected geometry, events as columns and point coordinates
-    ev_cols = pd.DataFrame(events[[c for c in _EVENT_INPUTS if c in events.columns]])
-    ev_cols = ev_cols.reset_index(drop=True)
-    slim_units = gpd.GeoDataFrame(
-        pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
-        geometry=ugeoms,
-        crs=mcrs,
-    )
+    ev_cols, slim_units = _slim(units, events, ugeoms, mcrs)
 
     def payload(rows: np.ndarray) -> dict[str, Any]:
         return {
@@ -157,12 +191,10 @@ def assign(
     order = np.argsort(key, kind="stable")
     ks, starts = np.unique(key[order], return_index=True)
     groups = np.split(order, starts[1:])
-    crs_wkt = mcrs.to_wkt()
     parts: dict[tuple[int, int], gpd.GeoDataFrame] = {}
     reports: dict[tuple[int, int], dict[str, Any]] = {}
     what = "accidents" if _stage == "join" else _stage
     bar = _bar(len(groups), f"joining {what}", progress)
-    futures = {}
     from distributed import as_completed
 
     jobs: list[tuple[tuple[int, int], np.ndarray, np.ndarray]] = []
@@ -184,66 +216,90 @@ def assign(
     # every subset sent in one go (hash=False: no tokenising of big frames)
     u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
     e_data = client.scatter([payload(rows) for _, _, rows in jobs], hash=False)
-    for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True):
-        futures[client.submit(_timed, _join_cell, u_sub, e_sub, crs_wkt, jcfg, pure=False)] = c
+    futures = {
+        client.submit(_timed, _join_cell, u_sub, e_sub, mcrs.to_wkt(), jcfg, pure=False): c
+        for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True)
+    }
     del u_data, e_data
     for f in as_completed(list(futures)):
         c = futures.pop(f)
-        (part, reports[c]), cpu = f.result()
+        (parts[c], reports[c]), cpu = f.result()
         f.release()
         stats.add_cpu(_stage, cpu)
-        parts[c] = part
         if _store is not None:
-            _store.save_part(_stage, c, part, report=reports[c])
+            _store.save_part(_stage, c, parts[c], report=reports[c])
         bar.update()
     bar.close()
+    out, row_ev = _assemble(parts, events, units)
+    _settle_loose(out, missing[row_ev], units, mcrs, jcfg)
+    stats.seconds[_stage] = time.perf_counter() - t0
+    out.attrs = {"report": _join_report(out, events, row_ev, units, reports, mcrs, MATCH_STATUSES)}
+    return out
+
+
+def _assemble(
+    parts: dict[tuple[int, int], pd.DataFrame], events: gpd.GeoDataFrame, units: pd.DataFrame
+) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The event columns with the tasks' results, one row per point event and per (event,
+    unit) pair of shapes, as tu.assign lays them out; and the event of each row."""
+    from ..join import MATCH_STATUSES
+
     cols = pd.concat([parts[c] for c in sorted(parts)], ignore_index=True)
     cols = cols.iloc[np.argsort(cols["_pos"].to_numpy(), kind="stable")]
     row_ev = cols["_pos"].to_numpy()
-    # the event columns, one row per point event and per (event, unit) pair of shapes, as
-    # tu.assign lays them out
     if len(row_ev) == len(events) and (row_ev == np.arange(len(events))).all():
         out = events.reset_index(drop=True).copy(deep=False)
     else:
         out = events.iloc[row_ev].reset_index(drop=True)
-    for col in _JOIN_COLUMNS:
-        out[col] = (
-            cols[col].to_numpy(dtype=float)
-            if col in ("distance_m", "measure_m", "overlap_m")
-            else cols[col].astype("string").array
-        )
-    out = gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs)
-    # what depends on the whole network: too far (inside its hull) or outside, and the
-    # distance to the nearest unit
+    unit = cols["unit"].to_numpy()
+    ids = np.asarray(units.index.to_numpy(), dtype=object)
+    uid = np.full(len(unit), None, dtype=object)
+    uid[unit >= 0] = ids[unit[unit >= 0]]
+    out["unit_id"] = pd.Series(uid, dtype="string").array
+    for col in _FLOAT_COLUMNS[:2]:
+        out[col] = cols[col].to_numpy(dtype=float)
+    names = np.asarray(MATCH_STATUSES, dtype=object)
+    out["match"] = pd.Series(names[cols["match"].to_numpy()], dtype="string").array
+    out["overlap_m"] = cols["overlap_m"].to_numpy(dtype=float)
+    return gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs), row_ev
+
+
+def _settle_loose(
+    out: gpd.GeoDataFrame,
+    missing: np.ndarray,
+    units: gpd.GeoDataFrame,
+    mcrs: pyproj.CRS,
+    jcfg: JoinSettings,
+) -> None:
+    """What depends on the whole network, in place: an unmatched event is too far (inside
+    its hull) or outside, and its distance to the nearest unit."""
+    from ..join import MATCH_STATUSES, UnitIndex
+
     status = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
     loose_codes = [MATCH_STATUSES.index("too_far"), MATCH_STATUSES.index("outside")]
-    loose = np.isin(status, loose_codes) & ~missing[row_ev]
-    if loose.any() and len(units):
-        ix = UnitIndex(units, crs=mcrs, settings=jcfg)
-        g = np.asarray(
-            out.geometry.iloc[np.flatnonzero(loose)].to_crs(mcrs).to_numpy(), dtype=object
-        )
-        multi = shapely.get_type_id(g) == 4
-        g = g.copy()
-        g[multi] = shapely.centroid(g[multi])
-        area = ix.area(jcfg.area_buffer_m)
-        is_pt = shapely.get_type_id(g) == 0
-        inside = np.zeros(len(g), dtype=bool)
-        xy = shapely.get_coordinates(g[is_pt])
-        inside[is_pt] = shapely.contains_xy(area, xy[:, 0], xy[:, 1])
-        inside[~is_pt] = shapely.intersects(area, g[~is_pt])
-        dist = np.full(len(g), np.nan)
-        far = np.flatnonzero(inside)
-        if len(far):
-            (qi, _), dn = ix.all_tree.query_nearest(g[far], return_distance=True, all_matches=False)
-            dist[far[qi]] = dn
-        rows = np.flatnonzero(loose)
-        out.loc[rows, "match"] = np.where(inside, "too_far", "outside")
-        out.loc[rows, "distance_m"] = dist
-        out["match"] = out["match"].astype("string")
-    stats.seconds[_stage] = time.perf_counter() - t0
-    out.attrs = {"report": _join_report(out, events, row_ev, units, reports, mcrs, MATCH_STATUSES)}
-    return out
+    loose = np.isin(status, loose_codes) & ~missing
+    if not (loose.any() and len(units)):
+        return
+    ix = UnitIndex(units, crs=mcrs, settings=jcfg)
+    g = np.asarray(out.geometry.iloc[np.flatnonzero(loose)].to_crs(mcrs).to_numpy(), dtype=object)
+    multi = shapely.get_type_id(g) == 4
+    g = g.copy()
+    g[multi] = shapely.centroid(g[multi])
+    area = ix.area(jcfg.area_buffer_m)
+    is_pt = shapely.get_type_id(g) == 0
+    inside = np.zeros(len(g), dtype=bool)
+    xy = shapely.get_coordinates(g[is_pt])
+    inside[is_pt] = shapely.contains_xy(area, xy[:, 0], xy[:, 1])
+    inside[~is_pt] = shapely.intersects(area, g[~is_pt])
+    dist = np.full(len(g), np.nan)
+    far = np.flatnonzero(inside)
+    if len(far):
+        (qi, _), dn = ix.all_tree.query_nearest(g[far], return_distance=True, all_matches=False)
+        dist[far[qi]] = dn
+    rows = np.flatnonzero(loose)
+    out.loc[rows, "match"] = np.where(inside, "too_far", "outside")
+    out.loc[rows, "distance_m"] = dist
+    out["match"] = out["match"].astype("string")
 
 
 def _join_report(
