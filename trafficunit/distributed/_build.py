@@ -115,15 +115,22 @@ def _metric_frame(
     if is_int.any():
         pts[is_int] = shapely.centroid(geoms[is_int])
     ax, ay = shapely.get_x(pts), shapely.get_y(pts)
-    bb = shapely.bounds(geoms)
+    if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
+        t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
+        ax, ay = t.transform(ax, ay)
+    return np.asarray(ax), np.asarray(ay), _metric_bounds(units, mcrs)
+
+
+def _metric_bounds(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
+    """Bounds of the units in the metric CRS from their projected bounding box corners
+    (see :func:`_metric_frame`)."""
+    bb = shapely.bounds(np.asarray(units.geometry.to_numpy(), dtype=object))
     if pyproj.CRS.from_user_input(units.crs).equals(mcrs):
-        return ax, ay, bb
+        return bb
     t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-    ax, ay = t.transform(ax, ay)
     cx, cy = t.transform(bb[:, [0, 2, 0, 2]].ravel(), bb[:, [1, 1, 3, 3]].ravel())
     cx, cy = np.reshape(cx, (-1, 4)), np.reshape(cy, (-1, 4))
-    out = np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
-    return np.asarray(ax), np.asarray(ay), out
+    return np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
 
 
 def _build_cell(

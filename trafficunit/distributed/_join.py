@@ -14,6 +14,7 @@ import shapely
 
 from .._validate import metric_crs, require_gdf
 from ..settings import DistributedSettings, JoinSettings
+from ._build import _metric_bounds
 from ._cluster import _bar
 from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
 from ._staging import _Staging
@@ -48,7 +49,8 @@ def _join_cell(
     events = gpd.GeoDataFrame(payload["columns"].reset_index(drop=True), geometry=geoms, crs=mcrs)
     events["_pos"] = payload["pos"]
     upos = units.pop("_upos").to_numpy()
-    units = gpd.GeoDataFrame(units, geometry=units.geometry.name, crs=mcrs)
+    # each task projects its own units (in parallel; the same coordinates as projecting all)
+    units = gpd.GeoDataFrame(units, geometry=units.geometry.name).to_crs(mcrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _assign(units, events, crs=mcrs, settings=cfg)
@@ -103,15 +105,15 @@ def _event_bounds(
 
 
 def _slim(
-    units: gpd.GeoDataFrame, events: gpd.GeoDataFrame, ugeoms: np.ndarray, mcrs: pyproj.CRS
+    units: gpd.GeoDataFrame, events: gpd.GeoDataFrame
 ) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
-    """The event columns the join reads; the units' columns it reads with their projected
-    geometry and their position among all units (``_upos``)."""
+    """The event columns the join reads; the units' columns it reads with their geometry
+    and their position among all units (``_upos``)."""
     ev_cols = pd.DataFrame(events[[c for c in _EVENT_INPUTS if c in events.columns]])
     slim = gpd.GeoDataFrame(
         pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
-        geometry=ugeoms,
-        crs=mcrs,
+        geometry=units.geometry.to_numpy(),
+        crs=units.crs,
     )
     slim["_upos"] = np.arange(len(units))
     return ev_cols.reset_index(drop=True), slim
@@ -156,14 +158,16 @@ def assign(
     stats = _stats or _Stats()
     t0 = time.perf_counter()
     mcrs = metric_crs(units, crs)
-    ugeoms = np.asarray(units.geometry.to_crs(mcrs).to_numpy(), dtype=object)
-    tree = shapely.STRtree(ugeoms)
+    # units are selected by their metric bounds (from their projected bounding boxes, within
+    # micrometres; the reach has a 1 m margin): the tasks project the units they get
+    ubounds = _metric_bounds(units, mcrs)
+    tree = shapely.STRtree(shapely.box(*ubounds.T))
     missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
     ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
     ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
     reach = _reach(units, jcfg)
     grid = _grid_for(
-        np.asarray(shapely.total_bounds(ugeoms), dtype=float),
+        np.r_[np.nanmin(ubounds[:, :2], axis=0), np.nanmax(ubounds[:, 2:], axis=0)],
         mcrs,
         size=cfg.cell_size_m,
         count=len(events),
@@ -176,7 +180,7 @@ def assign(
     key[missing] = 0
     # only what the join reads travels to the workers, already in the metric CRS: units with
     # their projected geometry, events as columns and point coordinates
-    ev_cols, slim_units = _slim(units, events, ugeoms, mcrs)
+    ev_cols, slim_units = _slim(units, events)
 
     def payload(rows: np.ndarray) -> dict[str, Any]:
         return {
