@@ -32,6 +32,13 @@ _UNIT_INPUTS = ("kind", "radius_m", "road_class", "name")
 _EVENT_INPUTS = ("kind", "road_name")
 
 
+def _decode(codes: np.ndarray, uniq: np.ndarray, dtype: Any) -> pd.Series:
+    """A column from its codes (-1: missing), distinct values and dtype."""
+    values = np.full(len(codes), None, dtype=object)
+    values[codes >= 0] = uniq[codes[codes >= 0]]
+    return pd.Series(values, dtype=dtype)
+
+
 def _join_cell(
     units: gpd.GeoDataFrame, payload: dict[str, Any], crs_wkt: str, cfg: JoinSettings
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -46,7 +53,11 @@ def _join_cell(
     geoms[is_pt] = shapely.points(payload["x"][is_pt], payload["y"][is_pt])
     if payload["shapes"] is not None:
         geoms[~is_pt] = payload["shapes"][~is_pt]
-    events = gpd.GeoDataFrame(payload["columns"].reset_index(drop=True), geometry=geoms, crs=mcrs)
+    columns = pd.DataFrame(
+        {name: _decode(*coded) for name, coded in payload["columns"].items()},
+        index=pd.RangeIndex(len(is_pt)),
+    )
+    events = gpd.GeoDataFrame(columns, geometry=geoms, crs=mcrs)
     events["_pos"] = payload["pos"]
     upos = units.pop("_upos").to_numpy()
     # each task projects its own units (in parallel; the same coordinates as projecting all)
@@ -106,17 +117,40 @@ def _event_bounds(
 
 def _slim(
     units: gpd.GeoDataFrame, events: gpd.GeoDataFrame
-) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
-    """The event columns the join reads; the units' columns it reads with their geometry
-    and their position among all units (``_upos``)."""
-    ev_cols = pd.DataFrame(events[[c for c in _EVENT_INPUTS if c in events.columns]])
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, Any]], gpd.GeoDataFrame]:
+    """The event columns the join reads (as codes, distinct values and dtype); the units'
+    columns it reads with their geometry and their position among all units (``_upos``)."""
+    # event columns as codes and their distinct values: millions of repeated strings (the
+    # kind, road names) are not pickled one by one
+    ev_cols = {}
+    for c in (c for c in _EVENT_INPUTS if c in events.columns):
+        codes, uniq = pd.factorize(events[c], use_na_sentinel=True)
+        ev_cols[c] = (codes, np.asarray(uniq, dtype=object), events[c].dtype)
     slim = gpd.GeoDataFrame(
         pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
         geometry=units.geometry.to_numpy(),
         crs=units.crs,
     )
     slim["_upos"] = np.arange(len(units))
-    return ev_cols.reset_index(drop=True), slim
+    return ev_cols, slim
+
+
+def _payload(
+    rows: np.ndarray,
+    ev_cols: dict[str, tuple[np.ndarray, np.ndarray, Any]],
+    is_pt: np.ndarray,
+    ebounds: np.ndarray,
+    shapes_m: np.ndarray | None,
+) -> dict[str, Any]:
+    """What a join task gets of the events ``rows``."""
+    return {
+        "columns": {k: (codes[rows], u, dt) for k, (codes, u, dt) in ev_cols.items()},
+        "pos": rows,
+        "is_pt": is_pt[rows],
+        "x": ebounds[rows, 0],
+        "y": ebounds[rows, 1],
+        "shapes": shapes_m[rows] if shapes_m is not None else None,
+    }
 
 
 def assign(
@@ -182,16 +216,6 @@ def assign(
     # their projected geometry, events as columns and point coordinates
     ev_cols, slim_units = _slim(units, events)
 
-    def payload(rows: np.ndarray) -> dict[str, Any]:
-        return {
-            "columns": ev_cols.iloc[rows],
-            "pos": rows,
-            "is_pt": is_pt[rows],
-            "x": ebounds[rows, 0],
-            "y": ebounds[rows, 1],
-            "shapes": shapes_m[rows] if shapes_m is not None else None,
-        }
-
     order = np.argsort(key, kind="stable")
     ks, starts = np.unique(key[order], return_index=True)
     groups = np.split(order, starts[1:])
@@ -219,7 +243,9 @@ def assign(
         jobs.append((c, sel, rows))
     # every subset sent in one go (hash=False: no tokenising of big frames)
     u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
-    e_data = client.scatter([payload(rows) for _, _, rows in jobs], hash=False)
+    e_data = client.scatter(
+        [_payload(rows, ev_cols, is_pt, ebounds, shapes_m) for _, _, rows in jobs], hash=False
+    )
     futures = {
         client.submit(_timed, _join_cell, u_sub, e_sub, mcrs.to_wkt(), jcfg, pure=False): c
         for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True)
