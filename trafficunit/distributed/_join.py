@@ -16,7 +16,7 @@ from .._validate import metric_crs, require_gdf
 from ..settings import DistributedSettings, JoinSettings
 from ._build import _metric_bounds
 from ._cluster import _bar
-from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
+from ._grid import _MARGIN_M, _grid_for, _Stats, _timed
 from ._staging import _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +195,6 @@ def assign(
     # units are selected by their metric bounds (from their projected bounding boxes, within
     # micrometres; the reach has a 1 m margin): the tasks project the units they get
     ubounds = _metric_bounds(units, mcrs)
-    tree = shapely.STRtree(shapely.box(*ubounds.T))
     missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
     ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
     ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
@@ -236,8 +235,13 @@ def assign(
         ok_rows = rows[~missing[rows]]
         if len(ok_rows):
             b = ebounds[ok_rows]
-            box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
-            sel = _select(tree, box, reach)
+            lo, hi = b[:, :2].min(axis=0) - reach, b[:, 2:].max(axis=0) + reach
+            sel = np.flatnonzero(
+                (ubounds[:, 2] >= lo[0])
+                & (ubounds[:, 3] >= lo[1])
+                & (ubounds[:, 0] <= hi[0])
+                & (ubounds[:, 1] <= hi[1])
+            )
         else:
             sel = np.zeros(0, dtype=np.int64)
         jobs.append((c, sel, rows))
@@ -282,14 +286,13 @@ def _assemble(
     else:
         out = events.iloc[row_ev].reset_index(drop=True)
     unit = cols["unit"].to_numpy()
-    ids = np.asarray(units.index.to_numpy(), dtype=object)
-    uid = np.full(len(unit), None, dtype=object)
-    uid[unit >= 0] = ids[unit[unit >= 0]]
-    out["unit_id"] = pd.Series(uid, dtype="string").array
+    # takes on string arrays (Arrow's when that is the string storage): no Python strings
+    ids = pd.array(np.asarray(units.index.to_numpy(), dtype=object), dtype="string")
+    out["unit_id"] = ids.take(unit, allow_fill=True)
     for col in _FLOAT_COLUMNS[:2]:
         out[col] = cols[col].to_numpy(dtype=float)
-    names = np.asarray(MATCH_STATUSES, dtype=object)
-    out["match"] = pd.Series(names[cols["match"].to_numpy()], dtype="string").array
+    names = pd.array(list(MATCH_STATUSES), dtype="string")
+    out["match"] = names.take(cols["match"].to_numpy().astype(np.int64))
     out["overlap_m"] = cols["overlap_m"].to_numpy(dtype=float)
     return gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs), row_ev
 
