@@ -1,6 +1,7 @@
 """Benchmark: build → join → score at region scale, single process vs a local Dask cluster.
 
-Run on demand: ``.venv/bin/python benchmarks/bench_scale.py [--n 708] [--accidents 5000000]``.
+Run on demand: ``.venv/bin/python benchmarks/bench_scale.py [--n 708 | --edges 200000]
+[--accidents 5000000]``.
 
 A GENERATED grid city (not real data) of ``2 n (n - 1)`` street edges (n = 708: 1,001,112
 edges between junctions, ~64 km across, ways of ten blocks as in OSM) is written as a GeoParquet
@@ -18,11 +19,13 @@ match of every accident, the same crash counts and levels (checked through diges
 machine shared with other work loads both alike; the table shows each mode's median run
 and the ratio is the median of the per-round ratios. The load average is printed before
 and after, and the CPU seconds of each mode's whole process tree (client, scheduler,
-nannies, workers), which do not depend on the load: on a shared machine (Linux shares the CPU
-between sessions, so two busy workers split one session's share) they show the work the
-cluster adds, and so the best its two workers could do on two idle cores. Each worker has a
-memory limit (``--memory-limit``, default 3GB: Dask spills to
-disk above 60 % of it and pauses the worker at 80 %).
+nannies, workers), which depend on the load far less than wall time (contention for caches
+still inflates them by up to a third on a busy machine): on a shared machine (Linux shares the
+CPU between sessions, so two busy workers split one session's share) they show the work the
+cluster adds, and so the best its two workers could do on two idle cores. Per stage they are
+split into this process, the workers, and the workers' time inside the tasks (the rest is
+Dask's: serialisation, the event loop). Each worker has a memory limit (``--memory-limit``,
+default 3GB: Dask spills to disk above 60 % of it and pauses the worker at 80 %).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -132,6 +136,14 @@ def _digest(values: Any) -> str:
     return hashlib.sha256("\n".join(arr).encode()).hexdigest()[:16]
 
 
+def _cpu_cell(cpu: dict[str, float]) -> str:
+    """``client + workers (in tasks)``: CPU seconds of a stage."""
+    if not cpu:
+        return "-"
+    text = " + ".join(f"{cpu[k]:.1f}" for k in ("client", "workers") if k in cpu)
+    return text + (f" ({cpu['in tasks']:.1f})" if "in tasks" in cpu else "")
+
+
 def _load() -> str:
     return ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -172,6 +184,7 @@ def run_mode(
         ),
         "stage_peaks_mb": res.report.get("client_peak_rss_mb", {}),
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
+        "stage_cpu_s": res.report.get("cpu_seconds", {}),
         "units": len(res.units),
         "accidents": len(acc),
         "matched": int(res.joined["unit_id"].notna().sum()),
@@ -190,6 +203,7 @@ def run_mode(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=708, help="grid size: 2n(n-1) edges")
+    ap.add_argument("--edges", type=int, default=None, help="about this many edges (sets --n)")
     ap.add_argument("--accidents", type=int, default=5_000_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cell-size-m", type=float, default=None)
@@ -199,6 +213,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="3GB", help="per Dask worker")
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.edges:
+        args.n = max(2, round((1 + math.sqrt(1 + 2 * args.edges)) / 2))
     if args.run:
         run_mode(args.run, args.data, args.workers, args.cell_size_m, args.memory_limit)
         return
@@ -279,6 +295,13 @@ def main() -> None:
         ("pipeline total (s)", lambda r: f"{r['seconds'].get('total', 0):.1f}"),
         ("process wall incl. start (s)", lambda r: f"{r['wall_s']:.1f}"),
         ("CPU, all its processes (s)", lambda r: f"{r['cpu_s']:.1f}"),
+        *[
+            (
+                f"  CPU {st}: client + workers (tasks)",
+                lambda r, st=st: _cpu_cell(r["stage_cpu_s"].get(st, {})),
+            )
+            for st in ("build", "join", "score")
+        ],
         ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
         *[
             (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")

@@ -244,6 +244,41 @@ def _first_number(values: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype(float)
 
 
+def _drivable(
+    highway: pd.Series, col: Any, settings: NetworkSettings, report: NetworkReport
+) -> pd.Series:
+    """Rows of drivable highways (the settings' classes, service and access rules, no areas);
+    counts what it drops in ``report``."""
+    mask = highway.notna()
+    if settings.highways is not None:
+        known = mask & highway.isin(settings.highways).fillna(False).astype(bool)
+        report.dropped["highway not drivable"] += int((mask & ~known).sum())
+        mask = known
+    else:
+        report.dropped["no highway tag"] += int((~mask).sum())
+        return mask
+    # highways=None keeps every highway: parking aisles, private access, area=yes too
+    svc = col("service").astype("string").str.lower()
+    bad_svc = mask & svc.isin(settings.excluded_service).fillna(False).astype(bool)
+    report.dropped["service excluded"] += int(bad_svc.sum())
+    mask &= ~bad_svc
+    acc = col("access").astype("string").str.lower()
+    mv = col("motor_vehicle").astype("string").str.lower()
+    bad_acc = mask & (
+        acc.isin(settings.excluded_access).fillna(False).astype(bool)
+        | mv.isin(settings.excluded_access).fillna(False).astype(bool)
+    )
+    report.dropped["access excluded"] += int(bad_acc.sum())
+    mask &= ~bad_acc
+    area = col("area").astype("string").str.lower() == "yes"
+    # a drivable square drawn as a closed area ring (place=square) is a road
+    square = col("place").astype("string").str.lower() == "square"
+    area = area.fillna(False).astype(bool) & ~square.fillna(False).astype(bool) & mask
+    report.dropped["area=yes"] += int(area.sum())
+    mask &= ~area
+    return mask
+
+
 def normalise_roads(
     raw: gpd.GeoDataFrame,
     *,
@@ -285,34 +320,7 @@ def normalise_roads(
     highway = col("highway") if "highway" in df.columns else col("road_class")
     highway = highway.astype("string").str.strip().str.lower()
     if filter_highways:
-        mask = highway.notna()
-        if settings.highways is not None:
-            known = mask & highway.isin(settings.highways).fillna(False).astype(bool)
-            report.dropped["highway not drivable"] += int((mask & ~known).sum())
-            mask = known
-        else:
-            report.dropped["no highway tag"] += int((~mask).sum())
-    if filter_highways and settings.highways is not None:
-        # highways=None keeps every highway: parking aisles, private access, area=yes too
-        svc = col("service").astype("string").str.lower()
-        bad_svc = mask & svc.isin(settings.excluded_service).fillna(False).astype(bool)
-        report.dropped["service excluded"] += int(bad_svc.sum())
-        mask &= ~bad_svc
-        acc = col("access").astype("string").str.lower()
-        mv = col("motor_vehicle").astype("string").str.lower()
-        bad_acc = mask & (
-            acc.isin(settings.excluded_access).fillna(False).astype(bool)
-            | mv.isin(settings.excluded_access).fillna(False).astype(bool)
-        )
-        report.dropped["access excluded"] += int(bad_acc.sum())
-        mask &= ~bad_acc
-        area = col("area").astype("string").str.lower() == "yes"
-        # a drivable square drawn as a closed area ring (place=square) is a road
-        square = col("place").astype("string").str.lower() == "square"
-        area = area.fillna(False).astype(bool) & ~square.fillna(False).astype(bool) & mask
-        report.dropped["area=yes"] += int(area.sum())
-        mask &= ~area
-    if filter_highways:
+        mask = _drivable(highway, col, settings, report)
         df = df[mask.to_numpy()]
         highway = highway[mask.to_numpy()]
 

@@ -1,0 +1,263 @@
+"""Coordinate-array helpers of :func:`trafficunit.build_units`: nodes, cuts, even splits,
+rings, ids and curvature (shapely 2 + numpy, no per-row Python)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from .settings import ROAD_CLASS_RANK
+
+
+def _rank(road_class: pd.Series) -> np.ndarray:
+    order = {c: i for i, c in enumerate(ROAD_CLASS_RANK)}
+    return road_class.map(order).fillna(len(order)).to_numpy(dtype=np.int64)
+
+
+def _node_ids(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Snap coordinates to a grid of ``snap_m`` and number the distinct nodes.
+
+    Returns (node id per coordinate, first coordinate index of each node).
+    """
+    q = np.floor(xy / snap_m + 0.5).astype(np.int64)
+    keys = np.ascontiguousarray(q).view(np.dtype((np.void, 16))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return inverse.ravel(), first
+
+
+def _cut_at_vertices(
+    xy: np.ndarray, line: np.ndarray, cut: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut lines at flagged interior vertices.
+
+    Returns (coordinates, piece index per coordinate, source line per piece).
+    """
+    reps = 1 + cut.astype(np.int64)
+    xy2 = np.repeat(xy, reps, axis=0)
+    line2 = np.repeat(line, reps)
+    n = len(xy2)
+    start = np.zeros(n, dtype=bool)
+    start[0] = True
+    start[1:] = line2[1:] != line2[:-1]
+    # second copy of each cut vertex starts a new piece
+    pos_first = np.cumsum(reps) - reps
+    second = pos_first[cut] + 1
+    start[second] = True
+    piece = np.cumsum(start) - 1
+    return xy2, piece, line2[start]
+
+
+def _split_even(
+    geoms: np.ndarray, max_length: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each line into ``ceil(L / max_length)`` equal pieces.
+
+    Returns (pieces, chain index per piece, piece number k, piece count n per piece).
+    """
+    lengths = shapely.length(geoms)
+    n_pieces = np.maximum(1, np.ceil(lengths / max_length - 1e-9)).astype(np.int64)
+    chain_of_piece = np.repeat(np.arange(len(geoms)), n_pieces)
+    k = np.arange(len(chain_of_piece)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    n_of_piece = np.repeat(n_pieces, n_pieces)
+    if (n_pieces == 1).all():
+        return geoms.copy(), chain_of_piece, k, n_of_piece
+    xy, ci = shapely.get_coordinates(geoms, return_index=True)
+    # measures along each line from its own start, summed per line (a running sum over all
+    # lines would carry rounding from the lines before, so a line's cut points would depend on
+    # which other lines are in the call: a partitioned build must give identical pieces)
+    step = np.zeros(len(xy))
+    same = ci[1:] == ci[:-1]
+    step[1:] = np.where(same, np.hypot(*np.diff(xy, axis=0).T), 0.0)
+    local = pd.Series(step).groupby(ci, sort=False).cumsum().to_numpy()
+    first = np.r_[0, np.flatnonzero(~same) + 1]
+    last = np.r_[first[1:] - 1, len(xy) - 1]
+    # cut measures: k * L / n for k = 1..n-1 of every chain
+    cut_chain = chain_of_piece[k > 0]
+    cut_k = k[k > 0]
+    cut_t = cut_k * lengths[cut_chain] / n_pieces[cut_chain]
+    # vertices and cuts in (line, measure) order, vertices first on ties
+    nv, nc = len(xy), len(cut_t)
+    is_cut = np.r_[np.zeros(nv, dtype=bool), np.ones(nc, dtype=bool)]
+    o = np.lexsort((is_cut, np.r_[local, cut_t], np.r_[ci, cut_chain]))
+    cut_o = is_cut[o]
+    # the vertex before each cut (the last one of its line at or before the measure)
+    j = np.empty(nc, dtype=np.int64)
+    j[o[cut_o] - nv] = (np.cumsum(~cut_o) - 1)[cut_o]
+    j = np.clip(j, first[cut_chain], last[cut_chain] - 1)
+    span = local[j + 1] - local[j]
+    frac = np.where(span > 0, (cut_t - local[j]) / np.where(span > 0, span, 1.0), 0.0)
+    frac = np.clip(frac, 0.0, 1.0)
+    cut_xy = xy[j] + (xy[j + 1] - xy[j]) * frac[:, None]
+    # the piece of each vertex: its line's first piece plus the cuts strictly before it
+    v_piece = np.empty(nv, dtype=np.int64)
+    v_piece[o[~cut_o]] = ci[o[~cut_o]] + np.cumsum(cut_o)[~cut_o]
+    c_idx = np.arange(nc)
+    c_piece_end = cut_chain + c_idx
+    all_xy = np.concatenate([xy, cut_xy, cut_xy])
+    all_piece = np.concatenate([v_piece, c_piece_end, c_piece_end + 1])
+    all_m = np.concatenate([local, cut_t, cut_t])
+    order = np.lexsort((all_m, all_piece))
+    pieces = shapely.linestrings(all_xy[order], indices=all_piece[order])
+    pieces = shapely.remove_repeated_points(pieces, tolerance=0.0)
+    return pieces, chain_of_piece, k, n_of_piece
+
+
+def _coord_keys(xy: np.ndarray, geographic: bool) -> np.ndarray:
+    """Integer keys of coordinates rounded in the input CRS (1e-7 deg or 1 cm)."""
+    scale = 1e7 if geographic else 100.0
+    return np.floor(xy * scale + 0.5).astype(np.int64)
+
+
+def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """';'-join ``values`` grouped by integer ``keys`` (0..n-1), sorted, deduplicated.
+
+    Vectorised with pyarrow's ``binary_join`` over a list array: no per-group Python.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = np.full(n, None, dtype=object)
+    if len(keys) == 0:
+        return out
+    vals = pa.array(values, pa.string(), from_pandas=True)
+    keep = pc.fill_null(pc.not_equal(vals, ""), False)
+    if not pc.any(keep).as_py():
+        return out
+    table = pa.table({"k": pa.array(np.asarray(keys, dtype=np.int64)), "v": vals}).filter(keep)
+    table = table.take(pc.sort_indices(table, [("k", "ascending"), ("v", "ascending")]))
+    k = table.column("k").to_numpy()
+    v = table.column("v").combine_chunks()
+    # drop repeats of (key, value): equal to the row before once sorted
+    dup = np.zeros(len(k), dtype=bool)
+    if len(k) > 1:
+        same_v = pc.equal(v.slice(1), v.slice(0, len(v) - 1)).to_numpy(zero_copy_only=False)
+        dup[1:] = (k[1:] == k[:-1]) & same_v
+    k, v = k[~dup], v.filter(pa.array(~dup))
+    present, counts = np.unique(k, return_counts=True)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), v)
+    joined = pc.binary_join(lists, ";").to_numpy(zero_copy_only=False)
+    out[present] = joined
+    return out
+
+
+def _rings(
+    attrs: pd.DataFrame,
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    chain: np.ndarray,
+    n_nodes: int,
+    n_chain: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed rings that are one junction: roundabouts (``junction=roundabout``/``circular``)
+    and named squares (``place=square``, or a named ``area=yes`` ring).
+
+    Returns the ring number of every node (-1 off a ring) and of every chain (-1: none). A
+    ring is closed when each of its nodes has exactly two of its piece ends (a cycle).
+    """
+    ring_of_node = np.full(n_nodes, -1, dtype=np.int64)
+    chain_ring = np.full(n_chain, -1, dtype=np.int64)
+
+    def text(col: str) -> pd.Series:
+        if col not in attrs.columns:
+            return pd.Series(pd.NA, index=attrs.index, dtype="string")
+        return attrs[col].astype("string").str.strip().str.lower()
+
+    junction = text("junction")
+    name = attrs["name"].astype("string").str.strip() if "name" in attrs.columns else text("")
+    rb = junction.isin(["roundabout", "circular"]).fillna(False).to_numpy(dtype=bool)
+    square = ((text("place") == "square") | (text("area") == "yes")).fillna(False).to_numpy(bool)
+    square &= name.notna().to_numpy() & ~rb
+    flagged = np.flatnonzero(rb | square)
+    if len(flagged) == 0:
+        return ring_of_node, chain_ring
+    group = np.where(rb[flagged], "\x00roundabout", "square:" + name.fillna("").to_numpy()[flagged])
+    _, gkey = np.unique(group.astype(str), return_inverse=True)
+    # pieces of one group sharing a node are one ring candidate
+    ends = pd.DataFrame(
+        {
+            "piece": np.r_[flagged, flagged],
+            "node": np.r_[p_start[flagged], p_end[flagged]],
+            "g": np.r_[gkey, gkey],
+        }
+    )
+    vert = pd.factorize(pd.MultiIndex.from_arrays([ends["node"], ends["g"]]))[0]
+    m = len(flagged)
+    local = np.r_[np.arange(m), np.arange(m)]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_v = int(vert.max()) + 1
+    graph = coo_matrix((np.ones(2 * m), (local, m + vert)), shape=(m + n_v, m + n_v))
+    _, comp = connected_components(graph, directed=False)
+    piece_comp = comp[:m]
+    ends["comp"] = piece_comp[local]
+    # closed: every node of the component carries exactly two of its piece ends
+    per_node = ends.groupby(["comp", "node"]).size()
+    closed = per_node.eq(2).groupby(level=0).all()
+    closed_comps = closed.index[closed.to_numpy()].to_numpy()
+    if len(closed_comps) == 0:
+        return ring_of_node, chain_ring
+    ring_no = pd.Series(np.arange(len(closed_comps)), index=closed_comps)
+    on = ends.loc[ends["comp"].isin(closed_comps)]
+    ring_of_node[on["node"].to_numpy()] = ring_no.reindex(on["comp"]).to_numpy()
+    pieces = flagged[np.isin(piece_comp, closed_comps)]
+    chain_ring[chain[pieces]] = ring_no.reindex(piece_comp[np.isin(piece_comp, closed_comps)])
+    return ring_of_node, chain_ring
+
+
+def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(from_crs, to_crs, always_xy=True)
+    x, y = t.transform(xy[:, 0], xy[:, 1])
+    return np.column_stack([x, y])
+
+
+def _dedupe_ids(seg_ids: np.ndarray, int_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Duplicate geometries (the same way twice) would collide: suffix repeats deterministically."""
+    all_ids = pd.Series(np.r_[seg_ids, int_ids])
+    dup = all_ids.duplicated(keep="first")
+    if dup.any():
+        n = all_ids.groupby(all_ids).cumcount()
+        all_ids = all_ids.where(~dup, all_ids + "-" + n.astype(str))
+    arr = all_ids.to_numpy(dtype=object)
+    return arr[: len(seg_ids)], arr[len(seg_ids) :]
+
+
+def _line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last coordinates (x, y) of each line as two ``(n, 2)`` arrays (NaN if empty).
+
+    From the flat coordinate array: ``shapely.get_point`` builds a Point per line and is
+    several times slower on hundreds of thousands of lines.
+    """
+    xy = shapely.get_coordinates(geoms)
+    count = shapely.get_num_coordinates(geoms)
+    stop = np.cumsum(count)
+    first, last = np.full((len(count), 2), np.nan), np.full((len(count), 2), np.nan)
+    ok = count > 0
+    first[ok] = xy[(stop - count)[ok]]
+    last[ok] = xy[stop[ok] - 1]
+    return first, last
+
+
+def _curvature(geoms: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sinuosity (length / chord) and degrees turned per km of each line."""
+    start, end = _line_ends(geoms)
+    chord = np.hypot(*(end - start).T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sinuosity = np.where(chord > 0, lengths / chord, np.nan)
+    xy, li = shapely.get_coordinates(geoms, return_index=True)
+    d = np.diff(xy, axis=0)
+    same = li[1:] == li[:-1]
+    heading = np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+    turn = np.diff(heading)
+    turn = (turn + 180.0) % 360.0 - 180.0
+    valid = same[1:] & same[:-1]
+    total = np.bincount(li[2:][valid], weights=np.abs(turn[valid]), minlength=len(geoms))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_km = np.where(lengths > 0, total / (lengths / 1000.0), np.nan)
+    return sinuosity, per_km

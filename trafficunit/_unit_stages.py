@@ -1,0 +1,572 @@
+"""The stages of :func:`trafficunit.build_units` on coordinate arrays (see its module docs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from . import _hash
+from ._errors import ValidationError
+from ._unit_arrays import (
+    _coord_keys,
+    _curvature,
+    _cut_at_vertices,
+    _dedupe_ids,
+    _join_strings,
+    _line_ends,
+    _node_ids,
+    _rank,
+    _rings,
+    _split_even,
+    _src_coords,
+)
+
+#: Columns of a units GeoDataFrame (besides the ``unit_id`` index and geometry).
+UNIT_COLUMNS = (
+    "kind",
+    "length_m",
+    "radius_m",
+    "road_class",
+    "ramp",
+    "name",
+    "ref",
+    "maxspeed_kmh",
+    "lanes",
+    "oneway",
+    "direction",
+    "lit",
+    "sidewalk",
+    "surface",
+    "bridge",
+    "tunnel",
+    "osm_ids",
+    "from_unit",
+    "to_unit",
+    "junction_id",
+    "degree",
+    "road_classes",
+    "neighbours",
+    "sinuosity",
+    "turn_deg_per_km",
+)
+
+_ATTRS = (
+    "road_class",
+    "ramp",
+    "name",
+    "ref",
+    "maxspeed_kmh",
+    "lanes",
+    "oneway",
+    "lit",
+    "sidewalk",
+    "surface",
+    "bridge",
+    "tunnel",
+)
+
+
+@dataclass
+class UnitsReport:
+    """Counts from :func:`build_units`, shown by the CLI summary."""
+
+    roads_in: int
+    road_length_km: float
+    dropped: dict[str, int]
+    segments: int
+    intersections: int
+    junction_links: int
+    metric_crs: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form."""
+        return dict(self.__dict__)
+
+
+class _State:
+    """What the stages of a build pass on to the next (named as in the stages)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+
+def _nodes(st: _State) -> None:
+    """Nodes: snap vertices, drop repeats and degenerate lines, count road ends; cut at
+    junctions.
+    """
+    cfg, df, dropped, line, src_xy, xy = st.cfg, st.df, st.dropped, st.line, st.src_xy, st.xy
+    # -- 1. nodes --------------------------------------------------------------------------
+    node, node_first = _node_ids(xy, cfg.snap_m)
+    xy = xy[node_first][node]  # snap every vertex to its node's coordinate
+    src_xy = src_xy[node_first][node]
+    # drop consecutive repeats inside a line
+    rep = np.r_[False, (node[1:] == node[:-1]) & (line[1:] == line[:-1])]
+    xy, line, node, src_xy = xy[~rep], line[~rep], node[~rep], src_xy[~rep]
+    counts = np.bincount(line, minlength=len(df))
+    degenerate = counts < 2
+    if degenerate.any():
+        dropped["zero-length line"] = dropped.get("zero-length line", 0) + int(degenerate.sum())
+        keep_v = ~degenerate[line]
+        xy, line, node, src_xy = xy[keep_v], line[keep_v], node[keep_v], src_xy[keep_v]
+    if len(xy) == 0:
+        raise ValidationError(
+            f"no usable road lines: all {len(df)} lines are shorter than snap_m={cfg.snap_m} m"
+        )
+    is_first = np.r_[True, line[1:] != line[:-1]]
+    is_last = np.r_[line[1:] != line[:-1], True]
+    interior = ~is_first & ~is_last
+    n_nodes = len(node_first)
+    degree = np.bincount(node, weights=np.where(interior, 2, 1), minlength=n_nodes)
+    junction_node = degree >= 3
+
+    # -- 2. cut at junctions ---------------------------------------------------------------
+    cut = interior & junction_node[node]
+    pxy, piece_of_v, piece_line = _cut_at_vertices(xy, line, cut)
+    pnode = np.repeat(node, 1 + cut.astype(np.int64))
+    psrc = np.repeat(src_xy, 1 + cut.astype(np.int64), axis=0)
+    n_piece = len(piece_line)
+    p_first = np.r_[0, np.flatnonzero(piece_of_v[1:] != piece_of_v[:-1]) + 1]
+    p_last = np.r_[p_first[1:] - 1, len(piece_of_v) - 1]
+    p_start, p_end = pnode[p_first], pnode[p_last]
+    st.degree, st.junction_node, st.n_nodes, st.n_piece = degree, junction_node, n_nodes, n_piece
+    st.p_end, st.p_first, st.p_last, st.p_start = p_end, p_first, p_last, p_start
+    st.piece_line, st.piece_of_v, st.psrc, st.pxy = piece_line, piece_of_v, psrc, pxy
+
+
+def _chain_pieces(st: _State) -> None:
+    """Chain pieces across degree-2 nodes where their attributes agree; merge each chain's
+    lines.
+    """
+    cfg, degree, df, junction_node = st.cfg, st.degree, st.df, st.junction_node
+    n_piece, p_end, p_start, piece_line = st.n_piece, st.p_end, st.p_start, st.piece_line
+    piece_of_v, psrc, pxy = st.piece_of_v, st.psrc, st.pxy
+    # -- 3. chain pieces across degree-2 nodes with equal attributes ------------------------
+    attrs = df.iloc[piece_line].reset_index(drop=True)
+    key_cols = list(dict.fromkeys([*cfg.split_on, "name", "ref", "oneway"]))
+    key = attrs[key_cols].astype(object).where(attrs[key_cols].notna(), "\x00na").astype(str)
+    merge_key = key.groupby(key_cols, sort=False).ngroup().to_numpy()
+    oneway = attrs["oneway"].fillna(False).astype(bool).to_numpy()
+    ends_node = np.r_[p_start, p_end]
+    ends_piece = np.r_[np.arange(n_piece), np.arange(n_piece)]
+    ends_is_start = np.r_[np.ones(n_piece, bool), np.zeros(n_piece, bool)]
+    joint = (degree[ends_node] == 2) & ~junction_node[ends_node]
+    jn = ends_node[joint]
+    order_joint = np.argsort(jn, kind="stable")
+    jn_sorted = jn[order_joint]
+    jp = ends_piece[joint][order_joint]
+    js = ends_is_start[joint][order_joint]
+    pair = np.flatnonzero(jn_sorted[1:] == jn_sorted[:-1])
+    a, b = jp[pair], jp[pair + 1]
+    sa, sb = js[pair], js[pair + 1]
+    ok = (a != b) & (merge_key[a] == merge_key[b])
+    ok &= ~oneway[a] | (sa != sb)  # one-way chains continue head to tail
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(int(ok.sum())), (a[ok], b[ok])), shape=(n_piece, n_piece))
+    _, comp = connected_components(graph, directed=False)
+    # canonical chain numbering: by first piece in input order
+    _, chain = np.unique(comp, return_inverse=True)
+    n_chain = int(chain.max()) + 1
+    piece_geoms = shapely.linestrings(pxy, indices=piece_of_v)
+    piece_src = shapely.linestrings(psrc, indices=piece_of_v)
+    piece_len = shapely.length(piece_geoms)
+    multi = np.bincount(chain, minlength=n_chain) > 1
+    chain_geoms = np.empty(n_chain, dtype=object)
+    single = np.flatnonzero(~multi[chain])
+    chain_geoms[chain[single]] = piece_geoms[single]
+    if multi.any():
+        mp = np.flatnonzero(multi[chain])
+        sub_chain = chain[mp]
+        order = np.argsort(sub_chain, kind="stable")
+        chains_multi, dense = np.unique(sub_chain[order], return_inverse=True)
+        mls = shapely.multilinestrings(piece_geoms[mp][order], indices=dense)
+        one = oneway[mp][order]
+        directed = np.zeros(n_chain, bool)
+        directed[sub_chain[order][one]] = True
+        merged = np.empty(len(chains_multi), dtype=object)
+        d = directed[chains_multi]
+        if d.any():
+            merged[d] = shapely.line_merge(mls[d], directed=True)
+        if (~d).any():
+            merged[~d] = shapely.line_merge(mls[~d])
+        chain_geoms[chains_multi] = merged
+    st.attrs, st.chain, st.chain_geoms, st.ends_piece = attrs, chain, chain_geoms, ends_piece
+    st.joint, st.n_chain, st.ok, st.order_joint, st.pair = joint, n_chain, ok, order_joint, pair
+    st.piece_geoms, st.piece_len, st.piece_src = piece_geoms, piece_len, piece_src
+
+
+def _chain_fix(st: _State) -> None:
+    """Closed rings start at their junction; failed merges fall back to pieces; chain
+    attributes, source ways, content hashes and rings.
+    """
+    attrs, chain, chain_geoms, ends_piece = st.attrs, st.chain, st.chain_geoms, st.ends_piece
+    geographic, joint, n_chain, n_nodes = st.geographic, st.joint, st.n_chain, st.n_nodes
+    n_piece, ok, order_joint, p_end = st.n_piece, st.ok, st.order_joint, st.p_end
+    p_first, p_last, p_start, pair = st.p_first, st.p_last, st.p_start, st.pair
+    piece_geoms, piece_len, piece_src, pxy = st.piece_geoms, st.piece_len, st.piece_src, st.pxy
+    # a chain that closes a ring at a junction must start and end there, whereas line_merge
+    # may have started the ring anywhere (and so passed through the junction)
+    joined_end = np.zeros(2 * n_piece, dtype=bool)
+    eidx = np.flatnonzero(joint)[order_joint]
+    joined_end[eidx[pair][ok]] = True
+    joined_end[eidx[pair + 1][ok]] = True
+    free = ~joined_end
+    free_chain = chain[ends_piece[free]]
+    free_xy = np.concatenate([pxy[p_first], pxy[p_last]])[free]
+    closed = shapely.is_closed(chain_geoms) & (shapely.get_type_id(chain_geoms) == 1)
+    for c in np.unique(free_chain[closed[free_chain]]):
+        start_xy = free_xy[free_chain == c][0]
+        ring = shapely.get_coordinates(chain_geoms[c])
+        hit = np.flatnonzero((ring[:-1] == start_xy).all(axis=1))
+        if len(hit) and hit[0] != 0:
+            i = hit[0]
+            chain_geoms[c] = shapely.linestrings(np.concatenate([ring[i:-1], ring[: i + 1]]))
+    # a merge that did not give one line (should not happen) falls back to its pieces
+    bad_merge = shapely.get_type_id(chain_geoms) != 1
+    if bad_merge.any():
+        bad_chains = np.flatnonzero(bad_merge)
+        remap = np.isin(chain, bad_chains)
+        new_ids = n_chain + np.arange(int(remap.sum()))
+        chain = chain.copy()
+        chain[remap] = new_ids
+        chain_geoms = np.concatenate([chain_geoms, piece_geoms[remap]])
+        keep_c = np.ones(len(chain_geoms), bool)
+        keep_c[bad_chains] = False
+        newnum = np.cumsum(keep_c) - 1
+        chain = newnum[chain]
+        chain_geoms = chain_geoms[keep_c]
+        n_chain = len(chain_geoms)
+    # attributes of a chain: its longest piece
+    order = np.lexsort((-piece_len, chain))
+    lead_piece = order[np.r_[True, chain[order][1:] != chain[order][:-1]]]
+    chain_attrs = attrs.iloc[lead_piece].reset_index(drop=True)
+    osm = attrs["osm_id"].astype("Int64").astype("string").to_numpy()
+    chain_osm = _join_strings(chain, osm, n_chain)
+    # content hash of each chain: its source ways + its source coordinates (rounded)
+    piece_keys = _coord_keys(shapely.get_coordinates(piece_src), geographic)
+    pk_piece = shapely.get_coordinates(piece_src, return_index=True)[1]
+    piece_hash = _hash.combine(
+        _hash.hash_groups(piece_keys[:, 0], pk_piece, n_piece),
+        _hash.hash_groups(piece_keys[:, 1], pk_piece, n_piece),
+        pd.to_numeric(attrs["osm_id"], errors="coerce").fillna(-1).to_numpy(np.int64),
+    )
+    # a chain's hash must not depend on piece order: xor of its pieces' hashes
+    chain_hash = np.zeros(n_chain, dtype=np.uint64)
+    np.bitwise_xor.at(chain_hash, chain, piece_hash)
+
+    ring_of_node, chain_ring = _rings(attrs, p_start, p_end, chain, n_nodes, n_chain)
+    st.chain_attrs, st.chain_geoms, st.chain_hash = chain_attrs, chain_geoms, chain_hash
+    st.chain_osm, st.chain_ring, st.ring_of_node = chain_osm, chain_ring, ring_of_node
+
+
+def _even_split(st: _State) -> None:
+    """Cut each chain evenly into segments no longer than ``max_length_m``; their ids."""
+    cfg, chain_attrs, chain_geoms = st.cfg, st.chain_attrs, st.chain_geoms
+    chain_hash = st.chain_hash
+    # -- 4. even split ---------------------------------------------------------------------
+    seg_geoms, seg_chain, seg_k, seg_n = _split_even(chain_geoms, cfg.max_length_m)
+    seg_attrs = chain_attrs.iloc[seg_chain].reset_index(drop=True)
+    seg_len = shapely.length(seg_geoms)
+    two_way = ~seg_attrs["oneway"].fillna(False).astype(bool).to_numpy()
+    # canonical piece number for two-way chains: count from the end with the lower node key
+    c_start, c_end = _line_ends(chain_geoms)
+    sx, sy = c_start[:, 0], c_start[:, 1]
+    ex, ey = c_end[:, 0], c_end[:, 1]
+    flip = (ex < sx) | ((ex == sx) & (ey < sy))
+    k_canon = np.where(two_way & flip[seg_chain], seg_n - 1 - seg_k, seg_k)
+    seg_hash = _hash.combine(chain_hash[seg_chain], k_canon, seg_n)
+    seg_ids = _hash.to_ids("S", seg_hash)
+    st.seg_attrs, st.seg_chain, st.seg_geoms, st.seg_ids = seg_attrs, seg_chain, seg_geoms, seg_ids
+    st.seg_len, st.seg_n, st.two_way = seg_len, seg_n, two_way
+
+
+def _intersections(st: _State) -> None:
+    """Junction clusters (within ``junction_merge_m``, and closed rings), the segment ends at
+    them, their ids, centres and extents.
+    """
+    cfg, chain_ring, geographic, in_crs = st.cfg, st.chain_ring, st.geographic, st.in_crs
+    junction_node, metric, p_end, p_first = st.junction_node, st.metric, st.p_end, st.p_first
+    p_last, p_start, pxy, ring_of_node = st.p_last, st.p_start, st.pxy, st.ring_of_node
+    seg_chain, seg_geoms, seg_len, seg_n = st.seg_chain, st.seg_geoms, st.seg_len, st.seg_n
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    # -- 5. intersections ------------------------------------------------------------------
+    s_start, s_end = _line_ends(seg_geoms)
+    n_seg = len(seg_geoms)
+    end_xy = np.concatenate([s_start, s_end])
+    end_node_local, end_first = _node_ids(end_xy, cfg.snap_m)
+    # junction nodes: the piece ends that lie on a node where three or more road ends meet
+    jxy = pxy[p_first][junction_node[p_start]]
+    jxy = np.concatenate([jxy, pxy[p_last][junction_node[p_end]]])
+    jnode = np.concatenate([p_start[junction_node[p_start]], p_end[junction_node[p_end]]])
+    if len(jxy):
+        j_first = _node_ids(jxy, cfg.snap_m)[1]
+        junction_xy, junction_nd = jxy[j_first], jnode[j_first]
+    else:
+        junction_xy, junction_nd = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    # cluster junctions closer than junction_merge_m, and the junctions on one closed ring
+    # (a roundabout, a square) whatever its size
+    if len(junction_xy):
+        pts = shapely.points(junction_xy)
+        if cfg.junction_merge_m > 0:
+            tree = shapely.STRtree(pts)
+            qi, qj = tree.query(pts, predicate="dwithin", distance=cfg.junction_merge_m)
+        else:
+            qi = qj = np.arange(len(pts))
+        ring = ring_of_node[junction_nd]
+        on_ring = np.flatnonzero(ring >= 0)
+        if len(on_ring):
+            o = on_ring[np.argsort(ring[on_ring], kind="stable")]
+            head = o[np.r_[0, np.flatnonzero(np.diff(ring[o])) + 1]]
+            first_of_ring = pd.Series(head, index=ring[head])
+            qi = np.r_[qi, on_ring]
+            qj = np.r_[qj, first_of_ring.reindex(ring[on_ring]).to_numpy(dtype=np.int64)]
+        g = coo_matrix((np.ones(len(qi)), (qi, qj)), shape=(len(pts), len(pts)))
+        _, cluster = connected_components(g, directed=False)
+    else:
+        cluster = np.zeros(0, dtype=np.int64)
+    n_int = int(cluster.max()) + 1 if len(cluster) else 0
+    # map segment ends to clusters
+    jkeys = np.floor(junction_xy / cfg.snap_m + 0.5).astype(np.int64)
+    ekeys = np.floor(end_xy / cfg.snap_m + 0.5).astype(np.int64)
+    jk = pd.MultiIndex.from_arrays([jkeys[:, 0], jkeys[:, 1]])
+    ek = pd.MultiIndex.from_arrays([ekeys[:, 0], ekeys[:, 1]])
+    pos = jk.get_indexer(ek)
+    end_cluster = np.where(pos >= 0, cluster[np.maximum(pos, 0)] if n_int else -1, -1)
+    start_cl, end_cl = end_cluster[:n_seg], end_cluster[n_seg:]
+    internal = (
+        (start_cl >= 0)
+        & (start_cl == end_cl)
+        & (seg_len <= 2 * max(cfg.junction_merge_m, cfg.snap_m))
+        & (seg_n == 1)
+    )
+    # a single-node junction has no internal links (a loop back to it is a real segment)
+    nodes_per_cluster = np.bincount(cluster, minlength=n_int) if n_int else np.zeros(0, int)
+    internal &= nodes_per_cluster[np.maximum(start_cl, 0)] > 1 if n_int else False
+    # every piece of a closed ring belongs to the ring's junction, however long
+    seg_ring = chain_ring[seg_chain]
+    ring_cluster = np.full(int(ring_of_node.max()) + 2, -1, dtype=np.int64)
+    if n_int:
+        jr = ring_of_node[junction_nd]
+        ring_cluster[jr[jr >= 0]] = cluster[jr >= 0]
+    ring_cl = np.where(seg_ring >= 0, ring_cluster[seg_ring], -1)
+    ring_link = ring_cl >= 0
+    internal |= ring_link
+    link_cl = np.where(ring_link, ring_cl, start_cl)
+    # intersection ids: hash of member node keys (input CRS, rounded)
+    if n_int:
+        j_src = _src_coords(junction_xy, metric.crs, in_crs)
+        jkeys_src = _coord_keys(j_src, geographic)
+        order = np.lexsort((jkeys_src[:, 1], jkeys_src[:, 0], cluster))
+        cl_sorted = cluster[order]
+        int_hash = _hash.combine(
+            _hash.hash_groups(jkeys_src[order, 0], cl_sorted, n_int),
+            _hash.hash_groups(jkeys_src[order, 1], cl_sorted, n_int),
+        )
+        int_ids = _hash.to_ids("I", int_hash)
+        centre = np.column_stack(
+            [
+                np.bincount(cluster, weights=junction_xy[:, 0]) / nodes_per_cluster,
+                np.bincount(cluster, weights=junction_xy[:, 1]) / nodes_per_cluster,
+            ]
+        )
+        spread = np.hypot(*(junction_xy - centre[cluster]).T)
+        extent = np.zeros(n_int)
+        np.maximum.at(extent, cluster, spread)
+    else:
+        int_ids = np.zeros(0, dtype=object)
+        centre = np.zeros((0, 2))
+        extent = np.zeros(0)
+    st.centre, st.end_cl, st.end_first = centre, end_cl, end_first
+    st.end_node_local, st.extent, st.int_ids = end_node_local, extent, int_ids
+    st.internal, st.link_cl, st.n_int, st.n_seg = internal, link_cl, n_int, n_seg
+    st.start_cl = start_cl
+
+
+def _adjacency(st: _State) -> None:
+    """Neighbours of every unit; junction links; the intersections' degree, classes, names and
+    lead road.
+    """
+    end_cl, end_first, end_node_local = st.end_cl, st.end_first, st.end_node_local
+    int_ids, internal, link_cl, n_int = st.int_ids, st.internal, st.link_cl, st.n_int
+    n_seg, seg_attrs, seg_ids, seg_len = st.n_seg, st.seg_attrs, st.seg_ids, st.seg_len
+    start_cl = st.start_cl
+    # -- 6. adjacency ----------------------------------------------------------------------
+    seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
+    # ends: (node, segment, is_start)
+    e_seg = np.r_[np.arange(n_seg), np.arange(n_seg)]
+    e_cl = np.r_[start_cl, end_cl]
+    other = np.full(2 * n_seg, -1, dtype=np.int64)
+    plain = e_cl < 0
+    pn = end_node_local[plain]
+    pidx = np.flatnonzero(plain)
+    order = np.argsort(pn, kind="stable")
+    pn_s, pidx_s = pn[order], pidx[order]
+    cnt = np.bincount(pn_s, minlength=len(end_first)) if len(pn_s) else np.zeros(0, int)
+    two = (
+        np.flatnonzero((pn_s[1:] == pn_s[:-1]) & (cnt[pn_s[1:]] == 2))
+        if len(pn_s)
+        else np.zeros(0, dtype=np.int64)
+    )
+    other[pidx_s[two]] = e_seg[pidx_s[two + 1]]
+    other[pidx_s[two + 1]] = e_seg[pidx_s[two]]
+    e_unit = np.full(2 * n_seg, None, dtype=object)
+    has_other = other >= 0
+    e_unit[has_other] = seg_ids[other[has_other]]
+    at_int = e_cl >= 0
+    e_unit[at_int] = int_ids[e_cl[at_int]] if n_int else None
+    # internal links belong to their junction: both ends point at it
+    from_unit = e_unit[:n_seg].copy()
+    to_unit = e_unit[n_seg:].copy()
+    junction_id = np.full(n_seg, None, dtype=object)
+    if n_int:
+        junction_id[internal] = int_ids[link_cl[internal]]
+    seg_neigh = _join_strings(
+        np.r_[np.arange(n_seg), np.arange(n_seg)], np.r_[from_unit, to_unit], n_seg
+    )
+    # intersection attributes from the segments that end there
+    ie = at_int
+    ie_cl = e_cl[ie]
+    ie_seg = e_seg[ie]
+    ie_internal = internal[ie_seg]
+    deg = np.bincount(ie_cl[~ie_internal], minlength=n_int) if n_int else np.zeros(0)
+    # a cluster with fewer than three roads leaving it (a small loop or an isolated knot of
+    # links) is not one junction: its links stay ordinary segments
+    weak = deg < 3
+    if weak.any():
+        undo = internal & weak[np.maximum(link_cl, 0)]
+        internal &= ~undo
+        junction_id[undo] = None
+        ie_internal = internal[ie_seg]
+        deg = np.bincount(ie_cl[~ie_internal], minlength=n_int)
+    int_neigh = _join_strings(ie_cl, seg_ids[ie_seg], n_int)
+    classes = seg_attrs["road_class"].astype("string").to_numpy()
+    int_classes = _join_strings(ie_cl[~ie_internal], classes[ie_seg[~ie_internal]], n_int)
+    int_names = _join_strings(ie_cl, seg_attrs["name"].astype("string").to_numpy()[ie_seg], n_int)
+    rank = _rank(seg_attrs["road_class"])
+    lead = np.full(n_int, -1, dtype=np.int64)
+    if n_int and len(ie_seg):
+        o = np.lexsort((ie_seg, -seg_len[ie_seg], rank[ie_seg], ie_cl))
+        first_of = o[np.r_[True, ie_cl[o][1:] != ie_cl[o][:-1]]]
+        lead[ie_cl[first_of]] = ie_seg[first_of]
+    st.deg, st.from_unit, st.ie_cl, st.ie_seg = deg, from_unit, ie_cl, ie_seg
+    st.int_classes, st.int_ids, st.int_names = int_classes, int_ids, int_names
+    st.int_neigh, st.internal, st.junction_id, st.lead = int_neigh, internal, junction_id, lead
+    st.seg_ids, st.seg_neigh, st.to_unit = seg_ids, seg_neigh, to_unit
+
+
+def _assemble(st: _State) -> None:
+    """The units table: segments and intersections, dtypes fixed, in ``unit_id`` order."""
+    centre, cfg, chain_osm, deg, dropped = st.centre, st.cfg, st.chain_osm, st.deg, st.dropped
+    extent, from_unit, ie_cl, ie_seg = st.extent, st.from_unit, st.ie_cl, st.ie_seg
+    in_crs, int_classes, int_ids, int_names = st.in_crs, st.int_classes, st.int_ids, st.int_names
+    int_neigh, internal, junction_id, lead = st.int_neigh, st.internal, st.junction_id, st.lead
+    mcrs, metric, n_int, n_seg, roads = st.mcrs, st.metric, st.n_int, st.n_seg, st.roads
+    seg_attrs, seg_chain, seg_geoms, seg_ids = st.seg_attrs, st.seg_chain, st.seg_geoms, st.seg_ids
+    seg_len, seg_neigh, to_unit, two_way = st.seg_len, st.seg_neigh, st.to_unit, st.two_way
+    # -- 7. assemble -------------------------------------------------------------------------
+    sinuosity, turn = _curvature(seg_geoms, seg_len)
+    seg = pd.DataFrame(
+        {
+            "unit_id": seg_ids,
+            "kind": "segment",
+            "length_m": seg_len,
+            "radius_m": np.nan,
+        }
+    )
+    for c in _ATTRS:
+        seg[c] = seg_attrs[c].to_numpy()
+    seg["direction"] = np.where(two_way, "both", "forward")
+    seg["osm_ids"] = chain_osm[seg_chain]
+    seg["from_unit"] = from_unit
+    seg["to_unit"] = to_unit
+    seg["junction_id"] = junction_id
+    seg["degree"] = 0
+    seg["road_classes"] = seg_attrs["road_class"].astype("string").to_numpy()
+    seg["neighbours"] = seg_neigh
+    seg["sinuosity"] = sinuosity
+    seg["turn_deg_per_km"] = turn
+    extra_cols = [c for c in ("aadt", "layer", "jurisdiction") if c in seg_attrs.columns]
+    for c in extra_cols:
+        seg[c] = seg_attrs[c].to_numpy()
+
+    inter = pd.DataFrame({"unit_id": int_ids, "kind": "intersection", "length_m": 0.0})
+    lead_attrs = seg_attrs.iloc[np.maximum(lead, 0)].reset_index(drop=True)
+    top_class = lead_attrs["road_class"].astype("string")
+    influence = top_class.map(cfg.influence_m_by_class).astype(float)
+    influence = influence.fillna(cfg.default_influence_m).to_numpy()
+    inter["radius_m"] = influence + extent
+    for c in _ATTRS:
+        inter[c] = lead_attrs[c].to_numpy() if n_int else []
+    inter["name"] = int_names
+    inter["direction"] = None
+    inter["oneway"] = False
+    inter["osm_ids"] = _join_strings(ie_cl, seg["osm_ids"].to_numpy()[ie_seg], n_int)
+    inter["from_unit"] = None
+    inter["to_unit"] = None
+    inter["junction_id"] = None
+    inter["degree"] = deg.astype(np.int64)
+    inter["road_classes"] = int_classes
+    inter["neighbours"] = int_neigh
+    inter["sinuosity"] = np.nan
+    inter["turn_deg_per_km"] = np.nan
+    for c in extra_cols:
+        inter[c] = lead_attrs[c].to_numpy() if n_int else []
+
+    out_geoms = np.concatenate([seg_geoms, shapely.points(centre)])
+    table = pd.concat([seg, inter], ignore_index=True)
+    # in unit_id order before the text columns become Arrow strings (a take on them is slow)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pa.array(table["unit_id"].to_numpy(dtype=object), pa.string())
+    by_id = pc.sort_indices(ids).to_numpy()  # stable; bytewise = code point order
+    table = table.take(by_id).reset_index(drop=True)
+    out_geoms = out_geoms[by_id]
+    units = gpd.GeoDataFrame(table, geometry=out_geoms, crs=mcrs).to_crs(in_crs)
+    units["degree"] = units["degree"].astype(np.int64)
+    for c in ("name", "ref", "osm_ids", "from_unit", "to_unit", "junction_id", "neighbours"):
+        units[c] = units[c].astype("string")
+    units["road_classes"] = units["road_classes"].astype("string")
+    units["direction"] = units["direction"].astype("string")
+    # dtypes must not depend on the values (pandas infers them from object arrays): a
+    # partitioned build concatenates pieces, and files written per region must share a schema
+    for c in ("kind", "road_class"):
+        units[c] = units[c].astype(str)
+    for c in ("ramp", "oneway", "bridge", "tunnel"):
+        units[c] = units[c].fillna(False).astype(bool)
+    for c in ("maxspeed_kmh", "lanes", "length_m", "radius_m"):
+        units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
+    for c in ("sidewalk", "surface"):
+        units[c] = units[c].astype("string")
+    units["lit"] = units["lit"].astype(object)
+    for c in extra_cols:
+        if c == "aadt":
+            units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
+        else:
+            units[c] = units[c].astype("string")
+    units = units.set_index("unit_id")
+    units = units[[*UNIT_COLUMNS, *extra_cols, "geometry"]]
+    units.attrs["report"] = UnitsReport(
+        roads_in=len(roads),
+        road_length_km=float(shapely.length(metric.geometry.values).sum() / 1000.0),
+        dropped=dropped,
+        segments=n_seg,
+        intersections=n_int,
+        junction_links=int(internal.sum()),
+        metric_crs=str(mcrs.to_string()),
+    ).as_dict()
+    st.units = units
+
+
+STAGES = (_nodes, _chain_pieces, _chain_fix, _even_split, _intersections, _adjacency, _assemble)

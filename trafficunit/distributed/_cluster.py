@@ -1,0 +1,107 @@
+"""The Dask client and what runs once per worker."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .._errors import TrafficUnitError
+from ..settings import DistributedSettings
+
+# --------------------------------------------------------------------------------------------
+# cluster
+
+
+@contextlib.contextmanager
+def cluster(
+    scheduler: Any = "local", *, settings: DistributedSettings | None = None
+) -> Iterator[Any]:
+    """A Dask client: a new local cluster (``"local"``), a scheduler address, or a client.
+
+    Parameters
+    ----------
+    scheduler
+        ``"local"`` starts a :class:`distributed.LocalCluster` of ``settings.n_workers``
+        workers (closed on exit); an address such as ``"tcp://10.0.0.5:8786"`` connects to a
+        running cluster; a :class:`distributed.Client` is used as it is.
+    settings
+        :class:`~trafficunit.settings.DistributedSettings` for the local cluster.
+    """
+    from .._optional import require
+
+    dist = require("distributed", "running on Dask")
+    Client, LocalCluster = dist.Client, dist.LocalCluster
+
+    cfg = settings or DistributedSettings()
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    if scheduler in (None, "local"):
+        import dask
+
+        with (
+            # the workers' statistical profiler (a thread sampling every stack each 10 ms)
+            # only feeds the dashboard, which a local run does not serve
+            dask.config.set({"distributed.worker.profile.enabled": False}),
+            LocalCluster(
+                n_workers=cfg.n_workers,
+                threads_per_worker=cfg.threads_per_worker,
+                processes=cfg.processes,
+                memory_limit=cfg.memory_limit,
+                dashboard_address=None,
+            ) as lc,
+            Client(lc) as client,
+        ):
+            client.run(_warm_up)
+            yield client
+        return
+    try:
+        client = Client(str(scheduler), timeout=f"{cfg.connect_timeout_s}s")
+    except OSError as exc:
+        raise TrafficUnitError(
+            f"cannot reach the Dask scheduler at {scheduler}: {exc}; check the address "
+            "(tcp://host:8786) or use 'local'"
+        ) from exc
+    with client:
+        yield client
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this (worker) process, MB.
+
+    Linux's ``VmHWM`` where available: ``ru_maxrss`` survives ``exec`` and so would report
+    the size of the process a worker was forked from.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _preload(module: str) -> None:
+    """Import ``module`` if it is installed (run in a thread)."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(module)
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _warm_up() -> None:
+    """Import the modules the tasks use, once per worker, when the cluster starts."""
+    from .. import join, units  # noqa: F401
+
+
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cell", disable=not progress)

@@ -1,0 +1,349 @@
+"""run_pipeline: build, join and score, on Dask or in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+
+from .._validate import metric_crs, require_gdf
+from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSettings
+from ._build import build_units
+from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
+from ._grid import _Stats
+from ._join import assign
+from ._staging import _frame_digest, _Staging
+
+# --------------------------------------------------------------------------------------------
+# pipeline
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` returns: units, joined accidents (and hazards), risk."""
+
+    units: gpd.GeoDataFrame
+    joined: gpd.GeoDataFrame
+    risk: gpd.GeoDataFrame
+    hazards: gpd.GeoDataFrame | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run_pipeline(
+    roads: gpd.GeoDataFrame,
+    accidents: gpd.GeoDataFrame,
+    *,
+    hazards: gpd.GeoDataFrame | None = None,
+    period: Any = None,
+    scheduler: Any = "local",
+    outdir: str | os.PathLike[str] | None = None,
+    max_length_m: float | None = None,
+    junction_merge_m: float | None = None,
+    crs: Any = None,
+    unit_settings: UnitSettings | None = None,
+    join_settings: JoinSettings | None = None,
+    risk_settings: RiskSettings | None = None,
+    settings: DistributedSettings | None = None,
+    fingerprint: str | None = None,
+    progress: bool = False,
+) -> PipelineResult:
+    """Build units, join accidents (and hazards) and score, on Dask or in this process.
+
+    Parameters
+    ----------
+    roads
+        Road lines (``tu.read_network``).
+    accidents
+        Accidents (``tu.read_events``).
+    hazards
+        Hazards to join and count as open hazards in the levels (optional).
+    period
+        Scoring period ``(start, end)`` (default: the accidents' whole years).
+    scheduler
+        ``"local"`` (a local cluster of ``settings.n_workers`` workers), a scheduler address
+        (``"tcp://host:8786"``), a :class:`distributed.Client`, or ``None`` to run the plain
+        single-process functions.
+    outdir
+        Write ``units.parquet``, ``joined.parquet``, ``risk.parquet`` (and
+        ``hazards.parquet``) and ``report.json`` here, resuming an interrupted run of the
+        same inputs (see the module docs). ``None``: return the results only.
+    max_length_m, junction_merge_m, unit_settings
+        Options of :func:`trafficunit.build_units`.
+    crs
+        Metric CRS of every stage (default: the UTM zone of the roads).
+    join_settings, risk_settings
+        Options of :func:`trafficunit.assign` and :func:`trafficunit.score`.
+    settings
+        Partitioning and local cluster (:class:`~trafficunit.settings.DistributedSettings`).
+    fingerprint
+        Identity of the inputs for resuming (default: a hash of their content and the options).
+    progress
+        Progress bars over the cells of each stage.
+
+    Returns
+    -------
+    PipelineResult
+        ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
+        ``report`` has the stages' timings, cells and halo retries, and the workers' peak
+        resident memory (over their lifetime, MB), this process's peak in each stage
+        (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB) and the CPU seconds
+        of each stage in this process and in the workers (``cpu_seconds``).
+    """
+    require_gdf(roads, "roads")
+    require_gdf(accidents, "accidents")
+    cfg = settings or DistributedSettings()
+    mcrs = metric_crs(roads, crs)
+    options = {
+        "max_length_m": max_length_m,
+        "junction_merge_m": junction_merge_m,
+        "unit_settings": unit_settings,
+        "join_settings": join_settings,
+        "risk_settings": risk_settings,
+        "period": period,
+        "crs": mcrs.to_wkt(),
+        "cell_size_m": cfg.cell_size_m,
+        "roads_per_cell": cfg.roads_per_cell,
+        "events_per_cell": cfg.events_per_cell,
+        "halo_m": cfg.halo_m,
+    }
+    store = None
+    if outdir is not None:
+        key = _fingerprint(fingerprint, options, roads, accidents, hazards)
+        store = _Staging(Path(outdir), key)
+    run = _Run(store)
+    stages = _Stages(
+        roads=roads,
+        accidents=accidents,
+        hazards=hazards,
+        mcrs=mcrs,
+        build_kw={"max_length_m": max_length_m, "junction_merge_m": junction_merge_m},
+        unit_settings=unit_settings,
+        join_settings=join_settings,
+        cfg=cfg,
+        progress=progress,
+    )
+    if scheduler is None:
+        units, joined, hz = stages.single(run)
+    else:
+        units, joined, hz = stages.dask(run, scheduler)
+    from ..risk import score
+
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        risk = score(units, joined, period=period, hazards=hz, settings=risk_settings)
+    run.stats.seconds["score"] = time.perf_counter() - t
+    run.close("score")
+    run.stats.seconds["total"] = time.perf_counter() - run.t0
+    report = run.report(scheduler, len(units), len(accidents))
+    if store is not None:
+        from ..io import write_table
+
+        write_table(risk, store.path("risk.parquet"))
+        (store.path("report.json")).write_text(json.dumps(report, indent=2, default=str))
+        store.commit()
+    return PipelineResult(units, joined, risk, hz, report)
+
+
+def _fingerprint(given: str | None, options: dict[str, Any], *frames: Any) -> str:
+    """The identity of a run: ``given`` (default: a hash of the frames' content) and the
+    options."""
+    if given is None:
+        given = hashlib.sha256("|".join(_frame_digest(f) for f in frames).encode()).hexdigest()
+    return hashlib.sha256(
+        (given + repr(sorted((k, repr(v)) for k, v in options.items()))).encode()
+    ).hexdigest()
+
+
+class _Run:
+    """A run's staging, timings, and each stage's peak memory and CPU seconds."""
+
+    def __init__(self, store: _Staging | None) -> None:
+        self.store = store
+        self.stats = _Stats()
+        self.t0 = time.perf_counter()
+        # this process's peak memory in each stage (the peak is reset between stages on Linux)
+        self.peaks: dict[str, int] = {"inputs": round(_peak_rss_mb())}
+        _reset_peak_rss()
+        self.cpu: dict[str, dict[str, float]] = {"inputs": {"client": time.process_time()}}
+        self.client: Any = None
+        self.worker_peaks: list[int] = []
+        self._cpu0 = (time.process_time(), 0.0)
+
+    def _worker_cpu(self) -> float:
+        if self.client is None:
+            return 0.0
+        with contextlib.suppress(Exception):
+            return float(sum(self.client.run(time.process_time).values()))
+        return 0.0
+
+    def open(self) -> None:
+        """Start counting the workers' CPU (after the cluster is up)."""
+        self._cpu0 = (time.process_time(), self._worker_cpu())
+
+    def close(self, name: str) -> None:
+        """End stage ``name``: its peak memory and CPU seconds."""
+        self.peaks[name] = round(_peak_rss_mb())
+        _reset_peak_rss()
+        now = (time.process_time(), self._worker_cpu())
+        cpu = {"client": round(now[0] - self._cpu0[0], 2)}
+        if self.client is not None:
+            cpu["workers"] = round(now[1] - self._cpu0[1], 2)
+        self.cpu[name] = cpu
+        self._cpu0 = now
+
+    def stage(self, name: str, compute: Any) -> gpd.GeoDataFrame:
+        """``compute()``, or what a resumed run saved of it; saved for a later resume."""
+        try:
+            store = self.store
+            if store is not None and store.has(name):
+                from ..io import read_table
+
+                df: gpd.GeoDataFrame = read_table(
+                    store.path(f"{name}.parquet"), index="unit_id" if name == "units" else None
+                )
+                return df
+            df = compute()
+            if store is not None:
+                from ..io import write_table
+
+                write_table(df, store.path(f"{name}.parquet"))
+                store.mark(name)
+            return df
+        finally:
+            self.close({"units": "build", "joined": "join"}.get(name, name))
+
+    def report(self, scheduler: Any, n_units: int, n_accidents: int) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "mode": "single process" if scheduler is None else "dask",
+            "units": n_units,
+            "accidents": n_accidents,
+            "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+            "cells": stats.cells,
+            "tasks": stats.tasks,
+            "halo_retries": stats.retries,
+            "max_halo_m": stats.max_halo_m,
+            "resumed": bool(self.store.resumed) if self.store is not None else False,
+            "worker_peak_rss_mb": self.worker_peaks,
+            "client_peak_rss_mb": self.peaks,
+            "cpu_seconds": {
+                k: {
+                    **v,
+                    **({"in tasks": round(stats.task_cpu[t], 2)} if t in stats.task_cpu else {}),
+                }
+                for k, v in self.cpu.items()
+                for t in [{"build": "build", "join": "join"}.get(k, k)]
+            },
+        }
+
+
+@dataclass
+class _Stages:
+    """The build and join stages of a run, in this process or on Dask."""
+
+    roads: gpd.GeoDataFrame
+    accidents: gpd.GeoDataFrame
+    hazards: gpd.GeoDataFrame | None
+    mcrs: Any
+    build_kw: dict[str, Any]
+    unit_settings: UnitSettings | None
+    join_settings: JoinSettings | None
+    cfg: DistributedSettings
+    progress: bool
+
+    def single(self, run: _Run) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+        from ..join import assign as plain_assign
+        from ..units import build_units as plain_build
+
+        def timed(name: str, fn: Any) -> Any:
+            t = time.perf_counter()
+            out = fn()
+            run.stats.seconds[name] = time.perf_counter() - t
+            return out
+
+        run.open()
+        units = run.stage(
+            "units",
+            lambda: timed(
+                "build",
+                lambda: plain_build(
+                    self.roads,
+                    settings=self.unit_settings,
+                    progress=self.progress,
+                    crs=self.mcrs,
+                    **self.build_kw,
+                ),
+            ),
+        )
+
+        def join(name: str, events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+            return run.stage(
+                name,
+                lambda: timed(
+                    "join" if name == "joined" else name,
+                    lambda: plain_assign(units, events, crs=self.mcrs, settings=self.join_settings),
+                ),
+            )
+
+        joined = join("joined", self.accidents)
+        hz = join("hazards", self.hazards) if self.hazards is not None else None
+        return units, joined, hz
+
+    def dask(self, run: _Run, scheduler: Any) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+        # the client mostly waits on the workers: import what scoring fits the SPFs with
+        # meanwhile (seconds, cold) instead of after the last stage
+        preload = threading.Thread(target=_preload, args=("statsmodels.api",), daemon=True)
+        preload.start()
+        t_start = time.perf_counter()
+        with cluster(scheduler, settings=self.cfg) as client:
+            run.stats.seconds["cluster start"] = time.perf_counter() - t_start
+            run.client = client
+            run.open()
+            units = run.stage(
+                "units",
+                lambda: build_units(
+                    self.roads,
+                    client,
+                    unit_settings=self.unit_settings,
+                    settings=self.cfg,
+                    progress=self.progress,
+                    crs=self.mcrs,
+                    _store=run.store,
+                    _stats=run.stats,
+                    **self.build_kw,
+                ),
+            )
+
+            def join(name: str, events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+                return run.stage(
+                    name,
+                    lambda: assign(
+                        units,
+                        events,
+                        client,
+                        crs=self.mcrs,
+                        settings=self.join_settings,
+                        distributed_settings=self.cfg,
+                        progress=self.progress,
+                        _store=run.store,
+                        _stage="join" if name == "joined" else name,
+                        _stats=run.stats,
+                    ),
+                )
+
+            joined = join("joined", self.accidents)
+            hz = join("hazards", self.hazards) if self.hazards is not None else None
+            run.worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
+            run.client = None
+        preload.join()
+        return units, joined, hz
