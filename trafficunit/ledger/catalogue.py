@@ -76,23 +76,30 @@ class Catalogue:
         return str(self.items[code]["class"])
 
 
+def _check_class(cls: Any, i: int, where: str) -> None:
+    """Refuse ``classes[i]`` unless it is an object with a ``code`` and an ``items`` list."""
+    if not isinstance(cls, dict) or not cls.get("code") or not isinstance(cls.get("items"), list):
+        raise InputFileError(f"{where}: classes[{i}] needs 'code' and an 'items' list")
+
+
+def _item_code(item: Any, i: int, j: int, where: str) -> str:
+    """The code of ``classes[i].items[j]``, stripped and lower-cased; refused when empty."""
+    code = str(item.get("code", "")).strip().lower() if isinstance(item, dict) else ""
+    if not code:
+        raise InputFileError(f"{where}: classes[{i}].items[{j}] has no 'code'")
+    return code
+
+
 def _parse(doc: Any, where: str) -> Catalogue:
     if not isinstance(doc, dict) or not isinstance(doc.get("classes"), list):
         raise InputFileError(f"{where}: a catalogue is a JSON object with a 'classes' list")
     items: dict[str, dict[str, Any]] = {}
     classes = []
     for i, cls in enumerate(doc["classes"]):
-        if (
-            not isinstance(cls, dict)
-            or not cls.get("code")
-            or not isinstance(cls.get("items"), list)
-        ):
-            raise InputFileError(f"{where}: classes[{i}] needs 'code' and an 'items' list")
+        _check_class(cls, i, where)
         classes.append(str(cls["code"]))
         for j, item in enumerate(cls["items"]):
-            code = str(item.get("code", "")).strip().lower() if isinstance(item, dict) else ""
-            if not code:
-                raise InputFileError(f"{where}: classes[{i}].items[{j}] has no 'code'")
+            code = _item_code(item, i, j, where)
             if code in items:
                 raise InputFileError(f"{where}: item code {clip(code)} appears twice")
             items[code] = {**item, "code": code, "class": cls["code"]}
@@ -211,17 +218,10 @@ def load_overlay(path: str | Path, city: Catalogue) -> Overlay:
     items: dict[str, dict[str, Any]] = {}
     classes = []
     for i, cls in enumerate(doc["classes"]):
-        if (
-            not isinstance(cls, dict)
-            or not cls.get("code")
-            or not isinstance(cls.get("items"), list)
-        ):
-            raise InputFileError(f"{p}: classes[{i}] needs 'code' and an 'items' list")
+        _check_class(cls, i, str(p))
         clean = []
         for j, item in enumerate(cls["items"]):
-            code = str(item.get("code", "")).strip().lower() if isinstance(item, dict) else ""
-            if not code:
-                raise InputFileError(f"{p}: classes[{i}].items[{j}] has no 'code'")
+            code = _item_code(item, i, j, str(p))
             if code in city.items:
                 raise InputFileError(
                     f"{p}: item {code!r} is a city item; overlays add items, they never change "

@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import shapely
 
@@ -40,6 +40,7 @@ from .errors import (
     StaleVersion,
     ValidationError,
 )
+from .records import VersionedRecord
 
 __all__ = [
     "PERMIT_PERMISSIONS",
@@ -147,9 +148,10 @@ def parse_permit_id(permit_id: str | int) -> int:
 
 
 @dataclass
-class Permit:
+class Permit(VersionedRecord):
     """One permit as stored."""
 
+    ID_PREFIX: ClassVar[str] = "P"
     pk: int
     version: int
     state: str
@@ -163,16 +165,6 @@ class Permit:
     created_at: str
     created_by: str | None
     updated_at: str
-
-    @property
-    def id(self) -> str:
-        """Public id, ``P<n>``."""
-        return f"P{self.pk}"
-
-    @property
-    def etag(self) -> str:
-        """Strong ETag naming this version."""
-        return f'"{self.id}-v{self.version}"'
 
     def properties(self) -> dict[str, Any]:
         """JSON properties (no geometry)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import shapely
 
@@ -17,6 +17,7 @@ __all__ = [
     "HAZARD_COLS",
     "SOURCES",
     "WZ_COLS",
+    "VersionedRecord",
     "Hazard",
     "Principal",
     "ReportResult",
@@ -59,10 +60,29 @@ class Principal:
         return f"{self.label} ({self.token_id})" if self.label else self.token_id
 
 
+class VersionedRecord:
+    """A stored record with a number, a version and a one-letter public id (``H12``, ``P3``)."""
+
+    ID_PREFIX: ClassVar[str]
+    pk: int
+    version: int
+
+    @property
+    def id(self) -> str:
+        """The public id: the record's letter and number."""
+        return f"{self.ID_PREFIX}{self.pk}"
+
+    @property
+    def etag(self) -> str:
+        """A strong ETag naming this version."""
+        return f'"{self.id}-v{self.version}"'
+
+
 @dataclass(frozen=True)
-class Hazard:
+class Hazard(VersionedRecord):
     """One hazard as stored (times in UTC, geometry in WGS84)."""
 
+    ID_PREFIX: ClassVar[str] = "H"
     pk: int
     version: int
     state: str
@@ -89,16 +109,6 @@ class Hazard:
     reported_by: str | None
     unit_ids: tuple[str, ...]
     geometry: shapely.Geometry
-
-    @property
-    def id(self) -> str:
-        """The public id, ``"H"`` + number."""
-        return f"H{self.pk}"
-
-    @property
-    def etag(self) -> str:
-        """A strong ETag naming this version."""
-        return f'"{self.id}-v{self.version}"'
 
     def overdue(self, now: datetime | None = None) -> bool:
         """Past its deadline and not yet accepted."""

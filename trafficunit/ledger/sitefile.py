@@ -333,25 +333,21 @@ class SiteFile:
             now=t,
         )
         h = res.hazard
-        h = self.ledger.transition(
-            h.id,
-            "registered",
-            actor=actor,
-            role=role,
-            expected_version=h.version,
-            grade="general",
-            now=t,
+        deadline = t + timedelta(days=self.order_days)
+        steps: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("registered", {"grade": "general"}),
+            (
+                "assigned",
+                {
+                    "responsible": zone.contractor or f"contractor of {zone.site_code}",
+                    "deadline": deadline,
+                },
+            ),
         )
-        h = self.ledger.transition(
-            h.id,
-            "assigned",
-            actor=actor,
-            role=role,
-            expected_version=h.version,
-            responsible=zone.contractor or f"contractor of {zone.site_code}",
-            deadline=t + timedelta(days=self.order_days),
-            now=t,
-        )
+        for state, given in steps:
+            h = self.ledger.transition(
+                h.id, state, actor=actor, role=role, expected_version=h.version, now=t, **given
+            )
         with self.db.transaction(write=True) as tx:
             tx.execute(
                 "INSERT INTO workzone_file (site_code, at, action, actor, role, version, detail) "
@@ -364,7 +360,7 @@ class SiteFile:
                     json.dumps(
                         {
                             "hazard": h.id,
-                            "deadline": _iso(t + timedelta(days=self.order_days)),
+                            "deadline": _iso(deadline),
                             "failed": failed,
                         },
                         ensure_ascii=False,
