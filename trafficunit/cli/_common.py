@@ -1,5 +1,4 @@
-"""Helpers shared by CLI verbs: error reporting, consoles, reader flags, progress lines and the
-options several verbs declare alike (declared once here, so their flag and help stay one)."""
+"""Helpers shared by CLI verbs: error reporting, consoles, reader flags and progress lines."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -120,30 +119,3 @@ def verb_group(name: str, help: str) -> typer.Typer:
 def data_folder(data_dir: Path | None) -> Path:
     """``--data-dir`` as given, else $TRAFFICUNIT_DATA_DIR, else ``demo-output``."""
     return data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))
-
-
-def data_dir_option(folder: str) -> Any:
-    """``--data-dir`` (read by :func:`data_folder`), ``folder`` saying whose folder it is."""
-    return typer.Option(
-        "--data-dir", help=f"{folder} (default: TRAFFICUNIT_DATA_DIR or demo-output)"
-    )
-
-
-# Options of the same flag, help and meaning in several verbs.
-#: ``--x``/``--y``/``--tz``/``--severity`` of the accidents file (``build``, ``pipeline``).
-AccidentsX = Annotated[str | None, typer.Option(help="Accidents: column of x / longitude")]
-AccidentsY = Annotated[str | None, typer.Option(help="Accidents: column of y / latitude")]
-AccidentsTz = Annotated[str | None, typer.Option(help="Accidents: time zone of naive times")]
-AccidentsSeverity = Annotated[str | None, typer.Option(help="Accidents: severity column")]
-#: ``--metric-crs`` of the units built from the network (``build``, ``pipeline``).
-MetricCrs = Annotated[
-    str | None, typer.Option("--metric-crs", help="Metric CRS (default: UTM zone)")
-]
-#: ``--all-highways`` when reading the network (``units``, ``resegment``).
-AllHighways = Annotated[
-    bool, typer.Option("--all-highways", help="Keep every highway, not only drivable roads")
-]
-#: ``--quiet`` of verbs whose only progress output is a bar (``units``, ``resegment``).
-QuietBar = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
-#: ``--host`` the server listens on (``serve``, ``demo``).
-Host = Annotated[str, typer.Option(help="Interface to listen on")]

@@ -12,18 +12,8 @@ from rich.table import Table
 
 from .._errors import ValidationError
 from . import app
-from ._common import (
-    AccidentsSeverity,
-    AccidentsTz,
-    AccidentsX,
-    AccidentsY,
-    MetricCrs,
-    console,
-    preset_file,
-    progress_printer,
-    reader_options,
-    user_errors,
-)
+from ._common import console, preset_file, progress_printer, reader_options, user_errors
+from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
 
 _FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
 

@@ -12,15 +12,8 @@ from rich.table import Table
 
 from .._errors import ValidationError
 from . import app
-from ._common import (
-    AccidentsSeverity,
-    AccidentsTz,
-    AccidentsX,
-    AccidentsY,
-    MetricCrs,
-    console,
-    user_errors,
-)
+from ._common import console, user_errors
+from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
 
 
 def _file_id(path: Path | None) -> str:

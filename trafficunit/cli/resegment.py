@@ -10,7 +10,8 @@ from rich.table import Table
 
 from .. import io
 from . import app
-from ._common import AllHighways, QuietBar, console, user_errors
+from ._common import console, user_errors
+from ._options import AllHighways, QuietBar
 
 
 @app.command("resegment")

@@ -20,7 +20,8 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import Host, console, err_console, user_errors
+from ._common import console, err_console, user_errors
+from ._options import Host
 
 #: Entry-point group through which the library finds the HTTP server.
 ENTRY_POINT_GROUP = "trafficunit.server"
@@ -88,28 +89,22 @@ def _check_port_number(port: int) -> None:
         raise ValidationError(f"--port {port} is not a TCP port: use 1-65535")
 
 
-def _run_server(
-    data_dir: Path,
-    host: str,
-    port: int,
-    workers: int,
-    log_level: str,
-    *,
-    proxy_headers: bool = False,
-    server: str = "granian",
-    max_respawns: int = 5,
-    respawn_window: float = 60.0,
-) -> None:
-    """Check the options, then serve ``data_dir`` until interrupted (the server's ``run``)."""
+def _run_server(data_dir: Path, **options: Any) -> None:
+    """Check the options, then serve ``data_dir`` until interrupted: ``options`` are the
+    keywords of the server's ``run`` (``host``, ``port``, ``workers``, ``log_level``, and
+    optionally ``server``, ``proxy_headers``, ``max_respawns``, ``respawn_window``)."""
     from .._errors import ValidationError
 
     with user_errors():  # the server extra first: everything below needs it
         launcher = server_launcher()
     with user_errors():
+        host, port, workers, log_level = (
+            options[k] for k in ("host", "port", "workers", "log_level")
+        )
         _check_port_number(port)
         if workers < 1:
             raise ValidationError(f"--workers {workers}: at least 1")
-        if max_respawns < 0 or respawn_window <= 0:
+        if options.get("max_respawns", 0) < 0 or options.get("respawn_window", 1) <= 0:
             raise ValidationError("--max-respawns must be 0 or more, --respawn-window above 0")
         if log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ValidationError(
@@ -120,18 +115,7 @@ def _run_server(
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
-    finished = launcher.run(
-        data_dir,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        server=server,
-        proxy_headers=proxy_headers,
-        max_respawns=max_respawns,
-        respawn_window=respawn_window,
-    )
-    if not finished:
+    if not launcher.run(data_dir, **options):
         raise typer.Exit(1)
 
 
@@ -152,6 +136,7 @@ def check_folder(data_dir: Path) -> list[str]:
 
 @app.command("serve")
 def serve_cmd(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path, typer.Argument(help="Data folder built by `trafficunit build` (or `demo --no-serve`)")
     ],
@@ -193,17 +178,8 @@ def serve_cmd(
                 f"or `trafficunit demo --no-serve -o {data_dir}`"
             )
         check_folder(data_dir)
-    _run_server(
-        data_dir,
-        host,
-        port,
-        workers,
-        log_level,
-        proxy_headers=proxy_headers,
-        server=server.value,
-        max_respawns=max_respawns,
-        respawn_window=respawn_window,
-    )
+    options = {k: v for k, v in ctx.params.items() if k != "data_dir"}  # the server's `run`
+    _run_server(data_dir, **{**options, "server": server.value})
 
 
 class DemoInputs(TypedDict, total=False):
@@ -309,4 +285,4 @@ def demo_cmd(
     if no_serve:
         console.print(f"serve it with: trafficunit serve {output}")
         return
-    _run_server(output, host, port, 1, "warning")
+    _run_server(output, host=host, port=port, workers=1, log_level="warning")

@@ -17,7 +17,8 @@ import typer
 from rich.table import Table
 
 from ..ledger import Ledger
-from ._common import console, data_dir_option, data_folder, err_console, user_errors, verb_group
+from ._common import console, data_folder, err_console, user_errors, verb_group
+from ._options import data_dir_option
 
 tokens_app = verb_group("tokens", "Create, list and revoke access tokens of the hazard ledger.")
 

@@ -12,7 +12,8 @@ from .. import io
 from ..network import read_network
 from ..units import build_units, summary_table
 from . import app
-from ._common import AllHighways, QuietBar, console, user_errors
+from ._common import console, user_errors
+from ._options import AllHighways, QuietBar
 
 
 @app.command("units")

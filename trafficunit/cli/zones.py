@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ._common import console, data_dir_option, data_folder, user_errors, verb_group
+from ._common import console, data_folder, user_errors, verb_group
+from ._options import data_dir_option
 
 zones_app = verb_group("zones", "Load, generate and list the jurisdiction trees of a data folder.")
 DataDirOpt = Annotated[Path | None, data_dir_option("The data folder")]
