@@ -178,8 +178,9 @@ def serve_cmd(
                 f"or `trafficunit demo --no-serve -o {data_dir}`"
             )
         check_folder(data_dir)
-    options = {k: v for k, v in ctx.params.items() if k != "data_dir"}  # the server's `run`
-    _run_server(data_dir, **{**options, "server": server.value})
+    # the other options are the server's `run` keywords, under the same names
+    options = {k: v for k, v in ctx.params.items() if k != "data_dir"}
+    _run_server(data_dir, **options | {"server": server.value})
 
 
 class DemoInputs(TypedDict, total=False):
