@@ -105,3 +105,17 @@ def progress_printer(quiet: bool) -> Callable[[str, str], None]:
             console.print(f"[dim]{stage:>11}[/] {message}", highlight=False)
 
     return progress
+
+
+def verb_group(name: str, help: str) -> typer.Typer:
+    """A verb with sub-verbs (``trafficunit NAME SUB ...``), registered on the root app."""
+    from . import app
+
+    group = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+def data_folder(data_dir: Path | None) -> Path:
+    """``--data-dir`` as given, else $TRAFFICUNIT_DATA_DIR, else ``demo-output``."""
+    return data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))

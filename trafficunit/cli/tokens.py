@@ -17,13 +17,10 @@ import typer
 from rich.table import Table
 
 from ..ledger import Ledger
-from . import app
-from ._common import console, err_console, user_errors
+from ._common import console, data_folder, err_console, user_errors, verb_group
+from ._options import data_dir_option
 
-tokens_app = typer.Typer(
-    help="Create, list and revoke access tokens of the hazard ledger.", no_args_is_help=True
-)
-app.add_typer(tokens_app, name="tokens")
+tokens_app = verb_group("tokens", "Create, list and revoke access tokens of the hazard ledger.")
 
 DatabaseOpt = Annotated[
     str | None,
@@ -33,22 +30,16 @@ DatabaseOpt = Annotated[
         "ledger.sqlite in the data folder)",
     ),
 ]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="The server's data folder (default: TRAFFICUNIT_DATA_DIR or demo-output)"
-    ),
-]
+DataDirOpt = Annotated[Path | None, data_dir_option("The server's data folder")]
 
 
 def _url(database_url: str | None, data_dir: Path | None) -> str:
     url = database_url or os.environ.get("TRAFFICUNIT_DATABASE_URL")
     if url:
         return url
-    folder = data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))
     from ..datafolder import FILES
 
-    return f"sqlite:///{(folder / FILES['ledger']).resolve()}"
+    return f"sqlite:///{(data_folder(data_dir) / FILES['ledger']).resolve()}"
 
 
 @contextlib.contextmanager

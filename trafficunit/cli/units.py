@@ -13,6 +13,7 @@ from ..network import read_network
 from ..units import build_units, summary_table
 from . import app
 from ._common import console, user_errors
+from ._options import AllHighways, QuietBar
 
 
 @app.command("units")
@@ -30,13 +31,11 @@ def units_cmd(
     junction_merge_m: Annotated[
         float, typer.Option(help="Junction nodes closer than this become one intersection")
     ] = 20.0,
-    all_highways: Annotated[
-        bool, typer.Option("--all-highways", help="Keep every highway, not only drivable roads")
-    ] = False,
+    all_highways: AllHighways = False,
     crs: Annotated[
         str | None, typer.Option(help="Metric CRS for lengths (default: UTM zone of the data)")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: QuietBar = False,
 ) -> None:
     """Build traffic units (intersections and segments) from a road network."""
     from ..datafolder import check_writable, is_folder_output, timer

@@ -9,31 +9,17 @@ files up. ``generate`` stores GENERATED trees over the units (demos, tests); ``s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from . import app
-from ._common import console, user_errors
+from ._common import console, data_folder, user_errors, verb_group
+from ._options import data_dir_option
 
-zones_app = typer.Typer(
-    help="Load, generate and list the jurisdiction trees of a data folder.", no_args_is_help=True
-)
-app.add_typer(zones_app, name="zones")
-
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="The data folder (default: TRAFFICUNIT_DATA_DIR or demo-output)"
-    ),
-]
-
-
-def _folder(data_dir: Path | None) -> Path:
-    return data_dir or Path(os.environ.get("TRAFFICUNIT_DATA_DIR", "demo-output"))
+zones_app = verb_group("zones", "Load, generate and list the jurisdiction trees of a data folder.")
+DataDirOpt = Annotated[Path | None, data_dir_option("The data folder")]
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -71,7 +57,7 @@ def load(
 
         names = [s.strip() for s in levels.split(",") if s.strip()] if levels else None
         zones = read_zones(file, tree=tree, levels=names, layer=layer)
-        report = write_folder_zones(_folder(data_dir), zones, merge=not replace)
+        report = write_folder_zones(data_folder(data_dir), zones, merge=not replace)
     _print(report)
 
 
@@ -82,7 +68,7 @@ def generate(data_dir: DataDirOpt = None) -> None:
         from ..io import read_table
         from ..zones import generate_zones, write_folder_zones
 
-        folder = _folder(data_dir)
+        folder = data_folder(data_dir)
         units = read_table(folder / "units.parquet")
         report = write_folder_zones(folder, generate_zones(units), merge=True)
     _print(report)
@@ -94,7 +80,7 @@ def show(data_dir: DataDirOpt = None) -> None:
     with user_errors():
         from ..zones import read_folder_zones
 
-        folder = _folder(data_dir)
+        folder = data_folder(data_dir)
         zones = read_folder_zones(folder)
         if zones is None:
             from .._errors import InputFileError
