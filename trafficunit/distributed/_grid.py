@@ -81,9 +81,21 @@ def _grid_for(
     # 1 m beyond the extent on each side: every point of it falls inside a cell
     size = max((w + 2.0) / nx, (h + 2.0) / ny, min_size)
     x0, y0 = math.floor(bounds[0]) - 1.0, math.floor(bounds[1]) - 1.0
-    nx = max(1, math.floor((bounds[2] - x0) / size) + 1)
-    ny = max(1, math.floor((bounds[3] - y0) / size) + 1)
+    nx = _cells(x0, float(bounds[2]), size)
+    ny = _cells(y0, float(bounds[3]), size)
     return Grid(x0, y0, float(size), nx, ny, crs.to_wkt())
+
+
+def _cells(start: float, end: float, size: float) -> int:
+    """Cells of ``size`` from ``start`` that cover ``end`` (half-open: the last cell's far edge
+    lies beyond it) with none wholly past it, counted with the float arithmetic of
+    :meth:`Grid.box` (the quotient alone can be off by one at an edge)."""
+    n = max(1, math.floor((end - start) / size) + 1)
+    while n > 1 and start + (n - 1) * size > end:
+        n -= 1
+    while start + n * size <= end:
+        n += 1
+    return n
 
 
 def _select(tree: shapely.STRtree, box: tuple[float, ...], grow: float) -> np.ndarray:
