@@ -367,16 +367,26 @@ async def _import_once(svc: LedgerService, store: DataStore) -> None:
 
 
 @contextlib.asynccontextmanager
-async def every(interval: float, fn: Callable[[], Any], what: str) -> AsyncIterator[None]:
+async def every(
+    interval: float,
+    fn: Callable[[], Any],
+    what: str,
+    *,
+    wait_first: bool = False,
+    logger: logging.Logger = log,
+) -> AsyncIterator[None]:
     """Run ``fn`` in a worker thread every ``interval`` seconds while inside (never when
-    ``interval`` <= 0); a failure is logged as ``what`` and the next round runs."""
+    ``interval`` <= 0), the first time at once or, with ``wait_first``, after ``interval``; a
+    failure is logged to ``logger`` as ``what`` and the next round runs."""
 
     async def repeat() -> None:
+        if wait_first:
+            await asyncio.sleep(interval)
         while True:
             try:
                 await run_in_threadpool(fn)
             except Exception:
-                log.exception("%s failed", what)
+                logger.exception("%s failed", what)
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(repeat()) if interval > 0 else None

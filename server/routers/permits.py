@@ -222,7 +222,7 @@ def _expected(if_match: str | None, permit_id: str) -> int | None:
     "/permits",
     status_code=201,
     summary="Request a route permit; the route is computed over the units (any token)",
-    responses={400: {"description": "Origin or destination off the network, no route, bad field"}},
+    responses=responses(_400="Origin or destination off the network, no route, bad field"),
 )
 def request_permit(
     body: PermitIn,
@@ -374,7 +374,7 @@ lane data.</small></p></html>"""
 @router.post(
     "/permits/{permit_id}/traces",
     summary="Check a GPS trace (GPX or CSV time,lon,lat[,speed]) against a permit",
-    responses={400: {"description": "Unreadable trace, several GPX tracks, unsorted times..."}},
+    responses=responses(_400="Unreadable trace, several GPX tracks, unsorted times..."),
 )
 async def check_permit_trace(
     permit_id: str,
