@@ -58,6 +58,7 @@ from .service import (
     LedgerService,
     ServiceDep,
     ledger_lifespan,
+    made_once,
 )
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "if_match_version",
     "ledger_lifespan",
     "links",
+    "made_once",
     "needs",
     "not_modified",
     "optional_principal",

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import geopandas as gpd
 import pandas as pd
@@ -50,6 +50,9 @@ LIVE_COLUMNS = [
     "report_count",
     "unit_id",
 ]
+T = TypeVar("T")
+_ONCE_LOCK = threading.Lock()
+
 _ADMIN_ENV = Principal("env-admin", "admin", "TRAFFICUNIT_ADMIN_TOKEN")
 
 
@@ -364,6 +367,19 @@ async def _import_once(svc: LedgerService, store: DataStore) -> None:
             log.info("imported %d hazards from hazards.parquet into the ledger", n)
     except Exception:
         log.exception("importing hazards.parquet into the ledger failed")
+
+
+def made_once(owner: Any, name: str, make: Callable[[], T]) -> T:
+    """``owner``'s attribute ``name``, made by ``make()`` the first time it is asked for (once,
+    under a lock, however many threads ask): a router's store kept on the ledger service."""
+    value: T | None = getattr(owner, name, None)
+    if value is None:
+        with _ONCE_LOCK:
+            value = getattr(owner, name, None)
+            if value is None:
+                value = make()
+                setattr(owner, name, value)
+    return value
 
 
 @contextlib.asynccontextmanager

@@ -34,6 +34,7 @@ from ..ledger import (
     geojson,
     if_match_version,
     links,
+    made_once,
     public_base,
     responses,
 )
@@ -78,14 +79,7 @@ class PermitTransitionIn(BaseModel):
 
 
 def _store(svc: Any) -> PermitStore:
-    store = getattr(svc, "_permit_store", None)
-    if store is None:
-        with _lock:
-            store = getattr(svc, "_permit_store", None)
-            if store is None:
-                store = PermitStore(svc.ledger.db)
-                svc._permit_store = store
-    return store
+    return made_once(svc, "_permit_store", lambda: PermitStore(svc.ledger.db))
 
 
 #: Properties of the permits carried by the live tiles (``/tiles/live-permits``).
@@ -149,12 +143,7 @@ class LazyPermitLayer:
 
 def attach_layer(svc: Any, store: Any) -> None:
     """Serve the permits layer from the store's live tilesets (called by the ledger's hook)."""
-    layer = getattr(svc, "_permit_layer", None)
-    if layer is None:
-        with _lock:
-            layer = getattr(svc, "_permit_layer", None)
-            if layer is None:
-                layer = svc._permit_layer = LazyPermitLayer(svc)
+    layer = made_once(svc, "_permit_layer", lambda: LazyPermitLayer(svc))
     if store.live.get("permits") is not layer:
         store.live["permits"] = layer
 

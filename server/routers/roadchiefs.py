@@ -138,13 +138,7 @@ def appoint(body: ChiefIn, ops: OpsDep, who: AssignDep) -> JSONResponse:
             raise BadRequest(f"no zone {unknown[0]!r} in tree {tree!r}")
     out = rc.appoint(
         ops.ledger,
-        name=body.name,
-        scope=body.scope,
-        targets=body.targets,
-        valid_from=body.valid_from,
-        valid_to=body.valid_to,
-        body=body.body,
-        contact=body.contact,
+        **body.model_dump(exclude={"tree"}),
         tree=body.tree or (ops.ops.grid_tree if body.scope == "grid" else None),
         **acting(who),
     )

@@ -4,7 +4,6 @@ site's history, a printable A4 board (PDF) and KPIs of inspections and open orde
 from __future__ import annotations
 
 import html
-import threading
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,12 +23,12 @@ from ..ledger import (
     file_responses,
     geojson,
     if_match_version,
+    made_once,
     public_base,
     responses,
 )
 
 router = APIRouter(tags=["work zones"])
-_lock = threading.Lock()
 
 
 class WorkZonePatch(BaseModel):
@@ -73,14 +72,7 @@ class InspectionIn(BaseModel):
 
 def sitefile(svc: Any) -> SiteFile:
     """The service's :class:`SiteFile` (tables created on first use)."""
-    sf = getattr(svc, "_site_file", None)
-    if sf is None:
-        with _lock:
-            sf = getattr(svc, "_site_file", None)
-            if sf is None:
-                sf = SiteFile(svc.ledger)
-                svc._site_file = sf
-    return sf
+    return made_once(svc, "_site_file", lambda: SiteFile(svc.ledger))
 
 
 def _expected(if_match: str | None, site_code: str) -> int | None:
@@ -119,16 +111,7 @@ def patch_workzone(
 ) -> JSONResponse:
     expected = _expected(if_match, site_code)
     zone = sitefile(svc).change(
-        site_code,
-        **acting(who),
-        expected_version=expected,
-        end=body.end,
-        end_now=body.end_now,
-        lanes_taken=body.lanes_taken,
-        night_works=body.night_works,
-        contractor=body.contractor,
-        description=body.description,
-        comment=body.comment,
+        site_code, **acting(who), expected_version=expected, **body.model_dump()
     )
     svc.note_write()
     return geojson(zone.to_feature(), etag=_etag(zone))
