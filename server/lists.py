@@ -17,6 +17,7 @@ from trafficunit.tiles import json_values
 
 from .deps import ListQuery
 from .errors import Unavailable
+from .ledger.http import GEOJSON
 from .store import DataStore, Table
 
 _PROPS = ',"properties":{'
@@ -80,4 +81,4 @@ def list_response(
     picked = texts[rows] if more is None else with_properties(texts[rows], more)
     head = f'{{"type":"FeatureCollection","numberMatched":{matched},"numberReturned":{len(rows)}'
     body = b"".join((head.encode(), b',"features":[', b",".join(picked.tolist()), b"]}"))
-    return Response(body, media_type="application/geo+json", headers=headers)
+    return Response(body, media_type=GEOJSON, headers=headers)

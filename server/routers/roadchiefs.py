@@ -17,7 +17,7 @@ from trafficunit.ledger import roadchiefs as rc
 
 from ..deps import parse_time
 from ..errors import BadRequest, NotFound
-from ..ledger import AssignDep, ReaderDep, acting, responses
+from ..ledger import AssignDep, ReaderDep, acting, geojson, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["road chiefs"])
@@ -196,10 +196,7 @@ def grids(ops: OpsDep, reader: ReaderDep) -> JSONResponse:
                 },
             }
         )
-    return JSONResponse(
-        {"type": "FeatureCollection", "tree": tree, "features": feats},
-        media_type="application/geo+json",
-    )
+    return geojson({"type": "FeatureCollection", "tree": tree, "features": feats})
 
 
 @router.get("/routing-rules", summary="Rules routing new reports to a responsible body")

@@ -19,7 +19,7 @@ from trafficunit.zones import assign_events
 
 from ..deps import ParentQuery, TreeQuery
 from ..errors import BadRequest
-from ..ledger import ReaderDep, ServiceDep, responses
+from ..ledger import ReaderDep, ServiceDep, geojson, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["zones"])
@@ -113,15 +113,14 @@ async def zones(
         feats.append(
             {"type": "Feature", "id": code, "geometry": json.loads(g), "properties": props}
         )
-    return JSONResponse(
+    return geojson(
         {
             "type": "FeatureCollection",
             "tree": name,
             "level": lv,
             "rule": COLOUR_RULE.format(*bands) if colours is not None else None,
             "features": feats,
-        },
-        media_type="application/geo+json",
+        }
     )
 
 
