@@ -1,7 +1,7 @@
 """HTTP adaptation of the ledger: one place for what every ledger router repeats.
 
-Routers of ledger records (hazards, work zones, investigations, tokens; permits and site files
-may use it the same way) take from here:
+Routers of ledger records (hazards, work zones, investigations, tokens, permits, site files,
+road chiefs, public reports) take from here:
 
 * **role checks**: the dependencies :data:`ReportDep`, :data:`WorkZoneDep`, :data:`AssignDep`,
   :data:`EscalateDep`, :data:`TokensDep` (403 unless the token's role may do the action), or
