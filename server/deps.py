@@ -127,6 +127,26 @@ async def properties_query(
 
 
 @dataclass(frozen=True)
+class ListQuery:
+    """The parameters every list of a data-folder table takes: where, how many, in what form."""
+
+    bbox: BBox | None
+    limit: int
+    fmt: str
+    full: bool
+
+
+async def list_query(
+    bbox: Annotated[BBox | None, Depends(bbox_query)],
+    limit: Annotated[int, Depends(limit_query)],
+    fmt: Annotated[str, Depends(output_format)],
+    full: Annotated[bool, Depends(properties_query)],
+) -> ListQuery:
+    """``bbox``, ``limit``, ``format`` (or ``Accept``) and ``properties`` of a list route."""
+    return ListQuery(bbox, limit, fmt, full)
+
+
+@dataclass(frozen=True)
 class TileParams:
     """A parsed tile request."""
 
@@ -154,3 +174,9 @@ LimitDep = Annotated[int, Depends(limit_query)]
 FormatDep = Annotated[str, Depends(output_format)]
 TileDep = Annotated[TileParams, Depends(tile_params)]
 FullDep = Annotated[bool, Depends(properties_query)]
+#: ``tree`` and ``parent`` of the routes over the zones of a jurisdiction tree (/kpis, /zones).
+TreeQuery = Annotated[
+    str | None, Query(description="Zone tree (admin, police, grid...; default: admin or the first)")
+]
+ParentQuery = Annotated[str | None, Query(description="Only the children of this zone code")]
+ListDep = Annotated[ListQuery, Depends(list_query)]

@@ -15,7 +15,10 @@ from fastapi.responses import Response
 
 from trafficunit.tiles import json_values
 
-from .store import Table
+from .deps import ListQuery
+from .errors import Unavailable
+from .ledger.http import GEOJSON
+from .store import DataStore, Table
 
 _PROPS = ',"properties":{'
 
@@ -36,24 +39,32 @@ def with_properties(texts: np.ndarray, more: pd.DataFrame) -> np.ndarray:
     return np.asarray(out.cast(pa.binary()).to_numpy(zero_copy_only=False), dtype=object)
 
 
+def served_table(store: DataStore, name: str) -> Table:
+    """The folder's table ``name``; 503 naming the missing file when the folder has none."""
+    table = store.table(name)
+    if table is None:
+        raise Unavailable(store.missing(name))
+    return table
+
+
 def list_response(
     table: Table,
     rows: np.ndarray,
+    query: ListQuery,
     *,
-    fmt: str,
-    limit: int,
     name: str,
-    full: bool = False,
     extra: Callable[[np.ndarray], pd.DataFrame | None] | None = None,
 ) -> Response:
-    """A FeatureCollection (or CSV) of ``rows`` of ``table``, cut at ``limit``.
+    """A FeatureCollection (or CSV, by ``query.fmt``) of ``rows`` of ``table``, cut at
+    ``query.limit``, with every property when ``query.full``.
 
     ``numberMatched`` / ``X-Total-Count`` give the count before the limit. ``extra(rows)``
     gives columns joined at answer time (positional like the rows: a unit's road chief),
     added to the CSV and to each feature's properties.
     """
+    fmt, full = query.fmt, query.full
     matched = len(rows)
-    rows = rows[:limit]
+    rows = rows[: query.limit]
     more = extra(rows) if extra is not None else None
     headers = {"X-Total-Count": str(matched)}
     if fmt == "csv":
@@ -70,4 +81,4 @@ def list_response(
     picked = texts[rows] if more is None else with_properties(texts[rows], more)
     head = f'{{"type":"FeatureCollection","numberMatched":{matched},"numberReturned":{len(rows)}'
     body = b"".join((head.encode(), b',"features":[', b",".join(picked.tolist()), b"]}"))
-    return Response(body, media_type="application/geo+json", headers=headers)
+    return Response(body, media_type=GEOJSON, headers=headers)

@@ -11,7 +11,6 @@ investigations the accidents call for and escalates overdue hazards up the super
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +37,7 @@ from trafficunit.ledger.public import LedgerRateLimiter
 from trafficunit.zones import FOLDER_FILE, Zones, assign_units, read_folder_zones
 
 from .errors import BadRequest
+from .ledger.service import every
 from .store import DataStore
 
 log = logging.getLogger("trafficunit.server.operations")
@@ -364,31 +364,18 @@ async def ops_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ops = svc
     store: DataStore = app.state.store
     svc.store = store
-    task = None
     try:
-        try:
-            store.check()
-            out = await run_in_threadpool(svc.sweep, store)
-            if out["opened"]:
-                log.info("opened %d accident investigations", len(out["opened"]))
-        except Exception:
-            log.exception("the operations sweep failed at start")
-        interval = app.state.settings.ledger.sweep_interval_s
-        if interval > 0:
-            task = asyncio.create_task(_sweeper(svc, store, interval))
+        store.check()
+        out = await run_in_threadpool(svc.sweep, store)
+        if out["opened"]:
+            log.info("opened %d accident investigations", len(out["opened"]))
+    except Exception:
+        log.exception("the operations sweep failed at start")
+
+    def sweep() -> None:
+        store.check()
+        svc.sweep(store)
+
+    interval = app.state.settings.ledger.sweep_interval_s
+    async with every(interval, sweep, "operations sweep", wait_first=True, logger=log):
         yield
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _sweeper(svc: OperationsService, store: DataStore, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            store.check()
-            await run_in_threadpool(svc.sweep, store)
-        except Exception:
-            log.exception("operations sweep failed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict, Unpack
 
 from trafficunit.errors import clip
 from trafficunit.mvt import CachedTile
@@ -17,6 +18,7 @@ from .archive import Archive
 from .errors import BadRequest, NotFound
 
 MVT = "application/vnd.mapbox-vector-tile"
+_VARY = "Accept-Encoding"
 _INT = re.compile(r"^(0|[1-9][0-9]{0,7})$")
 
 
@@ -67,88 +69,68 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
+class TileRequest(TypedDict):
+    """What a tile request asks besides the tile: the keywords of :func:`stored_tile` and
+    :func:`live_tile`."""
+
+    accept_encoding: str | None
+    if_none_match: str | None
+    head: bool
+    #: Seconds of ``Cache-Control: public, max-age``.
+    max_age: int
+    #: The ``Vary`` header (default ``Accept-Encoding``).
+    vary: NotRequired[str]
+
+
 def _answer(
-    body: bytes,
-    etag: str,
-    gzipped: bool,
-    *,
-    head: bool,
-    if_none_match: str | None,
-    cache_control: str,
-    content_type: str,
-    vary: str,
+    body: bytes, etag: str, gzipped: bool, content_type: str, req: TileRequest
 ) -> TileAnswer:
     """200 with the tile (no body for HEAD), or 304 when ``If-None-Match`` matches."""
-    headers = [("cache-control", cache_control), ("etag", etag), ("vary", vary)]
-    if etag_matches(if_none_match, etag):
+    headers = [
+        ("cache-control", f"public, max-age={req['max_age']}"),
+        ("etag", etag),
+        ("vary", req.get("vary", _VARY)),
+    ]
+    if etag_matches(req["if_none_match"], etag):
         return TileAnswer(304, headers)
     headers += [("content-type", content_type), ("content-length", str(len(body)))]
     if gzipped:
         headers.append(("content-encoding", "gzip"))
-    return TileAnswer(200, headers, b"" if head else body)
+    return TileAnswer(200, headers, b"" if req["head"] else body)
 
 
-def empty_tile(cache_control: str, vary: str) -> TileAnswer:
-    return TileAnswer(204, [("cache-control", cache_control), ("vary", vary)])
+def _empty(req: TileRequest) -> TileAnswer:
+    """204: no feature in the tile (inside the zoom range)."""
+    cache_control = f"public, max-age={req['max_age']}"
+    return TileAnswer(204, [("cache-control", cache_control), ("vary", req.get("vary", _VARY))])
 
 
-def stored_tile(
-    archive: Archive,
-    z: int,
-    x: int,
-    y: int,
-    *,
-    accept_encoding: str | None,
-    if_none_match: str | None,
-    head: bool,
-    max_age: int,
-    vary: str = "Accept-Encoding",
-) -> TileAnswer:
+def stored_tile(archive: Archive, z: int, x: int, y: int, **req: Unpack[TileRequest]) -> TileAnswer:
     """Answer for tile z/x/y of a PMTiles archive (coordinates already parsed)."""
     archive.check()
     if z < archive.minzoom or z > archive.maxzoom:
         raise NotFound(
             f"zoom {z} is outside tileset {archive.name!r} (z{archive.minzoom}-z{archive.maxzoom})"
         )
-    cache_control = f"public, max-age={max_age}"
     tile = archive.get(z, x, y)
     if tile is None:
-        return empty_tile(cache_control, vary)
+        return _empty(req)
     # gzip passed through as stored; decompressed only for a client that refuses gzip
-    as_stored = not tile.gzipped or accepts_gzip(accept_encoding)
+    as_stored = not tile.gzipped or accepts_gzip(req["accept_encoding"])
     return _answer(
         tile.data if as_stored else tile.identity(),
         tile.etag if as_stored else tile.etag_identity,
         tile.gzipped and as_stored,
-        head=head,
-        if_none_match=if_none_match,
-        cache_control=cache_control,
-        content_type=archive.content_type,
-        vary=vary,
+        archive.content_type,
+        req,
     )
 
 
-def live_tile(
-    tile: CachedTile,
-    *,
-    accept_encoding: str | None,
-    if_none_match: str | None,
-    head: bool,
-    max_age: int,
-    vary: str = "Accept-Encoding",
-) -> TileAnswer:
+def live_tile(tile: CachedTile, **req: Unpack[TileRequest]) -> TileAnswer:
     """Answer for a finished live tile."""
-    cache_control = f"public, max-age={max_age}"
     if not tile.raw:
-        return empty_tile(cache_control, vary)
-    gz = accepts_gzip(accept_encoding)
+        return _empty(req)
+    gz = accepts_gzip(req["accept_encoding"])
     return _answer(
-        tile.gz if gz else tile.raw,
-        tile.etag[:-1] + '-gz"' if gz else tile.etag,
-        gz,
-        head=head,
-        if_none_match=if_none_match,
-        cache_control=cache_control,
-        content_type=MVT,
-        vary=vary,
+        tile.gz if gz else tile.raw, tile.etag[:-1] + '-gz"' if gz else tile.etag, gz, MVT, req
     )

@@ -1,12 +1,13 @@
 """HTTP adaptation of the ledger: one place for what every ledger router repeats.
 
-Routers of ledger records (hazards, work zones, investigations, tokens; permits and site files
-may use it the same way) take from here:
+Routers of ledger records (hazards, work zones, investigations, tokens, permits, site files,
+road chiefs, public reports) take from here:
 
-* **role checks**: the dependencies :data:`ReportDep`, :data:`WorkZoneDep`,
+* **role checks**: the dependencies :data:`ReportDep`, :data:`WorkZoneDep`, :data:`AssignDep`,
   :data:`EscalateDep`, :data:`TokensDep` (403 unless the token's role may do the action), or
   ``Annotated[Principal, Depends(needs(action))]`` for any other action;
-* **versions**: :func:`if_match_version` reads an ``If-Match`` header (428
+* **versions**: :data:`IfMatch` (the ``If-Match`` header parameter) and
+  :func:`if_match_version`, which reads it (428
   :class:`PreconditionRequired` when absent, 400 when it is no ETag of this API, ``-1`` for
   another record's ETag so the write is refused as stale, None for ``*``; ``strict=False``
   keeps the permits' and site files' older rules: any digits, no length bound);
@@ -15,7 +16,8 @@ may use it the same way) take from here:
 * **responses**: :func:`geojson` (one record, with ``ETag`` and ``Location``),
   :func:`feature_collection` (a page, with ``numberMatched`` and ``X-Total-Count``),
   :func:`public_base` and :func:`links` (a record's ``links``: self, page, QR code...),
-  :func:`responses` (documented error statuses);
+  :func:`responses` (documented error statuses), :func:`file_responses` (a route answering a
+  file: its content type);
 * **limits**: :class:`BodyLimit` (413 for oversized bodies); the ledger's refusals become
   statuses through the one error table, :data:`trafficunit_server.errors.STATUSES`.
 
@@ -23,7 +25,7 @@ A router for a new record type needs only its models and its calls into the libr
 
     @router.post("/things/{thing_id}/transitions", responses=responses(403, 409, 412, 428))
     def transition(thing_id: str, body: In, svc: ServiceDep, who: PrincipalDep,
-                   if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
+                   if_match: IfMatch = None) -> JSONResponse:
         expected = if_match_version(if_match, what="thing", example="T12-v3",
                                     tag=r"T\\d{1,18}", own=lambda: f"T{int(thing_id)}")
         thing = store.transition(thing_id, body.to, **acting(who), expected_version=expected)
@@ -36,7 +38,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Annotated, Any, TypedDict
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from trafficunit.errors import clip
@@ -51,14 +53,18 @@ from .auth import needs
 __all__ = [
     "GEOJSON",
     "MAX_IF_MATCH",
+    "AssignDep",
     "BodyLimit",
     "EscalateDep",
+    "IfMatch",
+    "IfNoneMatch",
     "PreconditionRequired",
     "ReportDep",
     "TokensDep",
     "WorkZoneDep",
     "acting",
     "feature_collection",
+    "file_responses",
     "geojson",
     "if_match_version",
     "links",
@@ -80,10 +86,16 @@ MAX_IF_MATCH = 256
 ReportDep = Annotated[Principal, Depends(needs("report"))]
 #: The caller, when its role may register and change work zones.
 WorkZoneDep = Annotated[Principal, Depends(needs("workzone"))]
+#: The caller, when its role may appoint road chiefs and set routing rules (engineers and above).
+AssignDep = Annotated[Principal, Depends(needs("assign"))]
 #: The caller, when its role may escalate and run the sweeps (supervisors).
 EscalateDep = Annotated[Principal, Depends(needs("escalate"))]
 #: The caller, when its role may manage tokens (admins).
 TokensDep = Annotated[Principal, Depends(needs("tokens"))]
+#: The ``If-Match`` header of a write (read by :func:`if_match_version`).
+IfMatch = Annotated[str | None, Header()]
+#: The ``If-None-Match`` header of a read (read by :func:`not_modified`).
+IfNoneMatch = Annotated[str | None, Header()]
 
 
 class PreconditionRequired(ServerError):
@@ -118,6 +130,15 @@ def responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     for key, text in described.items():
         out[int(key.lstrip("_"))] = {"description": text}
     return dict(sorted(out.items(), key=lambda kv: str(kv[0])))
+
+
+def file_responses(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route answering a file of ``media_type`` (PDF, PNG...).
+
+    >>> file_responses("image/png", "QR code")
+    {200: {'content': {'image/png': {}}, 'description': 'QR code'}}
+    """
+    return {200: {"content": {media_type: {}}, "description": description}}
 
 
 def geojson(
@@ -168,6 +189,7 @@ def if_match_version(
     own: Callable[[], str],
     needs_text: str | None = None,
     strict: bool = True,
+    same_case: bool = False,
 ) -> int | None:
     """The version an ``If-Match`` header names (None for ``*``).
 
@@ -186,6 +208,9 @@ def if_match_version(
         The 428 message (default: "changes need an If-Match header with the <what>'s ETag").
     strict
         Refuse headers longer than :data:`MAX_IF_MATCH` and clip the header in messages.
+    same_case
+        Compare the ETag's prefix with ``own()`` letter case and all (site codes); by default
+        the case is ignored (``h12-v3`` names hazard H12).
     """
     if if_match is None or not if_match.strip():
         raise PreconditionRequired(
@@ -207,7 +232,8 @@ def if_match_version(
             f'If-Match {shown} is not an ETag of this API (like "{example}"'
             + (", a version of at most 18 digits)" if strict else ")")
         )
-    if m.group(1) is not None and m.group(1).upper() != own().upper():
+    named = m.group(1)
+    if named is not None and (named != own() if same_case else named.upper() != own().upper()):
         return -1  # another record's ETag never matches
     return int(m.group(2))
 

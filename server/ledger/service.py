@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import geopandas as gpd
 import pandas as pd
@@ -50,6 +50,9 @@ LIVE_COLUMNS = [
     "report_count",
     "unit_id",
 ]
+T = TypeVar("T")
+_ONCE_LOCK = threading.Lock()
+
 _ADMIN_ENV = Principal("env-admin", "admin", "TRAFFICUNIT_ADMIN_TOKEN")
 
 
@@ -366,17 +369,40 @@ async def _import_once(svc: LedgerService, store: DataStore) -> None:
         log.exception("importing hazards.parquet into the ledger failed")
 
 
+def made_once(owner: Any, name: str, make: Callable[[], T]) -> T:
+    """``owner``'s attribute ``name``, made by ``make()`` the first time it is asked for (once,
+    under a lock, however many threads ask): a router's store kept on the ledger service."""
+    value: T | None = getattr(owner, name, None)
+    if value is None:
+        with _ONCE_LOCK:
+            value = getattr(owner, name, None)
+            if value is None:
+                value = make()
+                setattr(owner, name, value)
+    return value
+
+
 @contextlib.asynccontextmanager
-async def every(interval: float, fn: Callable[[], Any], what: str) -> AsyncIterator[None]:
+async def every(
+    interval: float,
+    fn: Callable[[], Any],
+    what: str,
+    *,
+    wait_first: bool = False,
+    logger: logging.Logger = log,
+) -> AsyncIterator[None]:
     """Run ``fn`` in a worker thread every ``interval`` seconds while inside (never when
-    ``interval`` <= 0); a failure is logged as ``what`` and the next round runs."""
+    ``interval`` <= 0), the first time at once or, with ``wait_first``, after ``interval``; a
+    failure is logged to ``logger`` as ``what`` and the next round runs."""
 
     async def repeat() -> None:
+        if wait_first:
+            await asyncio.sleep(interval)
         while True:
             try:
                 await run_in_threadpool(fn)
             except Exception:
-                log.exception("%s failed", what)
+                logger.exception("%s failed", what)
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(repeat()) if interval > 0 else None

@@ -11,10 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep
-from ..errors import Unavailable
+from ..deps import ListDep, StoreDep
 from ..layers import ACCIDENTS
-from ..lists import list_response
+from ..lists import list_response, served_table
 from ..zonejoin import ZoneDep, table_zone_rows
 
 router = APIRouter(tags=["accidents"])
@@ -25,15 +24,10 @@ async def list_accidents(
     request: Request,
     zf: ZoneDep,
     store: StoreDep,
-    bbox: BBoxDep,
-    limit: LimitDep,
-    fmt: FormatDep,
-    full: FullDep,
+    q: ListDep,
     key: Annotated[tuple[Hashable | None, ...], Depends(ACCIDENTS.dependency())],
 ) -> Response:
-    table = store.table("accidents")
-    if table is None:
-        raise Unavailable(store.missing("accidents"))
-    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)  # server/zonejoin.py
+    table = served_table(store, "accidents")
+    rows = table_zone_rows(request, table, table.bbox_rows(q.bbox), zf)  # server/zonejoin.py
     rows = ACCIDENTS.rows(table.frame, table.extra, rows, key)
-    return list_response(table, rows, fmt=fmt, limit=limit, name="accidents", full=full)
+    return list_response(table, rows, q, name="accidents")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import shapely
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,8 @@ from ..deps import BBoxDep, FormatDep, LimitDep, comma_list
 from ..errors import BadRequest, NotFound
 from ..ledger import (
     EscalateDep,
+    IfMatch,
+    IfNoneMatch,
     PreconditionRequired,
     PrincipalDep,
     ReaderDep,
@@ -243,7 +245,7 @@ def get_hazard(
     request: Request,
     svc: ServiceDep,
     reader: ReaderDep,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     hazard = svc.ledger.get(hazard_id)
     return not_modified(if_none_match, hazard.etag) or _feature_response(hazard, request=request)
@@ -270,7 +272,7 @@ def transition_hazard(
     body: TransitionIn,
     svc: ServiceDep,
     who: PrincipalDep,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = expected_version(if_match, hazard_id)
     fields = body.model_dump(exclude={"to"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +15,7 @@ from trafficunit.ledger import supervision as sup
 
 from ..deps import comma_list
 from ..errors import BadRequest
-from ..ledger import EscalateDep, PrincipalDep, ReaderDep, acting, responses
+from ..ledger import EscalateDep, IfMatch, PrincipalDep, ReaderDep, acting, responses
 from ..operations import OpsDep
 from .hazards import expected_version
 
@@ -176,7 +176,7 @@ def escalate_hazard(
     body: EscalateIn,
     ops: OpsDep,
     who: EscalateDep,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = expected_version(if_match, hazard_id)
     out = sup.escalate(

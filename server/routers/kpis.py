@@ -16,9 +16,9 @@ from trafficunit.ledger import hazard_kpis
 from trafficunit.ledger import investigations as inv
 from trafficunit.ledger.kpis import zone_kpis
 
-from ..deps import parse_time
+from ..deps import ParentQuery, TreeQuery, parse_time
 from ..errors import BadRequest
-from ..ledger import ReaderDep, ServiceDep
+from ..ledger import ReaderDep, ServiceDep, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["kpis"])
@@ -54,16 +54,16 @@ def _csv(table: pd.DataFrame, name: str) -> Response:
 @router.get(
     "/kpis",
     summary="KPIs per zone of a jurisdiction tree, rolling up; targets, health index (JSON/CSV)",
-    responses={400: {"description": "No zones configured, unknown tree/level/zone, bad period"}},
+    responses=responses(_400="No zones configured, unknown tree/level/zone, bad period"),
 )
 async def kpis(
     request: Request,
     svc: ServiceDep,
     ops: OpsDep,
     reader: ReaderDep,
-    tree: Annotated[str | None, Query(description="Zone tree (admin, police, grid...)")] = None,
+    tree: TreeQuery = None,
     level: Annotated[str | None, Query(description="Only this level (district...)")] = None,
-    parent: Annotated[str | None, Query(description="Only the children of this zone code")] = None,
+    parent: ParentQuery = None,
     by: Annotated[
         Literal["zone", "jurisdiction", "road_chief"] | None,
         Query(description="zone (default), or the older flat tables"),

@@ -5,7 +5,6 @@ page, a GeoJSON layer and a live vector tileset of the active permits' routes
 from __future__ import annotations
 
 import html
-import re
 import tempfile
 import threading
 from pathlib import Path
@@ -14,19 +13,31 @@ from typing import Annotated, Any
 import geopandas as gpd
 import pandas as pd
 import shapely
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from trafficunit.errors import InputFileError, ValidationError
-from trafficunit.ledger import Principal, qr_png
+from trafficunit.ledger import qr_png
 from trafficunit.ledger.permits import PERMIT_STATES, PermitStore, parse_permit_id
 from trafficunit.mvt import LiveLayer
 
 from ..errors import BadRequest, ServerError
 from ..layers import PERMITS
-from ..ledger import PrincipalDep, ReaderDep, ServiceDep, needs
-from .hazards import PreconditionRequired
+from ..ledger import (
+    IfMatch,
+    PrincipalDep,
+    ReaderDep,
+    ReportDep,
+    ServiceDep,
+    acting,
+    geojson,
+    if_match_version,
+    links,
+    made_once,
+    public_base,
+    responses,
+)
 
 router = APIRouter(tags=["permits"])
 _lock = threading.Lock()
@@ -68,14 +79,7 @@ class PermitTransitionIn(BaseModel):
 
 
 def _store(svc: Any) -> PermitStore:
-    store = getattr(svc, "_permit_store", None)
-    if store is None:
-        with _lock:
-            store = getattr(svc, "_permit_store", None)
-            if store is None:
-                store = PermitStore(svc.ledger.db)
-                svc._permit_store = store
-    return store
+    return made_once(svc, "_permit_store", lambda: PermitStore(svc.ledger.db))
 
 
 #: Properties of the permits carried by the live tiles (``/tiles/live-permits``).
@@ -139,12 +143,7 @@ class LazyPermitLayer:
 
 def attach_layer(svc: Any, store: Any) -> None:
     """Serve the permits layer from the store's live tilesets (called by the ledger's hook)."""
-    layer = getattr(svc, "_permit_layer", None)
-    if layer is None:
-        with _lock:
-            layer = getattr(svc, "_permit_layer", None)
-            if layer is None:
-                layer = svc._permit_layer = LazyPermitLayer(svc)
+    layer = made_once(svc, "_permit_layer", lambda: LazyPermitLayer(svc))
     if store.live.get("permits") is not layer:
         store.live["permits"] = layer
 
@@ -181,61 +180,44 @@ def _workzones(request: Request, svc: Any) -> pd.DataFrame:
     return out.dropna(subset=["unit_id"])
 
 
-def _base(request: Request, svc: Any) -> str:
-    return (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
-
-
 def _feature(p: Any, request: Request, svc: Any) -> dict[str, Any]:
-    base = _base(request, svc)
     f = p.to_feature()
-    f["links"] = {
-        "self": f"{base}/permits/{p.id}",
-        "page": f"{base}/permits/{p.id}/page",
-        "qr": f"{base}/permits/{p.id}/qr.png",
-        "history": f"{base}/permits/{p.id}/history",
-    }
+    f["links"] = links(public_base(request, svc), f"/permits/{p.id}", ["page", "qr.png", "history"])
     return f
 
 
 def _response(p: Any, request: Request, svc: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(
-        _feature(p, request, svc),
-        status_code=status,
-        headers={"ETag": p.etag, "Location": f"/permits/{p.id}"},
-        media_type="application/geo+json",
+    return geojson(
+        _feature(p, request, svc), status=status, etag=p.etag, location=f"/permits/{p.id}"
     )
 
 
-_ETAG = re.compile(r'^(?:W/)?"?(?:(P\d+)-v)?(\d+)"?$')
-
-
 def _expected(if_match: str | None, permit_id: str) -> int | None:
-    if if_match is None or not if_match.strip():
-        raise PreconditionRequired(
+    """The version ``If-Match`` names (the permits' older rule: any digits, no length bound)."""
+    return if_match_version(
+        if_match,
+        what="permit",
+        example="P12-v3",
+        tag=r"P\d+",
+        own=lambda: f"P{parse_permit_id(permit_id)}",
+        needs_text=(
             f"transitions need an If-Match header with the permit's ETag (GET /permits/{permit_id})"
-        )
-    value = if_match.split(",")[0].strip()
-    if value == "*":
-        return None
-    m = _ETAG.match(value)
-    if m is None:
-        raise BadRequest(f'If-Match {if_match!r} is not an ETag of this API (like "P12-v3")')
-    if m.group(1) is not None and m.group(1).upper() != f"P{parse_permit_id(permit_id)}":
-        return -1
-    return int(m.group(2))
+        ),
+        strict=False,
+    )
 
 
 @router.post(
     "/permits",
     status_code=201,
     summary="Request a route permit; the route is computed over the units (any token)",
-    responses={400: {"description": "Origin or destination off the network, no route, bad field"}},
+    responses=responses(_400="Origin or destination off the network, no route, bad field"),
 )
 def request_permit(
     body: PermitIn,
     request: Request,
     svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("report"))],
+    who: ReportDep,
 ) -> JSONResponse:
     from trafficunit.routing import check_tz, daily_intervals, route
 
@@ -263,8 +245,7 @@ def request_permit(
         vehicle=body.vehicle,
         operator=body.operator,
         route=r,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         windows=body.windows,
         tz=body.tz,
         valid_from=body.valid_from,
@@ -287,9 +268,8 @@ def list_permits(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JSONResponse:
     permits = _store(svc).list_permits(state=state, limit=limit, offset=offset)
-    return JSONResponse(
-        {"type": "FeatureCollection", "features": [_feature(p, request, svc) for p in permits]},
-        media_type="application/geo+json",
+    return geojson(
+        {"type": "FeatureCollection", "features": [_feature(p, request, svc) for p in permits]}
     )
 
 
@@ -303,12 +283,9 @@ def get_permit(
 @router.post(
     "/permits/{permit_id}/transitions",
     summary="Approve, activate, expire or revoke a permit (needs If-Match)",
-    responses={
-        403: {"description": "The token's role may not do this"},
-        409: {"description": "The lifecycle does not allow it now"},
-        412: {"description": "Stale If-Match"},
-        428: {"description": "If-Match missing"},
-    },
+    responses=responses(
+        403, 428, _409="The lifecycle does not allow it now", _412="Stale If-Match"
+    ),
 )
 def transition_permit(
     permit_id: str,
@@ -316,16 +293,11 @@ def transition_permit(
     request: Request,
     svc: ServiceDep,
     who: PrincipalDep,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = _expected(if_match, permit_id)
     p = _store(svc).transition(
-        permit_id,
-        body.to,
-        actor=who.name,
-        role=who.role,
-        expected_version=expected,
-        comment=body.comment,
+        permit_id, body.to, **acting(who), expected_version=expected, comment=body.comment
     )
     return _response(p, request, svc)
 
@@ -346,7 +318,8 @@ def permit_history(permit_id: str, svc: ServiceDep, reader: ReaderDep) -> JSONRe
 @router.get("/permits/{permit_id}/qr.png", summary="QR code of the permit's public page")
 def permit_qr(permit_id: str, request: Request, svc: ServiceDep) -> Response:
     p = _store(svc).get(permit_id)
-    return Response(qr_png(f"{_base(request, svc)}/permits/{p.id}/page"), media_type="image/png")
+    page = f"{public_base(request, svc)}/permits/{p.id}/page"
+    return Response(qr_png(page), media_type="image/png")
 
 
 @router.get("/permits/{permit_id}/page", response_class=HTMLResponse, summary="Public page")
@@ -390,13 +363,13 @@ lane data.</small></p></html>"""
 @router.post(
     "/permits/{permit_id}/traces",
     summary="Check a GPS trace (GPX or CSV time,lon,lat[,speed]) against a permit",
-    responses={400: {"description": "Unreadable trace, several GPX tracks, unsorted times..."}},
+    responses=responses(_400="Unreadable trace, several GPX tracks, unsorted times..."),
 )
 async def check_permit_trace(
     permit_id: str,
     request: Request,
     svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("report"))],
+    who: ReportDep,
     tz: Annotated[str | None, Query(max_length=64, description="Zone of naive CSV times")] = None,
     track: Annotated[str | None, Query(max_length=100)] = None,
 ) -> JSONResponse:

@@ -14,7 +14,7 @@ from trafficunit.ledger import evidence as ev
 from trafficunit.ledger.public import public_report, receipt_status
 
 from ..errors import BadRequest, TooLarge
-from ..ledger import PrincipalDep, ReaderDep
+from ..ledger import PrincipalDep, ReaderDep, acting, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["public"])
@@ -64,11 +64,11 @@ def _client(request: Request) -> str:
     "/public/reports",
     status_code=201,
     summary="Report a hazard without a token (rate-limited; answers a private receipt)",
-    responses={
-        400: {"description": "Invalid geometry or category"},
-        413: {"description": "Body too large"},
-        429: {"description": "Too many reports from this client; see Retry-After"},
-    },
+    responses=responses(
+        413,
+        _400="Invalid geometry or category",
+        _429="Too many reports from this client; see Retry-After",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -125,10 +125,10 @@ def get_public_report(receipt: str, ops: OpsDep) -> JSONResponse:
     "/evidence/{owner_type}/{owner_id}",
     status_code=201,
     summary="Attach a photo or document (raw body: JPEG, PNG, WebP or PDF)",
-    responses={
-        400: {"description": "Empty, not an allowed type, or too large"},
-        404: {"description": "No such hazard, investigation or review"},
-    },
+    responses=responses(
+        _400="Empty, not an allowed type, or too large",
+        _404="No such hazard, investigation or review",
+    ),
 )
 async def attach_evidence(
     owner_type: Literal["hazard", "investigation", "review"],
@@ -149,8 +149,7 @@ async def attach_evidence(
         owner_id,
         data,
         filename=filename,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         max_bytes=ops.ops.evidence_max_bytes,
     )
     return JSONResponse(out, status_code=201, headers={"Location": out["href"]})

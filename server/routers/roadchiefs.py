@@ -9,16 +9,15 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 import shapely
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trafficunit.ledger import Principal
 from trafficunit.ledger import roadchiefs as rc
 
 from ..deps import parse_time
 from ..errors import BadRequest, NotFound
-from ..ledger import ReaderDep, needs
+from ..ledger import AssignDep, ReaderDep, acting, geojson, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["road chiefs"])
@@ -127,11 +126,9 @@ def unit_chiefs(
     "/road-chiefs",
     status_code=201,
     summary="Appoint a road chief (engineers and above)",
-    responses={400: {"description": "Invalid field"}, 403: {"description": "Role may not"}},
+    responses=responses(400, _403="Role may not"),
 )
-def appoint(
-    body: ChiefIn, ops: OpsDep, who: Annotated[Principal, Depends(needs("assign"))]
-) -> JSONResponse:
+def appoint(body: ChiefIn, ops: OpsDep, who: AssignDep) -> JSONResponse:
     if body.scope == "grid":
         z = ops.zones()
         tree = body.tree or ops.ops.grid_tree
@@ -141,31 +138,17 @@ def appoint(
             raise BadRequest(f"no zone {unknown[0]!r} in tree {tree!r}")
     out = rc.appoint(
         ops.ledger,
-        name=body.name,
-        scope=body.scope,
-        targets=body.targets,
-        valid_from=body.valid_from,
-        valid_to=body.valid_to,
-        body=body.body,
-        contact=body.contact,
+        **body.model_dump(exclude={"tree"}),
         tree=body.tree or (ops.ops.grid_tree if body.scope == "grid" else None),
-        actor=who.name,
-        role=who.role,
+        **acting(who),
     )
     return JSONResponse(out, status_code=201, headers={"Location": f"/road-chiefs/{out['id']}"})
 
 
 @router.post("/road-chiefs/{chief_id}/end", summary="End an appointment (engineers and above)")
-def end(
-    chief_id: str,
-    body: EndIn,
-    ops: OpsDep,
-    who: Annotated[Principal, Depends(needs("assign"))],
-) -> JSONResponse:
+def end(chief_id: str, body: EndIn, ops: OpsDep, who: AssignDep) -> JSONResponse:
     return JSONResponse(
-        rc.end_appointment(
-            ops.ledger, chief_id, valid_to=body.valid_to, actor=who.name, role=who.role
-        )
+        rc.end_appointment(ops.ledger, chief_id, valid_to=body.valid_to, **acting(who))
     )
 
 
@@ -213,10 +196,7 @@ def grids(ops: OpsDep, reader: ReaderDep) -> JSONResponse:
                 },
             }
         )
-    return JSONResponse(
-        {"type": "FeatureCollection", "tree": tree, "features": feats},
-        media_type="application/geo+json",
-    )
+    return geojson({"type": "FeatureCollection", "tree": tree, "features": feats})
 
 
 @router.get("/routing-rules", summary="Rules routing new reports to a responsible body")
@@ -225,9 +205,5 @@ def get_rules(ops: OpsDep, reader: ReaderDep) -> JSONResponse:
 
 
 @router.put("/routing-rules", summary="Replace the routing rules (engineers and above)")
-def put_rules(
-    body: RulesIn, ops: OpsDep, who: Annotated[Principal, Depends(needs("assign"))]
-) -> JSONResponse:
-    return JSONResponse(
-        {"rules": rc.set_rules(ops.ledger, body.rules, actor=who.name, role=who.role)}
-    )
+def put_rules(body: RulesIn, ops: OpsDep, who: AssignDep) -> JSONResponse:
+    return JSONResponse({"rules": rc.set_rules(ops.ledger, body.rules, **acting(who))})

@@ -4,25 +4,31 @@ site's history, a printable A4 board (PDF) and KPIs of inspections and open orde
 from __future__ import annotations
 
 import html
-import re
-import threading
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from trafficunit.ledger import Principal
 from trafficunit.ledger.sitefile import CHECKLIST, SiteFile, board_pdf
 
-from ..errors import BadRequest
-from ..ledger import ReaderDep, ServiceDep, needs
-from .hazards import PreconditionRequired
+from ..ledger import (
+    IfMatch,
+    ReaderDep,
+    ServiceDep,
+    WorkZoneDep,
+    acting,
+    file_responses,
+    geojson,
+    if_match_version,
+    made_once,
+    public_base,
+    responses,
+)
 
 router = APIRouter(tags=["work zones"])
-_lock = threading.Lock()
 
 
 class WorkZonePatch(BaseModel):
@@ -66,34 +72,25 @@ class InspectionIn(BaseModel):
 
 def sitefile(svc: Any) -> SiteFile:
     """The service's :class:`SiteFile` (tables created on first use)."""
-    sf = getattr(svc, "_site_file", None)
-    if sf is None:
-        with _lock:
-            sf = getattr(svc, "_site_file", None)
-            if sf is None:
-                sf = SiteFile(svc.ledger)
-                svc._site_file = sf
-    return sf
-
-
-_ETAG = re.compile(r'^(?:W/)?"?(?:(.+)-v)?(\d+)"?$')
+    return made_once(svc, "_site_file", lambda: SiteFile(svc.ledger))
 
 
 def _expected(if_match: str | None, site_code: str) -> int | None:
-    if if_match is None or not if_match.strip():
-        raise PreconditionRequired(
+    """The version ``If-Match`` names (the site files' older rule: any digits, no length bound,
+    the site code compared letter for letter)."""
+    return if_match_version(
+        if_match,
+        what="site",
+        example="SITE-1-v2",
+        tag=".+",
+        own=lambda: site_code,
+        needs_text=(
             "changes need an If-Match header with the site's ETag "
             f"(GET /workzones/{site_code}/file)"
-        )
-    value = if_match.split(",")[0].strip()
-    if value == "*":
-        return None
-    m = _ETAG.match(value)
-    if m is None:
-        raise BadRequest(f'If-Match {if_match!r} is not an ETag of this API (like "SITE-1-v2")')
-    if m.group(1) is not None and m.group(1) != site_code:
-        return -1
-    return int(m.group(2))
+        ),
+        strict=False,
+        same_case=True,
+    )
 
 
 def _etag(zone: Any) -> str:
@@ -103,33 +100,21 @@ def _etag(zone: Any) -> str:
 @router.patch(
     "/workzones/{site_code}",
     summary="Extend, end or change a work zone (engineers; needs If-Match)",
-    responses={412: {"description": "Stale If-Match"}, 428: {"description": "If-Match missing"}},
+    responses=responses(428, _412="Stale If-Match"),
 )
 def patch_workzone(
     site_code: str,
     body: WorkZonePatch,
     svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("workzone"))],
-    if_match: Annotated[str | None, Header()] = None,
+    who: WorkZoneDep,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = _expected(if_match, site_code)
     zone = sitefile(svc).change(
-        site_code,
-        actor=who.name,
-        role=who.role,
-        expected_version=expected,
-        end=body.end,
-        end_now=body.end_now,
-        lanes_taken=body.lanes_taken,
-        night_works=body.night_works,
-        contractor=body.contractor,
-        description=body.description,
-        comment=body.comment,
+        site_code, **acting(who), expected_version=expected, **body.model_dump()
     )
     svc.note_write()
-    return JSONResponse(
-        zone.to_feature(), headers={"ETag": _etag(zone)}, media_type="application/geo+json"
-    )
+    return geojson(zone.to_feature(), etag=_etag(zone))
 
 
 @router.post(
@@ -141,12 +126,11 @@ def inspect_workzone(
     site_code: str,
     body: InspectionIn,
     svc: ServiceDep,
-    who: Annotated[Principal, Depends(needs("workzone"))],
+    who: WorkZoneDep,
 ) -> JSONResponse:
     out = sitefile(svc).inspect(
         site_code,
-        actor=who.name,
-        role=who.role,
+        **acting(who),
         result=body.result,
         checklist=body.checklist,
         notes=body.notes,
@@ -180,15 +164,15 @@ def workzone_photo(
 @router.get(
     "/workzones/{site_code}/board.pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}, "description": "A4 board"}},
+    responses=file_responses("application/pdf", "A4 board"),
     summary="Printable A4 board (PDF) with the QR code and the site's facts",
 )
 async def workzone_board(
     site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
 ) -> Response:
     zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
-    base = (svc.settings.ledger.public_url or str(request.base_url)).rstrip("/")
-    pdf = await run_in_threadpool(board_pdf, zone, f"{base}/workzones/{zone.site_code}/page")
+    page = f"{public_base(request, svc)}/workzones/{zone.site_code}/page"
+    pdf = await run_in_threadpool(board_pdf, zone, page)
     return Response(
         pdf,
         media_type="application/pdf",

@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from trafficunit.errors import clip
 
-from ..deps import BBoxDep, FormatDep, FullDep, LimitDep, StoreDep
-from ..errors import NotFound, Unavailable
+from ..deps import ListDep, StoreDep
+from ..errors import NotFound
 from ..layers import UNITS
-from ..lists import list_response
+from ..lists import list_response, served_table
 from ..store import DataStore, Table
 from ..zonejoin import ZoneDep, table_zone_rows, unit_extra, with_unit_chief
 
@@ -26,10 +26,7 @@ router = APIRouter(tags=["units"])
 
 
 def _units(store: DataStore) -> Table:
-    table = store.table("units")
-    if table is None:
-        raise Unavailable(store.missing("units"))
-    return table
+    return served_table(store, "units")
 
 
 def _priority(table: Table) -> np.ndarray:
@@ -55,18 +52,15 @@ async def list_units(
     request: Request,
     zf: ZoneDep,
     store: StoreDep,
-    bbox: BBoxDep,
-    limit: LimitDep,
-    fmt: FormatDep,
-    full: FullDep,
+    q: ListDep,
     key: Annotated[tuple[Hashable | None, ...], Depends(UNITS.dependency())],
 ) -> Response:
     table = _units(store)
-    rows = table_zone_rows(request, table, table.bbox_rows(bbox), zf)
+    rows = table_zone_rows(request, table, table.bbox_rows(q.bbox), zf)
     rows = UNITS.rows(table.frame, table.extra, rows, key)
     rows = rows[np.argsort(_priority(table)[rows], kind="stable")]
     chief = partial(unit_extra, request, table)  # road chief now, zone codes (server/zonejoin.py)
-    return list_response(table, rows, fmt=fmt, limit=limit, name="units", full=full, extra=chief)
+    return list_response(table, rows, q, name="units", extra=chief)
 
 
 def _records(table: Table | None, unit_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from ..ledger import (
     WorkZoneDep,
     acting,
     feature_collection,
+    file_responses,
     geojson,
     links,
     public_base,
@@ -140,7 +141,7 @@ def workzone_page(
 @router.get(
     "/workzones/{site_code}/qr.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "QR code of the site's page"}},
+    responses=file_responses("image/png", "QR code of the site's page"),
     summary="QR code (PNG) linking to the site's page",
 )
 async def workzone_qr(

@@ -17,8 +17,9 @@ from trafficunit.ledger.kpis import zone_levels
 from trafficunit.settings import RISK_COLOURS, RiskSettings
 from trafficunit.zones import assign_events
 
+from ..deps import ParentQuery, TreeQuery
 from ..errors import BadRequest
-from ..ledger import ReaderDep, ServiceDep
+from ..ledger import ReaderDep, ServiceDep, geojson, responses
 from ..operations import OpsDep
 
 router = APIRouter(tags=["zones"])
@@ -51,16 +52,14 @@ def zone_trees(ops: OpsDep, reader: ReaderDep) -> JSONResponse:
 @router.get(
     "/zones",
     summary="Zones of a tree level as GeoJSON, each with a four-colour level",
-    responses={400: {"description": "No zones configured, or unknown tree/level/parent"}},
+    responses=responses(_400="No zones configured, or unknown tree/level/parent"),
 )
 async def zones(
     ops: OpsDep,
     reader: ReaderDep,
-    tree: Annotated[
-        str | None, Query(description="Zone tree (default: admin or the first)")
-    ] = None,
+    tree: TreeQuery = None,
     level: Annotated[str | None, Query(description="Level (default: the tree's second)")] = None,
-    parent: Annotated[str | None, Query(description="Only children of this zone")] = None,
+    parent: ParentQuery = None,
 ) -> JSONResponse:
     z = ops.require_zones()
     name = ops.tree(tree)
@@ -114,15 +113,14 @@ async def zones(
         feats.append(
             {"type": "Feature", "id": code, "geometry": json.loads(g), "properties": props}
         )
-    return JSONResponse(
+    return geojson(
         {
             "type": "FeatureCollection",
             "tree": name,
             "level": lv,
             "rule": COLOUR_RULE.format(*bands) if colours is not None else None,
             "features": feats,
-        },
-        media_type="application/geo+json",
+        }
     )
 
 
