@@ -203,8 +203,11 @@ def test_killing_the_main_process_leaves_nothing_listening(data: Path, tmp_path:
         s.proc.wait(timeout=30)
         wait_for(lambda: not any(alive(w) for w in workers), 30, "the orphaned workers exiting")
         wait_for(lambda: not listening(s.port), 30, "the port being free")
-        # and the port can be listened on again straight away
+        # and a new server can listen on the port straight away: with SO_REUSEADDR, as every
+        # server sets it (connections the old server closed may sit in TIME_WAIT), a bind still
+        # fails while any process listens on the port
         with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind(("127.0.0.1", s.port))
             again.listen()
 
