@@ -80,7 +80,9 @@ def test_public_report_creates_a_reported_hazard_and_a_private_receipt(
     assert r2.status_code == 201 and r2.json()["receipt"] != body["receipt"]
     assert set(r2.json()) == set(body)
     assert client.get("/public/reports/not-a-receipt").status_code == 404
-    assert client.get("/public/reports/" + body["receipt"][:-1] + "x").status_code == 404
+    receipt = body["receipt"]
+    other = receipt[:-1] + ("y" if receipt.endswith("x") else "x")  # one character off
+    assert client.get("/public/reports/" + other).status_code == 404
 
 
 def test_public_reports_are_rate_and_size_limited(client: TestClient) -> None:
