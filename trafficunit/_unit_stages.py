@@ -25,6 +25,7 @@ from ._unit_arrays import (
     _split_even,
     _src_coords,
 )
+from .network import COLUMNS
 
 #: Columns of a units GeoDataFrame (besides the ``unit_id`` index and geometry).
 UNIT_COLUMNS = (
@@ -55,20 +56,9 @@ UNIT_COLUMNS = (
     "turn_deg_per_km",
 )
 
-_ATTRS = (
-    "road_class",
-    "ramp",
-    "name",
-    "ref",
-    "maxspeed_kmh",
-    "lanes",
-    "oneway",
-    "lit",
-    "sidewalk",
-    "surface",
-    "bridge",
-    "tunnel",
-)
+#: The network's attributes a unit carries: its normalised columns but the OSM id and the
+#: junction tag (a unit has ids of its own; junctions become intersection units)
+_ATTRS = tuple(c for c in COLUMNS if c not in ("osm_id", "junction"))
 
 
 @dataclass
