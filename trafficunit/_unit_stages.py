@@ -27,24 +27,19 @@ from ._unit_arrays import (
 )
 from .network import COLUMNS
 
+#: The network's attributes a unit carries: its normalised columns but the OSM id and the
+#: junction tag (a unit has ids of its own; junctions become intersection units)
+_ATTRS = tuple(c for c in COLUMNS if c not in ("osm_id", "junction"))
+_ONEWAY = _ATTRS.index("oneway") + 1  # a unit's travel direction stands after the oneway tag
+
 #: Columns of a units GeoDataFrame (besides the ``unit_id`` index and geometry).
 UNIT_COLUMNS = (
     "kind",
     "length_m",
     "radius_m",
-    "road_class",
-    "ramp",
-    "name",
-    "ref",
-    "maxspeed_kmh",
-    "lanes",
-    "oneway",
+    *_ATTRS[:_ONEWAY],
     "direction",
-    "lit",
-    "sidewalk",
-    "surface",
-    "bridge",
-    "tunnel",
+    *_ATTRS[_ONEWAY:],
     "osm_ids",
     "from_unit",
     "to_unit",
@@ -55,10 +50,6 @@ UNIT_COLUMNS = (
     "sinuosity",
     "turn_deg_per_km",
 )
-
-#: The network's attributes a unit carries: its normalised columns but the OSM id and the
-#: junction tag (a unit has ids of its own; junctions become intersection units)
-_ATTRS = tuple(c for c in COLUMNS if c not in ("osm_id", "junction"))
 
 
 @dataclass

@@ -50,23 +50,11 @@ from .settings import NetworkSettings
 
 __all__ = ["read_network", "parse_maxspeed", "normalise_roads", "NetworkReport", "COLUMNS"]
 
+#: OSM tags a road line keeps under their own name (as normalised columns of that name).
+_SAME_NAME_TAGS = ("lanes", "oneway", "lit", "sidewalk", "surface", "bridge", "tunnel", "junction")
+
 #: Normalised columns of a road network, in order (geometry last).
-COLUMNS = (
-    "osm_id",
-    "road_class",
-    "ramp",
-    "name",
-    "ref",
-    "maxspeed_kmh",
-    "lanes",
-    "oneway",
-    "lit",
-    "sidewalk",
-    "surface",
-    "bridge",
-    "tunnel",
-    "junction",
-)
+COLUMNS = ("osm_id", "road_class", "ramp", "name", "ref", "maxspeed_kmh", *_SAME_NAME_TAGS)
 
 _OSM_SUFFIXES = (".osm.pbf", ".pbf", ".osm", ".osm.gz", ".osm.bz2", ".xml", ".osm.xml")
 _LINE_SUFFIXES = (
@@ -398,14 +386,7 @@ _OSM_TAGS = (
     "name",
     "ref",
     "maxspeed",
-    "lanes",
-    "oneway",
-    "lit",
-    "sidewalk",
-    "surface",
-    "bridge",
-    "tunnel",
-    "junction",
+    *_SAME_NAME_TAGS,
     "service",
     "access",
     "motor_vehicle",
