@@ -183,8 +183,6 @@ def assign(
     progress
         Show a progress bar over the cells.
     """
-    from ..join import MATCH_STATUSES
-
     require_gdf(units, "units")
     require_gdf(events, "events")
     jcfg = settings or JoinSettings()
@@ -267,7 +265,7 @@ def assign(
     out, row_ev = _assemble(parts, events, units)
     _settle_loose(out, missing[row_ev], units, mcrs, jcfg)
     stats.seconds[_stage] = time.perf_counter() - t0
-    out.attrs = {"report": _join_report(out, events, row_ev, units, reports, mcrs, MATCH_STATUSES)}
+    out.attrs = {"report": _join_report(out, events, row_ev, units, reports, mcrs)}
     return out
 
 
@@ -342,38 +340,26 @@ def _join_report(
     units: gpd.GeoDataFrame,
     reports: dict[tuple[int, int], dict[str, Any]],
     mcrs: pyproj.CRS,
-    statuses: tuple[str, ...],
 ) -> dict[str, Any]:
-    n_ev = len(events)
-    code = pd.Categorical(out["match"].array, categories=list(statuses)).codes
-    best = np.full(n_ev, 9, dtype=np.int8)
-    np.minimum.at(best, row_ev, code.astype(np.int8))
-    counts = {s: int((best == i).sum()) for i, s in enumerate(statuses)}
-    matched = counts["matched"] + counts["intersection"]
-    inside = n_ev - counts["outside"]
-    ok = np.isin(code, [statuses.index("matched"), statuses.index("intersection")])
-    d = out["distance_m"].to_numpy(dtype=float)[ok]
-    pct = {f"p{q}": round(float(np.percentile(d, q)), 2) for q in (50, 90, 99)} if len(d) else {}
+    """The report :func:`trafficunit.assign` gives, over all cells, and their count."""
+    from ..join import MATCH_STATUSES
+    from ..join.assignment import _match_report
+
+    code = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
     max_d: dict[str, float] = {}
     for r in reports.values():
         for k, v in r.get("max_distance_m", {}).items():
             max_d[k] = max(max_d.get(k, 0.0), float(v))
-    read = events.attrs.get("report") if isinstance(events.attrs, dict) else None
-    return {
-        "events": n_ev,
-        "rows": len(out),
-        "units": len(units),
-        "by_match": counts,
-        "matched": matched,
-        "matched_share": round(matched / n_ev, 4) if n_ev else None,
-        "matched_share_inside": round(matched / inside, 4) if inside else None,
-        "distance_m": pct,
-        "max_distance_m": max_d,
-        "name_matched": sum(int(r.get("name_matched", 0)) for r in reports.values()),
-        "name_overrode_nearest": sum(
-            int(r.get("name_overrode_nearest", 0)) for r in reports.values()
-        ),
-        "metric_crs": mcrs.to_string(),
-        "read": read,
-        "cells": len(reports),
-    }
+    report = _match_report(
+        events,
+        code.astype(np.int8),
+        row_ev,
+        out["distance_m"].to_numpy(dtype=float),
+        rows=len(out),
+        units=len(units),
+        max_distance_m=max_d,
+        name_matched=sum(int(r.get("name_matched", 0)) for r in reports.values()),
+        name_overrode=sum(int(r.get("name_overrode_nearest", 0)) for r in reports.values()),
+        metric_crs=mcrs,
+    )
+    return {**report, "cells": len(reports)}

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,24 @@ class _Stages:
     cfg: DistributedSettings
     progress: bool
 
+    def _staged(
+        self,
+        run: _Run,
+        build: Callable[[], gpd.GeoDataFrame],
+        join: Callable[[gpd.GeoDataFrame, gpd.GeoDataFrame, str], gpd.GeoDataFrame],
+    ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+        """The units stage, then the accidents' and the hazards' joins, each resumable in
+        ``run``; ``join(units, events, stage)`` times itself as ``stage``."""
+        units = run.stage("units", build)
+
+        def joined(name: str, events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+            stage = "join" if name == "joined" else name
+            return run.stage(name, lambda: join(units, events, stage))
+
+        accidents = joined("joined", self.accidents)
+        hazards = joined("hazards", self.hazards) if self.hazards is not None else None
+        return units, accidents, hazards
+
     def single(self, run: _Run) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
         from ..join import assign as plain_assign
         from ..units import build_units as plain_build
@@ -272,8 +291,8 @@ class _Stages:
             return out
 
         run.open()
-        units = run.stage(
-            "units",
+        return self._staged(
+            run,
             lambda: timed(
                 "build",
                 lambda: plain_build(
@@ -284,20 +303,11 @@ class _Stages:
                     **self.build_kw,
                 ),
             ),
+            lambda units, events, stage: timed(
+                stage,
+                lambda: plain_assign(units, events, crs=self.mcrs, settings=self.join_settings),
+            ),
         )
-
-        def join(name: str, events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-            return run.stage(
-                name,
-                lambda: timed(
-                    "join" if name == "joined" else name,
-                    lambda: plain_assign(units, events, crs=self.mcrs, settings=self.join_settings),
-                ),
-            )
-
-        joined = join("joined", self.accidents)
-        hz = join("hazards", self.hazards) if self.hazards is not None else None
-        return units, joined, hz
 
     def dask(self, run: _Run, scheduler: Any) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
         # the client mostly waits on the workers: import what scoring fits the SPFs with
@@ -309,40 +319,33 @@ class _Stages:
             run.stats.seconds["cluster start"] = time.perf_counter() - t_start
             run.client = client
             run.open()
-            units = run.stage(
-                "units",
+            # what both stages take alike: the metric CRS, the bars and the run's staging
+            alike: dict[str, Any] = {
+                "crs": self.mcrs,
+                "progress": self.progress,
+                "_store": run.store,
+                "_stats": run.stats,
+            }
+            units, joined, hz = self._staged(
+                run,
                 lambda: build_units(
                     self.roads,
                     client,
                     unit_settings=self.unit_settings,
                     settings=self.cfg,
-                    progress=self.progress,
-                    crs=self.mcrs,
-                    _store=run.store,
-                    _stats=run.stats,
+                    **alike,
                     **self.build_kw,
                 ),
+                lambda units, events, stage: assign(
+                    units,
+                    events,
+                    client,
+                    settings=self.join_settings,
+                    distributed_settings=self.cfg,
+                    _stage=stage,
+                    **alike,
+                ),
             )
-
-            def join(name: str, events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-                return run.stage(
-                    name,
-                    lambda: assign(
-                        units,
-                        events,
-                        client,
-                        crs=self.mcrs,
-                        settings=self.join_settings,
-                        distributed_settings=self.cfg,
-                        progress=self.progress,
-                        _store=run.store,
-                        _stage="join" if name == "joined" else name,
-                        _stats=run.stats,
-                    ),
-                )
-
-            joined = join("joined", self.accidents)
-            hz = join("hazards", self.hazards) if self.hazards is not None else None
             run.worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
             run.client = None
         preload.join()
