@@ -36,6 +36,16 @@ def num_or_text(value: str | None) -> int | str | None:
     return int(value) if (value.isascii() and value.isdigit()) else value
 
 
+def period_bounds(text: str) -> tuple[str, str]:
+    """``--period`` ``"2023-01-01..2025"`` or ``"2016,2018"`` → ``(start, end)``."""
+    parts = [p.strip() for p in text.split(".." if ".." in text else ",")]
+    if len(parts) != 2:
+        raise ValidationError(
+            f"--period {text!r}: give START..END or START,END, e.g. 2023-01-01..2025"
+        )
+    return parts[0], parts[1]
+
+
 def key_values(text: str | None, flag: str, *, numeric_keys: bool = False) -> dict[Any, str]:
     """``"a=1,b=2"`` → ``{"a": "1", "b": "2"}``; with ``numeric_keys`` a key ``"1"`` is also
     given as ``1``, so numeric codes match numeric columns."""

@@ -11,11 +11,16 @@ import typer
 from rich.table import Table
 
 from .._errors import ValidationError
+from . import _options as opt
 from . import app
-from ._common import console, preset_file, progress_printer, reader_options, user_errors
-from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
-
-_FLAG_HELP = "Accidents (flag form; same meaning as in `trafficunit join`)"
+from ._common import (
+    console,
+    period_bounds,
+    preset_file,
+    progress_printer,
+    reader_options,
+    user_errors,
+)
 
 
 def _command_line(
@@ -79,10 +84,7 @@ def project_from_flags(
         if path is not None:
             project["events"].append({"kind": kind, "path": str(path)})
     if period:
-        sep = ".." if ".." in period else ","
-        if sep not in period:
-            raise ValidationError(f"--period {period!r}: give START..END, e.g. 2023-01-01..2025")
-        project["risk"] = {"period": [p.strip() for p in period.split(sep, 1)]}
+        project["risk"] = {"period": list(period_bounds(period))}
     if all_events:
         project["tiles"] = {"all_events": True}
     return project
@@ -95,9 +97,9 @@ def build_cmd(
     ],
     project: Annotated[
         Path | None,
-        typer.Argument(
-            metavar="[PROJECT.toml]",
-            help="The city's project file (\\[network], \\[\\[events]], \\[risk]); or --network",
+        opt.optional_path(
+            "[PROJECT.toml]",
+            "The city's project file (\\[network], \\[\\[events]], \\[risk]); or --network",
         ),
     ] = None,
     network: Annotated[
@@ -106,46 +108,31 @@ def build_cmd(
     accidents: Annotated[Path | None, typer.Option(help="Accidents file (flag form)")] = None,
     hazards: Annotated[Path | None, typer.Option(help="Hazards file (flag form)")] = None,
     workzones: Annotated[Path | None, typer.Option(help="Work-zones file (flag form)")] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="Accidents: column mapping of a known file")
-    ] = None,
-    x: AccidentsX = None,
-    y: AccidentsY = None,
-    crs: Annotated[
-        str | None, typer.Option(help="Accidents: CRS of x/y (EPSG code, 'gcj02', 'bd09')")
-    ] = None,
-    time: Annotated[
-        str | None, typer.Option(help="Accidents: time column(s), comma-separated (date,time)")
-    ] = None,
-    time_format: Annotated[
-        str | None, typer.Option(help="Accidents: strptime format of the time")
-    ] = None,
-    tz: AccidentsTz = None,
-    severity: AccidentsSeverity = None,
-    severity_map: Annotated[
-        str | None, typer.Option(help="Accidents: codes to KABCO, e.g. '1=O,2=B,3=K'")
-    ] = None,
-    event_id: Annotated[str | None, typer.Option("--id", help="Accidents: id column")] = None,
-    road_name: Annotated[str | None, typer.Option(help="Accidents: street-name column")] = None,
-    encoding: Annotated[
-        str | None, typer.Option(help="Accidents: text encoding (default: detected)")
-    ] = None,
-    sep: Annotated[str | None, typer.Option(help="Accidents: CSV separator")] = None,
-    max_distance: Annotated[
-        float | None, typer.Option("--max-distance", help="Accidents: snap distance, metres")
-    ] = None,
-    metric_crs: MetricCrs = None,
-    period: Annotated[
-        str | None, typer.Option(help="Scoring period START..END (default: the data's years)")
-    ] = None,
-    all_events: Annotated[
-        bool,
-        typer.Option("--all-events", help="Tiles keep events on no unit (default: matched only)"),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines")] = False,
+    preset: opt.EventsPreset = None,
+    x: opt.EventsX = None,
+    y: opt.EventsY = None,
+    crs: opt.EventsCrs = None,
+    time: opt.EventsTime = None,
+    time_format: opt.EventsTimeFormat = None,
+    tz: opt.EventsTz = None,
+    severity: opt.EventsSeverity = None,
+    severity_map: opt.EventsSeverityMap = None,
+    event_id: opt.EventsId = None,
+    road_name: opt.EventsRoadName = None,
+    encoding: opt.EventsEncoding = None,
+    sep: opt.EventsSep = None,
+    max_distance: opt.MaxDistance = None,
+    metric_crs: opt.MetricCrs = None,
+    period: opt.ScoringPeriod = None,
+    all_events: opt.AllEvents = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """One command from a city's files to a served folder: network → units → events → join →
-    risk → black spots → tiles (then `trafficunit serve DATA_DIR`)."""
+    risk → black spots → tiles (then `trafficunit serve DATA_DIR`).
+
+    In the flag form, --preset, the column flags (--x to --sep) and --max-distance read the
+    --accidents file, as `trafficunit join` reads its EVENTS.
+    """
     from ..project import build
 
     with user_errors():

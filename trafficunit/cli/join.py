@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 
 from .. import io
 from .._errors import InputFileError, TrafficUnitError, TrafficUnitWarning, ValidationError
+from . import _options as opt
 from . import app
 from ._common import console, err_console, key_values, preset_file, reader_options
 
@@ -141,19 +142,15 @@ def _load_units(path: Path, quiet: bool) -> Any:
 # options of `join` that take several lines
 _UnitsPath = Annotated[
     Path | None,
-    typer.Argument(
-        metavar="UNITS",
-        help="Units (.parquet/.gpkg from `trafficunit units`) or a road network to build them",
-        show_default=False,
+    opt.optional_path(
+        "UNITS", "Units (.parquet/.gpkg from `trafficunit units`) or a road network to build them"
     ),
 ]
 
 _EventsPath = Annotated[
     Path | None,
-    typer.Argument(
-        metavar="EVENTS",
-        help="Events file (CSV, GeoJSON, GPKG, Shapefile, Parquet); optional with --preset",
-        show_default=False,
+    opt.optional_path(
+        "EVENTS", "Events file (CSV, GeoJSON, GPKG, Shapefile, Parquet); optional with --preset"
     ),
 ]
 
@@ -167,22 +164,6 @@ _Output = Annotated[
 _Kind = Annotated[
     Literal["accident", "hazard", "workzone"] | None,
     typer.Option(help="What the events are", show_default="accident, or the preset's"),
-]
-
-_Encoding = Annotated[
-    str | None,
-    typer.Option(
-        help="Text encoding, e.g. gb18030, big5, cp1252",
-        show_default="detected: UTF-8, GB18030, Big5 or cp1252",
-    ),
-]
-
-_Tz = Annotated[
-    str | None,
-    typer.Option(
-        help="Time zone of times written without one, e.g. Asia/Shanghai",
-        show_default="looked up from the coordinates",
-    ),
 ]
 
 _Column = Annotated[
@@ -209,44 +190,31 @@ def join_cmd(
     events_path: _EventsPath = None,
     output: _Output = None,
     kind: _Kind = None,
-    preset: Annotated[
-        str | None,
-        typer.Option(help="Column mapping of a known file (see --list-presets); flags override"),
-    ] = None,
-    x: Annotated[str | None, typer.Option(help="Column of x / easting / longitude")] = None,
-    y: Annotated[str | None, typer.Option(help="Column of y / northing / latitude")] = None,
-    crs: Annotated[
-        str | None, typer.Option(help="CRS of x/y: EPSG code, 'gcj02' or 'bd09'")
-    ] = None,
+    preset: opt.EventsPreset = None,
+    x: opt.EventsX = None,
+    y: opt.EventsY = None,
+    crs: opt.EventsCrs = None,
     geometry: Annotated[str | None, typer.Option(help="Column of WKT/EWKT geometries")] = None,
-    event_id: Annotated[str | None, typer.Option("--id", help="Column of event ids")] = None,
-    time: Annotated[
-        str | None,
-        typer.Option(help="Time column(s), comma-separated (date,time); or a year column"),
-    ] = None,
-    severity: Annotated[str | None, typer.Option(help="Severity column")] = None,
-    severity_map: Annotated[
-        str | None, typer.Option(help="Severity codes to KABCO, e.g. '1=O,2=B,3=K'")
-    ] = None,
-    road_name: Annotated[str | None, typer.Option(help="Street-name column")] = None,
+    event_id: opt.EventsId = None,
+    time: opt.EventsTime = None,
+    severity: opt.EventsSeverity = None,
+    severity_map: opt.EventsSeverityMap = None,
+    road_name: opt.EventsRoadName = None,
     column: _Column = None,
-    time_format: Annotated[str | None, typer.Option(help="strptime format of the time")] = None,
+    time_format: opt.EventsTimeFormat = None,
     dayfirst: Annotated[
         bool, typer.Option("--dayfirst", help="Read 01/02 as 1 February", metavar="")
     ] = False,
-    tz: _Tz = None,
-    sep: Annotated[str | None, typer.Option(help="CSV separator", show_default="sniffed")] = None,
-    encoding: _Encoding = None,
+    tz: opt.EventsTz = None,
+    sep: opt.EventsSep = None,
+    encoding: opt.EventsEncoding = None,
     decimal: Annotated[
         str | None, typer.Option(help="Decimal mark of coordinates", show_default="per value")
     ] = None,
     buffer_m: Annotated[
         float | None, typer.Option(help="Buffer event geometries by this many metres")
     ] = None,
-    max_distance: Annotated[
-        float | None,
-        typer.Option("--max-distance", help="Snap distance, metres (default by kind: 25/20/25)"),
-    ] = None,
+    max_distance: opt.MaxDistance = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on any unusable row", metavar="")
     ] = False,

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from .._errors import ValidationError
+from . import _options as opt
 from . import app
-from ._common import console, user_errors
-from ._options import AccidentsSeverity, AccidentsTz, AccidentsX, AccidentsY, MetricCrs
+from ._common import console, period_bounds, reader_options, user_errors
 
 
 def _file_id(path: Path | None) -> str:
@@ -59,29 +59,29 @@ def pipeline_cmd(
     hazards: Annotated[
         Path | None, typer.Option("--hazards", help="Hazards file, counted as open hazards")
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option(help="Column mapping of a known accidents file")
-    ] = None,
-    x: AccidentsX = None,
-    y: AccidentsY = None,
-    crs: Annotated[str | None, typer.Option(help="Accidents: CRS of x/y")] = None,
-    time: Annotated[str | None, typer.Option(help="Accidents: time (or year) column")] = None,
-    severity: AccidentsSeverity = None,
-    tz: AccidentsTz = None,
-    period: Annotated[
-        str | None, typer.Option(help="Scoring period START,END (default: the data's years)")
-    ] = None,
-    max_length_m: Annotated[float | None, typer.Option(help="Longest segment unit, m")] = None,
-    junction_merge_m: Annotated[float | None, typer.Option(help="Junction merge, m")] = None,
-    metric_crs: MetricCrs = None,
+    preset: opt.EventsPreset = None,
+    x: opt.EventsX = None,
+    y: opt.EventsY = None,
+    crs: opt.EventsCrs = None,
+    time: opt.EventsTime = None,
+    severity: opt.EventsSeverity = None,
+    tz: opt.EventsTz = None,
+    period: opt.ScoringPeriod = None,
+    max_length_m: opt.MaxLengthM = None,
+    junction_merge_m: opt.JunctionMergeM = None,
+    metric_crs: opt.MetricCrs = None,
     cell_size_m: Annotated[
         float | None, typer.Option(help="Partition cell size, m (default: from the data)")
     ] = None,
     halo_m: Annotated[float | None, typer.Option(help="First halo around a cell, m")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Build units, join the accidents and score, partitioned spatially on Dask; the results
-    equal a single-process run. An interrupted run started again resumes where it stopped."""
+    equal a single-process run. An interrupted run started again resumes where it stopped.
+
+    --preset and the column flags (--x to --tz) read the --accidents file, as `trafficunit
+    join` reads its EVENTS.
+    """
     with user_errors():
         from ..datafolder import DataFolder
         from ..distributed import run_pipeline
@@ -93,24 +93,9 @@ def pipeline_cmd(
         folder = DataFolder(output, create=True)  # writable, checked before any work
         # the run's own resumable staging lives beside the folder until the folder is written
         work = output.parent / f".{output.name}.pipeline-run"
-        per = None
-        if period:
-            parts = [p.strip() for p in period.split(",")]
-            if len(parts) != 2:
-                raise ValidationError(f"--period {period!r}: give START,END, e.g. 2016,2018")
-            per = (parts[0], parts[1])
-        read: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "x": x,
-                "y": y,
-                "crs": int(crs) if crs is not None and (crs.isascii() and crs.isdigit()) else crs,
-                "time": time,
-                "severity": severity,
-                "tz": tz,
-            }.items()
-            if v is not None
-        }
+        per = period_bounds(period) if period else None
+        flags = reader_options(x=x, y=y, crs=crs, time=time, severity=severity, tz=tz)
+        read = {k: v for k, v in flags.items() if v is not None}
         roads = read_network(network)
         acc = _read_events(accidents, "accident", preset, read)
         hz = _read_events(hazards, "hazard", None, {}) if hazards is not None else None

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from .. import io
+from . import _options as opt
 from . import app
 from ._common import console, user_errors
-from ._options import AllHighways, QuietBar
 
 
 @app.command("resegment")
@@ -32,14 +32,8 @@ def resegment_cmd(
         Path | None,
         typer.Option("--history", help="Write every unit version (current and retired) here"),
     ] = None,
-    accidents: Annotated[
-        Path | None,
-        typer.Option("--accidents", help="Accidents joined to the old units (tu.assign output)"),
-    ] = None,
-    hazards: Annotated[
-        Path | None,
-        typer.Option("--hazards", help="Hazards joined to the old units (tu.assign output)"),
-    ] = None,
+    accidents: opt.JoinedAccidents = None,
+    hazards: opt.JoinedHazards = None,
     events_out: Annotated[
         Path | None,
         typer.Option(
@@ -50,18 +44,18 @@ def resegment_cmd(
     as_of: Annotated[
         str | None, typer.Option(help="Date the new units take effect (default: now, UTC)")
     ] = None,
-    max_length_m: Annotated[
-        float | None, typer.Option(help="Longest segment unit, metres (as the old build)")
-    ] = None,
-    junction_merge_m: Annotated[
-        float | None, typer.Option(help="Junction merge distance, metres (as the old build)")
-    ] = None,
-    all_highways: AllHighways = False,
-    crs: Annotated[str | None, typer.Option(help="Metric CRS (default: UTM zone)")] = None,
-    quiet: QuietBar = False,
+    max_length_m: opt.MaxLengthM = None,
+    junction_merge_m: opt.JunctionMergeM = None,
+    all_highways: opt.AllHighways = False,
+    crs: opt.UnitsCrs = None,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Rebuild the units of an edited network; unchanged units keep their ids, the rest get a
-    lineage (split, merged, reshaped, removed, added) and the events follow."""
+    lineage (split, merged, reshaped, removed, added) and the events follow.
+
+    The events are those joined to OLD_UNITS. Give --max-length-m, --junction-merge-m and
+    --crs the values the old units were built with: unchanged units keep their ids only then.
+    """
     with user_errors():
         from ..lineage import resegment
         from ..network import read_network

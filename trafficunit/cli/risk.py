@@ -12,6 +12,7 @@ from .. import io
 from ..settings import RISK_LEVELS
 from . import app
 from ._common import console, user_errors
+from ._options import optional_path
 
 
 def _period(text: str | None) -> tuple[str, str] | None:
@@ -40,9 +41,8 @@ def risk_cmd(
     ],
     joined_path: Annotated[
         Path | None,
-        typer.Argument(
-            metavar="[JOINED]",
-            help="Events joined to the units (tu.assign); default: the folder's accidents",
+        optional_path(
+            "[JOINED]", "Events joined to the units (tu.assign); default: the folder's accidents"
         ),
     ] = None,
     period: Annotated[

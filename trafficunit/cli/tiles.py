@@ -12,6 +12,7 @@ from .. import io
 from .._errors import InputFileError
 from . import app
 from ._common import console, user_errors
+from ._options import AllEvents, JoinedAccidents, JoinedHazards
 
 
 def _read_optional(path: Path | None) -> object:
@@ -35,22 +36,15 @@ def tiles_cmd(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Output .pmtiles, or a data folder")
     ],
-    accidents: Annotated[
-        Path | None, typer.Option(help="Joined accidents (.parquet/.gpkg) for the accidents layer")
-    ] = None,
-    hazards: Annotated[
-        Path | None, typer.Option(help="Joined hazards for the hazards layer")
-    ] = None,
+    accidents: JoinedAccidents = None,
+    hazards: JoinedHazards = None,
     workzones: Annotated[
-        Path | None, typer.Option(help="Joined work zones for the workzones layer")
+        Path | None, typer.Option(help="Work zones joined to the units (tu.assign output)")
     ] = None,
     minzoom: Annotated[int, typer.Option(help="Lowest zoom")] = 8,
     maxzoom: Annotated[int, typer.Option(help="Highest zoom")] = 16,
     name: Annotated[str, typer.Option(help="Tileset name in the metadata")] = "trafficunit risk",
-    all_events: Annotated[
-        bool,
-        typer.Option("--all-events", help="Keep events on no unit (default: matched events only)"),
-    ] = False,
+    all_events: AllEvents = False,
 ) -> None:
     """Build a PMTiles v3 archive: units coloured by risk level, accidents, hazards, work zones."""
     from ..datafolder import DataFolder, check_writable, is_folder_output, sha256_file, timer

@@ -24,6 +24,7 @@ import typer
 from .._errors import InputFileError, TrafficUnitError, ValidationError
 from . import app
 from ._common import console, err_console, user_errors
+from ._options import Quiet
 
 _SEP = re.compile(r"[\s;|,]+")
 
@@ -130,7 +131,7 @@ def trace_check_cmd(
         str, typer.Option("--tz", help="Time zone of CSV times without one, and of permits")
     ] = "UTC",
     sigma_m: Annotated[float, typer.Option("--sigma", help="GPS noise, metres")] = 20.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Check GPS traces against route permits: off-route stretches, speeding, outside hours.
 

@@ -13,7 +13,7 @@ from ..network import read_network
 from ..units import build_units, summary_table
 from . import app
 from ._common import console, user_errors
-from ._options import AllHighways, QuietBar
+from ._options import AllHighways, Quiet, UnitsCrs
 
 
 @app.command("units")
@@ -32,10 +32,8 @@ def units_cmd(
         float, typer.Option(help="Junction nodes closer than this become one intersection")
     ] = 20.0,
     all_highways: AllHighways = False,
-    crs: Annotated[
-        str | None, typer.Option(help="Metric CRS for lengths (default: UTM zone of the data)")
-    ] = None,
-    quiet: QuietBar = False,
+    crs: UnitsCrs = None,
+    quiet: Quiet = False,
 ) -> None:
     """Build traffic units (intersections and segments) from a road network."""
     from ..datafolder import check_writable, is_folder_output, timer
