@@ -23,10 +23,11 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from . import lifecycle as lc
 from .errors import ConflictError, NotFoundError, StaleVersion, ValidationError
+from .workzones import WorkZoneFacts, works_columns
 
 __all__ = ["CHECKLIST", "SiteFile", "board_pdf", "ensure_schema"]
 
@@ -145,17 +146,16 @@ class SiteFile:
         expected_version: int | None,
         end: Any = None,
         end_now: bool = False,
-        lanes_taken: int | None = None,
-        night_works: bool | None = None,
-        contractor: str | None = None,
-        description: str | None = None,
         comment: str | None = None,
         now: datetime | None = None,
+        **facts: Unpack[WorkZoneFacts],
     ) -> Any:
         """Extend, end or change a site; StaleVersion when ``expected_version`` is not current.
 
         ``end`` later than the current end extends the site; ``end_now`` (or an ``end`` not
-        after now) ends it. Returns the updated :class:`~trafficunit.ledger.WorkZone`.
+        after now) ends it; ``facts`` (:class:`~trafficunit.ledger.workzones.WorkZoneFacts`)
+        change what is known of the works. Returns the updated
+        :class:`~trafficunit.ledger.WorkZone`.
         """
         from .store import parse_time
 
@@ -179,12 +179,8 @@ class SiteFile:
                 actions.append("extend")
             else:
                 actions.append("shorten")
-        if lanes_taken is not None:
-            if not 0 <= int(lanes_taken) <= 20:
-                raise ValidationError(f"lanes_taken must be 0..20, got {lanes_taken}")
-            fields["lanes_taken"] = int(lanes_taken)
-        if night_works is not None:
-            fields["night_works"] = int(bool(night_works))
+        fields.update(works_columns(facts))
+        contractor, description = facts.get("contractor"), facts.get("description")
         if contractor is not None:
             fields["contractor"] = str(contractor)[:200]
         if description is not None:
