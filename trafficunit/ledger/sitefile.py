@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Unpack
 
 from . import lifecycle as lc
+from ._tables import create_tables
 from .errors import ConflictError, NotFoundError, StaleVersion, ValidationError
 from .workzones import WorkZoneFacts, works_columns
 
@@ -48,48 +49,43 @@ _MAX_PHOTO = 5 * 1024 * 1024
 _MAX_PHOTOS = 6
 
 
-def _ddl(dialect: str) -> list[str]:
-    pk = "BIGSERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
-    return [
-        f"""CREATE TABLE IF NOT EXISTS workzone_file (
-            pk {pk},
-            site_code TEXT NOT NULL,
-            at TEXT NOT NULL,
-            action TEXT NOT NULL,
-            actor TEXT,
-            role TEXT,
-            version INTEGER,
-            detail TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS workzone_file_site ON workzone_file (site_code)",
-        f"""CREATE TABLE IF NOT EXISTS workzone_inspections (
-            pk {pk},
-            site_code TEXT NOT NULL,
-            at TEXT NOT NULL,
-            inspector TEXT,
-            role TEXT,
-            result TEXT NOT NULL,
-            checklist TEXT NOT NULL,
-            notes TEXT,
-            order_hazard TEXT
-        )""",
-        "CREATE INDEX IF NOT EXISTS workzone_inspections_site ON workzone_inspections (site_code)",
-        f"""CREATE TABLE IF NOT EXISTS workzone_photos (
-            pk {pk},
-            inspection_pk BIGINT NOT NULL REFERENCES workzone_inspections (pk),
-            name TEXT,
-            content_type TEXT NOT NULL,
-            data {blob} NOT NULL
-        )""",
-    ]
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS workzone_file (
+        pk {PK},
+        site_code TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT,
+        role TEXT,
+        version INTEGER,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS workzone_file_site ON workzone_file (site_code)",
+    """CREATE TABLE IF NOT EXISTS workzone_inspections (
+        pk {PK},
+        site_code TEXT NOT NULL,
+        at TEXT NOT NULL,
+        inspector TEXT,
+        role TEXT,
+        result TEXT NOT NULL,
+        checklist TEXT NOT NULL,
+        notes TEXT,
+        order_hazard TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS workzone_inspections_site ON workzone_inspections (site_code)",
+    """CREATE TABLE IF NOT EXISTS workzone_photos (
+        pk {PK},
+        inspection_pk BIGINT NOT NULL REFERENCES workzone_inspections (pk),
+        name TEXT,
+        content_type TEXT NOT NULL,
+        data {BLOB} NOT NULL
+    )""",
+]
 
 
 def ensure_schema(db: Any) -> None:
     """Create the work-zone file tables if they are missing (idempotent)."""
-    with db.transaction(write=True) as tx:
-        for sql in _ddl(tx.dialect):
-            tx.execute(sql)
+    create_tables(db, _DDL)
 
 
 def _iso(t: datetime) -> str:
