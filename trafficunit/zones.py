@@ -542,15 +542,16 @@ def _split(box: Sequence[float], nx: int, ny: int) -> list[tuple[float, ...]]:
     return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(ny) for i in range(nx)]
 
 
+#: Chinese name of each generated level (before the zone's label).
 _LEVEL_ZH = {
-    "city": ("市", ""),
-    "district": ("区", ""),
-    "street": ("街道", ""),
-    "community": ("社区", ""),
-    "detachment": ("支队", ""),
-    "brigade": ("大队", ""),
-    "squadron": ("中队", ""),
-    "grid": ("网格", ""),
+    "city": "市",
+    "district": "区",
+    "street": "街道",
+    "community": "社区",
+    "detachment": "支队",
+    "brigade": "大队",
+    "squadron": "中队",
+    "grid": "网格",
 }
 
 
@@ -574,7 +575,7 @@ def generate_zones(units: gpd.GeoDataFrame, *, pad_deg: float = 0.002) -> Zones:
     rows: list[dict[str, Any]] = []
 
     def add(tree: str, level: str, code: str, label: str, parent: str | None, b: Any) -> None:
-        zh = _LEVEL_ZH.get(level, (level, ""))[0]
+        zh = _LEVEL_ZH.get(level, level)
         rows.append(
             {
                 "tree": tree,

@@ -11,8 +11,11 @@ road chiefs, public reports) take from here:
   :class:`PreconditionRequired` when absent, 400 when it is no ETag of this API, ``-1`` for
   another record's ETag so the write is refused as stale, None for ``*``; ``strict=False``
   keeps the permits' and site files' older rules: any digits, no length bound);
-  :func:`not_modified` answers ``If-None-Match``;
+  :func:`not_modified` answers ``If-None-Match``; :class:`EtagRule` says how one record
+  type's ETag reads;
 * **writes**: :func:`acting` (the ``actor``/``role`` keywords of a library call);
+  :func:`versioned` (a dependency: the caller and the ``If-Match`` header of a versioned
+  write, whose :meth:`VersionedWrite.keywords` add ``expected_version``);
 * **responses**: :func:`geojson` (one record, with ``ETag`` and ``Location``),
   :func:`feature_collection` (a page, with ``numberMatched`` and ``X-Total-Count``),
   :func:`public_base` and :func:`links` (a record's ``links``: self, page, QR code...),
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Header, Request
@@ -48,7 +52,7 @@ from trafficunit.ledger import (
 
 from ..bounds import _reject as reject
 from ..errors import BadRequest, ServerError
-from .auth import needs
+from .auth import needs, principal
 
 __all__ = [
     "GEOJSON",
@@ -56,11 +60,13 @@ __all__ = [
     "AssignDep",
     "BodyLimit",
     "EscalateDep",
+    "EtagRule",
     "IfMatch",
     "IfNoneMatch",
     "PreconditionRequired",
     "ReportDep",
     "TokensDep",
+    "VersionedWrite",
     "WorkZoneDep",
     "acting",
     "feature_collection",
@@ -71,6 +77,7 @@ __all__ = [
     "not_modified",
     "public_base",
     "responses",
+    "versioned",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -248,6 +255,103 @@ class Acting(TypedDict):
 def acting(who: Principal) -> Acting:
     """The ``actor=`` and ``role=`` keywords of a library write, from the caller."""
     return {"actor": who.name, "role": who.role}
+
+
+@dataclass(frozen=True)
+class EtagRule:
+    """How one record type's ETag reads in ``If-Match`` (see :func:`if_match_version`).
+
+    Attributes
+    ----------
+    what, example, tag, strict, same_case
+        As :func:`if_match_version` takes them.
+    own
+        The prefix of a record's ETag from its id in the path.
+    needs_text
+        The 428 message from the record's id (None for the default).
+    """
+
+    what: str
+    example: str
+    tag: str
+    own: Callable[[str], str]
+    needs_text: Callable[[str], str] | None = None
+    strict: bool = True
+    same_case: bool = False
+
+    @classmethod
+    def numbered(
+        cls,
+        letter: str,
+        what: str,
+        parse: Callable[[str], int],
+        *,
+        strict: bool = True,
+        needs_text: Callable[[str], str] | None = None,
+    ) -> EtagRule:
+        """The rule of records numbered after a letter (``"H12-v3"``); ``strict=False`` takes
+        any number of digits, as the permits' older rule does."""
+        return cls(
+            what,
+            f"{letter}12-v3",
+            rf"{letter}\d{{1,18}}" if strict else rf"{letter}\d+",
+            own=lambda record_id: f"{letter}{parse(record_id)}",
+            needs_text=needs_text,
+            strict=strict,
+        )
+
+    def version(self, if_match: str | None, record_id: str) -> int | None:
+        """The version ``if_match`` names for the record ``record_id`` (None for ``*``)."""
+        return if_match_version(
+            if_match,
+            what=self.what,
+            example=self.example,
+            tag=self.tag,
+            own=lambda: self.own(record_id),
+            needs_text=None if self.needs_text is None else self.needs_text(record_id),
+            strict=self.strict,
+            same_case=self.same_case,
+        )
+
+
+class Write(TypedDict):
+    """The keywords of a versioned library write: who, and the version it expects."""
+
+    actor: str
+    role: str
+    expected_version: int | None
+
+
+@dataclass(frozen=True)
+class VersionedWrite:
+    """The caller of a versioned write and its ``If-Match`` header, read by :meth:`keywords`
+    (in the route, so a bad body still answers 422 before a missing If-Match answers 428)."""
+
+    who: Principal
+    rule: EtagRule
+    record_id: str
+    if_match: str | None
+
+    def keywords(self) -> Write:
+        """``actor``, ``role`` and ``expected_version`` of the library call (428 without
+        If-Match, 400 when it is no ETag of this API)."""
+        expected = self.rule.version(self.if_match, self.record_id)
+        return {**acting(self.who), "expected_version": expected}
+
+
+def versioned(
+    rule: EtagRule, *, param: str, action: str | None = None
+) -> Callable[..., VersionedWrite]:
+    """A dependency: the caller of a versioned write of the record named by the path parameter
+    ``param`` (401 without a token; 403 unless its role may do ``action``, when given) and the
+    ``If-Match`` header that ``rule`` reads."""
+    who_of = principal if action is None else needs(action)
+
+    def dep(request: Request, if_match: IfMatch = None) -> VersionedWrite:
+        return VersionedWrite(who_of(request), rule, request.path_params[param], if_match)
+
+    dep.__name__ = f"versioned_{param}"
+    return dep
 
 
 def public_base(request: Request, svc: Any) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import shapely
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -19,26 +19,26 @@ from ..deps import BBoxDep, FormatDep, LimitDep, comma_list
 from ..errors import BadRequest, NotFound
 from ..ledger import (
     EscalateDep,
-    IfMatch,
+    EtagRule,
     IfNoneMatch,
     PreconditionRequired,
-    PrincipalDep,
     ReaderDep,
     ReportDep,
     ServiceDep,
+    VersionedWrite,
     acting,
     feature_collection,
     geojson,
-    if_match_version,
     not_modified,
     public_events,
     public_reports,
     responses,
     sees_actors,
+    versioned,
 )
 from ..zonejoin import ZoneDep, list_hazards_in, zone_features
 
-__all__ = ["PreconditionRequired", "expected_version", "router"]
+__all__ = ["HAZARD_ETAG", "PreconditionRequired", "router"]
 
 router = APIRouter(tags=["hazards"])
 
@@ -115,19 +115,18 @@ def _feature_response(
     return geojson(body, status=status, etag=hazard.etag, location=f"/hazards/{hazard.id}")
 
 
-def expected_version(if_match: str | None, hazard_id: str) -> int | None:
-    """The version an ``If-Match`` header names (None for ``*``); 428 when absent."""
-    return if_match_version(
-        if_match,
-        what="hazard",
-        example="H12-v3",
-        tag=r"H\d{1,18}",
-        own=lambda: f"H{parse_hazard_id(hazard_id)}",
-        needs_text=(
-            "transitions need an If-Match header with the hazard's ETag (from GET "
-            f"/hazards/{hazard_id}), so a stale write changes nothing"
-        ),
-    )
+#: How a hazard's ETag reads in ``If-Match`` (428 when absent).
+HAZARD_ETAG = EtagRule.numbered(
+    "H",
+    "hazard",
+    parse_hazard_id,
+    needs_text=lambda hazard_id: (
+        "transitions need an If-Match header with the hazard's ETag (from GET "
+        f"/hazards/{hazard_id}), so a stale write changes nothing"
+    ),
+)
+#: The caller (any token) and If-Match header of a hazard's transition.
+HazardWrite = Annotated[VersionedWrite, Depends(versioned(HAZARD_ETAG, param="hazard_id"))]
 
 
 @router.post(
@@ -271,14 +270,10 @@ def transition_hazard(
     request: Request,
     body: TransitionIn,
     svc: ServiceDep,
-    who: PrincipalDep,
-    if_match: IfMatch = None,
+    write: HazardWrite,
 ) -> JSONResponse:
-    expected = expected_version(if_match, hazard_id)
     fields = body.model_dump(exclude={"to"})
-    hazard = svc.ledger.transition(
-        hazard_id, body.to, **acting(who), expected_version=expected, **fields
-    )
+    hazard = svc.ledger.transition(hazard_id, body.to, **write.keywords(), **fields)
     return _feature_response(hazard, request=request)
 
 

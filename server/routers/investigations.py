@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -15,11 +15,24 @@ from trafficunit.ledger import supervision as sup
 
 from ..deps import comma_list
 from ..errors import BadRequest
-from ..ledger import EscalateDep, IfMatch, PrincipalDep, ReaderDep, acting, responses
+from ..ledger import (
+    EscalateDep,
+    PrincipalDep,
+    ReaderDep,
+    VersionedWrite,
+    acting,
+    responses,
+    versioned,
+)
 from ..operations import OpsDep
-from .hazards import expected_version
+from .hazards import HAZARD_ETAG
 
 router = APIRouter(tags=["investigations"])
+
+#: The caller (supervisors) and If-Match header of a hazard's escalation.
+EscalateWrite = Annotated[
+    VersionedWrite, Depends(versioned(HAZARD_ETAG, param="hazard_id", action="escalate"))
+]
 
 _ERRORS = responses(400, 401, 403, 409, _404="No such investigation, accident or hazard")
 
@@ -175,18 +188,15 @@ def escalate_hazard(
     hazard_id: str,
     body: EscalateIn,
     ops: OpsDep,
-    who: EscalateDep,
-    if_match: IfMatch = None,
+    write: EscalateWrite,
 ) -> JSONResponse:
-    expected = expected_version(if_match, hazard_id)
     out = sup.escalate(
         ops.ledger,
         hazard_id,
         level=body.level,
         settings=ops.supervision,
-        **acting(who),
+        **write.keywords(),
         comment=body.comment,
-        expected_version=expected,
     )
     h = ops.ledger.get(hazard_id)
     return JSONResponse(out, headers={"ETag": h.etag})

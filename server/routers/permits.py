@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import geopandas as gpd
 import pandas as pd
 import shapely
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,18 +25,18 @@ from trafficunit.mvt import LiveLayer
 from ..errors import BadRequest, ServerError
 from ..layers import PERMITS
 from ..ledger import (
-    IfMatch,
-    PrincipalDep,
+    EtagRule,
     ReaderDep,
     ReportDep,
     ServiceDep,
+    VersionedWrite,
     acting,
     geojson,
-    if_match_version,
     links,
     made_once,
     public_base,
     responses,
+    versioned,
 )
 
 router = APIRouter(tags=["permits"])
@@ -192,21 +192,6 @@ def _response(p: Any, request: Request, svc: Any, status: int = 200) -> JSONResp
     )
 
 
-def _expected(if_match: str | None, permit_id: str) -> int | None:
-    """The version ``If-Match`` names (the permits' older rule: any digits, no length bound)."""
-    return if_match_version(
-        if_match,
-        what="permit",
-        example="P12-v3",
-        tag=r"P\d+",
-        own=lambda: f"P{parse_permit_id(permit_id)}",
-        needs_text=(
-            f"transitions need an If-Match header with the permit's ETag (GET /permits/{permit_id})"
-        ),
-        strict=False,
-    )
-
-
 @router.post(
     "/permits",
     status_code=201,
@@ -280,6 +265,21 @@ def get_permit(
     return _response(_store(svc).get(permit_id), request, svc)
 
 
+#: How a permit's ETag reads in ``If-Match`` (the permits' older rule: any digits, no length
+#: bound).
+PERMIT_ETAG = EtagRule.numbered(
+    "P",
+    "permit",
+    parse_permit_id,
+    strict=False,
+    needs_text=lambda permit_id: (
+        f"transitions need an If-Match header with the permit's ETag (GET /permits/{permit_id})"
+    ),
+)
+#: The caller (any token) and If-Match header of a permit's transition.
+PermitWrite = Annotated[VersionedWrite, Depends(versioned(PERMIT_ETAG, param="permit_id"))]
+
+
 @router.post(
     "/permits/{permit_id}/transitions",
     summary="Approve, activate, expire or revoke a permit (needs If-Match)",
@@ -292,13 +292,9 @@ def transition_permit(
     body: PermitTransitionIn,
     request: Request,
     svc: ServiceDep,
-    who: PrincipalDep,
-    if_match: IfMatch = None,
+    write: PermitWrite,
 ) -> JSONResponse:
-    expected = _expected(if_match, permit_id)
-    p = _store(svc).transition(
-        permit_id, body.to, **acting(who), expected_version=expected, comment=body.comment
-    )
+    p = _store(svc).transition(permit_id, body.to, **write.keywords(), comment=body.comment)
     return _response(p, request, svc)
 
 

@@ -7,26 +7,26 @@ import html
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
+from trafficunit.ledger import WorkZone
 from trafficunit.ledger.sitefile import CHECKLIST, SiteFile, board_pdf
 
 from ..ledger import (
-    IfMatch,
+    EtagRule,
     ReaderDep,
     ServiceDep,
+    VersionedWrite,
     WorkZoneDep,
     acting,
-    file_responses,
     geojson,
-    if_match_version,
     made_once,
-    public_base,
     responses,
+    versioned,
 )
+from .workzones import site_file
 
 router = APIRouter(tags=["work zones"])
 
@@ -75,22 +75,23 @@ def sitefile(svc: Any) -> SiteFile:
     return made_once(svc, "_site_file", lambda: SiteFile(svc.ledger))
 
 
-def _expected(if_match: str | None, site_code: str) -> int | None:
-    """The version ``If-Match`` names (the site files' older rule: any digits, no length bound,
-    the site code compared letter for letter)."""
-    return if_match_version(
-        if_match,
-        what="site",
-        example="SITE-1-v2",
-        tag=".+",
-        own=lambda: site_code,
-        needs_text=(
-            "changes need an If-Match header with the site's ETag "
-            f"(GET /workzones/{site_code}/file)"
-        ),
-        strict=False,
-        same_case=True,
-    )
+#: How a site's ETag reads in ``If-Match`` (the site files' older rule: any digits, no length
+#: bound, the site code compared letter for letter).
+SITE_ETAG = EtagRule(
+    "site",
+    "SITE-1-v2",
+    ".+",
+    own=lambda site_code: site_code,
+    needs_text=lambda site_code: (
+        f"changes need an If-Match header with the site's ETag (GET /workzones/{site_code}/file)"
+    ),
+    strict=False,
+    same_case=True,
+)
+#: The caller (engineers) and If-Match header of a change to a site.
+SiteWrite = Annotated[
+    VersionedWrite, Depends(versioned(SITE_ETAG, param="site_code", action="workzone"))
+]
 
 
 def _etag(zone: Any) -> str:
@@ -106,13 +107,9 @@ def patch_workzone(
     site_code: str,
     body: WorkZonePatch,
     svc: ServiceDep,
-    who: WorkZoneDep,
-    if_match: IfMatch = None,
+    write: SiteWrite,
 ) -> JSONResponse:
-    expected = _expected(if_match, site_code)
-    zone = sitefile(svc).change(
-        site_code, **acting(who), expected_version=expected, **body.model_dump()
-    )
+    zone = sitefile(svc).change(site_code, **write.keywords(), **body.model_dump())
     svc.note_write()
     return geojson(zone.to_feature(), etag=_etag(zone))
 
@@ -161,23 +158,11 @@ def workzone_photo(
     return Response(data, media_type=ctype)
 
 
-@router.get(
-    "/workzones/{site_code}/board.pdf",
-    response_class=Response,
-    responses=file_responses("application/pdf", "A4 board"),
-    summary="Printable A4 board (PDF) with the QR code and the site's facts",
-)
-async def workzone_board(
-    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
-) -> Response:
-    zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
-    page = f"{public_base(request, svc)}/workzones/{zone.site_code}/page"
-    pdf = await run_in_threadpool(board_pdf, zone, page)
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="{zone.site_code}-board.pdf"'},
-    )
+@site_file(router, "board.pdf", "application/pdf", "A4 board")
+def workzone_board(zone: WorkZone, url: str) -> tuple[bytes, dict[str, str]]:
+    """Printable A4 board (PDF) with the QR code and the site's facts."""
+    disposition = f'inline; filename="{zone.site_code}-board.pdf"'
+    return board_pdf(zone, url), {"Content-Disposition": disposition}
 
 
 @router.get("/kpis/workzones", summary="Active sites not inspected in N days; open orders")

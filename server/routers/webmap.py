@@ -42,10 +42,15 @@ def _csp(connect: str = "") -> str:
 
 
 def html_page(name: str, *, connect: str = "") -> HTMLResponse:
-    """A static HTML page with CSP, nosniff, frame and referrer policies."""
-    page = files("trafficunit_server") / "static" / name
+    """A static HTML page with CSP, nosniff, frame and referrer policies.
+
+    The pages share their opening (doctype, charset, viewport, icon): ``static/head.html``
+    stands before each page's own ``<title>``, links and body.
+    """
+    static = files("trafficunit_server") / "static"
     return HTMLResponse(
-        page.read_text(encoding="utf-8"),
+        (static / "head.html").read_text(encoding="utf-8")
+        + (static / name).read_text(encoding="utf-8"),
         headers={
             "Content-Security-Policy": _csp(connect),
             "X-Content-Type-Options": "nosniff",

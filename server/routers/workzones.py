@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -54,6 +55,39 @@ class WorkZoneIn(BaseModel):
 def page_url(request: Request, svc: Any, site_code: str) -> str:
     """The address of a site's page (what its QR code and board link to)."""
     return f"{public_base(request, svc)}/workzones/{site_code}/page"
+
+
+#: What makes a site's file: ``(zone, page_url) -> (content, headers)``.
+Render = Callable[[WorkZone, str], tuple[bytes, dict[str, str]]]
+
+
+def site_file(
+    api: APIRouter, name: str, media_type: str, description: str
+) -> Callable[[Render], Render]:
+    """Decorate a ``render(zone, page_url)`` to answer ``GET /workzones/{site_code}/<name>`` on
+    ``api``: a file of ``media_type`` (``description`` for the OpenAPI document), made in a
+    worker thread; 404 for an unknown site. The route is named after ``render``, and its
+    summary is the first line of ``render``'s docstring."""
+
+    def register(render: Render) -> Render:
+        async def answer(
+            site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
+        ) -> Response:
+            zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
+            url = page_url(request, svc, zone.site_code)
+            data, headers = await run_in_threadpool(render, zone, url)
+            return Response(data, media_type=media_type, headers=headers)
+
+        api.get(
+            f"/workzones/{{site_code}}/{name}",
+            response_class=Response,
+            responses=file_responses(media_type, description),
+            summary=(render.__doc__ or "").strip().splitlines()[0].rstrip("."),
+            name=render.__name__,
+        )(answer)
+        return render
+
+    return register
 
 
 def _feature(zone: WorkZone, request: Request, svc: Any) -> dict[str, Any]:
@@ -138,16 +172,7 @@ def workzone_page(
     return HTMLResponse(page)
 
 
-@router.get(
-    "/workzones/{site_code}/qr.png",
-    response_class=Response,
-    responses=file_responses("image/png", "QR code of the site's page"),
-    summary="QR code (PNG) linking to the site's page",
-)
-async def workzone_qr(
-    site_code: str, request: Request, svc: ServiceDep, reader: ReaderDep
-) -> Response:
-    zone = await run_in_threadpool(svc.ledger.get_workzone, site_code)
-    url = page_url(request, svc, zone.site_code)
-    headers = {"Cache-Control": "public, max-age=86400", "X-QR-URL": url}
-    return Response(await run_in_threadpool(qr_png, url), media_type="image/png", headers=headers)
+@site_file(router, "qr.png", "image/png", "QR code of the site's page")
+def workzone_qr(zone: WorkZone, url: str) -> tuple[bytes, dict[str, str]]:
+    """QR code (PNG) linking to the site's page."""
+    return qr_png(url), {"Cache-Control": "public, max-age=86400", "X-QR-URL": url}

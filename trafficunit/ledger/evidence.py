@@ -144,19 +144,19 @@ def attach(
     return _public(row)
 
 
+# fmt: off
+#: Columns of an evidence row shown as they are stored (``size`` as an integer).
+_SHOWN = (
+    "owner_type", "owner_id", "filename", "content_type", "size", "sha256", "created_at",
+    "created_by",
+)
+# fmt: on
+
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"E{row['pk']}",
-        "owner_type": row["owner_type"],
-        "owner_id": row["owner_id"],
-        "filename": row["filename"],
-        "content_type": row["content_type"],
-        "size": int(row["size"]),
-        "sha256": row["sha256"],
-        "created_at": row["created_at"],
-        "created_by": row["created_by"],
-        "href": f"/evidence/E{row['pk']}",
-    }
+    out = {"id": f"E{row['pk']}", **{k: row[k] for k in _SHOWN}, "href": f"/evidence/E{row['pk']}"}
+    out["size"] = int(out["size"])
+    return out
 
 
 def list_evidence(ledger: Ledger, owner_type: str, owner_id: str) -> list[dict[str, Any]]:

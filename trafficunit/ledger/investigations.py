@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from ._invtables import (
 from ._values import SYSTEM, iso, parse_hazard_id
 from .errors import ConflictError, IllegalTransition, NotFoundError, StaleVersion
 from .errors import ValidationError as LedgerValidationError
+from .lifecycle import Step, checked_step
 from .reviews import confirm_review, reviews
 from .store import Ledger
 
@@ -195,19 +196,18 @@ def _step(
     ledger: Ledger,
     accident_id: str,
     action: str,
-    who: tuple[str, datetime | None, int | None],
+    step: Step,
     apply: Callable[[Any, dict[str, Any], str], None],
 ) -> dict[str, Any]:
-    """One step of an investigation: ``who`` = (role, now, expected version) checked, the state
+    """One step of an investigation: the ``step``'s role and expected version checked, the state
     of :data:`_FROM` required (else IllegalTransition), ``apply(tx, row, t)`` in one write."""
-    role, now, expected_version = who
     from_state, refusal = _FROM[action]
-    require(role, action)
+    require(step["role"], action)
     ensure_tables(ledger)
-    t = stamp(now)
+    t = stamp(step.get("now"))
     with ledger.db.transaction(write=True) as tx:
         row = row_of(tx, accident_id)
-        _check_version(row, expected_version)
+        _check_version(row, step.get("expected_version"))
         if row["state"] != from_state:
             raise IllegalTransition(
                 f"the investigation of accident {accident_id} is {row['state']!r}{refusal}"
@@ -221,11 +221,7 @@ def investigate(
     accident_id: str,
     *,
     hazards: Sequence[str | int] = (),
-    actor: str,
-    role: str,
-    comment: str | None = None,
-    expected_version: int | None = None,
-    now: datetime | None = None,
+    **step: Unpack[Step],
 ) -> dict[str, Any]:
     """Record the on-site investigation: ``open → investigated``, found (hazards linked) or none.
 
@@ -233,7 +229,12 @@ def investigate(
     ----------
     hazards
         Hazard ids (``"H12"``) found; empty for "none found".
+    **step
+        Who investigates and how (:class:`~trafficunit.ledger.lifecycle.Step`): ``actor``,
+        ``role``, ``comment``, ``expected_version``, ``now``.
     """
+    given = checked_step(step)
+    actor, role, comment = given["actor"], given["role"], given["comment"]
 
     def apply(tx: Any, row: dict[str, Any], t: str) -> None:
         pks = _hazard_pks(tx, hazards)
@@ -252,7 +253,7 @@ def investigate(
             tx, int(row["pk"]), t, actor, role, "investigate", OPEN, INVESTIGATED, comment, details
         )
 
-    return _step(ledger, accident_id, "investigate", (role, now, expected_version), apply)
+    return _step(ledger, accident_id, "investigate", given, apply)
 
 
 def link_hazard(
@@ -287,20 +288,17 @@ def link_hazard(
                 details,
             )
 
-    return _step(ledger, accident_id, "link", (role, now, None), apply)
+    return _step(ledger, accident_id, "link", {"actor": actor, "role": role, "now": now}, apply)
 
 
 def close_investigation(
     ledger: Ledger,
     accident_id: str,
-    *,
-    actor: str,
-    role: str,
-    comment: str | None = None,
-    expected_version: int | None = None,
-    now: datetime | None = None,
+    **step: Unpack[Step],
 ) -> dict[str, Any]:
-    """``investigated → closed`` (a supervisor)."""
+    """``investigated → closed`` (a supervisor); ``step`` as :func:`investigate` takes it."""
+    given = checked_step(step)
+    actor, role, comment = given["actor"], given["role"], given["comment"]
 
     def apply(tx: Any, row: dict[str, Any], t: str) -> None:
         tx.execute(
@@ -310,7 +308,7 @@ def close_investigation(
         )
         event(tx, int(row["pk"]), t, actor, role, "close", INVESTIGATED, CLOSED, comment, None)
 
-    return _step(ledger, accident_id, "close", (role, now, expected_version), apply)
+    return _step(ledger, accident_id, "close", given, apply)
 
 
 def _public(row: dict[str, Any], hazards: list[str]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ False
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any, Required, TypedDict
 
 from .._errors import clip
 from .errors import IllegalTransition, PermissionDenied, ValidationError
@@ -43,7 +45,9 @@ __all__ = [
     "ROLES",
     "STATES",
     "TRANSITIONS",
+    "Step",
     "allowed",
+    "checked_step",
     "deadline_for",
     "normalise_grade",
     "overdue_sql",
@@ -164,6 +168,51 @@ def transition_action(current: str, to: str) -> str:
 def allowed(role: str, action: str) -> bool:
     """Whether ``role`` may perform ``action``."""
     return action in PERMISSIONS.get(role, frozenset())
+
+
+class Step(TypedDict, total=False):
+    """Who takes a recorded step and how: the keywords the steps of investigations
+    (:func:`trafficunit.ledger.investigations.investigate`, ``close_investigation``) and
+    listed supervision (:func:`trafficunit.ledger.supervision.escalate`) take.
+
+    Attributes
+    ----------
+    actor, role
+        Who does it (recorded) and their role (checked against the action). Required.
+    comment
+        Recorded in the history.
+    expected_version
+        The version the caller read; a different stored version raises
+        :class:`~trafficunit.ledger.StaleVersion` and changes nothing. None skips the check.
+    now
+        When the step happens (default: now).
+    """
+
+    actor: Required[str]
+    role: Required[str]
+    comment: str | None
+    expected_version: int | None
+    now: datetime | None
+
+
+def checked_step(given: Mapping[str, Any]) -> Step:
+    """``given`` as a :class:`Step`, with every key present (None where not given); TypeError
+    for a missing ``actor`` or ``role`` or a keyword that is not a step's, as for a signature.
+    """
+    unknown = sorted(set(given) - Step.__required_keys__ - Step.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    # (not Step.__required_keys__: Python 3.11 does not see Required in postponed annotations)
+    missing = [k for k in ("actor", "role") if k not in given]
+    if missing:
+        raise TypeError(f"missing required keyword argument {missing[0]!r}")
+    return {
+        "actor": given["actor"],
+        "role": given["role"],
+        "comment": given.get("comment"),
+        "expected_version": given.get("expected_version"),
+        "now": given.get("now"),
+    }
 
 
 def require(role: str, action: str) -> None:

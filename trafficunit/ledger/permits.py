@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import shapely
 
+from ._tables import create_tables
 from .errors import (
     IllegalTransition,
     NotFoundError,
@@ -87,54 +88,50 @@ def _require(role: str, action: str) -> None:
         )
 
 
-def _ddl(dialect: str) -> list[str]:
-    pk = "BIGSERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    return [
-        f"""CREATE TABLE IF NOT EXISTS permits (
-            pk {pk},
-            version INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            vehicle TEXT NOT NULL,
-            operator TEXT,
-            spec TEXT NOT NULL,
-            unit_ids TEXT NOT NULL,
-            length_m DOUBLE PRECISION,
-            time_s DOUBLE PRECISION,
-            route_geojson TEXT,
-            created_at TEXT NOT NULL,
-            created_by TEXT,
-            updated_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS permits_state ON permits (state)",
-        """CREATE TABLE IF NOT EXISTS permit_events (
-            permit_pk BIGINT NOT NULL REFERENCES permits (pk),
-            version INTEGER NOT NULL,
-            action TEXT NOT NULL,
-            from_state TEXT,
-            to_state TEXT NOT NULL,
-            actor TEXT,
-            role TEXT,
-            at TEXT NOT NULL,
-            comment TEXT,
-            PRIMARY KEY (permit_pk, version)
-        )""",
-        f"""CREATE TABLE IF NOT EXISTS permit_traces (
-            pk {pk},
-            permit_pk BIGINT NOT NULL REFERENCES permits (pk),
-            at TEXT NOT NULL,
-            name TEXT,
-            actor TEXT,
-            summary TEXT NOT NULL,
-            findings TEXT NOT NULL
-        )""",
-    ]
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS permits (
+        pk {PK},
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        vehicle TEXT NOT NULL,
+        operator TEXT,
+        spec TEXT NOT NULL,
+        unit_ids TEXT NOT NULL,
+        length_m DOUBLE PRECISION,
+        time_s DOUBLE PRECISION,
+        route_geojson TEXT,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS permits_state ON permits (state)",
+    """CREATE TABLE IF NOT EXISTS permit_events (
+        permit_pk BIGINT NOT NULL REFERENCES permits (pk),
+        version INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        actor TEXT,
+        role TEXT,
+        at TEXT NOT NULL,
+        comment TEXT,
+        PRIMARY KEY (permit_pk, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS permit_traces (
+        pk {PK},
+        permit_pk BIGINT NOT NULL REFERENCES permits (pk),
+        at TEXT NOT NULL,
+        name TEXT,
+        actor TEXT,
+        summary TEXT NOT NULL,
+        findings TEXT NOT NULL
+    )""",
+]
 
 
 def ensure_schema(db: Any) -> None:
     """Create the permit tables if they are missing (idempotent)."""
-    with db.transaction(write=True) as tx:
-        for sql in _ddl(tx.dialect):
-            tx.execute(sql)
+    create_tables(db, _DDL)
 
 
 def parse_permit_id(permit_id: str | int) -> int:

@@ -87,20 +87,19 @@ def ensure_tables(ledger: Ledger) -> None:
     ensure(ledger.db, "roadchiefs", _DDL)
 
 
+# fmt: off
+#: Columns of a road chief's row shown as they are stored (``targets`` read from its JSON).
+_SHOWN = (
+    "name", "body", "contact", "scope", "targets", "tree", "valid_from", "valid_to", "created_at",
+    "created_by",
+)
+# fmt: on
+
+
 def _chief(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"RC{row['pk']}",
-        "name": row["name"],
-        "body": row["body"],
-        "contact": row["contact"],
-        "scope": row["scope"],
-        "targets": json.loads(row["targets"]),
-        "tree": row["tree"],
-        "valid_from": row["valid_from"],
-        "valid_to": row["valid_to"],
-        "created_at": row["created_at"],
-        "created_by": row["created_by"],
-    }
+    out = {"id": f"RC{row['pk']}", **{k: row[k] for k in _SHOWN}}
+    out["targets"] = json.loads(out["targets"])
+    return out
 
 
 def appoint(

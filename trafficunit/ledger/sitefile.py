@@ -23,10 +23,12 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from . import lifecycle as lc
+from ._tables import create_tables
 from .errors import ConflictError, NotFoundError, StaleVersion, ValidationError
+from .workzones import WorkZoneFacts, works_columns
 
 __all__ = ["CHECKLIST", "SiteFile", "board_pdf", "ensure_schema"]
 
@@ -47,48 +49,43 @@ _MAX_PHOTO = 5 * 1024 * 1024
 _MAX_PHOTOS = 6
 
 
-def _ddl(dialect: str) -> list[str]:
-    pk = "BIGSERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    blob = "BYTEA" if dialect == "postgresql" else "BLOB"
-    return [
-        f"""CREATE TABLE IF NOT EXISTS workzone_file (
-            pk {pk},
-            site_code TEXT NOT NULL,
-            at TEXT NOT NULL,
-            action TEXT NOT NULL,
-            actor TEXT,
-            role TEXT,
-            version INTEGER,
-            detail TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS workzone_file_site ON workzone_file (site_code)",
-        f"""CREATE TABLE IF NOT EXISTS workzone_inspections (
-            pk {pk},
-            site_code TEXT NOT NULL,
-            at TEXT NOT NULL,
-            inspector TEXT,
-            role TEXT,
-            result TEXT NOT NULL,
-            checklist TEXT NOT NULL,
-            notes TEXT,
-            order_hazard TEXT
-        )""",
-        "CREATE INDEX IF NOT EXISTS workzone_inspections_site ON workzone_inspections (site_code)",
-        f"""CREATE TABLE IF NOT EXISTS workzone_photos (
-            pk {pk},
-            inspection_pk BIGINT NOT NULL REFERENCES workzone_inspections (pk),
-            name TEXT,
-            content_type TEXT NOT NULL,
-            data {blob} NOT NULL
-        )""",
-    ]
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS workzone_file (
+        pk {PK},
+        site_code TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT,
+        role TEXT,
+        version INTEGER,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS workzone_file_site ON workzone_file (site_code)",
+    """CREATE TABLE IF NOT EXISTS workzone_inspections (
+        pk {PK},
+        site_code TEXT NOT NULL,
+        at TEXT NOT NULL,
+        inspector TEXT,
+        role TEXT,
+        result TEXT NOT NULL,
+        checklist TEXT NOT NULL,
+        notes TEXT,
+        order_hazard TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS workzone_inspections_site ON workzone_inspections (site_code)",
+    """CREATE TABLE IF NOT EXISTS workzone_photos (
+        pk {PK},
+        inspection_pk BIGINT NOT NULL REFERENCES workzone_inspections (pk),
+        name TEXT,
+        content_type TEXT NOT NULL,
+        data {BLOB} NOT NULL
+    )""",
+]
 
 
 def ensure_schema(db: Any) -> None:
     """Create the work-zone file tables if they are missing (idempotent)."""
-    with db.transaction(write=True) as tx:
-        for sql in _ddl(tx.dialect):
-            tx.execute(sql)
+    create_tables(db, _DDL)
 
 
 def _iso(t: datetime) -> str:
@@ -145,17 +142,16 @@ class SiteFile:
         expected_version: int | None,
         end: Any = None,
         end_now: bool = False,
-        lanes_taken: int | None = None,
-        night_works: bool | None = None,
-        contractor: str | None = None,
-        description: str | None = None,
         comment: str | None = None,
         now: datetime | None = None,
+        **facts: Unpack[WorkZoneFacts],
     ) -> Any:
         """Extend, end or change a site; StaleVersion when ``expected_version`` is not current.
 
         ``end`` later than the current end extends the site; ``end_now`` (or an ``end`` not
-        after now) ends it. Returns the updated :class:`~trafficunit.ledger.WorkZone`.
+        after now) ends it; ``facts`` (:class:`~trafficunit.ledger.workzones.WorkZoneFacts`)
+        change what is known of the works. Returns the updated
+        :class:`~trafficunit.ledger.WorkZone`.
         """
         from .store import parse_time
 
@@ -179,12 +175,8 @@ class SiteFile:
                 actions.append("extend")
             else:
                 actions.append("shorten")
-        if lanes_taken is not None:
-            if not 0 <= int(lanes_taken) <= 20:
-                raise ValidationError(f"lanes_taken must be 0..20, got {lanes_taken}")
-            fields["lanes_taken"] = int(lanes_taken)
-        if night_works is not None:
-            fields["night_works"] = int(bool(night_works))
+        fields.update(works_columns(facts))
+        contractor, description = facts.get("contractor"), facts.get("description")
         if contractor is not None:
             fields["contractor"] = str(contractor)[:200]
         if description is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from . import lifecycle as lc
 from ._tables import ensure
@@ -162,16 +162,17 @@ def escalate(
     *,
     level: str | None = None,
     settings: SupervisionSettings | None = None,
-    actor: str,
-    role: str,
-    comment: str | None = None,
-    expected_version: int | None = None,
-    now: datetime | None = None,
+    **step: Unpack[lc.Step],
 ) -> dict[str, Any]:
     """The ``escalate`` transition: list the hazard at ``level`` (default: the next one up).
 
     Supervisors (and admins) may escalate. The state does not change; the version does.
+    ``step`` (:class:`~trafficunit.ledger.lifecycle.Step`) says who escalates and how:
+    ``actor``, ``role``, ``comment``, ``expected_version``, ``now``.
     """
+    given = lc.checked_step(step)
+    actor, role, comment = given["actor"], given["role"], given["comment"]
+    expected_version, now = given["expected_version"], given["now"]
     settings = settings or SupervisionSettings()
     if role != "system":
         lc.require(role, "escalate")

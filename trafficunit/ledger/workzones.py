@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import shapely
@@ -27,7 +27,46 @@ from .errors import ConflictError, NotFoundError, ValidationError
 from .geometry import parse_geometry
 from .records import WZ_COLS, WorkZone, workzone_from_row
 
-__all__ = ["WorkZones", "qr_png"]
+__all__ = ["WorkZoneFacts", "WorkZones", "qr_png", "works_columns"]
+
+
+class WorkZoneFacts(TypedDict, total=False):
+    """Facts of the works that registering a site and changing it both take (None: not given).
+
+    Attributes
+    ----------
+    lanes_taken
+        Lanes the works close, 0 to 20.
+    night_works
+        Whether the works go on at night.
+    contractor
+        Who does the works.
+    description
+        What the works are.
+    """
+
+    lanes_taken: int | None
+    night_works: bool | None
+    contractor: str | None
+    description: str | None
+
+
+def works_columns(facts: WorkZoneFacts) -> dict[str, int]:
+    """The ``lanes_taken`` and ``night_works`` columns of the ``facts`` given (lanes checked to
+    be 0..20, night works stored as 0 or 1); TypeError for a keyword that is no such fact."""
+    unknown = sorted(set(facts) - WorkZoneFacts.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    out: dict[str, int] = {}
+    lanes_taken = facts.get("lanes_taken")
+    if lanes_taken is not None:
+        if not 0 <= int(lanes_taken) <= 20:
+            raise ValidationError(f"lanes_taken must be 0..20, got {lanes_taken}")
+        out["lanes_taken"] = int(lanes_taken)
+    night_works = facts.get("night_works")
+    if night_works is not None:
+        out["night_works"] = int(bool(night_works))
+    return out
 
 
 def qr_png(url: str, *, box_size: int = 8, border: int = 4) -> bytes:
@@ -70,16 +109,15 @@ class WorkZones(LedgerCore):
         end: Any = None,
         actor: str,
         role: str,
-        lanes_taken: int | None = None,
-        night_works: bool | None = None,
-        contractor: str | None = None,
         permit: str | None = None,
-        description: str | None = None,
         now: datetime | None = None,
+        **facts: Unpack[WorkZoneFacts],
     ) -> WorkZone:
         """Register a road-works site (one code per site); ConflictError if the code exists.
 
-        The site is assigned to the units it occupies at once.
+        The site is assigned to the units it occupies at once. ``facts`` are those of
+        :class:`WorkZoneFacts` (``lanes_taken``, ``night_works``, ``contractor``,
+        ``description``); ``permit`` names the works' permit.
         """
         lc.require(role, "workzone")
         code = text(site_code, "site_code", required=True, limit=64)
@@ -99,11 +137,10 @@ class WorkZones(LedgerCore):
         t1 = None if end is None else parse_time(end, "end")
         if t1 is not None and t1 < t0:
             raise ValidationError(f"end {json_time(t1)} is before start {json_time(t0)}")
-        if lanes_taken is not None and not 0 <= int(lanes_taken) <= 20:
-            raise ValidationError(f"lanes_taken must be 0..20, got {lanes_taken}")
-        contractor = text(contractor, "contractor", limit=200)
+        works = works_columns(facts)
+        contractor = text(facts.get("contractor"), "contractor", limit=200)
         permit = text(permit, "permit", limit=200)
-        description = text(description, "description")
+        description = text(facts.get("description"), "description")
         units = self._assign(geom, "workzone", None)
         t = now_utc(now)
         with self.db.transaction(write=True) as tx:
@@ -124,8 +161,8 @@ class WorkZones(LedgerCore):
                         code,
                         iso(t0),
                         iso(t1),
-                        None if lanes_taken is None else int(lanes_taken),
-                        None if night_works is None else int(bool(night_works)),
+                        works.get("lanes_taken"),
+                        works.get("night_works"),
                         contractor,
                         permit,
                         description,
