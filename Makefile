@@ -1,12 +1,12 @@
 # Two entry points that work on a fresh machine with only Python 3.11+:
 #   make demo   set up .venv, build units/join/score/tiles on the embedded sample, serve the map
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite, one test of each slow family (≤ 8 min)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck docs bench clean
+.PHONY: setup demo test test-slow test-all lint typecheck docs bench clean
 
 # Editable install in setuptools' strict mode: a tree of links under build/ maps the folder
 # server/ to the package trafficunit_server (package_dir), and mypy and pytest see both
@@ -29,8 +29,21 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trafficunit demo $(DEMO_ARGS)
 
+# `make test` runs every fast test and one test of each slow family (tests/conftest.py,
+# --slow); `make test-slow` the slow tests it leaves out (.ci/run runs both); `make test-all`
+# everything in one run. loadgroup: the notebook tests stay on one worker, which starts all
+# their notebooks at once (tests/test_notebooks.py), so none is executed twice
+PYTEST = $(BIN)/python -m pytest -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(PYTEST) --slow=sample $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	@# exit 5 is "no tests collected": every slow family has one test, all in the sample
+	$(PYTEST) --slow=rest $(PYTEST_ARGS) || test $$? -eq 5
+
+test-all: $(STAMP)
+	$(PYTEST) --slow=all $(PYTEST_ARGS)
 
 SRC = $(wildcard trafficunit server tests benchmarks)
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: real data from ../shared/data, the embedded sample, small synthetic networks."""
+"""Shared fixtures: real data from ../shared/data, the embedded sample, small synthetic networks.
+
+Also the ``--slow`` option: tests marked ``slow`` (long runs on real data) form families
+(``@pytest.mark.slow(family="...")``, else one family per test function). ``--slow=sample``
+(``make test``) runs the first collected test of each family, ``--slow=rest`` only the others,
+``--slow=all`` (the default) every test: ``sample`` and ``rest`` together are the whole suite,
+which is how ``.ci/run`` runs it.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,49 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data {path} not present (expected ../shared/data beside the repo)")
     return path
+
+
+SLOW_MODES = ("all", "sample", "rest")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        choices=SLOW_MODES,
+        default="all",
+        help="slow tests: all (default); sample: one per family plus every fast test (make "
+        "test); rest: only the slow tests the sample leaves out",
+    )
+
+
+def slow_family(item: pytest.Item) -> str | None:
+    """The family of a ``slow``-marked test (its ``family=`` or its function), else None."""
+    mark = item.get_closest_marker("slow")
+    if mark is None:
+        return None
+    family = mark.kwargs.get("family")
+    if family:
+        return str(family)
+    return f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests ``--slow`` asks for; the first collected test of a slow family samples it."""
+    mode = config.getoption("slow")
+    if mode == "all":
+        return
+    seen: set[str] = set()
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        family = slow_family(item)
+        sampled = family is None or family not in seen
+        if family is not None:
+            seen.add(family)
+        (keep if sampled == (mode == "sample") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 """The notebooks run top to bottom, keep small outputs, and agree with the command line.
 
 Each notebook is executed with nbclient in a kernel running this interpreter (the project's
-venv). Files they write go to ``tmp_path`` (``$TRAFFICUNIT_NOTEBOOK_OUT``). With
+venv). Files they write go to a temporary folder (``$TRAFFICUNIT_NOTEBOOK_OUT``). With
 ``TRAFFICUNIT_NOTEBOOK_SAMPLE=1`` they use the generated sample even when ``../shared/data`` is
-present, so the path a fresh machine without the real data takes is tested too.
+present, so the path a fresh machine without the real data takes is tested too. The executions
+the collected tests read start together (``executions``), each in its own kernel process, so
+they run in parallel rather than one after another; the tests share one pytest-xdist worker
+(``xdist_group``, ``--dist loadgroup`` in the Makefile) so that no notebook runs twice.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,17 @@ LEVELS = ("red", "orange", "yellow", "blue")
 #: Seconds allowed for one cell; a whole notebook takes 10-40 s on a busy 2-core machine.
 CELL_TIMEOUT = 240
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: The executions the tests read, by test: (notebook, on the generated sample).
+RUNS = {
+    "test_quickstart_matches_the_cli": ("01-quickstart.ipynb", False),
+    "test_quickstart_on_the_generated_sample_matches_demo": ("01-quickstart.ipynb", True),
+    "test_hazard_engineer_notebook": ("02-hazard-engineer.ipynb", False),
+    "test_time_and_before_after_notebook": ("03-time-and-before-after.ipynb", False),
+    "test_time_notebook_runs_on_the_generated_sample": ("03-time-and-before-after.ipynb", True),
+}
+Run = tuple[str, bool]
+
+pytestmark = pytest.mark.xdist_group("notebooks")
 
 
 def _execute_module() -> Any:
@@ -61,6 +77,36 @@ def run(name: str, out_dir: Path, *, sample: bool = False) -> tuple[Any, str]:
             elif "text/plain" in out.get("data", {}):
                 texts.append(out["data"]["text/plain"])
     return nb, "\n".join(texts)
+
+
+@pytest.fixture(scope="session")
+def executions(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[Run, tuple[Future[tuple[Any, str]], Path]]]:
+    """Every run a collected test reads, all started at once; each with its output folder."""
+    here = Path(__file__)
+    wanted = sorted(
+        {
+            RUNS[name]
+            for item in request.session.items
+            if item.path == here and (name := getattr(item, "originalname", "")) in RUNS
+        }
+    )
+    with ThreadPoolExecutor(max_workers=max(len(wanted), 1), thread_name_prefix="nb") as pool:
+        started = {}
+        for name, sample in wanted:
+            out = tmp_path_factory.mktemp(f"{name[:2]}-{'sample' if sample else 'default'}")
+            started[name, sample] = (pool.submit(run, name, out, sample=sample), out)
+        yield started
+
+
+def executed(
+    executions: dict[Run, tuple[Future[tuple[Any, str]], Path]], name: str, *, sample: bool = False
+) -> tuple[Any, str, Path]:
+    """Wait for a started run: the notebook, its text outputs and its output folder."""
+    future, out = executions[name, sample]
+    nb, text = future.result()
+    return nb, text, out
 
 
 def map_outputs(nb: Any) -> list[str]:
@@ -173,10 +219,10 @@ def parse_demo(out: str) -> dict[str, Any]:
     }
 
 
-def test_quickstart_matches_the_cli(tmp_path: Path) -> None:
+def test_quickstart_matches_the_cli(executions: Any, tmp_path: Path) -> None:
     """Units, accidents matched, colours and black spots equal what the CLI prints."""
-    nb, text = run("01-quickstart.ipynb", tmp_path)
-    key = json.loads((tmp_path / "01-quickstart" / "key-figures.json").read_text())
+    nb, text, nb_out = executed(executions, "01-quickstart.ipynb")
+    key = json.loads((nb_out / "01-quickstart" / "key-figures.json").read_text())
     if not CITY_CRASHES.exists():
         pytest.skip(f"{CITY_CRASHES} absent: the quickstart used the generated sample")
     assert key["data"] == "real"
@@ -197,7 +243,7 @@ def test_quickstart_matches_the_cli(tmp_path: Path) -> None:
     assert key["units"] > 500 and 4000 < key["matched"] < 5500 and key["events"] > 50_000
     assert all(key["levels"][lv] > 0 for lv in LEVELS)
     # the exports an analyst opens elsewhere
-    out = tmp_path / "01-quickstart"
+    out = nb_out / "01-quickstart"
     for name in ("risk.gpkg", "accidents.gpkg", "black_spots.gpkg", "risk.pmtiles"):
         assert (out / name).stat().st_size > 10_000, name
     import trafficunit as tu
@@ -213,10 +259,10 @@ def test_quickstart_matches_the_cli(tmp_path: Path) -> None:
     assert {"#d7191c", "#fdae61", "#2c7bb6"} <= shown["colours"]
 
 
-def test_quickstart_on_the_generated_sample_matches_demo(tmp_path: Path) -> None:
+def test_quickstart_on_the_generated_sample_matches_demo(executions: Any, tmp_path: Path) -> None:
     """Without real data the quickstart says so and matches `trafficunit demo`."""
-    nb, text = run("01-quickstart.ipynb", tmp_path, sample=True)
-    key = json.loads((tmp_path / "01-quickstart" / "key-figures.json").read_text())
+    nb, text, nb_out = executed(executions, "01-quickstart.ipynb", sample=True)
+    key = json.loads((nb_out / "01-quickstart" / "key-figures.json").read_text())
     assert key["data"] == "generated"
     assert "GENERATED sample (not real data)" in text
     demo = parse_demo(cli(["demo", "--no-serve", "-o", str(tmp_path / "demo")]))
@@ -232,9 +278,9 @@ def _port_closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_hazard_engineer_notebook(tmp_path: Path) -> None:
+def test_hazard_engineer_notebook(executions: Any) -> None:
     """The server starts, the lifecycle rules hold over HTTP, KPIs come back, the server stops."""
-    nb, text = run("02-hazard-engineer.ipynb", tmp_path)
+    nb, text, _ = executed(executions, "02-hazard-engineer.ipynb")
     assert "with the old ETag: 412" in text  # stale versions change nothing
     assert "an engineer may not accept: 403" in text  # roles
     assert re.search(r"closed: 200 closed", text)
@@ -277,8 +323,8 @@ def test_hazard_engineer_notebook(tmp_path: Path) -> None:
         assert zone in table
 
 
-def test_time_and_before_after_notebook(tmp_path: Path) -> None:
-    nb, text = run("03-time-and-before-after.ipynb", tmp_path)
+def test_time_and_before_after_notebook(executions: Any) -> None:
+    nb, text, _ = executed(executions, "03-time-and-before-after.ipynb")
     assert re.search(r"busiest hour: \w{3} \d\d:00", text)
     m = re.search(r"theta = ([\d.]+) ± ([\d.]+) \(all other units: ([\d.]+)\)", text)
     assert m, text
@@ -290,8 +336,8 @@ def test_time_and_before_after_notebook(tmp_path: Path) -> None:
         assert m and 450 < int(m[1]) < 650  # README: 523 of the table within 20 m of a road
 
 
-def test_time_notebook_runs_on_the_generated_sample(tmp_path: Path) -> None:
-    nb, text = run("03-time-and-before-after.ipynb", tmp_path, sample=True)
+def test_time_notebook_runs_on_the_generated_sample(executions: Any) -> None:
+    nb, text, _ = executed(executions, "03-time-and-before-after.ipynb", sample=True)
     assert "GENERATED sample (not real data): 1,500 accidents" in text
     assert "study period 2016–2018" in text
 
