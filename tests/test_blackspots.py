@@ -507,6 +507,7 @@ def test_roads_that_are_not_a_divided_road_stay_apart(gap: float, both: bool, wh
 # -- real data ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(family="real-data black spots")
 def test_portland_corridor_sections() -> None:
     from .conftest import shared_path
 
@@ -535,6 +536,7 @@ def test_portland_corridor_sections() -> None:
     assert sec["crashes"].iloc[0] >= 20 and sec["road"].iloc[0] != "(unnamed)"
 
 
+@pytest.mark.slow(family="real-data black spots")
 def test_helsinki_sections_count_each_crash_once() -> None:
     from .conftest import shared_path
 

@@ -106,6 +106,7 @@ def check_served_fully(client: TestClient, folder: Path) -> dict[str, Any]:
     return legend
 
 
+@pytest.mark.slow(family="real-data build")
 def test_readme_shell_example_verbatim_ends_in_a_folder_serve_serves_fully(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_in_process: Any
 ) -> None:
@@ -147,6 +148,7 @@ def test_readme_shell_example_verbatim_ends_in_a_folder_serve_serves_fully(
         .replace('"', " ").split())  # fmt: skip
 
 
+@pytest.mark.slow(family="real-data build")
 def test_portland_toml_project_builds_a_served_folder(
     tmp_path: Path, serve_in_process: Any
 ) -> None:
@@ -177,6 +179,7 @@ def test_portland_toml_project_builds_a_served_folder(
     assert m["tiles"]["features"]["accidents"] == m["counts"]["accidents_matched"]
 
 
+@pytest.mark.slow(family="real-data build")
 def test_flag_form_summary_names_every_mapping_and_stage(tmp_path: Path) -> None:
     net, crashes = shared_path(*LONDON_NET), shared_path(*LONDON_CRASHES)
     out = run_cli(
@@ -197,6 +200,7 @@ def test_flag_form_summary_names_every_mapping_and_stage(tmp_path: Path) -> None
     assert m["counts"]["accidents"] == 20_876
 
 
+@pytest.mark.slow(family="real-data build")
 def test_build_fails_early_and_keeps_the_previous_folder(tmp_path: Path) -> None:
     net, crashes = shared_path(*LONDON_NET), shared_path(*LONDON_CRASHES)
     good = ["--network", str(net), "--accidents", str(crashes), "--x", "longitude",
@@ -345,6 +349,7 @@ def test_serve_with_a_corrupt_table_or_newer_schema_is_one_line_exit_2(tmp_path:
     assert res.exit_code == 2 and "newer trafficunit" in res.output, res.output
 
 
+@pytest.mark.slow(family="real-data build")
 def test_server_reload_notices_accidents_changed_after_scoring(tmp_path: Path) -> None:
     net = shared_path(*LONDON_NET)
     crashes = shared_path(*LONDON_CRASHES)

@@ -106,6 +106,7 @@ def _crossing(units: gpd.GeoDataFrame, size: float, crs) -> int:
     )
 
 
+@pytest.mark.slow(family="single process equals Dask")
 def test_real_extract_same_as_single_process(client):
     roads = tu.read_network(shared_path("osm", "helsinki-centre.osm.pbf"))
     acc = tu.read_events(
@@ -131,6 +132,7 @@ def generated():
     return roads, events["accidents"], events["hazards"]
 
 
+@pytest.mark.slow(family="single process equals Dask")
 def test_generated_network_same_as_single_process(client, generated):
     roads, acc, hz = generated
     # small cells and halo: the bridge's units (and the grid's near cell borders) force retries

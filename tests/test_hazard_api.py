@@ -466,6 +466,7 @@ def test_data_folder_hazards_are_imported_once(data_dir: Path, tmp_path: Path) -
 # ------------------------------------------------------------------------------ real data
 
 
+@pytest.mark.slow
 def test_boston_reports_through_the_api_link_like_a_brute_force_greedy(
     data_dir: Path,
     ledger_url: str,  # noqa: F811

@@ -408,6 +408,7 @@ def helsinki_units() -> gpd.GeoDataFrame:
     return real_units("osm/helsinki-centre.osm.pbf")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["helsinki-city", "helsinki-fta"])
 def test_real_helsinki_crashes_match_within_25_m(
     helsinki_units: gpd.GeoDataFrame, preset: str
@@ -446,6 +447,7 @@ def test_real_helsinki_crashes_match_within_25_m(
         assert rep["name_overrode_nearest"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("preset", "network", "min_share", "min_matched"),
     [

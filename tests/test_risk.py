@@ -468,6 +468,7 @@ def helsinki() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     return units, tu.assign(units, events)
 
 
+@pytest.mark.slow(family="real-data risk")
 def test_helsinki_2000_2022_scores(helsinki: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]) -> None:
     units, joined = helsinki
     risk = tu.score(units, joined)
@@ -492,6 +493,7 @@ def test_helsinki_2000_2022_scores(helsinki: tuple[gpd.GeoDataFrame, gpd.GeoData
     assert hot.loc[hot["hotspot"] == "hot", "epdo"].mean() > 3 * hot["epdo"].mean()
 
 
+@pytest.mark.slow(family="real-data risk")
 def test_night_by_sun_matches_recorded_darkness() -> None:
     from .conftest import shared_path
 
@@ -511,6 +513,7 @@ def test_night_by_sun_matches_recorded_darkness() -> None:
     assert (sun == dark).mean() > (clock == dark).mean() + 0.08  # clock 0.842
 
 
+@pytest.mark.slow(family="real-data risk")
 def test_sparse_corridor_data_warns_with_coverage_and_remedy() -> None:
     from .conftest import shared_path
 
@@ -577,6 +580,7 @@ def test_local_moran_defaults_to_999_permutations_with_the_seed_recorded(
     assert "row-standardised" in info["moran_weights"]
 
 
+@pytest.mark.slow(family="real-data risk")
 def test_day_and_night_come_from_the_files_light_column() -> None:
     from .conftest import shared_path
 

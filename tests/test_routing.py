@@ -119,6 +119,7 @@ def _touches(units: gpd.GeoDataFrame, ids: list[str]) -> bool:
     return bool((gap <= allowed).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extract", ["helsinki-centre.osm.pbf", "oslo-east.osm.pbf"])
 def test_real_route_avoids_red_unit_and_active_work_zone(extract: str) -> None:
     units = tu.build_units(tu.read_network(shared_path("osm", extract)), max_length_m=200)

@@ -28,6 +28,7 @@ def _metric_km(gdf):
     return gdf.to_crs(gdf.estimate_utm_crs()).length.sum() / 1000.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REAL)
 def test_real_extract_units(name):
     roads = tu.read_network(shared_path("osm", name))
@@ -109,6 +110,7 @@ def _on_ways(units, ways):
     return ids.map(lambda xs: bool({int(x) for x in xs if x} & ways))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["speed", "delete"])
 def test_editing_one_street_keeps_other_ids(tmp_path, edit):
     src = shared_path("osm", "helsinki-centre.osm.pbf")
