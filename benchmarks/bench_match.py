@@ -1,28 +1,34 @@
-"""Benchmark: ``tu.match_trace`` beside leuvenmapmatching on the same generated traces.
+"""Benchmark: ``tu.match_trace`` beside leuvenmapmatching and oracles on the same generated traces.
 
 Run on demand (leuvenmapmatching is not a dependency):
 ``.venv/bin/uv pip install leuvenmapmatching`` then
-``.venv/bin/python benchmarks/bench_match.py [--extract oslo-east] [--routes 8] [--interval 5]
-[--noise 15]``.
+``.venv/bin/python benchmarks/bench_match.py [--grid] [--extract oslo-east] [--routes 8]
+[--interval 5] [--noise 15] [--radial] [--speed-factor 1] [--speed-kmh V] [--leuven-budget 300]``.
 
 Traces are generated (not real): ``tu.traces.generate_trace`` drives routes between random
-segments of a real OSM extract (``../shared/data/osm``) at the units' speed limits, samples
-every ``--interval`` s and adds Gaussian noise of ``--noise`` m on each axis. Both matchers get
-the same points in the same metric CRS in the same run:
+segments of a real OSM extract (``../shared/data/osm``) at the units' speed limits (times
+``--speed-factor``, or at ``--speed-kmh`` everywhere), samples every ``--interval`` s and adds
+Gaussian noise of ``--noise`` m **on each axis** (a radial RMS of √2 × that; ``--radial``
+makes ``--noise`` the radial RMS instead, i.e. ``noise / √2`` per axis). ``--grid`` runs
+1/5/30 s × 10/15/30 m. Every matcher gets the same points in the same metric CRS in the same
+run:
 
-- ``tu.match_trace(graph, trace, sigma_m=noise)`` with a prebuilt ``UnitGraph`` (built once,
-  timed separately);
+- ``tu.match_trace(graph, trace, sigma_m=per-axis noise)`` with a prebuilt ``UnitGraph``
+  (built once, timed separately);
+- oracles that know the true path (:func:`oracles`): ``snap`` (nearest place on it),
+  ``path`` (the matcher's own smoother on it), ``+speed`` (also the true speed profile);
 - leuvenmapmatching ``DistanceMatcher`` on an ``InMemMap`` of the same units (every vertex a
   node, every piece an edge, one-way respected, segment ends joined at their intersection's
   centre), ``obs_noise=2 * noise`` (with ``noise`` it stops early on most traces),
   ``max_dist=150``, ``max_lattice_width=10``, ``non_emitting_states=True`` (needed: a 5 s
   step skips several edges); its matched edges map back to units. Observations after an
-  early stop (the matcher found no way on) count as wrong.
+  early stop (the matcher found no way on) count as wrong. A cell where it runs longer than
+  ``--leuven-budget`` seconds is left out ("over budget").
 
-Accuracy is the share of points matched to the unit that generated them ("strict"; while the
-vehicle crosses a junction that is the intersection, and a link inside it, such as a piece of a
-roundabout's ring, counts as it) and to a unit of the driven route (a link inside a junction on
-it counts; "on route"). mappymatch pins
+Accuracy is the share of points matched to the unit that generated them (the unit of the true
+position at the point's time; while the vehicle crosses a junction that is the intersection,
+and a link inside it, such as a piece of a roundabout's ring, counts as it) and ("route") to a
+unit of the driven route (a link inside a junction on it counts). mappymatch pins
 pandas < 3 and does not install beside trafficunit; it is not run.
 """
 
@@ -42,6 +48,7 @@ import shapely
 
 import trafficunit as tu
 from trafficunit.routing import Route, UnitGraph
+from trafficunit.matching.place import _piece_limits
 from trafficunit.matching.smooth import smooth_along
 from trafficunit.traces import generate_trace
 from trafficunit.traces.generate import route_pieces
@@ -182,10 +189,7 @@ def oracles(graph: UnitGraph, route: Route, trace: gpd.GeoDataFrame, noise: floa
     s_meas = shapely.line_locate_point(line, metric.geometry.to_numpy())
     s_true = shapely.line_locate_point(line, shapely.points(trace["true_x"], trace["true_y"]))
     t = (trace["time"] - trace["time"].iloc[0]).dt.total_seconds().to_numpy()
-    rows = graph.row_of[list(ids)].to_numpy()
-    lim = graph.speed_kmh()[0][rows] / 3.6
-    lim[graph.is_int[rows]] = np.nan
-    lim = pd.Series(lim).ffill().bfill().to_numpy()
+    lim = _piece_limits(graph, graph.row_of[list(ids)].to_numpy(), graph._limit_mps())
     sm = smooth_along(s_meas, t, ends, lim, sigma=noise, accel=None, model="auto")
     s_path = np.maximum.accumulate(np.clip(sm.s, 0.0, ends[-1]))
     s_speed = s_true + np.median(s_meas - s_true)
@@ -278,6 +282,7 @@ def cell(
         "lost": sum(int(m["unit_id"].isna().sum()) for m in res),
         "models": models.value_counts().to_dict(),
         "leuven": None,
+        "leuven_off": args.leuven_budget <= 0,
     }
     if args.leuven_budget > 0:
         lv, lsecs = leuven_cell(graph, metric, axis, args.leuven_budget)
@@ -299,7 +304,7 @@ def _print_table(rows: list[dict]) -> None:
         lvs = (
             f"{lv[0][0]:6.1%} {lv[0][1]:6.1%} {lv[1]:6,.0f}"
             if lv is not None
-            else f"{'over budget':>20}"
+            else f"{'not run' if r['leuven_off'] else 'over budget':>20}"
         )
         print(
             f"{r['interval']:4g}s {r['noise']:4g}m {r['points']:6,} | {r['ours'][0]:6.1%} "

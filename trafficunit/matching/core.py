@@ -162,7 +162,7 @@ def match_trace(
         raise ValidationError(f"speed_model must be one of {SPEED_MODELS} (got {speed_model!r})")
     if accel_mps2 is not None and not accel_mps2 > 0:
         raise ValidationError(f"accel_mps2 must be > 0 or None (got {accel_mps2!r})")
-    how = Smoothing(accel_mps2, speed_model, graph.speed_kmh()[0] / 3.6) if smooth else None
+    how = Smoothing(accel_mps2, speed_model, graph._limit_mps()) if smooth else None
     placed = _place(graph, d, sigma_m, how, 2 * sigma_m)
     return _result(graph, trace, time_col, secs, d, placed)
 
