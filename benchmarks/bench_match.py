@@ -47,9 +47,9 @@ import pandas as pd
 import shapely
 
 import trafficunit as tu
-from trafficunit.routing import Route, UnitGraph
 from trafficunit.matching.place import _piece_limits
 from trafficunit.matching.smooth import smooth_along
+from trafficunit.routing import Route, UnitGraph
 from trafficunit.traces import generate_trace
 from trafficunit.traces.generate import route_pieces
 

@@ -158,6 +158,7 @@ def match_trace(
         sigma_m, beta_m, search_radius_m, max_speed_kmh, max_route_m, heading_weight, uturn_penalty
     )
     d = _decode(graph, hmm, xy, secs, has, idx, cu_all, cm_all, cd_all)
+    d = _skip_outliers(graph, hmm, xy, secs, has, d, cu_all, cm_all, cd_all)
     if speed_model not in SPEED_MODELS:
         raise ValidationError(f"speed_model must be one of {SPEED_MODELS} (got {speed_model!r})")
     if accel_mps2 is not None and not accel_mps2 > 0:
@@ -248,6 +249,39 @@ def _decode(
         restart=restart,
         cu_all=cu_all,
         cm_all=cm_all,
+    )
+
+
+def _skip_outliers(
+    graph: UnitGraph,
+    hmm: _HMM,
+    xy: np.ndarray,
+    secs: np.ndarray | None,
+    has: np.ndarray,
+    d: Decoded,
+    cu_all: np.ndarray,
+    cm_all: np.ndarray,
+    cd_all: np.ndarray,
+) -> Decoded:
+    """Decode again without the kept points where the chain restarted, when that joins the
+    chain: a point thrown far off by GPS noise (3 sigma and more happens every few hundred
+    points) may have no candidate reachable from its neighbours' and would cut the chain in
+    two. Such a point is then placed on the joined path like a thinned one. A restart that
+    stays (a real gap, a jump, a road missing from the map) keeps its point."""
+    r = np.flatnonzero(d.restart[1:-1]) + 1
+    if len(r) == 0:
+        return d
+    idx2 = np.delete(d.idx, r)
+    d2 = _decode(graph, hmm, xy, secs, has, idx2, cu_all, cm_all, cd_all)
+    # a dropped point whose next kept point still restarts the chain was not the cause
+    nxt = np.searchsorted(idx2, d.idx[r], side="right")
+    back = r[d2.restart[np.minimum(nxt, len(idx2) - 1)]]
+    if len(back) == len(r):
+        return d
+    if len(back) == 0:
+        return d2
+    return _decode(
+        graph, hmm, xy, secs, has, np.sort(np.r_[idx2, d.idx[back]]), cu_all, cm_all, cd_all
     )
 
 
