@@ -246,16 +246,9 @@ def cell(
 ) -> dict:
     """One sampling interval and noise level: ours, the oracles and leuvenmapmatching."""
     axis = noise / np.sqrt(2) if args.radial else noise
+    drive = {"speed_factor": args.speed_factor, "speed_kmh": args.speed_kmh}
     traces = [
-        generate_trace(
-            graph,
-            r,
-            interval_s=interval,
-            noise_m=axis,
-            seed=k,
-            speed_factor=args.speed_factor,
-            speed_kmh=args.speed_kmh,
-        )
+        generate_trace(graph, r, interval_s=interval, noise_m=axis, seed=k, **drive)
         for k, r in enumerate(rs)
     ]
     metric = [tr.to_crs(graph.crs) for tr in traces]
