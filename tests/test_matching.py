@@ -81,9 +81,9 @@ def test_5s_15m_lands_on_the_generating_units(oslo) -> None:
         oracle_all.append(_oracle(units, graph, route, trace))
     # the generating unit itself: GPS noise along the road decides which of two units meeting
     # at a joint a point near it belongs to; no per-point snapper, even one that knows the
-    # route, does better than ~87 % here, and the smoothed matcher must beat it
+    # route, does better than ~82 % here (the mean of the three); the smoother must beat it
     assert np.mean(strict_all) >= np.mean(oracle_all) + 0.03
-    assert np.mean(strict_all) >= 0.88
+    assert np.mean(strict_all) >= 0.92
 
 
 @pytest.mark.parametrize(("interval_s", "noise_m"), [(1, 10), (1, 30), (30, 15), (60, 10)])
