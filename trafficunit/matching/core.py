@@ -129,7 +129,8 @@ def match_trace(
         smoother). ``.attrs["path"]`` is the driven path: one row per piece of a unit in
         driving order (``chain``, ``unit_id``, ``from_m``, ``to_m``, ``length_m``, ``start_s``
         along the chain, ``t_start``, ``t_end``), including units crossed between two GPS
-        points and the intersections crossed; ``.attrs["match"]`` counts the states.
+        points and the intersections crossed; ``.attrs["match"]`` counts the states and names
+        the speed model and acceleration the smoother kept for each chain (``speed_models``).
 
     Examples
     --------
