@@ -81,9 +81,9 @@ def test_5s_15m_lands_on_the_generating_units(oslo) -> None:
         oracle_all.append(_oracle(units, graph, route, trace))
     # the generating unit itself: GPS noise along the road decides which of two units meeting
     # at a joint a point near it belongs to; no per-point snapper, even one that knows the
-    # route, does better than ~87 % here, and the smoothed matcher must beat it
+    # route, does better than ~82 % here (the mean of the three); the smoother must beat it
     assert np.mean(strict_all) >= np.mean(oracle_all) + 0.03
-    assert np.mean(strict_all) >= 0.88
+    assert np.mean(strict_all) >= 0.92
 
 
 @pytest.mark.parametrize(("interval_s", "noise_m"), [(1, 10), (1, 30), (30, 15), (60, 10)])
@@ -288,3 +288,45 @@ def test_points_crossing_a_junction_land_on_the_intersection(oslo) -> None:
         graph.ids[graph.node_unit[node]],
         graph.ids[t],
     ]
+
+
+def _drive(v_piece: np.ndarray, ends: np.ndarray, speed: np.ndarray, dt: float) -> np.ndarray:
+    """Positions every dt seconds along pieces ending at ``ends`` driven at ``speed`` on each."""
+    starts = np.r_[0.0, ends[:-1]]
+    t_end = np.cumsum((ends - starts) / speed)
+    t = np.arange(0.0, t_end[-1], dt)
+    k = np.searchsorted(t_end, t, side="right")
+    return starts[k] + speed[k] * (t - np.r_[0.0, t_end[:-1]][k]), t
+
+
+@pytest.mark.parametrize(("share", "model"), [(0.9, "limits"), (None, "free")])
+def test_smoother_keeps_the_likelier_motion_model(share: float | None, model: str) -> None:
+    from trafficunit.matching.smooth import smooth_along
+
+    ends = np.array([400.0, 900.0, 1300.0, 1900.0])
+    limits = np.array([8.0, 16.0, 8.0, 16.0])  # m/s: the limit doubles and halves
+    speed = limits * share if share else np.full(4, 11.0)
+    s_true, t = _drive(limits, ends, speed, 2.0)
+    rng = np.random.default_rng(5)
+    s = s_true + rng.normal(0, 10.0, len(t))
+    sm = smooth_along(s, t, ends, limits, sigma=10.0, accel=None, model="auto")
+    assert sm.model == model
+    assert np.sqrt(np.mean((sm.s - s_true) ** 2)) < 0.5 * np.sqrt(np.mean((s - s_true) ** 2))
+    # the speed follows the limits' jumps (or stays constant), within a few km/h mid-piece
+    mid = np.abs(s_true[:, None] - (np.r_[0.0, ends[:-1]] + ends)[None, :] / 2).min(axis=1) < 60
+    piece = np.searchsorted(ends, s_true)
+    assert np.abs(sm.speed[mid] - speed[piece[mid]]).max() < 1.5
+    forced = smooth_along(s, t, ends, limits, sigma=10.0, accel=0.3, model="free")
+    assert (forced.model, forced.accel) == ("free", 0.3)
+
+
+def test_speed_model_is_checked(oslo) -> None:
+    units, graph = oslo
+    route = _far_route(units, graph, 0.45, 0.55)
+    trace = generate_trace(graph, route, interval_s=5, noise_m=10, seed=4)
+    with pytest.raises(tu.ValidationError, match="speed_model"):
+        tu.match_trace(graph, trace, speed_model="fast")
+    with pytest.raises(tu.ValidationError, match="accel_mps2"):
+        tu.match_trace(graph, trace, accel_mps2=0.0)
+    m = tu.match_trace(graph, trace, sigma_m=10, speed_model="limits", accel_mps2=0.1)
+    assert m.attrs["match"]["speed_models"] == ["limits 0.1 m/s2"]

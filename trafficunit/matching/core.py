@@ -20,8 +20,9 @@ sparseness":
 - **Placement** (:mod:`.place`): the chain's driven path is rebuilt from its units, crossing
   each intersection straight from one segment's end to the next one's start (a piece of the
   intersection unit), every point is projected onto it, the positions along it are smoothed
-  (constant-velocity Kalman + RTS) and placed back: a point crossing a junction is on the
-  intersection.
+  (constant-velocity Kalman + RTS, :mod:`.smooth`: free speed or a share of the speed limits,
+  whichever the trace makes more likely) and placed back: a point crossing a junction is on
+  the intersection.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from .hmm import (
     _transitions,
     _viterbi,
 )
-from .place import Decoded, Placed, _place
+from .place import Decoded, Placed, Smoothing, _place
+from .smooth import SPEED_MODELS
 
 __all__ = ["MATCH_STATES", "match_trace"]
 
@@ -68,7 +70,8 @@ def match_trace(
     heading_weight: float = 4.0,
     uturn_penalty: float = 10.0,
     smooth: bool = True,
-    accel_mps2: float = 0.3,
+    accel_mps2: float | None = None,
+    speed_model: str = "auto",
 ) -> gpd.GeoDataFrame:
     """Match a GPS trace to the traffic units it drove on (hidden Markov model + Viterbi).
 
@@ -106,7 +109,13 @@ def match_trace(
         their joint lands on. Needs times. Also gives ``speed_kmh``.
     accel_mps2
         Typical acceleration (m/s², the smoother's process noise): larger follows stop-and-go
-        driving more closely, smaller smooths more.
+        driving more closely, smaller smooths more. ``None``: chosen for each chain of the
+        trace by likelihood among 0.03, 0.1, 0.3 and 1 m/s².
+    speed_model
+        ``"free"``: the speed wanders freely; ``"limits"``: the speed is a share of each unit's
+        speed limit (``maxspeed_kmh``, else the assumed speed of its road class) and that share
+        wanders (a vehicle speeds up and slows down where the limit changes); ``"auto"``: the
+        one under which the chain's positions are more likely (``.attrs["match"]`` says which).
 
     Returns
     -------
@@ -120,7 +129,8 @@ def match_trace(
         smoother). ``.attrs["path"]`` is the driven path: one row per piece of a unit in
         driving order (``chain``, ``unit_id``, ``from_m``, ``to_m``, ``length_m``, ``start_s``
         along the chain, ``t_start``, ``t_end``), including units crossed between two GPS
-        points and the intersections crossed; ``.attrs["match"]`` counts the states.
+        points and the intersections crossed; ``.attrs["match"]`` counts the states and names
+        the speed model and acceleration the smoother kept for each chain (``speed_models``).
 
     Examples
     --------
@@ -149,7 +159,13 @@ def match_trace(
         sigma_m, beta_m, search_radius_m, max_speed_kmh, max_route_m, heading_weight, uturn_penalty
     )
     d = _decode(graph, hmm, xy, secs, has, idx, cu_all, cm_all, cd_all)
-    placed = _place(graph, d, sigma_m, accel_mps2 if smooth else None, 2 * sigma_m)
+    d = _skip_outliers(graph, hmm, xy, secs, has, d, cu_all, cm_all, cd_all)
+    if speed_model not in SPEED_MODELS:
+        raise ValidationError(f"speed_model must be one of {SPEED_MODELS} (got {speed_model!r})")
+    if accel_mps2 is not None and not accel_mps2 > 0:
+        raise ValidationError(f"accel_mps2 must be > 0 or None (got {accel_mps2!r})")
+    how = Smoothing(accel_mps2, speed_model, graph._limit_mps()) if smooth else None
+    placed = _place(graph, d, sigma_m, how, 2 * sigma_m)
     return _result(graph, trace, time_col, secs, d, placed)
 
 
@@ -237,6 +253,39 @@ def _decode(
     )
 
 
+def _skip_outliers(
+    graph: UnitGraph,
+    hmm: _HMM,
+    xy: np.ndarray,
+    secs: np.ndarray | None,
+    has: np.ndarray,
+    d: Decoded,
+    cu_all: np.ndarray,
+    cm_all: np.ndarray,
+    cd_all: np.ndarray,
+) -> Decoded:
+    """Decode again without the kept points where the chain restarted, when that joins the
+    chain: a point thrown far off by GPS noise (3 sigma and more happens every few hundred
+    points) may have no candidate reachable from its neighbours' and would cut the chain in
+    two. Such a point is then placed on the joined path like a thinned one. A restart that
+    stays (a real gap, a jump, a road missing from the map) keeps its point."""
+    r = np.flatnonzero(d.restart[1:-1]) + 1
+    if len(r) == 0:
+        return d
+    idx2 = np.delete(d.idx, r)
+    d2 = _decode(graph, hmm, xy, secs, has, idx2, cu_all, cm_all, cd_all)
+    # a dropped point whose next kept point still restarts the chain was not the cause
+    nxt = np.searchsorted(idx2, d.idx[r], side="right")
+    back = r[d2.restart[np.minimum(nxt, len(idx2) - 1)]]
+    if len(back) == len(r):
+        return d
+    if len(back) == 0:
+        return d2
+    return _decode(
+        graph, hmm, xy, secs, has, np.sort(np.r_[idx2, d.idx[back]]), cu_all, cm_all, cd_all
+    )
+
+
 _PATH_COLUMNS = [
     "chain",
     "unit",
@@ -292,5 +341,6 @@ def _result(
         "breaks": int((state == "break").sum()),
         "no_candidate": int((state == "no_candidate").sum()),
         "hmm_points": len(d.idx),
+        "speed_models": [f"{m} {a:g} m/s2" for m, a in placed.models],
     }
     return out

@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from ..routing import UnitGraph
 from .hmm import _along, _ends
+from .smooth import smooth_along
 
 
 def _step_pieces(
@@ -80,44 +81,6 @@ def _step_pieces(
     return pieces
 
 
-def _rts(
-    s: np.ndarray, t: np.ndarray, sigma: float, accel: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Constant-velocity Kalman filter + Rauch-Tung-Striebel smoother of positions ``s`` at ``t``.
-
-    Returns (smoothed position, smoothed speed, standard deviation of the smoothed speed).
-    """
-    n = len(s)
-    r = sigma * sigma
-    q = accel * accel
-    xs = np.zeros((n, 2))
-    ps = np.zeros((n, 2, 2))
-    xp = np.zeros((n, 2))
-    pp = np.zeros((n, 2, 2))
-    v0 = (s[1] - s[0]) / max(t[1] - t[0], 1e-3) if n > 1 else 0.0
-    x = np.array([s[0], v0])
-    p = np.array([[r, 0.0], [0.0, 100.0]])
-    for i in range(n):
-        if i:
-            dt = t[i] - t[i - 1]
-            f = np.array([[1.0, dt], [0.0, 1.0]])
-            qm = q * np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt * dt]])
-            x = f @ x
-            p = f @ p @ f.T + qm
-        xp[i], pp[i] = x, p
-        k = p[:, 0] / (p[0, 0] + r)
-        x = x + k * (s[i] - x[0])
-        p = p - np.outer(k, p[0])
-        xs[i], ps[i] = x, p
-    for i in range(n - 2, -1, -1):
-        dt = t[i + 1] - t[i]
-        f = np.array([[1.0, dt], [0.0, 1.0]])
-        c = ps[i] @ f.T @ np.linalg.inv(pp[i + 1])
-        xs[i] = xs[i] + c @ (xs[i + 1] - xp[i + 1])
-        ps[i] = ps[i] + c @ (ps[i + 1] - pp[i + 1]) @ c.T
-    return xs[:, 0], xs[:, 1], np.sqrt(np.maximum(ps[:, 1, 1], 0.0))
-
-
 @dataclass
 class Decoded:
     """The Viterbi result on the kept points, and what placing every point needs."""
@@ -136,6 +99,16 @@ class Decoded:
 
 
 @dataclass
+class Smoothing:
+    """How :func:`_place` smooths: acceleration (None: chosen by likelihood), speed model
+    (``"auto"``, ``"free"`` or ``"limits"``) and the speed limit of every unit (m/s)."""
+
+    accel: float | None
+    model: str
+    limit_mps: np.ndarray
+
+
+@dataclass
 class Placed:
     """Unit row, measure, placed position, speed (m/s) and state of every point."""
 
@@ -146,6 +119,7 @@ class Placed:
     state: np.ndarray
     paths: list[pd.DataFrame]
     speed_sd: np.ndarray
+    models: list[tuple[str, float]]  # per smoothed chain: speed model and acceleration
 
 
 def _with_crossings(
@@ -179,9 +153,13 @@ def _with_crossings(
 def _chain_pieces(
     graph: UnitGraph, d: Decoded, eff: np.ndarray, steps: list, k0: int, k1: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pieces (unit, from, to, step, line) of one chain's path, from its first kept point."""
-    pu: list[int] = [int(d.unit[k0])]
-    pf: list[float] = [float(eff[k0])]
+    """Pieces (unit, from, to, step, line) of one chain's path, from the start of its first
+    kept point's unit to the end of its last one's (in the driving direction): the points
+    before the first kept one and after the last (thinned, or the first point itself when GPS
+    noise put it ahead) can be placed there, not piled up at the kept point."""
+    u0, u1 = int(d.unit[k0]), int(d.unit[k1])
+    pu: list[int] = [u0]
+    pf: list[float] = [0.0 if d.direction[k0] > 0 else float(graph.length[u0])]
     pt: list[float] = [float(eff[k0])]
     sop: list[int] = [k0]
     for i in range(k0, k1):
@@ -190,6 +168,10 @@ def _chain_pieces(
             pf.append(f)
             pt.append(to)
             sop.append(i)
+    pu.append(u1)
+    pf.append(float(eff[k1]))
+    pt.append(float(graph.length[u1]) if d.direction[k1] > 0 else 0.0)
+    sop.append(k1)
     return _with_crossings(
         graph, np.array(pu, dtype=np.int64), np.array(pf), np.array(pt), np.array(sop)
     )
@@ -224,14 +206,14 @@ def _project(
 
 
 def _place(
-    graph: UnitGraph, d: Decoded, sigma: float, accel: float | None, back_tol: float
+    graph: UnitGraph, d: Decoded, sigma: float, smooth: Smoothing | None, back_tol: float
 ) -> Placed:
     """Unit, measure, speed and state of every point from the matched (kept) points.
 
     The matched path of each chain is rebuilt as pieces of units (and of the intersections
     crossed); every point of the chain (kept or thinned) is projected onto the part of the path
     between its kept neighbours, and with ``accel`` the positions along the path are smoothed
-    (constant-velocity RTS) before being placed back on the pieces.
+    (:func:`.smooth.smooth_along`) before being placed back on the pieces.
     """
     n = len(d.xy)
     out = Placed(
@@ -242,6 +224,7 @@ def _place(
         np.full(n, "no_candidate", dtype=object),
         [],
         np.full(n, np.nan),
+        [],
     )
     m = len(d.idx)
     if m == 0:
@@ -271,10 +254,20 @@ def _place(
         total = float(end[-1])
         s_hat = np.clip(s_meas, 0.0, total)
         v = np.full(len(pts), np.nan)
-        if accel is not None and d.secs is not None and len(pts) >= 3 and total > 0:
-            s_hat, v, v_sd = _rts(s_meas, d.secs[pts], sigma, accel)
-            out.speed_sd[pts] = v_sd
-            s_hat = np.maximum.accumulate(np.clip(s_hat, 0.0, total))
+        if smooth is not None and d.secs is not None and len(pts) >= 3 and total > 0:
+            sm = smooth_along(
+                s_meas,
+                d.secs[pts],
+                end,
+                _piece_limits(graph, pu, smooth.limit_mps),
+                sigma=sigma,
+                accel=smooth.accel,
+                model=smooth.model,
+            )
+            v = sm.speed
+            out.speed_sd[pts] = sm.speed_sd
+            out.models.append((sm.model, sm.accel))
+            s_hat = np.maximum.accumulate(np.clip(sm.s, 0.0, total))
         # the piece each smoothed position falls on (never a zero-length one)
         k = _skip_empty(np.clip(np.searchsorted(end, s_hat, side="left"), 0, len(end) - 1), plen)
         mk = pf[k] + np.sign(pt[k] - pf[k]) * (s_hat - start[k])
@@ -285,7 +278,23 @@ def _place(
         out.state[pts] = "matched"
         if c > 0:
             out.state[int(d.idx[k0])] = "break"
-        out.paths.append(_path_frame(c, pu, pf, pt, start, end, s_hat, d.secs, pts))
+        # the driven path: from the first placed point to the last
+        lo, hi = float(s_hat[0]), float(s_hat[-1])
+        cut_start, cut_end = np.clip(start, lo, hi), np.clip(end, lo, hi)
+        sign = np.sign(pt - pf)
+        out.paths.append(
+            _path_frame(
+                c,
+                pu,
+                pf + sign * (cut_start - start),
+                pf + sign * (cut_end - start),
+                cut_start - lo,
+                cut_end - lo,
+                s_hat - lo,
+                d.secs,
+                pts,
+            )
+        )
     # points after a break whose step has no path: their nearest candidate, state "break"
     lost = d.has & (out.unit < 0)
     out.unit[lost] = d.cu_all[lost, 0]
@@ -351,3 +360,12 @@ def _skip_empty(k: np.ndarray, plen: np.ndarray) -> np.ndarray:
     j = np.searchsorted(nonempty, k, side="left")
     j = np.clip(j, 0, len(nonempty) - 1)
     return nonempty[j]
+
+
+def _piece_limits(graph: UnitGraph, pu: np.ndarray, limit_mps: np.ndarray) -> np.ndarray:
+    """Speed limit (m/s) of each piece of a path; a crossing of an intersection keeps the limit
+    of the piece before it (the one after it at the path's start)."""
+    v = limit_mps[pu].astype(float)
+    v[graph.is_int[pu] | ~(v > 0)] = np.nan
+    v = pd.Series(v).ffill().bfill().to_numpy()
+    return np.where(np.isfinite(v), v, 30 / 3.6)

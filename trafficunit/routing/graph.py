@@ -174,6 +174,14 @@ class UnitGraph:
                 app[at] = np.hypot(*(end - self.node_xy[nd[at]]).T)
 
         self._lengths: csr_matrix | None = None
+        self._limits: np.ndarray | None = None
+
+    def _limit_mps(self) -> np.ndarray:
+        """Speed of every unit in m/s at its limit (:meth:`speed_kmh` with the default table;
+        cached): the map matcher's ``"limits"`` speed model."""
+        if self._limits is None:
+            self._limits = self.speed_kmh()[0] / 3.6
+        return self._limits
 
     def _length_matrix(self) -> csr_matrix:
         """CSR matrix of every drivable edge for map matching (cached): its length and

@@ -40,40 +40,8 @@ def generate_trace(
         intersection while crossing one), ``true_speed_kmh``, ``true_x``, ``true_y`` (metric
         CRS of the units) and ``.attrs["generated"] = True``.
     """
-    from ..routing import ASSUMED_SPEED_KMH
-    from ..routing.paths import driven_part
-
     graph = units if isinstance(units, UnitGraph) else UnitGraph(units)
-    rows = graph.unit_rows(route.unit_ids, "route")
-    if "maxspeed_kmh" in graph.units.columns:
-        vmax = pd.to_numeric(graph.units["maxspeed_kmh"], errors="coerce").to_numpy(float)
-    else:
-        vmax = np.full(len(graph.ids), np.nan)
-    cls = graph.units["road_class"].astype(str).to_numpy() if "road_class" in graph.units else None
-    # pieces in driving order: (unit id, coordinates, speed m/s)
-    pieces: list[tuple[str, np.ndarray, float]] = []
-    last = len(rows) - 1
-    prev_v = 30 / 3.6
-    for i, (r, d) in enumerate(zip(rows.tolist(), route.directions, strict=True)):
-        if d is None:
-            continue
-        a, b = driven_part(i, last, d, graph.length[r], route.start_measure_m, route.end_measure_m)
-        c = shapely.get_coordinates(shapely.ops.substring(graph.index.geoms[r], a, b))
-        if d == "backward":
-            c = c[::-1]
-        v = speed_kmh if speed_kmh is not None else vmax[r]
-        if not v > 0:
-            v = ASSUMED_SPEED_KMH.get(
-                str(cls[r]) if cls is not None else "", ASSUMED_SPEED_KMH["default"]
-            )
-        v = v * speed_factor / 3.6
-        if pieces:  # the crossing of a consolidated junction: straight, at the previous speed
-            gap = pieces[-1][1][-1]
-            if np.hypot(*(c[0] - gap)) > 1e-6:
-                jr = rows[i - 1] if graph.is_int[rows[i - 1]] else r
-                pieces.append((str(graph.ids[jr]), np.array([gap, c[0]]), prev_v))
-        pieces.append((str(graph.ids[r]), c, v))
-        prev_v = v
+    pieces = route_pieces(graph, route, speed_factor=speed_factor, speed_kmh=speed_kmh)
     # time along the route
     seg_xy, seg_id, seg_v = [], [], []
     for uid, c, v in pieces:
@@ -118,3 +86,45 @@ def generate_trace(
     )
     out.attrs["generated"] = True
     return out
+
+
+def route_pieces(
+    graph: UnitGraph, route: Route, *, speed_factor: float = 1.0, speed_kmh: float | None = None
+) -> list[tuple[str, np.ndarray, float]]:
+    """The route's driven line as pieces in driving order: (unit id, metric coordinates, speed
+    in m/s), with the straight crossing of each consolidated junction (the intersection unit,
+    at the speed of the piece before it) between two segments that stop short of it."""
+    from ..routing import ASSUMED_SPEED_KMH
+    from ..routing.paths import driven_part
+
+    rows = graph.unit_rows(route.unit_ids, "route")
+    if "maxspeed_kmh" in graph.units.columns:
+        vmax = pd.to_numeric(graph.units["maxspeed_kmh"], errors="coerce").to_numpy(float)
+    else:
+        vmax = np.full(len(graph.ids), np.nan)
+    cls = graph.units["road_class"].astype(str).to_numpy() if "road_class" in graph.units else None
+    # pieces in driving order: (unit id, coordinates, speed m/s)
+    pieces: list[tuple[str, np.ndarray, float]] = []
+    last = len(rows) - 1
+    prev_v = 30 / 3.6
+    for i, (r, d) in enumerate(zip(rows.tolist(), route.directions, strict=True)):
+        if d is None:
+            continue
+        a, b = driven_part(i, last, d, graph.length[r], route.start_measure_m, route.end_measure_m)
+        c = shapely.get_coordinates(shapely.ops.substring(graph.index.geoms[r], a, b))
+        if d == "backward":
+            c = c[::-1]
+        v = speed_kmh if speed_kmh is not None else vmax[r]
+        if not v > 0:
+            v = ASSUMED_SPEED_KMH.get(
+                str(cls[r]) if cls is not None else "", ASSUMED_SPEED_KMH["default"]
+            )
+        v = v * speed_factor / 3.6
+        if pieces:  # the crossing of a consolidated junction: straight, at the previous speed
+            gap = pieces[-1][1][-1]
+            if np.hypot(*(c[0] - gap)) > 1e-6:
+                jr = rows[i - 1] if graph.is_int[rows[i - 1]] else r
+                pieces.append((str(graph.ids[jr]), np.array([gap, c[0]]), prev_v))
+        pieces.append((str(graph.ids[r]), c, v))
+        prev_v = v
+    return pieces
