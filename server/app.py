@@ -74,8 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = DataStore(
             settings.data_dir,
-            reload_check_s=settings.tiles.reload_check_s,
-            cache_entries=settings.tiles.cache_entries,
+            tiles=settings.tiles,
             night_hours=settings.query.night_hours,
         )
         app.state.tile_cache = TileCache(settings.tiles.cache_entries)

@@ -32,6 +32,8 @@ from pmtiles.tile import (
 from trafficunit.errors import InputFileError
 from trafficunit.mvt import TileCache
 
+from .settings import TileServerSettings
+
 _CONTENT_TYPES = {
     TileType.MVT: "application/vnd.mapbox-vector-tile",
     TileType.PNG: "image/png",
@@ -76,24 +78,20 @@ class Archive:
     ----------
     path
         The ``.pmtiles`` file.
-    reload_check_s
-        Minimum seconds between two checks of the file for replacement.
-    cache_entries
-        Tiles kept in memory.
+    tiles
+        Tile serving settings: ``reload_check_s`` (minimum seconds between two checks of the
+        file for replacement) and ``cache_entries`` (tiles kept in memory) are read here.
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        reload_check_s: float = 1.0,
-        cache_entries: int = 8192,
+        self, path: str | os.PathLike[str], *, tiles: TileServerSettings | None = None
     ) -> None:
+        tiles = tiles or TileServerSettings()
         self.path = Path(path)
         self.name = self.path.stem
-        self.reload_check_s = reload_check_s
+        self.reload_check_s = tiles.reload_check_s
         self._lock = threading.Lock()
-        self._cache = TileCache(cache_entries)
+        self._cache = TileCache(tiles.cache_entries)
         self._checked = 0.0
         self._open()
 

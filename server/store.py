@@ -38,6 +38,7 @@ from trafficunit.tiles import json_values
 
 from .archive import Archive
 from .layers import LIVE
+from .settings import TileServerSettings
 
 log = logging.getLogger("trafficunit.server")
 #: Bookkeeping columns left out of list responses (``?properties=all`` and ``/units/{id}``
@@ -161,26 +162,26 @@ class DataStore:
     ----------
     data_dir
         The folder.
-    reload_check_s
-        Minimum seconds between two checks of the folder.
-    cache_entries
-        Tiles kept per archive.
+    tiles
+        Tile serving settings: ``reload_check_s`` (minimum seconds between two checks of the
+        folder) and ``cache_entries`` (tiles kept per archive) are read here.
+    night_hours
+        The hours of darkness (from, to) for the ``light`` filters.
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
         *,
-        reload_check_s: float = 1.0,
-        cache_entries: int = 8192,
+        tiles: TileServerSettings | None = None,
         night_hours: tuple[int, int] = (19, 7),
     ) -> None:
+        self.tiles = tiles or TileServerSettings()
         self.folder = DataFolder(data_dir)  # a missing folder: InputFileError naming the fix
         self.data_dir = self.folder.root
         #: What is missing or inconsistent in the folder (checked on start and on reload).
         self.problems: list[str] = []
-        self.reload_check_s = reload_check_s
-        self.cache_entries = cache_entries
+        self.reload_check_s = self.tiles.reload_check_s
         self.night_hours = night_hours
         self.tables: dict[str, Table] = {}
         self.archives: dict[str, Archive] = {}
@@ -213,9 +214,7 @@ class DataStore:
         for name, path in tilesets.items():
             if name not in self.archives:
                 try:
-                    self.archives[name] = Archive(
-                        path, reload_check_s=self.reload_check_s, cache_entries=self.cache_entries
-                    )
+                    self.archives[name] = Archive(path, tiles=self.tiles)
                 except InputFileError:
                     continue
                 changed = True
