@@ -154,7 +154,7 @@ def test_scheduler_address(generated):
     roads, acc, _ = generated
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as lc:
         res = distributed.run_pipeline(
             roads,
             acc,

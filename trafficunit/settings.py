@@ -609,6 +609,10 @@ class DistributedSettings(_With):
         runs the workers as threads of this process).
     connect_timeout_s
         How long to try to reach a scheduler given by its address, seconds.
+    dashboard_address
+        Where the local cluster serves Dask's dashboard (``"127.0.0.1:8787"``; needs
+        ``bokeh``), with the workers' profiler on. Default: no dashboard (the scheduler's
+        HTTP endpoints on a free port).
     """
 
     cell_size_m: float | None = None
@@ -621,3 +625,4 @@ class DistributedSettings(_With):
     memory_limit: str = "auto"
     processes: bool = True
     connect_timeout_s: float = 30.0
+    dashboard_address: str | None = None
