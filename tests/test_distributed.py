@@ -150,6 +150,25 @@ def test_generated_network_same_as_single_process(client, generated):
     assert dask.risk["open_hazards"].sum() == single.risk["open_hazards"].sum() > 0
 
 
+def test_events_far_from_every_unit(client, generated):
+    """Accidents in join cells with no unit within reach (the cells cover the events' own
+    extent) are outside, as in one process; their distance is to the nearest unit."""
+    roads, acc, _ = generated
+    far = acc.iloc[:3].copy()
+    # 5 km east and 3 km north of the city: cells of their own, no unit within reach
+    far = far.set_geometry(far.geometry.to_crs(3067).translate(5000.0, 3000.0).to_crs(acc.crs))
+    far["event_id"] = ["far-1", "far-2", "far-3"]
+    events = pd.concat([acc, far], ignore_index=True)
+    cfg = DistributedSettings(cell_size_m=700.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(roads, events, scheduler=None)
+        dask = distributed.run_pipeline(roads, events, scheduler=client, settings=cfg)
+    _equal(single, dask)
+    tail = dask.joined.iloc[-3:]
+    assert tail["match"].tolist() == ["outside"] * 3 and tail["unit_id"].isna().all()
+
+
 def test_scheduler_address(generated):
     roads, acc, _ = generated
     from distributed import LocalCluster
