@@ -597,7 +597,8 @@ class DistributedSettings(_With):
         ``roads_per_cell`` road lines).
     roads_per_cell, events_per_cell
         Target number of road lines per cell of the build, and of events per cell of the
-        join, when ``cell_size_m`` is not given (small cells balance the workers' load).
+        join, when ``cell_size_m`` is not given (at least two cells a worker; small cells
+        balance the workers' load, large ones rebuild fewer roads in the halos).
     halo_m
         First halo around a cell, metres: a task builds units from the roads within the cell
         grown by the halo, and keeps the units anchored in the cell whose whole context lies
@@ -616,7 +617,7 @@ class DistributedSettings(_With):
     """
 
     cell_size_m: float | None = None
-    roads_per_cell: int = 5_000
+    roads_per_cell: int = 12_500
     events_per_cell: int = 200_000
     halo_m: float = 400.0
     max_halo_doublings: int = 6

@@ -35,6 +35,8 @@ _EVENT_INPUTS = ("kind", "road_name")
 
 def _decode(codes: np.ndarray, uniq: np.ndarray, dtype: Any) -> pd.Series:
     """A column from its codes (-1: missing), distinct values and dtype."""
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype):  # a take: no Python objects
+        return pd.Series(pd.array(uniq, dtype=dtype).take(codes, allow_fill=True))
     values = np.full(len(codes), None, dtype=object)
     values[codes >= 0] = uniq[codes[codes >= 0]]
     return pd.Series(values, dtype=dtype)
