@@ -36,7 +36,7 @@ _EVENT_INPUTS = ("kind", "road_name")
 def _decode(codes: np.ndarray, uniq: np.ndarray, dtype: Any) -> pd.Series:
     """A column from its codes (-1: missing), distinct values and dtype."""
     if isinstance(dtype, pd.api.extensions.ExtensionDtype):  # a take: no Python objects
-        return pd.Series(pd.array(uniq, dtype=dtype).take(codes, allow_fill=True))
+        return pd.Series(pd.Series(uniq, dtype=dtype).array.take(codes, allow_fill=True))
     values = np.full(len(codes), None, dtype=object)
     values[codes >= 0] = uniq[codes[codes >= 0]]
     return pd.Series(values, dtype=dtype)
@@ -210,9 +210,9 @@ def _event_cells(
     # event columns as codes and their distinct values: millions of repeated strings (the
     # kind, road names) are not pickled one by one
     ev_cols = {}
-    for c in (c for c in _EVENT_INPUTS if c in events.columns):
-        codes, uniq = pd.factorize(events[c], use_na_sentinel=True)
-        ev_cols[c] = (codes, np.asarray(uniq, dtype=object), events[c].dtype)
+    for col in (c for c in _EVENT_INPUTS if c in events.columns):
+        codes, uniq = pd.factorize(events[col], use_na_sentinel=True)
+        ev_cols[col] = (codes, np.asarray(uniq, dtype=object), events[col].dtype)
     order = np.argsort(key, kind="stable")
     ks, starts = np.unique(key[order], return_index=True)
     saved: dict[tuple[int, int], tuple[pd.DataFrame, dict[str, Any]]] = {}
