@@ -106,6 +106,24 @@ def _reach(units: gpd.GeoDataFrame | None, cfg: JoinSettings) -> float:
     return max([*d, radius, cfg.default_radius_m]) + _MARGIN_M
 
 
+def _network_extent(roads: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
+    """The roads' metric bounds, from their bounding box's outline projected (the join's
+    grid only partitions the events: its extent needs no more precision)."""
+    b = np.asarray(roads.total_bounds, dtype=float)
+    if not np.isfinite(b).all():
+        return np.zeros(4)
+    t = np.linspace(0.0, 1.0, 65)
+    xs = np.r_[
+        b[0] + (b[2] - b[0]) * t, np.full(65, b[2]), b[0] + (b[2] - b[0]) * t, np.full(65, b[0])
+    ]
+    ys = np.r_[
+        np.full(65, b[1]), b[1] + (b[3] - b[1]) * t, np.full(65, b[3]), b[1] + (b[3] - b[1]) * t
+    ]
+    if not pyproj.CRS.from_user_input(roads.crs).equals(mcrs):
+        xs, ys = pyproj.Transformer.from_crs(roads.crs, mcrs, always_xy=True).transform(xs, ys)
+    return np.array([np.min(xs), np.min(ys), np.max(xs), np.max(ys)])
+
+
 def _event_bounds(
     events: gpd.GeoDataFrame, mcrs: pyproj.CRS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -182,21 +200,17 @@ def _event_cells(
     mcrs: pyproj.CRS,
     jcfg: JoinSettings,
     cfg: DistributedSettings,
+    extent: np.ndarray,
     store: _Staging | None = None,
     stage: str = "join",
 ) -> _EventCells:
-    """Partition ``events`` into cells of a grid over their own extent (cells of about
-    ``events_per_cell`` events, at least ten base reaches wide) and scatter each cell's
-    payload to the workers (see :func:`assign`)."""
+    """Partition ``events`` into cells of a grid over ``extent`` (the network's metric
+    bounds; events beyond it fall in its edge cells) of about ``events_per_cell`` events and
+    at least ten base reaches wide, and scatter each cell's payload to the workers (see
+    :func:`assign`)."""
     missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
-    ok = ~missing
-    ext = (
-        np.r_[np.nanmin(ebounds[ok, :2], axis=0), np.nanmax(ebounds[ok, 2:], axis=0)]
-        if ok.any()
-        else np.zeros(4)
-    )
     grid = _grid_for(
-        ext,
+        extent,
         mcrs,
         size=cfg.cell_size_m,
         count=len(events),
@@ -270,13 +284,21 @@ def assign(
     stats = _stats or _Stats()
     t0 = time.perf_counter()
     mcrs = metric_crs(units, crs)
-    if _cells is None:
-        _cells = _event_cells(
-            events, client, mcrs=mcrs, jcfg=jcfg, cfg=cfg, store=_store, stage=_stage
-        )
     # units are selected by their metric bounds (from their projected bounding boxes, within
     # micrometres; the reach has a 1 m margin): the tasks project the units they get
     ubounds = _metric_bounds(units, mcrs)
+    if _cells is None:
+        extent = np.r_[np.nanmin(ubounds[:, :2], axis=0), np.nanmax(ubounds[:, 2:], axis=0)]
+        _cells = _event_cells(
+            events,
+            client,
+            mcrs=mcrs,
+            jcfg=jcfg,
+            cfg=cfg,
+            extent=extent,
+            store=_store,
+            stage=_stage,
+        )
     reach = _reach(units, jcfg)
     missing, ebounds = _cells.missing, _cells.ebounds
     parts = {c: p for c, (p, _) in _cells.saved.items()}

@@ -22,7 +22,7 @@ from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSett
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
 from ._grid import _Stats
-from ._join import _event_cells, assign
+from ._join import _event_cells, _network_extent, assign
 from ._staging import _frame_digest, _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -325,6 +325,7 @@ class _Stages:
             run.open()
             # the events' cells depend on the events alone: partitioned and sent to the
             # workers by this process while the workers build (it would otherwise wait)
+            extent = _network_extent(self.roads, self.mcrs)
             prepared = {
                 stage: pool.submit(
                     _event_cells,
@@ -333,6 +334,7 @@ class _Stages:
                     mcrs=self.mcrs,
                     jcfg=self.join_settings or JoinSettings(),
                     cfg=self.cfg,
+                    extent=extent,
                     store=run.store,
                     stage=stage,
                 )
