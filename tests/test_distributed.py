@@ -150,6 +150,7 @@ def test_generated_network_same_as_single_process(client, generated):
     assert dask.risk["open_hazards"].sum() == single.risk["open_hazards"].sum() > 0
 
 
+@pytest.mark.slow(family="single process equals Dask")
 def test_events_far_from_every_unit(client, generated):
     """Accidents far beyond the network (in its edge cells) are outside, as in one process."""
     roads, acc, _ = generated
