@@ -150,11 +150,52 @@ def test_generated_network_same_as_single_process(client, generated):
     assert dask.risk["open_hazards"].sum() == single.risk["open_hazards"].sum() > 0
 
 
+@pytest.mark.slow(family="single process equals Dask")
+def test_events_far_from_every_unit(client, generated):
+    """Accidents far beyond the network (in its edge cells) are outside, as in one process."""
+    roads, acc, _ = generated
+    far = acc.iloc[:3].copy()
+    # 5 km east and 3 km north of the city: no unit within reach
+    far = far.set_geometry(far.geometry.to_crs(3067).translate(5000.0, 3000.0).to_crs(acc.crs))
+    far["event_id"] = ["far-1", "far-2", "far-3"]
+    events = pd.concat([acc, far], ignore_index=True)
+    cfg = DistributedSettings(cell_size_m=700.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(roads, events, scheduler=None)
+        dask = distributed.run_pipeline(roads, events, scheduler=client, settings=cfg)
+    _equal(single, dask)
+    tail = dask.joined.iloc[-3:]
+    assert tail["match"].tolist() == ["outside"] * 3 and tail["unit_id"].isna().all()
+
+
+def test_join_cell_without_units():
+    """A join cell with no unit within reach (a lake, a far corner): its events are all
+    loose, left for the client to settle (tu.assign itself needs units)."""
+    from trafficunit.distributed._join import _FLOAT_COLUMNS, _join_cell
+    from trafficunit.join import MATCH_STATUSES
+    from trafficunit.settings import JoinSettings
+
+    payload = {
+        "columns": {},
+        "pos": np.array([4, 7]),
+        "is_pt": np.array([True, True]),
+        "x": np.array([385_000.0, 386_000.0]),
+        "y": np.array([6_671_000.0, 6_672_000.0]),
+        "shapes": None,
+    }
+    units = gpd.GeoDataFrame({"kind": [], "_upos": []}, geometry=[], crs=4326)
+    res, report = _join_cell(units, payload, pyproj.CRS(3067).to_wkt(), JoinSettings())
+    assert res["_pos"].tolist() == [4, 7] and (res["unit"] == -1).all() and report == {}
+    assert (res["match"] == MATCH_STATUSES.index("outside")).all()
+    assert res[list(_FLOAT_COLUMNS)].isna().all().all()
+
+
 def test_scheduler_address(generated):
     roads, acc, _ = generated
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as lc:
         res = distributed.run_pipeline(
             roads,
             acc,

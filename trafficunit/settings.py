@@ -597,7 +597,8 @@ class DistributedSettings(_With):
         ``roads_per_cell`` road lines).
     roads_per_cell, events_per_cell
         Target number of road lines per cell of the build, and of events per cell of the
-        join, when ``cell_size_m`` is not given (small cells balance the workers' load).
+        join, when ``cell_size_m`` is not given (at least two cells a worker; small cells
+        balance the workers' load, large ones rebuild fewer roads in the halos).
     halo_m
         First halo around a cell, metres: a task builds units from the roads within the cell
         grown by the halo, and keeps the units anchored in the cell whose whole context lies
@@ -609,10 +610,14 @@ class DistributedSettings(_With):
         runs the workers as threads of this process).
     connect_timeout_s
         How long to try to reach a scheduler given by its address, seconds.
+    dashboard_address
+        Where the local cluster serves Dask's dashboard (``"127.0.0.1:8787"``; needs
+        ``bokeh``), with the workers' profiler on. Default: no dashboard (the scheduler's
+        HTTP endpoints on a free port).
     """
 
     cell_size_m: float | None = None
-    roads_per_cell: int = 5_000
+    roads_per_cell: int = 12_500
     events_per_cell: int = 200_000
     halo_m: float = 400.0
     max_halo_doublings: int = 6
@@ -621,3 +626,4 @@ class DistributedSettings(_With):
     memory_limit: str = "auto"
     processes: bool = True
     connect_timeout_s: float = 30.0
+    dashboard_address: str | None = None

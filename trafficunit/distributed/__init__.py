@@ -26,17 +26,19 @@ The check covers every unit near the cell, not only the kept ones: a unit of the
 build anchored in the cell is then certain to be built here too (its anchor lies on units
 that are exact), so no unit is lost between cells and none is kept twice.
 
-**Join.** Events are partitioned by the cell of their position and joined against the units
-within the largest matching distance (or influence radius) of the cell's events, which holds
-every candidate any rule could pick (selected by the units' metric bounds, taken from their
-projected bounding boxes with a 1 m margin). Point events travel as metric coordinate arrays
-(no geometry objects to serialise; the task makes the points) and their columns as codes and
-distinct values; units travel in their own CRS and each task projects its own (the same
-coordinates as projecting all of them, in parallel). A task sends back numbers only: the
-position of each event's unit among all units and the status code. What depends on the whole
-network, whether an unmatched event is ``"too_far"`` (inside the network's hull) or
-``"outside"`` and its distance to the nearest unit, is settled on the client against all
-units.
+**Join.** Events are partitioned by the cell of their position (a grid over the roads' extent,
+known before the units, so this process partitions them and sends each cell's events to the
+workers while the workers build; a cell with no unit within reach has only loose events) and
+joined against the units within the largest matching distance (or influence radius) of the
+cell's events, which holds every candidate any rule could pick (selected by the units' metric
+bounds, taken from their projected bounding boxes with a 1 m margin). Point events travel as
+metric coordinate arrays (no geometry objects to serialise; the task makes the points) and
+their columns as codes and distinct values; units travel in their own CRS and each task
+projects its own (the same coordinates as projecting all of them, in parallel). A task sends
+back numbers only: the position of each event's unit among all units and the status code. What
+depends on the whole network, whether an unmatched event is ``"too_far"`` (inside the network's
+hull) or ``"outside"`` and its distance to the nearest unit, is settled on the client against
+all units.
 
 **Score.** The per-unit sums are a bincount; the safety performance functions, the
 percentiles and the bands are global over the reference populations. The client runs
@@ -52,8 +54,9 @@ The staging directory replaces ``outdir`` by renames only when everything is wri
 
 **Costs.** ``report["cpu_seconds"]`` gives each stage's CPU seconds in this process, in the
 workers, and inside the tasks (the rest of the workers' CPU is Dask's: serialisation, the
-event loop). A local cluster runs without the workers' statistical profiler, which only feeds
-a dashboard a local run does not serve.
+event loop); this process's CPU in the build includes partitioning the events. A local
+cluster runs without the workers' statistical profiler, which only feeds the dashboard, served
+only when asked (``DistributedSettings(dashboard_address=...)``).
 """
 
 from __future__ import annotations

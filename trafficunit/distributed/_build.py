@@ -305,7 +305,7 @@ def build_units(
         if bad:
             stats.retries += 1
             nxt = max(halo * 2, 1.25 * need) if tries + 1 < cfg.max_halo_doublings else math.inf
-            sub = client.scatter(roads.iloc[subset(c, nxt)], direct=False, hash=False)
+            sub = client.scatter(roads.iloc[subset(c, nxt)], hash=False)
             g = submit(c, nxt, sub)
             futures[g] = (c, nxt, tries + 1)
             ac.add(g)

@@ -44,14 +44,19 @@ def cluster(
 
         with (
             # the workers' statistical profiler (a thread sampling every stack each 10 ms)
-            # only feeds the dashboard, which a local run does not serve
-            dask.config.set({"distributed.worker.profile.enabled": False}),
+            # only feeds the dashboard, which a local run serves only when asked
+            dask.config.set(
+                {"distributed.worker.profile.enabled": cfg.dashboard_address is not None}
+            ),
             LocalCluster(
                 n_workers=cfg.n_workers,
                 threads_per_worker=cfg.threads_per_worker,
                 processes=cfg.processes,
                 memory_limit=cfg.memory_limit,
-                dashboard_address=None,
+                # the scheduler's HTTP server on the given address, else on a free port with
+                # no dashboard (never on the default 8787, which may be another cluster's)
+                dashboard_address=cfg.dashboard_address or ":0",
+                scheduler_kwargs={"dashboard": cfg.dashboard_address is not None},
             ) as lc,
             Client(lc) as client,
         ):
@@ -66,6 +71,13 @@ def cluster(
             "(tcp://host:8786) or use 'local'"
         ) from exc
     with client:
+        try:
+            client.run(_warm_up)
+        except ImportError as exc:
+            raise TrafficUnitError(
+                f"the Dask workers at {scheduler} cannot import trafficunit ({exc}); install "
+                "the same trafficunit version (with the [dask] extra) on every worker"
+            ) from exc
         yield client
 
 

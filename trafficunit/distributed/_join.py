@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -34,6 +35,8 @@ _EVENT_INPUTS = ("kind", "road_name")
 
 def _decode(codes: np.ndarray, uniq: np.ndarray, dtype: Any) -> pd.Series:
     """A column from its codes (-1: missing), distinct values and dtype."""
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype):  # a take: no Python objects
+        return pd.Series(pd.Series(uniq, dtype=dtype).array.take(codes, allow_fill=True))
     values = np.full(len(codes), None, dtype=object)
     values[codes >= 0] = uniq[codes[codes >= 0]]
     return pd.Series(values, dtype=dtype)
@@ -45,10 +48,22 @@ def _join_cell(
     """Join one cell's events; both arrive in the metric CRS, the events as the columns the
     join reads plus point coordinates (no geometry objects to serialise) and, for lines and
     polygons, their projected shapes."""
+    from ..join import MATCH_STATUSES
     from ..join import assign as _assign
 
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     is_pt = payload["is_pt"]
+    if not len(units):  # no unit within reach: every event is loose (settled on the client)
+        res = pd.DataFrame(
+            {
+                "_pos": payload["pos"],
+                "unit": np.full(len(is_pt), -1),
+                "match": np.full(len(is_pt), MATCH_STATUSES.index("outside"), dtype=np.int8),
+            }
+        )
+        for col in _FLOAT_COLUMNS:
+            res[col] = np.nan
+        return res, {}
     geoms = np.full(len(is_pt), None, dtype=object)
     geoms[is_pt] = shapely.points(payload["x"][is_pt], payload["y"][is_pt])
     if payload["shapes"] is not None:
@@ -68,8 +83,6 @@ def _join_cell(
     report = dict(out.attrs.get("report", {}))
     # numbers, not strings, travel back: the unit's position among all units, the status code
     at = units.index.get_indexer(out["unit_id"].astype(object).where(out["unit_id"].notna()))
-    from ..join import MATCH_STATUSES
-
     res = pd.DataFrame(
         {
             "_pos": out["_pos"].to_numpy(),
@@ -82,14 +95,33 @@ def _join_cell(
     return res, report
 
 
-def _reach(units: gpd.GeoDataFrame, cfg: JoinSettings) -> float:
-    """The farthest an event can be from a unit it is matched to, metres."""
+def _reach(units: gpd.GeoDataFrame | None, cfg: JoinSettings) -> float:
+    """The farthest an event can be from a unit it is matched to, metres (``None``: from the
+    settings alone, without the units' radii)."""
     d = [*cfg.max_distance_m.values(), *cfg.line_tolerance_m.values(), cfg.polygon_tolerance_m]
     for by_class in cfg.max_distance_m_by_class.values():
         d.extend(by_class.values())
-    r = pd.to_numeric(units.get("radius_m"), errors="coerce")
+    r = pd.to_numeric(units.get("radius_m"), errors="coerce") if units is not None else None
     radius = float(np.nanmax(r.to_numpy(dtype=float))) if r is not None and r.notna().any() else 0
     return max([*d, radius, cfg.default_radius_m]) + _MARGIN_M
+
+
+def _network_extent(roads: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
+    """The roads' metric bounds, from their bounding box's outline projected (the join's
+    grid only partitions the events: its extent needs no more precision)."""
+    b = np.asarray(roads.total_bounds, dtype=float)
+    if not np.isfinite(b).all():
+        return np.zeros(4)
+    t = np.linspace(0.0, 1.0, 65)
+    xs = np.r_[
+        b[0] + (b[2] - b[0]) * t, np.full(65, b[2]), b[0] + (b[2] - b[0]) * t, np.full(65, b[0])
+    ]
+    ys = np.r_[
+        np.full(65, b[1]), b[1] + (b[3] - b[1]) * t, np.full(65, b[3]), b[1] + (b[3] - b[1]) * t
+    ]
+    if not pyproj.CRS.from_user_input(roads.crs).equals(mcrs):
+        xs, ys = pyproj.Transformer.from_crs(roads.crs, mcrs, always_xy=True).transform(xs, ys)
+    return np.array([np.min(xs), np.min(ys), np.max(xs), np.max(ys)])
 
 
 def _event_bounds(
@@ -115,24 +147,16 @@ def _event_bounds(
     return missing, is_pt, ebounds, shapes_m
 
 
-def _slim(
-    units: gpd.GeoDataFrame, events: gpd.GeoDataFrame
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, Any]], gpd.GeoDataFrame]:
-    """The event columns the join reads (as codes, distinct values and dtype); the units'
-    columns it reads with their geometry and their position among all units (``_upos``)."""
-    # event columns as codes and their distinct values: millions of repeated strings (the
-    # kind, road names) are not pickled one by one
-    ev_cols = {}
-    for c in (c for c in _EVENT_INPUTS if c in events.columns):
-        codes, uniq = pd.factorize(events[c], use_na_sentinel=True)
-        ev_cols[c] = (codes, np.asarray(uniq, dtype=object), events[c].dtype)
+def _slim(units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The units' columns the join reads with their geometry and their position among all
+    units (``_upos``)."""
     slim = gpd.GeoDataFrame(
         pd.DataFrame(units[[c for c in _UNIT_INPUTS if c in units.columns]]),
         geometry=units.geometry.to_numpy(),
         crs=units.crs,
     )
     slim["_upos"] = np.arange(len(units))
-    return ev_cols, slim
+    return slim
 
 
 def _payload(
@@ -153,6 +177,75 @@ def _payload(
     }
 
 
+@dataclass
+class _EventCells:
+    """The events of a join, partitioned by cell and already sent to the workers.
+
+    Everything here depends on the events alone, so :func:`run_pipeline` prepares it while
+    the workers build the units.
+    """
+
+    missing: np.ndarray
+    ebounds: np.ndarray
+    #: cells an interrupted run saved: (results, report)
+    saved: dict[tuple[int, int], tuple[pd.DataFrame, dict[str, Any]]]
+    #: the other cells: (cell, event rows, the rows' payload on the workers)
+    jobs: list[tuple[tuple[int, int], np.ndarray, Any]]
+
+
+def _event_cells(
+    events: gpd.GeoDataFrame,
+    client: Any,
+    *,
+    mcrs: pyproj.CRS,
+    jcfg: JoinSettings,
+    cfg: DistributedSettings,
+    extent: np.ndarray,
+    store: _Staging | None = None,
+    stage: str = "join",
+) -> _EventCells:
+    """Partition ``events`` into cells of a grid over ``extent`` (the network's metric
+    bounds; events beyond it fall in its edge cells) of about ``events_per_cell`` events and
+    at least ten base reaches wide, and scatter each cell's payload to the workers (see
+    :func:`assign`)."""
+    missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
+    grid = _grid_for(
+        extent,
+        mcrs,
+        size=cfg.cell_size_m,
+        count=len(events),
+        per_cell=cfg.events_per_cell,
+        n_workers=cfg.n_workers,
+        min_size=10 * _reach(None, jcfg),
+    )
+    ci, cj = grid.cell_of((ebounds[:, 0] + ebounds[:, 2]) / 2, (ebounds[:, 1] + ebounds[:, 3]) / 2)
+    key = ci * grid.ny + cj
+    key[missing] = 0
+    # event columns as codes and their distinct values: millions of repeated strings (the
+    # kind, road names) are not pickled one by one
+    ev_cols = {}
+    for col in (c for c in _EVENT_INPUTS if c in events.columns):
+        codes, uniq = pd.factorize(events[col], use_na_sentinel=True)
+        ev_cols[col] = (codes, np.asarray(uniq, dtype=object), events[col].dtype)
+    order = np.argsort(key, kind="stable")
+    ks, starts = np.unique(key[order], return_index=True)
+    saved: dict[tuple[int, int], tuple[pd.DataFrame, dict[str, Any]]] = {}
+    todo: list[tuple[tuple[int, int], np.ndarray]] = []
+    for k, rows in zip(ks, np.split(order, starts[1:]), strict=True):
+        c = (int(k // grid.ny), int(k % grid.ny))
+        done = store.load_part(stage, c) if store is not None else None
+        if done is not None:
+            saved[c] = (done, store.load_report(stage, c))  # type: ignore[union-attr]
+        else:
+            todo.append((c, rows))
+    # every payload sent in one go (hash=False: no tokenising of big arrays)
+    data = client.scatter(
+        [_payload(rows, ev_cols, is_pt, ebounds, shapes_m) for _, rows in todo], hash=False
+    )
+    jobs = [(c, rows, d) for (c, rows), d in zip(todo, data, strict=True)]
+    return _EventCells(missing, ebounds, saved, jobs)
+
+
 def assign(
     units: gpd.GeoDataFrame,
     events: gpd.GeoDataFrame,
@@ -165,6 +258,7 @@ def assign(
     _store: _Staging | None = None,
     _stage: str = "join",
     _stats: _Stats | None = None,
+    _cells: _EventCells | None = None,
 ) -> gpd.GeoDataFrame:
     """:func:`trafficunit.assign` on a Dask cluster, cell by cell; the same result.
 
@@ -193,66 +287,53 @@ def assign(
     # units are selected by their metric bounds (from their projected bounding boxes, within
     # micrometres; the reach has a 1 m margin): the tasks project the units they get
     ubounds = _metric_bounds(units, mcrs)
-    missing, is_pt, ebounds, shapes_m = _event_bounds(events, mcrs)
-    ex = (ebounds[:, 0] + ebounds[:, 2]) / 2
-    ey = (ebounds[:, 1] + ebounds[:, 3]) / 2
+    if _cells is None:
+        extent = np.r_[np.nanmin(ubounds[:, :2], axis=0), np.nanmax(ubounds[:, 2:], axis=0)]
+        _cells = _event_cells(
+            events,
+            client,
+            mcrs=mcrs,
+            jcfg=jcfg,
+            cfg=cfg,
+            extent=extent,
+            store=_store,
+            stage=_stage,
+        )
     reach = _reach(units, jcfg)
-    grid = _grid_for(
-        np.r_[np.nanmin(ubounds[:, :2], axis=0), np.nanmax(ubounds[:, 2:], axis=0)],
-        mcrs,
-        size=cfg.cell_size_m,
-        count=len(events),
-        per_cell=cfg.events_per_cell,
-        n_workers=cfg.n_workers,
-        min_size=10 * reach,
-    )
-    ci, cj = grid.cell_of(ex, ey)
-    key = ci * grid.ny + cj
-    key[missing] = 0
-    # only what the join reads travels to the workers, already in the metric CRS: units with
-    # their projected geometry, events as columns and point coordinates
-    ev_cols, slim_units = _slim(units, events)
-
-    order = np.argsort(key, kind="stable")
-    ks, starts = np.unique(key[order], return_index=True)
-    groups = np.split(order, starts[1:])
-    parts: dict[tuple[int, int], gpd.GeoDataFrame] = {}
-    reports: dict[tuple[int, int], dict[str, Any]] = {}
+    missing, ebounds = _cells.missing, _cells.ebounds
+    parts = {c: p for c, (p, _) in _cells.saved.items()}
+    reports = {c: r for c, (_, r) in _cells.saved.items()}
     what = "accidents" if _stage == "join" else _stage
-    bar = _bar(len(groups), f"joining {what}", progress)
-    from distributed import as_completed
-
-    jobs: list[tuple[tuple[int, int], np.ndarray, np.ndarray]] = []
-    for k, rows in zip(ks, groups, strict=True):
-        c = (int(k // grid.ny), int(k % grid.ny))
-        done = _store.load_part(_stage, c) if _store is not None else None
-        if done is not None:
-            parts[c], reports[c] = done, _store.load_report(_stage, c)  # type: ignore[union-attr]
-            bar.update()
-            continue
+    bar = _bar(len(parts) + len(_cells.jobs), f"joining {what}", progress)
+    bar.update(len(parts))
+    sels = []
+    for _, rows, _ in _cells.jobs:
         ok_rows = rows[~missing[rows]]
-        if len(ok_rows):
-            b = ebounds[ok_rows]
-            lo, hi = b[:, :2].min(axis=0) - reach, b[:, 2:].max(axis=0) + reach
-            sel = np.flatnonzero(
+        if not len(ok_rows):
+            sels.append(np.zeros(0, dtype=np.int64))
+            continue
+        b = ebounds[ok_rows]
+        lo, hi = b[:, :2].min(axis=0) - reach, b[:, 2:].max(axis=0) + reach
+        sels.append(
+            np.flatnonzero(
                 (ubounds[:, 2] >= lo[0])
                 & (ubounds[:, 3] >= lo[1])
                 & (ubounds[:, 0] <= hi[0])
                 & (ubounds[:, 1] <= hi[1])
             )
-        else:
-            sel = np.zeros(0, dtype=np.int64)
-        jobs.append((c, sel, rows))
-    # every subset sent in one go (hash=False: no tokenising of big frames)
-    u_data = client.scatter([slim_units.iloc[sel] for _, sel, _ in jobs], hash=False)
-    e_data = client.scatter(
-        [_payload(rows, ev_cols, is_pt, ebounds, shapes_m) for _, _, rows in jobs], hash=False
-    )
+        )
+    # only what the join reads travels to the workers: the units' columns it reads with
+    # their geometry, every subset in one go (hash=False: no tokenising of big frames)
+    slim_units = _slim(units)
+    u_data = client.scatter([slim_units.iloc[sel] for sel in sels], hash=False)
     futures = {
         client.submit(_timed, _join_cell, u_sub, e_sub, mcrs.to_wkt(), jcfg, pure=False): c
-        for (c, _, _), u_sub, e_sub in zip(jobs, u_data, e_data, strict=True)
+        for (c, _, e_sub), u_sub in zip(_cells.jobs, u_data, strict=True)
     }
-    del u_data, e_data
+    del u_data
+    _cells.jobs = []  # the payloads are released as their tasks finish
+    from distributed import as_completed
+
     for f in as_completed(list(futures)):
         c = futures.pop(f)
         (parts[c], reports[c]), cpu = f.result()

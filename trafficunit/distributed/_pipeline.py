@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSett
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
 from ._grid import _Stats
-from ._join import assign
+from ._join import _event_cells, _network_extent, assign
 from ._staging import _frame_digest, _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -315,10 +316,34 @@ class _Stages:
         preload = threading.Thread(target=_preload, args=("statsmodels.api",), daemon=True)
         preload.start()
         t_start = time.perf_counter()
-        with cluster(scheduler, settings=self.cfg) as client:
+        with (
+            cluster(scheduler, settings=self.cfg) as client,
+            ThreadPoolExecutor(1) as pool,
+        ):
             run.stats.seconds["cluster start"] = time.perf_counter() - t_start
             run.client = client
             run.open()
+            # the events' cells depend on the events alone: partitioned and sent to the
+            # workers by this process while the workers build (it would otherwise wait)
+            extent = _network_extent(self.roads, self.mcrs)
+            prepared = {
+                stage: pool.submit(
+                    _event_cells,
+                    events,
+                    client,
+                    mcrs=self.mcrs,
+                    jcfg=self.join_settings or JoinSettings(),
+                    cfg=self.cfg,
+                    extent=extent,
+                    store=run.store,
+                    stage=stage,
+                )
+                for name, stage, events in (
+                    ("joined", "join", self.accidents),
+                    ("hazards", "hazards", self.hazards),
+                )
+                if events is not None and not (run.store is not None and run.store.has(name))
+            }
             # what both stages take alike: the metric CRS, the bars and the run's staging
             alike: dict[str, Any] = {
                 "crs": self.mcrs,
@@ -343,6 +368,7 @@ class _Stages:
                     settings=self.join_settings,
                     distributed_settings=self.cfg,
                     _stage=stage,
+                    _cells=prepared[stage].result() if stage in prepared else None,
                     **alike,
                 ),
             )
