@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from .settings import ROAD_CLASS_RANK
@@ -111,21 +113,19 @@ def _coord_keys(xy: np.ndarray, geographic: bool) -> np.ndarray:
     return np.floor(xy * scale + 0.5).astype(np.int64)
 
 
-def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+def _join_strings(keys: np.ndarray, values: Any, n: int) -> pa.Array:
     """';'-join ``values`` grouped by integer ``keys`` (0..n-1), sorted, deduplicated.
 
+    ``values`` is a pyarrow string array or a numpy array of strings (missing: None/NaN/NA).
+    Returns a pyarrow string array of length ``n``, null where a key has no non-empty value.
     Vectorised with pyarrow's ``binary_join`` over a list array: no per-group Python.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out = np.full(n, None, dtype=object)
     if len(keys) == 0:
-        return out
-    vals = pa.array(values, pa.string(), from_pandas=True)
+        return pa.nulls(n, pa.string())
+    vals = _arrow_strings(values)
     keep = pc.fill_null(pc.not_equal(vals, ""), False)
     if not pc.any(keep).as_py():
-        return out
+        return pa.nulls(n, pa.string())
     table = pa.table({"k": pa.array(np.asarray(keys, dtype=np.int64)), "v": vals}).filter(keep)
     table = table.take(pc.sort_indices(table, [("k", "ascending"), ("v", "ascending")]))
     k = table.column("k").to_numpy()
@@ -139,13 +139,35 @@ def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     present, counts = np.unique(k, return_counts=True)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
     lists = pa.ListArray.from_arrays(pa.array(offsets), v)
-    joined = pc.binary_join(lists, ";").to_numpy(zero_copy_only=False)
-    out[present] = joined
-    return out
+    joined = pc.binary_join(lists, ";")
+    return _take_or_null(joined, present, n)
+
+
+def _arrow_strings(values: Any) -> pa.Array:
+    """A pyarrow string array of ``values`` (a pyarrow array, or numpy strings/None/NaN)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == pa.string() else values.cast(pa.string())
+    return pa.array(values, pa.string(), from_pandas=True)
+
+
+def _take_or_null(values: pa.Array, where: np.ndarray, n: int) -> pa.Array:
+    """An array of length ``n`` holding ``values`` at positions ``where``, null elsewhere."""
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[where] = np.arange(len(where))
+    return values.take(pa.array(pos, mask=pos < 0))
+
+
+def _take(values: pa.Array, idx: np.ndarray) -> pa.Array:
+    """``values`` at integer positions ``idx`` (-1: null)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return values.take(pa.array(idx, mask=idx < 0) if (idx < 0).any() else pa.array(idx))
 
 
 def _rings(
-    attrs: pd.DataFrame,
+    lines: pd.DataFrame,
+    piece_line: np.ndarray,
     p_start: np.ndarray,
     p_end: np.ndarray,
     chain: np.ndarray,
@@ -155,6 +177,7 @@ def _rings(
     """Closed rings that are one junction: roundabouts (``junction=roundabout``/``circular``)
     and named squares (``place=square``, or a named ``area=yes`` ring).
 
+    ``lines`` holds the attributes of the road lines, ``piece_line`` the line of each piece.
     Returns the ring number of every node (-1 off a ring) and of every chain (-1: none). A
     ring is closed when each of its nodes has exactly two of its piece ends (a cycle).
     """
@@ -162,19 +185,22 @@ def _rings(
     chain_ring = np.full(n_chain, -1, dtype=np.int64)
 
     def text(col: str) -> pd.Series:
-        if col not in attrs.columns:
-            return pd.Series(pd.NA, index=attrs.index, dtype="string")
-        return attrs[col].astype("string").str.strip().str.lower()
+        if col not in lines.columns:
+            return pd.Series(pd.NA, index=lines.index, dtype="string")
+        return lines[col].astype("string").str.strip().str.lower()
 
+    # flags per line, then per piece
     junction = text("junction")
-    name = attrs["name"].astype("string").str.strip() if "name" in attrs.columns else text("")
+    name = lines["name"].astype("string").str.strip() if "name" in lines.columns else text("")
     rb = junction.isin(["roundabout", "circular"]).fillna(False).to_numpy(dtype=bool)
     square = ((text("place") == "square") | (text("area") == "yes")).fillna(False).to_numpy(bool)
     square &= name.notna().to_numpy() & ~rb
+    rb, square = rb[piece_line], square[piece_line]
     flagged = np.flatnonzero(rb | square)
     if len(flagged) == 0:
         return ring_of_node, chain_ring
-    group = np.where(rb[flagged], "\x00roundabout", "square:" + name.fillna("").to_numpy()[flagged])
+    piece_name = name.fillna("").to_numpy()[piece_line[flagged]]
+    group = np.where(rb[flagged], "\x00roundabout", "square:" + piece_name)
     _, gkey = np.unique(group.astype(str), return_inverse=True)
     # pieces of one group sharing a node are one ring candidate
     ends = pd.DataFrame(
