@@ -22,6 +22,7 @@ from ._unit_arrays import (
     _dedupe_ids,
     _join_strings,
     _line_ends,
+    _node_codes,
     _node_ids,
     _rank,
     _rings,
@@ -89,7 +90,7 @@ def _nodes(st: _State) -> None:
     """
     cfg, df, dropped, line, src_xy, xy = st.cfg, st.df, st.dropped, st.line, st.src_xy, st.xy
     # -- 1. nodes --------------------------------------------------------------------------
-    node, node_first = _node_ids(xy, cfg.snap_m)
+    node, node_first = _node_codes(xy, cfg.snap_m)
     xy = xy[node_first][node]  # snap every vertex to its node's coordinate
     src_xy = src_xy[node_first][node]
     # drop consecutive repeats inside a line
@@ -164,7 +165,6 @@ def _chain_pieces(st: _State) -> None:
     _, chain = np.unique(comp, return_inverse=True)
     n_chain = int(chain.max()) + 1
     piece_geoms = shapely.linestrings(pxy, indices=piece_of_v)
-    piece_src = shapely.linestrings(psrc, indices=piece_of_v)
     piece_len = shapely.length(piece_geoms)
     multi = np.bincount(chain, minlength=n_chain) > 1
     chain_geoms = np.empty(n_chain, dtype=object)
@@ -189,7 +189,7 @@ def _chain_pieces(st: _State) -> None:
     st.lines, st.line_oneway = lines, line_oneway
     st.chain, st.chain_geoms, st.ends_piece = chain, chain_geoms, ends_piece
     st.joint, st.n_chain, st.ok, st.order_joint, st.pair = joint, n_chain, ok, order_joint, pair
-    st.piece_geoms, st.piece_len, st.piece_src = piece_geoms, piece_len, piece_src
+    st.piece_geoms, st.piece_len = piece_geoms, piece_len
 
 
 def _chain_fix(st: _State) -> None:
@@ -201,7 +201,8 @@ def _chain_fix(st: _State) -> None:
     geographic, joint, n_chain, n_nodes = st.geographic, st.joint, st.n_chain, st.n_nodes
     n_piece, ok, order_joint, p_end = st.n_piece, st.ok, st.order_joint, st.p_end
     p_first, p_last, p_start, pair = st.p_first, st.p_last, st.p_start, st.pair
-    piece_geoms, piece_len, piece_src, pxy = st.piece_geoms, st.piece_len, st.piece_src, st.pxy
+    piece_geoms, piece_len, psrc, pxy = st.piece_geoms, st.piece_len, st.psrc, st.pxy
+    piece_of_v = st.piece_of_v
     # a chain that closes a ring at a junction must start and end there, whereas line_merge
     # may have started the ring anywhere (and so passed through the junction)
     joined_end = np.zeros(2 * n_piece, dtype=bool)
@@ -241,8 +242,8 @@ def _chain_fix(st: _State) -> None:
     line_osm = pa.array(lines["osm_id"].astype("Int64").astype("string"))
     chain_osm = _join_strings(chain, line_osm.take(piece_line), n_chain)
     # content hash of each chain: its source ways + its source coordinates (rounded)
-    piece_keys = _coord_keys(shapely.get_coordinates(piece_src), geographic)
-    pk_piece = shapely.get_coordinates(piece_src, return_index=True)[1]
+    piece_keys = _coord_keys(psrc, geographic)
+    pk_piece = piece_of_v
     piece_hash = _hash.combine(
         _hash.hash_groups(piece_keys[:, 0], pk_piece, n_piece),
         _hash.hash_groups(piece_keys[:, 1], pk_piece, n_piece),
@@ -293,7 +294,7 @@ def _intersections(st: _State) -> None:
     s_start, s_end = _line_ends(seg_geoms)
     n_seg = len(seg_geoms)
     end_xy = np.concatenate([s_start, s_end])
-    end_node_local, end_first = _node_ids(end_xy, cfg.snap_m)
+    end_node_local, end_first = _node_codes(end_xy, cfg.snap_m)
     # junction nodes: the piece ends that lie on a node where three or more road ends meet
     jxy = pxy[p_first][junction_node[p_start]]
     jxy = np.concatenate([jxy, pxy[p_last][junction_node[p_end]]])
@@ -394,6 +395,9 @@ def _adjacency(st: _State) -> None:
     seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
     # every unit's id, segments then intersections: units refer to each other by position
     all_ids = pa.array(np.r_[seg_ids, int_ids], pa.string())
+    by_id = pc.sort_indices(all_ids).to_numpy()  # stable; bytewise = code point order
+    id_rank = np.empty(len(by_id), dtype=np.int64)
+    id_rank[by_id] = np.arange(len(by_id))  # ids are unique: their order sorts them as text
     # ends: (node, segment, is_start)
     e_seg = np.r_[np.arange(n_seg), np.arange(n_seg)]
     e_cl = np.r_[start_cl, end_cl]
@@ -419,7 +423,7 @@ def _adjacency(st: _State) -> None:
     from_ref, to_ref = e_ref[:n_seg], e_ref[n_seg:]
     junction_ref = np.full(n_seg, -1, dtype=np.int64)
     junction_ref[internal] = n_seg + link_cl[internal]
-    seg_neigh = _join_strings(e_seg, _take(all_ids, e_ref), n_seg)
+    seg_neigh = _join_strings(e_seg, _take(all_ids, e_ref), n_seg, ranks=id_rank[e_ref])
     # intersection attributes from the segments that end there
     ie = at_int
     ie_cl = e_cl[ie]
@@ -435,7 +439,7 @@ def _adjacency(st: _State) -> None:
         junction_ref[undo] = -1
         ie_internal = internal[ie_seg]
         deg = np.bincount(ie_cl[~ie_internal], minlength=n_int)
-    int_neigh = _join_strings(ie_cl, all_ids.take(ie_seg), n_int)
+    int_neigh = _join_strings(ie_cl, all_ids.take(ie_seg), n_int, ranks=id_rank[ie_seg])
     line_class = pa.array(lines["road_class"].astype("string"))
     line_name = pa.array(lines["name"].astype("string"))
     through = ie_seg[~ie_internal]
@@ -447,6 +451,7 @@ def _adjacency(st: _State) -> None:
         o = np.lexsort((ie_seg, -seg_len[ie_seg], rank[ie_seg], ie_cl))
         first_of = o[np.r_[True, ie_cl[o][1:] != ie_cl[o][:-1]]]
         lead[ie_cl[first_of]] = ie_seg[first_of]
+    st.by_id = by_id
     st.all_ids, st.deg, st.from_ref, st.ie_cl, st.ie_seg = all_ids, deg, from_ref, ie_cl, ie_seg
     st.int_classes, st.int_names, st.line_class, st.line_name = (
         int_classes,
@@ -489,7 +494,7 @@ def _assemble(st: _State) -> None:
     seg_chain, seg_geoms, seg_len, two_way = st.seg_chain, st.seg_geoms, st.seg_len, st.two_way
     # -- 7. assemble -------------------------------------------------------------------------
     sinuosity, turn = _curvature(seg_geoms, seg_len)
-    by_id = pc.sort_indices(all_ids).to_numpy()  # stable; bytewise = code point order
+    by_id = st.by_id
     is_seg = by_id < n_seg
     lead_line = seg_line[np.maximum(lead, 0)]
     unit_line = np.r_[seg_line, lead_line][by_id]  # the road line whose attributes it carries
