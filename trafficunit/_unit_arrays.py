@@ -165,7 +165,7 @@ def _join_strings(
         r = word_rank[enc.indices.to_numpy()]
     else:
         r = np.asarray(ranks, dtype=np.int64)[keep]
-    o = np.lexsort((r, k))
+    o = np.argsort(k * (int(r.max()) + 1) + r)  # by key, then value (one int64 sort)
     k, r = k[o], r[o]
     # drop repeats of (key, value): equal to the row before once sorted
     new = np.r_[True, (k[1:] != k[:-1]) | (r[1:] != r[:-1])]
@@ -275,6 +275,24 @@ def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:
     t = Transformer.from_crs(from_crs, to_crs, always_xy=True)
     x, y = t.transform(xy[:, 0], xy[:, 1])
     return np.column_stack([x, y])
+
+
+def _id_order(seg_hash: np.ndarray, int_hash: np.ndarray) -> np.ndarray | None:
+    """The order of the unit ids (segments, then intersections) as text, from their hashes.
+
+    An id is its prefix and the low 60 bits of its hash in base32 digits whose characters sort
+    as their values ("I" before "S"), so integers sort the ids as text. None if two ids are
+    equal (then :func:`_dedupe_ids` suffixes them and the text itself must be sorted).
+    """
+    low = np.uint64((1 << 60) - 1)
+    key = np.r_[
+        (np.asarray(seg_hash, dtype=np.uint64) & low) | np.uint64(1 << 60),
+        np.asarray(int_hash, dtype=np.uint64) & low,
+    ]
+    order = np.argsort(key, kind="stable")
+    if len(key) > 1 and (key[order][1:] == key[order][:-1]).any():
+        return None
+    return order
 
 
 def _dedupe_ids(seg_ids: np.ndarray, int_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from ._unit_arrays import (
     _curvature,
     _cut_at_vertices,
     _dedupe_ids,
+    _id_order,
     _join_strings,
     _line_ends,
     _node_codes,
@@ -275,6 +276,7 @@ def _even_split(st: _State) -> None:
     k_canon = np.where(two_way & flip[seg_chain], seg_n - 1 - seg_k, seg_k)
     seg_hash = _hash.combine(chain_hash[seg_chain], k_canon, seg_n)
     seg_ids = _hash.to_ids("S", seg_hash)
+    st.seg_hash = seg_hash
     st.seg_line, st.seg_chain, st.seg_geoms, st.seg_ids = seg_line, seg_chain, seg_geoms, seg_ids
     st.seg_len, st.seg_n, st.two_way = seg_len, seg_n, two_way
 
@@ -364,6 +366,7 @@ def _intersections(st: _State) -> None:
             _hash.hash_groups(jkeys_src[order, 1], cl_sorted, n_int),
         )
         int_ids = _hash.to_ids("I", int_hash)
+        st.int_hash = int_hash
         centre = np.column_stack(
             [
                 np.bincount(cluster, weights=junction_xy[:, 0]) / nodes_per_cluster,
@@ -375,6 +378,7 @@ def _intersections(st: _State) -> None:
         np.maximum.at(extent, cluster, spread)
     else:
         int_ids = np.zeros(0, dtype=object)
+        st.int_hash = np.zeros(0, dtype=np.uint64)
         centre = np.zeros((0, 2))
         extent = np.zeros(0)
     st.centre, st.end_cl, st.end_first = centre, end_cl, end_first
@@ -392,10 +396,13 @@ def _adjacency(st: _State) -> None:
     n_seg, seg_line, seg_ids, seg_len = st.n_seg, st.seg_line, st.seg_ids, st.seg_len
     lines, start_cl = st.lines, st.start_cl
     # -- 6. adjacency ----------------------------------------------------------------------
-    seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
+    by_id = _id_order(st.seg_hash, st.int_hash)
+    if by_id is None:  # equal ids (the same way twice): suffixed, then sorted as text
+        seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
     # every unit's id, segments then intersections: units refer to each other by position
     all_ids = pa.array(np.r_[seg_ids, int_ids], pa.string())
-    by_id = pc.sort_indices(all_ids).to_numpy()  # stable; bytewise = code point order
+    if by_id is None:
+        by_id = pc.sort_indices(all_ids).to_numpy()  # stable; bytewise = code point order
     id_rank = np.empty(len(by_id), dtype=np.int64)
     id_rank[by_id] = np.arange(len(by_id))  # ids are unique: their order sorts them as text
     # ends: (node, segment, is_start)
