@@ -24,10 +24,15 @@ def _node_ids(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (node id per coordinate, first coordinate index of each node).
     """
-    q = np.floor(xy / snap_m + 0.5).astype(np.int64)
-    keys = np.ascontiguousarray(q).view(np.dtype((np.void, 16))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return inverse.ravel(), first
+    # nodes are numbered in the byte order of their 16-byte (x, y) keys, as ``np.unique`` on
+    # them would (callers rely on the order): hash the keys, then sort only the distinct ones
+    codes, first = _node_codes(xy, snap_m)
+    q = np.floor(xy[first] / snap_m + 0.5).astype(np.int64)
+    swapped = np.ascontiguousarray(q).byteswap().view(np.uint64)  # bytewise = big-endian
+    order = np.lexsort((swapped[:, 1], swapped[:, 0]))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], first[order]
 
 
 def _node_codes(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +57,24 @@ def _node_codes(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
     top = np.maximum.accumulate(codes)
     first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
     return codes, first
+
+
+def _key_positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Row of the distinct integer pairs ``keys`` equal to each pair of ``query`` (-1: none).
+
+    Pairs become one int64 key when their range allows (a hash lookup on one column instead
+    of a two-level MultiIndex).
+    """
+    both = np.concatenate([keys, query])
+    if len(keys) and len(query):
+        lo = both.min(axis=0)
+        span = both.max(axis=0) - lo + 1
+        if float(span[0]) * float(span[1]) < 2.0**62:
+            k = (keys[:, 0] - lo[0]) * span[1] + (keys[:, 1] - lo[1])
+            q = (query[:, 0] - lo[0]) * span[1] + (query[:, 1] - lo[1])
+            return np.asarray(pd.Index(k).get_indexer(q), dtype=np.int64)
+    index = pd.MultiIndex.from_arrays([keys[:, 0], keys[:, 1]])
+    return np.asarray(index.get_indexer(pd.MultiIndex.from_arrays([query[:, 0], query[:, 1]])))
 
 
 def _cut_at_vertices(

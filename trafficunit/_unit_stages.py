@@ -22,6 +22,7 @@ from ._unit_arrays import (
     _dedupe_ids,
     _id_order,
     _join_strings,
+    _key_positions,
     _line_ends,
     _node_codes,
     _node_ids,
@@ -134,7 +135,7 @@ def _chain_pieces(st: _State) -> None:
     """
     cfg, degree, df, junction_node = st.cfg, st.degree, st.df, st.junction_node
     n_piece, p_end, p_start, piece_line = st.n_piece, st.p_end, st.p_start, st.piece_line
-    piece_of_v, psrc, pxy = st.piece_of_v, st.psrc, st.pxy
+    piece_of_v, pxy = st.piece_of_v, st.pxy
     # -- 3. chain pieces across degree-2 nodes with equal attributes ------------------------
     # attributes stay per road line (no geometry), taken per piece, chain or segment by index
     lines = pd.DataFrame(df.drop(columns=df.geometry.name))
@@ -331,9 +332,7 @@ def _intersections(st: _State) -> None:
     # map segment ends to clusters
     jkeys = np.floor(junction_xy / cfg.snap_m + 0.5).astype(np.int64)
     ekeys = np.floor(end_xy / cfg.snap_m + 0.5).astype(np.int64)
-    jk = pd.MultiIndex.from_arrays([jkeys[:, 0], jkeys[:, 1]])
-    ek = pd.MultiIndex.from_arrays([ekeys[:, 0], ekeys[:, 1]])
-    pos = jk.get_indexer(ek)
+    pos = _key_positions(jkeys, ekeys)
     end_cluster = np.where(pos >= 0, cluster[np.maximum(pos, 0)] if n_int else -1, -1)
     start_cl, end_cl = end_cluster[:n_seg], end_cluster[n_seg:]
     internal = (
@@ -509,9 +508,11 @@ def _assemble(st: _State) -> None:
     def num(seg_part: Any, int_part: Any) -> np.ndarray:
         return np.concatenate([np.asarray(seg_part), np.asarray(int_part)])[by_id]
 
-    def text(seg_part: pa.Array, int_part: Any) -> Any:
-        both = pa.concat_arrays([_arrow_strings(seg_part), _arrow_strings(int_part)])
-        return pd.StringDtype().__from_arrow__(both.take(pa.array(by_id)))
+    def text(seg_values: pa.Array, seg_index: np.ndarray, int_part: pa.Array) -> Any:
+        # segments take seg_values[seg_index], intersections int_part: one take in id order
+        both = pa.concat_arrays([_arrow_strings(seg_values), _arrow_strings(int_part)])
+        idx = np.r_[seg_index, len(seg_values) + np.arange(n_int)][by_id]
+        return pd.StringDtype().__from_arrow__(both.take(pa.array(idx)))
 
     def refs(seg_part: np.ndarray) -> Any:
         return pd.StringDtype().__from_arrow__(
@@ -530,31 +531,32 @@ def _assemble(st: _State) -> None:
     top_class = lines["road_class"].astype("string").take(lead_line)
     influence = top_class.map(cfg.influence_m_by_class).astype(float)
     influence = influence.fillna(cfg.default_influence_m).to_numpy()
-    seg_osm = chain_osm.take(pa.array(seg_chain))
+    # an intersection's source ways: those of the segments ending there
+    int_osm = _join_strings(ie_cl, chain_osm.take(pa.array(seg_chain[ie_seg])), n_int)
     cols: dict[str, Any] = {
         "kind": pd.Series(["segment", "intersection"]).astype(str).array.take(1 - is_seg),
         "length_m": num(seg_len, np.zeros(n_int)),
         "radius_m": num(np.full(n_seg, np.nan), influence + extent),
         "road_class": lines["road_class"].astype(str).take(unit_line).array,
         "ramp": line_bool("ramp"),
-        "name": text(st.line_name.take(pa.array(seg_line)), st.int_names),
+        "name": text(st.line_name, seg_line, st.int_names),
         "ref": line_text("ref"),
         "maxspeed_kmh": line_num("maxspeed_kmh"),
         "lanes": line_num("lanes"),
         "oneway": np.where(is_seg, st.line_oneway[unit_line], False),
-        "direction": text(pa.array(np.where(two_way, "both", "forward")), pa.nulls(n_int)),
+        "direction": text(pa.array(["both", "forward"]), 1 - two_way, pa.nulls(n_int)),
         "lit": np.asarray(lines["lit"].to_numpy()[unit_line], dtype=object),
         "sidewalk": line_text("sidewalk"),
         "surface": line_text("surface"),
         "bridge": line_bool("bridge"),
         "tunnel": line_bool("tunnel"),
-        "osm_ids": text(seg_osm, _join_strings(ie_cl, seg_osm.take(pa.array(ie_seg)), n_int)),
+        "osm_ids": text(chain_osm, seg_chain, int_osm),
         "from_unit": refs(st.from_ref),
         "to_unit": refs(st.to_ref),
         "junction_id": refs(st.junction_ref),
         "degree": num(np.zeros(n_seg, dtype=np.int64), deg.astype(np.int64)),
-        "road_classes": text(st.line_class.take(pa.array(seg_line)), st.int_classes),
-        "neighbours": text(st.seg_neigh, st.int_neigh),
+        "road_classes": text(st.line_class, seg_line, st.int_classes),
+        "neighbours": text(st.seg_neigh, np.arange(n_seg), st.int_neigh),
         "sinuosity": num(sinuosity, np.full(n_int, np.nan)),
         "turn_deg_per_km": num(turn, np.full(n_int, np.nan)),
     }
