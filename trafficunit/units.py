@@ -138,8 +138,8 @@ def build_units(
     geographic = bool(in_crs.is_geographic)
     mcrs = metric_crs(df, crs)
     src_xy = shapely.get_coordinates(df.geometry.values)
-    metric = df.to_crs(mcrs)
-    xy, line = shapely.get_coordinates(metric.geometry.values, return_index=True)
+    metric = df.geometry.to_crs(mcrs)  # the lines only: no copy of their attributes
+    xy, line = shapely.get_coordinates(metric.values, return_index=True)
     bar.update()
     st = _State()
     st.cfg, st.df, st.dropped, st.roads = cfg, df, dropped, roads
