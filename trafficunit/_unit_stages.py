@@ -85,6 +85,11 @@ class _State:
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
 
+    def release(self, *names: str) -> None:
+        """Let go of arrays no later stage reads (the peak memory of a large build)."""
+        for name in names:
+            object.__delattr__(self, name)
+
 
 def _nodes(st: _State) -> None:
     """Nodes: snap vertices, drop repeats and degenerate lines, count road ends; cut at
@@ -127,6 +132,7 @@ def _nodes(st: _State) -> None:
     st.degree, st.junction_node, st.n_nodes, st.n_piece = degree, junction_node, n_nodes, n_piece
     st.p_end, st.p_first, st.p_last, st.p_start = p_end, p_first, p_last, p_start
     st.piece_line, st.piece_of_v, st.psrc, st.pxy = piece_line, piece_of_v, psrc, pxy
+    st.release("xy", "src_xy", "line")
 
 
 def _chain_pieces(st: _State) -> None:
@@ -257,6 +263,7 @@ def _chain_fix(st: _State) -> None:
 
     ring_of_node, chain_ring = _rings(lines, piece_line, p_start, p_end, chain, n_nodes, n_chain)
     st.chain_line, st.chain_geoms, st.chain_hash = chain_line, chain_geoms, chain_hash
+    st.release("piece_geoms", "psrc")
     st.chain_osm, st.chain_ring, st.ring_of_node = chain_osm, chain_ring, ring_of_node
 
 
@@ -280,6 +287,7 @@ def _even_split(st: _State) -> None:
     st.seg_hash = seg_hash
     st.seg_line, st.seg_chain, st.seg_geoms, st.seg_ids = seg_line, seg_chain, seg_geoms, seg_ids
     st.seg_len, st.seg_n, st.two_way = seg_len, seg_n, two_way
+    st.release("chain_geoms")
 
 
 def _intersections(st: _State) -> None:
@@ -287,7 +295,7 @@ def _intersections(st: _State) -> None:
     them, their ids, centres and extents.
     """
     cfg, chain_ring, geographic, in_crs = st.cfg, st.chain_ring, st.geographic, st.in_crs
-    junction_node, metric, p_end, p_first = st.junction_node, st.metric, st.p_end, st.p_first
+    junction_node, mcrs, p_end, p_first = st.junction_node, st.mcrs, st.p_end, st.p_first
     p_last, p_start, pxy, ring_of_node = st.p_last, st.p_start, st.pxy, st.ring_of_node
     seg_chain, seg_geoms, seg_len, seg_n = st.seg_chain, st.seg_geoms, st.seg_len, st.seg_n
     from scipy.sparse import coo_matrix
@@ -356,7 +364,7 @@ def _intersections(st: _State) -> None:
     link_cl = np.where(ring_link, ring_cl, start_cl)
     # intersection ids: hash of member node keys (input CRS, rounded)
     if n_int:
-        j_src = _src_coords(junction_xy, metric.crs, in_crs)
+        j_src = _src_coords(junction_xy, mcrs, in_crs)
         jkeys_src = _coord_keys(j_src, geographic)
         order = np.lexsort((jkeys_src[:, 1], jkeys_src[:, 0], cluster))
         cl_sorted = cluster[order]
@@ -595,7 +603,7 @@ def _assemble(st: _State) -> None:
     )
     units.attrs["report"] = UnitsReport(
         roads_in=len(st.roads),
-        road_length_km=float(shapely.length(st.metric.values).sum() / 1000.0),
+        road_length_km=st.road_length_km,
         dropped=dropped,
         segments=n_seg,
         intersections=n_int,
