@@ -35,6 +35,12 @@ def _node_ids(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
     return rank[codes], first[order]
 
 
+def _span(q: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Lowest value and number of values (Python ints: no overflow) of each column of ``q``."""
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    return lo, [int(hi[i]) - int(lo[i]) + 1 for i in range(q.shape[1])]
+
+
 def _node_codes(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`_node_ids`, but nodes numbered in order of first appearance (hashing, no sort).
 
@@ -44,14 +50,13 @@ def _node_codes(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
     q = np.floor(xy / snap_m + 0.5).astype(np.int64)
     if len(q) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    lo = q.min(axis=0)
-    span = q.max(axis=0) - lo + 1
-    if float(span[0]) * float(span[1]) < 2.0**62:  # one int64 key per grid cell
+    lo, span = _span(q)
+    if span[0] * span[1] < 2**62:  # one int64 key per grid cell
         codes = pd.factorize((q[:, 0] - lo[0]) * span[1] + (q[:, 1] - lo[1]))[0]
     else:
-        cx, ux = pd.factorize(q[:, 0])
-        cy = pd.factorize(q[:, 1])[0]
-        codes = pd.factorize(cx.astype(np.int64) * len(ux) + cy)[0]
+        cx = pd.factorize(q[:, 0])[0].astype(np.int64)
+        cy, uy = pd.factorize(q[:, 1])
+        codes = pd.factorize(cx * len(uy) + cy)[0]
     codes = codes.astype(np.int64)
     # codes appear in increasing order: a node's first coordinate is where the running max grows
     top = np.maximum.accumulate(codes)
@@ -67,9 +72,8 @@ def _key_positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """
     both = np.concatenate([keys, query])
     if len(keys) and len(query):
-        lo = both.min(axis=0)
-        span = both.max(axis=0) - lo + 1
-        if float(span[0]) * float(span[1]) < 2.0**62:
+        lo, span = _span(both)
+        if span[0] * span[1] < 2**62:
             k = (keys[:, 0] - lo[0]) * span[1] + (keys[:, 1] - lo[1])
             q = (query[:, 0] - lo[0]) * span[1] + (query[:, 1] - lo[1])
             return np.asarray(pd.Index(k).get_indexer(q), dtype=np.int64)
