@@ -473,6 +473,11 @@ def _adjacency(st: _State) -> None:
     st.seg_neigh, st.to_ref = seg_neigh, to_ref
 
 
+def _as_string(values: pa.Array) -> Any:
+    """A pandas ``string`` array holding an Arrow string array (no Python objects)."""
+    return values.to_pandas(types_mapper=lambda _: pd.StringDtype()).array
+
+
 def _lead_segments(
     ie_cl: np.ndarray, ie_seg: np.ndarray, rank: np.ndarray, seg_len: np.ndarray, n_int: int
 ) -> np.ndarray:
@@ -544,12 +549,10 @@ def _assemble(st: _State) -> None:
         # segments take seg_values[seg_index], intersections int_part: one take in id order
         both = pa.concat_arrays([_arrow_strings(seg_values), _arrow_strings(int_part)])
         idx = np.r_[seg_index, len(seg_values) + np.arange(n_int)][by_id]
-        return pd.StringDtype().__from_arrow__(both.take(pa.array(idx)))
+        return _as_string(both.take(pa.array(idx)))
 
     def refs(seg_part: np.ndarray) -> Any:
-        return pd.StringDtype().__from_arrow__(
-            _take(all_ids, num(seg_part, np.full(n_int, -1, dtype=np.int64)))
-        )
+        return _as_string(_take(all_ids, num(seg_part, np.full(n_int, -1, dtype=np.int64))))
 
     def line_text(col: str) -> Any:
         return lines[col].astype("string").take(unit_line).array
