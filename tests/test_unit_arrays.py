@@ -155,3 +155,29 @@ def test_key_positions_find_equal_pairs(keys: np.ndarray, query: np.ndarray) -> 
     rows = {tuple(k): i for i, k in enumerate(keys.tolist())}
     expected = [rows.get(tuple(q), -1) for q in query.tolist()]
     assert _key_positions(keys, query).tolist() == expected
+
+
+def test_the_same_way_twice_gets_suffixed_sorted_ids() -> None:
+    """Equal ids (a way drawn twice) take the text path: suffixed, unique, sorted as text."""
+    import geopandas as gpd
+    import shapely
+
+    import trafficunit as tu
+
+    lines = [
+        shapely.LineString([(0, 0), (100, 0), (200, 0)]),
+        shapely.LineString([(100, -100), (100, 0), (100, 100)]),
+        shapely.LineString([(100, -100), (100, 0), (100, 100)]),  # the same way again
+    ]
+    roads = gpd.GeoDataFrame(
+        {"osm_id": [1, 2, 2], "highway": ["residential"] * 3}, geometry=lines, crs=3067
+    )
+    units = tu.build_units(roads, max_length_m=500)
+    ids = units.index.tolist()
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids, key=lambda s: s.encode())
+    suffixed = [i for i in ids if "-" in i]
+    assert suffixed and all(i.rsplit("-", 1)[0] in ids for i in suffixed)
+    # every neighbour named is a unit of the table
+    named = {n for v in units["neighbours"].dropna() for n in v.split(";")}
+    assert named <= set(ids)
