@@ -56,8 +56,11 @@ def combine(*parts: np.ndarray) -> np.ndarray:
 def to_ids(prefix: str, h: np.ndarray, *, length: int = 12) -> np.ndarray:
     """Format uint64 hashes as ``prefix`` + ``length`` Crockford base32 characters."""
     h = np.asarray(h, dtype=np.uint64)
-    shifts = np.arange(length - 1, -1, -1, dtype=np.uint64) * np.uint64(5)
-    digits = ((h[:, None] >> shifts[None, :]) & np.uint64(31)).astype(np.intp)
-    chars = _ALPHABET[digits]  # (n, length) uint8
-    body = np.ascontiguousarray(chars).view(f"S{length}").ravel().astype(str)
-    return np.char.add(prefix, body).astype(object)
+    head = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
+    width = len(head) + length
+    chars = np.empty((len(h), width), dtype=np.uint8)
+    chars[:, : len(head)] = head
+    for i in range(length):  # one column of digits at a time (most significant first)
+        digit = (h >> np.uint64(5 * (length - 1 - i))) & np.uint64(31)
+        chars[:, len(head) + i] = _ALPHABET[digit.astype(np.intp)]
+    return chars.view(f"S{width}").ravel().astype(f"U{width}").astype(object)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from .settings import ROAD_CLASS_RANK
@@ -22,10 +24,61 @@ def _node_ids(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (node id per coordinate, first coordinate index of each node).
     """
+    # nodes are numbered in the byte order of their 16-byte (x, y) keys, as ``np.unique`` on
+    # them would (callers rely on the order): hash the keys, then sort only the distinct ones
+    codes, first = _node_codes(xy, snap_m)
+    q = np.floor(xy[first] / snap_m + 0.5).astype(np.int64)
+    swapped = np.ascontiguousarray(q).byteswap().view(np.uint64)  # bytewise = big-endian
+    order = np.lexsort((swapped[:, 1], swapped[:, 0]))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], first[order]
+
+
+def _span(q: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Lowest value and number of values (Python ints: no overflow) of each column of ``q``."""
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    return lo, [int(hi[i]) - int(lo[i]) + 1 for i in range(q.shape[1])]
+
+
+def _node_codes(xy: np.ndarray, snap_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`_node_ids`, but nodes numbered in order of first appearance (hashing, no sort).
+
+    For callers that use node numbers only to tell nodes apart: several times faster than
+    sorting 16-byte keys on millions of vertices.
+    """
     q = np.floor(xy / snap_m + 0.5).astype(np.int64)
-    keys = np.ascontiguousarray(q).view(np.dtype((np.void, 16))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return inverse.ravel(), first
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo, span = _span(q)
+    if span[0] * span[1] < 2**62:  # one int64 key per grid cell
+        codes = pd.factorize((q[:, 0] - lo[0]) * span[1] + (q[:, 1] - lo[1]))[0]
+    else:
+        cx = pd.factorize(q[:, 0])[0].astype(np.int64)
+        cy, uy = pd.factorize(q[:, 1])
+        codes = pd.factorize(cx * len(uy) + cy)[0]
+    codes = codes.astype(np.int64)
+    # codes appear in increasing order: a node's first coordinate is where the running max grows
+    top = np.maximum.accumulate(codes)
+    first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
+    return codes, first
+
+
+def _key_positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Row of the distinct integer pairs ``keys`` equal to each pair of ``query`` (-1: none).
+
+    Pairs become one int64 key when their range allows (a hash lookup on one column instead
+    of a two-level MultiIndex).
+    """
+    both = np.concatenate([keys, query])
+    if len(keys) and len(query):
+        lo, span = _span(both)
+        if span[0] * span[1] < 2**62:
+            k = (keys[:, 0] - lo[0]) * span[1] + (keys[:, 1] - lo[1])
+            q = (query[:, 0] - lo[0]) * span[1] + (query[:, 1] - lo[1])
+            return np.asarray(pd.Index(k).get_indexer(q), dtype=np.int64)
+    index = pd.MultiIndex.from_arrays([keys[:, 0], keys[:, 1]])
+    return np.asarray(index.get_indexer(pd.MultiIndex.from_arrays([query[:, 0], query[:, 1]])))
 
 
 def _cut_at_vertices(
@@ -111,41 +164,71 @@ def _coord_keys(xy: np.ndarray, geographic: bool) -> np.ndarray:
     return np.floor(xy * scale + 0.5).astype(np.int64)
 
 
-def _join_strings(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+def _join_strings(
+    keys: np.ndarray, values: Any, n: int, *, ranks: np.ndarray | None = None
+) -> pa.Array:
     """';'-join ``values`` grouped by integer ``keys`` (0..n-1), sorted, deduplicated.
 
-    Vectorised with pyarrow's ``binary_join`` over a list array: no per-group Python.
+    ``values`` is a pyarrow string array or a numpy array of strings (missing: None/NaN/NA).
+    ``ranks``, if given, are integers in the values' (bytewise) string order, equal exactly
+    for equal values (e.g. each unit id's position in sorted order); otherwise they come from
+    the values' dictionary. Returns a pyarrow string array of length ``n``, null where a key
+    has no non-empty value. Integer sorts and pyarrow's ``binary_join`` over a list array: no
+    per-group Python, no string sort of the whole column.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out = np.full(n, None, dtype=object)
     if len(keys) == 0:
-        return out
-    vals = pa.array(values, pa.string(), from_pandas=True)
-    keep = pc.fill_null(pc.not_equal(vals, ""), False)
-    if not pc.any(keep).as_py():
-        return out
-    table = pa.table({"k": pa.array(np.asarray(keys, dtype=np.int64)), "v": vals}).filter(keep)
-    table = table.take(pc.sort_indices(table, [("k", "ascending"), ("v", "ascending")]))
-    k = table.column("k").to_numpy()
-    v = table.column("v").combine_chunks()
+        return pa.nulls(n, pa.string())
+    vals = _arrow_strings(values)
+    keep = pc.fill_null(pc.not_equal(vals, ""), False).to_numpy(zero_copy_only=False)
+    if not keep.any():
+        return pa.nulls(n, pa.string())
+    k = np.asarray(keys, dtype=np.int64)[keep]
+    vals = vals.filter(pa.array(keep))
+    if ranks is None:
+        enc = pc.dictionary_encode(vals)
+        words = enc.dictionary
+        word_rank = np.empty(len(words), dtype=np.int64)
+        word_rank[pc.sort_indices(words).to_numpy()] = np.arange(len(words))
+        r = word_rank[enc.indices.to_numpy()]
+    else:
+        r = np.asarray(ranks, dtype=np.int64)[keep]
+    o = np.argsort(k * (int(r.max()) + 1) + r)  # by key, then value (one int64 sort)
+    k, r = k[o], r[o]
     # drop repeats of (key, value): equal to the row before once sorted
-    dup = np.zeros(len(k), dtype=bool)
-    if len(k) > 1:
-        same_v = pc.equal(v.slice(1), v.slice(0, len(v) - 1)).to_numpy(zero_copy_only=False)
-        dup[1:] = (k[1:] == k[:-1]) & same_v
-    k, v = k[~dup], v.filter(pa.array(~dup))
+    new = np.r_[True, (k[1:] != k[:-1]) | (r[1:] != r[:-1])]
+    k, v = k[new], vals.take(pa.array(o[new]))
     present, counts = np.unique(k, return_counts=True)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
     lists = pa.ListArray.from_arrays(pa.array(offsets), v)
-    joined = pc.binary_join(lists, ";").to_numpy(zero_copy_only=False)
-    out[present] = joined
-    return out
+    joined = pc.binary_join(lists, ";")
+    return _take_or_null(joined, present, n)
+
+
+def _arrow_strings(values: Any) -> pa.Array:
+    """A pyarrow string array of ``values`` (a pyarrow array, or numpy strings/None/NaN)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == pa.string() else values.cast(pa.string())
+    return pa.array(values, pa.string(), from_pandas=True)
+
+
+def _take_or_null(values: pa.Array, where: np.ndarray, n: int) -> pa.Array:
+    """An array of length ``n`` holding ``values`` at positions ``where``, null elsewhere."""
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[where] = np.arange(len(where))
+    return values.take(pa.array(pos, mask=pos < 0))
+
+
+def _take(values: pa.Array, idx: np.ndarray) -> pa.Array:
+    """``values`` at integer positions ``idx`` (-1: null)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return values.take(pa.array(idx, mask=idx < 0) if (idx < 0).any() else pa.array(idx))
 
 
 def _rings(
-    attrs: pd.DataFrame,
+    lines: pd.DataFrame,
+    piece_line: np.ndarray,
     p_start: np.ndarray,
     p_end: np.ndarray,
     chain: np.ndarray,
@@ -155,6 +238,7 @@ def _rings(
     """Closed rings that are one junction: roundabouts (``junction=roundabout``/``circular``)
     and named squares (``place=square``, or a named ``area=yes`` ring).
 
+    ``lines`` holds the attributes of the road lines, ``piece_line`` the line of each piece.
     Returns the ring number of every node (-1 off a ring) and of every chain (-1: none). A
     ring is closed when each of its nodes has exactly two of its piece ends (a cycle).
     """
@@ -162,19 +246,22 @@ def _rings(
     chain_ring = np.full(n_chain, -1, dtype=np.int64)
 
     def text(col: str) -> pd.Series:
-        if col not in attrs.columns:
-            return pd.Series(pd.NA, index=attrs.index, dtype="string")
-        return attrs[col].astype("string").str.strip().str.lower()
+        if col not in lines.columns:
+            return pd.Series(pd.NA, index=lines.index, dtype="string")
+        return lines[col].astype("string").str.strip().str.lower()
 
+    # flags per line, then per piece
     junction = text("junction")
-    name = attrs["name"].astype("string").str.strip() if "name" in attrs.columns else text("")
+    name = lines["name"].astype("string").str.strip() if "name" in lines.columns else text("")
     rb = junction.isin(["roundabout", "circular"]).fillna(False).to_numpy(dtype=bool)
     square = ((text("place") == "square") | (text("area") == "yes")).fillna(False).to_numpy(bool)
     square &= name.notna().to_numpy() & ~rb
+    rb, square = rb[piece_line], square[piece_line]
     flagged = np.flatnonzero(rb | square)
     if len(flagged) == 0:
         return ring_of_node, chain_ring
-    group = np.where(rb[flagged], "\x00roundabout", "square:" + name.fillna("").to_numpy()[flagged])
+    piece_name = name.fillna("").to_numpy()[piece_line[flagged]]
+    group = np.where(rb[flagged], "\x00roundabout", "square:" + piece_name)
     _, gkey = np.unique(group.astype(str), return_inverse=True)
     # pieces of one group sharing a node are one ring candidate
     ends = pd.DataFrame(
@@ -215,6 +302,24 @@ def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:
     t = Transformer.from_crs(from_crs, to_crs, always_xy=True)
     x, y = t.transform(xy[:, 0], xy[:, 1])
     return np.column_stack([x, y])
+
+
+def _id_order(seg_hash: np.ndarray, int_hash: np.ndarray) -> np.ndarray | None:
+    """The order of the unit ids (segments, then intersections) as text, from their hashes.
+
+    An id is its prefix and the low 60 bits of its hash in base32 digits whose characters sort
+    as their values ("I" before "S"), so integers sort the ids as text. None if two ids are
+    equal (then :func:`_dedupe_ids` suffixes them and the text itself must be sorted).
+    """
+    low = np.uint64((1 << 60) - 1)
+    key = np.r_[
+        (np.asarray(seg_hash, dtype=np.uint64) & low) | np.uint64(1 << 60),
+        np.asarray(int_hash, dtype=np.uint64) & low,
+    ]
+    order = np.argsort(key, kind="stable")
+    if len(key) > 1 and (key[order][1:] == key[order][:-1]).any():
+        return None
+    return order
 
 
 def _dedupe_ids(seg_ids: np.ndarray, int_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,22 +8,29 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from . import _hash
 from ._errors import ValidationError
 from ._unit_arrays import (
+    _arrow_strings,
     _coord_keys,
     _curvature,
     _cut_at_vertices,
     _dedupe_ids,
+    _id_order,
     _join_strings,
+    _key_positions,
     _line_ends,
+    _node_codes,
     _node_ids,
     _rank,
     _rings,
     _split_even,
     _src_coords,
+    _take,
 )
 from .network import COLUMNS
 
@@ -78,6 +85,11 @@ class _State:
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
 
+    def release(self, *names: str) -> None:
+        """Let go of arrays no later stage reads (the peak memory of a large build)."""
+        for name in names:
+            object.__delattr__(self, name)
+
 
 def _nodes(st: _State) -> None:
     """Nodes: snap vertices, drop repeats and degenerate lines, count road ends; cut at
@@ -85,7 +97,7 @@ def _nodes(st: _State) -> None:
     """
     cfg, df, dropped, line, src_xy, xy = st.cfg, st.df, st.dropped, st.line, st.src_xy, st.xy
     # -- 1. nodes --------------------------------------------------------------------------
-    node, node_first = _node_ids(xy, cfg.snap_m)
+    node, node_first = _node_codes(xy, cfg.snap_m)
     xy = xy[node_first][node]  # snap every vertex to its node's coordinate
     src_xy = src_xy[node_first][node]
     # drop consecutive repeats inside a line
@@ -120,6 +132,7 @@ def _nodes(st: _State) -> None:
     st.degree, st.junction_node, st.n_nodes, st.n_piece = degree, junction_node, n_nodes, n_piece
     st.p_end, st.p_first, st.p_last, st.p_start = p_end, p_first, p_last, p_start
     st.piece_line, st.piece_of_v, st.psrc, st.pxy = piece_line, piece_of_v, psrc, pxy
+    st.release("xy", "src_xy", "line")
 
 
 def _chain_pieces(st: _State) -> None:
@@ -128,13 +141,15 @@ def _chain_pieces(st: _State) -> None:
     """
     cfg, degree, df, junction_node = st.cfg, st.degree, st.df, st.junction_node
     n_piece, p_end, p_start, piece_line = st.n_piece, st.p_end, st.p_start, st.piece_line
-    piece_of_v, psrc, pxy = st.piece_of_v, st.psrc, st.pxy
+    piece_of_v, pxy = st.piece_of_v, st.pxy
     # -- 3. chain pieces across degree-2 nodes with equal attributes ------------------------
-    attrs = df.iloc[piece_line].reset_index(drop=True)
+    # attributes stay per road line (no geometry), taken per piece, chain or segment by index
+    lines = pd.DataFrame(df.drop(columns=df.geometry.name))
     key_cols = list(dict.fromkeys([*cfg.split_on, "name", "ref", "oneway"]))
-    key = attrs[key_cols].astype(object).where(attrs[key_cols].notna(), "\x00na").astype(str)
-    merge_key = key.groupby(key_cols, sort=False).ngroup().to_numpy()
-    oneway = attrs["oneway"].fillna(False).astype(bool).to_numpy()
+    key = lines[key_cols].astype(object).where(lines[key_cols].notna(), "\x00na").astype(str)
+    merge_key = key.groupby(key_cols, sort=False).ngroup().to_numpy()[piece_line]
+    line_oneway = lines["oneway"].fillna(False).astype(bool).to_numpy()
+    oneway = line_oneway[piece_line]
     ends_node = np.r_[p_start, p_end]
     ends_piece = np.r_[np.arange(n_piece), np.arange(n_piece)]
     ends_is_start = np.r_[np.ones(n_piece, bool), np.zeros(n_piece, bool)]
@@ -158,7 +173,6 @@ def _chain_pieces(st: _State) -> None:
     _, chain = np.unique(comp, return_inverse=True)
     n_chain = int(chain.max()) + 1
     piece_geoms = shapely.linestrings(pxy, indices=piece_of_v)
-    piece_src = shapely.linestrings(psrc, indices=piece_of_v)
     piece_len = shapely.length(piece_geoms)
     multi = np.bincount(chain, minlength=n_chain) > 1
     chain_geoms = np.empty(n_chain, dtype=object)
@@ -180,20 +194,23 @@ def _chain_pieces(st: _State) -> None:
         if (~d).any():
             merged[~d] = shapely.line_merge(mls[~d])
         chain_geoms[chains_multi] = merged
-    st.attrs, st.chain, st.chain_geoms, st.ends_piece = attrs, chain, chain_geoms, ends_piece
+    st.lines, st.line_oneway = lines, line_oneway
+    st.chain, st.chain_geoms, st.ends_piece = chain, chain_geoms, ends_piece
     st.joint, st.n_chain, st.ok, st.order_joint, st.pair = joint, n_chain, ok, order_joint, pair
-    st.piece_geoms, st.piece_len, st.piece_src = piece_geoms, piece_len, piece_src
+    st.piece_geoms, st.piece_len = piece_geoms, piece_len
 
 
 def _chain_fix(st: _State) -> None:
     """Closed rings start at their junction; failed merges fall back to pieces; chain
     attributes, source ways, content hashes and rings.
     """
-    attrs, chain, chain_geoms, ends_piece = st.attrs, st.chain, st.chain_geoms, st.ends_piece
+    lines, chain, chain_geoms, ends_piece = st.lines, st.chain, st.chain_geoms, st.ends_piece
+    piece_line = st.piece_line
     geographic, joint, n_chain, n_nodes = st.geographic, st.joint, st.n_chain, st.n_nodes
     n_piece, ok, order_joint, p_end = st.n_piece, st.ok, st.order_joint, st.p_end
     p_first, p_last, p_start, pair = st.p_first, st.p_last, st.p_start, st.pair
-    piece_geoms, piece_len, piece_src, pxy = st.piece_geoms, st.piece_len, st.piece_src, st.pxy
+    piece_geoms, piece_len, psrc, pxy = st.piece_geoms, st.piece_len, st.psrc, st.pxy
+    piece_of_v = st.piece_of_v
     # a chain that closes a ring at a junction must start and end there, whereas line_merge
     # may have started the ring anywhere (and so passed through the junction)
     joined_end = np.zeros(2 * n_piece, dtype=bool)
@@ -229,35 +246,36 @@ def _chain_fix(st: _State) -> None:
     # attributes of a chain: its longest piece
     order = np.lexsort((-piece_len, chain))
     lead_piece = order[np.r_[True, chain[order][1:] != chain[order][:-1]]]
-    chain_attrs = attrs.iloc[lead_piece].reset_index(drop=True)
-    osm = attrs["osm_id"].astype("Int64").astype("string").to_numpy()
-    chain_osm = _join_strings(chain, osm, n_chain)
+    chain_line = piece_line[lead_piece]
+    line_osm = pa.array(lines["osm_id"].astype("Int64").astype("string"))
+    chain_osm = _join_strings(chain, line_osm.take(piece_line), n_chain)
     # content hash of each chain: its source ways + its source coordinates (rounded)
-    piece_keys = _coord_keys(shapely.get_coordinates(piece_src), geographic)
-    pk_piece = shapely.get_coordinates(piece_src, return_index=True)[1]
+    piece_keys = _coord_keys(psrc, geographic)
+    pk_piece = piece_of_v
     piece_hash = _hash.combine(
         _hash.hash_groups(piece_keys[:, 0], pk_piece, n_piece),
         _hash.hash_groups(piece_keys[:, 1], pk_piece, n_piece),
-        pd.to_numeric(attrs["osm_id"], errors="coerce").fillna(-1).to_numpy(np.int64),
+        pd.to_numeric(lines["osm_id"], errors="coerce").fillna(-1).to_numpy(np.int64)[piece_line],
     )
     # a chain's hash must not depend on piece order: xor of its pieces' hashes
     chain_hash = np.zeros(n_chain, dtype=np.uint64)
     np.bitwise_xor.at(chain_hash, chain, piece_hash)
 
-    ring_of_node, chain_ring = _rings(attrs, p_start, p_end, chain, n_nodes, n_chain)
-    st.chain_attrs, st.chain_geoms, st.chain_hash = chain_attrs, chain_geoms, chain_hash
+    ring_of_node, chain_ring = _rings(lines, piece_line, p_start, p_end, chain, n_nodes, n_chain)
+    st.chain_line, st.chain_geoms, st.chain_hash = chain_line, chain_geoms, chain_hash
+    st.release("piece_geoms", "psrc")
     st.chain_osm, st.chain_ring, st.ring_of_node = chain_osm, chain_ring, ring_of_node
 
 
 def _even_split(st: _State) -> None:
     """Cut each chain evenly into segments no longer than ``max_length_m``; their ids."""
-    cfg, chain_attrs, chain_geoms = st.cfg, st.chain_attrs, st.chain_geoms
+    cfg, chain_line, chain_geoms = st.cfg, st.chain_line, st.chain_geoms
     chain_hash = st.chain_hash
     # -- 4. even split ---------------------------------------------------------------------
     seg_geoms, seg_chain, seg_k, seg_n = _split_even(chain_geoms, cfg.max_length_m)
-    seg_attrs = chain_attrs.iloc[seg_chain].reset_index(drop=True)
+    seg_line = chain_line[seg_chain]  # the road line whose attributes a segment carries
     seg_len = shapely.length(seg_geoms)
-    two_way = ~seg_attrs["oneway"].fillna(False).astype(bool).to_numpy()
+    two_way = ~st.line_oneway[seg_line]
     # canonical piece number for two-way chains: count from the end with the lower node key
     c_start, c_end = _line_ends(chain_geoms)
     sx, sy = c_start[:, 0], c_start[:, 1]
@@ -266,8 +284,10 @@ def _even_split(st: _State) -> None:
     k_canon = np.where(two_way & flip[seg_chain], seg_n - 1 - seg_k, seg_k)
     seg_hash = _hash.combine(chain_hash[seg_chain], k_canon, seg_n)
     seg_ids = _hash.to_ids("S", seg_hash)
-    st.seg_attrs, st.seg_chain, st.seg_geoms, st.seg_ids = seg_attrs, seg_chain, seg_geoms, seg_ids
+    st.seg_hash = seg_hash
+    st.seg_line, st.seg_chain, st.seg_geoms, st.seg_ids = seg_line, seg_chain, seg_geoms, seg_ids
     st.seg_len, st.seg_n, st.two_way = seg_len, seg_n, two_way
+    st.release("chain_geoms")
 
 
 def _intersections(st: _State) -> None:
@@ -275,7 +295,7 @@ def _intersections(st: _State) -> None:
     them, their ids, centres and extents.
     """
     cfg, chain_ring, geographic, in_crs = st.cfg, st.chain_ring, st.geographic, st.in_crs
-    junction_node, metric, p_end, p_first = st.junction_node, st.metric, st.p_end, st.p_first
+    junction_node, mcrs, p_end, p_first = st.junction_node, st.mcrs, st.p_end, st.p_first
     p_last, p_start, pxy, ring_of_node = st.p_last, st.p_start, st.pxy, st.ring_of_node
     seg_chain, seg_geoms, seg_len, seg_n = st.seg_chain, st.seg_geoms, st.seg_len, st.seg_n
     from scipy.sparse import coo_matrix
@@ -285,7 +305,7 @@ def _intersections(st: _State) -> None:
     s_start, s_end = _line_ends(seg_geoms)
     n_seg = len(seg_geoms)
     end_xy = np.concatenate([s_start, s_end])
-    end_node_local, end_first = _node_ids(end_xy, cfg.snap_m)
+    end_node_local, end_first = _node_codes(end_xy, cfg.snap_m)
     # junction nodes: the piece ends that lie on a node where three or more road ends meet
     jxy = pxy[p_first][junction_node[p_start]]
     jxy = np.concatenate([jxy, pxy[p_last][junction_node[p_end]]])
@@ -320,9 +340,7 @@ def _intersections(st: _State) -> None:
     # map segment ends to clusters
     jkeys = np.floor(junction_xy / cfg.snap_m + 0.5).astype(np.int64)
     ekeys = np.floor(end_xy / cfg.snap_m + 0.5).astype(np.int64)
-    jk = pd.MultiIndex.from_arrays([jkeys[:, 0], jkeys[:, 1]])
-    ek = pd.MultiIndex.from_arrays([ekeys[:, 0], ekeys[:, 1]])
-    pos = jk.get_indexer(ek)
+    pos = _key_positions(jkeys, ekeys)
     end_cluster = np.where(pos >= 0, cluster[np.maximum(pos, 0)] if n_int else -1, -1)
     start_cl, end_cl = end_cluster[:n_seg], end_cluster[n_seg:]
     internal = (
@@ -346,7 +364,7 @@ def _intersections(st: _State) -> None:
     link_cl = np.where(ring_link, ring_cl, start_cl)
     # intersection ids: hash of member node keys (input CRS, rounded)
     if n_int:
-        j_src = _src_coords(junction_xy, metric.crs, in_crs)
+        j_src = _src_coords(junction_xy, mcrs, in_crs)
         jkeys_src = _coord_keys(j_src, geographic)
         order = np.lexsort((jkeys_src[:, 1], jkeys_src[:, 0], cluster))
         cl_sorted = cluster[order]
@@ -355,6 +373,7 @@ def _intersections(st: _State) -> None:
             _hash.hash_groups(jkeys_src[order, 1], cl_sorted, n_int),
         )
         int_ids = _hash.to_ids("I", int_hash)
+        st.int_hash = int_hash
         centre = np.column_stack(
             [
                 np.bincount(cluster, weights=junction_xy[:, 0]) / nodes_per_cluster,
@@ -366,6 +385,7 @@ def _intersections(st: _State) -> None:
         np.maximum.at(extent, cluster, spread)
     else:
         int_ids = np.zeros(0, dtype=object)
+        st.int_hash = np.zeros(0, dtype=np.uint64)
         centre = np.zeros((0, 2))
         extent = np.zeros(0)
     st.centre, st.end_cl, st.end_first = centre, end_cl, end_first
@@ -380,10 +400,18 @@ def _adjacency(st: _State) -> None:
     """
     end_cl, end_first, end_node_local = st.end_cl, st.end_first, st.end_node_local
     int_ids, internal, link_cl, n_int = st.int_ids, st.internal, st.link_cl, st.n_int
-    n_seg, seg_attrs, seg_ids, seg_len = st.n_seg, st.seg_attrs, st.seg_ids, st.seg_len
-    start_cl = st.start_cl
+    n_seg, seg_line, seg_ids, seg_len = st.n_seg, st.seg_line, st.seg_ids, st.seg_len
+    lines, start_cl = st.lines, st.start_cl
     # -- 6. adjacency ----------------------------------------------------------------------
-    seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
+    by_id = _id_order(st.seg_hash, st.int_hash)
+    if by_id is None:  # equal ids (the same way twice): suffixed, then sorted as text
+        seg_ids, int_ids = _dedupe_ids(seg_ids, int_ids)
+    # every unit's id, segments then intersections: units refer to each other by position
+    all_ids = pa.array(np.r_[seg_ids, int_ids], pa.string())
+    if by_id is None:
+        by_id = pc.sort_indices(all_ids).to_numpy()  # stable; bytewise = code point order
+    id_rank = np.empty(len(by_id), dtype=np.int64)
+    id_rank[by_id] = np.arange(len(by_id))  # ids are unique: their order sorts them as text
     # ends: (node, segment, is_start)
     e_seg = np.r_[np.arange(n_seg), np.arange(n_seg)]
     e_cl = np.r_[start_cl, end_cl]
@@ -401,20 +429,15 @@ def _adjacency(st: _State) -> None:
     )
     other[pidx_s[two]] = e_seg[pidx_s[two + 1]]
     other[pidx_s[two + 1]] = e_seg[pidx_s[two]]
-    e_unit = np.full(2 * n_seg, None, dtype=object)
-    has_other = other >= 0
-    e_unit[has_other] = seg_ids[other[has_other]]
+    # the unit at each end, as a position in all_ids (-1: none)
     at_int = e_cl >= 0
-    e_unit[at_int] = int_ids[e_cl[at_int]] if n_int else None
+    e_ref = other.copy()
+    e_ref[at_int] = n_seg + e_cl[at_int]
     # internal links belong to their junction: both ends point at it
-    from_unit = e_unit[:n_seg].copy()
-    to_unit = e_unit[n_seg:].copy()
-    junction_id = np.full(n_seg, None, dtype=object)
-    if n_int:
-        junction_id[internal] = int_ids[link_cl[internal]]
-    seg_neigh = _join_strings(
-        np.r_[np.arange(n_seg), np.arange(n_seg)], np.r_[from_unit, to_unit], n_seg
-    )
+    from_ref, to_ref = e_ref[:n_seg], e_ref[n_seg:]
+    junction_ref = np.full(n_seg, -1, dtype=np.int64)
+    junction_ref[internal] = n_seg + link_cl[internal]
+    seg_neigh = _join_strings(e_seg, _take(all_ids, e_ref), n_seg, ranks=id_rank[e_ref])
     # intersection attributes from the segments that end there
     ie = at_int
     ie_cl = e_cl[ie]
@@ -427,125 +450,168 @@ def _adjacency(st: _State) -> None:
     if weak.any():
         undo = internal & weak[np.maximum(link_cl, 0)]
         internal &= ~undo
-        junction_id[undo] = None
+        junction_ref[undo] = -1
         ie_internal = internal[ie_seg]
         deg = np.bincount(ie_cl[~ie_internal], minlength=n_int)
-    int_neigh = _join_strings(ie_cl, seg_ids[ie_seg], n_int)
-    classes = seg_attrs["road_class"].astype("string").to_numpy()
-    int_classes = _join_strings(ie_cl[~ie_internal], classes[ie_seg[~ie_internal]], n_int)
-    int_names = _join_strings(ie_cl, seg_attrs["name"].astype("string").to_numpy()[ie_seg], n_int)
-    rank = _rank(seg_attrs["road_class"])
+    int_neigh = _join_strings(ie_cl, all_ids.take(ie_seg), n_int, ranks=id_rank[ie_seg])
+    line_class = pa.array(lines["road_class"].astype("string"))
+    line_name = pa.array(lines["name"].astype("string"))
+    through = ie_seg[~ie_internal]
+    int_classes = _join_strings(ie_cl[~ie_internal], line_class.take(seg_line[through]), n_int)
+    int_names = _join_strings(ie_cl, line_name.take(seg_line[ie_seg]), n_int)
+    rank = _rank(lines["road_class"])[seg_line]
+    lead = _lead_segments(ie_cl, ie_seg, rank, seg_len, n_int)
+    st.by_id = by_id
+    st.all_ids, st.deg, st.from_ref, st.ie_cl, st.ie_seg = all_ids, deg, from_ref, ie_cl, ie_seg
+    st.int_classes, st.int_names, st.line_class, st.line_name = (
+        int_classes,
+        int_names,
+        line_class,
+        line_name,
+    )
+    st.int_neigh, st.internal, st.junction_ref, st.lead = int_neigh, internal, junction_ref, lead
+    st.seg_neigh, st.to_ref = seg_neigh, to_ref
+
+
+def _as_string(values: pa.Array) -> Any:
+    """A pandas ``string`` array holding an Arrow string array (no Python objects)."""
+    return values.to_pandas(types_mapper=lambda _: pd.StringDtype()).array
+
+
+def _lead_segments(
+    ie_cl: np.ndarray, ie_seg: np.ndarray, rank: np.ndarray, seg_len: np.ndarray, n_int: int
+) -> np.ndarray:
+    """The lead segment of each intersection (-1: none): of the segments ending there, the
+    highest road class (lowest rank), then the longest, then the first.
+
+    Three grouped minimum/maximum passes instead of a four-key sort.
+    """
     lead = np.full(n_int, -1, dtype=np.int64)
-    if n_int and len(ie_seg):
-        o = np.lexsort((ie_seg, -seg_len[ie_seg], rank[ie_seg], ie_cl))
-        first_of = o[np.r_[True, ie_cl[o][1:] != ie_cl[o][:-1]]]
-        lead[ie_cl[first_of]] = ie_seg[first_of]
-    st.deg, st.from_unit, st.ie_cl, st.ie_seg = deg, from_unit, ie_cl, ie_seg
-    st.int_classes, st.int_ids, st.int_names = int_classes, int_ids, int_names
-    st.int_neigh, st.internal, st.junction_id, st.lead = int_neigh, internal, junction_id, lead
-    st.seg_ids, st.seg_neigh, st.to_unit = seg_ids, seg_neigh, to_unit
+    if not (n_int and len(ie_seg)):
+        return lead
+    r, length = rank[ie_seg], seg_len[ie_seg]
+    best_rank = np.full(n_int, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best_rank, ie_cl, r)
+    cand = r == best_rank[ie_cl]
+    best_len = np.full(n_int, -np.inf)
+    np.maximum.at(best_len, ie_cl[cand], length[cand])
+    cand &= length == best_len[ie_cl]
+    first = np.full(n_int, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, ie_cl[cand], ie_seg[cand])
+    has = first < np.iinfo(np.int64).max
+    lead[has] = first[has]
+    return lead
+
+
+def _unit_geometries(st: _State, by_id: np.ndarray) -> np.ndarray:
+    """Segment lines and intersection points in the input CRS, in ``by_id`` order.
+
+    Transforms the coordinate arrays once and builds the geometries from them (the same
+    coordinates as ``GeoDataFrame.to_crs``, without a copy of the table and its geometries).
+    """
+    import pyproj
+
+    xy, part = shapely.get_coordinates(st.seg_geoms, return_index=True)
+    mcrs, in_crs = pyproj.CRS.from_user_input(st.mcrs), pyproj.CRS.from_user_input(st.in_crs)
+    x = np.concatenate([xy[:, 0], st.centre[:, 0]])
+    y = np.concatenate([xy[:, 1], st.centre[:, 1]])
+    del xy
+    if not mcrs.is_exact_same(in_crs):
+        t = pyproj.Transformer.from_crs(mcrs, in_crs, always_xy=True)
+        t.transform(x, y, inplace=True)
+    n = len(part)
+    segs = shapely.linestrings(x[:n], y[:n], indices=part)
+    points = shapely.points(x[n:], y[n:])
+    return np.concatenate([segs, points])[by_id]
 
 
 def _assemble(st: _State) -> None:
-    """The units table: segments and intersections, dtypes fixed, in ``unit_id`` order."""
-    centre, cfg, chain_osm, deg, dropped = st.centre, st.cfg, st.chain_osm, st.deg, st.dropped
-    extent, from_unit, ie_cl, ie_seg = st.extent, st.from_unit, st.ie_cl, st.ie_seg
-    in_crs, int_classes, int_ids, int_names = st.in_crs, st.int_classes, st.int_ids, st.int_names
-    int_neigh, internal, junction_id, lead = st.int_neigh, st.internal, st.junction_id, st.lead
-    mcrs, metric, n_int, n_seg, roads = st.mcrs, st.metric, st.n_int, st.n_seg, st.roads
-    seg_attrs, seg_chain, seg_geoms, seg_ids = st.seg_attrs, st.seg_chain, st.seg_geoms, st.seg_ids
-    seg_len, seg_neigh, to_unit, two_way = st.seg_len, st.seg_neigh, st.to_unit, st.two_way
+    """The units table: segments and intersections, dtypes fixed, in ``unit_id`` order.
+
+    Every column is built once, already in ``unit_id`` order: attributes are taken from the
+    road lines by index, text stays in Arrow arrays (no object round trips, no table copies).
+    """
+    all_ids, cfg, chain_osm, deg, dropped = st.all_ids, st.cfg, st.chain_osm, st.deg, st.dropped
+    extent, ie_cl, ie_seg, lead, lines = st.extent, st.ie_cl, st.ie_seg, st.lead, st.lines
+    in_crs, n_int, n_seg, seg_line = st.in_crs, st.n_int, st.n_seg, st.seg_line
+    seg_chain, seg_geoms, seg_len, two_way = st.seg_chain, st.seg_geoms, st.seg_len, st.two_way
     # -- 7. assemble -------------------------------------------------------------------------
     sinuosity, turn = _curvature(seg_geoms, seg_len)
-    seg = pd.DataFrame(
-        {
-            "unit_id": seg_ids,
-            "kind": "segment",
-            "length_m": seg_len,
-            "radius_m": np.nan,
-        }
-    )
-    for c in _ATTRS:
-        seg[c] = seg_attrs[c].to_numpy()
-    seg["direction"] = np.where(two_way, "both", "forward")
-    seg["osm_ids"] = chain_osm[seg_chain]
-    seg["from_unit"] = from_unit
-    seg["to_unit"] = to_unit
-    seg["junction_id"] = junction_id
-    seg["degree"] = 0
-    seg["road_classes"] = seg_attrs["road_class"].astype("string").to_numpy()
-    seg["neighbours"] = seg_neigh
-    seg["sinuosity"] = sinuosity
-    seg["turn_deg_per_km"] = turn
-    extra_cols = [c for c in ("aadt", "layer", "jurisdiction") if c in seg_attrs.columns]
-    for c in extra_cols:
-        seg[c] = seg_attrs[c].to_numpy()
+    by_id = st.by_id
+    is_seg = by_id < n_seg
+    lead_line = seg_line[np.maximum(lead, 0)]
+    unit_line = np.r_[seg_line, lead_line][by_id]  # the road line whose attributes it carries
 
-    inter = pd.DataFrame({"unit_id": int_ids, "kind": "intersection", "length_m": 0.0})
-    lead_attrs = seg_attrs.iloc[np.maximum(lead, 0)].reset_index(drop=True)
-    top_class = lead_attrs["road_class"].astype("string")
+    def num(seg_part: Any, int_part: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(seg_part), np.asarray(int_part)])[by_id]
+
+    def text(seg_values: pa.Array, seg_index: np.ndarray, int_part: pa.Array) -> Any:
+        # segments take seg_values[seg_index], intersections int_part: one take in id order
+        both = pa.concat_arrays([_arrow_strings(seg_values), _arrow_strings(int_part)])
+        idx = np.r_[seg_index, len(seg_values) + np.arange(n_int)][by_id]
+        return _as_string(both.take(pa.array(idx)))
+
+    def refs(seg_part: np.ndarray) -> Any:
+        return _as_string(_take(all_ids, num(seg_part, np.full(n_int, -1, dtype=np.int64))))
+
+    def line_text(col: str) -> Any:
+        return lines[col].astype("string").take(unit_line).array
+
+    def line_num(col: str) -> np.ndarray:
+        return pd.to_numeric(lines[col], errors="coerce").astype(float).to_numpy()[unit_line]
+
+    def line_bool(col: str) -> np.ndarray:
+        return lines[col].fillna(False).astype(bool).to_numpy()[unit_line]
+
+    top_class = lines["road_class"].astype("string").take(lead_line)
     influence = top_class.map(cfg.influence_m_by_class).astype(float)
     influence = influence.fillna(cfg.default_influence_m).to_numpy()
-    inter["radius_m"] = influence + extent
-    for c in _ATTRS:
-        inter[c] = lead_attrs[c].to_numpy() if n_int else []
-    inter["name"] = int_names
-    inter["direction"] = None
-    inter["oneway"] = False
-    inter["osm_ids"] = _join_strings(ie_cl, seg["osm_ids"].to_numpy()[ie_seg], n_int)
-    inter["from_unit"] = None
-    inter["to_unit"] = None
-    inter["junction_id"] = None
-    inter["degree"] = deg.astype(np.int64)
-    inter["road_classes"] = int_classes
-    inter["neighbours"] = int_neigh
-    inter["sinuosity"] = np.nan
-    inter["turn_deg_per_km"] = np.nan
-    for c in extra_cols:
-        inter[c] = lead_attrs[c].to_numpy() if n_int else []
-
-    out_geoms = np.concatenate([seg_geoms, shapely.points(centre)])
-    table = pd.concat([seg, inter], ignore_index=True)
-    # in unit_id order before the text columns become Arrow strings (a take on them is slow)
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    ids = pa.array(table["unit_id"].to_numpy(dtype=object), pa.string())
-    by_id = pc.sort_indices(ids).to_numpy()  # stable; bytewise = code point order
-    table = table.take(by_id).reset_index(drop=True)
-    out_geoms = out_geoms[by_id]
-    units = gpd.GeoDataFrame(table, geometry=out_geoms, crs=mcrs).to_crs(in_crs)
-    units["degree"] = units["degree"].astype(np.int64)
-    for c in ("name", "ref", "osm_ids", "from_unit", "to_unit", "junction_id", "neighbours"):
-        units[c] = units[c].astype("string")
-    units["road_classes"] = units["road_classes"].astype("string")
-    units["direction"] = units["direction"].astype("string")
-    # dtypes must not depend on the values (pandas infers them from object arrays): a
-    # partitioned build concatenates pieces, and files written per region must share a schema
-    for c in ("kind", "road_class"):
-        units[c] = units[c].astype(str)
-    for c in ("ramp", "oneway", "bridge", "tunnel"):
-        units[c] = units[c].fillna(False).astype(bool)
-    for c in ("maxspeed_kmh", "lanes", "length_m", "radius_m"):
-        units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
-    for c in ("sidewalk", "surface"):
-        units[c] = units[c].astype("string")
-    units["lit"] = units["lit"].astype(object)
-    for c in extra_cols:
-        if c == "aadt":
-            units[c] = pd.to_numeric(units[c], errors="coerce").astype(float)
-        else:
-            units[c] = units[c].astype("string")
-    units = units.set_index("unit_id")
-    units = units[[*UNIT_COLUMNS, *extra_cols, "geometry"]]
+    # an intersection's source ways: those of the segments ending there
+    int_osm = _join_strings(ie_cl, chain_osm.take(pa.array(seg_chain[ie_seg])), n_int)
+    cols: dict[str, Any] = {
+        "kind": pd.Series(["segment", "intersection"]).astype(str).array.take(1 - is_seg),
+        "length_m": num(seg_len, np.zeros(n_int)),
+        "radius_m": num(np.full(n_seg, np.nan), influence + extent),
+        "road_class": lines["road_class"].astype(str).take(unit_line).array,
+        "ramp": line_bool("ramp"),
+        "name": text(st.line_name, seg_line, st.int_names),
+        "ref": line_text("ref"),
+        "maxspeed_kmh": line_num("maxspeed_kmh"),
+        "lanes": line_num("lanes"),
+        "oneway": np.where(is_seg, st.line_oneway[unit_line], False),
+        "direction": text(pa.array(["both", "forward"]), 1 - two_way, pa.nulls(n_int)),
+        "lit": np.asarray(lines["lit"].to_numpy()[unit_line], dtype=object),
+        "sidewalk": line_text("sidewalk"),
+        "surface": line_text("surface"),
+        "bridge": line_bool("bridge"),
+        "tunnel": line_bool("tunnel"),
+        "osm_ids": text(chain_osm, seg_chain, int_osm),
+        "from_unit": refs(st.from_ref),
+        "to_unit": refs(st.to_ref),
+        "junction_id": refs(st.junction_ref),
+        "degree": num(np.zeros(n_seg, dtype=np.int64), deg.astype(np.int64)),
+        "road_classes": text(st.line_class, seg_line, st.int_classes),
+        "neighbours": text(st.seg_neigh, np.arange(n_seg), st.int_neigh),
+        "sinuosity": num(sinuosity, np.full(n_int, np.nan)),
+        "turn_deg_per_km": num(turn, np.full(n_int, np.nan)),
+    }
+    for c in ("aadt", "layer", "jurisdiction"):
+        if c in lines.columns:
+            cols[c] = line_num(c) if c == "aadt" else line_text(c)
+    index = pd.Index(all_ids.take(pa.array(by_id)).to_numpy(zero_copy_only=False), name="unit_id")
+    units = gpd.GeoDataFrame(
+        pd.DataFrame(cols, index=index),
+        geometry=_unit_geometries(st, by_id),
+        crs=in_crs,
+    )
     units.attrs["report"] = UnitsReport(
-        roads_in=len(roads),
-        road_length_km=float(shapely.length(metric.geometry.values).sum() / 1000.0),
+        roads_in=len(st.roads),
+        road_length_km=st.road_length_km,
         dropped=dropped,
         segments=n_seg,
         intersections=n_int,
-        junction_links=int(internal.sum()),
-        metric_crs=str(mcrs.to_string()),
+        junction_links=int(st.internal.sum()),
+        metric_crs=str(st.mcrs.to_string()),
     ).as_dict()
     st.units = units
 

@@ -434,7 +434,7 @@ def _read_osm(path: Path, report: NetworkReport) -> gpd.GeoDataFrame:
             # ways cut at the extract's edge lose some node locations: keep the runs of
             # consecutive located nodes (two or more) as separate lines of the same way
             pts = [
-                (n.lon, n.lat) if n.location.valid() else None
+                (loc.lon, loc.lat) if (loc := n.location).valid() else None
                 for n in way.nodes  # type: ignore[union-attr]
             ]
             if None in pts:

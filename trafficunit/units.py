@@ -138,12 +138,14 @@ def build_units(
     geographic = bool(in_crs.is_geographic)
     mcrs = metric_crs(df, crs)
     src_xy = shapely.get_coordinates(df.geometry.values)
-    metric = df.to_crs(mcrs)
-    xy, line = shapely.get_coordinates(metric.geometry.values, return_index=True)
+    metric = df.geometry.to_crs(mcrs).values  # the lines only: no copy of their attributes
+    xy, line = shapely.get_coordinates(metric, return_index=True)
+    road_length_km = float(shapely.length(metric).sum() / 1000.0)
+    del metric
     bar.update()
     st = _State()
     st.cfg, st.df, st.dropped, st.roads = cfg, df, dropped, roads
-    st.in_crs, st.geographic, st.mcrs, st.metric = in_crs, geographic, mcrs, metric
+    st.in_crs, st.geographic, st.mcrs, st.road_length_km = in_crs, geographic, mcrs, road_length_km
     st.xy, st.line, st.src_xy = xy, line, src_xy
     for stage in STAGES:
         stage(st)
