@@ -7,9 +7,11 @@ Profiles live here, beside the screening that uses them (:mod:`trafficunit.black
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -93,49 +95,6 @@ class BlackSpotProfile(_With):
     include_intersections: bool = True
 
 
-#: Named black-spot profiles (docs/domain.md). Korea, India and Portugal are published rules [src];
-#: ``default`` is our recommendation [rec] (3 years, 50 m points, 500 m windows, 100 m steps).
-BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = {
-    "default": BlackSpotProfile(
-        name="default",
-        description="3 years; 50 m points; 500 m windows, 100 m steps",
-        source="[rec] docs/domain.md default; thresholds are a recommendation",
-        criteria=(Criterion("KA", 2), Criterion("KABC", 5), Criterion("crashes", 10)),
-    ),
-    "kr-molit": BlackSpotProfile(
-        name="kr-molit",
-        description="Korea: 3 years, 150 m radius, 600 m urban / 1000 m rural sections",
-        source="[src] docs/domain.md (Korea)",
-        point_radius_m=150.0,
-        window_m=600.0,
-        window_m_rural=1000.0,
-        criteria=(Criterion("K", 3), Criterion("KA", 10)),
-    ),
-    "in-morth": BlackSpotProfile(
-        name="in-morth",
-        description="India: ~500 m stretch, 5 fatal/grievous crashes or 10 deaths in 3 years",
-        source="[src] docs/domain.md (India)",
-        point_radius_m=250.0,
-        window_m=500.0,
-        criteria=(Criterion("KA", 5), Criterion("deaths", 10)),
-    ),
-    "pt-ansr": BlackSpotProfile(
-        name="pt-ansr",
-        description="Portugal: <=200 m, >=5 injury crashes in a year and severity index > 20",
-        source="[src] docs/domain.md (Portugal)",
-        years=1.0,
-        point_radius_m=100.0,
-        window_m=200.0,
-        step_m=50.0,
-        combine="all",
-        criteria=(Criterion("KABC", 5), Criterion("index", 20, op=">")),
-    ),
-}
-
-
-#: Profiles by name; :func:`register_profile` adds user-defined ones.
-PROFILES: dict[str, BlackSpotProfile] = dict(BLACK_SPOT_PROFILES)
-
 _BASE_FIELDS = ("crashes", *SEVERITIES, "deaths", "serious_injuries", "minor_injuries", "epdo")
 _CASUALTY_PROXY = {"deaths": "K", "serious_injuries": "A", "minor_injuries": "BC"}
 _CRITERION_RE = re.compile(r"^\s*([A-Za-z_]+)\s*(>=|>)\s*([0-9.]+)\s*$")
@@ -211,6 +170,23 @@ def _field_ok(name: str) -> None:
         f"unknown criterion field {name!r}; use crashes, KABCO letters (e.g. 'KA'), injury, "
         "deaths, serious_injuries, minor_injuries, epdo or index"
     )
+
+
+def _load_profiles() -> dict[str, BlackSpotProfile]:
+    """The named profiles of ``profiles.json`` beside this module, read as :func:`get_profile`
+    reads a mapping (so a user's own profile file has the same form)."""
+    text = resources.files(__package__).joinpath("profiles.json").read_text(encoding="utf-8")
+    table = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+    return {name: get_profile({"name": name, **spec}) for name, spec in table.items()}
+
+
+#: Named black-spot profiles (docs/domain.md), from ``profiles.json``. Korea, India and Portugal
+#: are published rules [src]; ``default`` is our recommendation [rec] (3 years, 50 m points,
+#: 500 m windows, 100 m steps).
+BLACK_SPOT_PROFILES: dict[str, BlackSpotProfile] = _load_profiles()
+
+#: Profiles by name; :func:`register_profile` adds user-defined ones.
+PROFILES: dict[str, BlackSpotProfile] = dict(BLACK_SPOT_PROFILES)
 
 
 def _rule_text(criteria: tuple[Criterion, ...], combine: str) -> str:
