@@ -290,15 +290,21 @@ class _Rows:
             out = events.iloc[self.event].reset_index(drop=True)
         else:
             out = events.reset_index(drop=True).copy(deep=False)
-        ids = np.full(len(self.unit), None, dtype=object)
+        # Arrow takes: no Python string per row
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        miss = self.unit < 0
         if len(ix):
-            hit = self.unit >= 0
-            ids[hit] = ix.ids[self.unit[hit]]
+            pos = pa.array(np.where(miss, 0, self.unit), mask=miss)
+            ids = pc.take(pa.array(ix.ids, pa.string()), pos)
+        else:
+            ids = pa.nulls(len(self.unit), pa.string())
         out["unit_id"] = pd.array(ids, dtype="string")
         out["distance_m"] = self.dist
         out["measure_m"] = self.measure
         out["match"] = pd.array(
-            np.asarray(MATCH_STATUSES, dtype=object)[self.status], dtype="string"
+            pc.take(pa.array(MATCH_STATUSES, pa.string()), pa.array(self.status)), dtype="string"
         )
         out["overlap_m"] = self.overlap
         return out
