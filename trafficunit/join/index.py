@@ -67,8 +67,10 @@ class UnitIndex:
         # the projection GeoSeries.to_crs makes, applied to coordinate arrays: the metric
         # geometries (:attr:`geoms`) are made only when something needs them
         self._to_metric = None
-        if src_crs is not None and not src_crs.equals(self.crs) and not src_crs.is_exact_same(
-            self.crs
+        if (
+            src_crs is not None
+            and not src_crs.equals(self.crs)
+            and not src_crs.is_exact_same(self.crs)
         ):
             self._to_metric = pyproj.Transformer.from_crs(src_crs, self.crs, always_xy=True)
         flat = not shapely.has_z(source).any()
