@@ -175,19 +175,10 @@ def _accidents_on(
     return acc, per, report, pos
 
 
-#: The columns of the joined frame :func:`score` reads.
-_SCORED_COLUMNS = (
-    "kind",
-    "event_id",
-    "unit_id",
-    "time",
-    "year",
-    "hour",
-    "severity",
-    "deaths",
-    "serious_injuries",
-    "minor_injuries",
-)
+#: The columns of the joined frame :func:`score` reads: the row's kind and unit, the event's
+#: id and time, its severity and casualties.
+_SCORED_COLUMNS: tuple[str, ...] = ("kind", "unit_id", "event_id", "time", "year", "hour")
+_SCORED_COLUMNS += ("severity", "deaths", "serious_injuries", "minor_injuries")
 
 
 def _rates(risk: pd.DataFrame, years: float) -> None:
