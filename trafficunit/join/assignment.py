@@ -130,9 +130,10 @@ def assign(
 def _event_kinds(events: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
     """Each event's kind as a code into the kinds present (no ``kind`` column: accidents)."""
     if "kind" in events.columns:
-        kinds_raw = events["kind"].astype("string").fillna("accident").to_numpy(dtype=object)
+        # factorised as Arrow strings: no Python string per event
+        kinds_raw = events["kind"].astype("string").fillna("accident")
     else:
-        kinds_raw = np.full(len(events), "accident", dtype=object)
+        kinds_raw = pd.Series("accident", index=events.index, dtype="string")
     kind_codes, found = pd.factorize(kinds_raw)
     kinds = [str(k) for k in found]
     unknown = set(kinds) - set(EVENT_KINDS)

@@ -76,8 +76,7 @@ class UnitIndex:
         flat = not shapely.has_z(source).any()
         types = shapely.get_type_id(source)
         if "kind" in units.columns:
-            kind = units["kind"].astype(str).to_numpy()
-            is_int = kind == "intersection"
+            is_int = (units["kind"].astype(str) == "intersection").to_numpy(dtype=bool)
         else:
             is_int = np.isin(types, [0, 4])
         self.is_int = is_int
