@@ -271,7 +271,8 @@ def main() -> None:
             print(
                 f"  {mode}: pipeline {r['seconds']['total']:.1f} s "
                 f"(cluster start {r['seconds'].get('cluster start', 0):.1f} s), "
-                f"peak RSS {r['client_peak_mb'] + sum(r['worker_peaks_mb']):,} MB",
+                f"peak RSS {r['client_peak_mb'] + sum(r['worker_peaks_mb']):,} MB; digests "
+                f"{r['digest_units']} {r['digest_joined']} {r['digest_risk']}",
                 flush=True,
             )
     # each mode's median run (by pipeline time) for the table

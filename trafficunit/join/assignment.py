@@ -94,13 +94,15 @@ def assign(
     classes = [str(c) for c in ix.classes]
     table = _threshold_table(kinds, classes, max_distance_m, cfg, cfg.max_distance_m)
     line_tol = _line_tolerances(kinds, table, max_distance_m, cfg)
-    geoms, types, missing, is_point = _work_geometries(events, ix)
+    work = _WorkGeometries.of(events, ix)
+    types, missing, is_point = work.types, work.missing, work.is_point
 
     names = _road_names(events) if name_aware else None
     pidx = np.flatnonzero(is_point)
     pres = _assign_points(
         ix,
-        geoms[pidx],
+        work.x[pidx],
+        work.y[pidx],
         kind_codes[pidx],
         names[pidx] if names is not None else None,
         table,
@@ -114,13 +116,13 @@ def assign(
     if len(sidx):
         tol = np.array([line_tol[kinds[k]] for k in kind_codes[sidx]], dtype=float)
         tol[np.isin(types[sidx], [3, 6])] = _polygon_tolerance(max_distance_m, cfg)
-        shapes = _assign_shapes(ix, geoms[sidx], tol, cfg, intersection_precedence=int_prec)
+        shapes = _assign_shapes(ix, work.shapes(sidx), tol, cfg, intersection_precedence=int_prec)
 
     rows = _Rows.of(len(events), pidx, pres, sidx, shapes)
     out = rows.frame(events, ix, per_pair=shapes is not None)
     report = _report(out, events, rows.status, rows.event, rows.dist, pres, table, kinds, ix)
     dmax = float(table.max()) if table.size else 0.0
-    report["diagnosis"] = _diagnose(events, geoms, report, ix, cfg, dmax)
+    report["diagnosis"] = _diagnose(events, work, report, ix, cfg, dmax)
     out.attrs = {"report": report}
     return out
 
@@ -128,9 +130,10 @@ def assign(
 def _event_kinds(events: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
     """Each event's kind as a code into the kinds present (no ``kind`` column: accidents)."""
     if "kind" in events.columns:
-        kinds_raw = events["kind"].astype("string").fillna("accident").to_numpy(dtype=object)
+        # factorised as Arrow strings: no Python string per event
+        kinds_raw = events["kind"].astype("string").fillna("accident")
     else:
-        kinds_raw = np.full(len(events), "accident", dtype=object)
+        kinds_raw = pd.Series("accident", index=events.index, dtype="string")
     kind_codes, found = pd.factorize(kinds_raw)
     kinds = [str(k) for k in found]
     unknown = set(kinds) - set(EVENT_KINDS)
@@ -170,25 +173,69 @@ def _road_names(events: gpd.GeoDataFrame) -> np.ndarray | None:
     return np.asarray(np.where(pd.isna(names), None, names), dtype=object)
 
 
-def _work_geometries(
-    events: gpd.GeoDataFrame, ix: UnitIndex
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The events' geometries in the index's CRS (multipoints as their centroid), their type
-    ids, which are missing and which are points."""
-    if len(ix) and not pyproj.CRS.from_user_input(events.crs).equals(ix.crs):
-        geoms = events.geometry.to_crs(ix.crs).to_numpy()
-    else:
-        geoms = events.geometry.to_numpy()
-    geoms = np.asarray(geoms, dtype=object)
-    types = shapely.get_type_id(geoms)
-    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
-    is_point = (types == 0) & ~missing
-    multipoint = types == 4
-    if multipoint.any():
-        geoms = geoms.copy()
-        geoms[multipoint] = shapely.centroid(geoms[multipoint])
-        is_point |= multipoint & ~missing
-    return geoms, types, missing, is_point
+@dataclass
+class _WorkGeometries:
+    """The events' geometries for the join, in the index's CRS: the points (and multipoints,
+    as their centroid) as coordinate arrays ``x``, ``y`` (NaN for other rows) and no shapely
+    object; the other geometries projected only for the rows that need them (:meth:`shapes`).
+    Also each event's type id, whether it is missing and whether it is a point."""
+
+    x: np.ndarray
+    y: np.ndarray
+    types: np.ndarray
+    missing: np.ndarray
+    is_point: np.ndarray
+    source: np.ndarray  # the events' own geometries, in their CRS
+    crs: tuple[pyproj.CRS, pyproj.CRS] | None  # (from, to) when they must be projected
+
+    @classmethod
+    def of(cls, events: gpd.GeoDataFrame, ix: UnitIndex) -> _WorkGeometries:
+        source = np.asarray(events.geometry.array, dtype=object)
+        crs = None
+        if len(ix):
+            src = pyproj.CRS.from_user_input(events.crs)
+            if not src.equals(ix.crs) and not src.is_exact_same(ix.crs):
+                crs = (src, ix.crs)
+        types = shapely.get_type_id(source)
+        missing = shapely.is_missing(source) | shapely.is_empty(source)
+        is_point = (types == 0) & ~missing
+        n = len(source)
+        work = cls(np.full(n, np.nan), np.full(n, np.nan), types, missing, is_point, source, crs)
+        has_z = shapely.has_z(source)
+        flat = np.flatnonzero(is_point & ~has_z)
+        xy = shapely.get_coordinates(source[flat])
+        x, y = xy[:, 0], xy[:, 1]
+        if crs is not None and len(flat):
+            # the transformation GeoSeries.to_crs applies, on the coordinates alone
+            tr = pyproj.Transformer.from_crs(crs[0], crs[1], always_xy=True)
+            x, y = tr.transform(x, y)
+        work.x[flat], work.y[flat] = x, y
+        # points with a z, and multipoints (the centroid of the projected multipoint)
+        other = np.flatnonzero((is_point & has_z) | ((types == 4) & ~missing))
+        if len(other):
+            g = work.shapes(other)
+            multi = types[other] == 4
+            g[multi] = shapely.centroid(g[multi])
+            xy = shapely.get_coordinates(g)
+            work.x[other], work.y[other] = xy[:, 0], xy[:, 1]
+            work.is_point[other] = True
+        return work
+
+    def shapes(self, rows: np.ndarray) -> np.ndarray:
+        """The geometries of ``rows`` (positions) in the index's CRS."""
+        g = self.source[rows]
+        if self.crs is None or not len(g):
+            return g
+        return np.asarray(gpd.GeoSeries(g, crs=self.crs[0]).to_crs(self.crs[1]).array, dtype=object)
+
+    def metric(self) -> np.ndarray:
+        """Every event's work geometry (points made from ``x``, ``y``) in the index's CRS."""
+        out = np.full(len(self.source), None, dtype=object)
+        pts = np.flatnonzero(self.is_point)
+        out[pts] = shapely.points(self.x[pts], self.y[pts])
+        rest = np.flatnonzero(~self.is_point)
+        out[rest] = self.shapes(rest)
+        return out
 
 
 @dataclass
@@ -244,15 +291,21 @@ class _Rows:
             out = events.iloc[self.event].reset_index(drop=True)
         else:
             out = events.reset_index(drop=True).copy(deep=False)
-        ids = np.full(len(self.unit), None, dtype=object)
+        # Arrow takes: no Python string per row
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        miss = self.unit < 0
         if len(ix):
-            hit = self.unit >= 0
-            ids[hit] = ix.ids[self.unit[hit]]
+            pos = pa.array(np.where(miss, 0, self.unit), mask=miss)
+            ids = pc.take(pa.array(ix.ids, pa.string()), pos)
+        else:
+            ids = pa.nulls(len(self.unit), pa.string())
         out["unit_id"] = pd.array(ids, dtype="string")
         out["distance_m"] = self.dist
         out["measure_m"] = self.measure
         out["match"] = pd.array(
-            np.asarray(MATCH_STATUSES, dtype=object)[self.status], dtype="string"
+            pc.take(pa.array(MATCH_STATUSES, pa.string()), pa.array(self.status)), dtype="string"
         )
         out["overlap_m"] = self.overlap
         return out
@@ -274,7 +327,7 @@ def _lonlat_points(geoms: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]
 
 def _diagnose(
     events: gpd.GeoDataFrame,
-    geoms: np.ndarray,
+    work: _WorkGeometries,
     report: dict[str, Any],
     ix: UnitIndex,
     cfg: JoinSettings,
@@ -290,7 +343,7 @@ def _diagnose(
     matched = report["matched"]
     if outside < 0.5 * n_ev and not (too_far > 0.5 * n_ev):
         return None
-    lon, lat = _lonlat_points(geoms, ix.crs)
+    lon, lat = _lonlat_points(work.metric(), ix.crs)
     ok = np.isfinite(lon) & np.isfinite(lat)
     if not ok.any():
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import geopandas as gpd
@@ -61,27 +62,35 @@ class UnitIndex:
         self.ids = ids
         self.crs = _metric_crs(units, crs) if len(units) else pyproj.CRS.from_user_input(crs)
         self.source_crs = units.crs
-        geoms = units.geometry.to_numpy()
-        if not pyproj.CRS.from_user_input(units.crs).equals(self.crs):
-            geoms = units.geometry.to_crs(self.crs).to_numpy()
-        self.geoms = np.asarray(geoms, dtype=object)
-        types = shapely.get_type_id(self.geoms)
+        source = np.asarray(units.geometry.array, dtype=object)
+        src_crs = pyproj.CRS.from_user_input(units.crs) if units.crs is not None else None
+        # the projection GeoSeries.to_crs makes, applied to coordinate arrays: the metric
+        # geometries (:attr:`geoms`) are made only when something needs them
+        self._to_metric = None
+        if (
+            src_crs is not None
+            and not src_crs.equals(self.crs)
+            and not src_crs.is_exact_same(self.crs)
+        ):
+            self._to_metric = pyproj.Transformer.from_crs(src_crs, self.crs, always_xy=True)
+        flat = not shapely.has_z(source).any()
+        types = shapely.get_type_id(source)
         if "kind" in units.columns:
-            kind = units["kind"].astype(str).to_numpy()
-            is_int = kind == "intersection"
+            is_int = (units["kind"].astype(str) == "intersection").to_numpy(dtype=bool)
         else:
             is_int = np.isin(types, [0, 4])
         self.is_int = is_int
-        self.seg = np.flatnonzero(~is_int & ~shapely.is_missing(self.geoms))
-        self.ints = np.flatnonzero(is_int & ~shapely.is_missing(self.geoms))
-        self.seg_tree = shapely.STRtree(self.geoms[self.seg])
-        self.all_tree = shapely.STRtree(self.geoms[np.r_[self.seg, self.ints]])
+        missing = shapely.is_missing(source)
+        self.seg = np.flatnonzero(~is_int & ~missing)
+        self.ints = np.flatnonzero(is_int & ~missing)
         self.all_pos = np.r_[self.seg, self.ints]
-        pts = self.geoms[self.ints]
-        if len(self.ints):
-            pts = shapely.centroid(pts)  # a multipoint junction acts as its centre
-        self.int_xy = shapely.get_coordinates(pts) if len(self.ints) else np.empty((0, 2))
-        self.int_tree = shapely.STRtree(pts)
+        if flat and (types[self.ints] == 0).all():
+            self.int_xy = self._metric_xy(shapely.get_coordinates(source[self.ints]))
+        elif len(self.ints):
+            # a multipoint junction acts as its centre
+            self.int_xy = shapely.get_coordinates(shapely.centroid(self.geoms[self.ints]))
+        else:
+            self.int_xy = np.empty((0, 2))
         if "radius_m" in units.columns:
             r = pd.to_numeric(units["radius_m"], errors="coerce").to_numpy(dtype=float)
         else:
@@ -89,19 +98,19 @@ class UnitIndex:
         r = np.where(np.isfinite(r), r, cfg.default_radius_m)
         self.radius = r
         if "road_class" in units.columns:
-            cls = units["road_class"].astype("string").fillna("").to_numpy(dtype=object)
+            cls = units["road_class"].astype("string").fillna("")
         else:
-            cls = np.full(len(units), "", dtype=object)
-        self.class_codes, self.classes = pd.factorize(cls)
-        if "name" in units.columns:
-            names = units["name"].astype("string").to_numpy(dtype=object)
-            self.names: np.ndarray = names.copy()
-            self.names[pd.isna(names)] = None
-        else:
-            self.names = np.full(len(units), None, dtype=object)
+            cls = pd.Series("", index=units.index, dtype="string")
+        codes, classes = pd.factorize(cls)
+        self.class_codes, self.classes = codes, np.asarray(classes, dtype=object)
         # straight pieces of the segment units, for exact distances and measures in numpy
-        parts, part_unit = shapely.get_parts(self.geoms[self.seg], return_index=True)
+        parts, part_unit = shapely.get_parts(
+            source[self.seg] if flat else self.geoms[self.seg], return_index=True
+        )
         cxy, cidx = shapely.get_coordinates(parts, return_index=True)
+        del parts
+        if flat:
+            cxy = self._metric_xy(cxy)
         same = cidx[1:] == cidx[:-1]
         self.pa = np.ascontiguousarray(cxy[:-1][same])
         self.pb = np.ascontiguousarray(cxy[1:][same])
@@ -121,22 +130,54 @@ class UnitIndex:
         self.piece_start = cum - self.piece_len - base
         self._piece_trees: dict[float, shapely.STRtree] = {}
         r_int = self.radius[self.ints]
-        self.disc_tree = shapely.STRtree(
-            shapely.box(
-                self.int_xy[:, 0] - r_int,
-                self.int_xy[:, 1] - r_int,
-                self.int_xy[:, 0] + r_int,
-                self.int_xy[:, 1] + r_int,
-            )
-            if len(self.ints)
-            else np.empty(0, dtype=object)
-        )
+        self.disc_tree = _box_tree(self.int_xy - r_int[:, None], self.int_xy + r_int[:, None])
         self.rank = np.empty(len(ids), dtype=np.int64)
         self.rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
         self._hull: dict[float, Any] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def _metric_xy(self, xy: np.ndarray) -> np.ndarray:
+        """Coordinates ``(n, 2)`` of the units' CRS in the metric CRS."""
+        if self._to_metric is None or not len(xy):
+            return xy
+        x, y = self._to_metric.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    @cached_property
+    def geoms(self) -> np.ndarray:
+        """The units' geometries in the metric CRS (made on first use)."""
+        g = self.units.geometry
+        if self._to_metric is not None:
+            g = g.to_crs(self.crs)
+        return np.asarray(g.to_numpy(), dtype=object)
+
+    @cached_property
+    def seg_tree(self) -> shapely.STRtree:
+        """STRtree of the segment units (metric)."""
+        return shapely.STRtree(self.geoms[self.seg])
+
+    @cached_property
+    def all_tree(self) -> shapely.STRtree:
+        """STRtree of every unit (segments, then intersections; positions in :attr:`all_pos`)."""
+        return shapely.STRtree(self.geoms[self.all_pos])
+
+    @cached_property
+    def int_tree(self) -> shapely.STRtree:
+        """STRtree of the intersections' points (a multipoint's centre)."""
+        return shapely.STRtree(shapely.points(self.int_xy))
+
+    @cached_property
+    def names(self) -> np.ndarray:
+        """Each unit's road name (``None`` where it has none), made on first use."""
+        units = self.units
+        if "name" not in units.columns:
+            return np.full(len(units), None, dtype=object)
+        names = units["name"].astype("string").to_numpy(dtype=object)
+        out = names.copy()
+        out[pd.isna(names)] = None
+        return out
 
     def piece_tree(self, grow_m: float) -> shapely.STRtree:
         """STRtree of the segment pieces' bounding boxes grown by ``grow_m`` (cached)."""
@@ -145,7 +186,7 @@ class UnitIndex:
         if tree is None:
             lo = np.minimum(self.pa, self.pb) - grow_m
             hi = np.maximum(self.pa, self.pb) + grow_m
-            tree = shapely.STRtree(shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]))
+            tree = _box_tree(lo, hi)
             self._piece_trees[key] = tree
         return tree
 
@@ -159,6 +200,16 @@ class UnitIndex:
             shapely.prepare(area)
             self._hull[key] = area
         return self._hull[key]
+
+
+def _box_tree(lo: np.ndarray, hi: np.ndarray) -> shapely.STRtree:
+    """STRtree of the boxes from ``lo`` to ``hi`` (``(n, 2)`` corners), for queries without a
+    predicate: each box is held as its diagonal, a two-point line with the same envelope
+    (the tree, and so what a query returns and in which order, depend on the envelopes
+    alone), two thirds of a polygon's memory."""
+    if not len(lo):
+        return shapely.STRtree(np.empty(0, dtype=object))
+    return shapely.STRtree(shapely.linestrings(np.stack([lo, hi], axis=1)))
 
 
 # --------------------------------------------------------------------------------------------

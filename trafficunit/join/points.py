@@ -96,9 +96,15 @@ def _segment_pairs(
     return qi, unit, d, meas
 
 
+#: Point events joined at a time: bounds the memory the candidate pairs take (a few dozen
+#: bytes per pair, several pairs per point) and the shapely points made for the queries.
+_CHUNK = 200_000
+
+
 def _assign_points(
     ix: UnitIndex,
-    pts: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     kind_codes: np.ndarray,
     names: np.ndarray | None,
     table: np.ndarray,
@@ -108,24 +114,77 @@ def _assign_points(
     area_buffer_m: float,
     name_extra_m: float = 0.0,
 ) -> _PointResult:
-    n = len(pts)
+    """Each point (coordinates ``x``, ``y`` in the index's CRS) to its unit, in chunks of
+    :data:`_CHUNK` points (each point's result depends on it alone)."""
+    n = len(x)
+    res = _PointResult(
+        np.full(n, -1, dtype=np.int64),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.full(n, _NOT_DONE, dtype=np.int8),
+    )
+    if n == 0:
+        return res
+    has_name = np.zeros(n, dtype=bool)
+    if name_aware and names is not None:
+        text = pd.Series(names, dtype="string").str.strip()
+        has_name = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    # the same search radius for every chunk (the pairs' order depends on the tree queried)
+    extra = name_extra_m if has_name.any() else 0.0
+    # near points one after the other: the tree queries walk the same nodes (a third faster)
+    order = _spatial_order(x, y)
+    for lo in range(0, n, _CHUNK):
+        part = order[lo : lo + _CHUNK]
+        got = _assign_chunk(
+            ix,
+            x[part],
+            y[part],
+            kind_codes[part],
+            names[part] if names is not None else None,
+            has_name[part],
+            table,
+            extra=extra,
+            intersection_precedence=intersection_precedence,
+            area_buffer_m=area_buffer_m,
+        )
+        res.unit[part], res.dist[part] = got.unit, got.dist
+        res.measure[part], res.status[part] = got.measure, got.status
+        res.name_matched += got.name_matched
+        res.name_overrode += got.name_overrode
+    return res
+
+
+def _spatial_order(x: np.ndarray, y: np.ndarray, cell_m: float = 500.0) -> np.ndarray:
+    """Positions of the points by grid cell of ``cell_m`` (rows of cells, then columns)."""
+    with np.errstate(invalid="ignore"):
+        cx = np.clip(np.nan_to_num((x - np.nanmin(x)) / cell_m), 0, 2**24).astype(np.int64)
+        cy = np.clip(np.nan_to_num((y - np.nanmin(y)) / cell_m), 0, 2**24).astype(np.int64)
+    return np.argsort(cy * 2**25 + cx, kind="stable")
+
+
+def _assign_chunk(
+    ix: UnitIndex,
+    x: np.ndarray,
+    y: np.ndarray,
+    kind_codes: np.ndarray,
+    names: np.ndarray | None,
+    has_name: np.ndarray,
+    table: np.ndarray,
+    *,
+    extra: float,
+    intersection_precedence: bool,
+    area_buffer_m: float,
+) -> _PointResult:
+    n = len(x)
     unit = np.full(n, -1, dtype=np.int64)
     dist = np.full(n, np.nan)
     measure = np.full(n, np.nan)
     status = np.full(n, _NOT_DONE, dtype=np.int8)
     res = _PointResult(unit, dist, measure, status)
-    if n == 0:
-        return res
-    xy = shapely.get_coordinates(pts)
-    x, y = xy[:, 0].copy(), xy[:, 1].copy()
+    pts = shapely.points(x, y)
     dmax = float(table.max())
-    has_name = np.zeros(n, dtype=bool)
-    if name_aware and names is not None:
-        text = pd.Series(names, dtype="string").str.strip()
-        has_name = (text.notna() & (text != "")).to_numpy(dtype=bool)
 
     # -- candidates: segments within their class's distance, intersection discs ----------
-    extra = name_extra_m if has_name.any() else 0.0
     ev_s, un_s, d_s, m_s = _segment_pairs(ix, pts, x, y, dmax + extra)
     lim = table[kind_codes[ev_s], ix.class_codes[un_s]] if len(ev_s) else np.empty(0)
     ok_s = d_s <= lim

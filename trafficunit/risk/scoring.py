@@ -145,7 +145,11 @@ def _accidents_on(
 ) -> tuple[pd.DataFrame, Period, dict[str, Any], np.ndarray]:
     """The accidents of the period, the period, the input report and each accident's
     position in the units frame (-1: not a unit of it; warned about, not counted)."""
-    acc, per, report = accidents(joined, period=period)
+    # only the columns scoring reads: the row selections below then copy no geometry and
+    # none of the events' other columns
+    acc, per, report = accidents(
+        pd.DataFrame(joined[[c for c in _SCORED_COLUMNS if c in joined.columns]]), period=period
+    )
     if per is None:
         raise ValidationError(
             "the accidents carry no time or year; give period=(start, end) so rates per year "
@@ -169,6 +173,12 @@ def _accidents_on(
             stacklevel=3,
         )
     return acc, per, report, pos
+
+
+#: The columns of the joined frame :func:`score` reads: the row's kind and unit, the event's
+#: id and time, its severity and casualties.
+_SCORED_COLUMNS: tuple[str, ...] = ("kind", "unit_id", "event_id", "time", "year", "hour")
+_SCORED_COLUMNS += ("severity", "deaths", "serious_injuries", "minor_injuries")
 
 
 def _rates(risk: pd.DataFrame, years: float) -> None:

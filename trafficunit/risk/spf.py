@@ -200,6 +200,12 @@ def _fit_one(
     )
 
 
+def _spf_columns(units: pd.DataFrame) -> pd.DataFrame:
+    """The unit columns an SPF reads (kind, length, AADT, degree): the subsets taken per
+    population then copy no geometry and no text."""
+    return pd.DataFrame(units[[c for c in ("kind", "length_m", "aadt", "degree") if c in units]])
+
+
 def _fit_populations(
     units: pd.DataFrame,
     counts: np.ndarray,
@@ -209,6 +215,7 @@ def _fit_populations(
     supplied: SafetyPerformanceFunction | Mapping[str, SafetyPerformanceFunction] | None,
 ) -> dict[str, SafetyPerformanceFunction]:
     spfs: dict[str, SafetyPerformanceFunction] = {}
+    units = _spf_columns(units)
     codes, uniques = pd.factorize(keys)
     for i, key in enumerate(uniques):
         if isinstance(supplied, SafetyPerformanceFunction):
@@ -234,6 +241,7 @@ def _predictions(
     preds = [np.zeros(len(units)) for _ in spans]
     kk = np.zeros(len(units))
     key_arr = keys.to_numpy(dtype=object)
+    units = _spf_columns(units)
     for key, f in spfs.items():
         sel = key_arr == key
         sub = units.loc[sel]
