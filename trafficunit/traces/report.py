@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +15,16 @@ import pandas as pd
 from .._errors import ValidationError
 from ..routing import check_tz, parse_hhmm
 
-#: What a finding is, in English and Chinese (reports and map layers carry both).
+_LABELS = json.loads(
+    resources.files(__package__).joinpath("labels.json").read_text(encoding="utf-8")
+)
+#: What a finding is, in English and Chinese (reports and map layers carry both), from
+#: ``labels.json`` beside this module.
 FINDING_LABELS: dict[str, tuple[str, str]] = {
-    "off_route": ("Off the permitted route", "偏离许可路线"),
-    "off_network": ("Off the road network", "不在路网上"),
-    "unmatched": ("Could not be matched", "无法匹配"),
-    "speeding": ("Speeding", "超速"),
-    "outside_window": ("Driving outside the permitted hours", "许可时段外行驶"),
+    kind: (words["en"], words["zh"]) for kind, words in _LABELS["findings"].items()
 }
-
-
-#: Why "keep right" is not checked (shown in every report).
-KEEP_RIGHT_NOTE = {
-    "en": "Keep right is not checked: the units have no lane geometry and GPS noise (10-30 m) "
-    "is wider than a carriageway.",
-    "zh": "未检查靠右行驶：交通单元没有车道级几何，GPS 误差（10–30 米）大于车行道宽度。",
-}
+#: Why "keep right" is not checked (shown in every report), in English and Chinese.
+KEEP_RIGHT_NOTE: dict[str, str] = dict(_LABELS["keep_right"])
 
 
 @dataclass
