@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from .._errors import ValidationError
@@ -81,6 +82,23 @@ def _severity(events: pd.DataFrame) -> pd.Series:
     return s.where(s.isin(SEVERITIES))
 
 
+def _first_of_each(ids: pd.Series) -> np.ndarray:
+    """Positions of each id's first row, in row order (``drop_duplicates``'s rows), found
+    with an Arrow dictionary encoding: no Python string per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    values = pa.chunked_array([pa.array(ids.astype("string").array)]).combine_chunks()
+    codes = pc.dictionary_encode(values, null_encoding="encode").indices
+    # the dictionary is in order of first appearance: a row is a first one when its code
+    # exceeds every code before it
+    c = np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
+    first = np.r_[True, c[1:] > np.maximum.accumulate(c)[:-1]]
+    return np.flatnonzero(first)
+
+
 def accidents(
     joined: pd.DataFrame, *, period: Any = None, matched_only: bool = True
 ) -> tuple[pd.DataFrame, Period | None, dict[str, int]]:
@@ -95,7 +113,7 @@ def accidents(
     if "kind" in joined.columns:
         acc = joined.loc[joined["kind"].astype("string").fillna("accident") == "accident"]
     if "event_id" in acc.columns:
-        acc = acc.drop_duplicates("event_id")
+        acc = acc.iloc[_first_of_each(acc["event_id"])]
     report["accidents"] = len(acc)
     if matched_only:
         matched = acc["unit_id"].notna().to_numpy()
@@ -107,7 +125,8 @@ def accidents(
         rep = acc.attrs.pop("time_report", {})
         report["outside_period"] = rep.get("outside_period", 0)
         report["no_date"] = rep.get("no_date", 0)
-    out = acc.copy()
+    # a new frame over the same columns (copy-on-write: no copy of the rows)
+    out = acc.copy(deep=False)
     out["severity"] = _severity(out)
     report["unknown_severity"] = int(out["severity"].isna().sum())
     report["used"] = len(out)
