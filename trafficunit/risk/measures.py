@@ -103,7 +103,10 @@ def _levels(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
     """Crash level rank (1..4) and percentile per unit, the rule, and extra columns."""
     values, used = _level_measure(risk, cfg)
-    groups = risk["reference_population"].to_numpy(dtype=object)
+    # the populations as numbers (NaN where none): no Python string per unit; the ranks
+    # within each population do not depend on how the populations are named or ordered
+    codes, _ = pd.factorize(risk["reference_population"])
+    groups = np.where(codes >= 0, codes, np.nan)
     seg = (risk["kind"] == "segment").to_numpy()
     crashes = risk["crashes"].to_numpy()
     extra: dict[str, np.ndarray] = {}

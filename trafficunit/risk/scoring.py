@@ -90,6 +90,7 @@ def score(
     acc, per, report, pos = _accidents_on(u, joined, period, cfg)
     years = per.years
     counts = _counts(acc, u.index, cfg, pos)
+    del acc, pos  # the accidents' rows are counted: released before the fits and levels
     risk = u.copy()
     for col in counts.columns:
         risk[col] = counts[col]
