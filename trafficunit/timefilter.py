@@ -208,9 +208,7 @@ def _in_period(events: pd.DataFrame, period: Period) -> tuple[np.ndarray, np.nda
         y = pd.to_numeric(events["year"], errors="coerce").to_numpy(dtype=float)
         year_only = np.flatnonzero(~known & np.isfinite(y))
         # 1 July of each year-only row's year (no date text for the rows with a time)
-        mid = pd.to_datetime(
-            pd.Series(y[year_only].astype(int)).astype(str) + "-07-01"
-        ).to_numpy()
+        mid = pd.to_datetime(pd.Series(y[year_only].astype(int)).astype(str) + "-07-01").to_numpy()
         start = period.start.tz_localize(None) if period.start.tzinfo else period.start
         end = period.end.tz_localize(None) if period.end.tzinfo else period.end
         inside[year_only] = (mid >= start.to_datetime64()) & (mid < end.to_datetime64())
@@ -439,7 +437,7 @@ def filter_events(
         want = night if light == "night" else ~night
         keep &= want.fillna(False).to_numpy(dtype=bool)
     # the selection is a new frame already (copy-on-write): no second copy of the rows
-    out = events.loc[keep].copy(deep=False)
+    out = (events if keep.all() else events.loc[keep]).copy(deep=False)
     report["kept"] = int(keep.sum())
     out.attrs["time_report"] = report
     return out

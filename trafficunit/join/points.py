@@ -157,7 +157,6 @@ def _assign_points(
 def _spatial_order(x: np.ndarray, y: np.ndarray, cell_m: float = 500.0) -> np.ndarray:
     """Positions of the points by grid cell of ``cell_m`` (rows of cells, then columns)."""
 
-
     def cell(v: np.ndarray) -> np.ndarray:
         # in place on one temporary: a few arrays of the points' size, not a dozen
         c = v - np.nanmin(v)

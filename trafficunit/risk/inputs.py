@@ -82,6 +82,14 @@ def _severity(events: pd.DataFrame) -> pd.Series:
     return s.where(s.isin(SEVERITIES))
 
 
+def _rows(frame: pd.DataFrame, which: np.ndarray) -> pd.DataFrame:
+    """The rows ``which`` (a mask, or ascending positions) of ``frame``; the frame itself when
+    that is every row (no copy of millions of rows to keep them all)."""
+    if which.dtype == bool:
+        return frame if which.all() else frame.loc[which]
+    return frame if len(which) == len(frame) else frame.iloc[which]
+
+
 def _first_of_each(ids: pd.Series) -> np.ndarray:
     """Positions of each id's first row, in row order (``drop_duplicates``'s rows), found
     with an Arrow dictionary encoding: no Python string per row."""
@@ -111,14 +119,16 @@ def accidents(
     report: dict[str, int] = {"joined_rows": len(joined)}
     acc = joined
     if "kind" in joined.columns:
-        acc = joined.loc[joined["kind"].astype("string").fillna("accident") == "accident"]
+        acc = _rows(
+            acc, (joined["kind"].astype("string").fillna("accident") == "accident").to_numpy()
+        )
     if "event_id" in acc.columns:
-        acc = acc.iloc[_first_of_each(acc["event_id"])]
+        acc = _rows(acc, _first_of_each(acc["event_id"]))
     report["accidents"] = len(acc)
     if matched_only:
         matched = acc["unit_id"].notna().to_numpy()
         report["unmatched"] = int((~matched).sum())
-        acc = acc.loc[matched]
+        acc = _rows(acc, matched)
     per = as_period(period) if period is not None else _data_period(acc)
     if per is not None:
         acc = filter_events(acc, period=per)
