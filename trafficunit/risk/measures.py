@@ -36,11 +36,12 @@ def _counts(
     if pos is None:
         pos = _positions(acc["unit_id"], index)
     ok = pos >= 0
-    sev = acc["severity"].fillna(cfg.unknown_severity).to_numpy(dtype=object)
+    # compared as Arrow strings: no Python string per accident
+    sev = acc["severity"].astype("string").fillna(cfg.unknown_severity)
     n = len(index)
     out: dict[str, np.ndarray] = {"crashes": np.bincount(pos[ok], minlength=n).astype(np.int64)}
     for letter in SEVERITIES:
-        m = ok & (sev == letter)
+        m = ok & (sev == letter).to_numpy(dtype=bool)
         out[letter] = np.bincount(pos[m], minlength=n).astype(np.int64)
     w = np.array([cfg.epdo_weights.get(s, np.nan) for s in SEVERITIES])
     if not np.isfinite(w).all():
