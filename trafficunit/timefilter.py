@@ -140,7 +140,7 @@ def _data_period(events: pd.DataFrame) -> Period | None:
         t = event_times(events)
         known = t.notna()
         if known.any():
-            tt = t[known]
+            tt = t if known.all() else t[known]  # no copy when every time is known
             if getattr(tt.dt, "tz", None) is not None:
                 tt = tt.dt.tz_localize(None)  # local wall time: dates as the data writes them
             first.append(tt.min().normalize())

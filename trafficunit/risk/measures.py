@@ -25,7 +25,10 @@ def _positions(unit_ids: pd.Series, index: pd.Index) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     values = pa.array(unit_ids.astype("string").array)
     keys = pa.array(pd.Series(index, dtype="string").array)
-    pos = pc.fill_null(pc.index_in(values, value_set=keys), -1)
+    # the system allocator: the hash table and positions are freed at once, not kept by
+    # Arrow's allocator into the next step's peak
+    pool = pa.system_memory_pool()
+    pos = pc.fill_null(pc.index_in(values, value_set=keys, memory_pool=pool), -1)
     return np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
