@@ -82,6 +82,15 @@ def _severity(events: pd.DataFrame) -> pd.Series:
     return s.where(s.isin(SEVERITIES))
 
 
+def _release_arrow_memory() -> None:
+    """Hand back to the system the memory Arrow's allocator keeps from freed temporaries
+    (pandas' string columns are Arrow arrays: each string step's output is such a temporary
+    and mimalloc/jemalloc would otherwise hold it into the next step's peak)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def _rows(frame: pd.DataFrame, which: np.ndarray) -> pd.DataFrame:
     """The rows ``which`` (a mask, or ascending positions) of ``frame``; the frame itself when
     that is every row (no copy of millions of rows to keep them all)."""

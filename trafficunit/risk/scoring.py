@@ -13,7 +13,7 @@ import pandas as pd
 from .._errors import TrafficUnitWarning, ValidationError
 from ..settings import RISK_LEVELS, RiskSettings
 from ..timefilter import Period
-from .inputs import _require_joined, _units_frame, accidents
+from .inputs import _release_arrow_memory, _require_joined, _units_frame, accidents
 from .measures import _counts, _hazard_counts, _jsonable, _level_measure, _levels, _positions
 from .spatial import hotspots
 from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
@@ -91,11 +91,13 @@ def score(
     years = per.years
     counts = _counts(acc, u.index, cfg, pos)
     del acc, pos  # the accidents' rows are counted: released before the fits and levels
+    _release_arrow_memory()
     risk = u.copy()
     for col in counts.columns:
         risk[col] = counts[col]
     _rates(risk, years)
     spfs = _empirical_bayes(risk, counts["crashes"].to_numpy(dtype=float), years, cfg, spf)
+    _release_arrow_memory()
     rule = _level_columns(risk, joined, hazards, cfg)
     rule["period"] = per.to_json()
     rule["years"] = years
@@ -156,6 +158,7 @@ def _accidents_on(
             "the accidents carry no time or year; give period=(start, end) so rates per year "
             "can be computed"
         )
+    _release_arrow_memory()  # the selection's string temporaries
     pos = _positions(acc["unit_id"], u.index)
     unknown_units = pos < 0
     if unknown_units.any():
