@@ -67,12 +67,18 @@ def _midrank_percentile(values: np.ndarray, groups: np.ndarray, weights: np.ndar
     if not valid.any():
         return out
     df = pd.DataFrame({"g": groups[valid], "v": values[valid], "w": weights[valid]})
-    tie = df.groupby(["g", "v"], sort=True)["w"].sum()
+    by = df.groupby(["g", "v"], sort=True)
+    tie = by["w"].sum()
     cum = tie.groupby(level=0).cumsum()
     total = tie.groupby(level=0).transform("sum")
-    pct = (100.0 * (cum - tie + 0.5 * tie) / total).rename("pct").reset_index()
-    merged = df.merge(pct, on=["g", "v"], how="left")
-    out[valid] = merged["pct"].to_numpy(dtype=float)
+    pct = (100.0 * (cum - tie + 0.5 * tie) / total).to_numpy(dtype=float)
+    # each row's (group, value) by its position among the sorted ties: no merge (a copy of
+    # the rows and a hash join); rows without a group stay NaN
+    at = by.ngroup().to_numpy(dtype=float)
+    has = np.isfinite(at) & (at >= 0)
+    got = np.full(len(at), np.nan)
+    got[has] = pct[at[has].astype(np.int64)]
+    out[valid] = got
     return out
 
 
