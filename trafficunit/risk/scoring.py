@@ -214,6 +214,7 @@ def _empirical_bayes(
     reference population (given, else fitted); the SPFs by population."""
     keys = _population_keys(risk, cfg)
     risk["reference_population"] = keys
+    _release_arrow_memory()  # the keys' string temporaries, before the fits
     spfs = _fit_populations(risk, obs, years, keys, cfg, spf)
     (pred,), kk = _predictions(risk, spfs, keys, (years,))
     w = 1.0 / (1.0 + kk * pred)
