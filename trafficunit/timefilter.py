@@ -140,7 +140,7 @@ def _data_period(events: pd.DataFrame) -> Period | None:
         t = event_times(events)
         known = t.notna()
         if known.any():
-            tt = t[known]
+            tt = t if known.all() else t[known]  # no copy when every time is known
             if getattr(tt.dt, "tz", None) is not None:
                 tt = tt.dt.tz_localize(None)  # local wall time: dates as the data writes them
             first.append(tt.min().normalize())
@@ -206,15 +206,13 @@ def _in_period(events: pd.DataFrame, period: Period) -> tuple[np.ndarray, np.nda
         known |= has
     if "year" in events.columns:
         y = pd.to_numeric(events["year"], errors="coerce").to_numpy(dtype=float)
-        year_only = ~known & np.isfinite(y)
-        mid = pd.to_datetime(
-            pd.Series(np.where(year_only, y, 1970).astype(int)).astype(str) + "-07-01"
-        ).to_numpy()
+        year_only = np.flatnonzero(~known & np.isfinite(y))
+        # 1 July of each year-only row's year (no date text for the rows with a time)
+        mid = pd.to_datetime(pd.Series(y[year_only].astype(int)).astype(str) + "-07-01").to_numpy()
         start = period.start.tz_localize(None) if period.start.tzinfo else period.start
         end = period.end.tz_localize(None) if period.end.tzinfo else period.end
-        ok = (mid >= start.to_datetime64()) & (mid < end.to_datetime64())
-        inside |= year_only & ok
-        known |= year_only
+        inside[year_only] = (mid >= start.to_datetime64()) & (mid < end.to_datetime64())
+        known[year_only] = True
     return inside, ~known
 
 
@@ -438,7 +436,8 @@ def filter_events(
         }
         want = night if light == "night" else ~night
         keep &= want.fillna(False).to_numpy(dtype=bool)
-    out = events.loc[keep].copy()
+    # the selection is a new frame already (copy-on-write): no second copy of the rows
+    out = (events if keep.all() else events.loc[keep]).copy(deep=False)
     report["kept"] = int(keep.sum())
     out.attrs["time_report"] = report
     return out

@@ -165,6 +165,9 @@ def _release_memory() -> None:
     beside them), so without this the resident memory grows by every stage's temporaries.
     Elsewhere than Linux/glibc a no-op.
     """
+    from ..risk.inputs import _release_arrow_memory
+
+    _release_arrow_memory()  # Arrow's allocator (pandas' strings) keeps freed memory too
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):

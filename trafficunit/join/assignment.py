@@ -99,12 +99,14 @@ def assign(
 
     names = _road_names(events) if name_aware else None
     pidx = np.flatnonzero(is_point)
+    # every event a point (the usual accidents): the arrays themselves, no copies
+    every = len(pidx) == len(events)
     pres = _assign_points(
         ix,
-        work.x[pidx],
-        work.y[pidx],
-        kind_codes[pidx],
-        names[pidx] if names is not None else None,
+        work.x if every else work.x[pidx],
+        work.y if every else work.y[pidx],
+        kind_codes if every else kind_codes[pidx],
+        names if every or names is None else names[pidx],
         table,
         name_aware=name_aware,
         intersection_precedence=int_prec,
@@ -117,12 +119,22 @@ def assign(
         tol = np.array([line_tol[kinds[k]] for k in kind_codes[sidx]], dtype=float)
         tol[np.isin(types[sidx], [3, 6])] = _polygon_tolerance(max_distance_m, cfg)
         shapes = _assign_shapes(ix, work.shapes(sidx), tol, cfg, intersection_precedence=int_prec)
+    if ix is not units:
+        # an index made for this call: its pieces' trees are not queried again
+        ix.release_trees()
 
     rows = _Rows.of(len(events), pidx, pres, sidx, shapes)
-    out = rows.frame(events, ix, per_pair=shapes is not None)
-    report = _report(out, events, rows.status, rows.event, rows.dist, pres, table, kinds, ix)
+    per_pair = shapes is not None
+    # release what the rows no longer need before the output columns are made
+    del pidx, sidx, shapes, kind_codes, names, types, missing, is_point
+    report = _report(
+        len(rows.event), events, rows.status, rows.event, rows.dist, pres, table, kinds, ix
+    )
+    del pres
     dmax = float(table.max()) if table.size else 0.0
     report["diagnosis"] = _diagnose(events, work, report, ix, cfg, dmax)
+    del work
+    out = rows.frame(events, ix, per_pair=per_pair)
     out.attrs = {"report": report}
     return out
 
@@ -446,7 +458,7 @@ def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 def _report(
-    out: gpd.GeoDataFrame,
+    n_rows: int,
     events: gpd.GeoDataFrame,
     stat: np.ndarray,
     row_ev: np.ndarray,
@@ -461,7 +473,7 @@ def _report(
         stat,
         row_ev,
         dist,
-        rows=len(out),
+        rows=n_rows,
         units=len(ix),
         max_distance_m={k: float(table[i].max()) for i, k in enumerate(kinds)},
         name_matched=pres.name_matched,

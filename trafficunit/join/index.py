@@ -190,6 +190,10 @@ class UnitIndex:
             self._piece_trees[key] = tree
         return tree
 
+    def release_trees(self) -> None:
+        """Drop the cached piece trees (:meth:`piece_tree` rebuilds one when asked again)."""
+        self._piece_trees.clear()
+
     def area(self, buffer_m: float) -> shapely.Geometry:
         """The network's area: convex hull of the units buffered by ``buffer_m`` (metric CRS)."""
         key = round(float(buffer_m), 6)

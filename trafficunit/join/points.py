@@ -156,10 +156,20 @@ def _assign_points(
 
 def _spatial_order(x: np.ndarray, y: np.ndarray, cell_m: float = 500.0) -> np.ndarray:
     """Positions of the points by grid cell of ``cell_m`` (rows of cells, then columns)."""
+
+    def cell(v: np.ndarray) -> np.ndarray:
+        # in place on one temporary: a few arrays of the points' size, not a dozen
+        c = v - np.nanmin(v)
+        c /= cell_m
+        np.nan_to_num(c, copy=False)
+        np.clip(c, 0, 2**24, out=c)
+        return c.astype(np.int64)
+
     with np.errstate(invalid="ignore"):
-        cx = np.clip(np.nan_to_num((x - np.nanmin(x)) / cell_m), 0, 2**24).astype(np.int64)
-        cy = np.clip(np.nan_to_num((y - np.nanmin(y)) / cell_m), 0, 2**24).astype(np.int64)
-    return np.argsort(cy * 2**25 + cx, kind="stable")
+        key = cell(y)
+        key *= 2**25
+        key += cell(x)
+    return np.argsort(key, kind="stable")
 
 
 def _assign_chunk(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from .._errors import ValidationError
@@ -81,6 +82,54 @@ def _severity(events: pd.DataFrame) -> pd.Series:
     return s.where(s.isin(SEVERITIES))
 
 
+def _release_arrow_memory() -> None:
+    """Hand back to the system the memory Arrow's allocator keeps from freed temporaries
+    (pandas' string columns are Arrow arrays: each string step's output is such a temporary
+    and mimalloc/jemalloc would otherwise hold it into the next step's peak)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _rows(frame: pd.DataFrame, which: np.ndarray) -> pd.DataFrame:
+    """The rows ``which`` (a mask, or ascending positions) of ``frame``; the frame itself when
+    that is every row (no copy of millions of rows to keep them all)."""
+    if which.dtype == bool:
+        return frame if which.all() else frame.loc[which]
+    return frame if len(which) == len(frame) else frame.iloc[which]
+
+
+def _first_of_each(ids: pd.Series) -> np.ndarray:
+    """Positions of each id's first row, in row order (``drop_duplicates``'s rows).
+
+    A stable Arrow sort of the ids, each compared with the one before: no Python string and
+    no hash table per row (a tenth of ``drop_duplicates``' memory on millions of ids);
+    missing ids count as one id.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    pool = pa.system_memory_pool()  # freed at once, not kept by Arrow's allocator
+    arr = pa.array(ids.astype("string").array)
+    if not isinstance(arr, pa.ChunkedArray):
+        arr = pa.chunked_array([arr])
+    order = pc.sort_indices(arr, memory_pool=pool)
+    srt = pc.take(arr, order, memory_pool=pool)
+    same = np.zeros(n, dtype=bool)  # equal to the id before it in sorted order
+    if n > 1:
+        eq = pc.equal(srt.slice(1), srt.slice(0, n - 1), memory_pool=pool)
+        same[1:] = np.asarray(pc.fill_null(eq, False).to_numpy(zero_copy_only=False), dtype=bool)
+    del srt
+    first = np.ones(n, dtype=bool)
+    first[np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.int64)[same]] = False
+    missing = np.flatnonzero(np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool))
+    first[missing[1:]] = False
+    return np.flatnonzero(first)
+
+
 def accidents(
     joined: pd.DataFrame, *, period: Any = None, matched_only: bool = True
 ) -> tuple[pd.DataFrame, Period | None, dict[str, int]]:
@@ -93,21 +142,24 @@ def accidents(
     report: dict[str, int] = {"joined_rows": len(joined)}
     acc = joined
     if "kind" in joined.columns:
-        acc = joined.loc[joined["kind"].astype("string").fillna("accident") == "accident"]
+        acc = _rows(
+            acc, (joined["kind"].astype("string").fillna("accident") == "accident").to_numpy()
+        )
     if "event_id" in acc.columns:
-        acc = acc.drop_duplicates("event_id")
+        acc = _rows(acc, _first_of_each(acc["event_id"]))
     report["accidents"] = len(acc)
     if matched_only:
         matched = acc["unit_id"].notna().to_numpy()
         report["unmatched"] = int((~matched).sum())
-        acc = acc.loc[matched]
+        acc = _rows(acc, matched)
     per = as_period(period) if period is not None else _data_period(acc)
     if per is not None:
         acc = filter_events(acc, period=per)
         rep = acc.attrs.pop("time_report", {})
         report["outside_period"] = rep.get("outside_period", 0)
         report["no_date"] = rep.get("no_date", 0)
-    out = acc.copy()
+    # a new frame over the same columns (copy-on-write: no copy of the rows)
+    out = acc.copy(deep=False)
     out["severity"] = _severity(out)
     report["unknown_severity"] = int(out["severity"].isna().sum())
     report["used"] = len(out)

@@ -25,7 +25,10 @@ def _positions(unit_ids: pd.Series, index: pd.Index) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     values = pa.array(unit_ids.astype("string").array)
     keys = pa.array(pd.Series(index, dtype="string").array)
-    pos = pc.fill_null(pc.index_in(values, value_set=keys), -1)
+    # the system allocator: the hash table and positions are freed at once, not kept by
+    # Arrow's allocator into the next step's peak
+    pool = pa.system_memory_pool()
+    pos = pc.fill_null(pc.index_in(values, value_set=keys, memory_pool=pool), -1)
     return np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
@@ -36,11 +39,12 @@ def _counts(
     if pos is None:
         pos = _positions(acc["unit_id"], index)
     ok = pos >= 0
-    sev = acc["severity"].fillna(cfg.unknown_severity).to_numpy(dtype=object)
+    # compared as Arrow strings: no Python string per accident
+    sev = acc["severity"].astype("string").fillna(cfg.unknown_severity)
     n = len(index)
     out: dict[str, np.ndarray] = {"crashes": np.bincount(pos[ok], minlength=n).astype(np.int64)}
     for letter in SEVERITIES:
-        m = ok & (sev == letter)
+        m = ok & (sev == letter).to_numpy(dtype=bool)
         out[letter] = np.bincount(pos[m], minlength=n).astype(np.int64)
     w = np.array([cfg.epdo_weights.get(s, np.nan) for s in SEVERITIES])
     if not np.isfinite(w).all():
@@ -63,12 +67,18 @@ def _midrank_percentile(values: np.ndarray, groups: np.ndarray, weights: np.ndar
     if not valid.any():
         return out
     df = pd.DataFrame({"g": groups[valid], "v": values[valid], "w": weights[valid]})
-    tie = df.groupby(["g", "v"], sort=True)["w"].sum()
+    by = df.groupby(["g", "v"], sort=True)
+    tie = by["w"].sum()
     cum = tie.groupby(level=0).cumsum()
     total = tie.groupby(level=0).transform("sum")
-    pct = (100.0 * (cum - tie + 0.5 * tie) / total).rename("pct").reset_index()
-    merged = df.merge(pct, on=["g", "v"], how="left")
-    out[valid] = merged["pct"].to_numpy(dtype=float)
+    pct = (100.0 * (cum - tie + 0.5 * tie) / total).to_numpy(dtype=float)
+    # each row's (group, value) by its position among the sorted ties: no merge (a copy of
+    # the rows and a hash join); rows without a group stay NaN
+    at = by.ngroup().to_numpy(dtype=float)
+    has = np.isfinite(at) & (at >= 0)
+    got = np.full(len(at), np.nan)
+    got[has] = pct[at[has].astype(np.int64)]
+    out[valid] = got
     return out
 
 
@@ -103,7 +113,10 @@ def _levels(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
     """Crash level rank (1..4) and percentile per unit, the rule, and extra columns."""
     values, used = _level_measure(risk, cfg)
-    groups = risk["reference_population"].to_numpy(dtype=object)
+    # the populations as numbers (NaN where none): no Python string per unit; the ranks
+    # within each population do not depend on how the populations are named or ordered
+    codes, _ = pd.factorize(risk["reference_population"])
+    groups = np.where(codes >= 0, codes, np.nan)
     seg = (risk["kind"] == "segment").to_numpy()
     crashes = risk["crashes"].to_numpy()
     extra: dict[str, np.ndarray] = {}

@@ -13,7 +13,7 @@ import pandas as pd
 from .._errors import TrafficUnitWarning, ValidationError
 from ..settings import RISK_LEVELS, RiskSettings
 from ..timefilter import Period
-from .inputs import _require_joined, _units_frame, accidents
+from .inputs import _release_arrow_memory, _require_joined, _units_frame, accidents
 from .measures import _counts, _hazard_counts, _jsonable, _level_measure, _levels, _positions
 from .spatial import hotspots
 from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
@@ -90,11 +90,14 @@ def score(
     acc, per, report, pos = _accidents_on(u, joined, period, cfg)
     years = per.years
     counts = _counts(acc, u.index, cfg, pos)
+    del acc, pos  # the accidents' rows are counted: released before the fits and levels
+    _release_arrow_memory()
     risk = u.copy()
     for col in counts.columns:
         risk[col] = counts[col]
     _rates(risk, years)
     spfs = _empirical_bayes(risk, counts["crashes"].to_numpy(dtype=float), years, cfg, spf)
+    _release_arrow_memory()
     rule = _level_columns(risk, joined, hazards, cfg)
     rule["period"] = per.to_json()
     rule["years"] = years
@@ -155,6 +158,7 @@ def _accidents_on(
             "the accidents carry no time or year; give period=(start, end) so rates per year "
             "can be computed"
         )
+    _release_arrow_memory()  # the selection's string temporaries
     pos = _positions(acc["unit_id"], u.index)
     unknown_units = pos < 0
     if unknown_units.any():
@@ -210,6 +214,7 @@ def _empirical_bayes(
     reference population (given, else fitted); the SPFs by population."""
     keys = _population_keys(risk, cfg)
     risk["reference_population"] = keys
+    _release_arrow_memory()  # the keys' string temporaries, before the fits
     spfs = _fit_populations(risk, obs, years, keys, cfg, spf)
     (pred,), kk = _predictions(risk, spfs, keys, (years,))
     w = 1.0 / (1.0 + kk * pred)

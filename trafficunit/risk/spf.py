@@ -240,10 +240,12 @@ def _predictions(
     population, ``keys``) and its overdispersion ``k``."""
     preds = [np.zeros(len(units)) for _ in spans]
     kk = np.zeros(len(units))
-    key_arr = keys.to_numpy(dtype=object)
+    # each unit's population as a code: no Python string per unit
+    codes, uniques = pd.factorize(keys)
+    code_of = {str(k): i for i, k in enumerate(uniques)}
     units = _spf_columns(units)
     for key, f in spfs.items():
-        sel = key_arr == key
+        sel = codes == code_of.get(str(key), -2)
         sub = units.loc[sel]
         for pred, years in zip(preds, spans, strict=True):
             pred[sel] = f.predict(sub, years)
