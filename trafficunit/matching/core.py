@@ -5,7 +5,9 @@ sparseness":
 
 - **Candidates** for each GPS point are the segment units within ``search_radius_m``, found with
   the same STRtree over the units' straight pieces as :func:`trafficunit.assign` (one vectorised
-  query for the whole trace), the nearest ``max_candidates`` kept per point.
+  query for the whole trace), the nearest ``max_candidates`` kept per point, and up to half as
+  many more that are among the nearest of the point before or after it (a point thrown far by
+  noise in a dense grid keeps the road it is on).
 - **Emission**: a Gaussian on the point's distance to the candidate (``sigma_m``).
 - **Transition**: an exponential on how much longer the route is than the straight line between
   consecutive points (``beta_m``; a shorter route is free, since noise lengthens straight lines
@@ -90,7 +92,8 @@ def match_trace(
     search_radius_m
         Units farther than this from a point are not candidates for it.
     max_candidates
-        Nearest candidate units kept per point.
+        Nearest candidate units kept per point (and up to half as many more that are among the
+        nearest of the point before or after it).
     max_speed_kmh
         Transitions needing a faster speed over the network are impossible.
     max_route_m
@@ -150,7 +153,9 @@ def match_trace(
         raise ValidationError("sigma_m, beta_m, search_radius_m and max_candidates must be > 0")
     graph = units if isinstance(units, UnitGraph) else UnitGraph(units)
     xy, secs = _trace_xy(graph, trace, time_col)
-    cu_all, cm_all, cd_all = _candidates(graph, xy[:, 0], xy[:, 1], search_radius_m, max_candidates)
+    cu_all, cm_all, cd_all = _candidates(
+        graph, xy[:, 0], xy[:, 1], search_radius_m, max_candidates, max_candidates // 2
+    )
     has = cu_all[:, 0] >= 0
     # thin the points as Newson & Krumm do: one within 2 sigma of the last kept point adds no
     # information on the route, only noise on the straight-line distance
