@@ -113,7 +113,7 @@ def match_trace(
     accel_mps2
         Typical acceleration (m/s², the smoother's process noise): larger follows stop-and-go
         driving more closely, smaller smooths more. ``None``: chosen for each chain of the
-        trace by likelihood among 0.03, 0.1, 0.3 and 1 m/s².
+        trace by likelihood among 0.003, 0.01, 0.03, 0.1, 0.3 and 1 m/s².
     speed_model
         ``"free"``: the speed wanders freely; ``"limits"``: the speed is a share of each unit's
         speed limit (``maxspeed_kmh``, else the assumed speed of its road class) and that share
