@@ -3,7 +3,8 @@
 Run on demand (leuvenmapmatching is not a dependency):
 ``.venv/bin/uv pip install leuvenmapmatching`` then
 ``.venv/bin/python benchmarks/bench_match.py [--grid] [--extract oslo-east] [--routes 8]
-[--interval 5] [--noise 15] [--radial] [--speed-factor 1] [--speed-kmh V] [--leuven-budget 300]``.
+[--noise-seeds 1] [--interval 5] [--noise 15] [--radial] [--speed-factor 1] [--speed-kmh V]
+[--leuven-budget 300]``.
 
 Traces are generated (not real): ``tu.traces.generate_trace`` drives routes between random
 segments of a real OSM extract (``../shared/data/osm``) at the units' speed limits (times
@@ -267,9 +268,12 @@ def cell(
     """One sampling interval and noise level: ours, the oracles and leuvenmapmatching."""
     axis = noise / np.sqrt(2) if args.radial else noise
     drive = {"speed_factor": args.speed_factor, "speed_kmh": args.speed_kmh}
+    # each route driven once per noise seed (seed k for route k, then k + 1000, k + 2000, ...)
+    seeds = [k + 1000 * j for j in range(args.noise_seeds) for k in range(len(rs))]
+    rs = rs * args.noise_seeds
     traces = [
         generate_trace(graph, r, interval_s=interval, noise_m=axis, seed=k, **drive)
-        for k, r in enumerate(rs)
+        for k, r in zip(seeds, rs, strict=True)
     ]
     metric = [tr.to_crs(graph.crs) for tr in traces]
     n = sum(len(tr) for tr in traces)
@@ -344,6 +348,9 @@ def main() -> None:
     ap.add_argument("--speed-kmh", type=float, default=None)
     ap.add_argument("--leuven-budget", type=float, default=300.0, help="seconds per cell; 0: off")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--noise-seeds", type=int, default=1, help="traces per route, each with its own noise"
+    )
     args = ap.parse_args()
     src = DATA / f"{args.extract}.osm.pbf"
     units = tu.build_units(tu.read_network(src), max_length_m=200, progress=False)
@@ -359,7 +366,8 @@ def main() -> None:
     kind = "radial RMS" if args.radial else "per axis"
     drive = f"{args.speed_kmh:g} km/h" if args.speed_kmh else f"{args.speed_factor:g} x the limits"
     print(
-        f"{args.extract}: {len(units):,} units, {len(rs)} routes driven at {drive}; noise {kind}; "
+        f"{args.extract}: {len(units):,} units, {len(rs)} routes x {args.noise_seeds} noise "
+        f"seeds driven at {drive}; noise {kind}; "
         f"UnitGraph built in {t_graph:.2f} s; load average before {os.getloadavg()[0]:.1f}"
     )
     rows = []
