@@ -28,7 +28,8 @@ sparseness":
   intersection unit), every point is projected onto it, the positions along it are smoothed
   (constant-velocity Kalman + RTS, :mod:`.smooth`: free speed or a share of the speed limits,
   whichever the trace makes more likely) and placed back: a point crossing a junction is on
-  the intersection.
+  the intersection. The path runs to the far ends of a chain's first and last units, and one
+  unit further where the first (last) point is nearer a unit that continues it there.
 """
 
 from __future__ import annotations
