@@ -168,9 +168,10 @@ def match_trace(
     hmm = _HMM(
         sigma_m, beta_m, search_radius_m, max_speed_kmh, max_route_m, heading_weight, uturn_penalty
     )
-    d = _decode(graph, hmm, xy, secs, has, idx, cu_all, cm_all, cd_all)
-    d = _skip_outliers(graph, hmm, xy, secs, has, d, cu_all, cm_all, cd_all)
-    d = _skip_detours(graph, hmm, xy, secs, has, d, cu_all, cm_all, cd_all)
+    obs = _Points(xy, secs, has, cu_all, cm_all, cd_all)
+    d = _decode(graph, hmm, obs, idx)
+    d = _skip_outliers(graph, hmm, obs, d)
+    d = _skip_detours(graph, hmm, obs, d)
     if speed_model not in SPEED_MODELS:
         raise ValidationError(f"speed_model must be one of {SPEED_MODELS} (got {speed_model!r})")
     if accel_mps2 is not None and not accel_mps2 > 0:
@@ -189,6 +190,19 @@ class _HMM:
     max_route_m: float
     heading_weight: float
     uturn_penalty: float
+
+
+@dataclass
+class _Points:
+    """The trace's points: metric coordinates, seconds, which have candidates, and their
+    candidates (unit row, measure, distance; -1 unit where none)."""
+
+    xy: np.ndarray
+    secs: np.ndarray | None
+    has: np.ndarray
+    cu: np.ndarray
+    cm: np.ndarray
+    cd: np.ndarray
 
 
 def _trace_xy(
@@ -212,15 +226,11 @@ def _trace_xy(
 def _decode(
     graph: UnitGraph,
     hmm: _HMM,
-    xy: np.ndarray,
-    secs: np.ndarray | None,
-    has: np.ndarray,
+    obs: _Points,
     idx: np.ndarray,
-    cu_all: np.ndarray,
-    cm_all: np.ndarray,
-    cd_all: np.ndarray,
 ) -> Decoded:
     """Viterbi over the kept points' directed candidates."""
+    xy, secs, cu_all, cm_all, cd_all = obs.xy, obs.secs, obs.cu, obs.cm, obs.cd
     cu, cm, cd, cdir = _directed(graph, cu_all[idx], cm_all[idx], cd_all[idx])
     # per-step limits on the route distance: speed over the elapsed time, and max_route_m
     p = xy[idx]
@@ -252,7 +262,7 @@ def _decode(
     return Decoded(
         xy=xy,
         secs=secs,
-        has=has,
+        has=obs.has,
         idx=idx,
         unit=cu[rows, choice],
         meas=cm[rows, choice],
@@ -267,13 +277,8 @@ def _decode(
 def _skip_outliers(
     graph: UnitGraph,
     hmm: _HMM,
-    xy: np.ndarray,
-    secs: np.ndarray | None,
-    has: np.ndarray,
+    obs: _Points,
     d: Decoded,
-    cu_all: np.ndarray,
-    cm_all: np.ndarray,
-    cd_all: np.ndarray,
 ) -> Decoded:
     """Decode again without the kept points where the chain restarted, when that joins the
     chain: a point thrown far off by GPS noise (3 sigma and more happens every few hundred
@@ -284,7 +289,7 @@ def _skip_outliers(
     if len(r) == 0:
         return d
     idx2 = np.delete(d.idx, r)
-    d2 = _decode(graph, hmm, xy, secs, has, idx2, cu_all, cm_all, cd_all)
+    d2 = _decode(graph, hmm, obs, idx2)
     # a dropped point whose next kept point still restarts the chain was not the cause
     nxt = np.searchsorted(idx2, d.idx[r], side="right")
     back = r[d2.restart[np.minimum(nxt, len(idx2) - 1)]]
@@ -292,21 +297,14 @@ def _skip_outliers(
         return d
     if len(back) == 0:
         return d2
-    return _decode(
-        graph, hmm, xy, secs, has, np.sort(np.r_[idx2, d.idx[back]]), cu_all, cm_all, cd_all
-    )
+    return _decode(graph, hmm, obs, np.sort(np.r_[idx2, d.idx[back]]))
 
 
 def _skip_detours(
     graph: UnitGraph,
     hmm: _HMM,
-    xy: np.ndarray,
-    secs: np.ndarray | None,
-    has: np.ndarray,
+    obs: _Points,
     d: Decoded,
-    cu_all: np.ndarray,
-    cm_all: np.ndarray,
-    cd_all: np.ndarray,
 ) -> Decoded:
     """Decode again without the kept points that take the path on a detour: a point thrown
     towards a side street by noise is matched onto it when the route there and back costs no
@@ -337,19 +335,19 @@ def _skip_detours(
     if len(drop) == 0:
         return d
     idx2 = np.delete(d.idx, drop)
-    d2 = _decode(graph, hmm, xy, secs, has, idx2, cu_all, cm_all, cd_all)
+    d2 = _decode(graph, hmm, obs, idx2)
     # the dropped point must lie near the path without it: the units matched before and after
     p = d.idx[drop]
     after = np.minimum(np.searchsorted(idx2, p), len(idx2) - 1)
     near = np.zeros(len(p), bool)
     for nb in (d2.unit[np.maximum(after - 1, 0)], d2.unit[after]):
-        near |= ((cu_all[p] == nb[:, None]) & (cd_all[p] <= 3 * hmm.sigma_m)).any(axis=1)
+        near |= ((obs.cu[p] == nb[:, None]) & (obs.cd[p] <= 3 * hmm.sigma_m)).any(axis=1)
     if near.all():
         return d2
     if not near.any():
         return d
     idx3 = np.sort(np.r_[idx2, p[~near]])
-    return _decode(graph, hmm, xy, secs, has, idx3, cu_all, cm_all, cd_all)
+    return _decode(graph, hmm, obs, idx3)
 
 
 _PATH_COLUMNS = [

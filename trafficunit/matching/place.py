@@ -174,6 +174,24 @@ def _end_unit(
     return int(cand[ok][j]), 1 if fwd[ok][j] else -1
 
 
+def _whole(
+    graph: UnitGraph,
+    unit_dir: tuple[int, int],
+    step: int,
+    pu: list[int],
+    pf: list[float],
+    pt: list[float],
+    sop: list[int],
+) -> None:
+    """Append the whole of a unit, driven in the given direction, to a path's piece lists."""
+    u, direction = unit_dir
+    full = float(graph.length[u])
+    pu.append(u)
+    pf.append(0.0 if direction > 0 else full)
+    pt.append(full if direction > 0 else 0.0)
+    sop.append(step)
+
+
 def _chain_pieces(
     graph: UnitGraph, d: Decoded, eff: np.ndarray, steps: list, k0: int, k1: int, last: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -193,11 +211,7 @@ def _chain_pieces(
     entry = graph.from_node[u0] if d.direction[k0] > 0 else graph.to_node[u0]
     pre = _end_unit(graph, d, int(d.idx[k0]), int(entry), u0, leaving=False)
     if pre is not None:
-        full = float(graph.length[pre[0]])
-        pu.append(pre[0])
-        pf.append(0.0 if pre[1] > 0 else full)
-        pt.append(full if pre[1] > 0 else 0.0)
-        sop.append(k0)
+        _whole(graph, pre, k0, pu, pf, pt, sop)
     pu.append(u0)
     pf.append(0.0 if d.direction[k0] > 0 else float(graph.length[u0]))
     pt.append(float(eff[k0]))
@@ -215,11 +229,7 @@ def _chain_pieces(
     exit_node = graph.to_node[u1] if d.direction[k1] > 0 else graph.from_node[u1]
     post = _end_unit(graph, d, last, int(exit_node), u1, leaving=True)
     if post is not None:
-        full = float(graph.length[post[0]])
-        pu.append(post[0])
-        pf.append(0.0 if post[1] > 0 else full)
-        pt.append(full if post[1] > 0 else 0.0)
-        sop.append(k1)
+        _whole(graph, post, k1, pu, pf, pt, sop)
     return _with_crossings(
         graph, np.array(pu, dtype=np.int64), np.array(pf), np.array(pt), np.array(sop)
     )
