@@ -5,7 +5,9 @@ sparseness":
 
 - **Candidates** for each GPS point are the segment units within ``search_radius_m``, found with
   the same STRtree over the units' straight pieces as :func:`trafficunit.assign` (one vectorised
-  query for the whole trace), the nearest ``max_candidates`` kept per point.
+  query for the whole trace), the nearest ``max_candidates`` kept per point, and up to half as
+  many more that are among the nearest of the point before or after it (a point thrown far by
+  noise in a dense grid keeps the road it is on).
 - **Emission**: a Gaussian on the point's distance to the candidate (``sigma_m``).
 - **Transition**: an exponential on how much longer the route is than the straight line between
   consecutive points (``beta_m``; a shorter route is free, since noise lengthens straight lines
@@ -17,12 +19,17 @@ sparseness":
 - **Viterbi** over the whole trace. Where no transition is possible (a long gap, a jump, a road
   missing from the map) the chain restarts: that point's state is ``"break"``. Points with no
   unit within the search radius are ``"no_candidate"`` and have no unit.
+- **Detours**: a kept point whose way from the point before it to the one after it is longer
+  than the direct way by more than ``sigma_m`` (noise threw it towards a side street, and the
+  way there and back cost no more than the noise stretches straight lines) is decoded as a
+  thinned point when the path without it passes within 3 sigma of it.
 - **Placement** (:mod:`.place`): the chain's driven path is rebuilt from its units, crossing
   each intersection straight from one segment's end to the next one's start (a piece of the
   intersection unit), every point is projected onto it, the positions along it are smoothed
   (constant-velocity Kalman + RTS, :mod:`.smooth`: free speed or a share of the speed limits,
   whichever the trace makes more likely) and placed back: a point crossing a junction is on
-  the intersection.
+  the intersection. The path runs to the far ends of a chain's first and last units, and one
+  unit further where the first (last) point is nearer a unit that continues it there.
 """
 
 from __future__ import annotations
@@ -90,7 +97,8 @@ def match_trace(
     search_radius_m
         Units farther than this from a point are not candidates for it.
     max_candidates
-        Nearest candidate units kept per point.
+        Nearest candidate units kept per point (and up to half as many more that are among the
+        nearest of the point before or after it).
     max_speed_kmh
         Transitions needing a faster speed over the network are impossible.
     max_route_m
@@ -110,7 +118,7 @@ def match_trace(
     accel_mps2
         Typical acceleration (m/s², the smoother's process noise): larger follows stop-and-go
         driving more closely, smaller smooths more. ``None``: chosen for each chain of the
-        trace by likelihood among 0.03, 0.1, 0.3 and 1 m/s².
+        trace by likelihood among 0.003, 0.01, 0.03, 0.1, 0.3 and 1 m/s².
     speed_model
         ``"free"``: the speed wanders freely; ``"limits"``: the speed is a share of each unit's
         speed limit (``maxspeed_kmh``, else the assumed speed of its road class) and that share
@@ -150,7 +158,9 @@ def match_trace(
         raise ValidationError("sigma_m, beta_m, search_radius_m and max_candidates must be > 0")
     graph = units if isinstance(units, UnitGraph) else UnitGraph(units)
     xy, secs = _trace_xy(graph, trace, time_col)
-    cu_all, cm_all, cd_all = _candidates(graph, xy[:, 0], xy[:, 1], search_radius_m, max_candidates)
+    cu_all, cm_all, cd_all = _candidates(
+        graph, xy[:, 0], xy[:, 1], search_radius_m, max_candidates, max_candidates // 2
+    )
     has = cu_all[:, 0] >= 0
     # thin the points as Newson & Krumm do: one within 2 sigma of the last kept point adds no
     # information on the route, only noise on the straight-line distance
@@ -158,8 +168,10 @@ def match_trace(
     hmm = _HMM(
         sigma_m, beta_m, search_radius_m, max_speed_kmh, max_route_m, heading_weight, uturn_penalty
     )
-    d = _decode(graph, hmm, xy, secs, has, idx, cu_all, cm_all, cd_all)
-    d = _skip_outliers(graph, hmm, xy, secs, has, d, cu_all, cm_all, cd_all)
+    obs = _Points(xy, secs, has, cu_all, cm_all, cd_all)
+    d = _decode(graph, hmm, obs, idx)
+    d = _skip_outliers(graph, hmm, obs, d)
+    d = _skip_detours(graph, hmm, obs, d)
     if speed_model not in SPEED_MODELS:
         raise ValidationError(f"speed_model must be one of {SPEED_MODELS} (got {speed_model!r})")
     if accel_mps2 is not None and not accel_mps2 > 0:
@@ -178,6 +190,19 @@ class _HMM:
     max_route_m: float
     heading_weight: float
     uturn_penalty: float
+
+
+@dataclass
+class _Points:
+    """The trace's points: metric coordinates, seconds, which have candidates, and their
+    candidates (unit row, measure, distance; -1 unit where none)."""
+
+    xy: np.ndarray
+    secs: np.ndarray | None
+    has: np.ndarray
+    cu: np.ndarray
+    cm: np.ndarray
+    cd: np.ndarray
 
 
 def _trace_xy(
@@ -201,15 +226,11 @@ def _trace_xy(
 def _decode(
     graph: UnitGraph,
     hmm: _HMM,
-    xy: np.ndarray,
-    secs: np.ndarray | None,
-    has: np.ndarray,
+    obs: _Points,
     idx: np.ndarray,
-    cu_all: np.ndarray,
-    cm_all: np.ndarray,
-    cd_all: np.ndarray,
 ) -> Decoded:
     """Viterbi over the kept points' directed candidates."""
+    xy, secs, cu_all, cm_all, cd_all = obs.xy, obs.secs, obs.cu, obs.cm, obs.cd
     cu, cm, cd, cdir = _directed(graph, cu_all[idx], cm_all[idx], cd_all[idx])
     # per-step limits on the route distance: speed over the elapsed time, and max_route_m
     p = xy[idx]
@@ -241,7 +262,7 @@ def _decode(
     return Decoded(
         xy=xy,
         secs=secs,
-        has=has,
+        has=obs.has,
         idx=idx,
         unit=cu[rows, choice],
         meas=cm[rows, choice],
@@ -256,13 +277,8 @@ def _decode(
 def _skip_outliers(
     graph: UnitGraph,
     hmm: _HMM,
-    xy: np.ndarray,
-    secs: np.ndarray | None,
-    has: np.ndarray,
+    obs: _Points,
     d: Decoded,
-    cu_all: np.ndarray,
-    cm_all: np.ndarray,
-    cd_all: np.ndarray,
 ) -> Decoded:
     """Decode again without the kept points where the chain restarted, when that joins the
     chain: a point thrown far off by GPS noise (3 sigma and more happens every few hundred
@@ -273,7 +289,7 @@ def _skip_outliers(
     if len(r) == 0:
         return d
     idx2 = np.delete(d.idx, r)
-    d2 = _decode(graph, hmm, xy, secs, has, idx2, cu_all, cm_all, cd_all)
+    d2 = _decode(graph, hmm, obs, idx2)
     # a dropped point whose next kept point still restarts the chain was not the cause
     nxt = np.searchsorted(idx2, d.idx[r], side="right")
     back = r[d2.restart[np.minimum(nxt, len(idx2) - 1)]]
@@ -281,9 +297,57 @@ def _skip_outliers(
         return d
     if len(back) == 0:
         return d2
-    return _decode(
-        graph, hmm, xy, secs, has, np.sort(np.r_[idx2, d.idx[back]]), cu_all, cm_all, cd_all
-    )
+    return _decode(graph, hmm, obs, np.sort(np.r_[idx2, d.idx[back]]))
+
+
+def _skip_detours(
+    graph: UnitGraph,
+    hmm: _HMM,
+    obs: _Points,
+    d: Decoded,
+) -> Decoded:
+    """Decode again without the kept points that take the path on a detour: a point thrown
+    towards a side street by noise is matched onto it when the route there and back costs no
+    more than the noise stretches the straight lines to its neighbours (a free detour of tens
+    of metres into a side street or a junction's link; with 1 s sampling in one chain in two).
+    A kept point whose way from the point before to the one after is longer by more than
+    ``sigma_m`` than the direct way is dropped, and placed like a thinned point, if the
+    matched units before and after it are within 3 sigma of it; otherwise (a real excursion)
+    it stays."""
+    m = len(d.idx)
+    j = np.flatnonzero(~d.restart[1:-1] & ~d.restart[2:]) + 1 if m > 2 else np.zeros(0, int)
+    if len(j) == 0:
+        return d
+    via = d.route_d[j] + d.route_d[j + 1]
+    rows = np.ravel(np.column_stack([j - 1, j + 1]))
+    lim = np.zeros(2 * len(j) - 1)
+    lim[0::2] = via
+    direct = _transitions(
+        graph,
+        d.unit[rows][:, None],
+        d.meas[rows][:, None],
+        d.direction[rows][:, None],
+        lim,
+        2 * hmm.sigma_m,
+        0.0,
+    )[0::2, 0, 0]
+    drop = j[np.isfinite(direct) & (via - direct > hmm.sigma_m)]
+    if len(drop) == 0:
+        return d
+    idx2 = np.delete(d.idx, drop)
+    d2 = _decode(graph, hmm, obs, idx2)
+    # the dropped point must lie near the path without it: the units matched before and after
+    p = d.idx[drop]
+    after = np.minimum(np.searchsorted(idx2, p), len(idx2) - 1)
+    near = np.zeros(len(p), bool)
+    for nb in (d2.unit[np.maximum(after - 1, 0)], d2.unit[after]):
+        near |= ((obs.cu[p] == nb[:, None]) & (obs.cd[p] <= 3 * hmm.sigma_m)).any(axis=1)
+    if near.all():
+        return d2
+    if not near.any():
+        return d
+    idx3 = np.sort(np.r_[idx2, p[~near]])
+    return _decode(graph, hmm, obs, idx3)
 
 
 _PATH_COLUMNS = [

@@ -150,18 +150,72 @@ def _with_crossings(
     return pu, pf, pt, sop, geoms
 
 
+def _end_unit(
+    graph: UnitGraph, d: Decoded, p: int, node: int, own: int, leaving: bool
+) -> tuple[int, int] | None:
+    """(unit, direction) of the candidate of point ``p`` that continues the path at ``node``
+    (leaving it, or arriving there when not ``leaving``) and is nearer the point than the
+    path's own end unit ``own``; None if there is none."""
+    cand = d.cu_all[p]
+    cand = cand[(cand >= 0) & (cand != own)]
+    if len(cand) == 0:
+        return None
+    two = graph.backward_ok[cand] | graph.internal[cand]
+    head, tail = (graph.from_node, graph.to_node) if leaving else (graph.to_node, graph.from_node)
+    fwd = head[cand] == node
+    ok = fwd | ((tail[cand] == node) & two)
+    if not ok.any():
+        return None
+    pnt = shapely.points(d.xy[p, 0], d.xy[p, 1])
+    dist = shapely.distance(graph.index.geoms[cand[ok]], pnt)
+    j = int(np.argmin(dist))
+    if dist[j] >= shapely.distance(graph.index.geoms[own], pnt):
+        return None
+    return int(cand[ok][j]), 1 if fwd[ok][j] else -1
+
+
+def _whole(
+    graph: UnitGraph,
+    unit_dir: tuple[int, int],
+    step: int,
+    pu: list[int],
+    pf: list[float],
+    pt: list[float],
+    sop: list[int],
+) -> None:
+    """Append the whole of a unit, driven in the given direction, to a path's piece lists."""
+    u, direction = unit_dir
+    full = float(graph.length[u])
+    pu.append(u)
+    pf.append(0.0 if direction > 0 else full)
+    pt.append(full if direction > 0 else 0.0)
+    sop.append(step)
+
+
 def _chain_pieces(
-    graph: UnitGraph, d: Decoded, eff: np.ndarray, steps: list, k0: int, k1: int
+    graph: UnitGraph, d: Decoded, eff: np.ndarray, steps: list, k0: int, k1: int, last: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pieces (unit, from, to, step, line) of one chain's path, from the start of its first
     kept point's unit to the end of its last one's (in the driving direction): the points
     before the first kept one and after the last (thinned, or the first point itself when GPS
-    noise put it ahead) can be placed there, not piled up at the kept point."""
+    noise put it ahead) can be placed there, not piled up at the kept point. The path reaches
+    one unit further at either end when the chain's first (or ``last``) point is nearer a unit
+    that continues it there than the end unit itself: a route's first and last steps are
+    cheaper when they stop short (nothing after them pays for it), so Viterbi tends to end a
+    chain a unit early."""
     u0, u1 = int(d.unit[k0]), int(d.unit[k1])
-    pu: list[int] = [u0]
-    pf: list[float] = [0.0 if d.direction[k0] > 0 else float(graph.length[u0])]
-    pt: list[float] = [float(eff[k0])]
-    sop: list[int] = [k0]
+    pu: list[int] = []
+    pf: list[float] = []
+    pt: list[float] = []
+    sop: list[int] = []
+    entry = graph.from_node[u0] if d.direction[k0] > 0 else graph.to_node[u0]
+    pre = _end_unit(graph, d, int(d.idx[k0]), int(entry), u0, leaving=False)
+    if pre is not None:
+        _whole(graph, pre, k0, pu, pf, pt, sop)
+    pu.append(u0)
+    pf.append(0.0 if d.direction[k0] > 0 else float(graph.length[u0]))
+    pt.append(float(eff[k0]))
+    sop.append(k0)
     for i in range(k0, k1):
         for uu, f, to in steps[i]:
             pu.append(uu)
@@ -172,6 +226,10 @@ def _chain_pieces(
     pf.append(float(eff[k1]))
     pt.append(float(graph.length[u1]) if d.direction[k1] > 0 else 0.0)
     sop.append(k1)
+    exit_node = graph.to_node[u1] if d.direction[k1] > 0 else graph.from_node[u1]
+    post = _end_unit(graph, d, last, int(exit_node), u1, leaving=True)
+    if post is not None:
+        _whole(graph, post, k1, pu, pf, pt, sop)
     return _with_crossings(
         graph, np.array(pu, dtype=np.int64), np.array(pf), np.array(pt), np.array(sop)
     )
@@ -245,7 +303,7 @@ def _place(
         k0, k1 = int(ks[0]), int(ks[-1])
         pts = np.arange(int(d.idx[k0]), int(d.idx[k1 + 1]) if k1 + 1 < m else n)
         pts = pts[d.has[pts]]
-        pu, pf, pt, sop, geoms = _chain_pieces(graph, d, eff, steps, k0, k1)
+        pu, pf, pt, sop, geoms = _chain_pieces(graph, d, eff, steps, k0, k1, int(pts[-1]))
         plen = np.abs(pt - pf)
         end = np.cumsum(plen)
         start = end - plen

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Accelerations (m/s²) the smoother chooses from by likelihood when none is given.
-ACCEL_GRID = (0.03, 0.1, 0.3, 1.0)
+ACCEL_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 #: Values of ``speed_model`` of :func:`trafficunit.match_trace`.
 SPEED_MODELS = ("auto", "free", "limits")
