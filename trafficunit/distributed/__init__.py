@@ -67,10 +67,12 @@ from ._cluster import cluster
 from ._grid import Grid
 from ._grid import _grid_for as _grid_for
 from ._join import assign
+from ._parts import PartitionedFrame
 from ._pipeline import PipelineResult, run_pipeline
 
 __all__ = [
     "Grid",
+    "PartitionedFrame",
     "PipelineResult",
     "assign",
     "build_units",
