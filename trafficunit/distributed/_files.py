@@ -49,8 +49,16 @@ from . import _tasks
 from ._cluster import _bar, _peak_rss_mb
 from ._grid import Grid, _grid_for
 from ._join import _network_extent, _reach
-from ._parts import PartitionedFrame, _bbox, _cell_name, _chunk_offsets, _chunks, _read_parts
-from ._parts import _write_json, _write_part
+from ._parts import (
+    PartitionedFrame,
+    _bbox,
+    _cell_name,
+    _chunk_offsets,
+    _chunks,
+    _read_parts,
+    _write_json,
+    _write_part,
+)
 
 #: Rows of an input file a task reads at most.
 _CHUNK_ROWS = 500_000

@@ -326,6 +326,7 @@ class _Run:
         self.cpu: dict[str, dict[str, float]] = {"inputs": {"client": time.process_time()}}
         self.client: Any = None
         self.worker_peaks: list[int] = []
+        self.worker_stage_peaks: dict[str, list[int]] = {}
         self._cpu0 = (time.process_time(), 0.0)
 
     def _worker_cpu(self) -> float:
@@ -344,6 +345,11 @@ class _Run:
         self.peaks[name] = round(_peak_rss_mb())
         _release_memory()
         _reset_peak_rss()
+        if self.client is not None:  # the workers' peaks in this stage, then afresh
+            with contextlib.suppress(Exception):
+                peaks = self.client.run(_peak_rss_mb)
+                self.worker_stage_peaks[name] = [round(v) for v in peaks.values()]
+                self.client.run(_reset_peak_rss)
         now = (time.process_time(), self._worker_cpu())
         cpu = {"client": round(now[0] - self._cpu0[0], 2)}
         if self.client is not None:
@@ -384,8 +390,14 @@ class _Run:
             "halo_retries": stats.retries,
             "max_halo_m": stats.max_halo_m,
             "resumed": bool(self.store.resumed) if self.store is not None else False,
-            "worker_peak_rss_mb": self.worker_peaks,
+            # over the run: the largest of each worker's stage peaks and its last peak
+            "worker_peak_rss_mb": [
+                max(v)
+                for v in zip(*self.worker_stage_peaks.values(), self.worker_peaks, strict=False)
+            ]
+            or self.worker_peaks,
             "client_peak_rss_mb": self.peaks,
+            "worker_stage_peak_rss_mb": self.worker_stage_peaks,
             "cpu_seconds": {
                 k: {
                     **v,

@@ -5,6 +5,7 @@ Only small summaries (counts, bounds, timings) go back to the client; see :mod:`
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -13,10 +14,13 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyproj
 import shapely
 
 from .._validate import geometry_problems
+from ..io import atomic_path
 from ..settings import JoinSettings, NetworkSettings
 from ._build import _build_cell, _metric_bounds
 from ._grid import Grid
@@ -170,7 +174,7 @@ def build_cell(
     if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
         t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
         xy = np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
-    hull = shapely.convex_hull(shapely.multipoints(xy))
+    hull = shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
     radius = pd.to_numeric(units.get("radius_m"), errors="coerce")
     seg = units["kind"] == "segment"
     out = {
@@ -184,13 +188,57 @@ def build_cell(
         "hull": shapely.get_coordinates(hull).tolist(),
         "halo_m": halo,
     }
-    _write_json(stage / "units" / f"{_cell_name(cell)}.json", out)
+    _write_npy(stage / "ubounds" / f"{_cell_name(cell)}.npy", b)
     _write_part(units, stage / "units" / f"{_cell_name(cell)}.parquet")
+    _write_json(stage / "units" / f"{_cell_name(cell)}.json", out)
     return out
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
+
+
+def _hull_candidates(xy: np.ndarray) -> np.ndarray:
+    """The points of ``xy`` not strictly inside the polygon of its extreme points (in x,
+    y, x + y and x - y): their convex hull is that of all points (Akl-Toussaint)."""
+    if len(xy) < 16:
+        return xy
+    x, y = xy[:, 0], xy[:, 1]
+    ext = [np.argmin(x), np.argmin(x - y), np.argmax(y), np.argmax(x + y)]
+    ext += [np.argmax(x), np.argmax(x - y), np.argmin(y), np.argmin(x + y)]
+    poly = xy[ext]  # clockwise from the leftmost point (y up): x-min, top-left, y-max...
+    inside = np.ones(len(xy), dtype=bool)
+    for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+        if (a == b).all():
+            continue
+        # strictly right of each clockwise edge (a -> b): inside
+        inside &= (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) < 0
+    return np.asarray(xy[~inside])
 
 
 # --------------------------------------------------------------------------------------------
 # events
+
+
+def _wkb_xy(col: pa.ChunkedArray) -> np.ndarray | None:
+    """Coordinates ``(n, 2)`` of a WKB column of 2D points (little-endian, as GeoParquet
+    writers write them), read from the bytes; None if any value is something else."""
+    arr = col.combine_chunks()
+    if arr.null_count or not len(arr):
+        return None
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32 if arr.type == pa.binary() else np.int64
+    )
+    offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
+    if not (np.diff(offsets) == 21).all():
+        return None
+    raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    rec = raw.reshape(-1, 21)
+    if not ((rec[:, 0] == 1).all() and (rec[:, 1:5].view("<u4")[:, 0] == 1).all()):
+        return None
+    return np.ascontiguousarray(rec[:, 5:21]).view("<f8").reshape(-1, 2)
 
 
 @_cpu
@@ -199,41 +247,67 @@ def partition_events(
 ) -> dict[str, Any]:
     """Rows ``chunk`` of the event file to the fragment of the cell of their centre
     (``frag/events/<cell>/<k>.parquet``, missing geometries in the first cell), with their
-    row in the file (``_pos``)."""
+    row in the file (``_pos``). Points are read from their WKB bytes and the rows written
+    as they were read (Arrow), without making geometries."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
-    events = _read_chunk(src, chunk)
-    missing, _, eb, _ = _event_bounds(events, mcrs)
-    ci, cj = grid.cell_of((eb[:, 0] + eb[:, 2]) / 2, (eb[:, 1] + eb[:, 3]) / 2)
+    pf = pq.ParquetFile(src)
+    rg, a, b = chunk
+    table = pf.read_row_group(rg).slice(a, b - a)
+    geo = json.loads(pf.schema_arrow.metadata[b"geo"])
+    gcol = geo["primary_column"]
+    xy = _wkb_xy(table.column(gcol))
+    if xy is not None:
+        crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
+        tx = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True)
+        cx, cy = tx.transform(xy[:, 0], xy[:, 1])
+        missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
+    else:
+        events = _arrow_to_geopandas(table, geo)
+        missing, _, eb, _ = _event_bounds(events, mcrs)
+        cx, cy = (eb[:, 0] + eb[:, 2]) / 2, (eb[:, 1] + eb[:, 3]) / 2
+    ci, cj = grid.cell_of(cx, cy)
     key = ci * grid.ny + cj
     key[missing] = 0
-    events["_pos"] = offset + np.arange(len(events), dtype=np.int64)
+    table = table.append_column("_pos", pa.array(offset + np.arange(len(table), dtype=np.int64)))
     for cell, rows in _split_by_key(key, grid.ny):
-        _write_part(
-            events.iloc[rows], stage / "frag" / "events" / _cell_name(cell) / f"{k}.parquet"
-        )
-    return {"rows": len(events)}
+        path = stage / "frag" / "events" / _cell_name(cell) / f"{k}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.take(rows), tmp)
+    return {"rows": len(table)}
 
 
 def _near_units(
-    stage: Path, grid: Grid, lo: np.ndarray, hi: np.ndarray, overhang: float, mcrs: pyproj.CRS
+    stage: Path, grid: Grid, lo: np.ndarray, hi: np.ndarray, overhang: float
 ) -> gpd.GeoDataFrame | None:
-    """The units whose metric bounds meet the window ``lo``–``hi``, in ``unit_id`` order."""
+    """The units whose metric bounds meet the window ``lo``-``hi``, in ``unit_id`` order
+    (selected by the bounds each build task saved; only their geometries are decoded)."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
     box = np.array([[lo[0], lo[1], hi[0], hi[1]]])
     _, keys = _cells_of_boxes(grid, box, overhang)
-    paths = [
-        stage / "units" / f"{_cell_name((int(k // grid.ny), int(k % grid.ny)))}.parquet"
-        for k in keys
-    ]
-    paths = [p for p in paths if p.exists()]
-    import pyarrow.parquet as pq
-
-    cols = [c for c in _UNIT_INPUTS if paths and c in pq.read_schema(paths[0]).names]
-    units = _read_parts(paths, [*cols, "geometry"])
-    if units is None or not len(units):
+    frames = []
+    for k in keys:
+        name = _cell_name((int(k // grid.ny), int(k % grid.ny)))
+        path = stage / "units" / f"{name}.parquet"
+        if not path.exists():
+            continue
+        ub = np.load(stage / "ubounds" / f"{name}.npy")
+        sel = (ub[:, 2] >= lo[0]) & (ub[:, 3] >= lo[1]) & (ub[:, 0] <= hi[0])
+        sel &= ub[:, 1] <= hi[1]
+        if not sel.any():
+            continue
+        pf = pq.ParquetFile(path)
+        cols = [c for c in (*_UNIT_INPUTS, "unit_id", "geometry") if c in pf.schema_arrow.names]
+        table = pf.read(columns=cols).take(np.flatnonzero(sel))
+        frames.append(_arrow_to_geopandas(table, json.loads(pf.schema_arrow.metadata[b"geo"])))
+    if not frames:
         return None
-    ub = _metric_bounds(units, mcrs)
-    sel = (ub[:, 2] >= lo[0]) & (ub[:, 3] >= lo[1]) & (ub[:, 0] <= hi[0]) & (ub[:, 1] <= hi[1])
-    return units.iloc[np.flatnonzero(sel)].sort_index()
+    units = pd.concat(frames) if len(frames) > 1 else frames[0]
+    units = gpd.GeoDataFrame(units, geometry="geometry", crs=frames[0].crs)
+    return units.sort_index()
 
 
 def _nearest(
@@ -279,7 +353,7 @@ def join_cell(
     ok = ~missing
     lo = np.nanmin(eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
     hi = np.nanmax(eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
-    units = _near_units(stage, grid, lo, hi, overhang, mcrs) if ok.any() else None
+    units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
     geoms = np.full(len(ev), None, dtype=object)
     geoms[is_pt] = shapely.points(eb[is_pt, 0], eb[is_pt, 1])
     if shapes is not None:
@@ -334,13 +408,11 @@ def join_cell(
         out.iloc[rows, out.columns.get_loc("distance_m")] = dist
     _write_part(out, stage / "joined" / f"{_cell_name(cell)}.parquet")
     code = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
+    counts = np.bincount(code, minlength=len(MATCH_STATUSES))
     return {
         "rows": len(out),
         "events": len(ev),
-        "by_match": {
-            s: int(n)
-            for s, n in zip(MATCH_STATUSES, np.bincount(code, minlength=len(MATCH_STATUSES)))
-        },
+        "by_match": {s: int(n) for s, n in zip(MATCH_STATUSES, counts, strict=True)},
         "name_matched": int(report.get("name_matched", 0)),
         "max_distance_m": report.get("max_distance_m", {}),
     }
