@@ -163,6 +163,7 @@ def run_mode(
     *,
     in_memory: bool = False,
     outdir: Path | None = None,
+    keep: Path | None = None,
 ) -> None:
     """One mode in this (fresh) process; prints one JSON line."""
     import trafficunit as tu
@@ -180,12 +181,14 @@ def run_mode(
     else:  # both modes start from the files, reading counted in the pipeline's time
         roads, acc = data / "roads.parquet", data / "accidents.parquet"
     with tempfile.TemporaryDirectory(dir=outdir) as tmp:
+        # --keep: the partitions in a lasting directory, so a killed run resumes from them
+        target = keep / mode if keep is not None else Path(tmp) / "out"
         res = distributed.run_pipeline(
             roads,
             acc,
             scheduler=None if mode == "single" else "local",
             settings=cfg,
-            outdir=None if mode == "single" or in_memory else Path(tmp) / "out",
+            outdir=None if mode == "single" or in_memory else target,
         )
         t = time.perf_counter()
         units = res.units.read(["kind"]) if hasattr(res.units, "read") else res.units
@@ -212,6 +215,7 @@ def run_mode(
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
         "worker_stage_peaks_mb": res.report.get("worker_stage_peak_rss_mb", {}),
         "stage_cpu_s": res.report.get("cpu_seconds", {}),
+        "resumed": res.report.get("resumed", False),
         "units": len(units),
         "accidents": res.report["accidents"],
         "matched": int(joined["unit_id"].notna().sum()),
@@ -244,6 +248,12 @@ def main() -> None:
         help="read the files in the client and pass frames (the reading not timed)",
     )
     ap.add_argument("--outdir", type=Path, default=None, help="Dask's partitions go here")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="write the Dask run's output to KEEP/dask and keep it (a killed run resumes)",
+    )
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.edges:
@@ -257,6 +267,7 @@ def main() -> None:
             args.memory_limit,
             in_memory=args.in_memory,
             outdir=args.outdir,
+            keep=args.keep,
         )
         return
     tmp = None
@@ -298,6 +309,8 @@ def main() -> None:
                 cmd += ["--in-memory"]
             if args.outdir:
                 cmd += ["--outdir", str(args.outdir)]
+            if args.keep:
+                cmd += ["--keep", str(args.keep)]
             t = time.perf_counter()
             c0 = os.times()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -368,6 +381,7 @@ def main() -> None:
             lambda r: " + ".join(f"{p:,}" for p in r["worker_peaks_mb"]) or "-",
         ),
         ("peak RSS sum (MB)", lambda r: f"{r['client_peak_mb'] + sum(r['worker_peaks_mb']):,}"),
+        ("resumed a killed run", lambda r: str(r.get("resumed", False))),
         (
             "cells / build tasks / retries",
             lambda r: f"{r['cells']} / {r['tasks']} / {r['halo_retries']}",
