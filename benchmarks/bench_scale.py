@@ -188,7 +188,8 @@ def run_mode(
             acc,
             scheduler=None if mode == "single" else "local",
             settings=cfg,
-            outdir=None if mode == "single" or in_memory else target,
+            # from files to files: both modes write their results (units, joined, risk)
+            outdir=None if in_memory else target,
         )
         t = time.perf_counter()
         units = res.units.read(["kind"]) if hasattr(res.units, "read") else res.units

@@ -364,15 +364,13 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
     parts = sorted((stage / "units").glob("cell-*.parquet"))
     if not marker.exists():
         cols = [c for c in _units_columns(parts[0]) if c != "unit_id"]
-        frames, owner = [], []
-        for p in parts:
-            f = pd.read_parquet(p, columns=cols)
-            frames.append(f)
-            owner.extend([p.stem] * len(f))
+        frames = [pd.read_parquet(p, columns=cols) for p in parts]
         units = pd.concat(frames)
-        cell = pd.Series(owner, index=units.index)
-        order = np.argsort(units.index.to_numpy(dtype=object), kind="stable")
-        units, cell = units.iloc[order], cell.iloc[order]
+        # each unit's part, as a number; the units in unit_id order (as the build sorts them)
+        cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
+        del frames
+        order = units.index.argsort(kind="stable")
+        units, cell = units.iloc[order], cell[order]
         ujoin = sorted((stage / "joined").glob("cell-*.parquet"))
         jcols = [c for c in _SCORED_COLUMNS if c in pq.read_schema(ujoin[0]).names]
         joined = _read_parts(ujoin, jcols)
@@ -389,8 +387,11 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
         added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
         attrs = _jsonable_attrs(risk)
         risk = pd.DataFrame(risk[added])
-        for name, rows in risk.groupby(cell.to_numpy(), sort=False).indices.items():
-            _write_part(risk.iloc[rows], stage / "riskcols" / f"{name}.parquet")
+        by = np.argsort(cell, kind="stable")
+        starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
+        for n, p in enumerate(parts):
+            rows = by[starts[n] : starts[n + 1]]
+            _write_part(risk.iloc[rows], stage / "riskcols" / p.name)
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())

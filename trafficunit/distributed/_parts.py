@@ -93,12 +93,11 @@ def _write_part(df: pd.DataFrame, path: Path) -> None:
 def _read_parts(paths: list[Path], columns: list[str] | None = None) -> pd.DataFrame | None:
     """The parts concatenated (None if there are none); GeoDataFrames where they hold a
     geometry column that is read."""
-    frames = []
-    for p in paths:
-        try:
-            frames.append(gpd.read_parquet(p, columns=columns))
-        except ValueError:  # no geometry among the columns read
-            frames.append(pd.read_parquet(p, columns=columns))
+    geo = columns is None or "geometry" in columns
+    frames = [
+        gpd.read_parquet(p, columns=columns) if geo else pd.read_parquet(p, columns=columns)
+        for p in paths
+    ]
     frames = [f for f in frames if len(f)] or frames[:1]
     if not frames:
         return None
