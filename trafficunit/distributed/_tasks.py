@@ -279,6 +279,47 @@ def partition_events(
     return {"rows": len(table)}
 
 
+def _table_bounds(
+    table: pa.Table, mcrs: pyproj.CRS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`._join._event_bounds` of a GeoParquet table: for 2D points from their WKB
+    bytes (the same coordinates, no geometries made)."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    geo = json.loads(table.schema.metadata[b"geo"])
+    gcol = geo["primary_column"]
+    xy = _wkb_xy(table.column(gcol))
+    if xy is None:
+        return _event_bounds(_arrow_to_geopandas(table, geo), mcrs)
+    crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
+    missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
+    px, py = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True).transform(
+        xy[~missing, 0], xy[~missing, 1]
+    )
+    eb = np.full((len(xy), 4), np.nan)
+    eb[~missing] = np.c_[px, py, px, py]
+    return missing, ~missing, eb, None
+
+
+def _with_columns(table: pa.Table, extra: pd.DataFrame) -> pa.Table:
+    """``table`` (rows of a GeoParquet file, as read) with the columns and index of
+    ``extra`` added, its pandas metadata extended to match (read back by pandas/geopandas
+    with each column's dtype; the table's own index dropped)."""
+    meta = dict(table.schema.metadata)
+    pm = json.loads(meta[b"pandas"])
+    own_index = [c for c in pm.get("index_columns", []) if isinstance(c, str)]
+    table = table.drop_columns(own_index)
+    et = pa.Table.from_pandas(extra)
+    pe = json.loads(et.schema.metadata[b"pandas"])
+    pm["columns"] = [c for c in pm["columns"] if c["field_name"] in table.column_names]
+    pm["columns"] += pe["columns"]
+    pm["index_columns"] = pe["index_columns"]
+    meta[b"pandas"] = json.dumps(pm).encode()
+    arrays = [*table.columns, *et.columns]
+    names = [*table.column_names, *et.column_names]
+    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(meta)
+
+
 def _near_units(
     stage: Path, grid: Grid, lo: np.ndarray, hi: np.ndarray, overhang: float
 ) -> gpd.GeoDataFrame | None:
@@ -345,36 +386,38 @@ def join_cell(
 
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     frags = sorted((stage / "frag" / "events" / _cell_name(cell)).glob("*.parquet"))
-    ev = _read_parts(frags)
-    if ev is None or not len(ev):
+    if not frags:
         return {"rows": 0}
-    ev = ev.sort_values("_pos", kind="stable").reset_index(drop=True)
-    missing, is_pt, eb, shapes = _event_bounds(ev, mcrs)
+    table = pa.concat_tables([pq.read_table(f) for f in frags])
+    table = table.take(np.argsort(table.column("_pos").to_numpy(), kind="stable"))
+    missing, is_pt, eb, shapes = _table_bounds(table, mcrs)
     ok = ~missing
     lo = np.nanmin(eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
     hi = np.nanmax(eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
     units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
-    geoms = np.full(len(ev), None, dtype=object)
+    geoms = np.full(len(table), None, dtype=object)
     geoms[is_pt] = shapely.points(eb[is_pt, 0], eb[is_pt, 1])
     if shapes is not None:
         geoms[~is_pt] = shapes[~is_pt]
     report: dict[str, Any] = {}
     if units is None:
-        res = pd.DataFrame({"_pos": np.arange(len(ev)), "unit_id": None, "match": "outside"})
+        res = pd.DataFrame({"_pos": np.arange(len(table)), "unit_id": None, "match": "outside"})
         for col in _FLOAT_COLUMNS:
             res[col] = np.nan
     else:
-        cols = pd.DataFrame(ev[[c for c in _EVENT_INPUTS if c in ev.columns]])
-        metric = gpd.GeoDataFrame(cols, geometry=geoms, crs=mcrs)
-        metric["_pos"] = np.arange(len(ev))
+        cols = table.select([c for c in _EVENT_INPUTS if c in table.column_names]).to_pandas()
+        metric = gpd.GeoDataFrame(cols.reset_index(drop=True), geometry=geoms, crs=mcrs)
+        metric["_pos"] = np.arange(len(table))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = _assign(units.to_crs(mcrs), metric, crs=mcrs, settings=jcfg)
         report = dict(res.attrs.get("report", {}))
     row = res["_pos"].to_numpy()
-    out = ev.iloc[row].drop(columns="_pos")
-    out.index = pd.Index(ev["_pos"].to_numpy()[row], name="event_row")
-    out["unit_id"] = pd.array(res["unit_id"].astype(object).to_numpy(), dtype="string")
+    event_row = table.column("_pos").to_numpy()[row]
+    out = pd.DataFrame(
+        {"unit_id": pd.array(res["unit_id"].astype(object).to_numpy(), dtype="string")},
+        index=pd.Index(event_row, name="event_row"),
+    )
     for col in _FLOAT_COLUMNS[:2]:
         out[col] = res[col].to_numpy(dtype=float)
     out["match"] = pd.array(res["match"].astype(object).to_numpy(), dtype="string")
@@ -406,12 +449,14 @@ def join_cell(
         rows = np.flatnonzero(loose)
         out.iloc[rows, out.columns.get_loc("match")] = np.where(inside, "too_far", "outside")
         out.iloc[rows, out.columns.get_loc("distance_m")] = dist
-    _write_part(out, stage / "joined" / f"{_cell_name(cell)}.parquet")
+    path = stage / "joined" / f"{_cell_name(cell)}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(_with_columns(table.take(row).drop_columns(["_pos"]), out), tmp)
     code = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
     counts = np.bincount(code, minlength=len(MATCH_STATUSES))
     return {
         "rows": len(out),
-        "events": len(ev),
+        "events": len(table),
         "by_match": {s: int(n) for s, n in zip(MATCH_STATUSES, counts, strict=True)},
         "name_matched": int(report.get("name_matched", 0)),
         "max_distance_m": report.get("max_distance_m", {}),
