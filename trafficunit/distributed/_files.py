@@ -224,7 +224,7 @@ def run_files(
     hull = shapely.convex_hull(shapely.multipoints(np.concatenate([b["hull"] for b in done])))
     area = shapely.to_wkb(shapely.buffer(hull, jcfg.area_buffer_m))
     cells = sorted(
-        tuple(int(v) for v in d.name.split("-")[1:])
+        (int(d.name.split("-")[1]), int(d.name.split("-")[2]))
         for d in (stage / "frag" / "events").glob("cell-*")
     )
     joined = runner.map(

@@ -444,11 +444,15 @@ def join_cell(
                 allu = _read_parts(sorted((stage / "units").glob("cell-*.parquet")), ["geometry"])
                 assert allu is not None
                 big = np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf])
-                d[~sure], _ = _nearest(g[far[~sure]], allu.to_crs(mcrs), *big)
+                d[~sure], _ = _nearest(g[far[~sure]], gpd.GeoDataFrame(allu).to_crs(mcrs), *big)
             dist[far] = d
         rows = np.flatnonzero(loose)
-        out.iloc[rows, out.columns.get_loc("match")] = np.where(inside, "too_far", "outside")
-        out.iloc[rows, out.columns.get_loc("distance_m")] = dist
+        match = np.array(out["match"].astype(object).to_numpy(), dtype=object)
+        match[rows] = np.where(inside, "too_far", "outside")
+        out["match"] = pd.array(match, dtype="string")
+        distance = out["distance_m"].to_numpy(dtype=float, copy=True)
+        distance[rows] = dist
+        out["distance_m"] = distance
     path = stage / "joined" / f"{_cell_name(cell)}.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(_with_columns(table.take(row).drop_columns(["_pos"]), out), tmp)
