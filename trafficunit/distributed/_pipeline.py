@@ -113,6 +113,7 @@ def run_pipeline(
         of each stage in this process and in the workers (``cpu_seconds``).
     """
     cfg = settings or DistributedSettings()
+    build_kw = {"max_length_m": max_length_m, "junction_merge_m": junction_merge_m}
     if isinstance(roads, str | os.PathLike) or isinstance(accidents, str | os.PathLike):
         return _from_files(
             roads,
@@ -122,7 +123,7 @@ def run_pipeline(
             scheduler=scheduler,
             outdir=outdir,
             crs=crs,
-            build_kw={"max_length_m": max_length_m, "junction_merge_m": junction_merge_m},
+            build_kw=build_kw,
             unit_settings=unit_settings,
             join_settings=join_settings,
             risk_settings=risk_settings,
@@ -156,7 +157,7 @@ def run_pipeline(
         accidents=accidents,
         hazards=hazards,
         mcrs=mcrs,
-        build_kw={"max_length_m": max_length_m, "junction_merge_m": junction_merge_m},
+        build_kw=build_kw,
         unit_settings=unit_settings,
         join_settings=join_settings,
         cfg=cfg,

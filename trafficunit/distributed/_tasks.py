@@ -24,7 +24,7 @@ from ..io import atomic_path
 from ..settings import JoinSettings, NetworkSettings
 from ._build import _build_cell, _metric_bounds
 from ._grid import Grid
-from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds
+from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds, _inside_area
 from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
 
 #: Bits of a road's id (``_rid``) that hold its row within its chunk.
@@ -427,15 +427,7 @@ def join_cell(
     # nearer than the nearest within, else from all units)
     loose = out["match"].isin(["too_far", "outside"]).to_numpy() & ~missing[row]
     if loose.any():
-        g = geoms[row][loose]
-        multi = shapely.get_type_id(g) == 4
-        g[multi] = shapely.centroid(g[multi])
-        area = shapely.from_wkb(area_wkb)
-        pt = shapely.get_type_id(g) == 0
-        inside = np.zeros(len(g), dtype=bool)
-        xy = shapely.get_coordinates(g[pt])
-        inside[pt] = shapely.contains_xy(area, xy[:, 0], xy[:, 1])
-        inside[~pt] = shapely.intersects(area, g[~pt])
+        g, inside = _inside_area(geoms[row][loose], shapely.from_wkb(area_wkb))
         dist = np.full(len(g), np.nan)
         far = np.flatnonzero(inside)
         if len(far):
