@@ -120,7 +120,6 @@ def run_files(
     accidents: Path,
     *,
     client: Any,
-    outdir: Path,
     period: Any,
     crs: Any,
     build_kw: dict[str, Any],

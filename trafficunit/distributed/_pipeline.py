@@ -253,20 +253,10 @@ def _from_files(
         run.stats.seconds["cluster start"] = time.perf_counter() - t_start
         run.client = client
         run.open()
+        stage_kw = {k: common[k] for k in ("period", "crs", "progress")}
+        stage_kw |= {k: common[k] for k in ("unit_settings", "join_settings", "risk_settings")}
         summary, attrs = run_files(
-            roads,
-            accidents,
-            client=client,
-            outdir=Path(outdir),
-            period=period,
-            crs=crs,
-            build_kw=build_kw,
-            unit_settings=unit_settings,
-            join_settings=join_settings,
-            risk_settings=risk_settings,
-            cfg=cfg,
-            run=run,
-            progress=progress,
+            roads, accidents, client=client, run=run, build_kw=build_kw, cfg=cfg, **stage_kw
         )
         run.close("score")
         run.worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
