@@ -340,8 +340,9 @@ def main() -> None:
         for m, rs in runs.items()
     }
     print(
-        f"\n== build -> join -> score: generated grid city, {edges:,} edges, "
-        f"{args.accidents:,} accidents"
+        f"\n== build -> join -> score: generated grid city in {data} "
+        f"({next(iter(results.values()))['units']:,} units, "
+        f"{next(iter(results.values()))['accidents']:,} accidents)"
     )
     modes = list(results)
     label = {"single": "single process", "dask": f"dask, {args.workers} local workers"}
