@@ -136,44 +136,14 @@ def run_files(
     runner = _Runner(client, progress)
     stats = run.stats
     jcfg = join_settings or JoinSettings()
+    unit_cfg = (unit_settings or UnitSettings()).with_(
+        junction_merge_m=build_kw["junction_merge_m"]
+    )
+    merge_m = unit_cfg.junction_merge_m
     # 1. the roads, normalised chunk by chunk; their bounds give the metric CRS and the grid
     t = time.perf_counter()
-    names = pq.read_schema(roads).names
-    osm = "highway" in names or "road_class" in names
-    _, file_crs = _bbox(roads)
-    if file_crs is None:
-        raise InputFileError(f"{roads}: the file has no CRS")
     rchunks = _chunks(roads, _chunk_rows(roads, cfg))
-    norm = runner.map(
-        "normalising roads",
-        [
-            (
-                stage / "roads" / f"chunk-{k}.json",
-                _tasks.normalise_chunk,
-                (roads, c, stage / "roads" / f"chunk-{k}.parquet", osm, NetworkSettings()),
-            )
-            for k, c in enumerate(rchunks)
-        ],
-    )
-    b = np.array([s["bounds"] for s in norm if s["rows"]], dtype=float)
-    if not len(b):
-        raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
-    bounds = np.r_[b[:, :2].min(axis=0), b[:, 2:].max(axis=0)]
-    src_crs = pyproj.CRS.from_wkt(norm[0]["crs"])
-    mcrs = _metric_crs_of(bounds, src_crs, crs)
-    merge = (unit_settings or UnitSettings()).with_(junction_merge_m=build_kw["junction_merge_m"])
-    halo0 = max(cfg.halo_m, 4 * merge.junction_merge_m)
-    corners = gpd.GeoDataFrame(geometry=shapely.points(bounds[[0, 2]], bounds[[1, 3]]), crs=src_crs)
-    extent = _network_extent(corners, mcrs) + np.array([-halo0, -halo0, halo0, halo0])
-    grid = _grid_for(
-        extent,
-        mcrs,
-        size=cfg.cell_size_m,
-        count=sum(s["rows"] for s in norm),
-        per_cell=cfg.roads_per_cell,
-        n_workers=cfg.n_workers,
-        min_size=2 * halo0,
-    )
+    norm, mcrs, grid, halo0 = _normalise_roads(runner, stage, roads, rchunks, crs, cfg, merge_m)
     wkt = mcrs.to_wkt()
     # 2. the roads to the cells they reach, the accidents to the cell of their centre
     achunks = _chunks(accidents, _chunk_rows(accidents, cfg))
@@ -256,6 +226,53 @@ def run_files(
         "accidents": sum(e["rows"] for e in evs) if evs else _row_count_of(accidents),
     }
     return summary, attrs
+
+
+def _normalise_roads(
+    runner: _Runner,
+    stage: Path,
+    roads: Path,
+    rchunks: list[Any],
+    crs: Any,
+    cfg: DistributedSettings,
+    merge_m: float,
+) -> tuple[list[dict[str, Any]], pyproj.CRS, Grid, float]:
+    """The road file normalised chunk by chunk on the workers (``roads/chunk-K.parquet``);
+    the chunks' summaries, the metric CRS, the grid and the first halo."""
+    names = pq.read_schema(roads).names
+    osm = "highway" in names or "road_class" in names
+    if _bbox(roads)[1] is None:
+        raise InputFileError(f"{roads}: the file has no CRS")
+    norm = runner.map(
+        "normalising roads",
+        [
+            (
+                stage / "roads" / f"chunk-{k}.json",
+                _tasks.normalise_chunk,
+                (roads, c, stage / "roads" / f"chunk-{k}.parquet", osm, NetworkSettings()),
+            )
+            for k, c in enumerate(rchunks)
+        ],
+    )
+    b = np.array([s["bounds"] for s in norm if s["rows"]], dtype=float)
+    if not len(b):
+        raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
+    bounds = np.r_[b[:, :2].min(axis=0), b[:, 2:].max(axis=0)]
+    src_crs = pyproj.CRS.from_wkt(norm[0]["crs"])
+    mcrs = _metric_crs_of(bounds, src_crs, crs)
+    halo0 = max(cfg.halo_m, 4 * merge_m)
+    corners = gpd.GeoDataFrame(geometry=shapely.points(bounds[[0, 2]], bounds[[1, 3]]), crs=src_crs)
+    extent = _network_extent(corners, mcrs) + np.array([-halo0, -halo0, halo0, halo0])
+    grid = _grid_for(
+        extent,
+        mcrs,
+        size=cfg.cell_size_m,
+        count=sum(s["rows"] for s in norm),
+        per_cell=cfg.roads_per_cell,
+        n_workers=cfg.n_workers,
+        min_size=2 * halo0,
+    )
+    return norm, mcrs, grid, halo0
 
 
 def _chunk_rows(path: Path, cfg: DistributedSettings) -> int:

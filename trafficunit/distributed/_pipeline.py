@@ -67,17 +67,9 @@ def run_pipeline(
 
     Parameters
     ----------
-    roads
-        Road lines (``tu.read_network``), or a GeoParquet file of them (read as
-        ``tu.read_network(path)`` reads it).
-    accidents
-        Accidents (``tu.read_events``), or a GeoParquet file of them (read as
-        ``geopandas.read_parquet`` reads it). With files and a scheduler, the data never
-        passes through this process: the workers read the files in chunks, partition them on
-        disk under ``outdir`` (required) and keep them there; ``units``, ``joined`` and
-        ``risk`` of the result are then :class:`PartitionedFrame` datasets in ``outdir``
-        (see :mod:`trafficunit.distributed._files` for the layout). Without a scheduler the
-        files are read here and run as frames (the reading counted in the total).
+    roads, accidents
+        Road lines (``tu.read_network``) and accidents (``tu.read_events``), or GeoParquet
+        files of them (on Dask read by the workers, ``outdir`` required: module docs).
     hazards
         Hazards to join and count as open hazards in the levels (optional).
     period
@@ -115,22 +107,11 @@ def run_pipeline(
     cfg = settings or DistributedSettings()
     build_kw = {"max_length_m": max_length_m, "junction_merge_m": junction_merge_m}
     if isinstance(roads, str | os.PathLike) or isinstance(accidents, str | os.PathLike):
-        return _from_files(
-            roads,
-            accidents,
-            hazards=hazards,
-            period=period,
-            scheduler=scheduler,
-            outdir=outdir,
-            crs=crs,
-            build_kw=build_kw,
-            unit_settings=unit_settings,
-            join_settings=join_settings,
-            risk_settings=risk_settings,
-            cfg=cfg,
-            fingerprint=fingerprint,
-            progress=progress,
-        )
+        kw = {"period": period, "crs": crs, "unit_settings": unit_settings, "progress": progress}
+        kw |= {"join_settings": join_settings, "risk_settings": risk_settings}
+        where = {"hazards": hazards, "scheduler": scheduler, "outdir": outdir}
+        kw["build_kw"] = build_kw
+        return _from_files(roads, accidents, **where, fingerprint=fingerprint, cfg=cfg, **kw)
     require_gdf(roads, "roads")
     require_gdf(accidents, "accidents")
     mcrs = metric_crs(roads, crs)
