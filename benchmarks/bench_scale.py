@@ -155,7 +155,15 @@ def _peak_mb() -> float:
 
 
 def run_mode(
-    mode: str, data: Path, workers: int, cell_size_m: float | None, memory_limit: str
+    mode: str,
+    data: Path,
+    workers: int,
+    cell_size_m: float | None,
+    memory_limit: str,
+    *,
+    in_memory: bool = False,
+    outdir: Path | None = None,
+    keep: Path | None = None,
 ) -> None:
     """One mode in this (fresh) process; prints one JSON line."""
     import trafficunit as tu
@@ -163,17 +171,39 @@ def run_mode(
     from trafficunit.settings import DistributedSettings
 
     warnings.simplefilter("ignore")
-    t = time.perf_counter()
-    roads = tu.read_network(data / "roads.parquet")
-    acc = gpd.read_parquet(data / "accidents.parquet")
-    t_read = time.perf_counter() - t
     cfg = DistributedSettings(n_workers=workers, cell_size_m=cell_size_m, memory_limit=memory_limit)
-    res = distributed.run_pipeline(
-        roads, acc, scheduler=None if mode == "single" else "local", settings=cfg
-    )
+    t_read = 0.0
+    if in_memory:  # this process reads the files, then runs on the frames
+        t = time.perf_counter()
+        roads: Any = tu.read_network(data / "roads.parquet")
+        acc: Any = gpd.read_parquet(data / "accidents.parquet")
+        t_read = time.perf_counter() - t
+    else:  # both modes start from the files, reading counted in the pipeline's time
+        roads, acc = data / "roads.parquet", data / "accidents.parquet"
+    with tempfile.TemporaryDirectory(dir=outdir) as tmp:
+        # --keep: the partitions in a lasting directory, so a killed run resumes from them
+        target = keep / mode if keep is not None else Path(tmp) / "out"
+        res = distributed.run_pipeline(
+            roads,
+            acc,
+            scheduler=None if mode == "single" else "local",
+            settings=cfg,
+            # from files to files: both modes write their results (units, joined, risk)
+            outdir=None if in_memory else target,
+        )
+        t = time.perf_counter()
+        units = res.units.read(["kind"]) if hasattr(res.units, "read") else res.units
+        joined = res.joined.read(["unit_id"]) if hasattr(res.joined, "read") else res.joined
+        risk = (
+            res.risk.read(["crashes", "level", "eb_expected"])
+            if hasattr(res.risk, "read")
+            else res.risk
+        )
+        t_results = time.perf_counter() - t
     out = {
         "mode": mode,
-        "read_s": round(t_read, 2),
+        "read_s": round(res.report["seconds"].get("read", t_read), 2),
+        "read_results_s": round(t_results, 2),
         "seconds": res.report["seconds"],
         "cells": res.report["cells"],
         "tasks": res.report["tasks"],
@@ -184,18 +214,20 @@ def run_mode(
         ),
         "stage_peaks_mb": res.report.get("client_peak_rss_mb", {}),
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
+        "worker_stage_peaks_mb": res.report.get("worker_stage_peak_rss_mb", {}),
         "stage_cpu_s": res.report.get("cpu_seconds", {}),
-        "units": len(res.units),
-        "accidents": len(acc),
-        "matched": int(res.joined["unit_id"].notna().sum()),
-        "digest_units": _digest(res.units.index),
-        "digest_joined": _digest(res.joined["unit_id"]),
+        "resumed": res.report.get("resumed", False),
+        "units": len(units),
+        "accidents": res.report["accidents"],
+        "matched": int(joined["unit_id"].notna().sum()),
+        "digest_units": _digest(units.index),
+        "digest_joined": _digest(joined["unit_id"]),
         "digest_risk": _digest(
-            res.risk["crashes"].astype(str)
-            + res.risk["level"].astype(str)
-            + res.risk["eb_expected"].round(9).astype(str)
+            risk["crashes"].astype(str)
+            + risk["level"].astype(str)
+            + risk["eb_expected"].round(9).astype(str)
         ),
-        "levels": {k: int(v) for k, v in res.risk["level"].value_counts().items()},
+        "levels": {k: int(v) for k, v in risk["level"].value_counts().items()},
     }
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -211,12 +243,33 @@ def main() -> None:
     ap.add_argument("--modes", default="single,dask")
     ap.add_argument("--repeat", type=int, default=1, help="alternate the modes N times")
     ap.add_argument("--memory-limit", default="3GB", help="per Dask worker")
+    ap.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="read the files in the client and pass frames (the reading not timed)",
+    )
+    ap.add_argument("--outdir", type=Path, default=None, help="Dask's partitions go here")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="write the Dask run's output to KEEP/dask and keep it (a killed run resumes)",
+    )
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.edges:
         args.n = max(2, round((1 + math.sqrt(1 + 2 * args.edges)) / 2))
     if args.run:
-        run_mode(args.run, args.data, args.workers, args.cell_size_m, args.memory_limit)
+        run_mode(
+            args.run,
+            args.data,
+            args.workers,
+            args.cell_size_m,
+            args.memory_limit,
+            in_memory=args.in_memory,
+            outdir=args.outdir,
+            keep=args.keep,
+        )
         return
     tmp = None
     data = args.data
@@ -253,6 +306,12 @@ def main() -> None:
             ]
             if args.cell_size_m:
                 cmd += ["--cell-size-m", str(args.cell_size_m)]
+            if args.in_memory:
+                cmd += ["--in-memory"]
+            if args.outdir:
+                cmd += ["--outdir", str(args.outdir)]
+            if args.keep:
+                cmd += ["--keep", str(args.keep)]
             t = time.perf_counter()
             c0 = os.times()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -281,14 +340,16 @@ def main() -> None:
         for m, rs in runs.items()
     }
     print(
-        f"\n== build -> join -> score: generated grid city, {edges:,} edges, "
-        f"{args.accidents:,} accidents"
+        f"\n== build -> join -> score: generated grid city in {data} "
+        f"({next(iter(results.values()))['units']:,} units, "
+        f"{next(iter(results.values()))['accidents']:,} accidents)"
     )
     modes = list(results)
     label = {"single": "single process", "dask": f"dask, {args.workers} local workers"}
     print(f"{'':28}" + "".join(f"{label.get(m, m):>26}" for m in modes))
     rows = [
         ("read inputs (s)", lambda r: f"{r['read_s']:.1f}"),
+        ("partition on workers (s)", lambda r: f"{r['seconds'].get('partition roads', 0):.1f}"),
         ("start cluster (s)", lambda r: f"{r['seconds'].get('cluster start', 0):.1f}"),
         ("build units (s)", lambda r: f"{r['seconds'].get('build', 0):.1f}"),
         ("join accidents (s)", lambda r: f"{r['seconds'].get('join', 0):.1f}"),
@@ -308,11 +369,21 @@ def main() -> None:
             (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")
             for st in ("inputs", "build", "join", "score")
         ],
+        *[
+            (
+                f"  workers in stage {st} (MB)",
+                lambda r, st=st: (
+                    " + ".join(f"{p:,}" for p in r["worker_stage_peaks_mb"].get(st, [])) or "-"
+                ),
+            )
+            for st in ("build", "join", "score")
+        ],
         (
             "peak RSS workers (MB)",
             lambda r: " + ".join(f"{p:,}" for p in r["worker_peaks_mb"]) or "-",
         ),
         ("peak RSS sum (MB)", lambda r: f"{r['client_peak_mb'] + sum(r['worker_peaks_mb']):,}"),
+        ("resumed a killed run", lambda r: str(r.get("resumed", False))),
         (
             "cells / build tasks / retries",
             lambda r: f"{r['cells']} / {r['tasks']} / {r['halo_retries']}",

@@ -357,3 +357,81 @@ def test_chosen_grid_covers_the_extent_with_even_cells(x0, y0, w, h, count, work
     assert grid.x0 + (grid.nx - 1) * grid.size <= bounds[2]
     assert grid.y0 + (grid.ny - 1) * grid.size <= bounds[3]
     assert grid.size >= 800.0
+
+
+def _objects_as_none(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns with missing values as None (a GeoParquet round trip's pd.NA)."""
+    out = pd.DataFrame(df).drop(columns="geometry")
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].where(out[col].notna(), None)
+    return out
+
+
+@pytest.mark.slow(family="single process equals Dask")
+def test_real_extract_from_files_same_as_single_process(client, tmp_path):
+    """From GeoParquet files, the workers read, partition, build, join and score through
+    disk: the same units, matches, EB values and levels as one process on the same files."""
+    roads = tu.read_network(shared_path("osm", "helsinki-centre.osm.pbf"))
+    acc = tu.read_events(
+        shared_path("crashes", "helsinki-fta-2011-2016.csv"), preset="helsinki-fta"
+    )
+    roads.to_parquet(tmp_path / "roads.parquet")
+    acc.to_parquet(tmp_path / "accidents.parquet", row_group_size=4000)
+    files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
+    cfg = DistributedSettings(cell_size_m=500.0, halo_m=200.0)
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(*files, scheduler=None, period=PERIOD)
+        dask = distributed.run_pipeline(
+            *files, scheduler=client, settings=cfg, period=PERIOD, outdir=out
+        )
+    assert isinstance(dask.units, distributed.PartitionedFrame)
+    assert dask.report["cells"] >= 9 and dask.report["halo_retries"] > 0
+    units, joined, risk = dask.units.read(), dask.joined.read(), dask.risk.read()
+    assert units.index.equals(single.units.index)
+    pd.testing.assert_frame_equal(_objects_as_none(units), _objects_as_none(single.units))
+    assert shapely.equals_exact(units.geometry.values, single.units.geometry.values, 0).all()
+    pd.testing.assert_frame_equal(_objects_as_none(joined), _objects_as_none(single.joined))
+    pd.testing.assert_frame_equal(_objects_as_none(risk), _objects_as_none(single.risk))
+    assert dask.report["risk"]["spf"] == single.risk.attrs["spf"]
+    assert single.joined["unit_id"].notna().sum() > 500
+    # the outputs are partitioned GeoParquet datasets; the working files are gone
+    assert sorted(p.name for p in out.iterdir()) == [
+        "joined",
+        "manifest.json",
+        "report.json",
+        "risk",
+        "units",
+    ]
+    assert len(dask.joined.paths) >= 4 and len(dask.joined) == len(single.joined)
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_from_files_resumes_after_a_failure(client, generated, tmp_path, monkeypatch):
+    """A run from files killed while scoring resumes from the cells on disk: no task of the
+    finished stages runs again, and the result is the single-process one."""
+    roads, acc, _ = generated
+    files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
+    roads.to_parquet(files[0])
+    acc.to_parquet(files[1])
+    out = tmp_path / "run"
+    cfg = DistributedSettings(cell_size_m=1000.0)
+    import trafficunit.risk as risk_mod
+
+    monkeypatch.setattr(risk_mod, "score", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
+    with pytest.raises(_Boom):
+        distributed.run_pipeline(*files, scheduler=client, settings=cfg, outdir=out)
+    staging = tmp_path / ".run.partial"
+    assert len(list((staging / "units").glob("cell-*.parquet"))) >= 4
+    assert len(list((staging / "joined").glob("cell-*.parquet"))) >= 4
+    monkeypatch.undo()
+    again = distributed.run_pipeline(*files, scheduler=client, settings=cfg, outdir=out)
+    assert again.report["resumed"] is True and again.report["tasks"] == 0
+    ref = distributed.run_pipeline(*files, scheduler=None)
+    risk = again.risk.read()
+    assert risk.index.equals(ref.risk.index)
+    np.testing.assert_array_equal(risk["crashes"], ref.risk["crashes"])
+    np.testing.assert_array_equal(risk["eb_expected"], ref.risk["eb_expected"])
+    assert (risk["level"] == ref.risk["level"]).all()

@@ -52,6 +52,21 @@ same inputs and options resumes from the saved cells (different inputs: it start
 The staging directory replaces ``outdir`` by renames only when everything is written, so
 ``outdir`` always holds one complete run, never a mix.
 
+**From files.** ``run_pipeline("roads.parquet", "accidents.parquet", scheduler=...,
+outdir=...)`` keeps the data out of this process: the workers read the GeoParquet files in
+chunks of row groups, normalise the roads, write each road to the cells its box grown by the
+first halo meets and each accident to the cell of its point (read from the WKB bytes), build
+each cell from its fragment (a retry reads the neighbours' fragments), join each cell's
+accidents against the neighbours' units within reach (selected by the bounds the build saved,
+so only those geometries are decoded) and settle loose accidents against the network's hull
+(from the cells' hull vertices); only counts, bounds and hulls come back. The score fits on
+this process from the units' attributes and the joined rows' scored columns (no geometry),
+in the single-process order, so SPF parameters, EB values and levels are identical; the
+workers attach the geometry to each cell's risk rows. ``units``, ``joined`` and ``risk`` are
+then :class:`PartitionedFrame` datasets (``outdir/units/cell-I-J.parquet`` ...; ``read()``
+gives the single-process frame); see :mod:`trafficunit.distributed._files` for the layout.
+``outdir`` must be on storage every worker sees; a killed run resumes cell by cell.
+
 **Costs.** ``report["cpu_seconds"]`` gives each stage's CPU seconds in this process, in the
 workers, and inside the tasks (the rest of the workers' CPU is Dask's: serialisation, the
 event loop); this process's CPU in the build includes partitioning the events. A local
@@ -67,10 +82,12 @@ from ._cluster import cluster
 from ._grid import Grid
 from ._grid import _grid_for as _grid_for
 from ._join import assign
+from ._parts import PartitionedFrame
 from ._pipeline import PipelineResult, run_pipeline
 
 __all__ = [
     "Grid",
+    "PartitionedFrame",
     "PipelineResult",
     "assign",
     "build_units",

@@ -376,6 +376,20 @@ def _assemble(
     return gpd.GeoDataFrame(out, geometry=events.geometry.name, crs=events.crs), row_ev
 
 
+def _inside_area(g: np.ndarray, area: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Loose events' metric geometries (a multipoint as its centre) and whether each lies in
+    the network's ``area``."""
+    g = np.array(g, dtype=object)
+    multi = shapely.get_type_id(g) == 4
+    g[multi] = shapely.centroid(g[multi])
+    is_pt = shapely.get_type_id(g) == 0
+    inside = np.zeros(len(g), dtype=bool)
+    xy = shapely.get_coordinates(g[is_pt])
+    inside[is_pt] = shapely.contains_xy(area, xy[:, 0], xy[:, 1])
+    inside[~is_pt] = shapely.intersects(area, g[~is_pt])
+    return g, inside
+
+
 def _settle_loose(
     out: gpd.GeoDataFrame,
     missing: np.ndarray,
@@ -394,15 +408,7 @@ def _settle_loose(
         return
     ix = UnitIndex(units, crs=mcrs, settings=jcfg)
     g = np.asarray(out.geometry.iloc[np.flatnonzero(loose)].to_crs(mcrs).to_numpy(), dtype=object)
-    multi = shapely.get_type_id(g) == 4
-    g = g.copy()
-    g[multi] = shapely.centroid(g[multi])
-    area = ix.area(jcfg.area_buffer_m)
-    is_pt = shapely.get_type_id(g) == 0
-    inside = np.zeros(len(g), dtype=bool)
-    xy = shapely.get_coordinates(g[is_pt])
-    inside[is_pt] = shapely.contains_xy(area, xy[:, 0], xy[:, 1])
-    inside[~is_pt] = shapely.intersects(area, g[~is_pt])
+    g, inside = _inside_area(g, ix.area(jcfg.area_buffer_m))
     dist = np.full(len(g), np.nan)
     far = np.flatnonzero(inside)
     if len(far):

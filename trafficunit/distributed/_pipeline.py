@@ -19,12 +19,14 @@ from typing import Any
 
 import geopandas as gpd
 
+from .._errors import InputFileError, ValidationError
 from .._validate import metric_crs, require_gdf
 from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSettings
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
 from ._grid import _Stats
 from ._join import _event_cells, _network_extent, assign
+from ._parts import PartitionedFrame
 from ._staging import _frame_digest, _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -35,16 +37,17 @@ from ._staging import _frame_digest, _Staging
 class PipelineResult:
     """What :func:`run_pipeline` returns: units, joined accidents (and hazards), risk."""
 
-    units: gpd.GeoDataFrame
-    joined: gpd.GeoDataFrame
-    risk: gpd.GeoDataFrame
+    #: GeoDataFrames; from files on Dask, :class:`PartitionedFrame` datasets in ``outdir``
+    units: gpd.GeoDataFrame | PartitionedFrame
+    joined: gpd.GeoDataFrame | PartitionedFrame
+    risk: gpd.GeoDataFrame | PartitionedFrame
     hazards: gpd.GeoDataFrame | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
 
 def run_pipeline(
-    roads: gpd.GeoDataFrame,
-    accidents: gpd.GeoDataFrame,
+    roads: gpd.GeoDataFrame | str | os.PathLike[str],
+    accidents: gpd.GeoDataFrame | str | os.PathLike[str],
     *,
     hazards: gpd.GeoDataFrame | None = None,
     period: Any = None,
@@ -64,10 +67,9 @@ def run_pipeline(
 
     Parameters
     ----------
-    roads
-        Road lines (``tu.read_network``).
-    accidents
-        Accidents (``tu.read_events``).
+    roads, accidents
+        Road lines (``tu.read_network``) and accidents (``tu.read_events``), or GeoParquet
+        files of them (on Dask read by the workers, ``outdir`` required: module docs).
     hazards
         Hazards to join and count as open hazards in the levels (optional).
     period
@@ -102,9 +104,16 @@ def run_pipeline(
         (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB) and the CPU seconds
         of each stage in this process and in the workers (``cpu_seconds``).
     """
+    cfg = settings or DistributedSettings()
+    build_kw = {"max_length_m": max_length_m, "junction_merge_m": junction_merge_m}
+    if isinstance(roads, str | os.PathLike) or isinstance(accidents, str | os.PathLike):
+        kw = {"period": period, "crs": crs, "unit_settings": unit_settings, "progress": progress}
+        kw |= {"join_settings": join_settings, "risk_settings": risk_settings}
+        where = {"hazards": hazards, "scheduler": scheduler, "outdir": outdir}
+        kw["build_kw"] = build_kw
+        return _from_files(roads, accidents, **where, fingerprint=fingerprint, cfg=cfg, **kw)
     require_gdf(roads, "roads")
     require_gdf(accidents, "accidents")
-    cfg = settings or DistributedSettings()
     mcrs = metric_crs(roads, crs)
     options = {
         "max_length_m": max_length_m,
@@ -129,7 +138,7 @@ def run_pipeline(
         accidents=accidents,
         hazards=hazards,
         mcrs=mcrs,
-        build_kw={"max_length_m": max_length_m, "junction_merge_m": junction_merge_m},
+        build_kw=build_kw,
         unit_settings=unit_settings,
         join_settings=join_settings,
         cfg=cfg,
@@ -156,6 +165,97 @@ def run_pipeline(
         (store.path("report.json")).write_text(json.dumps(report, indent=2, default=str))
         store.commit()
     return PipelineResult(units, joined, risk, hz, report)
+
+
+def _from_files(
+    roads: Any,
+    accidents: Any,
+    *,
+    hazards: Any,
+    period: Any,
+    scheduler: Any,
+    outdir: Any,
+    crs: Any,
+    build_kw: dict[str, Any],
+    unit_settings: UnitSettings | None,
+    join_settings: JoinSettings | None,
+    risk_settings: RiskSettings | None,
+    cfg: DistributedSettings,
+    fingerprint: str | None,
+    progress: bool,
+) -> PipelineResult:
+    """:func:`run_pipeline` of GeoParquet files: read here without a scheduler, else on the
+    workers through ``outdir`` (:mod:`._files`)."""
+    from ..network import read_network
+    from ._files import _fingerprint_files, _results, run_files
+
+    if not (isinstance(roads, str | os.PathLike) and isinstance(accidents, str | os.PathLike)):
+        raise ValidationError("give both roads and accidents as files, or both as frames")
+    roads, accidents = Path(roads), Path(accidents)
+    for p in (roads, accidents):
+        if not p.is_file():
+            raise InputFileError(f"{p}: no such file")
+    common = {
+        "period": period,
+        "crs": crs,
+        "unit_settings": unit_settings,
+        "join_settings": join_settings,
+        "risk_settings": risk_settings,
+        "settings": cfg,
+        "progress": progress,
+        **build_kw,
+    }
+    if scheduler is None:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r, a = read_network(roads), gpd.read_parquet(accidents)
+        t_read = time.perf_counter() - t
+        res = run_pipeline(r, a, hazards=hazards, scheduler=None, outdir=outdir, **common)
+        del r, a
+        res.report["seconds"] = {"read": round(t_read, 3), **res.report["seconds"]}
+        res.report["seconds"]["total"] = round(res.report["seconds"]["total"] + t_read, 3)
+        return res
+    if outdir is None:
+        raise ValidationError(
+            "a run from files on Dask writes its partitions to disk: give outdir (on storage "
+            "every worker can read and write)"
+        )
+    if hazards is not None:
+        raise ValidationError("hazards are not supported in a run from files yet; give frames")
+    options = {k: v for k, v in common.items() if k != "progress"}
+    options["cell_size_m"] = cfg.cell_size_m
+    options["settings"] = repr(cfg.with_(n_workers=0, memory_limit="", processes=True))
+    key = _fingerprint_files(fingerprint, options, roads, accidents)
+    store = _Staging(Path(outdir), key)
+    run = _Run(store)
+    t_start = time.perf_counter()
+    with cluster(scheduler, settings=cfg) as client:
+        run.stats.seconds["cluster start"] = time.perf_counter() - t_start
+        run.client = client
+        run.open()
+        stage_kw = {k: common[k] for k in ("period", "crs", "progress")}
+        stage_kw |= {k: common[k] for k in ("unit_settings", "join_settings", "risk_settings")}
+        summary, attrs = run_files(
+            roads, accidents, client=client, run=run, build_kw=build_kw, cfg=cfg, **stage_kw
+        )
+        run.close("score")
+        run.worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
+        run.client = None
+    run.stats.seconds["total"] = time.perf_counter() - run.t0
+    report = run.report(scheduler, summary["units"]["units"], summary["accidents"])
+    report |= {"from_files": summary, "risk": attrs}
+    _write_json_atomic(store.path("report.json"), report)
+    store.commit()
+    units, joined, risk = _results(Path(outdir))
+    return PipelineResult(units, joined, risk, None, report)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, default=str))
 
 
 def _release_memory() -> None:
@@ -198,6 +298,7 @@ class _Run:
         self.cpu: dict[str, dict[str, float]] = {"inputs": {"client": time.process_time()}}
         self.client: Any = None
         self.worker_peaks: list[int] = []
+        self.worker_stage_peaks: dict[str, list[int]] = {}
         self._cpu0 = (time.process_time(), 0.0)
 
     def _worker_cpu(self) -> float:
@@ -216,6 +317,11 @@ class _Run:
         self.peaks[name] = round(_peak_rss_mb())
         _release_memory()
         _reset_peak_rss()
+        if self.client is not None:  # the workers' peaks in this stage, then afresh
+            with contextlib.suppress(Exception):
+                peaks = self.client.run(_peak_rss_mb)
+                self.worker_stage_peaks[name] = [round(v) for v in peaks.values()]
+                self.client.run(_reset_peak_rss)
         now = (time.process_time(), self._worker_cpu())
         cpu = {"client": round(now[0] - self._cpu0[0], 2)}
         if self.client is not None:
@@ -256,8 +362,14 @@ class _Run:
             "halo_retries": stats.retries,
             "max_halo_m": stats.max_halo_m,
             "resumed": bool(self.store.resumed) if self.store is not None else False,
-            "worker_peak_rss_mb": self.worker_peaks,
+            # over the run: the largest of each worker's stage peaks and its last peak
+            "worker_peak_rss_mb": [
+                max(v)
+                for v in zip(*self.worker_stage_peaks.values(), self.worker_peaks, strict=False)
+            ]
+            or self.worker_peaks,
             "client_peak_rss_mb": self.peaks,
+            "worker_stage_peak_rss_mb": self.worker_stage_peaks,
             "cpu_seconds": {
                 k: {
                     **v,

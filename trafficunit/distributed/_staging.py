@@ -108,9 +108,9 @@ class _Staging:
 
     def commit(self) -> None:
         """Swap the staging directory in for ``outdir`` (renames only)."""
-        for stage in ("build", "join", "hazards"):
+        for stage in ("build", "join", "hazards", "roads", "frag", "riskcols", "ubounds"):
             shutil.rmtree(self.dir / stage, ignore_errors=True)
-        for marker in self.dir.glob("*.done"):
+        for marker in [*self.dir.glob("*.done"), *self.dir.glob("*/cell-*.json")]:
             marker.unlink()
         old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
         if self.final.exists():

@@ -1,0 +1,458 @@
+"""run_pipeline from GeoParquet files on Dask: the data stays on disk and on the workers.
+
+The client plans and gathers summaries only; every task reads its inputs from the run's
+staging directory (``.<outdir>.partial``, on storage every worker sees) and writes its output
+there, atomically, so a run killed at any point resumes from what is on disk:
+
+==============================  ============================================================
+``roads/chunk-K.parquet``       chunk K of the road file, normalised (``read_network``)
+``frag/roads/cell-I-J/K``       roads of chunk K whose box grown by the first halo meets cell
+``frag/events/cell-I-J/K``      accidents of chunk K whose centre lies in cell (I, J)
+``units/cell-I-J.parquet``      units anchored in cell (I, J), indexed by ``unit_id``
+``joined/cell-I-J.parquet``     the cell's accidents with their match, indexed by their row
+                                in the accident file (``event_row``)
+``risk/cell-I-J.parquet``       the units of cell (I, J) with their risk columns
+``*.json``                      each task's summary, written after its output: its marker
+``report.json``                 the run's report (stages, timings, memory, CPU)
+==============================  ============================================================
+
+When the run completes, the working files (``roads/``, ``frag/``, ``riskcols/``) are removed
+and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk/`` (partitioned
+GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
+
+The score fits its SPFs and bands on the client from the units' attributes and the joined
+rows' scored columns (no geometry), in the single-process order, so parameters and levels are
+those of the single-process run; the workers attach the geometry to each cell's risk rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pyproj
+import shapely
+
+from .._errors import InputFileError, ValidationError
+from .._validate import metric_crs
+from ..settings import DistributedSettings, JoinSettings, NetworkSettings, UnitSettings
+from . import _tasks
+from ._cluster import _bar, _peak_rss_mb
+from ._grid import Grid, _grid_for
+from ._join import _network_extent, _reach
+from ._parts import (
+    PartitionedFrame,
+    _bbox,
+    _cell_name,
+    _chunk_offsets,
+    _chunks,
+    _read_parts,
+    _write_json,
+    _write_part,
+)
+
+#: Rows of an input file a task reads at most.
+_CHUNK_ROWS = 500_000
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _summarised(fn: Any, summary: Path, *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` on a worker; its summary also written to ``summary`` (the marker that
+    the output before it is complete)."""
+    out: dict[str, Any] = fn(*args)
+    _write_json(summary, out)
+    return out
+
+
+class _Runner:
+    """Submits tasks whose summary is not on disk yet; collects every summary."""
+
+    def __init__(self, client: Any, progress: bool) -> None:
+        self.client = client
+        self.progress = progress
+
+    def map(self, desc: str, jobs: list[tuple[Path, Any, tuple[Any, ...]]]) -> list[Any]:
+        """Summaries of ``jobs`` (summary path, task, arguments) in their order."""
+        from distributed import wait
+
+        out: list[Any] = [None] * len(jobs)
+        futures = {}
+        for n, (summary, fn, args) in enumerate(jobs):
+            if summary.exists():
+                out[n] = json.loads(summary.read_text())
+            else:
+                futures[n] = self.client.submit(_summarised, fn, summary, *args, pure=False)
+        bar = _bar(len(jobs), desc, self.progress)
+        bar.update(len(jobs) - len(futures))
+        wait(list(futures.values()))
+        for n, f in futures.items():
+            out[n] = f.result()
+            f.release()
+            bar.update()
+        bar.close()
+        return out
+
+
+def _metric_crs_of(bounds: np.ndarray, crs: Any, given: Any) -> pyproj.CRS:
+    """:func:`metric_crs` of roads with these bounds and CRS (the UTM zone of their bounds'
+    centre, as ``estimate_utm_crs`` takes it)."""
+    corners = gpd.GeoDataFrame(
+        geometry=shapely.points([bounds[0], bounds[2]], [bounds[1], bounds[3]]), crs=crs
+    )
+    return metric_crs(corners, given)
+
+
+def run_files(
+    roads: Path,
+    accidents: Path,
+    *,
+    client: Any,
+    period: Any,
+    crs: Any,
+    build_kw: dict[str, Any],
+    unit_settings: UnitSettings | None,
+    join_settings: JoinSettings | None,
+    risk_settings: Any,
+    cfg: DistributedSettings,
+    run: Any,
+    progress: bool,
+) -> tuple[dict[str, Any], Any]:
+    """The stages of a run from files (see the module docs) in ``run.store``; the summaries
+    the report needs and the risk frame's attributes."""
+    stage = run.store.dir
+    runner = _Runner(client, progress)
+    stats = run.stats
+    jcfg = join_settings or JoinSettings()
+    unit_cfg = (unit_settings or UnitSettings()).with_(
+        junction_merge_m=build_kw["junction_merge_m"]
+    )
+    merge_m = unit_cfg.junction_merge_m
+    # 1. the roads, normalised chunk by chunk; their bounds give the metric CRS and the grid
+    t = time.perf_counter()
+    rchunks = _chunks(roads, _chunk_rows(roads, cfg))
+    norm, mcrs, grid, halo0 = _normalise_roads(runner, stage, roads, rchunks, crs, cfg, merge_m)
+    wkt = mcrs.to_wkt()
+    # 2. the roads to the cells they reach, the accidents to the cell of their centre
+    achunks = _chunks(accidents, _chunk_rows(accidents, cfg))
+    offsets = _chunk_offsets(accidents, achunks)
+    ev_jobs = [
+        (
+            stage / "frag" / "events" / f"_chunk-{k}.json",
+            _tasks.partition_events,
+            (accidents, c, k, offsets[k], stage, grid, wkt),
+        )
+        for k, c in enumerate(achunks)
+    ]
+    part = runner.map(
+        "partitioning roads",
+        [
+            (
+                stage / "frag" / "roads" / f"_chunk-{k}.json",
+                _tasks.partition_roads,
+                (stage / "roads" / f"chunk-{k}.parquet", k, stage, grid, halo0, wkt),
+            )
+            for k in range(len(rchunks))
+        ],
+    )
+    stats.seconds["partition roads"] = time.perf_counter() - t
+    _task_cpu(stats, "build", norm + part)
+    # 3. the build, cell by cell, the events partitioned meanwhile
+    t = time.perf_counter()
+    ev_futures = [
+        (s, client.submit(_summarised, fn, s, *a, pure=False))
+        for s, fn, a in ev_jobs
+        if not s.exists()
+    ]
+    options = {**build_kw, "split_on": None, "settings": unit_settings}
+    built = _build(runner, stage, grid, halo0, wkt, options, cfg, stats)
+    stats.seconds["build"] = time.perf_counter() - t
+    run.close("build")
+    # 4. the join, cell by cell
+    t = time.perf_counter()
+    from distributed import wait
+
+    wait([f for _, f in ev_futures])
+    evs = [f.result() for _, f in ev_futures]
+    _task_cpu(stats, "join", evs)
+    done = [b for b in built.values() if b["units"]]
+    reach = _reach(pd.DataFrame({"radius_m": [max(b["max_radius_m"] for b in done)]}), jcfg)
+    overhang = max(b["overhang_m"] for b in done)
+    hull = shapely.convex_hull(shapely.multipoints(np.concatenate([b["hull"] for b in done])))
+    area = shapely.to_wkb(shapely.buffer(hull, jcfg.area_buffer_m))
+    cells = sorted(
+        (int(d.name.split("-")[1]), int(d.name.split("-")[2]))
+        for d in (stage / "frag" / "events").glob("cell-*")
+    )
+    joined = runner.map(
+        "joining accidents",
+        [
+            (
+                stage / "joined" / f"{_cell_name(c)}.json",
+                _tasks.join_cell,
+                (stage, c, grid, reach, overhang, area, wkt, jcfg),
+            )
+            for c in cells
+        ],
+    )
+    _task_cpu(stats, "join", joined)
+    stats.seconds["join"] = time.perf_counter() - t
+    run.close("join")
+    # 5. the score: fitted here from the compact columns, the rows written by the workers
+    t = time.perf_counter()
+    attrs = _score(runner, stage, period, risk_settings)
+    stats.seconds["score"] = time.perf_counter() - t
+    summary = {
+        "grid": {"cells": grid.nx * grid.ny, "size_m": grid.size, "crs": str(mcrs.to_string())},
+        "roads_in": sum(p["rows_in"] for p in part),
+        "road_length_km": sum(p["length_m"] for p in part) / 1000.0,
+        "units": {
+            k: sum(b.get(k, 0) for b in built.values())
+            for k in ("units", "segments", "intersections", "junction_links")
+        },
+        "joined": _join_summary(joined),
+        "accidents": sum(e["rows"] for e in evs) if evs else _row_count_of(accidents),
+    }
+    return summary, attrs
+
+
+def _normalise_roads(
+    runner: _Runner,
+    stage: Path,
+    roads: Path,
+    rchunks: list[Any],
+    crs: Any,
+    cfg: DistributedSettings,
+    merge_m: float,
+) -> tuple[list[dict[str, Any]], pyproj.CRS, Grid, float]:
+    """The road file normalised chunk by chunk on the workers (``roads/chunk-K.parquet``);
+    the chunks' summaries, the metric CRS, the grid and the first halo."""
+    names = pq.read_schema(roads).names
+    osm = "highway" in names or "road_class" in names
+    if _bbox(roads)[1] is None:
+        raise InputFileError(f"{roads}: the file has no CRS")
+    norm = runner.map(
+        "normalising roads",
+        [
+            (
+                stage / "roads" / f"chunk-{k}.json",
+                _tasks.normalise_chunk,
+                (roads, c, stage / "roads" / f"chunk-{k}.parquet", osm, NetworkSettings()),
+            )
+            for k, c in enumerate(rchunks)
+        ],
+    )
+    b = np.array([s["bounds"] for s in norm if s["rows"]], dtype=float)
+    if not len(b):
+        raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
+    bounds = np.r_[b[:, :2].min(axis=0), b[:, 2:].max(axis=0)]
+    src_crs = pyproj.CRS.from_wkt(norm[0]["crs"])
+    mcrs = _metric_crs_of(bounds, src_crs, crs)
+    halo0 = max(cfg.halo_m, 4 * merge_m)
+    corners = gpd.GeoDataFrame(geometry=shapely.points(bounds[[0, 2]], bounds[[1, 3]]), crs=src_crs)
+    extent = _network_extent(corners, mcrs) + np.array([-halo0, -halo0, halo0, halo0])
+    grid = _grid_for(
+        extent,
+        mcrs,
+        size=cfg.cell_size_m,
+        count=sum(s["rows"] for s in norm),
+        per_cell=cfg.roads_per_cell,
+        n_workers=cfg.n_workers,
+        min_size=2 * halo0,
+    )
+    return norm, mcrs, grid, halo0
+
+
+def _chunk_rows(path: Path, cfg: DistributedSettings) -> int:
+    """Rows per chunk: at most :data:`_CHUNK_ROWS`, at least two chunks a worker."""
+    n = pq.ParquetFile(path).metadata.num_rows
+    return max(1, min(_CHUNK_ROWS, math.ceil(n / (2 * max(cfg.n_workers, 1)))))
+
+
+def _row_count_of(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _task_cpu(stats: Any, stage: str, summaries: list[dict[str, Any]]) -> None:
+    stats.add_cpu(stage, sum(float(s.get("cpu", 0.0)) for s in summaries))
+
+
+def _build(
+    runner: _Runner,
+    stage: Path,
+    grid: Grid,
+    halo0: float,
+    wkt: str,
+    options: dict[str, Any],
+    cfg: DistributedSettings,
+    stats: Any,
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Every cell's build summary, the cells retried with a larger halo until exact."""
+    from distributed import as_completed
+
+    cells = [(i, j) for i in range(grid.nx) for j in range(grid.ny)]
+    stats.cells = len(cells)
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    futures = {}
+
+    def submit(c: tuple[int, int], halo: float, tries: int) -> None:
+        stats.tasks += 1
+        stats.max_halo_m = max(stats.max_halo_m, halo)
+        f = runner.client.submit(
+            _tasks.build_cell, stage, c, grid, halo, halo0, wkt, options, pure=False
+        )
+        futures[f] = (c, halo, tries)
+
+    for c in cells:
+        marker = stage / "units" / f"{_cell_name(c)}.json"
+        if marker.exists():
+            out[c] = json.loads(marker.read_text())
+        else:
+            submit(c, halo0, 0)
+    bar = _bar(len(cells), "building units", runner.progress)
+    bar.update(len(out))
+    ac = as_completed(list(futures))
+    for f in ac:
+        c, halo, tries = futures.pop(f)
+        res = f.result()
+        f.release()
+        stats.add_cpu("build", res["cpu"])
+        if res["retry"] is not None:
+            stats.retries += 1
+            more = tries + 1 < cfg.max_halo_doublings
+            submit(c, max(halo * 2, 1.25 * res["retry"]) if more else math.inf, tries + 1)
+            ac.add(next(reversed(futures)))
+            continue
+        out[c] = res
+        bar.update()
+    bar.close()
+    if not any(b["units"] for b in out.values()):
+        raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
+    return out
+
+
+def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    by: dict[str, int] = {}
+    max_d: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.get("by_match", {}).items():
+            by[k] = by.get(k, 0) + int(v)
+        for k, v in p.get("max_distance_m", {}).items():
+            max_d[k] = max(max_d.get(k, 0.0), float(v))
+    return {
+        "rows": sum(p["rows"] for p in parts),
+        "by_match": by,
+        "name_matched": sum(p.get("name_matched", 0) for p in parts),
+        "max_distance_m": max_d,
+        "cells": len(parts),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# score
+
+
+def _units_columns(path: Path) -> list[str]:
+    meta = json.loads(pq.read_schema(path).metadata[b"geo"])
+    geom = meta["primary_column"]
+    return [n for n in pq.read_schema(path).names if n not in (geom, "__index_level_0__")]
+
+
+def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dict[str, Any]:
+    """Score on the client from the units' attributes and the joined rows' scored columns;
+    the workers join each cell's risk columns to its units (``risk/<cell>.parquet``)."""
+    from ..risk import score
+    from ..risk.scoring import _SCORED_COLUMNS
+
+    marker = stage / "riskcols" / "attrs.json"
+    parts = sorted((stage / "units").glob("cell-*.parquet"))
+    if not marker.exists():
+        cols = [c for c in _units_columns(parts[0]) if c != "unit_id"]
+        frames = [pd.read_parquet(p, columns=cols) for p in parts]
+        units = pd.concat(frames)
+        # each unit's part, as a number; the units in unit_id order (as the build sorts them)
+        cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
+        del frames
+        order = units.index.argsort(kind="stable")
+        units, cell = units.iloc[order], cell[order]
+        ujoin = sorted((stage / "joined").glob("cell-*.parquet"))
+        jcols = [c for c in _SCORED_COLUMNS if c in pq.read_schema(ujoin[0]).names]
+        joined = _read_parts(ujoin, jcols)
+        assert joined is not None
+        joined = joined.sort_index(kind="stable").reset_index(drop=True)
+        crs = _bbox(parts[0])[1]
+        u = gpd.GeoDataFrame(
+            units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            risk = score(u, joined, period=period, settings=risk_settings)
+        del joined, u
+        added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
+        attrs = _jsonable_attrs(risk)
+        risk = pd.DataFrame(risk[added])
+        by = np.argsort(cell, kind="stable")
+        starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
+        for n, p in enumerate(parts):
+            rows = by[starts[n] : starts[n + 1]]
+            _write_part(risk.iloc[rows], stage / "riskcols" / p.name)
+        _write_json(marker, attrs)
+    else:
+        attrs = json.loads(marker.read_text())
+    runner.map(
+        "scoring",
+        [
+            (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
+            for p in parts
+        ],
+    )
+    return attrs
+
+
+def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
+    from ..risk.measures import _jsonable
+
+    return dict(_jsonable(dict(risk.attrs)))
+
+
+def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """A cell's units with their risk columns (a task)."""
+    units = gpd.read_parquet(units_part)
+    cols = pd.read_parquet(cols_dir / units_part.name)
+    risk = units.copy()
+    cols = cols.loc[units.index]
+    for c in cols.columns:
+        risk[c] = cols[c].array
+    _write_part(risk, out_dir / units_part.name)
+    return {"rows": len(risk)}
+
+
+def _fingerprint_files(given: str | None, options: dict[str, Any], *paths: Path) -> str:
+    base = given or "|".join(_file_key(p) for p in paths)
+    return hashlib.sha256(
+        (base + repr(sorted((k, repr(v)) for k, v in options.items()))).encode()
+    ).hexdigest()
+
+
+def _results(outdir: Path) -> tuple[PartitionedFrame, PartitionedFrame, PartitionedFrame]:
+    return (
+        PartitionedFrame(outdir / "units", order="index"),
+        PartitionedFrame(outdir / "joined", order="rows"),
+        PartitionedFrame(outdir / "risk", order="index"),
+    )
+
+
+def _peak_mb() -> int:
+    return round(_peak_rss_mb())

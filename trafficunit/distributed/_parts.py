@@ -1,0 +1,145 @@
+"""Partitioned GeoParquet on disk: chunks of an input file, cell parts, lazily read datasets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .._errors import InputFileError
+from ..io import atomic_path
+
+# --------------------------------------------------------------------------------------------
+# input chunks
+
+#: A chunk of an input file: (row group, first row, end row) within the row group.
+Chunk = tuple[int, int, int]
+
+
+def _chunks(path: Path, rows: int) -> list[Chunk]:
+    """The file's rows as chunks of at most ``rows`` rows, never across row groups."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:
+        raise InputFileError(f"{path}: cannot read as GeoParquet ({exc})") from exc
+    out: list[Chunk] = []
+    for rg in range(meta.num_row_groups):
+        n = meta.row_group(rg).num_rows
+        k = max(1, math.ceil(n / max(rows, 1)))
+        step = math.ceil(n / k)
+        out.extend((rg, a, min(a + step, n)) for a in range(0, n, step))
+    return out
+
+
+def _chunk_offsets(path: Path, chunks: list[Chunk]) -> list[int]:
+    """Each chunk's first row among all rows of the file."""
+    meta = pq.ParquetFile(path).metadata
+    starts = np.r_[0, np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])]
+    return [int(starts[rg] + a) for rg, a, _ in chunks]
+
+
+def _read_chunk(path: Path, chunk: Chunk) -> gpd.GeoDataFrame:
+    """The rows of ``chunk`` as ``geopandas.read_parquet`` reads them (index from 0)."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    pf = pq.ParquetFile(path)
+    rg, a, b = chunk
+    table = pf.read_row_group(rg).slice(a, b - a)
+    geo = json.loads(pf.schema_arrow.metadata[b"geo"])
+    df: gpd.GeoDataFrame = _arrow_to_geopandas(table, geo)
+    return df.reset_index(drop=True)
+
+
+def _row_count(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _bbox(path: Path) -> tuple[np.ndarray | None, Any]:
+    """The file's bounds and CRS from its GeoParquet metadata (bounds None if not given)."""
+    geo = json.loads(pq.ParquetFile(path).schema_arrow.metadata[b"geo"])
+    col = geo["columns"][geo["primary_column"]]
+    bbox = col.get("bbox")
+    return (np.asarray(bbox[:4], dtype=float) if bbox else None), col.get("crs", "OGC:CRS84")
+
+
+# --------------------------------------------------------------------------------------------
+# cell parts
+
+
+def _cell_name(cell: tuple[int, int]) -> str:
+    return f"cell-{cell[0]}-{cell[1]}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, default=str))
+
+
+def _write_part(df: pd.DataFrame, path: Path) -> None:
+    """``df`` to ``path`` atomically (the directory created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp)
+
+
+def _read_parts(paths: list[Path], columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The parts concatenated (None if there are none); GeoDataFrames where they hold a
+    geometry column that is read."""
+    geo = columns is None or "geometry" in columns
+    frames = [
+        gpd.read_parquet(p, columns=columns) if geo else pd.read_parquet(p, columns=columns)
+        for p in paths
+    ]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    if not frames:
+        return None
+    if len(frames) == 1:
+        return frames[0]
+    out = pd.concat(frames)
+    if isinstance(frames[0], gpd.GeoDataFrame):
+        out = gpd.GeoDataFrame(out, geometry=frames[0].geometry.name, crs=frames[0].crs)
+    return out
+
+
+class PartitionedFrame:
+    """A partitioned GeoParquet dataset: one file per grid cell, read on demand.
+
+    ``read()`` (or ``compute()``) gives the whole frame as the single-process run returns it
+    (units and risk sorted by ``unit_id``, joined rows in the order of the input events);
+    ``read(columns=[...])`` reads only those columns. ``paths`` lists the files (readable
+    by any GeoParquet reader, e.g. ``dask_geopandas.read_parquet(paths)``).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, order: str) -> None:
+        self.directory = Path(directory)
+        self.order = order  # "index" (unit_id) or "rows" (input event rows, reset after)
+
+    @property
+    def paths(self) -> list[Path]:
+        return sorted(self.directory.glob("cell-*.parquet"))
+
+    def __len__(self) -> int:
+        return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in self.paths)
+
+    def __repr__(self) -> str:
+        return f"PartitionedFrame({str(self.directory)!r}, {len(self.paths)} parts)"
+
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The whole dataset (``columns``: only those) in the single-process order."""
+        out = _read_parts(self.paths, columns)
+        if out is None:
+            raise InputFileError(f"{self.directory}: no parts")
+        out = out.sort_index(kind="stable")
+        if self.order == "rows":
+            out = out.reset_index(drop=True)
+        return out
+
+    compute = read

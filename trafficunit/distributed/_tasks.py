@@ -1,0 +1,459 @@
+"""The tasks of a run from files: each reads its inputs from disk and writes its output there.
+
+Only small summaries (counts, bounds, timings) go back to the client; see :mod:`._files`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyproj
+import shapely
+
+from .._validate import geometry_problems
+from ..io import atomic_path
+from ..settings import JoinSettings, NetworkSettings
+from ._build import _build_cell, _metric_bounds
+from ._grid import Grid
+from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds, _inside_area
+from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
+
+#: Bits of a road's id (``_rid``) that hold its row within its chunk.
+_ROW_BITS = 32
+
+
+def _cpu(fn: Any) -> Any:
+    """``fn`` returning a summary dict, with the CPU seconds of its thread added."""
+
+    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        t = time.thread_time()
+        out: dict[str, Any] = fn(*args, **kwargs)
+        out["cpu"] = time.thread_time() - t
+        return out
+
+    run.__name__ = run.__qualname__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# roads
+
+
+@_cpu
+def normalise_chunk(
+    src: Path, chunk: Chunk, out: Path, filter_highways: bool, settings: NetworkSettings | None
+) -> dict[str, Any]:
+    """Rows ``chunk`` of the road file normalised as :func:`trafficunit.read_network` does
+    (row by row, so chunks normalised alone make the whole file normalised), to ``out``;
+    their bounds and count."""
+    from ..network import normalise_roads
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        roads = normalise_roads(
+            _read_chunk(src, chunk),
+            settings=settings or NetworkSettings(),
+            filter_highways=filter_highways,
+        )
+    _write_part(roads, out)
+    b = roads.total_bounds if len(roads) else np.full(4, np.nan)
+    return {"rows": len(roads), "bounds": [float(v) for v in b], "crs": roads.crs.to_wkt()}
+
+
+def _cells_of_boxes(grid: Grid, b: np.ndarray, grow: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row, cell key) where box ``b[row]`` grown by ``grow`` meets the cell."""
+    i0, j0 = grid.cell_of(b[:, 0] - grow, b[:, 1] - grow)
+    i1, j1 = grid.cell_of(b[:, 2] + grow, b[:, 3] + grow)
+    ni, nj = i1 - i0 + 1, j1 - j0 + 1
+    rows = np.repeat(np.arange(len(b)), ni * nj)
+    first = np.r_[0, np.cumsum(ni * nj)[:-1]]
+    local = np.arange(len(rows)) - np.repeat(first, ni * nj)
+    i = i0[rows] + local // nj[rows]
+    j = j0[rows] + local % nj[rows]
+    return rows, i * grid.ny + j
+
+
+def _split_by_key(keys: np.ndarray, ny: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Positions grouped by cell key, each group in ascending order."""
+    order = np.argsort(keys, kind="stable")
+    ks, starts = np.unique(keys[order], return_index=True)
+    return [
+        ((int(k // ny), int(k % ny)), rows)
+        for k, rows in zip(ks, np.split(order, starts[1:]), strict=True)
+    ]
+
+
+@_cpu
+def partition_roads(
+    chunk_file: Path, k: int, stage: Path, grid: Grid, halo: float, crs_wkt: str
+) -> dict[str, Any]:
+    """The usable roads of a normalised chunk, to the fragment of every cell their bounding
+    box grown by ``halo`` meets (``frag/roads/<cell>/<k>.parquet``), with their id ``_rid``
+    (chunk and row: the input order); the dropped roads and the length kept."""
+    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    roads = gpd.read_parquet(chunk_file)
+    problems = geometry_problems(roads.geometry.values)
+    dropped = pd.Series(problems[problems != ""]).value_counts()
+    ok = np.flatnonzero(problems == "")
+    roads = roads.iloc[ok]
+    roads["_rid"] = (np.int64(k) << _ROW_BITS) + ok.astype(np.int64)
+    length = float(shapely.length(roads.geometry.to_crs(mcrs).to_numpy()).sum())
+    rows, keys = _cells_of_boxes(grid, _metric_bounds(roads, mcrs), halo)
+    for cell, at in _split_by_key(keys, grid.ny):
+        _write_part(
+            roads.iloc[rows[at]], stage / "frag" / "roads" / _cell_name(cell) / f"{k}.parquet"
+        )
+    return {
+        "rows_in": len(problems),
+        "dropped": {str(a): int(b) for a, b in dropped.items()},
+        "length_m": length,
+    }
+
+
+def _road_frags(stage: Path, grid: Grid, cell: tuple[int, int], halo: float, halo0: float) -> Any:
+    """The roads within ``halo`` of the cell (by their metric bounding boxes), in input order:
+    the cell's fragment, or those of every cell the grown cell meets."""
+    base = stage / "frag" / "roads"
+    if halo <= halo0:
+        dirs = [base / _cell_name(cell)]
+    else:
+        box = np.array([grid.box(*cell)])
+        _, keys = _cells_of_boxes(grid, box, halo if np.isfinite(halo) else 1e12)
+        dirs = [base / _cell_name((int(k // grid.ny), int(k % grid.ny))) for k in keys]
+    roads = _read_parts([p for d in dirs for p in sorted(d.glob("*.parquet"))])
+    if roads is None:
+        return None
+    return roads.drop_duplicates("_rid").sort_values("_rid", kind="stable")
+
+
+@_cpu
+def build_cell(
+    stage: Path,
+    cell: tuple[int, int],
+    grid: Grid,
+    halo: float,
+    halo0: float,
+    crs_wkt: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Units of the cell (see :func:`._build._build_cell`) to ``units/<cell>.parquet``, or the
+    halo a retry needs; with what the join and the report need of them."""
+    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    box = grid.box(*cell)
+    roads = _road_frags(stage, grid, cell, halo, halo0)
+    empty = {"retry": None, "units": 0}
+    if roads is None or not len(roads):
+        _write_json(stage / "units" / f"{_cell_name(cell)}.json", empty)
+        return empty
+    if np.isfinite(halo):
+        region = shapely.box(box[0] - halo, box[1] - halo, box[2] + halo, box[3] + halo)
+        near = shapely.intersects(roads.geometry.to_crs(mcrs).to_numpy(), region)
+        roads = roads.iloc[np.flatnonzero(near)]
+    roads = roads.drop(columns="_rid").reset_index(drop=True)
+    units, bad, need = _build_cell(roads, box, halo, crs_wkt, options)
+    if bad:
+        return {"retry": need, "units": 0}
+    if not len(units):
+        _write_json(stage / "units" / f"{_cell_name(cell)}.json", empty)
+        return empty
+    b = _metric_bounds(units, mcrs)
+    over = np.maximum.reduce(
+        [box[0] - b[:, 0], box[1] - b[:, 1], b[:, 2] - box[2], b[:, 3] - box[3]]
+    )
+    xy = shapely.get_coordinates(units.geometry.to_numpy())
+    if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
+        t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
+        xy = np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+    hull = shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
+    radius = pd.to_numeric(units.get("radius_m"), errors="coerce")
+    seg = units["kind"] == "segment"
+    out = {
+        "retry": None,
+        "units": len(units),
+        "segments": int(seg.sum()),
+        "intersections": int((~seg).sum()),
+        "junction_links": int(units["junction_id"].notna().sum()),
+        "max_radius_m": float(radius.max()) if radius is not None and radius.notna().any() else 0,
+        "overhang_m": float(max(over.max(), 0.0)),
+        "hull": shapely.get_coordinates(hull).tolist(),
+        "halo_m": halo,
+    }
+    _write_npy(stage / "ubounds" / f"{_cell_name(cell)}.npy", b)
+    _write_part(units, stage / "units" / f"{_cell_name(cell)}.parquet")
+    _write_json(stage / "units" / f"{_cell_name(cell)}.json", out)
+    return out
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
+
+
+def _hull_candidates(xy: np.ndarray) -> np.ndarray:
+    """The points of ``xy`` not strictly inside the polygon of its extreme points (in x,
+    y, x + y and x - y): their convex hull is that of all points (Akl-Toussaint)."""
+    if len(xy) < 16:
+        return xy
+    x, y = xy[:, 0], xy[:, 1]
+    ext = [np.argmin(x), np.argmin(x - y), np.argmax(y), np.argmax(x + y)]
+    ext += [np.argmax(x), np.argmax(x - y), np.argmin(y), np.argmin(x + y)]
+    poly = xy[ext]  # clockwise from the leftmost point (y up): x-min, top-left, y-max...
+    inside = np.ones(len(xy), dtype=bool)
+    for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+        if (a == b).all():
+            continue
+        # strictly right of each clockwise edge (a -> b): inside
+        inside &= (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) < 0
+    return np.asarray(xy[~inside])
+
+
+# --------------------------------------------------------------------------------------------
+# events
+
+
+def _wkb_xy(col: pa.ChunkedArray) -> np.ndarray | None:
+    """Coordinates ``(n, 2)`` of a WKB column of 2D points (little-endian, as GeoParquet
+    writers write them), read from the bytes; None if any value is something else."""
+    arr = col.combine_chunks()
+    if arr.null_count or not len(arr):
+        return None
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32 if arr.type == pa.binary() else np.int64
+    )
+    offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
+    if not (np.diff(offsets) == 21).all():
+        return None
+    raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    rec = raw.reshape(-1, 21)
+    if not ((rec[:, 0] == 1).all() and (rec[:, 1:5].view("<u4")[:, 0] == 1).all()):
+        return None
+    return np.ascontiguousarray(rec[:, 5:21]).view("<f8").reshape(-1, 2)
+
+
+@_cpu
+def partition_events(
+    src: Path, chunk: Chunk, k: int, offset: int, stage: Path, grid: Grid, crs_wkt: str
+) -> dict[str, Any]:
+    """Rows ``chunk`` of the event file to the fragment of the cell of their centre
+    (``frag/events/<cell>/<k>.parquet``, missing geometries in the first cell), with their
+    row in the file (``_pos``). Points are read from their WKB bytes and the rows written
+    as they were read (Arrow), without making geometries."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    pf = pq.ParquetFile(src)
+    rg, a, b = chunk
+    table = pf.read_row_group(rg).slice(a, b - a)
+    geo = json.loads(pf.schema_arrow.metadata[b"geo"])
+    gcol = geo["primary_column"]
+    xy = _wkb_xy(table.column(gcol))
+    if xy is not None:
+        crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
+        tx = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True)
+        cx, cy = tx.transform(xy[:, 0], xy[:, 1])
+        missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
+    else:
+        events = _arrow_to_geopandas(table, geo)
+        missing, _, eb, _ = _event_bounds(events, mcrs)
+        cx, cy = (eb[:, 0] + eb[:, 2]) / 2, (eb[:, 1] + eb[:, 3]) / 2
+    ci, cj = grid.cell_of(cx, cy)
+    key = ci * grid.ny + cj
+    key[missing] = 0
+    table = table.append_column("_pos", pa.array(offset + np.arange(len(table), dtype=np.int64)))
+    for cell, rows in _split_by_key(key, grid.ny):
+        path = stage / "frag" / "events" / _cell_name(cell) / f"{k}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.take(rows), tmp)
+    return {"rows": len(table)}
+
+
+def _table_bounds(
+    table: pa.Table, mcrs: pyproj.CRS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`._join._event_bounds` of a GeoParquet table: for 2D points from their WKB
+    bytes (the same coordinates, no geometries made)."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    geo = json.loads(table.schema.metadata[b"geo"])
+    gcol = geo["primary_column"]
+    xy = _wkb_xy(table.column(gcol))
+    if xy is None:
+        return _event_bounds(_arrow_to_geopandas(table, geo), mcrs)
+    crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
+    missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
+    px, py = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True).transform(
+        xy[~missing, 0], xy[~missing, 1]
+    )
+    eb = np.full((len(xy), 4), np.nan)
+    eb[~missing] = np.c_[px, py, px, py]
+    return missing, ~missing, eb, None
+
+
+def _with_columns(table: pa.Table, extra: pd.DataFrame) -> pa.Table:
+    """``table`` (rows of a GeoParquet file, as read) with the columns and index of
+    ``extra`` added, its pandas metadata extended to match (read back by pandas/geopandas
+    with each column's dtype; the table's own index dropped)."""
+    meta = dict(table.schema.metadata)
+    pm = json.loads(meta[b"pandas"])
+    own_index = [c for c in pm.get("index_columns", []) if isinstance(c, str)]
+    table = table.drop_columns(own_index)
+    et = pa.Table.from_pandas(extra)
+    pe = json.loads(et.schema.metadata[b"pandas"])
+    pm["columns"] = [c for c in pm["columns"] if c["field_name"] in table.column_names]
+    pm["columns"] += pe["columns"]
+    pm["index_columns"] = pe["index_columns"]
+    meta[b"pandas"] = json.dumps(pm).encode()
+    arrays = [*table.columns, *et.columns]
+    names = [*table.column_names, *et.column_names]
+    return pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(meta)
+
+
+def _near_units(
+    stage: Path, grid: Grid, lo: np.ndarray, hi: np.ndarray, overhang: float
+) -> gpd.GeoDataFrame | None:
+    """The units whose metric bounds meet the window ``lo``-``hi``, in ``unit_id`` order
+    (selected by the bounds each build task saved; only their geometries are decoded)."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    box = np.array([[lo[0], lo[1], hi[0], hi[1]]])
+    _, keys = _cells_of_boxes(grid, box, overhang)
+    frames = []
+    for k in keys:
+        name = _cell_name((int(k // grid.ny), int(k % grid.ny)))
+        path = stage / "units" / f"{name}.parquet"
+        if not path.exists():
+            continue
+        ub = np.load(stage / "ubounds" / f"{name}.npy")
+        sel = (ub[:, 2] >= lo[0]) & (ub[:, 3] >= lo[1]) & (ub[:, 0] <= hi[0])
+        sel &= ub[:, 1] <= hi[1]
+        if not sel.any():
+            continue
+        pf = pq.ParquetFile(path)
+        cols = [c for c in (*_UNIT_INPUTS, "unit_id", "geometry") if c in pf.schema_arrow.names]
+        table = pf.read(columns=cols).take(np.flatnonzero(sel))
+        frames.append(_arrow_to_geopandas(table, json.loads(pf.schema_arrow.metadata[b"geo"])))
+    if not frames:
+        return None
+    units = pd.concat(frames) if len(frames) > 1 else frames[0]
+    units = gpd.GeoDataFrame(units, geometry="geometry", crs=frames[0].crs)
+    return units.sort_index()
+
+
+def _nearest(
+    g: np.ndarray, units: gpd.GeoDataFrame | None, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from each geometry to its nearest unit among ``units`` (metric), and whether
+    that is the nearest of all units: no unit outside the window is nearer."""
+    dist = np.full(len(g), np.inf)
+    if units is not None and len(units):
+        geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
+        tree = shapely.STRtree(geoms[~shapely.is_missing(geoms)])
+        (qi, _), dn = tree.query_nearest(g, return_distance=True, all_matches=False)
+        dist[qi] = dn
+    b = shapely.bounds(g)
+    edge = np.minimum.reduce([b[:, 0] - lo[0], b[:, 1] - lo[1], hi[0] - b[:, 2], hi[1] - b[:, 3]])
+    return dist, dist <= edge
+
+
+@_cpu
+def join_cell(
+    stage: Path,
+    cell: tuple[int, int],
+    grid: Grid,
+    reach: float,
+    overhang: float,
+    area_wkb: bytes,
+    crs_wkt: str,
+    jcfg: JoinSettings,
+) -> dict[str, Any]:
+    """The cell's events joined to the units within ``reach`` of them, the loose ones
+    settled against the network's area (``area_wkb``) and the nearest unit, to
+    ``joined/<cell>.parquet`` indexed by the event's row in the input (``event_row``)."""
+    from ..join import MATCH_STATUSES
+    from ..join import assign as _assign
+
+    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    frags = sorted((stage / "frag" / "events" / _cell_name(cell)).glob("*.parquet"))
+    if not frags:
+        return {"rows": 0}
+    table = pa.concat_tables([pq.read_table(f) for f in frags])
+    table = table.take(np.argsort(table.column("_pos").to_numpy(), kind="stable"))
+    missing, is_pt, eb, shapes = _table_bounds(table, mcrs)
+    ok = ~missing
+    lo = np.nanmin(eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
+    hi = np.nanmax(eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
+    units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
+    geoms = np.full(len(table), None, dtype=object)
+    geoms[is_pt] = shapely.points(eb[is_pt, 0], eb[is_pt, 1])
+    if shapes is not None:
+        geoms[~is_pt] = shapes[~is_pt]
+    report: dict[str, Any] = {}
+    if units is None:
+        res = pd.DataFrame({"_pos": np.arange(len(table)), "unit_id": None, "match": "outside"})
+        for col in _FLOAT_COLUMNS:
+            res[col] = np.nan
+    else:
+        cols = table.select([c for c in _EVENT_INPUTS if c in table.column_names]).to_pandas()
+        metric = gpd.GeoDataFrame(cols.reset_index(drop=True), geometry=geoms, crs=mcrs)
+        metric["_pos"] = np.arange(len(table))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = _assign(units.to_crs(mcrs), metric, crs=mcrs, settings=jcfg)
+        report = dict(res.attrs.get("report", {}))
+    row = res["_pos"].to_numpy()
+    event_row = table.column("_pos").to_numpy()[row]
+    out = pd.DataFrame(
+        {"unit_id": pd.array(res["unit_id"].astype(object).to_numpy(), dtype="string")},
+        index=pd.Index(event_row, name="event_row"),
+    )
+    for col in _FLOAT_COLUMNS[:2]:
+        out[col] = res[col].to_numpy(dtype=float)
+    out["match"] = pd.array(res["match"].astype(object).to_numpy(), dtype="string")
+    out["overlap_m"] = res["overlap_m"].to_numpy(dtype=float)
+    # what depends on the whole network: an unmatched event is too far (inside its area) or
+    # outside, and its distance to the nearest unit (exact if no unit beyond the window is
+    # nearer than the nearest within, else from all units)
+    loose = out["match"].isin(["too_far", "outside"]).to_numpy() & ~missing[row]
+    if loose.any():
+        g, inside = _inside_area(geoms[row][loose], shapely.from_wkb(area_wkb))
+        dist = np.full(len(g), np.nan)
+        far = np.flatnonzero(inside)
+        if len(far):
+            d, sure = _nearest(g[far], units, lo, hi)
+            if not sure.all():  # a unit beyond the window may be nearer: ask all of them
+                allu = _read_parts(sorted((stage / "units").glob("cell-*.parquet")), ["geometry"])
+                assert allu is not None
+                big = np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf])
+                d[~sure], _ = _nearest(g[far[~sure]], gpd.GeoDataFrame(allu).to_crs(mcrs), *big)
+            dist[far] = d
+        rows = np.flatnonzero(loose)
+        match = np.array(out["match"].astype(object).to_numpy(), dtype=object)
+        match[rows] = np.where(inside, "too_far", "outside")
+        out["match"] = pd.array(match, dtype="string")
+        distance = out["distance_m"].to_numpy(dtype=float, copy=True)
+        distance[rows] = dist
+        out["distance_m"] = distance
+    path = stage / "joined" / f"{_cell_name(cell)}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(_with_columns(table.take(row).drop_columns(["_pos"]), out), tmp)
+    code = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
+    counts = np.bincount(code, minlength=len(MATCH_STATUSES))
+    return {
+        "rows": len(out),
+        "events": len(table),
+        "by_match": {s: int(n) for s, n in zip(MATCH_STATUSES, counts, strict=True)},
+        "name_matched": int(report.get("name_matched", 0)),
+        "max_distance_m": report.get("max_distance_m", {}),
+    }
