@@ -131,9 +131,14 @@ def accidents_on_grid(
     return events.to_crs(4326)
 
 
-def _digest(values: Any) -> str:
-    arr = pd.Series(values).astype("string").fillna("<NA>").to_numpy(dtype=object)
-    return hashlib.sha256("\n".join(arr).encode()).hexdigest()[:16]
+def _digest(values: Any, chunk: int = 262_144) -> str:
+    """The values as text, one a line, hashed (in chunks: no Python string per value at once)."""
+    s = pd.Series(values)
+    h = hashlib.sha256()
+    for i in range(0, len(s), chunk):
+        arr = s.iloc[i : i + chunk].astype("string").fillna("<NA>").to_numpy(dtype=object)
+        h.update(("\n" if i else "").encode() + "\n".join(arr).encode())
+    return h.hexdigest()[:16]
 
 
 def _cpu_cell(cpu: dict[str, float]) -> str:
@@ -165,12 +170,16 @@ def run_mode(
     warnings.simplefilter("ignore")
     t = time.perf_counter()
     roads = tu.read_network(data / "roads.parquet")
-    acc = gpd.read_parquet(data / "accidents.parquet")
     t_read = time.perf_counter() - t
     cfg = DistributedSettings(n_workers=workers, cell_size_m=cell_size_m, memory_limit=memory_limit)
+    # the accidents by path: the run reads them (in a single process as coordinate arrays)
     res = distributed.run_pipeline(
-        roads, acc, scheduler=None if mode == "single" else "local", settings=cfg
+        roads,
+        data / "accidents.parquet",
+        scheduler=None if mode == "single" else "local",
+        settings=cfg,
     )
+    t_read += res.report["seconds"].get("read accidents", 0.0)
     out = {
         "mode": mode,
         "read_s": round(t_read, 2),
@@ -186,7 +195,7 @@ def run_mode(
         "worker_peaks_mb": res.report["worker_peak_rss_mb"],
         "stage_cpu_s": res.report.get("cpu_seconds", {}),
         "units": len(res.units),
-        "accidents": len(acc),
+        "accidents": res.report["accidents"],
         "matched": int(res.joined["unit_id"].notna().sum()),
         "digest_units": _digest(res.units.index),
         "digest_joined": _digest(res.joined["unit_id"]),
@@ -306,7 +315,7 @@ def main() -> None:
         ("peak RSS client (MB)", lambda r: f"{r['client_peak_mb']:,}"),
         *[
             (f"  in stage {st} (MB)", lambda r, st=st: f"{r['stage_peaks_mb'].get(st, 0):,}")
-            for st in ("inputs", "build", "join", "score")
+            for st in ("inputs", "build", "join", "score", "output")
         ],
         (
             "peak RSS workers (MB)",

@@ -20,6 +20,7 @@ from typing import Any
 import geopandas as gpd
 
 from .._validate import metric_crs, require_gdf
+from ..join.columnar import PointTable, events_input
 from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSettings
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
@@ -44,7 +45,7 @@ class PipelineResult:
 
 def run_pipeline(
     roads: gpd.GeoDataFrame,
-    accidents: gpd.GeoDataFrame,
+    accidents: gpd.GeoDataFrame | str | os.PathLike[str],
     *,
     hazards: gpd.GeoDataFrame | None = None,
     period: Any = None,
@@ -67,7 +68,10 @@ def run_pipeline(
     roads
         Road lines (``tu.read_network``).
     accidents
-        Accidents (``tu.read_events``).
+        Accidents (``tu.read_events``), or the path of such a GeoParquet file: read by the
+        run, in this process (``scheduler=None``, no ``outdir``) as coordinate arrays (a
+        :class:`~trafficunit.join.columnar.PointTable`) and joined without a shapely point,
+        which the joined frame gets after scoring.
     hazards
         Hazards to join and count as open hazards in the levels (optional).
     period
@@ -103,7 +107,11 @@ def run_pipeline(
         of each stage in this process and in the workers (``cpu_seconds``).
     """
     require_gdf(roads, "roads")
-    require_gdf(accidents, "accidents")
+    t_read = time.perf_counter()
+    accidents = events_input(accidents, columnar=scheduler is None and outdir is None)
+    read_s = time.perf_counter() - t_read
+    if not isinstance(accidents, PointTable):
+        require_gdf(accidents, "accidents")
     cfg = settings or DistributedSettings()
     mcrs = metric_crs(roads, crs)
     options = {
@@ -124,6 +132,8 @@ def run_pipeline(
         key = _fingerprint(fingerprint, options, roads, accidents, hazards)
         store = _Staging(Path(outdir), key)
     run = _Run(store)
+    if read_s > 1e-3:
+        run.stats.seconds["read accidents"] = read_s
     stages = _Stages(
         roads=roads,
         accidents=accidents,
@@ -144,9 +154,18 @@ def run_pipeline(
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        risk = score(units, joined, period=period, hazards=hz, settings=risk_settings)
+        risk = score(
+            units,
+            joined.frame if isinstance(joined, PointTable) else joined,
+            period=period,
+            hazards=hz,
+            settings=risk_settings,
+        )
     run.stats.seconds["score"] = time.perf_counter() - t
     run.close("score")
+    if isinstance(joined, PointTable):  # the points, made once, now the stages are done
+        joined = joined.to_geodataframe()
+        run.close("output")
     run.stats.seconds["total"] = time.perf_counter() - run.t0
     report = run.report(scheduler, len(units), len(accidents))
     if store is not None:
@@ -274,7 +293,7 @@ class _Stages:
     """The build and join stages of a run, in this process or on Dask."""
 
     roads: gpd.GeoDataFrame
-    accidents: gpd.GeoDataFrame
+    accidents: gpd.GeoDataFrame | PointTable
     hazards: gpd.GeoDataFrame | None
     mcrs: Any
     build_kw: dict[str, Any]
