@@ -47,10 +47,12 @@ class PointTable:
 
     def to_geodataframe(self) -> gpd.GeoDataFrame:
         """The events as a GeoDataFrame: the points made here, once."""
-        df = self.frame.copy(deep=False)  # a new frame over the same columns
-        pos = len(df.columns) if self.position < 0 else self.position
-        df.insert(pos, self.geometry, gpd.array.from_shapely(shapely.points(self.x, self.y)))
-        out = gpd.GeoDataFrame(df, geometry=self.geometry, crs=self.crs)
+        points = gpd.array.from_shapely(shapely.points(self.x, self.y), crs=self.crs)
+        cols: list[tuple[Any, Any]] = [(c, self.frame[c]) for c in self.frame.columns]
+        pos = len(cols) if self.position < 0 else self.position
+        cols.insert(pos, (self.geometry, pd.Series(points, index=self.frame.index, copy=False)))
+        # over the frame's own columns: no copy of millions of rows beside the new points
+        out = gpd.GeoDataFrame(dict(cols), geometry=self.geometry, copy=False)
         out.attrs = dict(self.frame.attrs)
         return out
 
