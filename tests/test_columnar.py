@@ -53,9 +53,7 @@ def _accidents(units: gpd.GeoDataFrame, n: int, seed: int = 0) -> gpd.GeoDataFra
 @settings(max_examples=25, deadline=None)
 @given(
     xy=st.lists(
-        st.tuples(
-            st.floats(-180, 180, allow_nan=False), st.floats(-90, 90, allow_nan=False)
-        ),
+        st.tuples(st.floats(-180, 180, allow_nan=False), st.floats(-90, 90, allow_nan=False)),
         min_size=1,
         max_size=40,
     ),
