@@ -19,7 +19,7 @@ import pandas as pd
 import pyproj
 import shapely
 
-#: Rows decoded from WKB at a time (their shapely points are freed after each chunk).
+#: Rows decoded from WKB (their points freed after each chunk) or made into points at a time.
 _CHUNK = 262_144
 
 
@@ -47,7 +47,10 @@ class PointTable:
 
     def to_geodataframe(self) -> gpd.GeoDataFrame:
         """The events as a GeoDataFrame: the points made here, once."""
-        points = gpd.array.from_shapely(shapely.points(self.x, self.y), crs=self.crs)
+        made = np.empty(len(self.x), dtype=object)
+        for i in range(0, len(made), _CHUNK):  # no (n, 2) array of every coordinate at once
+            made[i : i + _CHUNK] = shapely.points(self.x[i : i + _CHUNK], self.y[i : i + _CHUNK])
+        points = gpd.array.from_shapely(made, crs=self.crs)
         cols: list[tuple[Any, Any]] = [(c, self.frame[c]) for c in self.frame.columns]
         pos = len(cols) if self.position < 0 else self.position
         cols.insert(pos, (self.geometry, pd.Series(points, index=self.frame.index, copy=False)))
