@@ -103,8 +103,10 @@ def run_pipeline(
         ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
         ``report`` has the stages' timings, cells and halo retries, and the workers' peak
         resident memory (over their lifetime, MB), this process's peak in each stage
-        (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB) and the CPU seconds
-        of each stage in this process and in the workers (``cpu_seconds``).
+        (``client_peak_rss_mb``: inputs, build, join, hazards, score, and output when the
+        joined points are made after scoring; MB) and the CPU seconds of each stage in this
+        process and in the workers (``cpu_seconds``); ``seconds`` has ``read accidents``
+        when they were given as a path.
     """
     require_gdf(roads, "roads")
     t_read = time.perf_counter()
