@@ -21,6 +21,7 @@ import geopandas as gpd
 
 from .._errors import InputFileError, ValidationError
 from .._validate import metric_crs, require_gdf
+from ..join.columnar import PointTable, events_input
 from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSettings
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
@@ -69,7 +70,10 @@ def run_pipeline(
     ----------
     roads, accidents
         Road lines (``tu.read_network``) and accidents (``tu.read_events``), or GeoParquet
-        files of them (on Dask read by the workers, ``outdir`` required: module docs).
+        files of them (on Dask read by the workers, ``outdir`` required: module docs). With
+        ``scheduler=None`` and no ``outdir``, an accidents file is read as coordinate arrays
+        (a :class:`~trafficunit.join.columnar.PointTable`) and joined without a shapely point,
+        which the joined frame gets after scoring.
     hazards
         Hazards to join and count as open hazards in the levels (optional).
     period
@@ -101,19 +105,25 @@ def run_pipeline(
         ``units``, ``joined``, ``risk`` (and ``hazards``) equal to the single-process ones;
         ``report`` has the stages' timings, cells and halo retries, and the workers' peak
         resident memory (over their lifetime, MB), this process's peak in each stage
-        (``client_peak_rss_mb``: inputs, build, join, hazards, score; MB) and the CPU seconds
-        of each stage in this process and in the workers (``cpu_seconds``).
+        (``client_peak_rss_mb``: inputs, build, join, hazards, score, and output when the
+        joined points are made after scoring; MB) and the CPU seconds of each stage in this
+        process and in the workers (``cpu_seconds``); ``seconds`` has ``read accidents``
+        when they were given as a path.
     """
     cfg = settings or DistributedSettings()
     build_kw = {"max_length_m": max_length_m, "junction_merge_m": junction_merge_m}
-    if isinstance(roads, str | os.PathLike) or isinstance(accidents, str | os.PathLike):
+    if isinstance(roads, str | os.PathLike):
         kw = {"period": period, "crs": crs, "unit_settings": unit_settings, "progress": progress}
         kw |= {"join_settings": join_settings, "risk_settings": risk_settings}
         where = {"hazards": hazards, "scheduler": scheduler, "outdir": outdir}
         kw["build_kw"] = build_kw
         return _from_files(roads, accidents, **where, fingerprint=fingerprint, cfg=cfg, **kw)
     require_gdf(roads, "roads")
-    require_gdf(accidents, "accidents")
+    t_read = time.perf_counter()
+    accidents = events_input(accidents, columnar=scheduler is None and outdir is None)
+    read_s = time.perf_counter() - t_read
+    if not isinstance(accidents, PointTable):
+        require_gdf(accidents, "accidents")
     mcrs = metric_crs(roads, crs)
     options = {
         "max_length_m": max_length_m,
@@ -133,6 +143,8 @@ def run_pipeline(
         key = _fingerprint(fingerprint, options, roads, accidents, hazards)
         store = _Staging(Path(outdir), key)
     run = _Run(store)
+    if read_s > 1e-3:
+        run.stats.seconds["read accidents"] = read_s
     stages = _Stages(
         roads=roads,
         accidents=accidents,
@@ -153,9 +165,18 @@ def run_pipeline(
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        risk = score(units, joined, period=period, hazards=hz, settings=risk_settings)
+        risk = score(
+            units,
+            joined.frame if isinstance(joined, PointTable) else joined,
+            period=period,
+            hazards=hz,
+            settings=risk_settings,
+        )
     run.stats.seconds["score"] = time.perf_counter() - t
     run.close("score")
+    if isinstance(joined, PointTable):  # the points, made once, now the stages are done
+        joined = joined.to_geodataframe()
+        run.close("output")
     run.stats.seconds["total"] = time.perf_counter() - run.t0
     report = run.report(scheduler, len(units), len(accidents))
     if store is not None:
@@ -209,12 +230,15 @@ def _from_files(
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r, a = read_network(roads), gpd.read_parquet(accidents)
+            r = read_network(roads)
         t_read = time.perf_counter() - t
-        res = run_pipeline(r, a, hazards=hazards, scheduler=None, outdir=outdir, **common)
-        del r, a
-        res.report["seconds"] = {"read": round(t_read, 3), **res.report["seconds"]}
-        res.report["seconds"]["total"] = round(res.report["seconds"]["total"] + t_read, 3)
+        # the accidents path goes on: read as coordinate arrays where no outdir is given
+        res = run_pipeline(r, accidents, hazards=hazards, scheduler=None, outdir=outdir, **common)
+        del r
+        secs = res.report["seconds"]
+        t_read += secs.get("read accidents", 0.0)
+        res.report["seconds"] = {"read": round(t_read, 3), **secs}
+        res.report["seconds"]["total"] = round(secs["total"] + t_read, 3)
         return res
     if outdir is None:
         raise ValidationError(
@@ -386,7 +410,7 @@ class _Stages:
     """The build and join stages of a run, in this process or on Dask."""
 
     roads: gpd.GeoDataFrame
-    accidents: gpd.GeoDataFrame
+    accidents: gpd.GeoDataFrame | PointTable
     hazards: gpd.GeoDataFrame | None
     mcrs: Any
     build_kw: dict[str, Any]

@@ -32,7 +32,8 @@ arrays, through shapely ``STRtree`` queries.
 
 Layout: :mod:`.index` (:class:`UnitIndex`, match statuses, distances), :mod:`.names` (road
 names), :mod:`.points` and :mod:`.shapes` (point events; lines and polygons),
-:mod:`.assignment` (:func:`assign` and its diagnosis), :mod:`.weights` (EPDO weights),
+:mod:`.assignment` (:func:`assign` and its diagnosis), :mod:`.columnar` (point events as
+coordinate arrays, joined without shapely points), :mod:`.weights` (EPDO weights),
 :mod:`.windows` (active events in a time window) and :mod:`.summaries` (per-unit summaries).
 """
 

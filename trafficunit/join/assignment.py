@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast, overload
 
 import geopandas as gpd
 import numpy as np
@@ -15,11 +15,13 @@ import shapely
 from .._errors import ValidationError
 from .._validate import require_gdf
 from ..settings import EVENT_KINDS, JoinSettings
+from .columnar import PointTable
 from .index import _INTERSECTION, _MATCHED, _OUTSIDE, MATCH_STATUSES, UnitIndex, _threshold_table
 from .points import _assign_points, _PointResult
 from .shapes import _assign_shapes, _PairResult
 
 
+@overload  # geopandas is untyped: this overload takes any GeoDataFrame
 def assign(
     units: gpd.GeoDataFrame | UnitIndex,
     events: gpd.GeoDataFrame,
@@ -29,7 +31,32 @@ def assign(
     intersection_precedence: bool | None = None,
     crs: Any = None,
     settings: JoinSettings | None = None,
-) -> gpd.GeoDataFrame:
+) -> gpd.GeoDataFrame: ...
+
+
+@overload
+def assign(  # type: ignore[overload-cannot-match]
+    units: gpd.GeoDataFrame | UnitIndex,
+    events: PointTable,
+    *,
+    max_distance_m: float | Mapping[str, float] | None = None,
+    name_aware: bool | None = None,
+    intersection_precedence: bool | None = None,
+    crs: Any = None,
+    settings: JoinSettings | None = None,
+) -> PointTable: ...
+
+
+def assign(
+    units: gpd.GeoDataFrame | UnitIndex,
+    events: gpd.GeoDataFrame | PointTable,
+    *,
+    max_distance_m: float | Mapping[str, float] | None = None,
+    name_aware: bool | None = None,
+    intersection_precedence: bool | None = None,
+    crs: Any = None,
+    settings: JoinSettings | None = None,
+) -> gpd.GeoDataFrame | PointTable:
     """Attach events to the traffic units they belong to.
 
     A point event goes to one unit (or to none, the reason in ``match``); a line or polygon
@@ -42,7 +69,9 @@ def assign(
         Traffic units (``tu.build_units``) or a :class:`UnitIndex` built from them.
     events
         Events from ``tu.read_events`` (any CRS; a ``kind`` column chooses the distances,
-        else they are accidents; ``road_name`` enables name-aware matching).
+        else they are accidents; ``road_name`` enables name-aware matching), or point events
+        stored columnar (:class:`~trafficunit.join.columnar.PointTable`: joined without a
+        shapely point, and returned as one).
     max_distance_m
         Largest snap distance of a point to a segment, metres: one number for every event,
         or a mapping by the unit's ``road_class`` (``{"motorway": 40, "default": 25}``).
@@ -82,7 +111,11 @@ def assign(
     [['S1', 5.0, 40.0, 'matched'], [<NA>, nan, nan, 'outside']]
     """
     cfg = settings or JoinSettings()
-    require_gdf(events, "events")
+    if isinstance(events, PointTable):
+        table: PointTable | None = events
+        frame: pd.DataFrame = events.frame
+    else:
+        table, frame = None, require_gdf(events, "events")
     ix = units if isinstance(units, UnitIndex) else UnitIndex(units, crs=crs, settings=cfg)
     name_aware = cfg.name_aware if name_aware is None else name_aware
     int_prec = (
@@ -90,24 +123,27 @@ def assign(
         if intersection_precedence is None
         else (intersection_precedence)
     )
-    kind_codes, kinds = _event_kinds(events)
+    kind_codes, kinds = _event_kinds(frame)
     classes = [str(c) for c in ix.classes]
-    table = _threshold_table(kinds, classes, max_distance_m, cfg, cfg.max_distance_m)
-    line_tol = _line_tolerances(kinds, table, max_distance_m, cfg)
-    work = _WorkGeometries.of(events, ix)
+    dist_table = _threshold_table(kinds, classes, max_distance_m, cfg, cfg.max_distance_m)
+    line_tol = _line_tolerances(kinds, dist_table, max_distance_m, cfg)
+    if table is not None:
+        work = _WorkGeometries.of_xy(table, ix)
+    else:
+        work = _WorkGeometries.of(cast(gpd.GeoDataFrame, frame), ix)
     types, missing, is_point = work.types, work.missing, work.is_point
 
-    names = _road_names(events) if name_aware else None
+    names = _road_names(frame) if name_aware else None
     pidx = np.flatnonzero(is_point)
     # every event a point (the usual accidents): the arrays themselves, no copies
-    every = len(pidx) == len(events)
+    every = len(pidx) == len(frame)
     pres = _assign_points(
         ix,
         work.x if every else work.x[pidx],
         work.y if every else work.y[pidx],
         kind_codes if every else kind_codes[pidx],
         names if every or names is None else names[pidx],
-        table,
+        dist_table,
         name_aware=name_aware,
         intersection_precedence=int_prec,
         area_buffer_m=cfg.area_buffer_m,
@@ -128,15 +164,15 @@ def assign(
     # release what the rows no longer need before the output columns are made
     del pidx, sidx, shapes, kind_codes, names, types, missing, is_point
     report = _report(
-        len(rows.event), events, rows.status, rows.event, rows.dist, pres, table, kinds, ix
+        len(rows.event), frame, rows.status, rows.event, rows.dist, pres, dist_table, kinds, ix
     )
     del pres
-    dmax = float(table.max()) if table.size else 0.0
-    report["diagnosis"] = _diagnose(events, work, report, ix, cfg, dmax)
+    dmax = float(dist_table.max()) if dist_table.size else 0.0
+    report["diagnosis"] = _diagnose(frame, work, report, ix, cfg, dmax)
     del work
-    out = rows.frame(events, ix, per_pair=per_pair)
+    out = rows.frame(frame, ix, per_pair=per_pair)
     out.attrs = {"report": report}
-    return out
+    return cast(gpd.GeoDataFrame, out) if table is None else table.with_frame(out)
 
 
 def _event_kinds(events: gpd.GeoDataFrame) -> tuple[np.ndarray, list[str]]:
@@ -233,6 +269,21 @@ class _WorkGeometries:
             work.is_point[other] = True
         return work
 
+    @classmethod
+    def of_xy(cls, table: PointTable, ix: UnitIndex) -> _WorkGeometries:
+        """The work geometries of point events stored columnar: their coordinates, projected
+        as :meth:`of` projects points (no source geometries: every event is a 2D point)."""
+        n = len(table.x)
+        x, y = table.x, table.y
+        if len(ix) and not (table.crs.equals(ix.crs) or table.crs.is_exact_same(ix.crs)):
+            tr = pyproj.Transformer.from_crs(table.crs, ix.crs, always_xy=True)
+            x, y = tr.transform(x, y)
+        ok = np.ones(n, dtype=bool)
+        source = np.empty(0, dtype=object)
+        return cls(
+            np.asarray(x, float), np.asarray(y, float), np.zeros(n, np.int8), ~ok, ok, source, None
+        )
+
     def shapes(self, rows: np.ndarray) -> np.ndarray:
         """The geometries of ``rows`` (positions) in the index's CRS."""
         g = self.source[rows]
@@ -242,7 +293,7 @@ class _WorkGeometries:
 
     def metric(self) -> np.ndarray:
         """Every event's work geometry (points made from ``x``, ``y``) in the index's CRS."""
-        out = np.full(len(self.source), None, dtype=object)
+        out = np.full(len(self.x), None, dtype=object)
         pts = np.flatnonzero(self.is_point)
         out[pts] = shapely.points(self.x[pts], self.y[pts])
         rest = np.flatnonzero(~self.is_point)
@@ -296,7 +347,7 @@ class _Rows:
         order = np.argsort(merged.event, kind="stable")
         return cls(*(getattr(merged, f.name)[order] for f in fields(cls)))
 
-    def frame(self, events: gpd.GeoDataFrame, ix: UnitIndex, *, per_pair: bool) -> gpd.GeoDataFrame:
+    def frame(self, events: pd.DataFrame, ix: UnitIndex, *, per_pair: bool) -> pd.DataFrame:
         """The events' rows (``per_pair``: repeated per (event, unit) pair) with the match
         columns."""
         if per_pair:
@@ -338,7 +389,7 @@ def _lonlat_points(geoms: np.ndarray, crs: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 def _diagnose(
-    events: gpd.GeoDataFrame,
+    events: pd.DataFrame,
     work: _WorkGeometries,
     report: dict[str, Any],
     ix: UnitIndex,
@@ -459,7 +510,7 @@ def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 def _report(
     n_rows: int,
-    events: gpd.GeoDataFrame,
+    events: pd.DataFrame,
     stat: np.ndarray,
     row_ev: np.ndarray,
     dist: np.ndarray,
@@ -483,7 +534,7 @@ def _report(
 
 
 def _match_report(
-    events: gpd.GeoDataFrame,
+    events: pd.DataFrame,
     stat: np.ndarray,
     row_ev: np.ndarray,
     dist: np.ndarray,

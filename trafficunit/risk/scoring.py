@@ -92,7 +92,7 @@ def score(
     counts = _counts(acc, u.index, cfg, pos)
     del acc, pos  # the accidents' rows are counted: released before the fits and levels
     _release_arrow_memory()
-    risk = u.copy()
+    risk = u.copy(deep=False)  # new columns go to this frame only (copy-on-write)
     for col in counts.columns:
         risk[col] = counts[col]
     _rates(risk, years)

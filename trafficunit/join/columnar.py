@@ -1,0 +1,119 @@
+"""Point events stored columnar: attribute columns and coordinate arrays, no shapely objects.
+
+A GeoDataFrame holds one shapely point per event (some 200 bytes each: a gigabyte for five
+million accidents). :class:`PointTable` keeps the same events as their attribute columns and
+two coordinate arrays; :func:`~trafficunit.join.assign` joins it without making a point, and
+:meth:`PointTable.to_geodataframe` makes the points once, when a GeoDataFrame is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+#: Rows decoded from WKB (their points freed after each chunk) or made into points at a time.
+_CHUNK = 262_144
+
+
+@dataclass
+class PointTable:
+    """Point events as columns: ``frame`` (the attributes, no geometry), ``x``/``y`` in
+    ``crs``; ``geometry`` names the geometry column and ``position`` is its place among the
+    columns of :meth:`to_geodataframe`."""
+
+    frame: pd.DataFrame
+    x: np.ndarray
+    y: np.ndarray
+    crs: pyproj.CRS
+    geometry: str = "geometry"
+    position: int = -1
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def with_frame(self, frame: pd.DataFrame) -> PointTable:
+        """The same points with other attribute columns (the same rows, in order)."""
+        if len(frame) != len(self.x):
+            raise ValueError(f"a frame of {len(frame)} rows for {len(self.x)} points")
+        return replace(self, frame=frame)
+
+    def to_geodataframe(self) -> gpd.GeoDataFrame:
+        """The events as a GeoDataFrame: the points made here, once."""
+        made = np.empty(len(self.x), dtype=object)
+        for i in range(0, len(made), _CHUNK):  # no (n, 2) array of every coordinate at once
+            made[i : i + _CHUNK] = shapely.points(self.x[i : i + _CHUNK], self.y[i : i + _CHUNK])
+        points = gpd.array.from_shapely(made, crs=self.crs)
+        cols: list[tuple[Any, Any]] = [(c, self.frame[c]) for c in self.frame.columns]
+        pos = len(cols) if self.position < 0 else self.position
+        cols.insert(pos, (self.geometry, pd.Series(points, index=self.frame.index, copy=False)))
+        # over the frame's own columns: no copy of millions of rows beside the new points
+        out = gpd.GeoDataFrame(dict(cols), geometry=self.geometry, copy=False)
+        out.attrs = dict(self.frame.attrs)
+        return out
+
+    @classmethod
+    def read_parquet(cls, path: str | os.PathLike[str]) -> PointTable | None:
+        """The events of a GeoParquet file, when every geometry is a two-dimensional point
+        (``None`` otherwise: read it as a GeoDataFrame). Equal to ``geopandas.read_parquet``
+        but for the points, decoded in chunks to coordinates."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        if b"geo" not in meta:
+            return None
+        geo = json.loads(meta[b"geo"])
+        name = geo["primary_column"]
+        col_meta = geo["columns"][name]
+        if col_meta.get("encoding", "WKB") != "WKB" or name not in table.column_names:
+            return None
+        names = list(table.slice(0, 0).to_pandas().columns)
+        xy = _wkb_points(table.column(name))
+        if xy is None:
+            return None
+        frame = table.drop_columns([name]).to_pandas()
+        del table
+        crs = pyproj.CRS.from_user_input(col_meta.get("crs", "OGC:CRS84"))
+        return cls(frame, xy[0], xy[1], crs, name, names.index(name))
+
+
+def _wkb_points(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """x and y of a WKB column's geometries, or ``None`` unless all are 2D points."""
+    n = len(column)
+    x, y = np.empty(n), np.empty(n)
+    start = 0
+    for chunk in column.chunks:
+        for off in range(0, len(chunk), _CHUNK):
+            g = shapely.from_wkb(np.asarray(chunk.slice(off, _CHUNK), dtype=object))
+            if g.size and not (
+                (shapely.get_type_id(g) == 0).all()
+                and not shapely.is_empty(g).any()
+                and not shapely.has_z(g).any()
+            ):
+                return None
+            x[start : start + len(g)] = shapely.get_x(g)
+            y[start : start + len(g)] = shapely.get_y(g)
+            start += len(g)
+    return x, y
+
+
+def events_input(events: Any, *, columnar: bool) -> gpd.GeoDataFrame | PointTable:
+    """Events given as a frame, or as a GeoParquet path: read as a :class:`PointTable` when
+    ``columnar`` and every geometry is a 2D point, else as a GeoDataFrame."""
+    if not isinstance(events, str | os.PathLike):
+        return events
+    table = PointTable.read_parquet(events) if columnar else None
+    if table is not None:
+        return table
+    from ..io import read_table
+
+    frame: gpd.GeoDataFrame = read_table(events, index=None)
+    return frame
