@@ -253,7 +253,7 @@ def main() -> None:
     ap.add_argument(
         "--in-memory",
         action="store_true",
-        help="read the roads in the client, pass the accidents by path, no outdir (reading not in the total)",
+        help="roads read here, accidents by path, no outdir (reading not in the total)",
     )
     ap.add_argument("--outdir", type=Path, default=None, help="Dask's partitions go here")
     ap.add_argument(
