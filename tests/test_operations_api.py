@@ -23,12 +23,9 @@ A = {"Authorization": f"Bearer {ADMIN}"}
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trafficunit.cli.serve import build_demo
-
-    out = tmp_path_factory.mktemp("demo")
-    build_demo(out)
-    return out
+def demo(demo_folder: Path) -> Path:
+    """The demo folder, built once per run (tests/conftest.py); each client copies it."""
+    return demo_folder
 
 
 @pytest.fixture
