@@ -9,6 +9,10 @@ which is how ``.ci/run`` runs it.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -75,6 +79,37 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip("../shared/data not present beside the repository")
     return SHARED_DATA
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """``build(folder)`` once per test run, shared by every pytest-xdist worker: the first
+    caller builds under a lock, the others wait for it and get the same folder. Treat it as
+    read-only; copy it to write."""
+    base = tmp_path_factory.getbasetemp()
+    # a worker's basetemp is popen-gwN inside the run's own: share the run's
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    root.mkdir(exist_ok=True)
+    done = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            staging = root / ".staging"
+            shutil.rmtree(staging / name, ignore_errors=True)
+            staging.mkdir(exist_ok=True)
+            build(staging / name)
+            (staging / name).rename(done)  # whole or absent, even if a build fails
+    return done
+
+
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo data folder (``trafficunit demo --no-serve``: the embedded Helsinki network and
+    the GENERATED sample), built once per run; read-only, copy it to serve or write."""
+    from trafficunit.cli.serve import build_demo
+
+    return built_once(tmp_path_factory, "demo", build_demo)
 
 
 @pytest.fixture(scope="session")

@@ -227,11 +227,13 @@ def test_build_fails_early_and_keeps_the_previous_folder(tmp_path: Path) -> None
     assert time.perf_counter() - t < 20
 
 
-def test_build_from_a_dict_on_the_embedded_sample_is_the_demo(tmp_path: Path) -> None:
-    from trafficunit.cli.serve import build_demo
-
-    manifest = build_demo(tmp_path / "demo")
-    folder = DataFolder(tmp_path / "demo")
+def test_build_from_a_dict_on_the_embedded_sample_is_the_demo(
+    tmp_path: Path, demo_folder: Path
+) -> None:
+    """``build_demo`` (the run's shared build, tests/conftest.py) is a whole folder, and
+    ``tu.build`` of the same project as a dict gives the same counts."""
+    folder = DataFolder(demo_folder)
+    manifest = folder.manifest
     assert folder.problems(deep=True) == []
     assert manifest["generated_sample"] is True
     assert manifest["counts"]["units"] == len(folder.units)

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "concurrency-admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CLIENTS = 50
+#: One pytest-xdist worker runs this module (``--dist loadgroup``): its server per backend and
+#: the session's PostgreSQL template start once, not once on each worker that takes a test
+pytestmark = pytest.mark.xdist_group("ledger-concurrency")
 
 
 def free_port() -> int:

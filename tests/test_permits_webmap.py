@@ -11,7 +11,18 @@ from typing import Any
 import shapely
 import shapely.geometry
 
-from .test_webmap import ADMIN, _new_page, _open, _post, _set_lang, browser, server  # noqa: F401
+from .test_webmap import (  # noqa: F401
+    ADMIN,
+    BROWSER_GROUP,
+    _new_page,
+    _open,
+    _post,
+    _set_lang,
+    browser,
+    server,
+)
+
+pytestmark = BROWSER_GROUP  # one worker for the browser modules (tests/test_webmap.py)
 
 
 def _permit(url: str) -> dict[str, Any]:

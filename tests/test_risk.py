@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -554,13 +555,11 @@ def test_dense_data_does_not_warn(units: gpd.GeoDataFrame) -> None:
     assert r.attrs["rule"]["period_label"] == "2021-01-01–2021-12-31 (given)"
 
 
-def test_demo_period_is_the_generated_data_span(tmp_path: Any) -> None:
-    from trafficunit.cli.serve import build_demo
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        manifest = build_demo(tmp_path / "demo")
-    acc = pd.read_parquet(tmp_path / "demo" / "accidents.parquet")
+def test_demo_period_is_the_generated_data_span(demo_folder: Path) -> None:
+    """The demo folder (``build_demo``, built once per run in tests/conftest.py) states the
+    generated data's span as its period."""
+    manifest = json.loads((demo_folder / "manifest.json").read_text(encoding="utf-8"))
+    acc = pd.read_parquet(demo_folder / "accidents.parquet")
     t = acc.loc[acc["unit_id"].notna(), "time"].dt.tz_localize(None)
     span = f"{t.min():%Y-%m-%d}–{t.max():%Y-%m-%d}"
     assert manifest["period_label"] == f"{span} (the data's span)"

@@ -38,6 +38,11 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 ADMIN = "test-admin-token-webmap-0123456789abcdef"
 CATALOGUE = Path(__file__).resolve().parents[1] / "server" / "static" / "i18n"
+#: The browser modules (this one, test_zones_webmap, test_permits_webmap) run on one
+#: pytest-xdist worker (``--dist loadgroup``): each module's server and browser start once,
+#: not once on each worker that takes some of its tests.
+BROWSER_GROUP = pytest.mark.xdist_group("browser")
+pytestmark = BROWSER_GROUP
 
 
 # -- the message catalogue and the legend in plain words (no browser) ------------------------------
@@ -144,12 +149,11 @@ def _post(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """``trafficunit serve`` over the demo folder (Granian), with role tokens for the tests."""
-    from trafficunit.cli.serve import build_demo
-
-    data = tmp_path_factory.mktemp("demo")
-    build_demo(data)
+def server(tmp_path_factory: pytest.TempPathFactory, demo_folder: Path) -> Iterator[dict[str, str]]:
+    """``trafficunit serve`` over a copy of the demo folder (Granian), with role tokens for the
+    tests; each module that uses it gets its own server and ledger."""
+    data = tmp_path_factory.mktemp("demo") / "data"
+    shutil.copytree(demo_folder, data)
     with serve(data, env={"TRAFFICUNIT_ADMIN_TOKEN": ADMIN}) as url:
         tokens = {"url": url, "data": str(data)}
         for role in ("engineer", "reporter"):
@@ -213,7 +217,9 @@ def _new_page(browser: Any, locale: str = "en-US") -> Any:
 
 
 @pytest.fixture(scope="module")
-def page(browser: Any) -> Iterator[Any]:
+def page(browser: Any, server_url: str) -> Iterator[Any]:
+    """One page for the module's tests; it closes before the server stops (it depends on the
+    server), so no open connection of it (the alert stream) holds up the server's shutdown."""
     pg = _new_page(browser)
     yield pg
     assert pg.external_requests == [], "the map asked another host: it must work offline"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .test_webmap import (  # noqa: F401  (fixtures)
+    BROWSER_GROUP,
     _click_unit,
     _open,
     _post,
@@ -17,6 +18,8 @@ from .test_webmap import (  # noqa: F401  (fixtures)
     server,
     server_url,
 )
+
+pytestmark = BROWSER_GROUP  # one worker for the browser modules (tests/test_webmap.py)
 
 
 def test_zone_outlines_and_kpis_in_both_languages(page: Any, server_url: str) -> None:  # noqa: F811

@@ -86,7 +86,7 @@ def list_investigations(
     unit_id: Annotated[str | None, Query()] = None,
     severity: Annotated[str | None, Query(description="e.g. K,A")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> JSONResponse:
     total, items = inv.list_investigations(
         ops.ledger,

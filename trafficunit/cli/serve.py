@@ -169,6 +169,7 @@ def serve_cmd(
     per --respawn-window; workers die with the main process. SIGTERM or Ctrl-C lets requests
     in flight finish (up to 30 s)."""
     with user_errors():
+        _check_port_number(port)  # before the folder check reads the tables (seconds)
         if not data_dir.is_dir():
             from .._errors import InputFileError
 
