@@ -9,6 +9,7 @@ overhead; anything it does not recognise goes to the routers.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.stopping = asyncio.Event()  # set on SIGTERM under Granian: streams end
         app.state.store = DataStore(
             settings.data_dir,
             tiles=settings.tiles,

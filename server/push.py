@@ -326,6 +326,7 @@ async def stream(
         # a browser reconnects to the same URL (?after=) with the last id it got: resume there
         start = resumed if start is None else max(start, resumed)
     poll = svc.settings.ledger.webhook_poll_s
+    stopping: asyncio.Event = getattr(request.app.state, "stopping", None) or asyncio.Event()
 
     async def events() -> AsyncIterator[bytes]:
         cursor = start if start is not None else await run_in_threadpool(_latest, svc.ledger.db)
@@ -347,9 +348,11 @@ async def stream(
             if rows:
                 idle = 0.0
                 continue
-            if await request.is_disconnected():
+            if await request.is_disconnected() or stopping.is_set():
                 return
-            await asyncio.sleep(poll)
+            # the server stopping ends the stream at once (the browser resumes elsewhere)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), poll)
             idle += poll
             if idle >= 15.0:
                 idle = 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 from fastapi import FastAPI
@@ -63,6 +64,7 @@ class RSGIApp:
         loop.run_until_complete(self._lifespan.startup())
         if self._lifespan.interrupt:
             raise RuntimeError("the application failed to start") from self._lifespan.exc
+        _stop_streams_on_signals(loop, self.app)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._lifespan is not None:
@@ -166,6 +168,28 @@ class RSGIApp:
             else:  # through the one error table (a 500 is logged with its traceback)
                 answer = error_answer(exc)
                 proto.response_bytes(answer.status, answer.headers, answer.body)
+
+
+def _stop_streams_on_signals(loop: asyncio.AbstractEventLoop, app: FastAPI) -> None:
+    """Let SIGTERM/SIGINT also end the endless responses (``/alerts/stream``).
+
+    Granian stops a worker gracefully: it waits for open requests to finish, up to its kill
+    timeout (30 s), and an event stream never does, so one open map tab held every stop for
+    30 s. The worker's loop keeps its own handling of both signals (Granian's shutdown, woken
+    through the signal wakeup fd); this chains setting ``app.state.stopping`` before the
+    Python-level handler, and the streams end on it (a browser reconnects elsewhere with
+    ``Last-Event-ID`` and loses nothing).
+    """
+    stopping: asyncio.Event = app.state.stopping
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
+
+        def chained(signum: int, frame: Any, before: Any = before) -> None:
+            loop.call_soon_threadsafe(stopping.set)
+            if callable(before):
+                before(signum, frame)
+
+        signal.signal(sig, chained)
 
 
 def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:

@@ -283,3 +283,31 @@ def test_a_short_admin_token_refuses_startup_in_one_line(data: Path) -> None:
     )
     assert "TRAFFICUNIT_ADMIN_TOKEN" in line and "at least 32" in line
     assert not listening(int(port))
+
+
+def test_sigterm_with_an_alert_stream_open_stops_well_before_the_kill_timeout(
+    data: Path, tmp_path: Path
+) -> None:
+    """An open map tab keeps ``/alerts/stream`` open: the stop must not wait Granian's 30 s
+    kill timeout for it (it did), the stream ends and the server exits cleanly."""
+    with serve(data, 1, tmp_path) as s:
+        head = (
+            f"GET /alerts/stream HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {ADMIN}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=60) as conn:
+            conn.sendall(head)
+            got = b""
+            while b"retry:" not in got:  # the stream is open: its first event arrived
+                chunk = conn.recv(65536)
+                assert chunk, got[:300]
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200"), got[:300]
+            t0 = time.monotonic()
+            s.proc.send_signal(signal.SIGTERM)
+            while conn.recv(65536):  # the server ends the stream (EOF) ...
+                pass
+            assert s.proc.wait(timeout=60) == 0  # ... and exits cleanly
+            took = time.monotonic() - t0
+        # Granian kills a worker that is still busy after 30 s; the stream used to take all 30
+        assert took < 20, f"the stop took {took:.1f} s"
