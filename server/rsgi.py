@@ -183,11 +183,12 @@ def _stop_streams_on_signals(loop: asyncio.AbstractEventLoop, app: FastAPI) -> N
     stopping: asyncio.Event = app.state.stopping
     for sig in (signal.SIGTERM, signal.SIGINT):
         before = signal.getsignal(sig)
+        if not callable(before):  # not the loop's handling: leave the signal's own action
+            continue
 
         def chained(signum: int, frame: Any, before: Any = before) -> None:
             loop.call_soon_threadsafe(stopping.set)
-            if callable(before):
-                before(signum, frame)
+            before(signum, frame)
 
         signal.signal(sig, chained)
 
