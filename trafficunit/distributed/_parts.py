@@ -77,10 +77,11 @@ def _cell_name(cell: tuple[int, int]) -> str:
     return f"cell-{cell[0]}-{cell[1]}"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any, *, indent: int | None = None) -> None:
+    """``data`` as JSON to ``path`` atomically (the directory created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, default=str))
+        Path(tmp).write_text(json.dumps(data, indent=indent, default=str))
 
 
 def _write_part(df: pd.DataFrame, path: Path) -> None:

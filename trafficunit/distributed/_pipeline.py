@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import json
 import os
 import sys
 import threading
@@ -27,7 +26,7 @@ from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
 from ._grid import _Stats
 from ._join import _event_cells, _network_extent, assign
-from ._parts import PartitionedFrame
+from ._parts import PartitionedFrame, _write_json
 from ._staging import _frame_digest, _Staging
 
 # --------------------------------------------------------------------------------------------
@@ -113,11 +112,22 @@ def run_pipeline(
     cfg = settings or DistributedSettings()
     build_kw = {"max_length_m": max_length_m, "junction_merge_m": junction_merge_m}
     if isinstance(roads, str | os.PathLike):
-        kw = {"period": period, "crs": crs, "unit_settings": unit_settings, "progress": progress}
-        kw |= {"join_settings": join_settings, "risk_settings": risk_settings}
-        where = {"hazards": hazards, "scheduler": scheduler, "outdir": outdir}
-        kw["build_kw"] = build_kw
-        return _from_files(roads, accidents, **where, fingerprint=fingerprint, cfg=cfg, **kw)
+        return _from_files(
+            roads,
+            accidents,
+            hazards=hazards,
+            period=period,
+            scheduler=scheduler,
+            outdir=outdir,
+            crs=crs,
+            build_kw=build_kw,
+            unit_settings=unit_settings,
+            join_settings=join_settings,
+            risk_settings=risk_settings,
+            cfg=cfg,
+            fingerprint=fingerprint,
+            progress=progress,
+        )
     require_gdf(roads, "roads")
     t_read = time.perf_counter()
     accidents = events_input(accidents, columnar=scheduler is None and outdir is None)
@@ -183,7 +193,7 @@ def run_pipeline(
         from ..io import write_table
 
         write_table(risk, store.path("risk.parquet"))
-        (store.path("report.json")).write_text(json.dumps(report, indent=2, default=str))
+        _write_json(store.path("report.json"), report, indent=2)  # atomically
         store.commit()
     return PipelineResult(units, joined, risk, hz, report)
 
@@ -269,17 +279,10 @@ def _from_files(
     run.stats.seconds["total"] = time.perf_counter() - run.t0
     report = run.report(scheduler, summary["units"]["units"], summary["accidents"])
     report |= {"from_files": summary, "risk": attrs}
-    _write_json_atomic(store.path("report.json"), report)
+    _write_json(store.path("report.json"), report, indent=2)
     store.commit()
     units, joined, risk = _results(Path(outdir))
     return PipelineResult(units, joined, risk, None, report)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    from ..io import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=str))
 
 
 def _release_memory() -> None:
