@@ -21,6 +21,7 @@ import shapely
 
 from .._validate import geometry_problems
 from ..io import atomic_path
+from ..join.columnar import _wkb_xy
 from ..settings import JoinSettings, NetworkSettings
 from ._build import _build_cell, _metric_bounds
 from ._grid import Grid
@@ -220,25 +221,6 @@ def _hull_candidates(xy: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # events
-
-
-def _wkb_xy(col: pa.ChunkedArray) -> np.ndarray | None:
-    """Coordinates ``(n, 2)`` of a WKB column of 2D points (little-endian, as GeoParquet
-    writers write them), read from the bytes; None if any value is something else."""
-    arr = col.combine_chunks()
-    if arr.null_count or not len(arr):
-        return None
-    offsets = np.frombuffer(
-        arr.buffers()[1], dtype=np.int32 if arr.type == pa.binary() else np.int64
-    )
-    offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
-    if not (np.diff(offsets) == 21).all():
-        return None
-    raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    rec = raw.reshape(-1, 21)
-    if not ((rec[:, 0] == 1).all() and (rec[:, 1:5].view("<u4")[:, 0] == 1).all()):
-        return None
-    return np.ascontiguousarray(rec[:, 5:21]).view("<f8").reshape(-1, 2)
 
 
 @_cpu

@@ -16,6 +16,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyproj
 import shapely
 
@@ -92,7 +93,13 @@ def _wkb_points(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
     start = 0
     for chunk in column.chunks:
         for off in range(0, len(chunk), _CHUNK):
-            g = shapely.from_wkb(np.asarray(chunk.slice(off, _CHUNK), dtype=object))
+            part = chunk.slice(off, _CHUNK)
+            xy = _wkb_xy(part)  # from the bytes, without a shapely point, where it can
+            if xy is not None and not np.isnan(xy).any():  # NaN: an empty point, rejected below
+                x[start : start + len(xy)], y[start : start + len(xy)] = xy[:, 0], xy[:, 1]
+                start += len(xy)
+                continue
+            g = shapely.from_wkb(np.asarray(part, dtype=object))
             if g.size and not (
                 (shapely.get_type_id(g) == 0).all()
                 and not shapely.is_empty(g).any()
@@ -103,6 +110,25 @@ def _wkb_points(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
             y[start : start + len(g)] = shapely.get_y(g)
             start += len(g)
     return x, y
+
+
+def _wkb_xy(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """Coordinates ``(n, 2)`` of a WKB column of 2D points (little-endian, as GeoParquet
+    writers write them), read from the bytes; None if any value is something else."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count or not len(arr):
+        return None
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32 if arr.type == pa.binary() else np.int64
+    )
+    offsets = offsets[arr.offset : arr.offset + len(arr) + 1]
+    if not (np.diff(offsets) == 21).all():
+        return None
+    raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    rec = raw.reshape(-1, 21)
+    if not ((rec[:, 0] == 1).all() and (rec[:, 1:5].view("<u4")[:, 0] == 1).all()):
+        return None
+    return np.ascontiguousarray(rec[:, 5:21]).view("<f8").reshape(-1, 2)
 
 
 def events_input(events: Any, *, columnar: bool) -> gpd.GeoDataFrame | PointTable:
