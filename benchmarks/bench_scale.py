@@ -186,6 +186,8 @@ def run_mode(
         acc: Any = data / "accidents.parquet"
     else:  # both modes start from the files, reading counted in the pipeline's time
         roads, acc = data / "roads.parquet", data / "accidents.parquet"
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=outdir) as tmp:
         # --keep: the partitions in a lasting directory, so a killed run resumes from them
         target = keep / mode if keep is not None else Path(tmp) / "out"
