@@ -121,7 +121,8 @@ def main() -> None:
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}")
     print(
         f"ceiling whole / halves, pipeline time, median of {len(ratios)} rounds: "
-        f"{statistics.median(ratios):.2f}x; process wall incl. start: {statistics.median(walls):.2f}x"
+        f"{statistics.median(ratios):.2f}x; process wall incl. start: "
+        f"{statistics.median(walls):.2f}x"
     )
 
 
