@@ -7,6 +7,7 @@ import warnings
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import shapely
 from geopandas.testing import assert_geodataframe_equal
@@ -75,6 +76,11 @@ def test_read_equals_geopandas(tmp_path_factory, xy, crs) -> None:
     assert_geodataframe_equal(out, ref)
     assert list(out.columns) == list(ref.columns)
     assert bool(shapely.equals_identical(out.geometry.values, ref.geometry.values).all())
+    # written back from its coordinates: the file geopandas writes, read back the same
+    again = path.with_name("again.parquet")
+    table.to_parquet(again)
+    assert_geodataframe_equal(gpd.read_parquet(again), ref)
+    assert pq.read_schema(again).equals(pq.read_schema(path), check_metadata=True)
 
 
 @pytest.mark.parametrize(
@@ -126,6 +132,42 @@ def test_pipeline_from_a_path_equals_the_pipeline_from_frames(network, tmp_path)
     assert got.report["accidents"] == len(acc)
     assert "read accidents" in got.report["seconds"]
     assert "output" in got.report["client_peak_rss_mb"]
+
+
+def test_single_run_to_an_outdir_joins_columnar_and_resumes(
+    network, tmp_path, monkeypatch
+) -> None:
+    roads, units = network
+    acc = _accidents(units, 3000, seed=3)
+    acc.to_parquet(tmp_path / "a.parquet")
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = distributed.run_pipeline(roads, acc, scheduler=None)
+        from trafficunit import risk
+
+        real_score = risk.score
+
+        def crash(*args, **kwargs):
+            raise RuntimeError("killed in the score")
+
+        # a run killed after its join: the joined accidents are staged (columnar)...
+        monkeypatch.setattr(risk, "score", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            distributed.run_pipeline(roads, tmp_path / "a.parquet", scheduler=None, outdir=out)
+        staged = out.parent / f".{out.name}.partial" / "joined.parquet"
+        assert isinstance(PointTable.read_parquet(staged), PointTable)
+        assert not out.exists()
+        # ...and the next run resumes from them: the same results, files and frames
+        monkeypatch.setattr(risk, "score", real_score)
+        got = distributed.run_pipeline(roads, tmp_path / "a.parquet", scheduler=None, outdir=out)
+    assert_geodataframe_equal(got.joined, ref.joined)
+    assert "output" in got.report["client_peak_rss_mb"]  # joined columnar, points made last
+    # the units come back from the staged file (missing values read as None, not <NA>)
+    scored = ["crashes", "eb_expected", "level"]
+    pd.testing.assert_frame_equal(got.risk[scored], ref.risk[scored])
+    joined_file = gpd.read_parquet(out / "joined.parquet")
+    assert_geodataframe_equal(joined_file, ref.joined)
 
 
 def test_score_leaves_the_units_alone(network) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 
 from .._errors import InputFileError, ValidationError
 from .._validate import metric_crs, require_gdf
@@ -130,7 +131,7 @@ def run_pipeline(
         )
     require_gdf(roads, "roads")
     t_read = time.perf_counter()
-    accidents = events_input(accidents, columnar=scheduler is None and outdir is None)
+    accidents = events_input(accidents, columnar=scheduler is None)
     read_s = time.perf_counter() - t_read
     if not isinstance(accidents, PointTable):
         require_gdf(accidents, "accidents")
@@ -153,6 +154,8 @@ def run_pipeline(
         key = _fingerprint(fingerprint, options, roads, accidents, hazards)
         store = _Staging(Path(outdir), key)
     run = _Run(store)
+    if isinstance(accidents, PointTable):
+        run.columnar = "joined"
     if read_s > 1e-3:
         run.stats.seconds["read accidents"] = read_s
     stages = _Stages(
@@ -305,10 +308,21 @@ def _fingerprint(given: str | None, options: dict[str, Any], *frames: Any) -> st
     """The identity of a run: ``given`` (default: a hash of the frames' content) and the
     options."""
     if given is None:
-        given = hashlib.sha256("|".join(_frame_digest(f) for f in frames).encode()).hexdigest()
+        given = hashlib.sha256("|".join(_digest_of(f) for f in frames).encode()).hexdigest()
     return hashlib.sha256(
         (given + repr(sorted((k, repr(v)) for k, v in options.items()))).encode()
     ).hexdigest()
+
+
+def _digest_of(data: Any) -> str:
+    """:func:`._staging._frame_digest` of a frame, or of a PointTable's columns and points."""
+    if not isinstance(data, PointTable):
+        return _frame_digest(data)
+    h = hashlib.sha256(_frame_digest(data.frame).encode())
+    h.update(np.ascontiguousarray(data.x).tobytes())
+    h.update(np.ascontiguousarray(data.y).tobytes())
+    h.update(f"{data.crs.to_wkt()}|{data.geometry}|{data.position}".encode())
+    return h.hexdigest()
 
 
 class _Run:
@@ -327,6 +341,8 @@ class _Run:
         self.worker_peaks: list[int] = []
         self.worker_stage_peaks: dict[str, list[int]] = {}
         self._cpu0 = (time.process_time(), 0.0)
+        #: the stage whose output is a :class:`PointTable` (the joined accidents read columnar)
+        self.columnar = ""
 
     def _worker_cpu(self) -> float:
         if self.client is None:
@@ -363,15 +379,23 @@ class _Run:
             if store is not None and store.has(name):
                 from ..io import read_table
 
+                path = store.path(f"{name}.parquet")
+                # the joined accidents of a columnar run come back columnar
+                table = PointTable.read_parquet(path) if name == self.columnar else None
+                if table is not None:
+                    return table
                 df: gpd.GeoDataFrame = read_table(
-                    store.path(f"{name}.parquet"), index="unit_id" if name == "units" else None
+                    path, index="unit_id" if name == "units" else None
                 )
                 return df
             df = compute()
             if store is not None:
                 from ..io import write_table
 
-                write_table(df, store.path(f"{name}.parquet"))
+                if isinstance(df, PointTable):  # written from its coordinates: no points made
+                    df.to_parquet(store.path(f"{name}.parquet"))
+                else:
+                    write_table(df, store.path(f"{name}.parquet"))
                 store.mark(name)
             return df
         finally:

@@ -60,6 +60,39 @@ class PointTable:
         out.attrs = dict(self.frame.attrs)
         return out
 
+    def to_parquet(self, path: str | os.PathLike[str]) -> None:
+        """Write the events as GeoParquet, the file :meth:`to_geodataframe` ``.to_parquet``
+        would write, with the points encoded from the coordinate arrays (no shapely point);
+        atomically. :meth:`read_parquet` reads it back."""
+        import pyarrow.parquet as pq
+        from geopandas.io.arrow import _geopandas_to_arrow
+
+        from ..io import atomic_path
+
+        # the schema of the geometry column and its metadata as geopandas writes them
+        empty = replace(self, frame=self.frame.iloc[:0], x=self.x[:0], y=self.y[:0])
+        like = _geopandas_to_arrow(empty.to_geodataframe(), index=None)
+        body = pa.Table.from_pandas(self.frame)
+        pos = len(self.frame.columns) if self.position < 0 else self.position
+        body = body.add_column(pos, like.schema.field(self.geometry), _point_wkb(self.x, self.y))
+        meta = dict(body.schema.metadata)
+        pm, pl = json.loads(meta[b"pandas"]), json.loads(like.schema.metadata[b"pandas"])
+        entry = next(c for c in pl["columns"] if c["name"] == self.geometry)
+        pm["columns"].insert(pos, entry)
+        geo = json.loads(like.schema.metadata[b"geo"])
+        col = geo["columns"][self.geometry]
+        if len(self.x):
+            col["geometry_types"] = ["Point"]
+            col["bbox"] = [
+                float(np.min(self.x)),
+                float(np.min(self.y)),
+                float(np.max(self.x)),
+                float(np.max(self.y)),
+            ]
+        meta[b"pandas"], meta[b"geo"] = json.dumps(pm).encode(), json.dumps(geo).encode()
+        with atomic_path(path) as tmp:
+            pq.write_table(body.replace_schema_metadata(meta), tmp)
+
     @classmethod
     def read_parquet(cls, path: str | os.PathLike[str]) -> PointTable | None:
         """The events of a GeoParquet file, when every geometry is a two-dimensional point
@@ -84,6 +117,22 @@ class PointTable:
         del table
         crs = pyproj.CRS.from_user_input(col_meta.get("crs", "OGC:CRS84"))
         return cls(frame, xy[0], xy[1], crs, name, names.index(name))
+
+
+def _point_wkb(x: np.ndarray, y: np.ndarray) -> pa.ChunkedArray:
+    """Little-endian WKB of the 2D points (x, y), 21 bytes each, made with numpy."""
+    chunks = []
+    for i in range(0, max(len(x), 1), _CHUNK):
+        xs, ys = x[i : i + _CHUNK], y[i : i + _CHUNK]
+        rec = np.zeros((len(xs), 21), dtype=np.uint8)
+        rec[:, 0] = 1  # little endian
+        rec[:, 1:5] = np.frombuffer(np.uint32(1).astype("<u4").tobytes(), dtype=np.uint8)
+        rec[:, 5:13] = np.ascontiguousarray(xs, dtype="<f8").view(np.uint8).reshape(-1, 8)
+        rec[:, 13:21] = np.ascontiguousarray(ys, dtype="<f8").view(np.uint8).reshape(-1, 8)
+        offsets = np.arange(0, 21 * len(xs) + 1, 21, dtype=np.int32)
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(rec)]
+        chunks.append(pa.Array.from_buffers(pa.binary(), len(xs), buffers))
+    return pa.chunked_array(chunks, type=pa.binary())
 
 
 def _wkb_points(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
