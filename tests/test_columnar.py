@@ -134,9 +134,7 @@ def test_pipeline_from_a_path_equals_the_pipeline_from_frames(network, tmp_path)
     assert "output" in got.report["client_peak_rss_mb"]
 
 
-def test_single_run_to_an_outdir_joins_columnar_and_resumes(
-    network, tmp_path, monkeypatch
-) -> None:
+def test_single_run_to_an_outdir_joins_columnar_and_resumes(network, tmp_path, monkeypatch) -> None:
     roads, units = network
     acc = _accidents(units, 3000, seed=3)
     acc.to_parquet(tmp_path / "a.parquet")
