@@ -16,7 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .._errors import TrafficUnitError, ValidationError
-from .._validate import geometry_problems, metric_crs, require_gdf
+from .._validate import geometry_problems, metric_crs, require_gdf, transformer
 from ..settings import DistributedSettings, UnitSettings
 from ._cluster import _bar
 from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
@@ -97,40 +97,72 @@ def _context_ok(
     return ok, b
 
 
-def _metric_frame(
-    units: gpd.GeoDataFrame, mcrs: pyproj.CRS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Anchors (x, y) and bounds of the units in the metric CRS, without reprojecting them.
+def _box_margin(bounds: np.ndarray) -> np.ndarray:
+    """How far a geometry may stray from the box of its projected bounding box corners
+    (:func:`_metric_bounds`): the 1 m margin, plus a hundredth of the box's size for the
+    bending of its edges in the projection (millimetres for a box of a few hundred metres,
+    metres only for boxes of a hundred kilometres)."""
+    size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    return _MARGIN_M + 0.01 * np.nan_to_num(size)
+
+
+def _owned(
+    units: gpd.GeoDataFrame,
+    bounds: np.ndarray,
+    cell: tuple[float, float, float, float],
+    mcrs: pyproj.CRS,
+) -> np.ndarray:
+    """Whether each unit's anchor lies in ``cell`` (half-open), from its metric ``bounds``.
 
     The anchor of a segment is its midpoint in its own CRS, of an intersection its point:
     a function of the unit alone, so every task that builds a unit puts it in the same cell.
-    Bounds are those of the projected bounding box corners (within micrometres of the
-    projected geometry's for units of a few hundred metres; the checks keep a 1 m margin).
+    A unit whose box lies inside the cell, or outside it, with a margin (:func:`_box_margin`)
+    is decided by its box; only the anchors of the units across the cell's edges are made.
     """
+    m = _box_margin(bounds)
+    inside = (bounds[:, 0] - m >= cell[0]) & (bounds[:, 2] + m < cell[2])
+    inside &= (bounds[:, 1] - m >= cell[1]) & (bounds[:, 3] + m < cell[3])
+    meets = (bounds[:, 2] + m >= cell[0]) & (bounds[:, 0] - m < cell[2])
+    meets &= (bounds[:, 3] + m >= cell[1]) & (bounds[:, 1] - m < cell[3])
+    own = inside.copy()
+    edge = np.flatnonzero(meets & ~inside)
+    if len(edge):
+        ax, ay = _anchors(units.iloc[edge], mcrs)
+        own[edge] = (ax >= cell[0]) & (ax < cell[2]) & (ay >= cell[1]) & (ay < cell[3])
+    return own
+
+
+def _anchors(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors (x, y) of the units in the metric CRS (see :func:`_owned`)."""
     geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
     is_int = (units["kind"] == "intersection").to_numpy()
-    pts = geoms.copy()
+    pts = geoms.copy()  # an intersection is its point
     if (~is_int).any():
         pts[~is_int] = shapely.line_interpolate_point(geoms[~is_int], 0.5, normalized=True)
-    if is_int.any():
-        pts[is_int] = shapely.centroid(geoms[is_int])
     ax, ay = shapely.get_x(pts), shapely.get_y(pts)
     if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
-        t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-        ax, ay = t.transform(ax, ay)
-    return np.asarray(ax), np.asarray(ay), _metric_bounds(units, mcrs)
+        ax, ay = transformer(units.crs, mcrs).transform(ax, ay)
+    return np.asarray(ax), np.asarray(ay)
 
 
 def _metric_bounds(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
     """Bounds of the units in the metric CRS from their projected bounding box corners
-    (see :func:`_metric_frame`)."""
+    (within micrometres of the projected geometry's for units of a few hundred metres; the
+    checks keep a margin, :func:`_box_margin`), without reprojecting the geometries. A
+    point's corners are one point: it is projected once."""
     bb = shapely.bounds(np.asarray(units.geometry.to_numpy(), dtype=object))
     if pyproj.CRS.from_user_input(units.crs).equals(mcrs):
         return bb
-    t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-    cx, cy = t.transform(bb[:, [0, 2, 0, 2]].ravel(), bb[:, [1, 1, 3, 3]].ravel())
+    t = transformer(units.crs, mcrs)
+    out = np.empty_like(bb)
+    pt = (bb[:, 0] == bb[:, 2]) & (bb[:, 1] == bb[:, 3])
+    px, py = t.transform(bb[pt, 0], bb[pt, 1])
+    out[pt] = np.c_[px, py, px, py]
+    box = bb[~pt]
+    cx, cy = t.transform(box[:, [0, 2, 0, 2]].ravel(), box[:, [1, 1, 3, 3]].ravel())
     cx, cy = np.reshape(cx, (-1, 4)), np.reshape(cy, (-1, 4))
-    return np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
+    out[~pt] = np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
+    return out
 
 
 def _build_cell(
@@ -145,6 +177,18 @@ def _build_cell(
     Returns the units, how many units near the cell failed the context check (0: the units
     are exact) and the halo the failing ones need at least.
     """
+    units, bad, need, _ = _cell_units(roads, cell, halo, crs_wkt, options)
+    return units, bad, need
+
+
+def _cell_units(
+    roads: gpd.GeoDataFrame,
+    cell: tuple[float, float, float, float],
+    halo: float,
+    crs_wkt: str,
+    options: dict[str, Any],
+) -> tuple[gpd.GeoDataFrame, int, float, np.ndarray]:
+    """:func:`_build_cell`, and the metric bounds of the units it returns."""
     from ..units import build_units as _build
 
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
@@ -152,12 +196,12 @@ def _build_cell(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             units = _build(roads, crs=mcrs, **options)
-    except ValidationError:
-        return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0  # nothing usable here
-    ax, ay, bounds = _metric_frame(units, mcrs)
-    own = (ax >= cell[0]) & (ax < cell[2]) & (ay >= cell[1]) & (ay < cell[3])
+    except ValidationError:  # nothing usable here
+        return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0, np.zeros((0, 4))
+    bounds = _metric_bounds(units, mcrs)
+    own = _owned(units, bounds, cell, mcrs)
     if math.isinf(halo):
-        return units.loc[own], 0, 0.0
+        return units.iloc[np.flatnonzero(own)], 0, 0.0, bounds[own]
     m = halo - _MARGIN_M
     inner = (cell[0] - m, cell[1] - m, cell[2] + m, cell[3] + m)
     unit_cfg = (options.get("settings") or UnitSettings()).with_(
@@ -186,7 +230,7 @@ def _build_cell(
             )
             + 2 * _MARGIN_M
         )
-    return units.loc[own], int(fail.sum()), need
+    return units.iloc[np.flatnonzero(own)], int(fail.sum()), need, bounds[own]
 
 
 def _saved_parts(
