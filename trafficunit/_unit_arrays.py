@@ -306,10 +306,9 @@ def _rings(
 
 
 def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:
-    from pyproj import Transformer
+    from ._validate import transformer
 
-    t = Transformer.from_crs(from_crs, to_crs, always_xy=True)
-    x, y = t.transform(xy[:, 0], xy[:, 1])
+    x, y = transformer(from_crs, to_crs).transform(xy[:, 0], xy[:, 1])
     return np.column_stack([x, y])
 
 

@@ -32,6 +32,7 @@ from ._unit_arrays import (
     _src_coords,
     _take,
 )
+from ._validate import transformer
 from .network import COLUMNS
 
 #: The network's attributes a unit carries: its normalised columns but the OSM id and the
@@ -517,8 +518,7 @@ def _unit_geometries(st: _State, by_id: np.ndarray) -> np.ndarray:
     y = np.concatenate([xy[:, 1], st.centre[:, 1]])
     del xy
     if not mcrs.is_exact_same(in_crs):
-        t = pyproj.Transformer.from_crs(mcrs, in_crs, always_xy=True)
-        t.transform(x, y, inplace=True)
+        transformer(mcrs, in_crs).transform(x, y, inplace=True)
     n = len(part)
     segs = shapely.linestrings(x[:n], y[:n], indices=part)
     points = shapely.points(x[n:], y[n:])

@@ -10,6 +10,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyproj
 import shapely
 from scipy.sparse import coo_matrix
@@ -26,6 +28,12 @@ from ._staging import _Staging
 # build
 
 
+def _text(values: Any) -> pa.ChunkedArray:
+    """Strings (a pandas column or index) as Arrow strings (no copy of Arrow-backed ones)."""
+    arr = pa.chunked_array([pa.array(getattr(values, "array", values), from_pandas=True)])
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
 def _context_ok(
     units: gpd.GeoDataFrame,
     bounds: np.ndarray,
@@ -40,7 +48,6 @@ def _context_ok(
     (a segment's neighbours; an intersection's are the segments pointing at it).
     """
     n = len(units)
-    idx = pd.Index(units.index)
     is_seg = (units["kind"] == "segment").to_numpy()
     b = bounds.astype(float, copy=True)
     # intersections: the junction cluster (within radius_m of the centre) and merge_m around
@@ -48,16 +55,12 @@ def _context_ok(
     r = np.where(is_seg, 0.0, r + _MARGIN_M)
     b[:, :2] -= r[:, None]
     b[:, 2:] += r[:, None]
-    # links of the adjacency graph: (segment, unit at its start or end)
-    src_l: list[np.ndarray] = []
-    dst_l: list[np.ndarray] = []
-    for col in ("from_unit", "to_unit"):
-        other = idx.get_indexer(units[col].astype(object).where(units[col].notna(), None))
-        link = is_seg & (other >= 0)
-        src_l.append(np.flatnonzero(link))
-        dst_l.append(other[link])
-    s = np.concatenate(src_l)
-    d = np.concatenate(dst_l)
+    # links of the adjacency graph: (segment, unit at its start or end), the start's first
+    refs = pa.chunked_array([*_text(units["from_unit"]).chunks, *_text(units["to_unit"]).chunks])
+    other = pc.index_in(refs, value_set=_text(units.index)).fill_null(-1).to_numpy()
+    link = np.r_[is_seg, is_seg] & (other >= 0)
+    s = np.flatnonzero(link) % max(n, 1)
+    d = other[link]
     # segments: the bounds of their run, the segments linked end to end without a junction
     # and with the same chain attributes (a chain is cut where one changes), which holds the
     # segment's chain
@@ -65,13 +68,8 @@ def _context_ok(
     for col in key_cols:
         if col not in units.columns or not same.any():
             continue
-        v = units[col].to_numpy(dtype=object)
-        na = pd.isna(v)
-        va, vb = v[s[same]], v[d[same]]
-        eq = (na[s[same]] & na[d[same]]) | (~na[s[same]] & ~na[d[same]])
-        both = eq & ~na[s[same]]
-        eq[both] = np.asarray(va[both] == vb[both], dtype=bool)
-        same[np.flatnonzero(same)] = eq
+        code = pd.factorize(units[col])[0]  # equal values, or both missing: equal codes
+        same &= code[s] == code[d]
     graph = coo_matrix((np.ones(int(same.sum())), (s[same], d[same])), shape=(n, n))
     _, run = connected_components(graph, directed=False)
     rb = np.empty((run.max() + 1 if n else 0, 4))
