@@ -616,4 +616,11 @@ def _assemble(st: _State) -> None:
     st.units = units
 
 
+def _metric_bounds_of(st: _State) -> np.ndarray:
+    """Bounds (xmin, ymin, xmax, ymax) of the built units in the metric CRS, in ``unit_id``
+    order: of the segments as cut there (before their projection to the input CRS) and of
+    the intersections' centres."""
+    return np.concatenate([shapely.bounds(st.seg_geoms), np.c_[st.centre, st.centre]])[st.by_id]
+
+
 STAGES = (_nodes, _chain_pieces, _chain_fix, _even_split, _intersections, _adjacency, _assemble)

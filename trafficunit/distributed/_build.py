@@ -96,10 +96,11 @@ def _context_ok(
 
 
 def _box_margin(bounds: np.ndarray) -> np.ndarray:
-    """How far a geometry may stray from the box of its projected bounding box corners
-    (:func:`_metric_bounds`): the 1 m margin, plus a hundredth of the box's size for the
-    bending of its edges in the projection (millimetres for a box of a few hundred metres,
-    metres only for boxes of a hundred kilometres)."""
+    """How far a geometry, projected to the metric CRS, may stray from its metric box (the
+    bounds of the lines a build made there, or of its projected bounding box corners,
+    :func:`_metric_bounds`): the 1 m margin, plus a hundredth of the box's size for lines
+    that bend in the projection (millimetres for a box of a few hundred metres, metres only
+    for boxes of a hundred kilometres)."""
     size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
     return _MARGIN_M + 0.01 * np.nan_to_num(size)
 
@@ -144,10 +145,12 @@ def _anchors(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> tuple[np.ndarray, np.
 
 
 def _metric_bounds(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
-    """Bounds of the units in the metric CRS from their projected bounding box corners
-    (within micrometres of the projected geometry's for units of a few hundred metres; the
-    checks keep a margin, :func:`_box_margin`), without reprojecting the geometries. A
-    point's corners are one point: it is projected once."""
+    """Bounds of the units in the metric CRS from their projected bounding box corners,
+    without reprojecting the geometries. They hold the projected geometry (to within
+    millimetres for boxes of a few hundred metres; the checks keep a margin,
+    :func:`_box_margin`) but exceed its bounds where the projection turns the box (by the
+    box's size times the sine of the grid convergence: metres, a few degrees from a UTM
+    zone's central meridian). A point's corners are one point: it is projected once."""
     bb = shapely.bounds(np.asarray(units.geometry.to_numpy(), dtype=object))
     if pyproj.CRS.from_user_input(units.crs).equals(mcrs):
         return bb
@@ -187,16 +190,19 @@ def _cell_units(
     options: dict[str, Any],
 ) -> tuple[gpd.GeoDataFrame, int, float, np.ndarray]:
     """:func:`_build_cell`, and the metric bounds of the units it returns."""
-    from ..units import build_units as _build
+    from .._unit_stages import _metric_bounds_of
+    from ..units import _build
 
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            units = _build(roads, crs=mcrs, **options)
+            st = _build(roads, crs=mcrs, **options)
     except ValidationError:  # nothing usable here
         return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0, np.zeros((0, 4))
-    bounds = _metric_bounds(units, mcrs)
+    units: gpd.GeoDataFrame = st.units
+    bounds = _metric_bounds_of(st)  # the metric lines the build made: nothing to project
+    del st
     own = _owned(units, bounds, cell, mcrs)
     if math.isinf(halo):
         return units.iloc[np.flatnonzero(own)], 0, 0.0, bounds[own]

@@ -206,10 +206,7 @@ def build_cell(
     over = np.maximum.reduce(
         [box[0] - b[:, 0], box[1] - b[:, 1], b[:, 2] - box[2], b[:, 3] - box[3]]
     )
-    xy = shapely.get_coordinates(units.geometry.to_numpy())
-    if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
-        xy = np.column_stack(transformer(units.crs, mcrs).transform(xy[:, 0], xy[:, 1]))
-    hull = shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
+    hull = _units_hull(units, b, mcrs)
     radius = pd.to_numeric(units.get("radius_m"), errors="coerce")
     seg = units["kind"] == "segment"
     out = {
@@ -240,17 +237,57 @@ def _hull_candidates(xy: np.ndarray) -> np.ndarray:
     y, x + y and x - y): their convex hull is that of all points (Akl-Toussaint)."""
     if len(xy) < 16:
         return xy
+    return np.asarray(xy[~_inside(_extreme_polygon(xy), xy[:, 0], xy[:, 1])])
+
+
+def _extreme_polygon(xy: np.ndarray) -> np.ndarray:
+    """The extreme points of ``xy`` in x, y, x + y and x - y, clockwise from the leftmost
+    (y up): x-min, top-left, y-max... (a convex polygon, its points repeated where one point
+    is extreme in several directions)."""
     x, y = xy[:, 0], xy[:, 1]
     ext = [np.argmin(x), np.argmin(x - y), np.argmax(y), np.argmax(x + y)]
     ext += [np.argmax(x), np.argmax(x - y), np.argmin(y), np.argmin(x + y)]
-    poly = xy[ext]  # clockwise from the leftmost point (y up): x-min, top-left, y-max...
-    inside = np.ones(len(xy), dtype=bool)
+    return np.asarray(xy[ext])
+
+
+def _inside(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each point lies strictly inside the clockwise convex polygon ``poly``."""
+    inside = np.ones(len(x), dtype=bool)
     for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
         if (a == b).all():
             continue
         # strictly right of each clockwise edge (a -> b): inside
         inside &= (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) < 0
-    return np.asarray(xy[~inside])
+    return inside
+
+
+def _units_hull(units: gpd.GeoDataFrame, bounds: np.ndarray, mcrs: pyproj.CRS) -> Any:
+    """The convex hull of the units' coordinates in the metric CRS, projecting only the
+    units that may hold one of its vertices: those whose box is extreme in one of the eight
+    directions of :func:`_extreme_polygon`, whose points make a polygon inside the hull, and
+    those whose box (metric ``bounds`` grown by :func:`._build._box_margin`) is not strictly
+    inside that polygon."""
+    geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
+    same = pyproj.CRS.from_user_input(units.crs).equals(mcrs)
+
+    def metric_xy(rows: np.ndarray) -> np.ndarray:
+        xy = shapely.get_coordinates(geoms[rows])
+        if same:
+            return xy
+        return np.column_stack(transformer(units.crs, mcrs).transform(xy[:, 0], xy[:, 1]))
+
+    m = _box_margin(bounds)
+    x0, y0 = bounds[:, 0] - m, bounds[:, 1] - m
+    x1, y1 = bounds[:, 2] + m, bounds[:, 3] + m
+    ext = [np.argmin(x0), np.argmin(x0 - y1), np.argmax(y1), np.argmax(x1 + y1)]
+    ext += [np.argmax(x1), np.argmax(x1 - y0), np.argmin(y0), np.argmin(x0 + y0)]
+    seed = metric_xy(np.unique(ext))
+    poly = _extreme_polygon(seed)
+    inside = np.ones(len(units), dtype=bool)
+    for cx, cy in ((x0, y0), (x0, y1), (x1, y1), (x1, y0)):  # a box in a convex polygon:
+        inside &= _inside(poly, cx, cy)  # its corners are
+    xy = np.concatenate([seed, metric_xy(np.flatnonzero(~inside))])
+    return shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
 
 
 # --------------------------------------------------------------------------------------------
