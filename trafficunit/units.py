@@ -127,36 +127,21 @@ def build_units(
     >>> bool((units.loc[units.kind == "segment", "length_m"] <= 200 + 1e-6).all())
     True
     """
-    units: gpd.GeoDataFrame = _build(
-        roads,
-        max_length_m=max_length_m,
-        junction_merge_m=junction_merge_m,
-        split_on=split_on,
-        crs=crs,
-        settings=settings,
-        progress=progress,
-    ).units
-    return units
-
-
-def _build(
-    roads: gpd.GeoDataFrame,
-    *,
-    max_length_m: float | None = None,
-    junction_merge_m: float | None = None,
-    split_on: tuple[str, ...] | list[str] | None = None,
-    crs: Any = None,
-    settings: UnitSettings | None = None,
-    progress: bool = False,
-) -> _State:
-    """:func:`build_units`, with what its stages made: the units (``.units``) and the
-    arrays behind them (e.g. the segments in the metric CRS, for a partitioned build)."""
-    require_gdf(roads, "roads")
     cfg = (settings or UnitSettings()).with_(
         max_length_m=max_length_m,
         junction_merge_m=junction_merge_m,
         split_on=tuple(split_on) if split_on is not None else None,
     )
+    units: gpd.GeoDataFrame = _build(roads, cfg, crs=crs, progress=progress).units
+    return units
+
+
+def _build(
+    roads: gpd.GeoDataFrame, cfg: UnitSettings, *, crs: Any = None, progress: bool = False
+) -> _State:
+    """:func:`build_units` with the settings ``cfg``, and what its stages made: the units
+    (``.units``) and the arrays behind them (the segments in the metric CRS...)."""
+    require_gdf(roads, "roads")
     if not cfg.max_length_m > 0:
         raise ValidationError(f"max_length_m must be positive, got {cfg.max_length_m}")
     if cfg.junction_merge_m < 0:

@@ -172,32 +172,25 @@ def _build_cell(
     halo: float,
     crs_wkt: str,
     options: dict[str, Any],
-) -> tuple[gpd.GeoDataFrame, int, float]:
+) -> tuple[gpd.GeoDataFrame, int, float, np.ndarray]:
     """Units anchored in ``cell`` built from ``roads`` (those within ``halo`` of it).
 
     Returns the units, how many units near the cell failed the context check (0: the units
-    are exact) and the halo the failing ones need at least.
+    are exact), the halo the failing ones need at least, and the units' metric bounds.
     """
-    units, bad, need, _ = _cell_units(roads, cell, halo, crs_wkt, options)
-    return units, bad, need
-
-
-def _cell_units(
-    roads: gpd.GeoDataFrame,
-    cell: tuple[float, float, float, float],
-    halo: float,
-    crs_wkt: str,
-    options: dict[str, Any],
-) -> tuple[gpd.GeoDataFrame, int, float, np.ndarray]:
-    """:func:`_build_cell`, and the metric bounds of the units it returns."""
     from .._unit_stages import _metric_bounds_of
     from ..units import _build
 
+    unit_cfg = (options.get("settings") or UnitSettings()).with_(
+        max_length_m=options.get("max_length_m"),
+        junction_merge_m=options.get("junction_merge_m"),
+        split_on=tuple(options["split_on"]) if options.get("split_on") is not None else None,
+    )
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            st = _build(roads, crs=mcrs, **options)
+            st = _build(roads, unit_cfg, crs=mcrs)
     except ValidationError:  # nothing usable here
         return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0, np.zeros((0, 4))
     units: gpd.GeoDataFrame = st.units
@@ -208,10 +201,6 @@ def _cell_units(
         return units.iloc[np.flatnonzero(own)], 0, 0.0, bounds[own]
     m = halo - _MARGIN_M
     inner = (cell[0] - m, cell[1] - m, cell[2] + m, cell[3] + m)
-    unit_cfg = (options.get("settings") or UnitSettings()).with_(
-        junction_merge_m=options.get("junction_merge_m"),
-        split_on=tuple(options["split_on"]) if options.get("split_on") is not None else None,
-    )
     merge = unit_cfg.junction_merge_m
     keys = tuple(dict.fromkeys([*unit_cfg.split_on, "name", "ref", "oneway"]))
     ok, support = _context_ok(units, bounds, inner, merge, keys)
@@ -347,7 +336,7 @@ def build_units(
     ac = as_completed(list(futures))
     for f in ac:
         c, halo, tries = futures.pop(f)
-        (units, bad, need), cpu = f.result()
+        (units, bad, need, _), cpu = f.result()
         f.release()
         stats.add_cpu("build", cpu)
         if bad:

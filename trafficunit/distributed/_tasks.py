@@ -23,7 +23,7 @@ from .._validate import geometry_problems, transformer
 from ..io import atomic_path
 from ..join.columnar import _wkb_xy
 from ..settings import JoinSettings, NetworkSettings
-from ._build import _box_margin, _cell_units, _metric_bounds
+from ._build import _box_margin, _build_cell, _metric_bounds
 from ._grid import Grid
 from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds, _inside_area
 from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
@@ -197,7 +197,7 @@ def build_cell(
     if np.isfinite(halo):
         roads = roads.iloc[np.flatnonzero(_meets(roads, box, halo, mcrs))]
     roads = roads.drop(columns=["_rid", *_BOUNDS], errors="ignore").reset_index(drop=True)
-    units, bad, need, b = _cell_units(roads, box, halo, crs_wkt, options)
+    units, bad, need, b = _build_cell(roads, box, halo, crs_wkt, options)
     if bad:
         return {"retry": need, "units": 0}
     if not len(units):
