@@ -435,3 +435,39 @@ def test_from_files_resumes_after_a_failure(client, generated, tmp_path, monkeyp
     np.testing.assert_array_equal(risk["crashes"], ref.risk["crashes"])
     np.testing.assert_array_equal(risk["eb_expected"], ref.risk["eb_expected"])
     assert (risk["level"] == ref.risk["level"]).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 400), spread=st.sampled_from([0.01, 0.5]))
+def test_cell_hull_and_halo_roads_as_from_every_projected_line(seed, n, spread):
+    """The hull a build task sends back, made from the few units that may hold its
+    vertices, is the hull of all their projected coordinates; the roads a task keeps by
+    their stored bounds are those whose projected line meets the cell grown by the halo
+    (lines in degrees, away from the UTM zone's central meridian, where the grid turns)."""
+    from trafficunit.distributed._build import _metric_bounds
+    from trafficunit.distributed._tasks import _BOUNDS, _hull_candidates, _meets, _units_hull
+
+    rng = np.random.default_rng(seed)
+    start = np.c_[rng.uniform(24.0, 24.0 + spread, n), rng.uniform(60.0, 60.0 + spread / 2, n)]
+    steps = rng.normal(scale=0.002, size=(n, 3, 2)) * rng.integers(0, 2, (n, 1, 1))
+    xy = np.cumsum(np.concatenate([start[:, None], steps], axis=1), axis=1)
+    geoms = shapely.linestrings(xy)
+    points = ~np.any(steps != 0, axis=(1, 2))
+    geoms[points] = shapely.points(start[points])  # intersections
+    units = gpd.GeoDataFrame(geometry=geoms, crs=4326)
+    mcrs = pyproj.CRS(32635)
+    metric = units.geometry.to_crs(mcrs).to_numpy()
+    b = _metric_bounds(units, mcrs)
+    hull = shapely.convex_hull(
+        shapely.multipoints(_hull_candidates(shapely.get_coordinates(metric)))
+    )
+    assert shapely.equals_exact(_units_hull(units, b, mcrs), hull, 0)
+    roads = units.copy()
+    roads[list(_BOUNDS)] = b
+    tb = shapely.total_bounds(metric)
+    cx, cy = rng.uniform(tb[0], tb[2]), rng.uniform(tb[1], tb[3])
+    box = (cx - 300.0, cy - 300.0, cx + 300.0, cy + 300.0)
+    halo = float(rng.choice([0.0, 100.0, 400.0]))
+    region = shapely.box(box[0] - halo, box[1] - halo, box[2] + halo, box[3] + halo)
+    assert np.array_equal(_meets(roads, box, halo, mcrs), shapely.intersects(metric, region))
+    assert np.array_equal(_meets(units, box, halo, mcrs), shapely.intersects(metric, region))

@@ -20,6 +20,7 @@ from trafficunit._unit_arrays import (
     _key_positions,
     _node_codes,
     _node_ids,
+    _split_even,
 )
 from trafficunit._unit_stages import _lead_segments
 
@@ -181,3 +182,41 @@ def test_the_same_way_twice_gets_suffixed_sorted_ids() -> None:
     # every neighbour named is a unit of the table
     named = {n for v in units["neighbours"].dropna() for n in v.split(";")}
     assert named <= set(ids)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.floats(5.0, 900.0), min_size=1, max_size=12),
+    max_length=st.sampled_from([50.0, 200.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_split_even_cuts_each_line_as_alone(
+    lengths: list[float], max_length: float, seed: int
+) -> None:
+    """A line's pieces do not depend on the other lines of the call (a partitioned build
+    sees other lines around it): equal to those of the line alone, ``ceil(L / max)`` of
+    them, of equal length, along the line; a line not cut comes back as it is."""
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    geoms = np.empty(len(lengths), dtype=object)
+    for i, length in enumerate(lengths):  # zigzags of random steps, scaled to the length
+        steps = rng.normal(size=(int(rng.integers(1, 8)), 2))
+        xy = np.cumsum(np.r_[rng.uniform(-1e5, 1e5, (1, 2)), steps], axis=0)
+        line = shapely.LineString(xy)
+        geoms[i] = shapely.affinity.scale(line, length / line.length, length / line.length)
+    pieces, chain, k, n = _split_even(geoms, max_length)
+    for i, g in enumerate(geoms):
+        mine = pieces[chain == i]
+        assert k[chain == i].tolist() == list(range(len(mine))) and len(mine) == n[chain == i][0]
+        assert len(mine) == max(1, int(np.ceil(g.length / max_length - 1e-9)))
+        alone = _split_even(geoms[i : i + 1], max_length)[0]
+        assert shapely.equals_exact(mine, alone, 0).all()
+        if len(mine) == 1:
+            assert mine[0] is g
+        else:
+            np.testing.assert_allclose(shapely.length(mine), g.length / len(mine), rtol=1e-9)
+            ends = [shapely.get_coordinates(p)[[0, -1]] for p in mine]  # end to end, along g
+            assert all((a[1] == b[0]).all() for a, b in zip(ends, ends[1:], strict=False))
+            xy = shapely.get_coordinates(g)
+            assert (ends[0][0] == xy[0]).all() and (ends[-1][1] == xy[-1]).all()

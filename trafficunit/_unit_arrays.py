@@ -115,8 +115,18 @@ def _split_even(
     chain_of_piece = np.repeat(np.arange(len(geoms)), n_pieces)
     k = np.arange(len(chain_of_piece)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
     n_of_piece = np.repeat(n_pieces, n_pieces)
-    if (n_pieces == 1).all():
-        return geoms.copy(), chain_of_piece, k, n_of_piece
+    split = n_pieces > 1
+    pieces = np.repeat(geoms, n_pieces)  # the lines that stay whole are their one piece
+    if split.any():  # only the lines that are cut go through the coordinates
+        cut = np.repeat(split, n_pieces)
+        pieces[cut] = _cut_evenly(geoms[split], lengths[split], n_pieces[split])
+    return pieces, chain_of_piece, k, n_of_piece
+
+
+def _cut_evenly(geoms: np.ndarray, lengths: np.ndarray, n_pieces: np.ndarray) -> np.ndarray:
+    """The ``n_pieces`` equal pieces of each line (of length ``lengths``), line by line."""
+    chain_of_piece = np.repeat(np.arange(len(geoms)), n_pieces)
+    k = np.arange(len(chain_of_piece)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
     xy, ci = shapely.get_coordinates(geoms, return_index=True)
     # measures along each line from its own start, summed per line (a running sum over all
     # lines would carry rounding from the lines before, so a line's cut points would depend on
@@ -154,8 +164,7 @@ def _split_even(
     all_m = np.concatenate([local, cut_t, cut_t])
     order = np.lexsort((all_m, all_piece))
     pieces = shapely.linestrings(all_xy[order], indices=all_piece[order])
-    pieces = shapely.remove_repeated_points(pieces, tolerance=0.0)
-    return pieces, chain_of_piece, k, n_of_piece
+    return np.asarray(shapely.remove_repeated_points(pieces, tolerance=0.0))
 
 
 def _coord_keys(xy: np.ndarray, geographic: bool) -> np.ndarray:
@@ -297,10 +306,9 @@ def _rings(
 
 
 def _src_coords(xy: np.ndarray, from_crs: Any, to_crs: Any) -> np.ndarray:
-    from pyproj import Transformer
+    from ._validate import transformer
 
-    t = Transformer.from_crs(from_crs, to_crs, always_xy=True)
-    x, y = t.transform(xy[:, 0], xy[:, 1])
+    x, y = transformer(from_crs, to_crs).transform(xy[:, 0], xy[:, 1])
     return np.column_stack([x, y])
 
 

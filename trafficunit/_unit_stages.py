@@ -32,6 +32,7 @@ from ._unit_arrays import (
     _src_coords,
     _take,
 )
+from ._validate import transformer
 from .network import COLUMNS
 
 #: The network's attributes a unit carries: its normalised columns but the OSM id and the
@@ -517,8 +518,7 @@ def _unit_geometries(st: _State, by_id: np.ndarray) -> np.ndarray:
     y = np.concatenate([xy[:, 1], st.centre[:, 1]])
     del xy
     if not mcrs.is_exact_same(in_crs):
-        t = pyproj.Transformer.from_crs(mcrs, in_crs, always_xy=True)
-        t.transform(x, y, inplace=True)
+        transformer(mcrs, in_crs).transform(x, y, inplace=True)
     n = len(part)
     segs = shapely.linestrings(x[:n], y[:n], indices=part)
     points = shapely.points(x[n:], y[n:])
@@ -614,6 +614,13 @@ def _assemble(st: _State) -> None:
         metric_crs=str(st.mcrs.to_string()),
     ).as_dict()
     st.units = units
+
+
+def _metric_bounds_of(st: _State) -> np.ndarray:
+    """Bounds (xmin, ymin, xmax, ymax) of the built units in the metric CRS, in ``unit_id``
+    order: of the segments as cut there (before their projection to the input CRS) and of
+    the intersections' centres."""
+    return np.concatenate([shapely.bounds(st.seg_geoms), np.c_[st.centre, st.centre]])[st.by_id]
 
 
 STAGES = (_nodes, _chain_pieces, _chain_fix, _even_split, _intersections, _adjacency, _assemble)

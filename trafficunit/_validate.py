@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import geopandas as gpd
@@ -22,6 +23,18 @@ def require_gdf(obj: Any, what: str) -> gpd.GeoDataFrame:
             f"{what} has no CRS; set it with .set_crs(...) (e.g. 4326 for longitude/latitude)"
         )
     return obj
+
+
+def transformer(src: Any, dst: Any) -> pyproj.Transformer:
+    """The ``always_xy`` transformer from ``src`` to ``dst``, made once per pair of CRS in a
+    process (making one parses both CRS and searches PROJ's database: milliseconds, paid by
+    every task that reprojects). pyproj's transformers are thread-safe."""
+    return _transformer(pyproj.CRS.from_user_input(src), pyproj.CRS.from_user_input(dst))
+
+
+@lru_cache(maxsize=16)
+def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
 def metric_crs(gdf: gpd.GeoDataFrame, crs: Any = None) -> pyproj.CRS:

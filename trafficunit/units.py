@@ -29,12 +29,13 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 from tqdm.auto import tqdm
 
 from ._errors import ValidationError
 from ._unit_stages import STAGES, UNIT_COLUMNS, UnitsReport, _State
-from ._validate import geometry_problems, metric_crs, require_gdf
+from ._validate import geometry_problems, metric_crs, require_gdf, transformer
 from .network import COLUMNS as ROAD_COLUMNS
 from .settings import UnitSettings
 
@@ -69,6 +70,16 @@ def _prepare(roads: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, dict[str, int]]
                 default = np.nan
             df[col] = default
     return df, dropped
+
+
+def _metric_xy(df: gpd.GeoDataFrame, src_xy: np.ndarray, mcrs: Any) -> np.ndarray:
+    """The coordinates ``src_xy`` of the lines ``df`` in ``mcrs``: those of
+    ``df.to_crs(mcrs)``, through the process's transformer (3D lines through ``to_crs``)."""
+    if shapely.has_z(df.geometry.values).any():
+        return shapely.get_coordinates(df.geometry.to_crs(mcrs).values)
+    if pyproj.CRS.from_user_input(df.crs).is_exact_same(mcrs):
+        return src_xy.copy()
+    return np.column_stack(transformer(df.crs, mcrs).transform(src_xy[:, 0], src_xy[:, 1]))
 
 
 def build_units(
@@ -116,12 +127,21 @@ def build_units(
     >>> bool((units.loc[units.kind == "segment", "length_m"] <= 200 + 1e-6).all())
     True
     """
-    require_gdf(roads, "roads")
     cfg = (settings or UnitSettings()).with_(
         max_length_m=max_length_m,
         junction_merge_m=junction_merge_m,
         split_on=tuple(split_on) if split_on is not None else None,
     )
+    units: gpd.GeoDataFrame = _build(roads, cfg, crs=crs, progress=progress).units
+    return units
+
+
+def _build(
+    roads: gpd.GeoDataFrame, cfg: UnitSettings, *, crs: Any = None, progress: bool = False
+) -> _State:
+    """:func:`build_units` with the settings ``cfg``, and what its stages made: the units
+    (``.units``) and the arrays behind them (the segments in the metric CRS...)."""
+    require_gdf(roads, "roads")
     if not cfg.max_length_m > 0:
         raise ValidationError(f"max_length_m must be positive, got {cfg.max_length_m}")
     if cfg.junction_merge_m < 0:
@@ -137,11 +157,9 @@ def build_units(
     in_crs = df.crs
     geographic = bool(in_crs.is_geographic)
     mcrs = metric_crs(df, crs)
-    src_xy = shapely.get_coordinates(df.geometry.values)
-    metric = df.geometry.to_crs(mcrs).values  # the lines only: no copy of their attributes
-    xy, line = shapely.get_coordinates(metric, return_index=True)
-    road_length_km = float(shapely.length(metric).sum() / 1000.0)
-    del metric
+    src_xy, line = shapely.get_coordinates(df.geometry.values, return_index=True)
+    xy = _metric_xy(df, src_xy, mcrs)
+    road_length_km = float(shapely.length(shapely.linestrings(xy, indices=line)).sum() / 1000.0)
     bar.update()
     st = _State()
     st.cfg, st.df, st.dropped, st.roads = cfg, df, dropped, roads
@@ -151,8 +169,7 @@ def build_units(
         stage(st)
         bar.update()
     bar.close()
-    units: gpd.GeoDataFrame = st.units
-    return units
+    return st
 
 
 def footprints(units: gpd.GeoDataFrame) -> gpd.GeoSeries:

@@ -10,13 +10,15 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyproj
 import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .._errors import TrafficUnitError, ValidationError
-from .._validate import geometry_problems, metric_crs, require_gdf
+from .._validate import geometry_problems, metric_crs, require_gdf, transformer
 from ..settings import DistributedSettings, UnitSettings
 from ._cluster import _bar
 from ._grid import _MARGIN_M, _grid_for, _select, _Stats, _timed
@@ -24,6 +26,12 @@ from ._staging import _Staging
 
 # --------------------------------------------------------------------------------------------
 # build
+
+
+def _text(values: Any) -> pa.ChunkedArray:
+    """Strings (a pandas column or index) as Arrow strings (no copy of Arrow-backed ones)."""
+    arr = pa.chunked_array([pa.array(getattr(values, "array", values), from_pandas=True)])
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
 
 
 def _context_ok(
@@ -40,7 +48,6 @@ def _context_ok(
     (a segment's neighbours; an intersection's are the segments pointing at it).
     """
     n = len(units)
-    idx = pd.Index(units.index)
     is_seg = (units["kind"] == "segment").to_numpy()
     b = bounds.astype(float, copy=True)
     # intersections: the junction cluster (within radius_m of the centre) and merge_m around
@@ -48,16 +55,12 @@ def _context_ok(
     r = np.where(is_seg, 0.0, r + _MARGIN_M)
     b[:, :2] -= r[:, None]
     b[:, 2:] += r[:, None]
-    # links of the adjacency graph: (segment, unit at its start or end)
-    src_l: list[np.ndarray] = []
-    dst_l: list[np.ndarray] = []
-    for col in ("from_unit", "to_unit"):
-        other = idx.get_indexer(units[col].astype(object).where(units[col].notna(), None))
-        link = is_seg & (other >= 0)
-        src_l.append(np.flatnonzero(link))
-        dst_l.append(other[link])
-    s = np.concatenate(src_l)
-    d = np.concatenate(dst_l)
+    # links of the adjacency graph: (segment, unit at its start or end), the start's first
+    refs = pa.chunked_array([*_text(units["from_unit"]).chunks, *_text(units["to_unit"]).chunks])
+    other = pc.index_in(refs, value_set=_text(units.index)).fill_null(-1).to_numpy()
+    link = np.r_[is_seg, is_seg] & (other >= 0)
+    s = np.flatnonzero(link) % max(n, 1)
+    d = other[link]
     # segments: the bounds of their run, the segments linked end to end without a junction
     # and with the same chain attributes (a chain is cut where one changes), which holds the
     # segment's chain
@@ -65,13 +68,8 @@ def _context_ok(
     for col in key_cols:
         if col not in units.columns or not same.any():
             continue
-        v = units[col].to_numpy(dtype=object)
-        na = pd.isna(v)
-        va, vb = v[s[same]], v[d[same]]
-        eq = (na[s[same]] & na[d[same]]) | (~na[s[same]] & ~na[d[same]])
-        both = eq & ~na[s[same]]
-        eq[both] = np.asarray(va[both] == vb[both], dtype=bool)
-        same[np.flatnonzero(same)] = eq
+        code = pd.factorize(units[col])[0]  # equal values, or both missing: equal codes
+        same &= code[s] == code[d]
     graph = coo_matrix((np.ones(int(same.sum())), (s[same], d[same])), shape=(n, n))
     _, run = connected_components(graph, directed=False)
     rb = np.empty((run.max() + 1 if n else 0, 4))
@@ -97,40 +95,75 @@ def _context_ok(
     return ok, b
 
 
-def _metric_frame(
-    units: gpd.GeoDataFrame, mcrs: pyproj.CRS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Anchors (x, y) and bounds of the units in the metric CRS, without reprojecting them.
+def _box_margin(bounds: np.ndarray) -> np.ndarray:
+    """How far a geometry, projected to the metric CRS, may stray from its metric box (the
+    bounds of the lines a build made there, or of its projected bounding box corners,
+    :func:`_metric_bounds`): the 1 m margin, plus a hundredth of the box's size for lines
+    that bend in the projection (millimetres for a box of a few hundred metres, metres only
+    for boxes of a hundred kilometres)."""
+    size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    return _MARGIN_M + 0.01 * np.nan_to_num(size)
+
+
+def _owned(
+    units: gpd.GeoDataFrame,
+    bounds: np.ndarray,
+    cell: tuple[float, float, float, float],
+    mcrs: pyproj.CRS,
+) -> np.ndarray:
+    """Whether each unit's anchor lies in ``cell`` (half-open), from its metric ``bounds``.
 
     The anchor of a segment is its midpoint in its own CRS, of an intersection its point:
     a function of the unit alone, so every task that builds a unit puts it in the same cell.
-    Bounds are those of the projected bounding box corners (within micrometres of the
-    projected geometry's for units of a few hundred metres; the checks keep a 1 m margin).
+    A unit whose box lies inside the cell, or outside it, with a margin (:func:`_box_margin`)
+    is decided by its box; only the anchors of the units across the cell's edges are made.
     """
+    m = _box_margin(bounds)
+    inside = (bounds[:, 0] - m >= cell[0]) & (bounds[:, 2] + m < cell[2])
+    inside &= (bounds[:, 1] - m >= cell[1]) & (bounds[:, 3] + m < cell[3])
+    meets = (bounds[:, 2] + m >= cell[0]) & (bounds[:, 0] - m < cell[2])
+    meets &= (bounds[:, 3] + m >= cell[1]) & (bounds[:, 1] - m < cell[3])
+    own = inside.copy()
+    edge = np.flatnonzero(meets & ~inside)
+    if len(edge):
+        ax, ay = _anchors(units.iloc[edge], mcrs)
+        own[edge] = (ax >= cell[0]) & (ax < cell[2]) & (ay >= cell[1]) & (ay < cell[3])
+    return own
+
+
+def _anchors(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors (x, y) of the units in the metric CRS (see :func:`_owned`)."""
     geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
     is_int = (units["kind"] == "intersection").to_numpy()
-    pts = geoms.copy()
+    pts = geoms.copy()  # an intersection is its point
     if (~is_int).any():
         pts[~is_int] = shapely.line_interpolate_point(geoms[~is_int], 0.5, normalized=True)
-    if is_int.any():
-        pts[is_int] = shapely.centroid(geoms[is_int])
     ax, ay = shapely.get_x(pts), shapely.get_y(pts)
     if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
-        t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-        ax, ay = t.transform(ax, ay)
-    return np.asarray(ax), np.asarray(ay), _metric_bounds(units, mcrs)
+        ax, ay = transformer(units.crs, mcrs).transform(ax, ay)
+    return np.asarray(ax), np.asarray(ay)
 
 
 def _metric_bounds(units: gpd.GeoDataFrame, mcrs: pyproj.CRS) -> np.ndarray:
-    """Bounds of the units in the metric CRS from their projected bounding box corners
-    (see :func:`_metric_frame`)."""
+    """Bounds of the units in the metric CRS from their projected bounding box corners,
+    without reprojecting the geometries. They hold the projected geometry (to within
+    millimetres for boxes of a few hundred metres; the checks keep a margin,
+    :func:`_box_margin`) but exceed its bounds where the projection turns the box (by the
+    box's size times the sine of the grid convergence: metres, a few degrees from a UTM
+    zone's central meridian). A point's corners are one point: it is projected once."""
     bb = shapely.bounds(np.asarray(units.geometry.to_numpy(), dtype=object))
     if pyproj.CRS.from_user_input(units.crs).equals(mcrs):
         return bb
-    t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-    cx, cy = t.transform(bb[:, [0, 2, 0, 2]].ravel(), bb[:, [1, 1, 3, 3]].ravel())
+    t = transformer(units.crs, mcrs)
+    out = np.empty_like(bb)
+    pt = (bb[:, 0] == bb[:, 2]) & (bb[:, 1] == bb[:, 3])
+    px, py = t.transform(bb[pt, 0], bb[pt, 1])
+    out[pt] = np.c_[px, py, px, py]
+    box = bb[~pt]
+    cx, cy = t.transform(box[:, [0, 2, 0, 2]].ravel(), box[:, [1, 1, 3, 3]].ravel())
     cx, cy = np.reshape(cx, (-1, 4)), np.reshape(cy, (-1, 4))
-    return np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
+    out[~pt] = np.c_[cx.min(axis=1), cy.min(axis=1), cx.max(axis=1), cy.max(axis=1)]
+    return out
 
 
 def _build_cell(
@@ -139,31 +172,35 @@ def _build_cell(
     halo: float,
     crs_wkt: str,
     options: dict[str, Any],
-) -> tuple[gpd.GeoDataFrame, int, float]:
+) -> tuple[gpd.GeoDataFrame, int, float, np.ndarray]:
     """Units anchored in ``cell`` built from ``roads`` (those within ``halo`` of it).
 
     Returns the units, how many units near the cell failed the context check (0: the units
-    are exact) and the halo the failing ones need at least.
+    are exact), the halo the failing ones need at least, and the units' metric bounds.
     """
-    from ..units import build_units as _build
+    from .._unit_stages import _metric_bounds_of
+    from ..units import _build
 
+    unit_cfg = (options.get("settings") or UnitSettings()).with_(
+        max_length_m=options.get("max_length_m"),
+        junction_merge_m=options.get("junction_merge_m"),
+        split_on=tuple(options["split_on"]) if options.get("split_on") is not None else None,
+    )
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            units = _build(roads, crs=mcrs, **options)
-    except ValidationError:
-        return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0  # nothing usable here
-    ax, ay, bounds = _metric_frame(units, mcrs)
-    own = (ax >= cell[0]) & (ax < cell[2]) & (ay >= cell[1]) & (ay < cell[3])
+            st = _build(roads, unit_cfg, crs=mcrs)
+    except ValidationError:  # nothing usable here
+        return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0, np.zeros((0, 4))
+    units: gpd.GeoDataFrame = st.units
+    bounds = _metric_bounds_of(st)  # the metric lines the build made: nothing to project
+    del st
+    own = _owned(units, bounds, cell, mcrs)
     if math.isinf(halo):
-        return units.loc[own], 0, 0.0
+        return units.iloc[np.flatnonzero(own)], 0, 0.0, bounds[own]
     m = halo - _MARGIN_M
     inner = (cell[0] - m, cell[1] - m, cell[2] + m, cell[3] + m)
-    unit_cfg = (options.get("settings") or UnitSettings()).with_(
-        junction_merge_m=options.get("junction_merge_m"),
-        split_on=tuple(options["split_on"]) if options.get("split_on") is not None else None,
-    )
     merge = unit_cfg.junction_merge_m
     keys = tuple(dict.fromkeys([*unit_cfg.split_on, "name", "ref", "oneway"]))
     ok, support = _context_ok(units, bounds, inner, merge, keys)
@@ -186,7 +223,7 @@ def _build_cell(
             )
             + 2 * _MARGIN_M
         )
-    return units.loc[own], int(fail.sum()), need
+    return units.iloc[np.flatnonzero(own)], int(fail.sum()), need, bounds[own]
 
 
 def _saved_parts(
@@ -299,7 +336,7 @@ def build_units(
     ac = as_completed(list(futures))
     for f in ac:
         c, halo, tries = futures.pop(f)
-        (units, bad, need), cpu = f.result()
+        (units, bad, need, _), cpu = f.result()
         f.release()
         stats.add_cpu("build", cpu)
         if bad:

@@ -19,17 +19,19 @@ import pyarrow.parquet as pq
 import pyproj
 import shapely
 
-from .._validate import geometry_problems
+from .._validate import geometry_problems, transformer
 from ..io import atomic_path
 from ..join.columnar import _wkb_xy
 from ..settings import JoinSettings, NetworkSettings
-from ._build import _build_cell, _metric_bounds
+from ._build import _box_margin, _build_cell, _metric_bounds
 from ._grid import Grid
 from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds, _inside_area
 from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
 
 #: Bits of a road's id (``_rid``) that hold its row within its chunk.
 _ROW_BITS = 32
+#: Columns of a road fragment holding the road's metric bounds (:func:`._build._metric_bounds`).
+_BOUNDS = ("_xmin", "_ymin", "_xmax", "_ymax")
 
 
 def _cpu(fn: Any) -> Any:
@@ -71,6 +73,16 @@ def normalise_chunk(
     return {"rows": len(roads), "bounds": [float(v) for v in b], "crs": roads.crs.to_wkt()}
 
 
+def _to_metric(geoms: Any, crs: Any, mcrs: pyproj.CRS) -> np.ndarray:
+    """2D ``geoms`` in ``crs`` projected to ``mcrs`` (the coordinates of ``to_crs``, through
+    the process's transformer)."""
+    t = transformer(crs, mcrs)
+    out = shapely.transform(
+        np.asarray(geoms, dtype=object), lambda xy: np.column_stack(t.transform(*xy.T))
+    )
+    return np.asarray(out)
+
+
 def _cells_of_boxes(grid: Grid, b: np.ndarray, grow: float) -> tuple[np.ndarray, np.ndarray]:
     """Every (row, cell key) where box ``b[row]`` grown by ``grow`` meets the cell."""
     i0, j0 = grid.cell_of(b[:, 0] - grow, b[:, 1] - grow)
@@ -100,7 +112,8 @@ def partition_roads(
 ) -> dict[str, Any]:
     """The usable roads of a normalised chunk, to the fragment of every cell their bounding
     box grown by ``halo`` meets (``frag/roads/<cell>/<k>.parquet``), with their id ``_rid``
-    (chunk and row: the input order); the dropped roads and the length kept."""
+    (chunk and row: the input order) and metric bounds (:data:`_BOUNDS`); the dropped roads
+    and the length kept."""
     mcrs = pyproj.CRS.from_wkt(crs_wkt)
     roads = gpd.read_parquet(chunk_file)
     problems = geometry_problems(roads.geometry.values)
@@ -108,8 +121,11 @@ def partition_roads(
     ok = np.flatnonzero(problems == "")
     roads = roads.iloc[ok]
     roads["_rid"] = (np.int64(k) << _ROW_BITS) + ok.astype(np.int64)
-    length = float(shapely.length(roads.geometry.to_crs(mcrs).to_numpy()).sum())
-    rows, keys = _cells_of_boxes(grid, _metric_bounds(roads, mcrs), halo)
+    length = float(shapely.length(_to_metric(roads.geometry.to_numpy(), roads.crs, mcrs)).sum())
+    bounds = _metric_bounds(roads, mcrs)
+    for n, col in enumerate(_BOUNDS):  # kept with the roads: their build tasks select by them
+        roads[col] = bounds[:, n]
+    rows, keys = _cells_of_boxes(grid, bounds, halo)
     for cell, at in _split_by_key(keys, grid.ny):
         _write_part(
             roads.iloc[rows[at]], stage / "frag" / "roads" / _cell_name(cell) / f"{k}.parquet"
@@ -137,6 +153,28 @@ def _road_frags(stage: Path, grid: Grid, cell: tuple[int, int], halo: float, hal
     return roads.drop_duplicates("_rid").sort_values("_rid", kind="stable")
 
 
+def _meets(
+    roads: gpd.GeoDataFrame, box: tuple[float, ...], halo: float, mcrs: pyproj.CRS
+) -> np.ndarray:
+    """Whether each road meets the cell ``box`` grown by ``halo`` (in the metric CRS). Told
+    by the road's metric bounds where they lie inside or outside with a margin; the roads
+    across the edge are projected and tested."""
+    if set(_BOUNDS) <= set(roads.columns):
+        b = roads[list(_BOUNDS)].to_numpy(dtype=float)
+    else:  # fragments of an earlier version
+        b = _metric_bounds(roads, mcrs)
+    lo, hi = np.array(box[:2]) - halo, np.array(box[2:]) + halo
+    m = _box_margin(b)[:, None]
+    inside = ((b[:, :2] - m >= lo) & (b[:, 2:] + m <= hi)).all(axis=1)
+    meets = ((b[:, 2:] + m >= lo) & (b[:, :2] - m <= hi)).all(axis=1)
+    edge = np.flatnonzero(meets & ~inside)
+    out = inside
+    if len(edge):
+        metric = _to_metric(roads.geometry.to_numpy()[edge], roads.crs, mcrs)
+        out[edge] = shapely.intersects(metric, shapely.box(*lo, *hi))
+    return out
+
+
 @_cpu
 def build_cell(
     stage: Path,
@@ -157,25 +195,18 @@ def build_cell(
         _write_json(stage / "units" / f"{_cell_name(cell)}.json", empty)
         return empty
     if np.isfinite(halo):
-        region = shapely.box(box[0] - halo, box[1] - halo, box[2] + halo, box[3] + halo)
-        near = shapely.intersects(roads.geometry.to_crs(mcrs).to_numpy(), region)
-        roads = roads.iloc[np.flatnonzero(near)]
-    roads = roads.drop(columns="_rid").reset_index(drop=True)
-    units, bad, need = _build_cell(roads, box, halo, crs_wkt, options)
+        roads = roads.iloc[np.flatnonzero(_meets(roads, box, halo, mcrs))]
+    roads = roads.drop(columns=["_rid", *_BOUNDS], errors="ignore").reset_index(drop=True)
+    units, bad, need, b = _build_cell(roads, box, halo, crs_wkt, options)
     if bad:
         return {"retry": need, "units": 0}
     if not len(units):
         _write_json(stage / "units" / f"{_cell_name(cell)}.json", empty)
         return empty
-    b = _metric_bounds(units, mcrs)
     over = np.maximum.reduce(
         [box[0] - b[:, 0], box[1] - b[:, 1], b[:, 2] - box[2], b[:, 3] - box[3]]
     )
-    xy = shapely.get_coordinates(units.geometry.to_numpy())
-    if not pyproj.CRS.from_user_input(units.crs).equals(mcrs):
-        t = pyproj.Transformer.from_crs(units.crs, mcrs, always_xy=True)
-        xy = np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
-    hull = shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
+    hull = _units_hull(units, b, mcrs)
     radius = pd.to_numeric(units.get("radius_m"), errors="coerce")
     seg = units["kind"] == "segment"
     out = {
@@ -206,17 +237,57 @@ def _hull_candidates(xy: np.ndarray) -> np.ndarray:
     y, x + y and x - y): their convex hull is that of all points (Akl-Toussaint)."""
     if len(xy) < 16:
         return xy
+    return np.asarray(xy[~_inside(_extreme_polygon(xy), xy[:, 0], xy[:, 1])])
+
+
+def _extreme_polygon(xy: np.ndarray) -> np.ndarray:
+    """The extreme points of ``xy`` in x, y, x + y and x - y, clockwise from the leftmost
+    (y up): x-min, top-left, y-max... (a convex polygon, its points repeated where one point
+    is extreme in several directions)."""
     x, y = xy[:, 0], xy[:, 1]
     ext = [np.argmin(x), np.argmin(x - y), np.argmax(y), np.argmax(x + y)]
     ext += [np.argmax(x), np.argmax(x - y), np.argmin(y), np.argmin(x + y)]
-    poly = xy[ext]  # clockwise from the leftmost point (y up): x-min, top-left, y-max...
-    inside = np.ones(len(xy), dtype=bool)
+    return np.asarray(xy[ext])
+
+
+def _inside(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each point lies strictly inside the clockwise convex polygon ``poly``."""
+    inside = np.ones(len(x), dtype=bool)
     for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
         if (a == b).all():
             continue
         # strictly right of each clockwise edge (a -> b): inside
         inside &= (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) < 0
-    return np.asarray(xy[~inside])
+    return inside
+
+
+def _units_hull(units: gpd.GeoDataFrame, bounds: np.ndarray, mcrs: pyproj.CRS) -> Any:
+    """The convex hull of the units' coordinates in the metric CRS, projecting only the
+    units that may hold one of its vertices: those whose box is extreme in one of the eight
+    directions of :func:`_extreme_polygon`, whose points make a polygon inside the hull, and
+    those whose box (metric ``bounds`` grown by :func:`._build._box_margin`) is not strictly
+    inside that polygon."""
+    geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
+    same = pyproj.CRS.from_user_input(units.crs).equals(mcrs)
+
+    def metric_xy(rows: np.ndarray) -> np.ndarray:
+        xy = shapely.get_coordinates(geoms[rows])
+        if same:
+            return xy
+        return np.column_stack(transformer(units.crs, mcrs).transform(xy[:, 0], xy[:, 1]))
+
+    m = _box_margin(bounds)
+    x0, y0 = bounds[:, 0] - m, bounds[:, 1] - m
+    x1, y1 = bounds[:, 2] + m, bounds[:, 3] + m
+    ext = [np.argmin(x0), np.argmin(x0 - y1), np.argmax(y1), np.argmax(x1 + y1)]
+    ext += [np.argmax(x1), np.argmax(x1 - y0), np.argmin(y0), np.argmin(x0 + y0)]
+    seed = metric_xy(np.unique(ext))
+    poly = _extreme_polygon(seed)
+    inside = np.ones(len(units), dtype=bool)
+    for cx, cy in ((x0, y0), (x0, y1), (x1, y1), (x1, y0)):  # a box in a convex polygon:
+        inside &= _inside(poly, cx, cy)  # its corners are
+    xy = np.concatenate([seed, metric_xy(np.flatnonzero(~inside))])
+    return shapely.convex_hull(shapely.multipoints(_hull_candidates(xy)))
 
 
 # --------------------------------------------------------------------------------------------
