@@ -418,9 +418,9 @@ def test_from_files_resumes_after_a_failure(client, generated, tmp_path, monkeyp
     acc.to_parquet(files[1])
     out = tmp_path / "run"
     cfg = DistributedSettings(cell_size_m=1000.0)
-    import trafficunit.risk as risk_mod
+    import trafficunit.risk.scoring as scoring
 
-    monkeypatch.setattr(risk_mod, "score", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
+    monkeypatch.setattr(scoring, "_scored", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
     with pytest.raises(_Boom):
         distributed.run_pipeline(*files, scheduler=client, settings=cfg, outdir=out)
     staging = tmp_path / ".run.partial"
