@@ -482,8 +482,8 @@ _HASH_P, _HASH_Q = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 def _id_hashes(ids: pd.Series) -> np.ndarray:
-    """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (0 for a missing id),
-    sorted: equal ids hash equal (two ids may share one)."""
+    """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (``_HASH_P`` for a
+    missing one), sorted: equal ids hash equal (two ids may share one)."""
     arr = pa.array(ids.astype("string").array)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -502,7 +502,7 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
     some = length > 0
     if some.any():  # each id's sum of byte x P^(i + 1), wrapping at 2^64
         h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
-    h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = 0
+    h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _HASH_P
     return np.unique(h)
 
 
