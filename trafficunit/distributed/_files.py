@@ -386,13 +386,16 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
     if not marker.exists():
-        risk, cell = _score_units(runner, stage, parts, period, risk_settings or RiskSettings())
-        attrs = _jsonable_attrs(risk)
+        cfg = risk_settings or RiskSettings()
+        table, attrs, cell = _score_units(runner, stage, parts, period, cfg)
+        # the rows by part (unit_id order within each) taken and written by Arrow: no
+        # pandas copy of the columns per part
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
+        table = table.take(by)
         for n, p in enumerate(parts):
-            rows = by[starts[n] : starts[n + 1]]
-            _write_part(risk.iloc[rows], stage / "riskcols" / p.name)
+            with atomic_path(stage / "riskcols" / p.name) as tmp:
+                pq.write_table(table.slice(starts[n], starts[n + 1] - starts[n]), tmp)
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())
@@ -408,9 +411,9 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
 
 def _score_units(
     runner: _Runner, stage: Path, parts: list[Path], period: Any, cfg: RiskSettings
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The risk columns of every unit in unit_id order (attributes: the single run's) and
-    each unit's part (its number in ``parts``)."""
+) -> tuple[pa.Table, dict[str, Any], np.ndarray]:
+    """The risk columns of every unit in unit_id order, their attributes (the single run's)
+    and each unit's part (its number in ``parts``)."""
     from ..risk import scoring
 
     tally = stage / "tally"
@@ -452,9 +455,8 @@ def _score_units(
             u, *summed, hz.sort_index(kind="stable"), None, period is not None, cfg, None
         )
     added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
-    out = pd.DataFrame(risk[added])
-    out.attrs = risk.attrs
-    return out, cell
+    table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
+    return table, _jsonable_attrs(risk), cell
 
 
 @_tasks._cpu
@@ -483,7 +485,7 @@ _HASH_P, _HASH_Q = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 def _id_hashes(ids: pd.Series) -> np.ndarray:
     """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (``_HASH_P`` for a
-    missing one), sorted: equal ids hash equal (two ids may share one)."""
+    missing one): equal ids hash equal (two ids may share one)."""
     arr = pa.array(ids.astype("string").array)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -503,13 +505,12 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
     if some.any():  # each id's sum of byte x P^(i + 1), wrapping at 2^64
         h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
     h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _HASH_P
-    return np.unique(h)
+    return np.asarray(pd.unique(h), dtype=np.uint64)
 
 
 def _ids_apart(paths: list[Path]) -> bool:
     """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is)."""
-    h = np.sort(np.concatenate([np.load(p) for p in paths]))
-    return not bool((h[1:] == h[:-1]).any())
+    return not pd.Index(np.concatenate([np.load(p) for p in paths])).has_duplicates
 
 
 def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
@@ -519,15 +520,31 @@ def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
 
 
 def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """A cell's units with their risk columns (a task)."""
-    units = gpd.read_parquet(units_part)
-    cols = pd.read_parquet(cols_dir / units_part.name)
-    risk = units.copy()
-    cols = cols.loc[units.index]
-    for c in cols.columns:
-        risk[c] = cols[c].array
-    _write_part(risk, out_dir / units_part.name)
-    return {"rows": len(risk)}
+    """A cell's units with their risk columns (a task): the two Parquet tables side by side,
+    the risk columns before the index as GeoPandas writes them; the geometry stays WKB bytes
+    (the units' GeoParquet metadata holds for the same geometries)."""
+    import pyarrow.compute as pc
+
+    units = pq.read_table(units_part)
+    cols = pq.read_table(cols_dir / units_part.name)
+    meta = json.loads(units.schema.metadata[b"pandas"])
+    (index,) = meta["index_columns"]
+    if not units.column(index).equals(cols.column(index)):  # the same units, another order
+        cols = cols.take(pc.index_in(units.column(index), value_set=cols.column(index)))
+    at = units.schema.get_field_index(index)
+    names = [n for n in cols.column_names if n != index]
+    for n, name in enumerate(names):
+        units = units.add_column(at + n, cols.schema.field(name), cols.column(name))
+    added = json.loads(cols.schema.metadata[b"pandas"])["columns"]
+    entries = [c for c in meta["columns"] if c["name"] != index]
+    entries += [c for c in added if c["name"] in names]
+    meta["columns"] = entries + [c for c in meta["columns"] if c["name"] == index]
+    units = units.replace_schema_metadata(
+        {**units.schema.metadata, b"pandas": json.dumps(meta).encode()}
+    )
+    with atomic_path(out_dir / units_part.name) as tmp:
+        pq.write_table(units, tmp)
+    return {"rows": units.num_rows}
 
 
 def _fingerprint_files(given: str | None, options: dict[str, Any], *paths: Path) -> str:
