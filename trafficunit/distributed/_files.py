@@ -13,7 +13,7 @@ there, atomically, so a run killed at any point resumes from what is on disk:
                                 in the accident file (``event_row``)
 ``tally/cell-I-J.*``            the cell's accidents counted by unit, its hazard rows and
                                 the hashes of its event ids
-``riskcols/cell-I-J.parquet``   the risk columns of the units of cell (I, J)
+``riskcols/cell-I-J.arrow``     the risk columns of the units of cell (I, J)
 ``risk/cell-I-J.parquet``       the units of cell (I, J) with their risk columns
 ``*.json``                      each task's summary, written after its output: its marker
 ``report.json``                 the run's report (stages, timings, memory, CPU)
@@ -45,6 +45,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pyproj
 import shapely
@@ -393,9 +394,10 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
         table = table.take(by)
-        for n, p in enumerate(parts):
-            with atomic_path(stage / "riskcols" / p.name) as tmp:
-                pq.write_table(table.slice(starts[n], starts[n + 1] - starts[n]), tmp)
+        for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
+            with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
+                rows = table.slice(starts[n], starts[n + 1] - starts[n])
+                feather.write_feather(rows, tmp, compression="uncompressed")
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())
@@ -510,7 +512,8 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
 
 def _ids_apart(paths: list[Path]) -> bool:
     """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is)."""
-    return not pd.Index(np.concatenate([np.load(p) for p in paths])).has_duplicates
+    h = np.sort(np.concatenate([np.load(p) for p in paths]))
+    return not bool((h[1:] == h[:-1]).any())
 
 
 def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
@@ -526,7 +529,7 @@ def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any
     import pyarrow.compute as pc
 
     units = pq.read_table(units_part)
-    cols = pq.read_table(cols_dir / units_part.name)
+    cols = feather.read_table(cols_dir / f"{units_part.stem}.arrow", memory_map=True)
     meta = json.loads(units.schema.metadata[b"pandas"])
     (index,) = meta["index_columns"]
     if not units.column(index).equals(cols.column(index)):  # the same units, another order

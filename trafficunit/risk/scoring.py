@@ -341,7 +341,7 @@ def _level_columns(
     risk["level_rank"] = rank
     levels = np.array(RISK_LEVELS, dtype=object)
     risk["level"] = levels[rank - 1]
-    risk["colour"] = risk["level"].map(cfg.colours)
+    risk["colour"] = np.array([cfg.colours.get(lv) for lv in RISK_LEVELS], dtype=object)[rank - 1]
     rule["hazard_raise"] = dict(cfg.hazard_raise)
     rule["hazard_text"] = (
         "open hazards raise the level by "
