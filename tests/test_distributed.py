@@ -418,9 +418,9 @@ def test_from_files_resumes_after_a_failure(client, generated, tmp_path, monkeyp
     acc.to_parquet(files[1])
     out = tmp_path / "run"
     cfg = DistributedSettings(cell_size_m=1000.0)
-    import trafficunit.risk as risk_mod
+    import trafficunit.risk.scoring as scoring
 
-    monkeypatch.setattr(risk_mod, "score", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
+    monkeypatch.setattr(scoring, "_scored", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
     with pytest.raises(_Boom):
         distributed.run_pipeline(*files, scheduler=client, settings=cfg, outdir=out)
     staging = tmp_path / ".run.partial"
@@ -471,3 +471,47 @@ def test_cell_hull_and_halo_roads_as_from_every_projected_line(seed, n, spread):
     region = shapely.box(box[0] - halo, box[1] - halo, box[2] + halo, box[3] + halo)
     assert np.array_equal(_meets(roads, box, halo, mcrs), shapely.intersects(metric, region))
     assert np.array_equal(_meets(units, box, halo, mcrs), shapely.intersects(metric, region))
+def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, monkeypatch):
+    """The score from files equals the single run's, its attributes too: counted on the
+    workers (accidents without a date or year left out), and on the client when an event id
+    is in two cells (the single run counts its first row only)."""
+    roads, acc, _ = generated
+    roads.to_parquet(tmp_path / "roads.parquet")
+    acc = acc.copy()
+    acc.loc[acc.index[:40], ["time", "year"]] = (pd.NaT, pd.NA)
+    xy = acc.geometry.to_crs(3067)
+    far = int(np.argmax(xy.distance(xy.iloc[0]).to_numpy()))
+    twice = acc.copy()
+    twice.loc[twice.index[far], "event_id"] = twice["event_id"].iloc[0]
+    cfg = DistributedSettings(cell_size_m=1000.0)
+    from trafficunit.distributed import _files
+
+    apart, real = [], _files._ids_apart
+    monkeypatch.setattr(_files, "_ids_apart", lambda paths: apart.append(real(paths)) or apart[-1])
+    for n, events in enumerate((acc, twice)):
+        files = (tmp_path / "roads.parquet", tmp_path / f"accidents-{n}.parquet")
+        events.to_parquet(files[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            single = distributed.run_pipeline(*files, scheduler=None)
+            dask = distributed.run_pipeline(
+                *files, scheduler=client, settings=cfg, outdir=tmp_path / f"out-{n}"
+            )
+        assert dask.report["cells"] >= 4
+        pd.testing.assert_frame_equal(
+            _objects_as_none(dask.risk.read()), _objects_as_none(single.risk)
+        )
+        assert dask.report["risk"] == json.loads(json.dumps(single.risk.attrs))
+        assert single.risk.attrs["report"]["no_date"] == 40
+    assert single.risk.attrs["report"]["used"] == len(acc) - 41
+    assert apart == [True, False]  # the event id in two cells: counted on the client
+
+
+def test_id_hashes():
+    from trafficunit.distributed._files import _id_hashes
+
+    ids = pd.Series(["g1", "g10", "", None, "g1", "é", "g01"], dtype="string")
+    h = _id_hashes(ids)
+    assert h.dtype == np.uint64 and len(h) == len(set(h)) == 6
+    assert set(_id_hashes(ids.iloc[[1, 0, 4]])) == set(_id_hashes(ids.iloc[:2]))
+    assert set(_id_hashes(ids.iloc[3:6])) <= set(h) and len(_id_hashes(ids.iloc[:0])) == 0

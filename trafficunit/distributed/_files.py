@@ -11,18 +11,24 @@ there, atomically, so a run killed at any point resumes from what is on disk:
 ``units/cell-I-J.parquet``      units anchored in cell (I, J), indexed by ``unit_id``
 ``joined/cell-I-J.parquet``     the cell's accidents with their match, indexed by their row
                                 in the accident file (``event_row``)
+``tally/cell-I-J.*``            the cell's accidents counted by unit, its hazard rows and
+                                the hashes of its event ids
+``riskcols/cell-I-J.arrow``     the risk columns of the units of cell (I, J)
 ``risk/cell-I-J.parquet``       the units of cell (I, J) with their risk columns
 ``*.json``                      each task's summary, written after its output: its marker
 ``report.json``                 the run's report (stages, timings, memory, CPU)
 ==============================  ============================================================
 
-When the run completes, the working files (``roads/``, ``frag/``, ``riskcols/``) are removed
-and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk/`` (partitioned
-GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
+When the run completes, the working files (``roads/``, ``frag/``, ``tally/``, ``riskcols/``) are
+removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk/``
+(partitioned GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
 
-The score fits its SPFs and bands on the client from the units' attributes and the joined
-rows' scored columns (no geometry), in the single-process order, so parameters and levels are
-those of the single-process run; the workers attach the geometry to each cell's risk rows.
+The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
+order); the client sums these counts (one row per unit with accidents, no accident row) and
+fits the SPFs and bands from them and the units' attributes (no geometry), in the
+single-process order, so parameters and levels are those of the single-process run; the
+workers attach the geometry to each cell's risk rows. Should an event id be in two cells (the
+single run counts its first row only), the client counts all the rows itself instead.
 """
 
 from __future__ import annotations
@@ -38,13 +44,23 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pyproj
 import shapely
 
 from .._errors import InputFileError, ValidationError
 from .._validate import metric_crs
-from ..settings import DistributedSettings, JoinSettings, NetworkSettings, UnitSettings
+from ..io import atomic_path
+from ..settings import (
+    DistributedSettings,
+    JoinSettings,
+    NetworkSettings,
+    RiskSettings,
+    UnitSettings,
+)
+from ..timefilter import Period
 from . import _tasks
 from ._cluster import _bar, _peak_rss_mb
 from ._grid import Grid, _grid_for
@@ -364,50 +380,24 @@ def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # score
 
 
-def _units_columns(path: Path) -> list[str]:
-    meta = json.loads(pq.read_schema(path).metadata[b"geo"])
-    geom = meta["primary_column"]
-    return [n for n in pq.read_schema(path).names if n not in (geom, "__index_level_0__")]
-
-
 def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dict[str, Any]:
-    """Score on the client from the units' attributes and the joined rows' scored columns;
-    the workers join each cell's risk columns to its units (``risk/<cell>.parquet``)."""
-    from ..risk import score
-    from ..risk.scoring import _SCORED_COLUMNS
-
+    """Score: the workers count each cell's accidents by unit, the client sums the counts,
+    fits and levels the units (attributes only, in unit_id order); the workers join each
+    cell's risk columns to its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
     if not marker.exists():
-        cols = [c for c in _units_columns(parts[0]) if c != "unit_id"]
-        frames = [pd.read_parquet(p, columns=cols) for p in parts]
-        units = pd.concat(frames)
-        # each unit's part, as a number; the units in unit_id order (as the build sorts them)
-        cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
-        del frames
-        order = units.index.argsort(kind="stable")
-        units, cell = units.iloc[order], cell[order]
-        ujoin = sorted((stage / "joined").glob("cell-*.parquet"))
-        jcols = [c for c in _SCORED_COLUMNS if c in pq.read_schema(ujoin[0]).names]
-        joined = _read_parts(ujoin, jcols)
-        assert joined is not None
-        joined = joined.sort_index(kind="stable").reset_index(drop=True)
-        crs = _bbox(parts[0])[1]
-        u = gpd.GeoDataFrame(
-            units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            risk = score(u, joined, period=period, settings=risk_settings)
-        del joined, u
-        added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
-        attrs = _jsonable_attrs(risk)
-        risk = pd.DataFrame(risk[added])
+        cfg = risk_settings or RiskSettings()
+        table, attrs, cell = _score_units(runner, stage, parts, period, cfg)
+        # the rows by part (unit_id order within each) taken and written by Arrow: no
+        # pandas copy of the columns per part
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
-        for n, p in enumerate(parts):
-            rows = by[starts[n] : starts[n + 1]]
-            _write_part(risk.iloc[rows], stage / "riskcols" / p.name)
+        table = table.take(by)
+        for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
+            with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
+                rows = table.slice(starts[n], starts[n + 1] - starts[n])
+                feather.write_feather(rows, tmp, compression="uncompressed")
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())
@@ -421,6 +411,111 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
     return attrs
 
 
+def _score_units(
+    runner: _Runner, stage: Path, parts: list[Path], period: Any, cfg: RiskSettings
+) -> tuple[pa.Table, dict[str, Any], np.ndarray]:
+    """The risk columns of every unit in unit_id order, their attributes (the single run's)
+    and each unit's part (its number in ``parts``)."""
+    from ..risk import scoring
+
+    tally = stage / "tally"
+    jparts = sorted((stage / "joined").glob("cell-*.parquet"))
+    shares = runner.map(
+        "counting accidents",
+        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts],
+    )
+    cols = [c for c in scoring._unit_columns(cfg) if c in pq.read_schema(parts[0]).names]
+    frames = [pd.read_parquet(p, columns=cols) for p in parts]
+    units = pd.concat(frames)
+    # each unit's part, as a number; the units in unit_id order (as the build sorts them)
+    cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
+    del frames
+    order = units.index.argsort(kind="stable")
+    units, cell = units.iloc[order], cell[order]
+    crs = _bbox(parts[0])[1]
+    u = gpd.GeoDataFrame(
+        units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
+    )
+    if _ids_apart([tally / f"{p.stem}.ids.npy" for p in jparts]):
+        counts = [pd.read_parquet(tally / p.name) for p in jparts]
+        spans = [
+            None if s["period"] is None else Period(*map(pd.Timestamp, s["period"])) for s in shares
+        ]
+        summed = scoring._summed(u, counts, spans, [s["report"] for s in shares], period, cfg)
+        hz = pd.concat([pd.read_parquet(tally / f"{p.stem}.hazards.parquet") for p in jparts])
+    else:  # an event id in two cells: counted over all the rows, first row kept, as one run
+        jcols = [c for c in scoring._SCORED_COLUMNS if c in pq.read_schema(jparts[0]).names]
+        rows = _read_parts(jparts, jcols)
+        assert rows is not None
+        share = scoring._tally(rows.sort_index(kind="stable").reset_index(drop=True), period, cfg)
+        summed = scoring._summed(u, [share[0]], [share[1]], [share[2]], period, cfg)
+        hz = share[3]
+    assert hz is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        risk = scoring._scored(
+            u, *summed, hz.sort_index(kind="stable"), None, period is not None, cfg, None
+        )
+    added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
+    table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
+    return table, _jsonable_attrs(risk), cell
+
+
+@_tasks._cpu
+def _tally_part(joined_part: Path, out_dir: Path, period: Any, cfg: RiskSettings) -> dict[str, Any]:
+    """A cell's accidents counted by unit (``tally/<cell>.parquet``), its hazard rows
+    (``.hazards.parquet``) and the hashes of its event ids (``.ids.npy``); its period and
+    input report (a task)."""
+    from ..risk import scoring
+
+    names = pq.read_schema(joined_part).names
+    rows = pd.read_parquet(joined_part, columns=[c for c in scoring._SCORED_COLUMNS if c in names])
+    rows = rows.sort_index(kind="stable")
+    counts, per, report, hz = scoring._tally(rows, period, cfg)
+    _write_part(counts, out_dir / joined_part.name)
+    _write_part(hz, out_dir / f"{joined_part.stem}.hazards.parquet")
+    ids = _id_hashes(rows["event_id"]) if "event_id" in rows.columns else np.zeros(0, np.uint64)
+    with atomic_path(out_dir / f"{joined_part.stem}.ids.npy") as tmp, tmp.open("wb") as f:
+        np.save(f, ids)
+    span = None if per is None else [per.start.isoformat(), per.end.isoformat()]
+    return {"rows": len(rows), "period": span, "report": report}
+
+
+#: The multiplier and length weight of :func:`_id_hashes` (odd 64-bit constants).
+_HASH_P, _HASH_Q = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _id_hashes(ids: pd.Series) -> np.ndarray:
+    """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (``_HASH_P`` for a
+    missing one): equal ids hash equal (two ids may share one)."""
+    arr = pa.array(ids.astype("string").array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]] if data else np.zeros(0, np.uint8)
+    length = np.diff(off)
+    begin = off[:-1] - off[0]
+    k = np.arange(len(chars)) - np.repeat(begin, length)
+    powers = np.cumprod(np.full(int(length.max()) + 1, _HASH_P, dtype=np.uint64))
+    h = length.astype(np.uint64) * _HASH_Q
+    some = length > 0
+    if some.any():  # each id's sum of byte x P^(i + 1), wrapping at 2^64
+        h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
+    h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _HASH_P
+    return np.asarray(pd.unique(h), dtype=np.uint64)
+
+
+def _ids_apart(paths: list[Path]) -> bool:
+    """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is)."""
+    h = np.sort(np.concatenate([np.load(p) for p in paths]))
+    return not bool((h[1:] == h[:-1]).any())
+
+
 def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
     from ..risk.measures import _jsonable
 
@@ -428,15 +523,31 @@ def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
 
 
 def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """A cell's units with their risk columns (a task)."""
-    units = gpd.read_parquet(units_part)
-    cols = pd.read_parquet(cols_dir / units_part.name)
-    risk = units.copy()
-    cols = cols.loc[units.index]
-    for c in cols.columns:
-        risk[c] = cols[c].array
-    _write_part(risk, out_dir / units_part.name)
-    return {"rows": len(risk)}
+    """A cell's units with their risk columns (a task): the two Parquet tables side by side,
+    the risk columns before the index as GeoPandas writes them; the geometry stays WKB bytes
+    (the units' GeoParquet metadata holds for the same geometries)."""
+    import pyarrow.compute as pc
+
+    units = pq.read_table(units_part)
+    cols = feather.read_table(cols_dir / f"{units_part.stem}.arrow", memory_map=True)
+    meta = json.loads(units.schema.metadata[b"pandas"])
+    (index,) = meta["index_columns"]
+    if not units.column(index).equals(cols.column(index)):  # the same units, another order
+        cols = cols.take(pc.index_in(units.column(index), value_set=cols.column(index)))
+    at = units.schema.get_field_index(index)
+    names = [n for n in cols.column_names if n != index]
+    for n, name in enumerate(names):
+        units = units.add_column(at + n, cols.schema.field(name), cols.column(name))
+    added = json.loads(cols.schema.metadata[b"pandas"])["columns"]
+    entries = [c for c in meta["columns"] if c["name"] != index]
+    entries += [c for c in added if c["name"] in names]
+    meta["columns"] = entries + [c for c in meta["columns"] if c["name"] == index]
+    units = units.replace_schema_metadata(
+        {**units.schema.metadata, b"pandas": json.dumps(meta).encode()}
+    )
+    with atomic_path(out_dir / units_part.name) as tmp:
+        pq.write_table(units, tmp)
+    return {"rows": units.num_rows}
 
 
 def _fingerprint_files(given: str | None, options: dict[str, Any], *paths: Path) -> str:

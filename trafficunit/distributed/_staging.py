@@ -108,7 +108,7 @@ class _Staging:
 
     def commit(self) -> None:
         """Swap the staging directory in for ``outdir`` (renames only)."""
-        for stage in ("build", "join", "hazards", "roads", "frag", "riskcols", "ubounds"):
+        for stage in ("build", "join", "hazards", "roads", "frag", "riskcols", "tally", "ubounds"):
             shutil.rmtree(self.dir / stage, ignore_errors=True)
         for marker in [*self.dir.glob("*.done"), *self.dir.glob("*/cell-*.json")]:
             marker.unlink()

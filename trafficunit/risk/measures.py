@@ -46,15 +46,29 @@ def _counts(
     for letter in SEVERITIES:
         m = ok & (sev == letter).to_numpy(dtype=bool)
         out[letter] = np.bincount(pos[m], minlength=n).astype(np.int64)
-    w = np.array([cfg.epdo_weights.get(s, np.nan) for s in SEVERITIES])
-    if not np.isfinite(w).all():
-        raise ValidationError(f"epdo_weights must give a weight for each of {SEVERITIES}")
-    out["epdo"] = np.asarray(sum(out[s] * cfg.epdo_weights[s] for s in SEVERITIES), dtype=float)
-    for col in ("deaths", "serious_injuries", "minor_injuries"):
+    for col in _CASUALTIES:
         if col in acc.columns:
             v = pd.to_numeric(acc[col], errors="coerce").fillna(0).to_numpy(dtype=float)
             out[col] = np.bincount(pos[ok], weights=v[ok], minlength=n)
-    return pd.DataFrame(out, index=index)
+    return _counts_frame(out, index, cfg)
+
+
+#: The casualty columns :func:`_counts` sums per unit (where the accidents have them).
+_CASUALTIES = ("deaths", "serious_injuries", "minor_injuries")
+
+
+def _counts_frame(
+    out: Mapping[str, np.ndarray], index: pd.Index, cfg: RiskSettings
+) -> pd.DataFrame:
+    """The counts by unit (``crashes``, the severities, the casualties) as :func:`_counts`'
+    frame, with the EPDO of the severities' counts."""
+    w = np.array([cfg.epdo_weights.get(s, np.nan) for s in SEVERITIES])
+    if not np.isfinite(w).all():
+        raise ValidationError(f"epdo_weights must give a weight for each of {SEVERITIES}")
+    epdo = np.asarray(sum(out[s] * cfg.epdo_weights[s] for s in SEVERITIES), dtype=float)
+    cols = {"crashes": out["crashes"], **{s: out[s] for s in SEVERITIES}, "epdo": epdo}
+    cols |= {c: out[c] for c in _CASUALTIES if c in out}
+    return pd.DataFrame(cols, index=index)
 
 
 def _midrank_percentile(values: np.ndarray, groups: np.ndarray, weights: np.ndarray) -> np.ndarray:

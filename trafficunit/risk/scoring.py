@@ -12,9 +12,17 @@ import pandas as pd
 
 from .._errors import TrafficUnitWarning, ValidationError
 from ..settings import RISK_LEVELS, RiskSettings
-from ..timefilter import Period
+from ..timefilter import Period, as_period
 from .inputs import _release_arrow_memory, _require_joined, _units_frame, accidents
-from .measures import _counts, _hazard_counts, _jsonable, _level_measure, _levels, _positions
+from .measures import (
+    _counts,
+    _counts_frame,
+    _hazard_counts,
+    _jsonable,
+    _level_measure,
+    _levels,
+    _positions,
+)
 from .spatial import hotspots
 from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
 
@@ -88,10 +96,30 @@ def score(
     cfg = _settings(settings, measure, scheme, bands)
     u = _units_frame(units)
     acc, per, report, pos = _accidents_on(u, joined, period, cfg)
-    years = per.years
     counts = _counts(acc, u.index, cfg, pos)
     del acc, pos  # the accidents' rows are counted: released before the fits and levels
     _release_arrow_memory()
+    risk = _scored(u, counts, per, report, joined, hazards, period is not None, cfg, spf)
+    if hotspot_stats:
+        risk = hotspots(risk, settings=cfg)
+    return risk
+
+
+def _scored(
+    u: gpd.GeoDataFrame,
+    counts: pd.DataFrame,
+    per: Period,
+    report: dict[str, Any],
+    joined: pd.DataFrame,
+    hazards: pd.DataFrame | None,
+    given: bool,
+    cfg: RiskSettings,
+    spf: SafetyPerformanceFunction | Mapping[str, SafetyPerformanceFunction] | None,
+) -> gpd.GeoDataFrame:
+    """:func:`score` from the accidents counted per unit (``counts``, on ``u``'s index): the
+    rates, the SPF fits and EB, the levels (hazard rows from ``joined`` and ``hazards``) and
+    the attributes; ``given``: whether the period was given."""
+    years = per.years
     risk = u.copy(deep=False)  # new columns go to this frame only (copy-on-write)
     for col in counts.columns:
         risk[col] = counts[col]
@@ -101,8 +129,8 @@ def score(
     rule = _level_columns(risk, joined, hazards, cfg)
     rule["period"] = per.to_json()
     rule["years"] = years
-    rule["period_source"] = "given" if period is not None else "data span"
-    rule["period_label"] = per.label() + (" (the data's span)" if period is None else " (given)")
+    rule["period_source"] = "given" if given else "data span"
+    rule["period_label"] = per.label() + (" (given)" if given else " (the data's span)")
     rule["text"] = _rule_text(rule)
     coverage = _coverage(risk, spfs, cfg)
     risk.attrs = {
@@ -116,10 +144,8 @@ def score(
         warnings.warn(
             "sparse data: " + "; ".join(coverage["warnings"]) + ". Remedy: " + coverage["remedy"],
             TrafficUnitWarning,
-            stacklevel=2,
+            stacklevel=3,  # here, score, then its caller
         )
-    if hotspot_stats:
-        risk = hotspots(risk, settings=cfg)
     return risk
 
 
@@ -154,10 +180,7 @@ def _accidents_on(
         pd.DataFrame(joined[[c for c in _SCORED_COLUMNS if c in joined.columns]]), period=period
     )
     if per is None:
-        raise ValidationError(
-            "the accidents carry no time or year; give period=(start, end) so rates per year "
-            "can be computed"
-        )
+        raise ValidationError(_NO_PERIOD)
     _release_arrow_memory()  # the selection's string temporaries
     pos = _positions(acc["unit_id"], u.index)
     unknown_units = pos < 0
@@ -179,10 +202,75 @@ def _accidents_on(
     return acc, per, report, pos
 
 
+def _tally(
+    joined: pd.DataFrame, period: Any, cfg: RiskSettings
+) -> tuple[pd.DataFrame, Period | None, dict[str, Any], pd.DataFrame]:
+    """:func:`score`'s counting over a share of the joined rows (one cell's events, in
+    their order): the share's accidents counted by the unit ids they are on (:func:`_counts`'
+    columns), its period (its own span when ``period`` is None), its input report (without
+    ``not_in_units``) and its hazard rows. :func:`_summed` adds the shares up to ``score``'s
+    counts when no event id is in two shares."""
+    rows = pd.DataFrame(joined[[c for c in _SCORED_COLUMNS if c in joined.columns]])
+    acc, per, report = accidents(rows, period=period)
+    if per is None:  # no row with a date or year: any period leaves every one out, undated
+        report = {k: report[k] for k in ("joined_rows", "accidents", "unmatched")}
+        report |= {"outside_period": 0, "no_date": len(acc), "unknown_severity": 0, "used": 0}
+        acc = acc.iloc[:0]
+    codes, ids = pd.factorize(acc["unit_id"])
+    counts = _counts(acc, pd.Index(ids, name="unit_id"), cfg, codes)
+    hz = rows.iloc[:0]
+    if "kind" in rows.columns:
+        hz = rows.loc[(rows["kind"].astype("string") == "hazard").to_numpy(dtype=bool)]
+    return counts, per, report, hz
+
+
+def _summed(
+    u: pd.DataFrame,
+    counts: Sequence[pd.DataFrame],
+    spans: Sequence[Period | None],
+    reports: Sequence[Mapping[str, int]],
+    period: Any,
+    cfg: RiskSettings,
+) -> tuple[pd.DataFrame, Period, dict[str, Any]]:
+    """The shares' :func:`_tally` counts summed onto the units ``u`` (those of :func:`_counts`
+    over all the rows), the period (the shares' spans joined unless ``period`` is given) and
+    the input report."""
+    known = [p for p in spans if p is not None]
+    if period is not None:
+        per = as_period(period)
+    elif known:
+        per = Period(min(p.start for p in known), max(p.end for p in known))
+    else:
+        raise ValidationError(_NO_PERIOD)
+    report: dict[str, Any] = {k: sum(r[k] for r in reports) for k in reports[0]}
+    every = pd.concat(counts)
+    pos = _positions(pd.Series(every.index), u.index)
+    ok = pos >= 0
+    out = {}
+    for col in every.columns.drop("epdo"):
+        v = every[col].to_numpy()
+        total = np.bincount(pos[ok], weights=v[ok], minlength=len(u))
+        out[col] = total.astype(np.int64) if v.dtype.kind in "iu" else total
+    report["not_in_units"] = int(every["crashes"].to_numpy()[~ok].sum())
+    return _counts_frame(out, u.index, cfg), per, report
+
+
+_NO_PERIOD = (
+    "the accidents carry no time or year; give period=(start, end) so rates per year can be "
+    "computed"
+)
+
+
 #: The columns of the joined frame :func:`score` reads: the row's kind and unit, the event's
 #: id and time, its severity and casualties.
 _SCORED_COLUMNS: tuple[str, ...] = ("kind", "unit_id", "event_id", "time", "year", "hour")
 _SCORED_COLUMNS += ("severity", "deaths", "serious_injuries", "minor_injuries")
+
+
+def _unit_columns(cfg: RiskSettings) -> list[str]:
+    """The unit columns :func:`score` reads (kind, length, the SPF covariates, the
+    population's columns)."""
+    return list(dict.fromkeys(("kind", "length_m", "aadt", "degree", *cfg.population)))
 
 
 def _rates(risk: pd.DataFrame, years: float) -> None:
@@ -253,7 +341,7 @@ def _level_columns(
     risk["level_rank"] = rank
     levels = np.array(RISK_LEVELS, dtype=object)
     risk["level"] = levels[rank - 1]
-    risk["colour"] = risk["level"].map(cfg.colours)
+    risk["colour"] = np.array([cfg.colours.get(lv) for lv in RISK_LEVELS], dtype=object)[rank - 1]
     rule["hazard_raise"] = dict(cfg.hazard_raise)
     rule["hazard_text"] = (
         "open hazards raise the level by "

@@ -125,8 +125,8 @@ def _population_keys(units: pd.DataFrame, cfg: RiskSettings) -> pd.Series:
         key = key + ":" + rest.astype(str)
     else:
         key = key + ":*"
-    sizes = key.map(key.value_counts())
-    small = sizes < cfg.min_population
+    codes, _ = pd.factorize(key)  # each key's size by its code: no Python object per unit
+    small = np.bincount(codes)[codes] < cfg.min_population
     pooled = units["kind"].astype(str) + ":*"
     return key.where(~small, pooled).rename("reference_population")
 
