@@ -471,6 +471,8 @@ def test_cell_hull_and_halo_roads_as_from_every_projected_line(seed, n, spread):
     region = shapely.box(box[0] - halo, box[1] - halo, box[2] + halo, box[3] + halo)
     assert np.array_equal(_meets(roads, box, halo, mcrs), shapely.intersects(metric, region))
     assert np.array_equal(_meets(units, box, halo, mcrs), shapely.intersects(metric, region))
+
+
 def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, monkeypatch):
     """The score from files equals the single run's, its attributes too: counted on the
     workers (accidents without a date or year left out), and on the client when an event id
