@@ -550,8 +550,14 @@ def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any
     return {"rows": units.num_rows}
 
 
+#: The layout of a run's staging files; a staging directory of another layout (left by an
+#: earlier version) is not resumed but started afresh.
+_STAGING_FORMAT = 2
+
+
 def _fingerprint_files(given: str | None, options: dict[str, Any], *paths: Path) -> str:
     base = given or "|".join(_file_key(p) for p in paths)
+    base += f"|staging format {_STAGING_FORMAT}"
     return hashlib.sha256(
         (base + repr(sorted((k, repr(v)) for k, v in options.items()))).encode()
     ).hexdigest()
