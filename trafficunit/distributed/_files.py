@@ -7,7 +7,8 @@ there, atomically, so a run killed at any point resumes from what is on disk:
 ==============================  ============================================================
 ``roads/chunk-K.parquet``       chunk K of the road file, normalised (``read_network``)
 ``frag/roads/cell-I-J/K``       roads of chunk K whose box grown by the first halo meets cell
-``frag/events/cell-I-J/K``      accidents of chunk K whose centre lies in cell (I, J)
+``frag/events/cell-I-J/K``      accidents of chunk K whose centre lies in cell (I, J), with
+                                their metric coordinates (Arrow IPC: written once, read once)
 ``units/cell-I-J.parquet``      units anchored in cell (I, J), indexed by ``unit_id``
 ``joined/cell-I-J.parquet``     the cell's accidents with their match, indexed by their row
                                 in the accident file (``event_row``)

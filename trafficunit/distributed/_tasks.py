@@ -5,9 +5,16 @@ Only small summaries (counts, bounds, timings) go back to the client; see :mod:`
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
+import gc
 import json
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +22,18 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pyproj
 import shapely
 
 from .._validate import geometry_problems, transformer
 from ..io import atomic_path
-from ..join.columnar import _wkb_xy
+from ..join.columnar import PointTable, _wkb_xy
 from ..settings import JoinSettings, NetworkSettings
 from ._build import _box_margin, _build_cell, _metric_bounds
 from ._grid import Grid
-from ._join import _EVENT_INPUTS, _FLOAT_COLUMNS, _UNIT_INPUTS, _event_bounds, _inside_area
+from ._join import _EVENT_INPUTS, _UNIT_INPUTS, _event_bounds, _inside_area
 from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
 
 #: Bits of a road's id (``_rid``) that hold its row within its chunk.
@@ -46,6 +54,38 @@ def _cpu(fn: Any) -> Any:
     run.__name__ = run.__qualname__ = fn.__name__
     run.__doc__ = fn.__doc__
     return run
+
+
+class _GcPause:
+    """Pauses Python's cyclic garbage collector while any task that asked runs (workers may
+    run tasks in threads; the collector resumes, if it was on, when the last one ends)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holds = 0
+        self._was_on = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if not self._holds:
+                self._was_on = gc.isenabled()
+                gc.disable()
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                if not self._holds and self._was_on:
+                    gc.enable()
+
+
+#: A join task makes and frees millions of shapely geometries (its units', its index's, a
+#: point per event) and no reference cycle: each full collection they trigger scans every
+#: live geometry and frees nothing (a third of the join's CPU on 5M accidents). Objects are
+#: still freed by reference counting while the collector is paused.
+_gc_paused = _GcPause()
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,42 +334,96 @@ def _units_hull(units: gpd.GeoDataFrame, bounds: np.ndarray, mcrs: pyproj.CRS) -
 # events
 
 
+@functools.lru_cache(maxsize=16)
+def _crs(text: str) -> pyproj.CRS:
+    """The CRS of a WKT or PROJJSON text, parsed once per worker process (a parse takes tens
+    of milliseconds, and every part a task reads names its CRS)."""
+    return pyproj.CRS.from_user_input(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _transformer(src: str, dst: str) -> pyproj.Transformer:
+    """The transformation from CRS text ``src`` to ``dst`` (x, y order), made once per worker
+    process (pyproj's transformers are thread-safe)."""
+    return pyproj.Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
+
+
+def _column_crs(geo: dict[str, Any], column: str, *, as_geopandas: bool = False) -> str:
+    """The CRS of a GeoParquet geometry column, as text for :func:`_crs`: none is OGC:CRS84;
+    ``as_geopandas``: as ``geopandas.read_parquet`` takes it (no ids on the members of a
+    datum ensemble)."""
+    from geopandas.io.arrow import _remove_id_from_member_of_ensembles
+
+    crs = geo["columns"][column].get("crs") or "OGC:CRS84"
+    if not isinstance(crs, dict):
+        return str(crs)
+    if as_geopandas:
+        crs = copy.deepcopy(crs)
+        _remove_id_from_member_of_ensembles(crs)
+    return json.dumps(crs, sort_keys=True)
+
+
 @_cpu
 def partition_events(
     src: Path, chunk: Chunk, k: int, offset: int, stage: Path, grid: Grid, crs_wkt: str
 ) -> dict[str, Any]:
     """Rows ``chunk`` of the event file to the fragment of the cell of their centre
-    (``frag/events/<cell>/<k>.parquet``, missing geometries in the first cell), with their
-    row in the file (``_pos``). Points are read from their WKB bytes and the rows written
-    as they were read (Arrow), without making geometries."""
+    (``frag/events/<cell>/<k>.arrow``, missing geometries in the first cell), with their
+    row in the file (``_pos``) and, for 2D points, their metric coordinates (``_x``, ``_y``;
+    NaN for other rows). Points are read from their WKB bytes and the rows written as they
+    were read, without making geometries, to Arrow IPC files (no encoding: each is written
+    once and read once, by the join)."""
     from geopandas.io.arrow import _arrow_to_geopandas
 
-    mcrs = pyproj.CRS.from_wkt(crs_wkt)
     pf = pq.ParquetFile(src)
     rg, a, b = chunk
     table = pf.read_row_group(rg).slice(a, b - a)
     geo = json.loads(pf.schema_arrow.metadata[b"geo"])
     gcol = geo["primary_column"]
     xy = _wkb_xy(table.column(gcol))
+    tx = _transformer(_column_crs(geo, gcol), crs_wkt)
     if xy is not None:
-        crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
-        tx = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True)
         cx, cy = tx.transform(xy[:, 0], xy[:, 1])
         missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
-    else:
+        px, py = np.where(missing, np.nan, cx), np.where(missing, np.nan, cy)
+    else:  # some missing geometries, or other than 2D points: those rows' x, y are NaN
         events = _arrow_to_geopandas(table, geo)
-        missing, _, eb, _ = _event_bounds(events, mcrs)
+        missing, _, eb, _ = _event_bounds(events, _crs(crs_wkt))
         cx, cy = (eb[:, 0] + eb[:, 2]) / 2, (eb[:, 1] + eb[:, 3]) / 2
+        g = np.asarray(events.geometry.array, dtype=object)
+        flat = np.flatnonzero((shapely.get_type_id(g) == 0) & ~missing & ~shapely.has_z(g))
+        px, py = np.full(len(table), np.nan), np.full(len(table), np.nan)
+        px[flat], py[flat] = tx.transform(shapely.get_x(g[flat]), shapely.get_y(g[flat]))
     ci, cj = grid.cell_of(cx, cy)
     key = ci * grid.ny + cj
     key[missing] = 0
     table = table.append_column("_pos", pa.array(offset + np.arange(len(table), dtype=np.int64)))
+    table = table.append_column("_x", pa.array(px)).append_column("_y", pa.array(py))
     for cell, rows in _split_by_key(key, grid.ny):
-        path = stage / "frag" / "events" / _cell_name(cell) / f"{k}.parquet"
+        path = stage / "frag" / "events" / _cell_name(cell) / f"{k}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            pq.write_table(table.take(rows), tmp)
+        with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
+            part = table.take(rows)
+            with pa.ipc.new_file(sink, part.schema) as writer:
+                writer.write_table(part)
     return {"rows": len(table)}
+
+
+def _read_frags(folder: Path) -> pa.Table | None:
+    """A cell's event fragments (:func:`partition_events`) as one table, in the order of
+    their rows in the file (``_pos``: fragment K holds rows of chunk K, in order)."""
+    frags = sorted(folder.glob("*.arrow"), key=lambda f: int(f.stem))
+    if not frags:
+        return None
+    tables = []
+    for f in frags:
+        with pa.OSFile(str(f)) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    table = pa.concat_tables(tables)
+    pos = table.column("_pos").to_numpy()
+    if (np.diff(pos) < 0).any():
+        table = table.take(np.argsort(pos, kind="stable"))
+    return table
 
 
 def _table_bounds(
@@ -344,14 +438,52 @@ def _table_bounds(
     xy = _wkb_xy(table.column(gcol))
     if xy is None:
         return _event_bounds(_arrow_to_geopandas(table, geo), mcrs)
-    crs = pyproj.CRS.from_user_input(geo["columns"][gcol].get("crs") or "OGC:CRS84")
     missing = np.isnan(xy).any(axis=1)  # POINT EMPTY
-    px, py = pyproj.Transformer.from_crs(crs, mcrs, always_xy=True).transform(
-        xy[~missing, 0], xy[~missing, 1]
-    )
+    tx = _transformer(_column_crs(geo, gcol), mcrs.to_wkt())
+    px, py = tx.transform(xy[~missing, 0], xy[~missing, 1])
     eb = np.full((len(xy), 4), np.nan)
     eb[~missing] = np.c_[px, py, px, py]
     return missing, ~missing, eb, None
+
+
+@dataclass
+class _CellEvents:
+    """A cell's events as read (``table``, in their order in the file) with what the join
+    needs: the points' metric coordinates ``x``, ``y``, every event's metric bounds ``eb``,
+    which are missing or points, and the projected lines and polygons (``shapes``).
+    ``columnar``: every event is a 2D point, joined from ``x``, ``y`` alone."""
+
+    table: pa.Table
+    x: np.ndarray
+    y: np.ndarray
+    eb: np.ndarray
+    missing: np.ndarray
+    is_pt: np.ndarray
+    shapes: np.ndarray | None
+    columnar: bool
+
+    @classmethod
+    def of(cls, table: pa.Table, crs_wkt: str) -> _CellEvents:
+        x = table.column("_x").to_numpy()
+        y = table.column("_y").to_numpy()
+        table = table.drop_columns(["_x", "_y"])
+        if np.isfinite(x).all() and np.isfinite(y).all():
+            ok = np.ones(len(x), dtype=bool)
+            return cls(table, x, y, np.column_stack([x, y, x, y]), ~ok, ok, None, True)
+        missing, is_pt, eb, shapes = _table_bounds(table, _crs(crs_wkt))
+        return cls(table, eb[:, 0], eb[:, 1], eb, missing, is_pt, shapes, False)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def geometries(self, rows: np.ndarray) -> np.ndarray:
+        """The metric geometries of the events at positions ``rows`` (points made here)."""
+        g = np.full(len(rows), None, dtype=object)
+        pt = self.is_pt[rows]
+        g[pt] = shapely.points(self.x[rows[pt]], self.y[rows[pt]])
+        if self.shapes is not None:
+            g[~pt] = self.shapes[rows[~pt]]
+        return g
 
 
 def _with_columns(table: pa.Table, extra: pd.DataFrame) -> pa.Table:
@@ -376,13 +508,12 @@ def _with_columns(table: pa.Table, extra: pd.DataFrame) -> pa.Table:
 def _near_units(
     stage: Path, grid: Grid, lo: np.ndarray, hi: np.ndarray, overhang: float
 ) -> gpd.GeoDataFrame | None:
-    """The units whose metric bounds meet the window ``lo``-``hi``, in ``unit_id`` order
-    (selected by the bounds each build task saved; only their geometries are decoded)."""
-    from geopandas.io.arrow import _arrow_to_geopandas
-
+    """The units whose metric bounds meet the window ``lo``-``hi``, in ``unit_id`` order, with
+    the columns the join reads, in their own CRS (selected by the bounds each build task
+    saved; only their geometries are decoded)."""
     box = np.array([[lo[0], lo[1], hi[0], hi[1]]])
     _, keys = _cells_of_boxes(grid, box, overhang)
-    frames = []
+    frames, geoms, crs = [], [], None
     for k in keys:
         name = _cell_name((int(k // grid.ny), int(k % grid.ny)))
         path = stage / "units" / f"{name}.parquet"
@@ -394,30 +525,140 @@ def _near_units(
         if not sel.any():
             continue
         pf = pq.ParquetFile(path)
-        cols = [c for c in (*_UNIT_INPUTS, "unit_id", "geometry") if c in pf.schema_arrow.names]
+        geo = json.loads(pf.schema_arrow.metadata[b"geo"])
+        gcol = geo["primary_column"]
+        cols = [c for c in (*_UNIT_INPUTS, "unit_id", gcol) if c in pf.schema_arrow.names]
         table = pf.read(columns=cols).take(np.flatnonzero(sel))
-        frames.append(_arrow_to_geopandas(table, json.loads(pf.schema_arrow.metadata[b"geo"])))
+        geoms.append(shapely.from_wkb(np.asarray(table.column(gcol), dtype=object)))
+        frames.append(table.drop_columns([gcol]).to_pandas())
+        crs = crs or _crs(_column_crs(geo, gcol, as_geopandas=True))
     if not frames:
         return None
-    units = pd.concat(frames) if len(frames) > 1 else frames[0]
-    units = gpd.GeoDataFrame(units, geometry="geometry", crs=frames[0].crs)
+    attrs = pd.concat(frames) if len(frames) > 1 else frames[0]
+    geometry = gpd.array.from_shapely(np.concatenate(geoms), crs=crs)
+    units = gpd.GeoDataFrame(attrs, geometry=geometry)
     return units.sort_index()
 
 
 def _nearest(
-    g: np.ndarray, units: gpd.GeoDataFrame | None, lo: np.ndarray, hi: np.ndarray
+    g: np.ndarray, units: np.ndarray | None, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from each geometry to its nearest unit among ``units`` (metric), and whether
-    that is the nearest of all units: no unit outside the window is nearer."""
+    """Distance from each geometry to its nearest unit among ``units`` (metric geometries),
+    and whether that is the nearest of all units: no unit outside the window is nearer."""
     dist = np.full(len(g), np.inf)
     if units is not None and len(units):
-        geoms = np.asarray(units.geometry.to_numpy(), dtype=object)
-        tree = shapely.STRtree(geoms[~shapely.is_missing(geoms)])
+        tree = shapely.STRtree(units[~shapely.is_missing(units)])
         (qi, _), dn = tree.query_nearest(g, return_distance=True, all_matches=False)
         dist[qi] = dn
     b = shapely.bounds(g)
     edge = np.minimum.reduce([b[:, 0] - lo[0], b[:, 1] - lo[1], hi[0] - b[:, 2], hi[1] - b[:, 3]])
     return dist, dist <= edge
+
+
+@dataclass
+class _Matched:
+    """The join of a cell's events: each output row's event (a position among them), its
+    unit's id, distance, measure, overlap, status (a position in ``MATCH_STATUSES``) and
+    the join's report; ``units``: the index joined against (None: no unit within reach)."""
+
+    row: np.ndarray
+    unit_id: pd.api.extensions.ExtensionArray
+    distance: np.ndarray
+    measure: np.ndarray
+    overlap: np.ndarray
+    status: np.ndarray
+    report: dict[str, Any]
+    units: Any
+
+    @classmethod
+    def of(
+        cls, ev: _CellEvents, units: gpd.GeoDataFrame | None, mcrs: pyproj.CRS, jcfg: JoinSettings
+    ) -> _Matched:
+        """``tu.assign`` of the events to ``units``: from the coordinates alone when every
+        event is a 2D point (:class:`PointTable`), else from their metric geometries."""
+        from ..join import MATCH_STATUSES, UnitIndex
+        from ..join import assign as _assign
+
+        n = len(ev)
+        if units is None:
+            nan = np.full(n, np.nan)
+            status = np.full(n, MATCH_STATUSES.index("outside"), dtype=np.int8)
+            unit_id = pd.array(pa.nulls(n, pa.large_string()), dtype="string")
+            return cls(np.arange(n), unit_id, nan, nan.copy(), nan.copy(), status, {}, None)
+        ix = UnitIndex(units, crs=mcrs, settings=jcfg)
+        cols = [c for c in _EVENT_INPUTS if c in ev.table.column_names]
+        frame = ev.table.select(cols).to_pandas().reset_index(drop=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if ev.columnar:
+                res = _assign(ix, PointTable(frame, ev.x, ev.y, mcrs), settings=jcfg).frame
+                row = np.arange(n)
+            else:
+                metric = gpd.GeoDataFrame(frame, geometry=ev.geometries(np.arange(n)), crs=mcrs)
+                metric["_pos"] = np.arange(n)
+                res = _assign(ix, metric, settings=jcfg)
+                row = res["_pos"].to_numpy()
+        ix.release_trees()
+        codes = pc.index_in(pa.array(res["match"].array), value_set=pa.array(MATCH_STATUSES))
+        return cls(
+            row,
+            res["unit_id"].array,
+            res["distance_m"].to_numpy(dtype=float, copy=True),
+            res["measure_m"].to_numpy(dtype=float),
+            res["overlap_m"].to_numpy(dtype=float),
+            codes.to_numpy().astype(np.int8),
+            dict(res.attrs.get("report", {})),
+            ix,
+        )
+
+    def settle(
+        self,
+        ev: _CellEvents,
+        window: tuple[np.ndarray, np.ndarray],
+        area_wkb: bytes,
+        stage: Path,
+        mcrs: pyproj.CRS,
+    ) -> None:
+        """What depends on the whole network, in place: an unmatched event is too far (inside
+        its area) or outside, and its distance to the nearest unit (exact if no unit beyond
+        the window is nearer than the nearest within, else from all units)."""
+        from ..join import MATCH_STATUSES
+
+        too_far, outside = MATCH_STATUSES.index("too_far"), MATCH_STATUSES.index("outside")
+        loose = np.isin(self.status, [too_far, outside]) & ~ev.missing[self.row]
+        if not loose.any():
+            return
+        rows = np.flatnonzero(loose)
+        g, inside = _inside_area(ev.geometries(self.row[rows]), shapely.from_wkb(area_wkb))
+        dist = np.full(len(g), np.nan)
+        far = np.flatnonzero(inside)
+        if len(far):
+            d, sure = _nearest(g[far], None if self.units is None else self.units.geoms, *window)
+            if not sure.all():  # a unit beyond the window may be nearer: ask all of them
+                allu = _read_parts(sorted((stage / "units").glob("cell-*.parquet")), ["geometry"])
+                assert allu is not None
+                geoms = np.asarray(allu.geometry.to_crs(mcrs).to_numpy(), dtype=object)
+                big = np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf])
+                d[~sure], _ = _nearest(g[far[~sure]], geoms, *big)
+            dist[far] = d
+        self.status[rows] = np.where(inside, too_far, outside)
+        self.distance[rows] = dist
+
+    def frame(self, event_row: np.ndarray) -> pd.DataFrame:
+        """The join's columns, indexed by the events' rows in the input (``event_row``)."""
+        from ..join import MATCH_STATUSES
+
+        match = pc.take(pa.array(MATCH_STATUSES, pa.string()), pa.array(self.status))
+        return pd.DataFrame(
+            {
+                "unit_id": self.unit_id,
+                "distance_m": self.distance,
+                "measure_m": self.measure,
+                "match": pd.array(match, dtype="string"),
+                "overlap_m": self.overlap,
+            },
+            index=pd.Index(event_row, name="event_row"),
+        )
 
 
 @_cpu
@@ -435,78 +676,31 @@ def join_cell(
     settled against the network's area (``area_wkb``) and the nearest unit, to
     ``joined/<cell>.parquet`` indexed by the event's row in the input (``event_row``)."""
     from ..join import MATCH_STATUSES
-    from ..join import assign as _assign
 
-    mcrs = pyproj.CRS.from_wkt(crs_wkt)
-    frags = sorted((stage / "frag" / "events" / _cell_name(cell)).glob("*.parquet"))
-    if not frags:
+    table = _read_frags(stage / "frag" / "events" / _cell_name(cell))
+    if table is None:
         return {"rows": 0}
-    table = pa.concat_tables([pq.read_table(f) for f in frags])
-    table = table.take(np.argsort(table.column("_pos").to_numpy(), kind="stable"))
-    missing, is_pt, eb, shapes = _table_bounds(table, mcrs)
-    ok = ~missing
-    lo = np.nanmin(eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
-    hi = np.nanmax(eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
-    units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
-    geoms = np.full(len(table), None, dtype=object)
-    geoms[is_pt] = shapely.points(eb[is_pt, 0], eb[is_pt, 1])
-    if shapes is not None:
-        geoms[~is_pt] = shapes[~is_pt]
-    report: dict[str, Any] = {}
-    if units is None:
-        res = pd.DataFrame({"_pos": np.arange(len(table)), "unit_id": None, "match": "outside"})
-        for col in _FLOAT_COLUMNS:
-            res[col] = np.nan
-    else:
-        cols = table.select([c for c in _EVENT_INPUTS if c in table.column_names]).to_pandas()
-        metric = gpd.GeoDataFrame(cols.reset_index(drop=True), geometry=geoms, crs=mcrs)
-        metric["_pos"] = np.arange(len(table))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = _assign(units.to_crs(mcrs), metric, crs=mcrs, settings=jcfg)
-        report = dict(res.attrs.get("report", {}))
-    row = res["_pos"].to_numpy()
-    event_row = table.column("_pos").to_numpy()[row]
-    out = pd.DataFrame(
-        {"unit_id": pd.array(res["unit_id"].astype(object).to_numpy(), dtype="string")},
-        index=pd.Index(event_row, name="event_row"),
-    )
-    for col in _FLOAT_COLUMNS[:2]:
-        out[col] = res[col].to_numpy(dtype=float)
-    out["match"] = pd.array(res["match"].astype(object).to_numpy(), dtype="string")
-    out["overlap_m"] = res["overlap_m"].to_numpy(dtype=float)
-    # what depends on the whole network: an unmatched event is too far (inside its area) or
-    # outside, and its distance to the nearest unit (exact if no unit beyond the window is
-    # nearer than the nearest within, else from all units)
-    loose = out["match"].isin(["too_far", "outside"]).to_numpy() & ~missing[row]
-    if loose.any():
-        g, inside = _inside_area(geoms[row][loose], shapely.from_wkb(area_wkb))
-        dist = np.full(len(g), np.nan)
-        far = np.flatnonzero(inside)
-        if len(far):
-            d, sure = _nearest(g[far], units, lo, hi)
-            if not sure.all():  # a unit beyond the window may be nearer: ask all of them
-                allu = _read_parts(sorted((stage / "units").glob("cell-*.parquet")), ["geometry"])
-                assert allu is not None
-                big = np.array([-np.inf, -np.inf]), np.array([np.inf, np.inf])
-                d[~sure], _ = _nearest(g[far[~sure]], gpd.GeoDataFrame(allu).to_crs(mcrs), *big)
-            dist[far] = d
-        rows = np.flatnonzero(loose)
-        match = np.array(out["match"].astype(object).to_numpy(), dtype=object)
-        match[rows] = np.where(inside, "too_far", "outside")
-        out["match"] = pd.array(match, dtype="string")
-        distance = out["distance_m"].to_numpy(dtype=float, copy=True)
-        distance[rows] = dist
-        out["distance_m"] = distance
+    mcrs = _crs(crs_wkt)
+    ev = _CellEvents.of(table, crs_wkt)
+    ok = ~ev.missing
+    lo = np.nanmin(ev.eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
+    hi = np.nanmax(ev.eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
+    with _gc_paused():
+        units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
+        m = _Matched.of(ev, units, mcrs, jcfg)
+        del units
+        m.settle(ev, (lo, hi), area_wkb, stage, mcrs)
+    pos = ev.table.column("_pos").to_numpy()
+    rows = ev.table if len(m.row) == len(ev) and (m.row == np.arange(len(ev))).all() else None
+    rows = (rows if rows is not None else ev.table.take(m.row)).drop_columns(["_pos"])
     path = stage / "joined" / f"{_cell_name(cell)}.parquet"
     with atomic_path(path) as tmp:
-        pq.write_table(_with_columns(table.take(row).drop_columns(["_pos"]), out), tmp)
-    code = pd.Categorical(out["match"].array, categories=list(MATCH_STATUSES)).codes
-    counts = np.bincount(code, minlength=len(MATCH_STATUSES))
+        pq.write_table(_with_columns(rows, m.frame(pos[m.row])), tmp)
+    counts = np.bincount(m.status, minlength=len(MATCH_STATUSES))
     return {
-        "rows": len(out),
-        "events": len(table),
+        "rows": len(m.row),
+        "events": len(ev),
         "by_match": {s: int(n) for s, n in zip(MATCH_STATUSES, counts, strict=True)},
-        "name_matched": int(report.get("name_matched", 0)),
-        "max_distance_m": report.get("max_distance_m", {}),
+        "name_matched": int(m.report.get("name_matched", 0)),
+        "max_distance_m": m.report.get("max_distance_m", {}),
     }
