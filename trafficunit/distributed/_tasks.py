@@ -138,8 +138,14 @@ def _cells_of_boxes(grid: Grid, b: np.ndarray, grow: float) -> tuple[np.ndarray,
 
 def _split_by_key(keys: np.ndarray, ny: int) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Positions grouped by cell key, each group in ascending order."""
-    order = np.argsort(keys, kind="stable")
-    ks, starts = np.unique(keys[order], return_index=True)
+    if not len(keys):
+        return []
+    small = keys.min() >= 0 and keys.max() < 2**16
+    # stable: a radix sort of 16-bit keys (cell numbers), a merge sort of others
+    order = np.argsort(keys.astype(np.uint16) if small else keys, kind="stable")
+    by = keys[order]
+    starts = np.flatnonzero(np.r_[True, by[1:] != by[:-1]])
+    ks = by[starts]
     return [
         ((int(k // ny), int(k % ny)), rows)
         for k, rows in zip(ks, np.split(order, starts[1:]), strict=True)
@@ -661,6 +667,27 @@ class _Matched:
         )
 
 
+def _write_joined(table: pa.Table, path: Path) -> None:
+    """A cell's joined rows to GeoParquet: dictionaries for the text columns only (ids,
+    statuses, the events' categories; not numbers, times or the WKB geometry, whose values
+    rarely repeat) and no min/max statistics of the WKB bytes (a third less CPU)."""
+    geo = json.loads(table.schema.metadata[b"geo"])
+    wkb = set(geo["columns"])
+    text = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]
+    pq.write_table(
+        table,
+        path,
+        use_dictionary=text,
+        write_statistics=[c for c in table.column_names if c not in wkb],
+    )
+
+
 @_cpu
 def join_cell(
     stage: Path,
@@ -683,8 +710,9 @@ def join_cell(
     mcrs = _crs(crs_wkt)
     ev = _CellEvents.of(table, crs_wkt)
     ok = ~ev.missing
-    lo = np.nanmin(ev.eb[ok, :2], axis=0) - reach if ok.any() else np.zeros(2)
-    hi = np.nanmax(ev.eb[ok, 2:], axis=0) + reach if ok.any() else np.zeros(2)
+    # (a missing event's bounds are NaN)
+    lo = np.nanmin(ev.eb[:, :2], axis=0) - reach if ok.any() else np.zeros(2)
+    hi = np.nanmax(ev.eb[:, 2:], axis=0) + reach if ok.any() else np.zeros(2)
     with _gc_paused():
         units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
         m = _Matched.of(ev, units, mcrs, jcfg)
@@ -695,7 +723,7 @@ def join_cell(
     rows = (rows if rows is not None else ev.table.take(m.row)).drop_columns(["_pos"])
     path = stage / "joined" / f"{_cell_name(cell)}.parquet"
     with atomic_path(path) as tmp:
-        pq.write_table(_with_columns(rows, m.frame(pos[m.row])), tmp)
+        _write_joined(_with_columns(rows, m.frame(pos[m.row])), tmp)
     counts = np.bincount(m.status, minlength=len(MATCH_STATUSES))
     return {
         "rows": len(m.row),
