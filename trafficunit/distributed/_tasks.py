@@ -347,11 +347,12 @@ def _crs(text: str) -> pyproj.CRS:
     return pyproj.CRS.from_user_input(text)
 
 
-@functools.lru_cache(maxsize=16)
 def _transformer(src: str, dst: str) -> pyproj.Transformer:
     """The transformation from CRS text ``src`` to ``dst`` (x, y order), made once per worker
-    process (pyproj's transformers are thread-safe)."""
-    return pyproj.Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
+    process."""
+    from ..join.index import _transformer as between
+
+    return between(_crs(src), _crs(dst))
 
 
 def _column_crs(geo: dict[str, Any], column: str, *, as_geopandas: bool = False) -> str:
