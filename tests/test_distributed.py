@@ -517,3 +517,43 @@ def test_id_hashes():
     assert h.dtype == np.uint64 and len(h) == len(set(h)) == 6
     assert set(_id_hashes(ids.iloc[[1, 0, 4]])) == set(_id_hashes(ids.iloc[:2]))
     assert set(_id_hashes(ids.iloc[3:6])) <= set(h) and len(_id_hashes(ids.iloc[:0])) == 0
+
+
+@pytest.mark.slow(family="single process equals Dask")
+def test_from_files_odd_events_same_as_single_process(client, generated, tmp_path):
+    """From files, accidents the cells cannot join from coordinates alone (missing, empty, a
+    line) or that no unit takes (far outside, too far, in a cell without units): the same
+    matches and distances as one process. Most cells are joined columnar, the others from
+    their geometries."""
+    roads, acc, _ = generated
+    metric = acc.iloc[:7].to_crs(3067).geometry.tolist()
+    odd = [
+        shapely.Point(metric[0].x + 5000, metric[0].y + 3000),  # outside, no unit within reach
+        shapely.Point(metric[1].x + 45, metric[1].y + 45),  # in a block: too far
+        shapely.Point(metric[2].x - 4000, metric[2].y - 2500),  # outside
+        None,
+        shapely.Point(),
+        shapely.LineString([(metric[3].x, metric[3].y), (metric[3].x + 25, metric[3].y + 20)]),
+    ]
+    extra = acc.iloc[: len(odd)].copy()
+    extra = extra.set_geometry(gpd.GeoSeries(odd, crs=3067).to_crs(acc.crs).to_numpy())
+    extra["event_id"] = [f"odd-{i}" for i in range(len(odd))]
+    events = pd.concat([acc, extra], ignore_index=True)
+    files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
+    roads.to_parquet(files[0])
+    events.to_parquet(files[1], row_group_size=700)
+    cfg = DistributedSettings(cell_size_m=700.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = distributed.run_pipeline(*files, scheduler=None)
+        dask = distributed.run_pipeline(
+            *files, scheduler=client, settings=cfg, outdir=tmp_path / "out"
+        )
+    joined = dask.joined.read()
+    pd.testing.assert_frame_equal(_objects_as_none(joined), _objects_as_none(single.joined))
+    a, b = joined.geometry.to_numpy(), single.joined.geometry.to_numpy()
+    assert (shapely.equals_exact(a, b, 0) | (shapely.is_missing(a) & shapely.is_missing(b))).all()
+    by_id = joined.groupby("event_id")["match"].agg(list)
+    statuses = [by_id[f"odd-{i}"] for i in range(len(odd))]
+    assert statuses[:5] == [["outside"], ["too_far"], ["outside"], ["outside"], ["outside"]]
+    assert len(statuses[5]) > 1  # the line: one row per unit it touches
