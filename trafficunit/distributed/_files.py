@@ -553,7 +553,7 @@ def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any
 
 #: The layout of a run's staging files; a staging directory of another layout (left by an
 #: earlier version) is not resumed but started afresh.
-_STAGING_FORMAT = 2
+_STAGING_FORMAT = 3  # 3: event fragments as Arrow IPC with their metric x, y
 
 
 def _fingerprint_files(given: str | None, options: dict[str, Any], *paths: Path) -> str:

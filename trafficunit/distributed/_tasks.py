@@ -350,9 +350,7 @@ def _crs(text: str) -> pyproj.CRS:
 def _transformer(src: str, dst: str) -> pyproj.Transformer:
     """The transformation from CRS text ``src`` to ``dst`` (x, y order), made once per worker
     process."""
-    from ..join.index import _transformer as between
-
-    return between(_crs(src), _crs(dst))
+    return transformer(_crs(src), _crs(dst))
 
 
 def _column_crs(geo: dict[str, Any], column: str, *, as_geopandas: bool = False) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import geopandas as gpd
@@ -14,7 +14,7 @@ import shapely
 
 from .._errors import ValidationError
 from .._validate import metric_crs as _metric_crs
-from .._validate import require_gdf
+from .._validate import require_gdf, transformer
 from ..settings import JoinSettings
 
 #: Values of the ``match`` column.
@@ -72,7 +72,9 @@ class UnitIndex:
             and not src_crs.equals(self.crs)
             and not src_crs.is_exact_same(self.crs)
         ):
-            self._to_metric = _transformer(src_crs, self.crs)
+            # one per pair of CRSs (from GeoParquet metadata one takes some 30 ms to make,
+            # and a partitioned join makes an index per cell)
+            self._to_metric = transformer(src_crs, self.crs)
         flat = not shapely.has_z(source).any()
         types = shapely.get_type_id(source)
         if "kind" in units.columns:
@@ -204,14 +206,6 @@ class UnitIndex:
             shapely.prepare(area)
             self._hull[key] = area
         return self._hull[key]
-
-
-@lru_cache(maxsize=16)
-def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
-    """The transformation from ``src`` to ``dst`` (x, y order), made once per pair of CRSs
-    (from a CRS read from GeoParquet metadata it takes some 30 ms, and a partitioned join
-    makes an index per cell; pyproj's transformers are thread-safe)."""
-    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
 def _box_tree(lo: np.ndarray, hi: np.ndarray) -> shapely.STRtree:
