@@ -34,6 +34,7 @@ import shapely
 from tqdm.auto import tqdm
 
 from ._errors import ValidationError
+from ._gcpause import gc_paused
 from ._unit_stages import STAGES, UNIT_COLUMNS, UnitsReport, _State
 from ._validate import geometry_problems, metric_crs, require_gdf, transformer
 from .network import COLUMNS as ROAD_COLUMNS
@@ -82,6 +83,7 @@ def _metric_xy(df: gpd.GeoDataFrame, src_xy: np.ndarray, mcrs: Any) -> np.ndarra
     return np.column_stack(transformer(df.crs, mcrs).transform(src_xy[:, 0], src_xy[:, 1]))
 
 
+@gc_paused()
 def build_units(
     roads: gpd.GeoDataFrame,
     *,

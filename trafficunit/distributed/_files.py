@@ -52,6 +52,7 @@ import pyproj
 import shapely
 
 from .._errors import InputFileError, ValidationError
+from .._gcpause import gc_paused
 from .._validate import metric_crs
 from ..io import atomic_path
 from ..settings import (
@@ -88,8 +89,9 @@ def _file_key(path: Path) -> str:
 
 def _summarised(fn: Any, summary: Path, *args: Any) -> dict[str, Any]:
     """``fn(*args)`` on a worker; its summary also written to ``summary`` (the marker that
-    the output before it is complete)."""
-    out: dict[str, Any] = fn(*args)
+    the output before it is complete); the garbage collector paused while it runs."""
+    with gc_paused():
+        out: dict[str, Any] = fn(*args)
     _write_json(summary, out)
     return out
 

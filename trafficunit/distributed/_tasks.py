@@ -5,15 +5,11 @@ Only small summaries (counts, bounds, timings) go back to the client; see :mod:`
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import gc
 import json
-import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ import pyarrow.parquet as pq
 import pyproj
 import shapely
 
+from .._gcpause import gc_paused as _gc_paused
 from .._validate import geometry_problems, transformer
 from ..io import atomic_path
 from ..join.columnar import PointTable, _wkb_xy
@@ -43,49 +40,18 @@ _BOUNDS = ("_xmin", "_ymin", "_xmax", "_ymax")
 
 
 def _cpu(fn: Any) -> Any:
-    """``fn`` returning a summary dict, with the CPU seconds of its thread added."""
+    """``fn`` returning a summary dict, with the CPU seconds of its thread added; the
+    garbage collector paused while it runs (:mod:`trafficunit._gcpause`)."""
 
     def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         t = time.thread_time()
-        out: dict[str, Any] = fn(*args, **kwargs)
+        with _gc_paused():
+            out: dict[str, Any] = fn(*args, **kwargs)
         out["cpu"] = time.thread_time() - t
         return out
 
-    run.__name__ = run.__qualname__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
-
-
-class _GcPause:
-    """Pauses Python's cyclic garbage collector while any task that asked runs (workers may
-    run tasks in threads; the collector resumes, if it was on, when the last one ends)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holds = 0
-        self._was_on = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if not self._holds:
-                self._was_on = gc.isenabled()
-                gc.disable()
-            self._holds += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holds -= 1
-                if not self._holds and self._was_on:
-                    gc.enable()
-
-
-#: A join task makes and frees millions of shapely geometries (its units', its index's, a
-#: point per event) and no reference cycle: each full collection they trigger scans every
-#: live geometry and frees nothing (a third of the join's CPU on 5M accidents). Objects are
-#: still freed by reference counting while the collector is paused.
-_gc_paused = _GcPause()
+    # its module's and name's: pickled by reference (a task sent to a worker), not by value
+    return functools.wraps(fn)(run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,11 +678,10 @@ def join_cell(
     # (a missing event's bounds are NaN)
     lo = np.nanmin(ev.eb[:, :2], axis=0) - reach if ok.any() else np.zeros(2)
     hi = np.nanmax(ev.eb[:, 2:], axis=0) + reach if ok.any() else np.zeros(2)
-    with _gc_paused():
-        units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
-        m = _Matched.of(ev, units, mcrs, jcfg)
-        del units
-        m.settle(ev, (lo, hi), area_wkb, stage, mcrs)
+    units = _near_units(stage, grid, lo, hi, overhang) if ok.any() else None
+    m = _Matched.of(ev, units, mcrs, jcfg)
+    del units
+    m.settle(ev, (lo, hi), area_wkb, stage, mcrs)
     pos = ev.table.column("_pos").to_numpy()
     rows = ev.table if len(m.row) == len(ev) and (m.row == np.arange(len(ev))).all() else None
     rows = (rows if rows is not None else ev.table.take(m.row)).drop_columns(["_pos"])

@@ -13,6 +13,7 @@ import pyproj
 import shapely
 
 from .._errors import ValidationError
+from .._gcpause import gc_paused
 from .._validate import require_gdf
 from ..settings import EVENT_KINDS, JoinSettings
 from .columnar import PointTable
@@ -47,6 +48,7 @@ def assign(  # type: ignore[overload-cannot-match]
 ) -> PointTable: ...
 
 
+@gc_paused()
 def assign(
     units: gpd.GeoDataFrame | UnitIndex,
     events: gpd.GeoDataFrame | PointTable,

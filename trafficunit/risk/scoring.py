@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import TrafficUnitWarning, ValidationError
+from .._gcpause import gc_paused
 from ..settings import RISK_LEVELS, RiskSettings
 from ..timefilter import Period, as_period
 from .inputs import _release_arrow_memory, _require_joined, _units_frame, accidents
@@ -27,6 +28,7 @@ from .spatial import hotspots
 from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
 
 
+@gc_paused()
 def score(
     units: gpd.GeoDataFrame,
     joined: pd.DataFrame,
@@ -105,6 +107,7 @@ def score(
     return risk
 
 
+@gc_paused()
 def _scored(
     u: gpd.GeoDataFrame,
     counts: pd.DataFrame,
