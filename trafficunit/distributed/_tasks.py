@@ -126,7 +126,7 @@ def partition_roads(
     box grown by ``halo`` meets (``frag/roads/<cell>/<k>.parquet``), with their id ``_rid``
     (chunk and row: the input order) and metric bounds (:data:`_BOUNDS`); the dropped roads
     and the length kept."""
-    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    mcrs = _crs(crs_wkt)
     roads = gpd.read_parquet(chunk_file)
     problems = geometry_problems(roads.geometry.values)
     dropped = pd.Series(problems[problems != ""]).value_counts()
@@ -199,7 +199,7 @@ def build_cell(
 ) -> dict[str, Any]:
     """Units of the cell (see :func:`._build._build_cell`) to ``units/<cell>.parquet``, or the
     halo a retry needs; with what the join and the report need of them."""
-    mcrs = pyproj.CRS.from_wkt(crs_wkt)
+    mcrs = _crs(crs_wkt)
     box = grid.box(*cell)
     roads = _road_frags(stage, grid, cell, halo, halo0)
     empty = {"retry": None, "units": 0}
