@@ -3,9 +3,9 @@
 Building units, joining events and scoring make and free millions of shapely geometries and
 pandas objects but no reference cycle: each full collection they trigger scans every live
 object and frees nothing (in a Dask join task on 5M accidents, 81 collections took 6.9 s of
-its CPU, seen with py-spy). While paused, objects are still freed by reference counting; the collector
-resumes, if it was on, when the last paused stage ends (stages may run in threads, as a Dask
-worker runs tasks, or nested: ``tu.build`` calls ``build_units`` calls ...).
+its CPU, seen with py-spy). While paused, objects are still freed by reference counting;
+the collector resumes, if it was on, when the last paused stage ends (stages may run in
+threads, as a Dask worker runs tasks, or nested: ``tu.build`` calls ``build_units``...).
 """
 
 from __future__ import annotations
