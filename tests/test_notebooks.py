@@ -65,9 +65,18 @@ execute_nb = _execute_module()
 def run(name: str, out_dir: Path, *, sample: bool = False) -> tuple[Any, str]:
     """Execute a notebook; return it (maps not slimmed) and all its text outputs joined."""
     env = {"TRAFFICUNIT_NOTEBOOK_SAMPLE": "1" if sample else "0"}
-    nb, seconds = execute_nb.execute(
-        NOTEBOOKS / name, out_dir=out_dir, env=env, timeout=CELL_TIMEOUT, slim_outputs=False
-    )
+    for attempt in range(3):
+        try:
+            nb, seconds = execute_nb.execute(
+                NOTEBOOKS / name, out_dir=out_dir, env=env, timeout=CELL_TIMEOUT, slim_outputs=False
+            )
+            break
+        except RuntimeError as exc:
+            # a kernel that died before it answered kernel_info never ran a cell: kernels
+            # started at once can race for their ports (jupyter_client); start it again
+            if "before replying to kernel_info" not in str(exc) or attempt == 2:
+                raise
+            print(f"{name}: the kernel died while starting ({exc}); starting another")
     print(f"{name} ({'sample' if sample else 'default data'}): {seconds:.1f} s")
     texts = []
     for cell in nb.cells:
