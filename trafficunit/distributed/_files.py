@@ -40,7 +40,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -78,6 +78,9 @@ from ._parts import (
     _write_part,
 )
 
+if TYPE_CHECKING:
+    from ..risk.spf import FitJob, Fitter, SafetyPerformanceFunction
+
 #: Rows of an input file a task reads at most.
 _CHUNK_ROWS = 500_000
 
@@ -105,8 +108,10 @@ class _Runner:
 
     def map(self, desc: str, jobs: list[tuple[Path, Any, tuple[Any, ...]]]) -> list[Any]:
         """Summaries of ``jobs`` (summary path, task, arguments) in their order."""
-        from distributed import wait
+        return self.gather(desc, self.submit(jobs))
 
+    def submit(self, jobs: list[tuple[Path, Any, tuple[Any, ...]]]) -> _Pending:
+        """``jobs`` started on the workers (those whose summary is on disk read instead)."""
         out: list[Any] = [None] * len(jobs)
         futures = {}
         for n, (summary, fn, args) in enumerate(jobs):
@@ -114,8 +119,15 @@ class _Runner:
                 out[n] = json.loads(summary.read_text())
             else:
                 futures[n] = self.client.submit(_summarised, fn, summary, *args, pure=False)
-        bar = _bar(len(jobs), desc, self.progress)
-        bar.update(len(jobs) - len(futures))
+        return out, futures
+
+    def gather(self, desc: str, pending: _Pending) -> list[Any]:
+        """The summaries of jobs :meth:`submit` started, in their order, once all are done."""
+        from distributed import wait
+
+        out, futures = pending
+        bar = _bar(len(out), desc, self.progress)
+        bar.update(len(out) - len(futures))
         wait(list(futures.values()))
         for n, f in futures.items():
             out[n] = f.result()
@@ -123,6 +135,11 @@ class _Runner:
             bar.update()
         bar.close()
         return out
+
+
+#: Jobs :meth:`_Runner.submit` started: the summaries read from disk (None for the others)
+#: and the futures of the others by their position.
+_Pending = tuple[list[Any], dict[int, Any]]
 
 
 def _metric_crs_of(bounds: np.ndarray, crs: Any, given: Any) -> pyproj.CRS:
@@ -423,9 +440,9 @@ def _score_units(
 
     tally = stage / "tally"
     jparts = sorted((stage / "joined").glob("cell-*.parquet"))
-    shares = runner.map(
-        "counting accidents",
-        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts],
+    # the workers count while this process reads the units' columns
+    pending = runner.submit(
+        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts]
     )
     cols = [c for c in scoring._unit_columns(cfg) if c in pq.read_schema(parts[0]).names]
     frames = [pd.read_parquet(p, columns=cols) for p in parts]
@@ -439,6 +456,7 @@ def _score_units(
     u = gpd.GeoDataFrame(
         units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
     )
+    shares = runner.gather("counting accidents", pending)
     if _ids_apart([tally / f"{p.stem}.ids.npy" for p in jparts]):
         counts = [pd.read_parquet(tally / p.name) for p in jparts]
         spans = [
@@ -456,12 +474,42 @@ def _score_units(
     assert hz is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        risk = scoring._scored(
-            u, *summed, hz.sort_index(kind="stable"), None, period is not None, cfg, None
-        )
+        hz = hz.sort_index(kind="stable")
+        fitter = _fit_on_workers(runner.client)
+        risk = scoring._scored(u, *summed, hz, None, period is not None, cfg, None, fitter)
     added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
     table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
     return table, _jsonable_attrs(risk), cell
+
+
+def _fit_on_workers(client: Any) -> Fitter:
+    """A :data:`~trafficunit.risk.spf.Fitter` that fits the populations on the workers, side
+    by side: the largest first, each on the worker with the fewest units to fit so far. The
+    fits are those of this process (:func:`~trafficunit.risk.spf._fit_each`: the same code
+    on the same rows, BLAS on one thread)."""
+
+    def fit(jobs: list[FitJob]) -> list[SafetyPerformanceFunction]:
+        load = dict.fromkeys(sorted(client.scheduler_info()["workers"]), 0)
+        futures: list[Any] = [None] * len(jobs)
+        for n in sorted(range(len(jobs)), key=lambda n: -len(jobs[n][1])):
+            w = min(load, key=load.__getitem__)
+            load[w] += len(jobs[n][1])
+            [job] = client.scatter([jobs[n]], workers=[w], hash=False)
+            futures[n] = client.submit(_fit_job, job, workers=[w], pure=False)
+        out = [f.result() for f in futures]
+        for f in futures:
+            f.release()
+        return out
+
+    return fit
+
+
+def _fit_job(job: FitJob) -> SafetyPerformanceFunction:
+    """:func:`~trafficunit.risk.spf._fit_one` of ``job`` (a task), the collector paused."""
+    from ..risk.spf import _fit_each
+
+    with gc_paused():
+        return _fit_each([job])[0]
 
 
 @_tasks._cpu
