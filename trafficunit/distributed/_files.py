@@ -110,15 +110,18 @@ class _Runner:
         """Summaries of ``jobs`` (summary path, task, arguments) in their order."""
         return self.gather(desc, self.submit(jobs))
 
-    def submit(self, jobs: list[tuple[Path, Any, tuple[Any, ...]]]) -> _Pending:
-        """``jobs`` started on the workers (those whose summary is on disk read instead)."""
-        out: list[Any] = [None] * len(jobs)
-        futures = {}
-        for n, (summary, fn, args) in enumerate(jobs):
+    def submit(
+        self, jobs: list[tuple[Path, Any, tuple[Any, ...]]], into: _Pending | None = None
+    ) -> _Pending:
+        """``jobs`` started on the workers (those whose summary is on disk read instead),
+        after those of ``into``."""
+        out, futures = into if into is not None else ([], {})
+        for summary, fn, args in jobs:
             if summary.exists():
-                out[n] = json.loads(summary.read_text())
+                out.append(json.loads(summary.read_text()))
             else:
-                futures[n] = self.client.submit(_summarised, fn, summary, *args, pure=False)
+                futures[len(out)] = self.client.submit(_summarised, fn, summary, *args, pure=False)
+                out.append(None)
         return out, futures
 
     def gather(self, desc: str, pending: _Pending) -> list[Any]:
@@ -406,28 +409,29 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
     cell's risk columns to its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
+    jobs = [
+        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
+        for p in parts
+    ]
     if not marker.exists():
         cfg = risk_settings or RiskSettings()
         table, attrs, cell = _score_units(runner, stage, parts, period, cfg)
         # the rows by part (unit_id order within each) taken and written by Arrow: no
-        # pandas copy of the columns per part
+        # pandas copy of the columns per part; each part's task started once its file is
+        # written, while this process writes the next
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
-        table = table.take(by)
+        pending = None
         for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
             with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
-                rows = table.slice(starts[n], starts[n + 1] - starts[n])
+                rows = table.take(by[starts[n] : starts[n + 1]])
                 feather.write_feather(rows, tmp, compression="uncompressed")
+            pending = runner.submit(jobs[n : n + 1], pending)
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())
-    runner.map(
-        "scoring",
-        [
-            (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
-            for p in parts
-        ],
-    )
+        pending = runner.submit(jobs)
+    runner.gather("scoring", pending or ([], {}))
     return attrs
 
 
