@@ -25,9 +25,10 @@ removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk
 (partitioned GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
 
 The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
-order); the client sums these counts (one row per unit with accidents, no accident row) and
-fits the SPFs and bands from them and the units' attributes (no geometry), in the
-single-process order, so parameters and levels are those of the single-process run; the
+order) while the client reads the units' attributes (no geometry); the client sums these
+counts (one row per unit with accidents, no accident row) and scores the units from them in
+the single-process order, the SPF of each reference population fitted on a worker (side by
+side, the same fits), so parameters and levels are those of the single-process run; the
 workers attach the geometry to each cell's risk rows. Should an event id be in two cells (the
 single run counts its first row only), the client counts all the rows itself instead.
 """
