@@ -35,8 +35,9 @@ def cluster(
     ----------
     scheduler
         ``"local"`` starts a :class:`distributed.LocalCluster` of ``settings.n_workers``
-        workers (closed on exit); an address such as ``"tcp://10.0.0.5:8786"`` connects to a
-        running cluster; a :class:`distributed.Client` is used as it is.
+        workers (closed on exit; their memory allocator set as :data:`_WORKER_MALLOC` says);
+        an address such as ``"tcp://10.0.0.5:8786"`` connects to a running cluster; a
+        :class:`distributed.Client` is used as it is.
     settings
         :class:`~trafficunit.settings.DistributedSettings` for the local cluster.
     """
