@@ -567,3 +567,66 @@ def test_from_files_odd_events_same_as_single_process(client, generated, tmp_pat
     statuses = [by_id[f"odd-{i}"] for i in range(len(odd))]
     assert statuses[:5] == [["outside"], ["too_far"], ["outside"], ["outside"], ["outside"]]
     assert len(statuses[5]) > 1  # the line: one row per unit it touches
+
+
+def test_from_files_builds_largest_cells_first_events_after(
+    client, generated, tmp_path, monkeypatch
+):
+    """From files, the build tasks go out largest cell first (by its road fragments' bytes),
+    and the event partitioning that runs beside them at a lower priority: it fills the
+    workers a cell no longer keeps busy instead of delaying the cells."""
+    from trafficunit.distributed import _files, _tasks
+
+    roads, acc, _ = generated
+    files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
+    roads.to_parquet(files[0])
+    acc.to_parquet(files[1], row_group_size=500)
+    sizes: dict[tuple[int, int], int] = {}
+    real_bytes, real_submit = _files._frag_bytes, client.submit
+
+    def frag_bytes(stage, cell):
+        sizes[cell] = real_bytes(stage, cell)
+        return sizes[cell]
+
+    calls = []
+
+    def submit(fn, *args, **kw):
+        calls.append((fn, args, kw.get("priority", 0)))
+        return real_submit(fn, *args, **kw)
+
+    monkeypatch.setattr(_files, "_frag_bytes", frag_bytes)
+    monkeypatch.setattr(client, "submit", submit)
+    cfg = DistributedSettings(cell_size_m=1000.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = distributed.run_pipeline(
+            *files, scheduler=client, settings=cfg, outdir=tmp_path / "o"
+        )
+    first = [(a[1], p) for fn, a, p in calls if fn is _tasks.build_cell and a[3] == a[4]]
+    events = [p for fn, a, p in calls if a and a[0] is _tasks.partition_events]
+    assert len(first) == res.report["cells"] >= 4 and len(events) >= 2
+    order = [sizes[c] for c, _ in first]
+    assert order == sorted(order, reverse=True) and order[0] > order[-1]
+    assert max(events) < min(p for _, p in first)
+
+
+def test_local_workers_reuse_freed_memory():
+    """A local cluster's worker processes reuse the memory of a freed array for the next one
+    (as one process does), not map and fault it in anew: fewer page faults than arrays made
+    (Dask's default trim threshold, 64 KiB, maps every array over 128 KiB afresh: here 500
+    faults an 8 MB array, numpy asking for huge pages)."""
+    pytest.importorskip("resource")
+
+    def faults_of_reuse() -> int:
+        import resource
+
+        np.ones(2**20)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(100):
+            a = np.ones(2**20)  # 8 MB
+            del a
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    with distributed.cluster("local", settings=DistributedSettings(n_workers=1)) as c:
+        faults = c.submit(faults_of_reuse, pure=False).result()
+    assert faults < 100

@@ -209,10 +209,11 @@ def run_files(
     )
     stats.seconds["partition roads"] = time.perf_counter() - t
     _task_cpu(stats, "build", norm + part)
-    # 3. the build, cell by cell, the events partitioned meanwhile
+    # 3. the build, cell by cell, the events partitioned meanwhile: after the cells (a lower
+    # priority), they fill the workers a cell no longer keeps busy at the build's end
     t = time.perf_counter()
     ev_futures = [
-        (s, client.submit(_summarised, fn, s, *a, pure=False))
+        (s, client.submit(_summarised, fn, s, *a, pure=False, priority=-1))
         for s, fn, a in ev_jobs
         if not s.exists()
     ]
@@ -355,7 +356,7 @@ def _build(
         )
         futures[f] = (c, halo, tries)
 
-    for c in cells:
+    for c in sorted(cells, key=lambda c: -_frag_bytes(stage, c)):  # the longest tasks first
         marker = stage / "units" / f"{_cell_name(c)}.json"
         if marker.exists():
             out[c] = json.loads(marker.read_text())
@@ -381,6 +382,11 @@ def _build(
     if not any(b["units"] for b in out.values()):
         raise ValidationError("no usable road lines (all geometries missing, empty or not lines)")
     return out
+
+
+def _frag_bytes(stage: Path, cell: tuple[int, int]) -> int:
+    """Bytes of the cell's road fragments: how long its build task runs, about."""
+    return sum(p.stat().st_size for p in (stage / "frag" / "roads" / _cell_name(cell)).glob("*"))
 
 
 def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
