@@ -63,7 +63,7 @@ from ..settings import (
     UnitSettings,
 )
 from ..timefilter import Period
-from . import _tasks
+from . import _hazards, _tasks
 from ._cluster import _bar, _peak_rss_mb
 from ._grid import Grid, _grid_for
 from ._join import _network_extent, _reach
@@ -148,9 +148,11 @@ def run_files(
     cfg: DistributedSettings,
     run: Any,
     progress: bool,
-) -> tuple[dict[str, Any], Any]:
+    hazards: Path | None = None,
+) -> tuple[dict[str, Any], Any, gpd.GeoDataFrame | None]:
     """The stages of a run from files (see the module docs) in ``run.store``; the summaries
-    the report needs and the risk frame's attributes."""
+    the report needs, the risk frame's attributes and the joined ``hazards`` (a GeoParquet
+    file; :mod:`._hazards`)."""
     stage = run.store.dir
     runner = _Runner(client, progress)
     stats = run.stats
@@ -229,9 +231,16 @@ def run_files(
     _task_cpu(stats, "join", joined)
     stats.seconds["join"] = time.perf_counter() - t
     run.close("join")
+    hz = hz_parts = None
+    if hazards is not None:  # 4b. the hazards (few): the accidents' tasks, gathered here
+        join_kw = {"reach": reach, "overhang": overhang, "area": area, "jcfg": jcfg, "cfg": cfg}
+        hz, hz_parts = _hazards.join_file(
+            runner, stage, hazards, grid=grid, crs_wkt=wkt, stats=stats, **join_kw
+        )
+        run.close("hazards")
     # 5. the score: fitted here from the compact columns, the rows written by the workers
     t = time.perf_counter()
-    attrs = _score(runner, stage, period, risk_settings)
+    attrs = _score(runner, stage, period, risk_settings, hz)
     stats.seconds["score"] = time.perf_counter() - t
     summary = {
         "grid": {"cells": grid.nx * grid.ny, "size_m": grid.size, "crs": str(mcrs.to_string())},
@@ -244,7 +253,9 @@ def run_files(
         "joined": _join_summary(joined),
         "accidents": sum(e["rows"] for e in evs) if evs else _row_count_of(accidents),
     }
-    return summary, attrs
+    if hz_parts is not None:
+        summary["hazards"] = _join_summary(hz_parts)
+    return summary, attrs, hz
 
 
 def _normalise_roads(
@@ -383,15 +394,18 @@ def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # score
 
 
-def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dict[str, Any]:
+def _score(
+    runner: _Runner, stage: Path, period: Any, risk_settings: Any, hazards: Any = None
+) -> dict[str, Any]:
     """Score: the workers count each cell's accidents by unit, the client sums the counts,
-    fits and levels the units (attributes only, in unit_id order); the workers join each
-    cell's risk columns to its units (``risk/<cell>.parquet``)."""
+    fits and levels the units (attributes only, in unit_id order; ``hazards``: joined
+    hazard rows counted as open hazards too); the workers join each cell's risk columns to
+    its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
     if not marker.exists():
         cfg = risk_settings or RiskSettings()
-        table, attrs, cell = _score_units(runner, stage, parts, period, cfg)
+        table, attrs, cell = _score_units(runner, stage, parts, period, cfg, hazards)
         # the rows by part (unit_id order within each) taken and written by Arrow: no
         # pandas copy of the columns per part
         by = np.argsort(cell, kind="stable")
@@ -415,7 +429,12 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
 
 
 def _score_units(
-    runner: _Runner, stage: Path, parts: list[Path], period: Any, cfg: RiskSettings
+    runner: _Runner,
+    stage: Path,
+    parts: list[Path],
+    period: Any,
+    cfg: RiskSettings,
+    hazards: Any = None,
 ) -> tuple[pa.Table, dict[str, Any], np.ndarray]:
     """The risk columns of every unit in unit_id order, their attributes (the single run's)
     and each unit's part (its number in ``parts``)."""
@@ -457,7 +476,7 @@ def _score_units(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         risk = scoring._scored(
-            u, *summed, hz.sort_index(kind="stable"), None, period is not None, cfg, None
+            u, *summed, hz.sort_index(kind="stable"), hazards, period is not None, cfg, None
         )
     added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
     table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
