@@ -46,8 +46,8 @@ def _in_schema(path: Path, *, events: bool) -> bool:
         return False
     try:
         schema = pq.read_schema(path)
-    except Exception:  # not Parquet: read as today, which says why
-        return False
+    except Exception as exc:  # said before any input is read
+        raise InputFileError(f"{path}: cannot read as Parquet ({exc})") from exc
     return b"geo" in (schema.metadata or {}) and (not events or "event_id" in schema.names)
 
 
@@ -60,10 +60,9 @@ def _from_files(
     for p in (network, accidents, hazards):
         if p is not None and not p.is_file():
             raise InputFileError(f"{p}: no such file")
-    if scheduler.lower() == "none" or custom_read:
-        return False
     events = [accidents] if hazards is None else [accidents, hazards]
-    return _in_schema(network, events=False) and all(_in_schema(p, events=True) for p in events)
+    schema = [_in_schema(network, events=False), *(_in_schema(p, events=True) for p in events)]
+    return scheduler.lower() != "none" and not custom_read and all(schema)
 
 
 @app.command("pipeline")
@@ -243,10 +242,11 @@ def write_folder(
 
 def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) -> None:
     """Stages and their times, cells and retries, risk levels, matches."""
-    how = " from files" if "from_files" in report else ""
+    how = ", from files" if "from_files" in report else ""
     if report["mode"] == "dask" and not how:
-        how = " from frames"
-    t = Table(title=f"pipeline ({report['mode']}{how})", show_edge=False)
+        how = ", from frames"
+    console.print(f"pipeline: {report['mode']}{how}")
+    t = Table(show_edge=False)
     t.add_column("stage")
     t.add_column("seconds", justify="right")
     for stage, sec in report["seconds"].items():

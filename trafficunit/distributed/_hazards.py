@@ -61,9 +61,12 @@ def check_file(path: str | os.PathLike[str], what: str = "hazards") -> Path:
 
 
 def read_input(hazards: Any) -> gpd.GeoDataFrame | None:
-    """Hazards given as a frame (as they are), or as a GeoParquet file (read, index from 0)."""
-    if hazards is None or not isinstance(hazards, str | os.PathLike):
-        return hazards
+    """Hazards given as a frame (checked: a GeoDataFrame with a CRS), or as a GeoParquet
+    file (read, index from 0)."""
+    if hazards is None:
+        return None
+    if not isinstance(hazards, str | os.PathLike):
+        return require_gdf(hazards, "hazards")
     from ..io import read_table
 
     frame = read_table(check_file(hazards), index=None)
