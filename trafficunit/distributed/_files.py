@@ -14,6 +14,8 @@ there, atomically, so a run killed at any point resumes from what is on disk:
                                 in the accident file (``event_row``)
 ``tally/cell-I-J.*``            the cell's accidents counted by unit, its hazard rows and
                                 the hashes of its event ids
+``frag/hazards*``               the hazards, partitioned and joined as the accidents
+                                (:mod:`._hazards`); gathered into ``hazards.parquet``
 ``riskcols/cell-I-J.arrow``     the risk columns of the units of cell (I, J)
 ``risk/cell-I-J.parquet``       the units of cell (I, J) with their risk columns
 ``*.json``                      each task's summary, written after its output: its marker
@@ -22,7 +24,8 @@ there, atomically, so a run killed at any point resumes from what is on disk:
 
 When the run completes, the working files (``roads/``, ``frag/``, ``tally/``, ``riskcols/``) are
 removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk/``
-(partitioned GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
+(partitioned GeoParquet datasets, read with :class:`PartitionedFrame`), ``hazards.parquet``
+(when hazards were given) and ``report.json``.
 
 The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
 order); the client sums these counts (one row per unit with accidents, no accident row) and
