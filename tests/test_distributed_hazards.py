@@ -18,16 +18,9 @@ from trafficunit.errors import InputFileError, ValidationError
 from trafficunit.settings import DistributedSettings
 
 from .test_distributed import _grid_city, _objects_as_none
+from .test_distributed import client as client  # the module's two-worker cluster fixture
 
 pytest.importorskip("distributed")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with distributed.cluster(
-        "local", settings=DistributedSettings(n_workers=2, processes=False)
-    ) as c:
-        yield c
 
 
 def _odd_hazards(hz: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
