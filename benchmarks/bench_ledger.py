@@ -1,14 +1,16 @@
 """Benchmark: the Boston safety reports loaded through the hazard API, as a load test.
 
 Run on demand: ``.venv/bin/python benchmarks/bench_ledger.py [--limit N] [--clients 8]
-[--database-url postgresql://...]``.
+[--database-url postgresql://...] [--library-only]``.
 
 Builds traffic units from ``../shared/data/osm/boston.osm.pbf``, starts a real uvicorn server
 on them (SQLite ledger by default), and posts every report of
 ``../shared/data/hazards/boston-safety-reports-2016.csv`` from ``--clients`` parallel clients
 (each report is validated, assigned to units and checked for duplicates). Prints reports/s
 through the API and, as the named peer, reports/s of the same rows through the library in one
-process (``Ledger.report``, no HTTP), and their ratio.
+process (``Ledger.report``, no HTTP), and their ratio; and the same rows in one
+``Ledger.report_many`` batch (as the server imports ``hazards.parquet``) against
+``Ledger.report`` one row at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 import pandas as pd
 
 import trafficunit as tu
+from trafficunit.errors import ValidationError
 from trafficunit.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,17 +174,38 @@ def through_library(
     with Ledger.open(database_url, units=units) as led:
         t = time.perf_counter()
         for p in payloads:
-            r = led.report(
-                p["geometry"],
-                category=p["category"],
-                description=p["description"],
-                reported_at=p["reported_at"],
-                external_id=p["external_id"],
-            )
+            try:
+                r = led.report(
+                    p["geometry"],
+                    category=p["category"],
+                    description=p["description"],
+                    reported_at=p["reported_at"],
+                    external_id=p["external_id"],
+                )
+            except ValidationError:  # outside the served area, say: refused as by the API
+                counts["refused"] = counts.get("refused", 0) + 1
+                continue
             counts["created"] += int(r.created)
             counts["linked"] += int(r.linked)
         counts["seconds"] = time.perf_counter() - t
     return counts
+
+
+def through_batch(database_url: str, units: Any, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same rows through ``Ledger.report_many``: one transaction, one vectorised
+    assignment (what the server's import of ``hazards.parquet`` uses)."""
+    keys = ("geometry", "category", "description", "reported_at", "external_id")
+    with Ledger.open(database_url, units=units) as led:
+        t = time.perf_counter()
+        batch = led.report_many([{k: p[k] for k in keys} for p in payloads], skip_invalid=True)
+        seconds = time.perf_counter() - t
+    linked = sum(1 for r in batch.results if r is not None and r.linked)
+    return {
+        "created": batch.created,
+        "linked": linked,
+        "refused": len(batch.errors),
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -189,6 +213,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="Only the first N reports")
     ap.add_argument("--clients", type=int, default=8, help="Parallel API clients")
     ap.add_argument("--database-url", default=None, help="Default: SQLite in a temp folder")
+    ap.add_argument(
+        "--library-only", action="store_true", help="No server: Ledger.report vs report_many"
+    )
     args = ap.parse_args()
     raw = load_reports(args.limit)
     payloads = bodies(raw)
@@ -199,20 +226,31 @@ def main() -> None:
         tu.write_table(units, data / "units.parquet")
         print(f"{len(units):,} units from boston.osm.pbf in {time.perf_counter() - t:.1f} s")
         api_url = args.database_url or f"sqlite:///{data / 'api.sqlite'}"
-        proc, url = start_server(data, api_url)
-        try:
-            api = through_api(url, payloads, args.clients)
-            listed = httpx.get(f"{url}/hazards", params={"limit": 1}).json()["numberMatched"]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-        lib_url = f"sqlite:///{data / 'lib.sqlite'}"
-        lib = through_library(lib_url, units, payloads)
+        if not args.library_only:
+            proc, url = start_server(data, api_url)
+            try:
+                api = through_api(url, payloads, args.clients)
+                listed = httpx.get(f"{url}/hazards", params={"limit": 1}).json()["numberMatched"]
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+        lib = through_library(f"sqlite:///{data / 'lib.sqlite'}", units, payloads)
+        many = through_batch(f"sqlite:///{data / 'batch.sqlite'}", units, payloads)
     n = len(payloads)
+    print(f"{n:,} Boston reports")
+    print(
+        f"library Ledger.report_many (one batch, SQLite): {many['seconds']:.1f} s, "
+        f"{n / many['seconds']:.0f} reports/s; {many['created']:,} opened, "
+        f"{many['linked']:,} linked, {many['refused']:,} refused; "
+        f"{lib['seconds'] / many['seconds']:.1f}x one Ledger.report per row "
+        f"({lib['seconds']:.1f} s; {lib['created']:,} opened, {lib['linked']:,} linked, "
+        f"{lib.get('refused', 0):,} refused)"
+    )
+    if args.library_only:
+        return
     api_rate = n / api["seconds"]
     lib_rate = n / lib["seconds"]
     backend = "PostgreSQL" if api_url.startswith("postgres") else "SQLite"
-    print(f"{n:,} Boston reports")
     print(
         f"API ({backend}, {args.clients} clients): {api['seconds']:.1f} s, "
         f"{api_rate:.0f} reports/s; "

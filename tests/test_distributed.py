@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -490,6 +491,13 @@ def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, mon
 
     apart, real = [], _files._ids_apart
     monkeypatch.setattr(_files, "_ids_apart", lambda paths: apart.append(real(paths)) or apart[-1])
+    fitted, on_workers = [], _files._fit_on_workers
+
+    def fitter(client: Any) -> Any:  # the populations' fits, recorded
+        fit = on_workers(client)
+        return lambda jobs: fitted.append([job[4] for job in jobs]) or fit(jobs)
+
+    monkeypatch.setattr(_files, "_fit_on_workers", fitter)
     for n, events in enumerate((acc, twice)):
         files = (tmp_path / "roads.parquet", tmp_path / f"accidents-{n}.parquet")
         events.to_parquet(files[1])
@@ -507,6 +515,8 @@ def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, mon
         assert single.risk.attrs["report"]["no_date"] == 40
     assert single.risk.attrs["report"]["used"] == len(acc) - 41
     assert apart == [True, False]  # the event id in two cells: counted on the client
+    # fitted on the workers, every population of the single run's
+    assert fitted and fitted[-1] == list(single.risk.attrs["spf"])
 
 
 def test_id_hashes():

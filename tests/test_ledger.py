@@ -19,6 +19,7 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trafficunit.errors import ValidationError
 from trafficunit.ledger import (
     STATES,
     TRANSITIONS,
@@ -636,6 +637,90 @@ def test_new_hazards_go_to_the_units_of_the_join(tmp_path, sample_units: gpd.Geo
         street = segs.geometry.iloc[0]
         line = led.report(json.loads(shapely.to_geojson(street)), category="facility.markings")
         assert segs.index[0] in line.hazard.unit_ids and len(line.hazard.unit_ids) >= 1
+
+
+def _batch_of_reports(units: gpd.GeoDataFrame, n: int, seed: int) -> list[dict[str, Any]]:
+    """Reports near random units: points off a segment's middle, some repeated nearby (to
+    link), imports with states and external ids (one id twice), a street as a line."""
+    rng = np.random.default_rng(seed)
+    segs = units[units["kind"] == "segment"]
+    pick = segs.geometry.iloc[rng.integers(0, len(segs), n)]
+    at = shapely.line_interpolate_point(
+        np.asarray(pick.array), rng.uniform(0, 1, n), normalized=True
+    )
+    off = rng.normal(0, 0.00005, (n, 2))
+    out: list[dict[str, Any]] = []
+    for i, (p, (dx, dy)) in enumerate(zip(at, off, strict=True)):
+        geom = {"type": "Point", "coordinates": [p.x + dx, p.y + dy]}
+        kw: dict[str, Any] = {
+            "geometry": geom,
+            "category": ["facility.signs", "environment.other"][i % 2],
+        }
+        kw["reported_at"] = T0 + timedelta(minutes=i)
+        if i % 5 == 0:  # an import, in the state the source system had
+            kw |= {"source": "import", "role": "admin", "external_id": f"X-{i // 10}"}
+            kw["initial_state"] = ["reported", "rectifying", "closed"][i % 3]
+        if i % 7 == 3 and out:  # the same hazard reported again a few metres away
+            kw["geometry"] = pt(0, 0) | {
+                "coordinates": [c + 1e-5 for c in out[-1]["geometry"]["coordinates"]]
+            }
+            kw["category"] = out[-1]["category"]
+        out.append(kw)
+    out.append(
+        {
+            "geometry": json.loads(shapely.to_geojson(segs.geometry.iloc[0])),
+            "category": "facility.markings",
+        }
+    )
+    return out
+
+
+def _stored(led: Ledger, results: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r.created,
+            r.linked,
+            r.replayed,
+            r.hazard.id,
+            r.hazard.state,
+            r.hazard.category,
+            r.hazard.unit_ids,
+            r.hazard.report_count,
+            [e["action"] for e in led.history(r.hazard.id)],
+        )
+        for r in results
+    ]
+
+
+def test_a_batch_of_reports_is_what_one_report_at_a_time_records(
+    tmp_path: Path, sample_units: gpd.GeoDataFrame
+) -> None:
+    reports = _batch_of_reports(sample_units.to_crs(4326), 120, seed=7)
+    with Ledger.open(f"sqlite:///{tmp_path / 'one.sqlite'}", units=sample_units) as one:
+        each = _stored(one, [one.report(**kw, now=T0 + timedelta(days=1)) for kw in reports])
+        counts = one.counts()
+    with Ledger.open(f"sqlite:///{tmp_path / 'many.sqlite'}", units=sample_units) as many:
+        batch = many.report_many([kw | {"now": T0 + timedelta(days=1)} for kw in reports])
+        assert batch.errors == {} and None not in batch.results
+        assert _stored(many, batch.results) == each  # type: ignore[arg-type]
+        assert many.counts() == counts
+        assert batch.created == sum(e[0] for e in each)
+        assert any(e[1] for e in each) and any(e[2] for e in each)  # links and replays happened
+        # the whole batch again: every import is replayed, nothing new for them
+        again = many.report_many([kw for kw in reports if "external_id" in kw])
+        assert all(r is not None and r.replayed for r in again.results) and again.created == 0
+
+
+def test_a_batch_with_a_bad_report_records_nothing_or_skips_it(ledger: Ledger) -> None:
+    good = {"geometry": pt(50, 2), "category": "facility.signs"}
+    bad = {"geometry": {"type": "Point", "coordinates": [500.0, 0.0]}, "category": "facility.signs"}
+    with pytest.raises(ValidationError, match="report 1"):
+        ledger.report_many([good, bad, good])
+    assert ledger.counts()["hazards"] == 0
+    batch = ledger.report_many([good, bad, {**good, "link_duplicates": False}], skip_invalid=True)
+    assert batch.results[1] is None and list(batch.errors) == [1]
+    assert batch.created == 2 and ledger.counts()["hazards"] == 2
+    assert batch.results[0] is not None and batch.results[0].hazard.unit_ids == ("S1",)
 
 
 # ------------------------------------------------------------------------------ work zones

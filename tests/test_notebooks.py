@@ -7,6 +7,8 @@ present, so the path a fresh machine without the real data takes is tested too. 
 the collected tests read start together (``executions``), each in its own kernel process, so
 they run in parallel rather than one after another; the tests share one pytest-xdist worker
 (``xdist_group``, ``--dist loadgroup`` in the Makefile) so that no notebook runs twice.
+``make test`` runs each notebook once (on the real data when present); ``make test-slow``
+runs the quickstart and time notebooks on the generated sample (slow families).
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ def parse_demo(out: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow(family="quickstart notebook")
 def test_quickstart_matches_the_cli(executions: Any, tmp_path: Path) -> None:
     """Units, accidents matched, colours and black spots equal what the CLI prints."""
     nb, text, nb_out = executed(executions, "01-quickstart.ipynb")
@@ -268,6 +271,7 @@ def test_quickstart_matches_the_cli(executions: Any, tmp_path: Path) -> None:
     assert {"#d7191c", "#fdae61", "#2c7bb6"} <= shown["colours"]
 
 
+@pytest.mark.slow(family="quickstart notebook")
 def test_quickstart_on_the_generated_sample_matches_demo(executions: Any, tmp_path: Path) -> None:
     """Without real data the quickstart says so and matches `trafficunit demo`."""
     nb, text, nb_out = executed(executions, "01-quickstart.ipynb", sample=True)
@@ -332,6 +336,7 @@ def test_hazard_engineer_notebook(executions: Any) -> None:
         assert zone in table
 
 
+@pytest.mark.slow(family="time notebook")
 def test_time_and_before_after_notebook(executions: Any) -> None:
     nb, text, _ = executed(executions, "03-time-and-before-after.ipynb")
     assert re.search(r"busiest hour: \w{3} \d\d:00", text)
@@ -345,6 +350,7 @@ def test_time_and_before_after_notebook(executions: Any) -> None:
         assert m and 450 < int(m[1]) < 650  # README: 523 of the table within 20 m of a road
 
 
+@pytest.mark.slow(family="time notebook")
 def test_time_notebook_runs_on_the_generated_sample(executions: Any) -> None:
     nb, text, _ = executed(executions, "03-time-and-before-after.ipynb", sample=True)
     assert "GENERATED sample (not real data): 1,500 accidents" in text

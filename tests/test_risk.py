@@ -114,6 +114,31 @@ def test_empirical_bayes_with_user_spf(units: gpd.GeoDataFrame, joined: gpd.GeoD
     assert r.attrs["spf"]["segment:*"]["source"] == "user"
 
 
+def test_spfs_fitted_by_a_given_fitter(units: gpd.GeoDataFrame, joined: gpd.GeoDataFrame) -> None:
+    """A fitter (Dask's workers in a run from files) gets each population not supplied once,
+    in their order, and its SPFs are score's own; one BLAS thread fits the same SPFs."""
+    from trafficunit.risk import spf as spf_mod
+
+    r = score(units, joined, settings=ONE_POP)
+    keys, obs = r["reference_population"], r["crashes"].to_numpy(dtype=float)
+    years = r.attrs["rule"]["years"]
+    own = spf_mod._fit_populations(r, obs, years, keys, ONE_POP, None)
+    assert own == {k: SafetyPerformanceFunction(**v) for k, v in r.attrs["spf"].items()}
+    seen: list[str] = []
+
+    def fitter(jobs: list[Any]) -> list[SafetyPerformanceFunction]:
+        seen.extend(job[4] for job in jobs)
+        return [spf_mod._fit_one(*job) for job in jobs]
+
+    given = spf_mod._fit_populations(r, obs, years, keys, ONE_POP, None, fitter)
+    assert given == own and list(given) == list(own) == seen
+    user = SafetyPerformanceFunction(intercept=0.0, k=1.0)
+    seen.clear()
+    some = spf_mod._fit_populations(r, obs, years, keys, ONE_POP, {"intersection:*": user}, fitter)
+    assert seen == ["segment:*"] and list(some) == list(own)
+    assert some == {**own, "intersection:*": user}
+
+
 def test_k_per_km_follows_hsm_segment_convention(units: gpd.GeoDataFrame) -> None:
     spf = SafetyPerformanceFunction(
         intercept=0.0, coefficients={"log_length_km": 1.0}, k=0.3, k_per_km=True

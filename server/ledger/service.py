@@ -296,8 +296,9 @@ class LedgerService:
         if table is None or not len(table):
             return 0
         frame = table.frame
-        n = 0
         cats = self.ledger.catalogue
+        now = datetime.now(UTC)
+        reports = []
         for row in frame.itertuples(index=False):
             status = str(getattr(row, "status", "") or "").strip().lower()
             if status in lc.STATES:
@@ -312,27 +313,35 @@ class LedgerService:
             except ValueError:
                 category = "environment.other"
             grade = getattr(row, "grade", None)
-            grade = grade if grade in lc.GRADES else None
             t = getattr(row, "reported_at", None)
             t = None if t is None or pd.isna(t) else pd.Timestamp(t)
             if t is not None and t.tzinfo is None:
                 t = t.tz_localize("UTC")
-            now = datetime.now(UTC)
-            res = self.ledger.report(
-                row.geometry,
-                category=category,
-                actor="import",
-                role="admin",
-                grade=grade,
-                description=None if category == raw_cat else f"imported category: {raw_cat}",
-                source="import",
-                reported_at=min(t.to_pydatetime(), now) if t is not None else None,
-                external_id=f"import:{row.event_id}",
-                link_duplicates=False,
-                initial_state=state,
+            reports.append(
+                {
+                    "geometry": row.geometry,
+                    "category": category,
+                    "actor": "import",
+                    "role": "admin",
+                    "grade": grade if grade in lc.GRADES else None,
+                    "description": None if category == raw_cat else f"imported category: {raw_cat}",
+                    "source": "import",
+                    "reported_at": min(t.to_pydatetime(), now) if t is not None else None,
+                    "external_id": f"import:{row.event_id}",
+                    "link_duplicates": False,
+                    "initial_state": state,
+                }
             )
-            n += int(res.created)
-        return n
+        # one transaction, one vectorised unit assignment; a row the ledger refuses (no
+        # geometry, say) is left out and named in the log, the others are imported
+        batch = self.ledger.report_many(reports, skip_invalid=True)
+        for i, reason in list(batch.errors.items())[:20]:
+            log.warning(
+                "hazards.parquet row %d (%s) not imported: %s", i, reports[i]["external_id"], reason
+            )
+        if len(batch.errors) > 20:
+            log.warning("... and %d more rows not imported", len(batch.errors) - 20)
+        return batch.created
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk
 (when hazards were given) and ``report.json``.
 
 The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
-order); the client sums these counts (one row per unit with accidents, no accident row) and
-fits the SPFs and bands from them and the units' attributes (no geometry), in the
-single-process order, so parameters and levels are those of the single-process run; the
+order) while the client reads the units' attributes (no geometry); the client sums these
+counts (one row per unit with accidents, no accident row) and scores the units from them in
+the single-process order, the SPF of each reference population fitted on a worker (side by
+side, the same fits), so parameters and levels are those of the single-process run; the
 workers attach the geometry to each cell's risk rows. Should an event id be in two cells (the
 single run counts its first row only), the client counts all the rows itself instead.
 """
@@ -43,7 +44,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -81,6 +82,9 @@ from ._parts import (
     _write_part,
 )
 
+if TYPE_CHECKING:
+    from ..risk.spf import FitJob, Fitter, SafetyPerformanceFunction
+
 #: Rows of an input file a task reads at most.
 _CHUNK_ROWS = 500_000
 
@@ -108,17 +112,29 @@ class _Runner:
 
     def map(self, desc: str, jobs: list[tuple[Path, Any, tuple[Any, ...]]]) -> list[Any]:
         """Summaries of ``jobs`` (summary path, task, arguments) in their order."""
+        return self.gather(desc, self.submit(jobs))
+
+    def submit(
+        self, jobs: list[tuple[Path, Any, tuple[Any, ...]]], into: _Pending | None = None
+    ) -> _Pending:
+        """``jobs`` started on the workers (those whose summary is on disk read instead),
+        after those of ``into``."""
+        out, futures = into if into is not None else ([], {})
+        for summary, fn, args in jobs:
+            if summary.exists():
+                out.append(json.loads(summary.read_text()))
+            else:
+                futures[len(out)] = self.client.submit(_summarised, fn, summary, *args, pure=False)
+                out.append(None)
+        return out, futures
+
+    def gather(self, desc: str, pending: _Pending) -> list[Any]:
+        """The summaries of jobs :meth:`submit` started, in their order, once all are done."""
         from distributed import wait
 
-        out: list[Any] = [None] * len(jobs)
-        futures = {}
-        for n, (summary, fn, args) in enumerate(jobs):
-            if summary.exists():
-                out[n] = json.loads(summary.read_text())
-            else:
-                futures[n] = self.client.submit(_summarised, fn, summary, *args, pure=False)
-        bar = _bar(len(jobs), desc, self.progress)
-        bar.update(len(jobs) - len(futures))
+        out, futures = pending
+        bar = _bar(len(out), desc, self.progress)
+        bar.update(len(out) - len(futures))
         wait(list(futures.values()))
         for n, f in futures.items():
             out[n] = f.result()
@@ -126,6 +142,11 @@ class _Runner:
             bar.update()
         bar.close()
         return out
+
+
+#: Jobs :meth:`_Runner.submit` started: the summaries read from disk (None for the others)
+#: and the futures of the others by their position.
+_Pending = tuple[list[Any], dict[int, Any]]
 
 
 def _metric_crs_of(bounds: np.ndarray, crs: Any, given: Any) -> pyproj.CRS:
@@ -406,28 +427,29 @@ def _score(
     its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
+    jobs = [
+        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
+        for p in parts
+    ]
     if not marker.exists():
         cfg = risk_settings or RiskSettings()
         table, attrs, cell = _score_units(runner, stage, parts, period, cfg, hazards)
         # the rows by part (unit_id order within each) taken and written by Arrow: no
-        # pandas copy of the columns per part
+        # pandas copy of the columns per part; each part's task started once its file is
+        # written, while this process writes the next
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
-        table = table.take(by)
+        pending = None
         for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
             with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
-                rows = table.slice(starts[n], starts[n + 1] - starts[n])
+                rows = table.take(by[starts[n] : starts[n + 1]])
                 feather.write_feather(rows, tmp, compression="uncompressed")
+            pending = runner.submit(jobs[n : n + 1], pending)
         _write_json(marker, attrs)
     else:
         attrs = json.loads(marker.read_text())
-    runner.map(
-        "scoring",
-        [
-            (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
-            for p in parts
-        ],
-    )
+        pending = runner.submit(jobs)
+    runner.gather("scoring", pending or ([], {}))
     return attrs
 
 
@@ -445,9 +467,9 @@ def _score_units(
 
     tally = stage / "tally"
     jparts = sorted((stage / "joined").glob("cell-*.parquet"))
-    shares = runner.map(
-        "counting accidents",
-        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts],
+    # the workers count while this process reads the units' columns
+    pending = runner.submit(
+        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts]
     )
     cols = [c for c in scoring._unit_columns(cfg) if c in pq.read_schema(parts[0]).names]
     frames = [pd.read_parquet(p, columns=cols) for p in parts]
@@ -461,6 +483,7 @@ def _score_units(
     u = gpd.GeoDataFrame(
         units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
     )
+    shares = runner.gather("counting accidents", pending)
     if _ids_apart([tally / f"{p.stem}.ids.npy" for p in jparts]):
         counts = [pd.read_parquet(tally / p.name) for p in jparts]
         spans = [
@@ -478,12 +501,42 @@ def _score_units(
     assert hz is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        risk = scoring._scored(
-            u, *summed, hz.sort_index(kind="stable"), hazards, period is not None, cfg, None
-        )
+        hz = hz.sort_index(kind="stable")
+        fitter = _fit_on_workers(runner.client)
+        risk = scoring._scored(u, *summed, hz, hazards, period is not None, cfg, None, fitter)
     added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
     table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
     return table, _jsonable_attrs(risk), cell
+
+
+def _fit_on_workers(client: Any) -> Fitter:
+    """A :data:`~trafficunit.risk.spf.Fitter` that fits the populations on the workers, side
+    by side: the largest first, each on the worker with the fewest units to fit so far. The
+    fits are those of this process (:func:`~trafficunit.risk.spf._fit_each`: the same code
+    on the same rows, BLAS on one thread)."""
+
+    def fit(jobs: list[FitJob]) -> list[SafetyPerformanceFunction]:
+        load = dict.fromkeys(sorted(client.scheduler_info()["workers"]), 0)
+        futures: list[Any] = [None] * len(jobs)
+        for n in sorted(range(len(jobs)), key=lambda n: -len(jobs[n][1])):
+            w = min(load, key=load.__getitem__)
+            load[w] += len(jobs[n][1])
+            [job] = client.scatter([jobs[n]], workers=[w], hash=False)
+            futures[n] = client.submit(_fit_job, job, workers=[w], pure=False)
+        out = [f.result() for f in futures]
+        for f in futures:
+            f.release()
+        return out
+
+    return fit
+
+
+def _fit_job(job: FitJob) -> SafetyPerformanceFunction:
+    """:func:`~trafficunit.risk.spf._fit_one` of ``job`` (a task), the collector paused."""
+    from ..risk.spf import _fit_each
+
+    with gc_paused():
+        return _fit_each([job])[0]
 
 
 @_tasks._cpu

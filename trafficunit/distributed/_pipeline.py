@@ -508,7 +508,9 @@ class _Stages:
     def dask(self, run: _Run, scheduler: Any) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
         # the client mostly waits on the workers: import what scoring fits the SPFs with
         # meanwhile (seconds, cold) instead of after the last stage
-        preload = threading.Thread(target=_preload, args=("statsmodels.api",), daemon=True)
+        preload = threading.Thread(
+            target=_preload, args=("statsmodels.discrete.discrete_model",), daemon=True
+        )
         preload.start()
         t_start = time.perf_counter()
         with (

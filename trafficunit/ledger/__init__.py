@@ -42,7 +42,7 @@ from .errors import (
 )
 from .kpis import hazard_kpis
 from .lifecycle import GRADES, OPEN_STATES, PERMISSIONS, ROLES, STATES, TRANSITIONS
-from .store import SOURCES, Hazard, Ledger, Principal, ReportResult, WorkZone
+from .store import SOURCES, Hazard, Ledger, Principal, ReportBatch, ReportResult, WorkZone
 from .tokens import hash_token
 from .workzones import qr_png
 
@@ -66,6 +66,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDenied",
     "Principal",
+    "ReportBatch",
     "ReportResult",
     "StaleVersion",
     "WorkZone",

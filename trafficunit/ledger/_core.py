@@ -129,21 +129,40 @@ class LedgerCore:
         check_plausible(geom, kind, limits, getattr(self, "_units_bounds", None))
 
     def _assign(self, geom: shapely.Geometry, kind: str, road_name: str | None) -> _Assigned:
-        out = _Assigned()
-        if self._units is None:
+        return self._assign_many([geom], kind, [road_name])[0]
+
+    def _assign_many(
+        self, geoms: list[shapely.Geometry], kind: str, road_names: list[str | None]
+    ) -> list[_Assigned]:
+        """Each geometry's units, from one vectorised :func:`~trafficunit.assign` call (each
+        event is matched on its own: the result of one is that of a call with it alone)."""
+        out = [_Assigned() for _ in geoms]
+        if self._units is None or not geoms:
             return out
         from ..join import assign
 
         events = gpd.GeoDataFrame(
-            {"event_id": ["new"], "kind": [kind], "road_name": [road_name]},
-            geometry=[geom],
+            {
+                "event_id": [str(i) for i in range(len(geoms))],
+                "kind": [kind] * len(geoms),
+                "road_name": road_names,
+            },
+            geometry=geoms,
             crs=4326,
         )
         joined = assign(self._units, events)
         hit = joined[joined["unit_id"].notna()]
-        out.unit_ids = [str(u) for u in hit["unit_id"]]
-        out.distances = [float(d) for d in hit["distance_m"].fillna(0.0)]
-        out.matches = [str(m) for m in hit["match"]]
+        rows = zip(
+            hit["event_id"].astype(int),
+            hit["unit_id"].astype(str),
+            hit["distance_m"].fillna(0.0).astype(float),
+            hit["match"].astype(str),
+            strict=True,
+        )
+        for i, uid, dist, match in rows:
+            out[i].unit_ids.append(uid)
+            out[i].distances.append(dist)
+            out[i].matches.append(match)
         return out
 
     # -- the live index

@@ -166,6 +166,20 @@ class ReportResult:
 
 
 @dataclass(frozen=True)
+class ReportBatch:
+    """What :meth:`Ledger.report_many` did: a result per report (``None`` where an invalid
+    one was skipped) and the skipped ones' reasons by position."""
+
+    results: list[ReportResult | None]
+    errors: dict[int, str]
+
+    @property
+    def created(self) -> int:
+        """How many new hazards were opened."""
+        return sum(1 for r in self.results if r is not None and r.created)
+
+
+@dataclass(frozen=True)
 class WorkZone:
     """One registered road-works site."""
 

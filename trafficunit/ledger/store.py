@@ -30,7 +30,7 @@ from ._values import now_utc as _now  # noqa: F401
 from ._values import text as _text  # noqa: F401
 from .frames import Frames
 from .hazards import HazardReads
-from .records import SOURCES, Hazard, Principal, ReportResult, WorkZone
+from .records import SOURCES, Hazard, Principal, ReportBatch, ReportResult, WorkZone
 from .reporting import Reporting
 from .sweeps import Sweeps
 from .tokens import Tokens, hash_token
@@ -41,6 +41,7 @@ __all__ = [
     "Hazard",
     "Ledger",
     "Principal",
+    "ReportBatch",
     "ReportResult",
     "WorkZone",
     "hash_token",

@@ -25,7 +25,13 @@ from .measures import (
     _positions,
 )
 from .spatial import hotspots
-from .spf import SafetyPerformanceFunction, _fit_populations, _population_keys, _predictions
+from .spf import (
+    Fitter,
+    SafetyPerformanceFunction,
+    _fit_populations,
+    _population_keys,
+    _predictions,
+)
 
 
 @gc_paused()
@@ -118,16 +124,19 @@ def _scored(
     given: bool,
     cfg: RiskSettings,
     spf: SafetyPerformanceFunction | Mapping[str, SafetyPerformanceFunction] | None,
+    fitter: Fitter | None = None,
 ) -> gpd.GeoDataFrame:
     """:func:`score` from the accidents counted per unit (``counts``, on ``u``'s index): the
-    rates, the SPF fits and EB, the levels (hazard rows from ``joined`` and ``hazards``) and
-    the attributes; ``given``: whether the period was given."""
+    rates, the SPF fits (by ``fitter``: see :func:`._fit_populations`) and EB, the levels
+    (hazard rows from ``joined`` and ``hazards``) and the attributes; ``given``: whether the
+    period was given."""
     years = per.years
     risk = u.copy(deep=False)  # new columns go to this frame only (copy-on-write)
     for col in counts.columns:
         risk[col] = counts[col]
     _rates(risk, years)
-    spfs = _empirical_bayes(risk, counts["crashes"].to_numpy(dtype=float), years, cfg, spf)
+    obs = counts["crashes"].to_numpy(dtype=float)
+    spfs = _empirical_bayes(risk, obs, years, cfg, spf, fitter)
     _release_arrow_memory()
     rule = _level_columns(risk, joined, hazards, cfg)
     rule["period"] = per.to_json()
@@ -300,13 +309,14 @@ def _empirical_bayes(
     years: float,
     cfg: RiskSettings,
     spf: SafetyPerformanceFunction | Mapping[str, SafetyPerformanceFunction] | None,
+    fitter: Fitter | None = None,
 ) -> dict[str, SafetyPerformanceFunction]:
     """The EB columns (``N_exp = w N_pred + (1 - w) N_obs``), from the SPF of each unit's
-    reference population (given, else fitted); the SPFs by population."""
+    reference population (given, else fitted by ``fitter``); the SPFs by population."""
     keys = _population_keys(risk, cfg)
     risk["reference_population"] = keys
     _release_arrow_memory()  # the keys' string temporaries, before the fits
-    spfs = _fit_populations(risk, obs, years, keys, cfg, spf)
+    spfs = _fit_populations(risk, obs, years, keys, cfg, spf, fitter)
     (pred,), kk = _predictions(risk, spfs, keys, (years,))
     w = 1.0 / (1.0 + kk * pred)
     expected = w * pred + (1.0 - w) * obs
