@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .._errors import ValidationError
+from .._errors import InputFileError, ValidationError
 from . import _options as opt
 from . import app
 from ._common import console, period_bounds, reader_options, user_errors
@@ -32,6 +32,37 @@ def _read_events(path: Path, kind: str, preset: str | None, read: dict[str, Any]
         if "event_id" in table.columns:  # already in the events schema (tu.read_events)
             return table
     return read_events(path, kind=kind, preset=preset, **read)
+
+
+_PARQUET = (".parquet", ".geoparquet")
+
+
+def _in_schema(path: Path, *, events: bool) -> bool:
+    """Whether ``path`` is GeoParquet (for ``events``, with an ``event_id`` column: as
+    ``tu.read_events`` writes them), by its schema alone."""
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() not in _PARQUET:
+        return False
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # said before any input is read
+        raise InputFileError(f"{path}: cannot read as Parquet ({exc})") from exc
+    return b"geo" in (schema.metadata or {}) and (not events or "event_id" in schema.names)
+
+
+def _from_files(
+    network: Path, accidents: Path, hazards: Path | None, scheduler: str, custom_read: bool
+) -> bool:
+    """Whether the run goes from the files, out of this process (on Dask, every input a
+    GeoParquet file already in the schema, no reading options); else the inputs are read
+    into frames here first."""
+    for p in (network, accidents, hazards):
+        if p is not None and not p.is_file():
+            raise InputFileError(f"{p}: no such file")
+    events = [accidents] if hazards is None else [accidents, hazards]
+    schema = [_in_schema(network, events=False), *(_in_schema(p, events=True) for p in events)]
+    return scheduler.lower() != "none" and not custom_read and all(schema)
 
 
 @app.command("pipeline")
@@ -81,6 +112,13 @@ def pipeline_cmd(
 
     --preset and the column flags (--x to --tz) read the --accidents file, as `trafficunit
     join` reads its EVENTS.
+
+    With a scheduler and every input a GeoParquet file already in the schema (the network
+    as `tu.read_network` writes it, accidents and hazards as `tu.read_events` writes them,
+    with event_id) and no reading option, the workers read the files themselves: the
+    inputs never pass through this process (the summary says "from files"). Otherwise
+    they are read into frames here first ("from frames"). Writing the data folder then
+    reads the units, joined accidents and scored units back: black spots need whole roads.
     """
     with user_errors():
         from ..datafolder import DataFolder
@@ -96,9 +134,14 @@ def pipeline_cmd(
         per = period_bounds(period) if period else None
         flags = reader_options(x=x, y=y, crs=crs, time=time, severity=severity, tz=tz)
         read = {k: v for k, v in flags.items() if v is not None}
-        roads = read_network(network)
-        acc = _read_events(accidents, "accident", preset, read)
-        hz = _read_events(hazards, "hazard", None, {}) if hazards is not None else None
+        custom = bool(read) or preset is not None
+        files = _from_files(network, accidents, hazards, scheduler, custom)
+        if files:  # the workers read the files (out of core); hazards from their file too
+            roads, acc, hz = network, accidents, hazards
+        else:
+            roads = read_network(network)
+            acc = _read_events(accidents, "accident", preset, read)
+            hz = _read_events(hazards, "hazard", None, {}) if hazards is not None else None
         cfg = DistributedSettings(n_workers=workers, processes=not threads).with_(
             cell_size_m=cell_size_m, halo_m=halo_m, memory_limit=memory_limit
         )
@@ -119,11 +162,13 @@ def pipeline_cmd(
             fingerprint=hashlib.sha256(ident.encode()).hexdigest(),
             progress=not quiet,
         )
-        write_folder(folder, result, network, accidents, hazards, read, preset, period=per)
+        risk, joined = write_folder(
+            folder, result, network, accidents, hazards, read, preset, period=per
+        )
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    print_summary(result.report, result.risk, result.joined, output)
+    print_summary(result.report, risk, joined, output)
 
 
 def write_folder(
@@ -136,29 +181,45 @@ def write_folder(
     preset: str | None,
     *,
     period: Any,
-) -> None:
+) -> tuple[Any, Any]:
     """The pipeline's results as a data folder: scored units, joined events, black spots
-    (single process: they need whole roads), tiles and the manifest."""
+    (single process: they need whole roads), tiles and the manifest; the scored units and
+    joined accidents written. A run from files is read back here: its units and joined
+    accidents (for the black spots; the units then dropped), then the scored units."""
     import shlex
     import sys
     import warnings
 
     from ..blackspots import find_black_spots
     from ..datafolder import timer
+    from ..distributed import PartitionedFrame
     from ..project import finish_folder
 
     lap = timer()
+    parts = isinstance(result.risk, PartitionedFrame)
+    joined_acc = result.joined.read() if parts else result.joined
+    units = result.units.read() if parts else result.units
+    read_s = lap()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        spots = find_black_spots(result.units, result.joined)
+        spots = find_black_spots(units, joined_acc)
+    spots_s = lap()
+    crs = units.crs
+    del units
+    risk = result.risk.read() if parts else result.risk
+    if parts:  # the attributes of a run from files are in its report
+        risk.attrs = dict(result.report.get("risk", {}))
+    read_s += lap()
     timings = {k: float(v) for k, v in result.report["seconds"].items() if k != "total"}
-    timings["black_spots"] = round(lap(), 3)
-    joined = {"accidents": result.joined}
+    if parts:
+        timings["read results"] = round(read_s, 3)
+    timings["black_spots"] = round(spots_s, 3)
+    joined = {"accidents": joined_acc}
     if result.hazards is not None:
         joined["hazards"] = result.hazards
     finish_folder(
         folder,
-        scored=result.risk,
+        scored=risk,
         joined=joined,
         spots=spots,
         timings=timings,
@@ -168,7 +229,7 @@ def write_folder(
         name=network.stem,
         fields={
             "command": shlex.join(["trafficunit", *sys.argv[1:]]),
-            "crs": str(result.units.crs) if result.units.crs is not None else None,
+            "crs": str(crs) if crs is not None else None,
             "pipeline": {k: v for k, v in result.report.items() if k != "seconds"},
         },
     )
@@ -177,15 +238,20 @@ def write_folder(
         "accident",
         accidents,
         options={**read, "preset": preset},
-        report=result.joined.attrs.get("report", {}).get("read") or {},
+        report=joined_acc.attrs.get("report", {}).get("read") or {},
     )
     if hazards is not None:
         folder.record_source("hazard", hazards)
+    return risk, joined_acc
 
 
 def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) -> None:
     """Stages and their times, cells and retries, risk levels, matches."""
-    t = Table(title=f"pipeline ({report['mode']})", show_edge=False)
+    how = ", from files" if "from_files" in report else ""
+    if report["mode"] == "dask" and not how:
+        how = ", from frames"
+    console.print(f"pipeline: {report['mode']}{how}")
+    t = Table(show_edge=False)
     t.add_column("stage")
     t.add_column("seconds", justify="right")
     for stage, sec in report["seconds"].items():
@@ -198,7 +264,15 @@ def print_summary(report: dict[str, Any], risk: Any, joined: Any, output: Path) 
             + (" - resumed an interrupted run" if report.get("resumed") else "")
         )
     rep = joined.attrs.get("report", {})
-    if rep:
+    files = report.get("from_files", {}).get("joined")
+    if files:  # the cells' join summaries count rows (an accident that is a line: several)
+        by = files["by_match"]
+        on = by.get("matched", 0) + by.get("intersection", 0)
+        console.print(
+            f"{report['units']:,} units; {report['accidents']:,} accidents, "
+            f"{files['rows']:,} joined rows, {on:,} on a unit"
+        )
+    elif rep:
         console.print(
             f"{report['units']:,} units; {rep['events']:,} accidents, {rep['matched']:,} on a unit "
             f"({100 * (rep['matched_share'] or 0):.1f} %)"

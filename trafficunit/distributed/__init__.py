@@ -66,6 +66,9 @@ workers attach the geometry to each cell's risk rows. ``units``, ``joined`` and 
 then :class:`PartitionedFrame` datasets (``outdir/units/cell-I-J.parquet`` ...; ``read()``
 gives the single-process frame); see :mod:`trafficunit.distributed._files` for the layout.
 ``outdir`` must be on storage every worker sees; a killed run resumes cell by cell.
+Hazards (a file or a frame) are partitioned and joined by the same tasks, gathered on this
+process in the file's order (``outdir/hazards.parquet``, ``PipelineResult.hazards``) and
+counted as open hazards in the levels (:mod:`trafficunit.distributed._hazards`).
 
 **Costs.** ``report["cpu_seconds"]`` gives each stage's CPU seconds in this process, in the
 workers, and inside the tasks (the rest of the workers' CPU is Dask's: serialisation, the

@@ -14,6 +14,8 @@ there, atomically, so a run killed at any point resumes from what is on disk:
                                 in the accident file (``event_row``)
 ``tally/cell-I-J.*``            the cell's accidents counted by unit, its hazard rows and
                                 the hashes of its event ids
+``frag/hazards*``               the hazards, partitioned and joined as the accidents
+                                (:mod:`._hazards`); gathered into ``hazards.parquet``
 ``riskcols/cell-I-J.arrow``     the risk columns of the units of cell (I, J)
 ``risk/cell-I-J.parquet``       the units of cell (I, J) with their risk columns
 ``*.json``                      each task's summary, written after its output: its marker
@@ -22,7 +24,8 @@ there, atomically, so a run killed at any point resumes from what is on disk:
 
 When the run completes, the working files (``roads/``, ``frag/``, ``tally/``, ``riskcols/``) are
 removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk/``
-(partitioned GeoParquet datasets, read with :class:`PartitionedFrame`) and ``report.json``.
+(partitioned GeoParquet datasets, read with :class:`PartitionedFrame`), ``hazards.parquet``
+(when hazards were given) and ``report.json``.
 
 The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
 order) while the client reads the units' attributes (no geometry); the client sums these
@@ -64,7 +67,7 @@ from ..settings import (
     UnitSettings,
 )
 from ..timefilter import Period
-from . import _tasks
+from . import _hazards, _tasks
 from ._cluster import _bar, _peak_rss_mb
 from ._grid import Grid, _grid_for
 from ._join import _network_extent, _reach
@@ -169,9 +172,11 @@ def run_files(
     cfg: DistributedSettings,
     run: Any,
     progress: bool,
-) -> tuple[dict[str, Any], Any]:
+    hazards: Path | None = None,
+) -> tuple[dict[str, Any], Any, gpd.GeoDataFrame | None]:
     """The stages of a run from files (see the module docs) in ``run.store``; the summaries
-    the report needs and the risk frame's attributes."""
+    the report needs, the risk frame's attributes and the joined ``hazards`` (a GeoParquet
+    file; :mod:`._hazards`)."""
     stage = run.store.dir
     runner = _Runner(client, progress)
     stats = run.stats
@@ -251,9 +256,16 @@ def run_files(
     _task_cpu(stats, "join", joined)
     stats.seconds["join"] = time.perf_counter() - t
     run.close("join")
+    hz = hz_parts = None
+    if hazards is not None:  # 4b. the hazards (few): the accidents' tasks, gathered here
+        join_kw = {"reach": reach, "overhang": overhang, "area": area, "jcfg": jcfg, "cfg": cfg}
+        hz, hz_parts = _hazards.join_file(
+            runner, stage, hazards, grid=grid, crs_wkt=wkt, stats=stats, **join_kw
+        )
+        run.close("hazards")
     # 5. the score: fitted here from the compact columns, the rows written by the workers
     t = time.perf_counter()
-    attrs = _score(runner, stage, period, risk_settings)
+    attrs = _score(runner, stage, period, risk_settings, hz)
     stats.seconds["score"] = time.perf_counter() - t
     summary = {
         "grid": {"cells": grid.nx * grid.ny, "size_m": grid.size, "crs": str(mcrs.to_string())},
@@ -266,7 +278,9 @@ def run_files(
         "joined": _join_summary(joined),
         "accidents": sum(e["rows"] for e in evs) if evs else _row_count_of(accidents),
     }
-    return summary, attrs
+    if hz_parts is not None:
+        summary["hazards"] = _join_summary(hz_parts)
+    return summary, attrs, hz
 
 
 def _normalise_roads(
@@ -410,10 +424,13 @@ def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # score
 
 
-def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dict[str, Any]:
+def _score(
+    runner: _Runner, stage: Path, period: Any, risk_settings: Any, hazards: Any = None
+) -> dict[str, Any]:
     """Score: the workers count each cell's accidents by unit, the client sums the counts,
-    fits and levels the units (attributes only, in unit_id order); the workers join each
-    cell's risk columns to its units (``risk/<cell>.parquet``)."""
+    fits and levels the units (attributes only, in unit_id order; ``hazards``: joined
+    hazard rows counted as open hazards too); the workers join each cell's risk columns to
+    its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = sorted((stage / "units").glob("cell-*.parquet"))
     jobs = [
@@ -422,7 +439,7 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
     ]
     if not marker.exists():
         cfg = risk_settings or RiskSettings()
-        table, attrs, cell = _score_units(runner, stage, parts, period, cfg)
+        table, attrs, cell = _score_units(runner, stage, parts, period, cfg, hazards)
         # the rows by part (unit_id order within each) taken and written by Arrow: no
         # pandas copy of the columns per part; each part's task started once its file is
         # written, while this process writes the next
@@ -443,7 +460,12 @@ def _score(runner: _Runner, stage: Path, period: Any, risk_settings: Any) -> dic
 
 
 def _score_units(
-    runner: _Runner, stage: Path, parts: list[Path], period: Any, cfg: RiskSettings
+    runner: _Runner,
+    stage: Path,
+    parts: list[Path],
+    period: Any,
+    cfg: RiskSettings,
+    hazards: Any = None,
 ) -> tuple[pa.Table, dict[str, Any], np.ndarray]:
     """The risk columns of every unit in unit_id order, their attributes (the single run's)
     and each unit's part (its number in ``parts``)."""
@@ -487,7 +509,7 @@ def _score_units(
         warnings.simplefilter("ignore")
         hz = hz.sort_index(kind="stable")
         fitter = _fit_on_workers(runner.client)
-        risk = scoring._scored(u, *summed, hz, None, period is not None, cfg, None, fitter)
+        risk = scoring._scored(u, *summed, hz, hazards, period is not None, cfg, None, fitter)
     added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
     table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
     return table, _jsonable_attrs(risk), cell

@@ -23,6 +23,7 @@ from .._errors import InputFileError, ValidationError
 from .._validate import metric_crs, require_gdf
 from ..join.columnar import PointTable, events_input
 from ..settings import DistributedSettings, JoinSettings, RiskSettings, UnitSettings
+from . import _hazards
 from ._build import build_units
 from ._cluster import _peak_rss_mb, _preload, _reset_peak_rss, cluster
 from ._grid import _Stats
@@ -50,7 +51,7 @@ def run_pipeline(
     roads: gpd.GeoDataFrame | str | os.PathLike[str],
     accidents: gpd.GeoDataFrame | str | os.PathLike[str],
     *,
-    hazards: gpd.GeoDataFrame | None = None,
+    hazards: gpd.GeoDataFrame | str | os.PathLike[str] | None = None,
     period: Any = None,
     scheduler: Any = "local",
     outdir: str | os.PathLike[str] | None = None,
@@ -75,7 +76,9 @@ def run_pipeline(
         (a :class:`~trafficunit.join.columnar.PointTable`) and joined without a shapely point,
         which the joined frame gets after scoring.
     hazards
-        Hazards to join and count as open hazards in the levels (optional).
+        Hazards to join and count as open hazards in the levels (optional): a frame
+        (``tu.read_events(..., kind="hazard")``) or a GeoParquet file of one; in a run from
+        files on Dask the workers partition and join them as the accidents.
     period
         Scoring period ``(start, end)`` (default: the accidents' whole years).
     scheduler
@@ -130,6 +133,7 @@ def run_pipeline(
             progress=progress,
         )
     require_gdf(roads, "roads")
+    hazards = _hazards.read_input(hazards)
     t_read = time.perf_counter()
     accidents = events_input(accidents, columnar=scheduler is None)
     read_s = time.perf_counter() - t_read
@@ -229,6 +233,7 @@ def _from_files(
     for p in (roads, accidents):
         if not p.is_file():
             raise InputFileError(f"{p}: no such file")
+    hz_key = _hazards.input_key(hazards)  # checked before any work
     common = {
         "period": period,
         "crs": crs,
@@ -258,9 +263,8 @@ def _from_files(
             "a run from files on Dask writes its partitions to disk: give outdir (on storage "
             "every worker can read and write)"
         )
-    if hazards is not None:
-        raise ValidationError("hazards are not supported in a run from files yet; give frames")
     options = {k: v for k, v in common.items() if k != "progress"}
+    options["hazards"] = hz_key
     options["cell_size_m"] = cfg.cell_size_m
     options["settings"] = repr(cfg.with_(n_workers=0, memory_limit="", processes=True))
     key = _fingerprint_files(fingerprint, options, roads, accidents)
@@ -273,8 +277,16 @@ def _from_files(
         run.open()
         stage_kw = {k: common[k] for k in ("period", "crs", "progress")}
         stage_kw |= {k: common[k] for k in ("unit_settings", "join_settings", "risk_settings")}
-        summary, attrs = run_files(
-            roads, accidents, client=client, run=run, build_kw=build_kw, cfg=cfg, **stage_kw
+        hz_file = None if hazards is None else _hazards.input_file(hazards, store.dir)
+        summary, attrs, hz = run_files(
+            roads,
+            accidents,
+            client=client,
+            run=run,
+            build_kw=build_kw,
+            cfg=cfg,
+            hazards=hz_file,
+            **stage_kw,
         )
         run.close("score")
         run.worker_peaks = [round(v) for v in client.run(_peak_rss_mb).values()]
@@ -285,7 +297,7 @@ def _from_files(
     _write_json(store.path("report.json"), report, indent=2)
     store.commit()
     units, joined, risk = _results(Path(outdir))
-    return PipelineResult(units, joined, risk, None, report)
+    return PipelineResult(units, joined, risk, hz, report)
 
 
 def _release_memory() -> None:

@@ -336,11 +336,18 @@ def _column_crs(geo: dict[str, Any], column: str, *, as_geopandas: bool = False)
 
 @_cpu
 def partition_events(
-    src: Path, chunk: Chunk, k: int, offset: int, stage: Path, grid: Grid, crs_wkt: str
+    src: Path,
+    chunk: Chunk,
+    k: int,
+    offset: int,
+    stage: Path,
+    grid: Grid,
+    crs_wkt: str,
+    frags: str = "frag/events",
 ) -> dict[str, Any]:
     """Rows ``chunk`` of the event file to the fragment of the cell of their centre
-    (``frag/events/<cell>/<k>.arrow``, missing geometries in the first cell), with their
-    row in the file (``_pos``) and, for 2D points, their metric coordinates (``_x``, ``_y``;
+    (``<frags>/<cell>/<k>.arrow`` in ``stage``, missing geometries in the first cell), with
+    their row in the file (``_pos``) and, for 2D points, their metric coordinates (``_x``, ``_y``;
     NaN for other rows). Points are read from their WKB bytes and the rows written as they
     were read, without making geometries, to Arrow IPC files (no encoding: each is written
     once and read once, by the join)."""
@@ -371,7 +378,7 @@ def partition_events(
     table = table.append_column("_pos", pa.array(offset + np.arange(len(table), dtype=np.int64)))
     table = table.append_column("_x", pa.array(px)).append_column("_y", pa.array(py))
     for cell, rows in _split_by_key(key, grid.ny):
-        path = stage / "frag" / "events" / _cell_name(cell) / f"{k}.arrow"
+        path = stage / frags / _cell_name(cell) / f"{k}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
             part = table.take(rows)
@@ -663,13 +670,15 @@ def join_cell(
     area_wkb: bytes,
     crs_wkt: str,
     jcfg: JoinSettings,
+    frags: str = "frag/events",
+    out: str = "joined",
 ) -> dict[str, Any]:
-    """The cell's events joined to the units within ``reach`` of them, the loose ones
-    settled against the network's area (``area_wkb``) and the nearest unit, to
-    ``joined/<cell>.parquet`` indexed by the event's row in the input (``event_row``)."""
+    """The cell's events (``<frags>/<cell>`` in ``stage``) joined to the units within ``reach``
+    of them, the loose ones settled against the network's area (``area_wkb``) and the nearest
+    unit, to ``<out>/<cell>.parquet`` indexed by the event's row in the input (``event_row``)."""
     from ..join import MATCH_STATUSES
 
-    table = _read_frags(stage / "frag" / "events" / _cell_name(cell))
+    table = _read_frags(stage / frags / _cell_name(cell))
     if table is None:
         return {"rows": 0}
     mcrs = _crs(crs_wkt)
@@ -685,7 +694,7 @@ def join_cell(
     pos = ev.table.column("_pos").to_numpy()
     rows = ev.table if len(m.row) == len(ev) and (m.row == np.arange(len(ev))).all() else None
     rows = (rows if rows is not None else ev.table.take(m.row)).drop_columns(["_pos"])
-    path = stage / "joined" / f"{_cell_name(cell)}.parquet"
+    path = stage / out / f"{_cell_name(cell)}.parquet"
     with atomic_path(path) as tmp:
         _write_joined(_with_columns(rows, m.frame(pos[m.row])), tmp)
     counts = np.bincount(m.status, minlength=len(MATCH_STATUSES))
