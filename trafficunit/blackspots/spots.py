@@ -261,16 +261,18 @@ def _point_spots(
     n = len(pts)
     if n == 0:
         return pd.DataFrame()
+    from scipy.sparse import csr_array
+
     tree = shapely.STRtree(pts)
     ci, mi = tree.query(pts, predicate="dwithin", distance=p.point_radius_m)
-    order = np.lexsort((mi, ci))
-    ci, mi = ci[order], mi[order]
-    indptr = np.r_[0, np.cumsum(np.bincount(ci, minlength=n))]
+    # circle c holds rows mi[indptr[c]:indptr[c + 1]], ascending (a CSR matrix sorts per row)
+    circles = csr_array((np.ones(len(ci)), (ci, mi)), shape=(n, n))
+    circles.sum_duplicates()
+    indptr, mi = circles.indptr.astype(np.int64), circles.indices.astype(np.int64)
     f = fields.to_numpy(dtype=float)
     cols = list(fields.columns)
-    sums = np.column_stack(
-        [np.bincount(ci, weights=f[mi, k], minlength=n) for k in range(f.shape[1])]
-    )
+    # each circle's sums, added in row order like one bincount per field
+    sums = np.ascontiguousarray(circles @ f)
     chosen = _greedy_circles(sums, f, indptr, mi, cols, p)
     if not chosen:
         return pd.DataFrame()
