@@ -318,7 +318,14 @@ def _greedy_circles(
         return _greedy_circles_rescan(sums, f, indptr, mi, cols, p)
     cand = np.flatnonzero(_evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria))
     # (-epdo, -crashes, centre): sums only fall, so a stored key is never worse than the current
-    heap = list(zip((-sums[cand, epdo_k]).tolist(), (-sums[cand, crash_k]).tolist(), cand.tolist()))
+    heap = list(
+        zip(
+            (-sums[cand, epdo_k]).tolist(),
+            (-sums[cand, crash_k]).tolist(),
+            cand.tolist(),
+            strict=True,
+        )
+    )
     heapq.heapify(heap)
     alive = np.ones(n, dtype=bool)
     chosen: list[tuple[int, np.ndarray]] = []
