@@ -23,6 +23,7 @@ Times are the best of 3 runs (the naive scorer, over a minute, runs once).
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -286,11 +287,11 @@ def point_spots(units: gpd.GeoDataFrame, joined: pd.DataFrame, rescan: bool) -> 
     print(f"find_black_spots (lazy heap): {len(spots):,} points in {t_heap:.2f} s")
     if rescan:
         lazy = sp._greedy_circles
-        sp._greedy_circles = sp._greedy_circles_rescan  # type: ignore[assignment]
+        sp._greedy_circles = functools.partial(lazy, rescan=True)  # type: ignore[assignment]
         try:
             ref, t_ref = _time(run)
         finally:
-            sp._greedy_circles = lazy  # type: ignore[assignment]
+            sp._greedy_circles = lazy
         same = ref.drop(columns="geometry").equals(spots.drop(columns="geometry")) and bool(
             ref.geometry.geom_equals_exact(spots.geometry, 0).all()
         )

@@ -650,7 +650,7 @@ def test_points_match_a_brute_force_greedy(
 def test_lazy_greedy_equals_the_rescan(n: int, seed: int, density: float, fractional: bool) -> None:
     from scipy.sparse import csr_array
 
-    from trafficunit.blackspots.spots import _greedy_circles, _greedy_circles_rescan
+    from trafficunit.blackspots.spots import _greedy_circles
 
     rng = np.random.default_rng(seed)
     near = rng.random((n, n)) < density
@@ -665,7 +665,7 @@ def test_lazy_greedy_equals_the_rescan(n: int, seed: int, density: float, fracti
         {"name": "t", "criteria": ["crashes >= 2", "KA >= 1"], "combine": "any"}
     )
     got = _greedy_circles((circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof)
-    ref = _greedy_circles_rescan(
-        (circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof
+    ref = _greedy_circles(
+        (circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof, rescan=True
     )
     assert [(c, m.tolist()) for c, m in got] == [(c, m.tolist()) for c, m in ref]

@@ -302,6 +302,7 @@ def _greedy_circles(
     mi: np.ndarray,
     cols: list[str],
     p: BlackSpotProfile,
+    rescan: bool = False,
 ) -> list[tuple[int, np.ndarray]]:
     """Worst qualifying circle first, each accident in one circle: (centre, member rows).
 
@@ -309,13 +310,20 @@ def _greedy_circles(
     ``mi[indptr[c]:indptr[c + 1]]`` (ascending). Worst is the largest (epdo, crashes), then the
     lowest centre. Taking a circle's accidents only lowers the other circles' sums when no field
     is negative, so a lazy heap finds the same circles as rescanning all of them every time (in
-    O(pairs log n) instead of O(n) per circle); otherwise :func:`_greedy_circles_rescan`.
+    O(pairs log n) instead of O(n) per circle); ``rescan`` (or a negative field): rescan.
     """
-    n = len(sums)
+    alive = np.ones(len(sums), dtype=bool)
+    chosen: list[tuple[int, np.ndarray]] = []
     epdo_k, crash_k = cols.index("epdo"), cols.index("crashes")
     weights = np.asarray(list(p.index_weights.values()), dtype=float)
-    if not (np.all(f >= 0) and np.all(weights >= 0)):
-        return _greedy_circles_rescan(sums, f, indptr, mi, cols, p)
+    if rescan or not (np.all(f >= 0) and np.all(weights >= 0)):
+        while True:
+            q = _evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria) & alive
+            if not q.any():
+                return chosen
+            cand = np.flatnonzero(q)
+            best = int(cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]])
+            chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
     cand = np.flatnonzero(_evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria))
     # (-epdo, -crashes, centre): sums only fall, so a stored key is never worse than the current
     heap = list(
@@ -327,8 +335,6 @@ def _greedy_circles(
         )
     )
     heapq.heapify(heap)
-    alive = np.ones(n, dtype=bool)
-    chosen: list[tuple[int, np.ndarray]] = []
     while heap:
         neg_epdo, neg_crashes, best = heap[0]
         if not alive[best]:
@@ -345,27 +351,6 @@ def _greedy_circles(
         heapq.heappop(heap)
         chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
     return chosen
-
-
-def _greedy_circles_rescan(
-    sums: np.ndarray,
-    f: np.ndarray,
-    indptr: np.ndarray,
-    mi: np.ndarray,
-    cols: list[str],
-    p: BlackSpotProfile,
-) -> list[tuple[int, np.ndarray]]:
-    """:func:`_greedy_circles` by rescanning every circle per pick: O(n) per circle chosen."""
-    alive = np.ones(len(sums), dtype=bool)
-    chosen: list[tuple[int, np.ndarray]] = []
-    epdo_k, crash_k = cols.index("epdo"), cols.index("crashes")
-    while True:
-        q = _evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria) & alive
-        if not q.any():
-            return chosen
-        cand = np.flatnonzero(q)
-        best = int(cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]])
-        chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
 
 
 def _take_circle(
