@@ -14,6 +14,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import LineString, Point
@@ -21,6 +22,7 @@ from shapely.geometry import LineString, Point
 import trafficunit as tu
 from trafficunit import blackspots as bs
 from trafficunit.blackspots import BlackSpotProfile, Criterion
+from trafficunit.settings import RiskSettings
 
 from ._risk_net import SPEC, crashes, make_units, network
 
@@ -583,3 +585,87 @@ def test_helsinki_sections_count_each_crash_once() -> None:
     assert c["crashes"] >= 10 and bool(c["corridor"]) and c["carriageways"] == 2
     ids = c["event_ids"].split(";")
     assert len(ids) == len(set(ids)) == c["crashes"]
+
+
+# -- point spots against a brute-force greedy --------------------------------------------------
+
+
+def _brute_points(joined: gpd.GeoDataFrame, radius: float, need: int) -> list[tuple[int, list]]:
+    """Every step rescans every free centre: (centre row, member rows) worst first."""
+    pts = joined.geometry.to_numpy()
+    near = shapely.dwithin(pts[:, None], pts[None, :], radius)
+    w = RiskSettings().epdo_weights
+    epdo = joined["severity"].map(w).to_numpy(dtype=float)
+    alive = np.ones(len(pts), dtype=bool)
+    out = []
+    while True:
+        best: tuple[tuple[float, int], int, np.ndarray] | None = None
+        for c in np.flatnonzero(alive):
+            m = near[c] & alive
+            key = (float(epdo[m].sum()), int(m.sum()))
+            if key[1] >= need and (best is None or key > best[0]):
+                best = (key, int(c), m)
+        if best is None:
+            return out
+        out.append((best[1], np.flatnonzero(best[2]).tolist()))
+        alive[best[2]] = False
+
+
+_ARM = st.sampled_from(["S1", "S2", "S4", "S5", "IA"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=st.lists(
+        st.tuples(_ARM, st.integers(0, 60).map(lambda k: 5 * k), st.sampled_from(list("KABCO"))),
+        min_size=1,
+        max_size=40,
+    ),
+    radius=st.sampled_from([10.0, 25.0, 50.0]),
+    need=st.integers(1, 4),
+)
+def test_points_match_a_brute_force_greedy(
+    spec: list[tuple[str, int, str]], radius: float, need: int
+) -> None:
+    units = network()
+    joined = crashes(units, [(u, min(m, 300), s, 2022) for u, m, s in spec])
+    prof = {"name": "t", "criteria": [f"crashes >= {need}"], "point_radius_m": radius}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spots = tu.find_black_spots(units, joined, profile=prof, types=["point"])
+    ref = _brute_points(joined, radius, need)
+    ids = joined["event_id"].to_numpy()
+    got = spots["event_ids"].tolist() if len(spots) else []  # no spots: no columns either
+    assert got == [";".join(ids[m]) for _, m in ref]
+    assert spots.geometry.tolist() == [joined.geometry.iloc[c] for c, _ in ref]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.05, 0.9),
+    fractional=st.booleans(),
+)
+def test_lazy_greedy_equals_the_rescan(n: int, seed: int, density: float, fractional: bool) -> None:
+    from scipy.sparse import csr_array
+
+    from trafficunit.blackspots.spots import _greedy_circles
+
+    rng = np.random.default_rng(seed)
+    near = rng.random((n, n)) < density
+    near = near | near.T | np.eye(n, dtype=bool)  # symmetric, each circle holds its centre
+    cols = ["crashes", "K", "A", "B", "C", "O", "deaths", "serious_injuries", "epdo"]
+    f = rng.integers(0, 3, (n, len(cols))).astype(float)
+    f[:, 0] = 1.0
+    if fractional:  # sums that round: the heap must still see the rescan's exact floats
+        f[:, -1] = rng.choice([0.1, 0.2, 0.3, 1 / 3, 2.7], n)
+    circles = csr_array(near.astype(float))
+    prof = tu.blackspots.profiles.get_profile(
+        {"name": "t", "criteria": ["crashes >= 2", "KA >= 1"], "combine": "any"}
+    )
+    got = _greedy_circles((circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof)
+    ref = _greedy_circles(
+        (circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof, rescan=True
+    )
+    assert [(c, m.tolist()) for c, m in got] == [(c, m.tolist()) for c, m in ref]

@@ -6,6 +6,7 @@ one point); sections are sliding windows along screening lines (:mod:`.sections`
 
 from __future__ import annotations
 
+import heapq
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -260,37 +261,19 @@ def _point_spots(
     n = len(pts)
     if n == 0:
         return pd.DataFrame()
+    from scipy.sparse import csr_array
+
     tree = shapely.STRtree(pts)
     ci, mi = tree.query(pts, predicate="dwithin", distance=p.point_radius_m)
-    order = np.lexsort((mi, ci))
-    ci, mi = ci[order], mi[order]
-    indptr = np.r_[0, np.cumsum(np.bincount(ci, minlength=n))]
+    # circle c holds rows mi[indptr[c]:indptr[c + 1]], ascending (a CSR matrix sorts per row)
+    circles = csr_array((np.ones(len(ci)), (ci, mi)), shape=(n, n))
+    circles.sum_duplicates()
+    indptr, mi = circles.indptr.astype(np.int64), circles.indices.astype(np.int64)
     f = fields.to_numpy(dtype=float)
     cols = list(fields.columns)
-    sums = np.column_stack(
-        [np.bincount(ci, weights=f[mi, k], minlength=n) for k in range(f.shape[1])]
-    )
-    alive = np.ones(n, dtype=bool)
-    chosen: list[tuple[int, np.ndarray]] = []
-    epdo_k, crash_k = cols.index("epdo"), cols.index("crashes")
-    while True:
-        frame = {c: sums[:, k] for k, c in enumerate(cols)}
-        q = _evaluate(frame, p, p.criteria) & alive
-        if not q.any():
-            break
-        cand = np.flatnonzero(q)
-        best = cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]]
-        members = mi[indptr[best] : indptr[best + 1]]
-        members = members[alive[members]]
-        chosen.append((int(best), members))
-        alive[members] = False
-        # remove the members from every circle that contains them (pairs are symmetric)
-        starts, stops = indptr[members], indptr[members + 1]
-        counts = stops - starts
-        rows = np.repeat(members, counts)
-        idx = np.concatenate([mi[a:b] for a, b in zip(starts, stops, strict=True)])
-        for k in range(f.shape[1]):
-            np.subtract.at(sums[:, k], idx, f[rows, k])
+    # each circle's sums, added in row order like one bincount per field
+    sums = np.ascontiguousarray(circles @ f)
+    chosen = _greedy_circles(sums, f, indptr, mi, cols, p)
     if not chosen:
         return pd.DataFrame()
     ids = _event_ids(acc)
@@ -310,6 +293,87 @@ def _point_spots(
     centre = gpd.GeoSeries(pts[[b for b, _ in chosen]], crs=mcrs).to_crs(u.crs)
     out["geometry"] = centre.to_numpy()
     return out
+
+
+def _greedy_circles(
+    sums: np.ndarray,
+    f: np.ndarray,
+    indptr: np.ndarray,
+    mi: np.ndarray,
+    cols: list[str],
+    p: BlackSpotProfile,
+    rescan: bool = False,
+) -> list[tuple[int, np.ndarray]]:
+    """Worst qualifying circle first, each accident in one circle: (centre, member rows).
+
+    ``sums`` (updated in place) holds each circle's field sums; circle ``c`` holds the rows
+    ``mi[indptr[c]:indptr[c + 1]]`` (ascending). Worst is the largest (epdo, crashes), then the
+    lowest centre. Taking a circle's accidents only lowers the other circles' sums when no field
+    is negative, so a lazy heap finds the same circles as rescanning all of them every time (in
+    O(pairs log n) instead of O(n) per circle); ``rescan`` (or a negative field): rescan.
+    """
+    alive = np.ones(len(sums), dtype=bool)
+    chosen: list[tuple[int, np.ndarray]] = []
+    epdo_k, crash_k = cols.index("epdo"), cols.index("crashes")
+    weights = np.asarray(list(p.index_weights.values()), dtype=float)
+    if rescan or not (np.all(f >= 0) and np.all(weights >= 0)):
+        while True:
+            q = _evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria) & alive
+            if not q.any():
+                return chosen
+            cand = np.flatnonzero(q)
+            best = int(cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]])
+            chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
+    cand = np.flatnonzero(_evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria))
+    # (-epdo, -crashes, centre): sums only fall, so a stored key is never worse than the current
+    heap = list(
+        zip(
+            (-sums[cand, epdo_k]).tolist(),
+            (-sums[cand, crash_k]).tolist(),
+            cand.tolist(),
+            strict=True,
+        )
+    )
+    heapq.heapify(heap)
+    while heap:
+        neg_epdo, neg_crashes, best = heap[0]
+        if not alive[best]:
+            heapq.heappop(heap)
+            continue
+        now = (float(-sums[best, epdo_k]), float(-sums[best, crash_k]))
+        one = {c: sums[best : best + 1, k] for k, c in enumerate(cols)}
+        if not _evaluate(one, p, p.criteria)[0]:
+            heapq.heappop(heap)  # sums only fall: it never qualifies again
+            continue
+        if now != (neg_epdo, neg_crashes):
+            heapq.heapreplace(heap, (*now, best))
+            continue
+        heapq.heappop(heap)
+        chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
+    return chosen
+
+
+def _take_circle(
+    best: int,
+    sums: np.ndarray,
+    f: np.ndarray,
+    indptr: np.ndarray,
+    mi: np.ndarray,
+    alive: np.ndarray,
+) -> np.ndarray:
+    """The circle's accidents still free, taken: out of ``alive`` and of every circle's sums."""
+    members = mi[indptr[best] : indptr[best + 1]]
+    members = members[alive[members]]
+    alive[members] = False
+    # remove the members from every circle that contains them (pairs are symmetric)
+    starts, counts = indptr[members], indptr[members + 1] - indptr[members]
+    rows = np.repeat(members, counts)
+    offset = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    idx = mi[offset + np.arange(len(rows))]
+    # in the same order as one subtraction per pair: the sums are bit for bit those of a rescan
+    for k in range(f.shape[1]):
+        np.subtract.at(sums[:, k], idx, f[rows, k])
+    return members
 
 
 def _common_road(acc: pd.DataFrame, rows: np.ndarray) -> Any:
