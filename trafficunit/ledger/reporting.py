@@ -91,27 +91,9 @@ class Reporting(Duplicates):
             initial_state=initial_state,
             now=now,
         )
-        if rep.external_id is not None:  # a replayed import needs no unit assignment
-            with self.db.transaction() as tx:
-                replayed = self._replayed(tx, rep.external_id)
-            if replayed is not None:
-                return replayed
-        units = self._assign(rep.geom, "hazard", rep.road_name)
-        wkb = shapely.to_wkb(rep.geom)
-        with self.db.transaction(write=True) as tx:
-            if rep.external_id is not None:
-                replayed = self._replayed(tx, rep.external_id)
-                if replayed is not None:
-                    return replayed
-            self._sync(tx)
-            dup = self._duplicate_of(rep.geom, rep.category, rep.t) if rep.link_duplicates else None
-            if dup is not None:
-                hazard = self._link_duplicate(tx, dup[0], dup[1], rep, wkb)
-                self._sync(tx)
-                return ReportResult(hazard, False, True, dup[1])
-            hazard = self._new_hazard(tx, rep, units, wkb)
-            self._sync(tx)
-        return ReportResult(hazard, True, False, None)
+        result = self._record([rep])[0]
+        assert result is not None
+        return result
 
     def report_many(
         self, reports: Sequence[Mapping[str, Any]], *, skip_invalid: bool = False
@@ -142,10 +124,17 @@ class Reporting(Duplicates):
                     raise ValidationError(f"report {i}: {exc}") from exc
                 errors[i] = str(exc)
                 checked.append(None)
+        return ReportBatch(self._record(checked), errors)
+
+    def _record(self, checked: list[CheckedReport | None]) -> list[ReportResult | None]:
+        """Record checked reports in order (``None`` ones skipped), in one write transaction
+        with one unit assignment: each a replay, a link to the open hazard it repeats or a
+        new hazard; their results."""
         ext = [c.external_id for c in checked if c is not None and c.external_id is not None]
-        with self.db.transaction() as tx:
-            known = self._external_ids(tx, ext)
-        # a replayed import needs no unit assignment
+        known: dict[str, int] = {}
+        if ext:  # a replayed import needs no unit assignment
+            with self.db.transaction() as tx:
+                known = self._external_ids(tx, ext)
         todo = [
             i
             for i, c in enumerate(checked)
@@ -193,7 +182,7 @@ class Reporting(Duplicates):
                 if rep.external_id is not None:
                     known[rep.external_id] = hazard.pk
             self._sync(tx)
-        return ReportBatch(results, errors)
+        return results
 
     @staticmethod
     def _external_ids(tx: Tx, external_ids: Sequence[str]) -> dict[str, int]:
@@ -270,13 +259,6 @@ class Reporting(Duplicates):
             initial_state=initial_state,
             link_duplicates=link_duplicates,
         )
-
-    def _replayed(self, tx: Tx, external_id: str) -> ReportResult | None:
-        """The stored hazard of a report already received with ``external_id``, if any."""
-        prior = tx.one("SELECT hazard_pk FROM hazard_reports WHERE external_id = ?", (external_id,))
-        if prior is None:
-            return None
-        return ReportResult(self._get(tx, int(prior["hazard_pk"])), False, False, None, True)
 
     def _new_hazard(self, tx: Tx, rep: CheckedReport, units: _Assigned, wkb: bytes) -> Hazard:
         """Store a new hazard of ``rep`` with its units, first report and first event."""
