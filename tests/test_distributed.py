@@ -515,7 +515,7 @@ def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, mon
         assert single.risk.attrs["report"]["no_date"] == 40
     assert single.risk.attrs["report"]["used"] == len(acc) - 41
     assert apart == [True, False]  # the event id in two cells: counted on the client
-    # fitted on the workers, every population of the single run's
+    # fitted (the largest here, the others on the workers), every population of the single run's
     assert fitted and fitted[-1] == list(single.risk.attrs["spf"])
 
 
@@ -574,19 +574,20 @@ def test_from_files_builds_largest_cells_first_events_after(
 ):
     """From files, the build tasks go out largest cell first (by its road fragments' bytes),
     and the event partitioning that runs beside them at a lower priority: it fills the
-    workers a cell no longer keeps busy instead of delaying the cells."""
+    workers a cell no longer keeps busy instead of delaying the cells. So do the joins (by
+    the events' bytes), the counting of each cell's accidents after them."""
     from trafficunit.distributed import _files, _tasks
 
     roads, acc, _ = generated
     files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
     roads.to_parquet(files[0])
     acc.to_parquet(files[1], row_group_size=500)
-    sizes: dict[tuple[int, int], int] = {}
+    sizes: dict[tuple[str, tuple[int, int]], int] = {}
     real_bytes, real_submit = _files._frag_bytes, client.submit
 
-    def frag_bytes(stage, cell):
-        sizes[cell] = real_bytes(stage, cell)
-        return sizes[cell]
+    def frag_bytes(stage, cell, kind="roads"):
+        sizes[kind, cell] = real_bytes(stage, cell, kind)
+        return sizes[kind, cell]
 
     calls = []
 
@@ -605,9 +606,16 @@ def test_from_files_builds_largest_cells_first_events_after(
     first = [(a[1], p) for fn, a, p in calls if fn is _tasks.build_cell and a[3] == a[4]]
     events = [p for fn, a, p in calls if a and a[0] is _tasks.partition_events]
     assert len(first) == res.report["cells"] >= 4 and len(events) >= 2
-    order = [sizes[c] for c, _ in first]
+    order = [sizes["roads", c] for c, _ in first]
     assert order == sorted(order, reverse=True) and order[0] > order[-1]
     assert max(events) < min(p for _, p in first)
+    tasks = [(a[0], a[2:], p) for fn, a, p in calls if fn is _files._summarised]
+    joins = [(a[1], p) for fn, a, p in tasks if fn is _tasks.join_cell]
+    counts = [(k, p) for k, (fn, _, p) in enumerate(tasks) if fn is _files._tally_part]
+    assert len(joins) == len(counts) >= 4
+    order = [sizes["events", c] for c, _ in joins]
+    assert order == sorted(order, reverse=True) and order[0] > order[-1]
+    assert {p for _, p in joins} == {0} and {p for _, p in counts} == {-1}
 
 
 def test_local_workers_reuse_freed_memory():

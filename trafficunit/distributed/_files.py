@@ -28,10 +28,11 @@ removed and the directory renamed to ``outdir``: ``units/``, ``joined/``, ``risk
 (when hazards were given) and ``report.json``.
 
 The score counts each cell's accidents by unit on the workers (the rows of one cell, in their
-order) while the client reads the units' attributes (no geometry); the client sums these
-counts (one row per unit with accidents, no accident row) and scores the units from them in
-the single-process order, the SPF of each reference population fitted on a worker (side by
-side, the same fits), so parameters and levels are those of the single-process run; the
+order; each cell once its join is done, after the joins left to start) while the client reads
+the units' attributes (no geometry) as the joins run; the client sums these counts (one row per
+unit with accidents, no accident row) and scores the units from them in the single-process
+order, the SPF of the largest reference population fitted here and the others on the workers
+meanwhile (the same fits), so parameters and levels are those of the single-process run; the
 workers attach the geometry to each cell's risk rows. Should an event id be in two cells (the
 single run counts its first row only), the client counts all the rows itself instead.
 """
@@ -115,17 +116,23 @@ class _Runner:
         return self.gather(desc, self.submit(jobs))
 
     def submit(
-        self, jobs: list[tuple[Path, Any, tuple[Any, ...]]], into: _Pending | None = None
+        self,
+        jobs: list[tuple[Path, Any, tuple[Any, ...]]],
+        into: _Pending | None = None,
+        priority: int = 0,
     ) -> _Pending:
         """``jobs`` started on the workers (those whose summary is on disk read instead),
-        after those of ``into``."""
+        after those of ``into``; ``priority``: Dask's (the scheduler sends the queued task
+        of the highest first)."""
         out, futures = into if into is not None else ([], {})
         for summary, fn, args in jobs:
             if summary.exists():
                 out.append(json.loads(summary.read_text()))
-            else:
-                futures[len(out)] = self.client.submit(_summarised, fn, summary, *args, pure=False)
-                out.append(None)
+                continue
+            futures[len(out)] = self.client.submit(
+                _summarised, fn, summary, *args, pure=False, priority=priority
+            )
+            out.append(None)
         return out, futures
 
     def gather(self, desc: str, pending: _Pending) -> list[Any]:
@@ -238,12 +245,14 @@ def run_files(
     overhang = max(b["overhang_m"] for b in done)
     hull = shapely.convex_hull(shapely.multipoints(np.concatenate([b["hull"] for b in done])))
     area = shapely.to_wkb(shapely.buffer(hull, jcfg.area_buffer_m))
-    cells = sorted(
-        (int(d.name.split("-")[1]), int(d.name.split("-")[2]))
-        for d in (stage / "frag" / "events").glob("cell-*")
+    cells = sorted(  # the largest first: the workers finish together
+        (
+            (int(d.name.split("-")[1]), int(d.name.split("-")[2]))
+            for d in (stage / "frag" / "events").glob("cell-*")
+        ),
+        key=lambda c: -_frag_bytes(stage, c, "events"),
     )
-    joined = runner.map(
-        "joining accidents",
+    pending = runner.submit(
         [
             (
                 stage / "joined" / f"{_cell_name(c)}.json",
@@ -251,8 +260,12 @@ def run_files(
                 (stage, c, grid, reach, overhang, area, wkt, jcfg),
             )
             for c in cells
-        ],
+        ]
     )
+    # the score's inputs meanwhile: each cell's accidents counted once joined, after every
+    # join (a worker a join no longer keeps busy counts), the units' columns read here
+    inputs = _ScoreInputs.start(runner, stage, cells, pending, period, risk_settings)
+    joined = runner.gather("joining accidents", pending)
     _task_cpu(stats, "join", joined)
     stats.seconds["join"] = time.perf_counter() - t
     run.close("join")
@@ -265,7 +278,7 @@ def run_files(
         run.close("hazards")
     # 5. the score: fitted here from the compact columns, the rows written by the workers
     t = time.perf_counter()
-    attrs = _score(runner, stage, period, risk_settings, hz)
+    attrs = _score(runner, stage, inputs, hz)
     stats.seconds["score"] = time.perf_counter() - t
     summary = {
         "grid": {"cells": grid.nx * grid.ny, "size_m": grid.size, "crs": str(mcrs.to_string())},
@@ -398,9 +411,9 @@ def _build(
     return out
 
 
-def _frag_bytes(stage: Path, cell: tuple[int, int]) -> int:
-    """Bytes of the cell's road fragments: how long its build task runs, about."""
-    return sum(p.stat().st_size for p in (stage / "frag" / "roads" / _cell_name(cell)).glob("*"))
+def _frag_bytes(stage: Path, cell: tuple[int, int], kind: str = "roads") -> int:
+    """Bytes of the cell's fragments of ``kind``: how long its task runs, about."""
+    return sum(p.stat().st_size for p in (stage / "frag" / kind / _cell_name(cell)).glob("*"))
 
 
 def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -424,22 +437,100 @@ def _join_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # score
 
 
+class _ScoreInputs:
+    """What the score reads, made ready while the accidents are joined: the tasks counting
+    each cell's accidents by unit (started after its join) and the units' columns in
+    unit_id order with each unit's part; nothing when the run's risk columns are on disk
+    already (a resumed run)."""
+
+    def __init__(self, runner: _Runner, stage: Path, period: Any, cfg: RiskSettings) -> None:
+        self.runner, self.stage, self.period, self.cfg = runner, stage, period, cfg
+        self.parts = sorted((stage / "units").glob("cell-*.parquet"))
+        self.done = (stage / "riskcols" / "attrs.json").exists()
+        self.tallies: list[Path] = []
+        self.pending: _Pending = ([], {})
+        self.units: gpd.GeoDataFrame | None = None
+        self.cell = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def start(
+        cls,
+        runner: _Runner,
+        stage: Path,
+        cells: list[tuple[int, int]],
+        joins: _Pending,
+        period: Any,
+        risk_settings: Any,
+    ) -> _ScoreInputs:
+        """The counting of the accidents of ``cells`` started, each after its job in
+        ``joins``, and the units' columns read meanwhile."""
+        self = cls(runner, stage, period, risk_settings or RiskSettings())
+        if self.done:
+            return self
+        from distributed import as_completed
+
+        self._read_units()
+        tally = stage / "tally"
+        jparts = [stage / "joined" / f"{_cell_name(c)}.parquet" for c in cells]
+        jobs = [
+            (tally / f"{p.stem}.json", _tally_part, (p, tally, period, self.cfg)) for p in jparts
+        ]
+        # each cell's counting started once its join is done, below the joins: a worker
+        # takes a count only when no join is left to start
+        at = {f: k for k, f in joins[1].items()}
+        for k in sorted(set(range(len(jobs))) - set(at.values())):
+            self._submit(jobs[k], tally / jparts[k].name)
+        for f in as_completed(list(at)):
+            self._submit(jobs[at[f]], tally / jparts[at[f]].name)
+        return self
+
+    def _submit(self, job: tuple[Path, Any, tuple[Any, ...]], counts: Path) -> None:
+        self.pending = self.runner.submit([job], self.pending, priority=-1)
+        self.tallies.append(counts)
+
+    def _read_units(self) -> None:
+        from ..risk import scoring
+
+        parts = self.parts
+        cols = [c for c in scoring._unit_columns(self.cfg) if c in pq.read_schema(parts[0]).names]
+        frames = [pd.read_parquet(p, columns=cols) for p in parts]
+        units = pd.concat(frames)
+        # each unit's part, as a number; the units in unit_id order (as the build sorts them)
+        cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
+        del frames
+        order = units.index.argsort(kind="stable")
+        units, self.cell = units.iloc[order], cell[order]
+        crs = _bbox(parts[0])[1]
+        self.units = gpd.GeoDataFrame(
+            units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
+        )
+
+    def shares(self) -> tuple[list[Path], list[dict[str, Any]]]:
+        """The counts of the cells with joined accidents (``tally/<cell>.parquet``) and the
+        summaries of their counting, once done."""
+        summaries = self.runner.gather("counting accidents", self.pending)
+        kept = sorted(  # in the cells' order, as the parts
+            (p, s) for p, s in zip(self.tallies, summaries, strict=True) if s["rows"] >= 0
+        )
+        return [p for p, _ in kept], [s for _, s in kept]
+
+
 def _score(
-    runner: _Runner, stage: Path, period: Any, risk_settings: Any, hazards: Any = None
+    runner: _Runner, stage: Path, inputs: _ScoreInputs, hazards: Any = None
 ) -> dict[str, Any]:
     """Score: the workers count each cell's accidents by unit, the client sums the counts,
     fits and levels the units (attributes only, in unit_id order; ``hazards``: joined
     hazard rows counted as open hazards too); the workers join each cell's risk columns to
     its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
-    parts = sorted((stage / "units").glob("cell-*.parquet"))
+    parts = inputs.parts
     jobs = [
         (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
         for p in parts
     ]
-    if not marker.exists():
-        cfg = risk_settings or RiskSettings()
-        table, attrs, cell = _score_units(runner, stage, parts, period, cfg, hazards)
+    if not inputs.done:
+        table, attrs = _score_units(inputs, hazards)
+        cell = inputs.cell
         # the rows by part (unit_id order within each) taken and written by Arrow: no
         # pandas copy of the columns per part; each part's task started once its file is
         # written, while this process writes the next
@@ -459,45 +550,23 @@ def _score(
     return attrs
 
 
-def _score_units(
-    runner: _Runner,
-    stage: Path,
-    parts: list[Path],
-    period: Any,
-    cfg: RiskSettings,
-    hazards: Any = None,
-) -> tuple[pa.Table, dict[str, Any], np.ndarray]:
-    """The risk columns of every unit in unit_id order, their attributes (the single run's)
-    and each unit's part (its number in ``parts``)."""
+def _score_units(inputs: _ScoreInputs, hazards: Any = None) -> tuple[pa.Table, dict[str, Any]]:
+    """The risk columns of every unit in unit_id order and their attributes (the single
+    run's)."""
     from ..risk import scoring
 
-    tally = stage / "tally"
-    jparts = sorted((stage / "joined").glob("cell-*.parquet"))
-    # the workers count while this process reads the units' columns
-    pending = runner.submit(
-        [(tally / f"{p.stem}.json", _tally_part, (p, tally, period, cfg)) for p in jparts]
-    )
-    cols = [c for c in scoring._unit_columns(cfg) if c in pq.read_schema(parts[0]).names]
-    frames = [pd.read_parquet(p, columns=cols) for p in parts]
-    units = pd.concat(frames)
-    # each unit's part, as a number; the units in unit_id order (as the build sorts them)
-    cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
-    del frames
-    order = units.index.argsort(kind="stable")
-    units, cell = units.iloc[order], cell[order]
-    crs = _bbox(parts[0])[1]
-    u = gpd.GeoDataFrame(
-        units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
-    )
-    shares = runner.gather("counting accidents", pending)
-    if _ids_apart([tally / f"{p.stem}.ids.npy" for p in jparts]):
-        counts = [pd.read_parquet(tally / p.name) for p in jparts]
+    period, cfg, u = inputs.period, inputs.cfg, inputs.units
+    assert u is not None
+    tallies, shares = inputs.shares()
+    if _ids_apart([p.with_suffix(".ids.npy") for p in tallies]):
+        counts = [pd.read_parquet(p) for p in tallies]
         spans = [
             None if s["period"] is None else Period(*map(pd.Timestamp, s["period"])) for s in shares
         ]
         summed = scoring._summed(u, counts, spans, [s["report"] for s in shares], period, cfg)
-        hz = pd.concat([pd.read_parquet(tally / f"{p.stem}.hazards.parquet") for p in jparts])
+        hz = pd.concat([pd.read_parquet(p.with_suffix(".hazards.parquet")) for p in tallies])
     else:  # an event id in two cells: counted over all the rows, first row kept, as one run
+        jparts = [inputs.stage / "joined" / p.name for p in tallies]
         jcols = [c for c in scoring._SCORED_COLUMNS if c in pq.read_schema(jparts[0]).names]
         rows = _read_parts(jparts, jcols)
         assert rows is not None
@@ -508,29 +577,37 @@ def _score_units(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hz = hz.sort_index(kind="stable")
-        fitter = _fit_on_workers(runner.client)
+        fitter = _fit_on_workers(inputs.runner.client)
         risk = scoring._scored(u, *summed, hz, hazards, period is not None, cfg, None, fitter)
-    added = [c for c in risk.columns if c not in units.columns and c != "geometry"]
+    added = [c for c in risk.columns if c not in u.columns and c != "geometry"]
     table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
-    return table, _jsonable_attrs(risk), cell
+    return table, _jsonable_attrs(risk)
 
 
 def _fit_on_workers(client: Any) -> Fitter:
-    """A :data:`~trafficunit.risk.spf.Fitter` that fits the populations on the workers, side
-    by side: the largest first, each on the worker with the fewest units to fit so far. The
-    fits are those of this process (:func:`~trafficunit.risk.spf._fit_each`: the same code
-    on the same rows, BLAS on one thread)."""
+    """A :data:`~trafficunit.risk.spf.Fitter` that fits the largest population here (its
+    rows are here: nothing to send) and the others on the workers meanwhile, the largest
+    first, each on the worker with the fewest units to fit so far. The fits are those of a
+    single process (:func:`~trafficunit.risk.spf._fit_each`: the same code on the same rows,
+    BLAS on one thread)."""
 
     def fit(jobs: list[FitJob]) -> list[SafetyPerformanceFunction]:
+        from ..risk.spf import _fit_each
+
+        if not jobs:
+            return []
+        here, *rest = sorted(range(len(jobs)), key=lambda n: -len(jobs[n][1]))
         load = dict.fromkeys(sorted(client.scheduler_info()["workers"]), 0)
-        futures: list[Any] = [None] * len(jobs)
-        for n in sorted(range(len(jobs)), key=lambda n: -len(jobs[n][1])):
+        futures: dict[int, Any] = {}
+        for n in rest:
             w = min(load, key=load.__getitem__)
             load[w] += len(jobs[n][1])
             [job] = client.scatter([jobs[n]], workers=[w], hash=False)
             futures[n] = client.submit(_fit_job, job, workers=[w], pure=False)
-        out = [f.result() for f in futures]
-        for f in futures:
+        out: list[Any] = [None] * len(jobs)
+        out[here] = _fit_each([jobs[here]])[0]
+        for n, f in futures.items():
+            out[n] = f.result()
             f.release()
         return out
 
@@ -552,6 +629,8 @@ def _tally_part(joined_part: Path, out_dir: Path, period: Any, cfg: RiskSettings
     input report (a task)."""
     from ..risk import scoring
 
+    if not joined_part.exists():  # a cell whose join found no event fragment
+        return {"rows": -1, "period": None, "report": None}
     names = pq.read_schema(joined_part).names
     rows = pd.read_parquet(joined_part, columns=[c for c in scoring._SCORED_COLUMNS if c in names])
     rows = rows.sort_index(kind="stable")
@@ -560,7 +639,7 @@ def _tally_part(joined_part: Path, out_dir: Path, period: Any, cfg: RiskSettings
     _write_part(hz, out_dir / f"{joined_part.stem}.hazards.parquet")
     ids = _id_hashes(rows["event_id"]) if "event_id" in rows.columns else np.zeros(0, np.uint64)
     with atomic_path(out_dir / f"{joined_part.stem}.ids.npy") as tmp, tmp.open("wb") as f:
-        np.save(f, ids)
+        np.save(f, np.sort(ids))  # sorted here: the client merges the cells' runs
     span = None if per is None else [per.start.isoformat(), per.end.isoformat()]
     return {"rows": len(rows), "period": span, "report": report}
 
@@ -595,8 +674,9 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
 
 
 def _ids_apart(paths: list[Path]) -> bool:
-    """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is)."""
-    h = np.sort(np.concatenate([np.load(p) for p in paths]))
+    """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is); a
+    stable sort (Timsort) merges their sorted runs."""
+    h = np.sort(np.concatenate([np.load(p) for p in paths]), kind="stable")
     return not bool((h[1:] == h[:-1]).any())
 
 
@@ -630,7 +710,7 @@ def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any
         {**units.schema.metadata, b"pandas": json.dumps(meta).encode()}
     )
     with atomic_path(out_dir / units_part.name) as tmp:
-        pq.write_table(units, tmp)
+        pq.write_table(units, tmp, **_tasks._table_options(units))
     return {"rows": units.num_rows}
 
 

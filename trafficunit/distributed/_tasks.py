@@ -31,7 +31,15 @@ from ..settings import JoinSettings, NetworkSettings
 from ._build import _box_margin, _build_cell, _metric_bounds
 from ._grid import Grid
 from ._join import _EVENT_INPUTS, _UNIT_INPUTS, _event_bounds, _inside_area
-from ._parts import Chunk, _cell_name, _read_chunk, _read_parts, _write_json, _write_part
+from ._parts import (
+    Chunk,
+    _cell_name,
+    _parquet_options,
+    _read_chunk,
+    _read_parts,
+    _write_json,
+    _write_part,
+)
 
 #: Bits of a road's id (``_rid``) that hold its row within its chunk.
 _ROW_BITS = 32
@@ -643,8 +651,12 @@ def _write_joined(table: pa.Table, path: Path) -> None:
     """A cell's joined rows to GeoParquet: dictionaries for the text columns only (ids,
     statuses, the events' categories; not numbers, times or the WKB geometry, whose values
     rarely repeat) and no min/max statistics of the WKB bytes (a third less CPU)."""
-    geo = json.loads(table.schema.metadata[b"geo"])
-    wkb = set(geo["columns"])
+    pq.write_table(table, path, **_table_options(table))
+
+
+def _table_options(table: pa.Table) -> dict[str, Any]:
+    """:func:`._parts._parquet_options` of an Arrow table (its GeoParquet columns binary)."""
+    geo = json.loads(table.schema.metadata.get(b"geo", b'{"columns": {}}'))
     text = [
         f.name
         for f in table.schema
@@ -652,12 +664,7 @@ def _write_joined(table: pa.Table, path: Path) -> None:
         or pa.types.is_large_string(f.type)
         or pa.types.is_dictionary(f.type)
     ]
-    pq.write_table(
-        table,
-        path,
-        use_dictionary=text,
-        write_statistics=[c for c in table.column_names if c not in wkb],
-    )
+    return _parquet_options(table.column_names, text, list(geo["columns"]))
 
 
 @_cpu
