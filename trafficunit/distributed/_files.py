@@ -135,18 +135,25 @@ class _Runner:
             out.append(None)
         return out, futures
 
-    def gather(self, desc: str, pending: _Pending) -> list[Any]:
-        """The summaries of jobs :meth:`submit` started, in their order, once all are done."""
-        from distributed import wait
+    def gather(self, desc: str, pending: _Pending, each: Any = None) -> list[Any]:
+        """The summaries of jobs :meth:`submit` started, in their order, once all are done;
+        ``each(k)`` called as job K's is in (those read from disk first)."""
+        from distributed import as_completed
 
         out, futures = pending
         bar = _bar(len(out), desc, self.progress)
         bar.update(len(out) - len(futures))
-        wait(list(futures.values()))
-        for n, f in futures.items():
-            out[n] = f.result()
+        if each is not None:
+            for k in range(len(out)):
+                if k not in futures:
+                    each(k)
+        at = {f: n for n, f in futures.items()}
+        for f in as_completed(list(at)):
+            out[at[f]] = f.result()
             f.release()
             bar.update()
+            if each is not None:
+                each(at[f])
         bar.close()
         return out
 
@@ -262,10 +269,10 @@ def run_files(
             for c in cells
         ]
     )
-    # the score's inputs meanwhile: each cell's accidents counted once joined, after every
-    # join (a worker a join no longer keeps busy counts), the units' columns read here
-    inputs = _ScoreInputs.start(runner, stage, cells, pending, period, risk_settings)
-    joined = runner.gather("joining accidents", pending)
+    # the score's inputs meanwhile: the units' columns read here, each cell's accidents
+    # counted once joined, after every join (a worker a join no longer keeps busy counts)
+    inputs = _ScoreInputs.start(runner, stage, cells, period, risk_settings)
+    joined = runner.gather("joining accidents", pending, each=inputs.count)
     _task_cpu(stats, "join", joined)
     stats.seconds["join"] = time.perf_counter() - t
     run.close("join")
@@ -448,6 +455,7 @@ class _ScoreInputs:
         self.parts = sorted((stage / "units").glob("cell-*.parquet"))
         self.done = (stage / "riskcols" / "attrs.json").exists()
         self.tallies: list[Path] = []
+        self.jobs: list[tuple[Path, Any, tuple[Any, ...]]] = []
         self.pending: _Pending = ([], {})
         self.units: gpd.GeoDataFrame | None = None
         self.cell = np.zeros(0, dtype=np.int64)
@@ -458,35 +466,29 @@ class _ScoreInputs:
         runner: _Runner,
         stage: Path,
         cells: list[tuple[int, int]],
-        joins: _Pending,
         period: Any,
         risk_settings: Any,
     ) -> _ScoreInputs:
-        """The counting of the accidents of ``cells`` started, each after its job in
-        ``joins``, and the units' columns read meanwhile."""
+        """The units' columns read; :meth:`count` then starts the counting of the accidents
+        of cell K of ``cells``."""
         self = cls(runner, stage, period, risk_settings or RiskSettings())
         if self.done:
             return self
-        from distributed import as_completed
-
         self._read_units()
         tally = stage / "tally"
-        jparts = [stage / "joined" / f"{_cell_name(c)}.parquet" for c in cells]
-        jobs = [
-            (tally / f"{p.stem}.json", _tally_part, (p, tally, period, self.cfg)) for p in jparts
+        self.jobs = [
+            (tally / f"{_cell_name(c)}.json", _tally_part, (p, tally, period, self.cfg))
+            for c, p in ((c, stage / "joined" / f"{_cell_name(c)}.parquet") for c in cells)
         ]
-        # each cell's counting started once its join is done, below the joins: a worker
-        # takes a count only when no join is left to start
-        at = {f: k for k, f in joins[1].items()}
-        for k in sorted(set(range(len(jobs))) - set(at.values())):
-            self._submit(jobs[k], tally / jparts[k].name)
-        for f in as_completed(list(at)):
-            self._submit(jobs[at[f]], tally / jparts[at[f]].name)
         return self
 
-    def _submit(self, job: tuple[Path, Any, tuple[Any, ...]], counts: Path) -> None:
-        self.pending = self.runner.submit([job], self.pending, priority=-1)
-        self.tallies.append(counts)
+    def count(self, k: int) -> None:
+        """The counting of cell K's accidents started (once its join is done), below the
+        joins: a worker takes a count only when no join is left to start."""
+        if self.done:
+            return
+        self.pending = self.runner.submit([self.jobs[k]], self.pending, priority=-1)
+        self.tallies.append(self.jobs[k][0].with_suffix(".parquet"))
 
     def _read_units(self) -> None:
         from ..risk import scoring
