@@ -638,3 +638,28 @@ def test_local_workers_reuse_freed_memory():
     with distributed.cluster("local", settings=DistributedSettings(n_workers=1)) as c:
         faults = c.submit(faults_of_reuse, pure=False).result()
     assert faults < 100
+
+
+def test_parts_keep_statistics_but_not_of_wkb(tmp_path):
+    """A working or result part reads back as written, with min/max statistics on every
+    column and the index (a reader of the dataset skips row groups by them) but the WKB
+    geometry, and dictionaries on the text columns only."""
+    import pyarrow.parquet as pq
+
+    from trafficunit.distributed._parts import _write_part
+
+    frame = gpd.GeoDataFrame(
+        {"kind": ["segment", "intersection", "segment"], "crashes": [3, 0, 1]},
+        geometry=shapely.points([0.0, 1.0, 2.0], [0.0, 1.0, 2.0]),
+        crs=4326,
+        index=pd.Index(["u3", "u1", "u2"], name="unit_id"),
+    )
+    _write_part(frame, tmp_path / "part" / "cell-0-0.parquet")
+    path = tmp_path / "part" / "cell-0-0.parquet"
+    pd.testing.assert_frame_equal(gpd.read_parquet(path), frame)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {n for n, c in cols.items() if c.is_stats_set} == {"kind", "crashes", "unit_id"}
+    assert cols["unit_id"].statistics.min == "u1" and cols["crashes"].statistics.max == 3
+    dictionary = {n for n, c in cols.items() if "RLE_DICTIONARY" in c.encodings}
+    assert dictionary == {"kind", "unit_id"}
