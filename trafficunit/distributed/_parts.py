@@ -108,7 +108,7 @@ def _parquet_options(names: Any, text: list[Any], binary: list[Any]) -> dict[str
     """Options of ``pyarrow.parquet.write_table`` for a working or result part: dictionaries
     for the ``text`` columns only (ids, statuses, categories; not numbers, times or WKB
     geometries, whose values rarely repeat) and no min/max statistics of the ``binary``
-    columns (WKB bytes): a third less CPU than the defaults, files of the same size."""
+    columns (WKB bytes): less CPU than the defaults, files of about the same size."""
     return {
         "use_dictionary": [str(c) for c in text],
         "write_statistics": [str(c) for c in names if c not in set(binary)],
