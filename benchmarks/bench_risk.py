@@ -15,7 +15,7 @@ Accidents are drawn at random on the units. Measured in the same run:
 - ``tu.find_black_spots(types=["point"])`` (greedy 50 m circles, a lazy heap) with the accidents
   placed on their units; ``--rescan`` also times the previous greedy, which rescanned every
   circle per point chosen (O(n) per point: 100k accidents ~5 s, 300k ~150 s). ``--spots-only``
-  runs this part alone.
+  runs this part alone; it prints a digest of the spots (equal digests: identical results).
 
 Times are the best of 3 runs (the naive scorer, over a minute, runs once).
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import time
 import warnings
 from collections.abc import Callable
@@ -285,6 +286,7 @@ def point_spots(units: gpd.GeoDataFrame, joined: pd.DataFrame, rescan: bool) -> 
     print(f"\n== point black spots ({len(acc):,} accidents, default profile, 50 m circles)")
     spots, t_heap = _time(run)
     print(f"find_black_spots (lazy heap): {len(spots):,} points in {t_heap:.2f} s")
+    print(f"digest of spots, ranks, members, centres: {spots_digest(spots)}")
     if rescan:
         lazy = sp._greedy_circles
         sp._greedy_circles = functools.partial(lazy, rescan=True)  # type: ignore[assignment]
@@ -297,6 +299,14 @@ def point_spots(units: gpd.GeoDataFrame, joined: pd.DataFrame, rescan: bool) -> 
         )
         print(f"previous greedy (rescan per point): {t_ref:.2f} s; ratio {t_ref / t_heap:.1f}x")
         print(f"check: identical spots, ranks, members: {same}")
+
+
+def spots_digest(spots: gpd.GeoDataFrame) -> str:
+    """SHA-256 of every column (floats by repr) and the centres' WKB: equal iff the same spots."""
+    h = hashlib.sha256(spots.drop(columns="geometry").to_csv(float_format=repr).encode())
+    for wkb in shapely.to_wkb(spots.geometry.to_numpy()):
+        h.update(wkb)
+    return h.hexdigest()[:16]
 
 
 if __name__ == "__main__":

@@ -669,3 +669,47 @@ def test_lazy_greedy_equals_the_rescan(n: int, seed: int, density: float, fracti
         (circles @ f).copy(), f, circles.indptr, circles.indices, cols, prof, rescan=True
     )
     assert [(c, m.tolist()) for c, m in got] == [(c, m.tolist()) for c, m in ref]
+
+
+_STEP = st.integers(-40, 40).map(lambda k: 2.5 * k)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.lists(st.tuples(_STEP, _STEP), min_size=1, max_size=20),
+    exact=st.lists(st.tuples(st.integers(0, 19), st.sampled_from([(1, 0), (0, -1), (0.6, 0.8)]))),
+    ring=st.lists(st.tuples(st.integers(0, 19), st.floats(0, 6.3)), max_size=10),
+    dups=st.lists(st.integers(0, 19), max_size=5),
+    radius=st.sampled_from([10.0, 25.0, 50.0]),
+    origin=st.sampled_from([(0.0, 0.0), (512_345.0, 5_432_100.0)]),
+)
+def test_circles_match_a_brute_force_distance_check(
+    base: list[tuple[float, float]],
+    exact: list[tuple[int, tuple[float, float]]],
+    ring: list[tuple[int, float]],
+    dups: list[int],
+    radius: float,
+    origin: tuple[float, float],
+) -> None:
+    from trafficunit.blackspots.spots import _circles
+
+    xy = np.asarray(base) + origin
+    k = len(xy)
+    # exactly at the radius, within rounding of it (UTM-sized coordinates), and duplicates
+    at = np.asarray([xy[i % k] + np.multiply(d, radius) for i, d in exact]).reshape(-1, 2)
+    near = [xy[i % k] + radius * np.array([np.cos(a), np.sin(a)]) for i, a in ring]
+    xy = np.vstack([xy, at, np.asarray(near).reshape(-1, 2), xy[[i % k for i in dups]]])
+    pts = shapely.points(xy)
+    n = len(pts)
+    indptr, rows = _circles(pts, radius)
+    got = [rows[indptr[c] : indptr[c + 1]].tolist() for c in range(n)]
+    within = shapely.dwithin(pts[:, None], pts[None, :], radius)
+    assert got == [np.flatnonzero(within[c]).tolist() for c in range(n)]
+    # the boundary is inclusive: a point exactly at the radius is in the circle, both ways
+    for e, (i, _) in enumerate(exact):
+        assert k + e in got[i % k] and i % k in got[k + e]
+    # and the same pairs as the shapely query the circles replaced
+    ci, mi = shapely.STRtree(pts).query(pts, predicate="dwithin", distance=radius)
+    assert sorted(zip(ci.tolist(), mi.tolist(), strict=True)) == [
+        (c, r) for c in range(n) for r in got[c]
+    ]

@@ -263,12 +263,9 @@ def _point_spots(
         return pd.DataFrame()
     from scipy.sparse import csr_array
 
-    tree = shapely.STRtree(pts)
-    ci, mi = tree.query(pts, predicate="dwithin", distance=p.point_radius_m)
-    # circle c holds rows mi[indptr[c]:indptr[c + 1]], ascending (a CSR matrix sorts per row)
-    circles = csr_array((np.ones(len(ci)), (ci, mi)), shape=(n, n))
-    circles.sum_duplicates()
-    indptr, mi = circles.indptr.astype(np.int64), circles.indices.astype(np.int64)
+    # circle c holds rows mi[indptr[c]:indptr[c + 1]], ascending
+    indptr, mi = _circles(pts, p.point_radius_m)
+    circles = csr_array((np.ones(len(mi)), mi, indptr), shape=(n, n))
     f = fields.to_numpy(dtype=float)
     cols = list(fields.columns)
     # each circle's sums, added in row order like one bincount per field
@@ -295,6 +292,33 @@ def _point_spots(
     return out
 
 
+def _circles(pts: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's circle as CSR ``(indptr, rows)``: the rows within ``radius``, ascending.
+
+    Within is :func:`shapely.dwithin` (``distance <= radius``, itself included). A KD-tree finds
+    the pairs within a hair more than ``radius``; pairs whose numpy distance is within 1e-9 of
+    ``radius`` (relative) are decided by shapely itself, so float rounding can not tell them
+    apart from a shapely query.
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(pts)
+    xy = shapely.get_coordinates(pts)
+    pairs = cKDTree(xy).query_pairs(radius * (1 + 1e-9), output_type="ndarray")
+    i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    d2 = ((xy[i] - xy[j]) ** 2).sum(axis=1)
+    keep = d2 <= (radius * (1 - 1e-9)) ** 2
+    edge = np.flatnonzero(~keep & (d2 <= (radius * (1 + 1e-9)) ** 2))
+    keep[edge] = shapely.dwithin(pts[i[edge]], pts[j[edge]], radius)
+    i, j = i[keep], j[keep]
+    # both directions and the centre itself, sorted by (circle, row): rows ascend per circle
+    key = np.concatenate([i * n + j, j * n + i, np.arange(n, dtype=np.int64) * (n + 1)])
+    key.sort()
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key // n, minlength=n), out=indptr[1:])
+    return indptr, key % n
+
+
 def _greedy_circles(
     sums: np.ndarray,
     f: np.ndarray,
@@ -310,7 +334,8 @@ def _greedy_circles(
     ``mi[indptr[c]:indptr[c + 1]]`` (ascending). Worst is the largest (epdo, crashes), then the
     lowest centre. Taking a circle's accidents only lowers the other circles' sums when no field
     is negative, so a lazy heap finds the same circles as rescanning all of them every time (in
-    O(pairs log n) instead of O(n) per circle); ``rescan`` (or a negative field): rescan.
+    O(pairs log n) instead of O(n) per circle); ``rescan`` (or a negative field): rescan. The
+    heap re-evaluates the criteria at once for the circles a chosen circle changed.
     """
     alive = np.ones(len(sums), dtype=bool)
     chosen: list[tuple[int, np.ndarray]] = []
@@ -323,8 +348,10 @@ def _greedy_circles(
                 return chosen
             cand = np.flatnonzero(q)
             best = int(cand[np.lexsort((cand, -sums[cand, crash_k], -sums[cand, epdo_k]))[0]])
-            chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
-    cand = np.flatnonzero(_evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria))
+            chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)[0]))
+    # qualifies[c]: circle c is free and meets the criteria (kept up to date as sums change)
+    qualifies = _evaluate({c: sums[:, k] for k, c in enumerate(cols)}, p, p.criteria)
+    cand = np.flatnonzero(qualifies)
     # (-epdo, -crashes, centre): sums only fall, so a stored key is never worse than the current
     heap = list(
         zip(
@@ -337,19 +364,19 @@ def _greedy_circles(
     heapq.heapify(heap)
     while heap:
         neg_epdo, neg_crashes, best = heap[0]
-        if not alive[best]:
-            heapq.heappop(heap)
+        if not qualifies[best]:
+            heapq.heappop(heap)  # taken, or sums only fall: it never qualifies again
             continue
         now = (float(-sums[best, epdo_k]), float(-sums[best, crash_k]))
-        one = {c: sums[best : best + 1, k] for k, c in enumerate(cols)}
-        if not _evaluate(one, p, p.criteria)[0]:
-            heapq.heappop(heap)  # sums only fall: it never qualifies again
-            continue
         if now != (neg_epdo, neg_crashes):
             heapq.heapreplace(heap, (*now, best))
             continue
         heapq.heappop(heap)
-        chosen.append((best, _take_circle(best, sums, f, indptr, mi, alive)))
+        members, touched = _take_circle(best, sums, f, indptr, mi, alive)
+        chosen.append((best, members))
+        # the criteria per circle, row by row: the same as evaluating one circle at a time
+        now_ok = _evaluate({c: sums[touched, k] for k, c in enumerate(cols)}, p, p.criteria)
+        qualifies[touched] = now_ok & alive[touched]
     return chosen
 
 
@@ -360,8 +387,11 @@ def _take_circle(
     indptr: np.ndarray,
     mi: np.ndarray,
     alive: np.ndarray,
-) -> np.ndarray:
-    """The circle's accidents still free, taken: out of ``alive`` and of every circle's sums."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The circle's accidents still free, taken: out of ``alive`` and of every circle's sums.
+
+    Returns the members and the circles whose sums changed (with repeats).
+    """
     members = mi[indptr[best] : indptr[best + 1]]
     members = members[alive[members]]
     alive[members] = False
@@ -373,7 +403,7 @@ def _take_circle(
     # in the same order as one subtraction per pair: the sums are bit for bit those of a rescan
     for k in range(f.shape[1]):
         np.subtract.at(sums[:, k], idx, f[rows, k])
-    return members
+    return members, idx
 
 
 def _common_road(acc: pd.DataFrame, rows: np.ndarray) -> Any:
