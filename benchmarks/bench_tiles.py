@@ -2,6 +2,12 @@
 
 Run on demand: ``.venv/bin/python benchmarks/bench_tiles.py [--n 200000] [--naive-max-s 600]``.
 
+With ``--folder DIR`` (a data folder, e.g. ``bench_cli_pipeline.py``'s ``DIR/out-files``) it
+instead times the pipeline's tiles stage alone on that folder's scored units and joined events
+(default zooms, as ``trafficunit pipeline`` builds them): preparing the layers, writing their
+GeoJSONSeq, tippecanoe; and prints a digest of every tile's decoded bytes, so two builds (e.g.
+two commits) can be checked to give the same archive.
+
 - **ours**: :func:`trafficunit.tiles.build_tiles` (vectorised GeoJSON writer + tippecanoe with
   per-feature minzoom by risk, simplification, drop-densest; output PMTiles, atomic);
 - **tippecanoe**: the tippecanoe binary alone on the same features, already written as
@@ -86,7 +92,8 @@ def run_ours(units: gpd.GeoDataFrame, out: Path) -> float:
     rep = build_tiles_report(units, output=out, minzoom=10, maxzoom=16)
     took = time.perf_counter() - t
     print(
-        f"ours        {took:7.1f} s  (prepare {rep.prepare_s:.1f} s, tippecanoe "
+        f"ours        {took:7.1f} s  (prepare {rep.prepare_s:.1f} s, write {rep.write_s:.1f} s, "
+        f"tippecanoe "
         f"{rep.tippecanoe_s:.1f} s)  {rep.bytes / 1e6:6.1f} MB"
     )
     return took
@@ -183,6 +190,48 @@ def run_naive(units: gpd.GeoDataFrame, out: Path, max_s: float) -> tuple[float, 
     return took, True
 
 
+def tile_digest(path: Path) -> tuple[int, str]:
+    """Tiles in an archive and a SHA-256 over every tile's id and gunzipped bytes, in id order."""
+    import hashlib
+
+    from pmtiles.reader import MmapSource, Reader, all_tiles
+
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as fh:
+        tiles = sorted(all_tiles(Reader(MmapSource(fh)).get_bytes), key=lambda t: t[0])
+    for zxy, data in tiles:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        h.update(repr(zxy).encode() + raw)
+        n += 1
+    return n, h.hexdigest()
+
+
+def run_folder(folder: Path, out: Path) -> None:
+    """The pipeline's tiles stage on a data folder's tables, timed by part."""
+    from trafficunit import io
+    from trafficunit.datafolder import DataFolder
+
+    src = DataFolder(folder)
+    units = io.read_table(src.path("units"))
+    events = {
+        t: io.read_table(src.path(t), index=None)
+        for t in ("accidents", "hazards", "workzones")
+        if src.has(t)
+    }
+    t = time.perf_counter()
+    rep = build_tiles_report(units, output=out, **events)
+    took = time.perf_counter() - t
+    write_s = getattr(rep, "write_s", None)  # older reports counted writing in prepare_s
+    parts = f"prepare {rep.prepare_s:.1f} s" + (
+        f", write {write_s:.1f} s" if write_s is not None else " (incl. write)"
+    )
+    print(f"features: {rep.features}")
+    print(f"tiles stage {took:7.1f} s  ({parts}, tippecanoe {rep.tippecanoe_s:.1f} s)")
+    n, digest = tile_digest(out)
+    print(f"{rep.bytes / 1e6:.1f} MB, {n} tiles, digest {digest}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000, help="segments")
@@ -196,7 +245,14 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=2, help="alternate ours/tippecanoe runs; best of each"
     )
+    ap.add_argument(
+        "--folder", type=Path, help="time the tiles stage on this data folder's tables instead"
+    )
     args = ap.parse_args()
+    if args.folder is not None:
+        with tempfile.TemporaryDirectory() as d:
+            run_folder(args.folder, Path(d) / "risk.pmtiles")
+        return
     units = grid_segments(args.n)
     print(
         f"{len(units):,} segments, z10-z16, {Path('/proc/cpuinfo').read_text().count('processor')} "

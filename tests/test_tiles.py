@@ -22,7 +22,13 @@ from trafficunit import mvt
 from trafficunit.cli import app
 from trafficunit.errors import TrafficUnitError, ValidationError
 from trafficunit.io import write_table
-from trafficunit.tiles import build_tiles, build_tiles_report, feature_ids, read_tile_layers
+from trafficunit.tiles import (
+    build_tiles,
+    build_tiles_report,
+    feature_ids,
+    iso_datetimes,
+    read_tile_layers,
+)
 
 from ._serverdata import LAT0, LON0, grid_events, grid_units
 
@@ -54,6 +60,53 @@ def test_feature_ids_are_stable_distinct_and_safe_in_javascript() -> None:
     assert len(np.unique(a)) == len(ids)
     assert a.min() >= 0 and a.max() < 2**53
     assert feature_ids(["I0VGAJCHN8YW3"])[0] == feature_ids(np.array(["I0VGAJCHN8YW3"]))[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(-(2**62), 2**62) | st.none(), min_size=1, max_size=30),
+    st.sampled_from([None, "UTC", "Europe/Helsinki", "America/St_Johns", "Asia/Kathmandu"]),
+    st.sampled_from(["s", "ms", "us", "ns"]),
+)
+def test_iso_datetimes_match_strftime(ns: list[int | None], tz: str | None, unit: str) -> None:
+    """Tile times read as strftime writes them: wall time to the second (floored, also before
+    1970), the zone's offset of that instant (historical ones with seconds too), None for NaT."""
+    raw = np.array([np.datetime64("NaT") if v is None else v for v in ns], dtype="datetime64[ns]")
+    s = pd.Series(raw.astype(f"datetime64[{unit}]"), index=np.arange(len(ns)) * 3)
+    if tz is not None:
+        s = s.dt.tz_localize("UTC").dt.tz_convert(tz)
+    expected = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z").astype(object).where(s.notna(), None)
+    got = iso_datetimes(s)
+    assert got.index.equals(s.index)
+    assert got.tolist() == expected.tolist()
+
+
+def test_accident_times_in_tiles_carry_their_offset() -> None:
+    times = pd.Series(
+        pd.to_datetime(["2016-01-15 08:00:00", "2016-07-15 17:30:05.9", None], format="ISO8601")
+    ).dt.tz_localize("Europe/Helsinki")
+    acc = gpd.GeoDataFrame(
+        {"event_id": ["a", "b", "c"], "severity": "K", "time": times},
+        geometry=shapely.points([(LON0, LAT0)] * 3),
+        crs=4326,
+    )
+    layer = tu.tiles.prepare_layer(acc, "accidents")
+    assert layer["time"].tolist() == ["2016-01-15T08:00:00+0200", "2016-07-15T17:30:05+0300", None]
+
+
+def test_layers_written_in_parallel_match_one_at_a_time(
+    tmp_path: Path, grid: gpd.GeoDataFrame
+) -> None:
+    events = grid_events(grid)
+    layers = {"units": tu.tiles.prepare_layer(grid, "units")}
+    layers |= {k: tu.tiles.prepare_layer(v, k) for k, v in events.items()}
+    paths = {k: tmp_path / f"{k}.geojsonl" for k in layers}
+    counts = tu.tiles._write_layers(layers, paths)
+    assert list(counts) == list(layers)
+    for k, frame in layers.items():
+        assert counts[k] == len(frame)
+        tu.tiles.write_geojsonseq(frame, tmp_path / "one.geojsonl")
+        assert paths[k].read_bytes() == (tmp_path / "one.geojsonl").read_bytes()
 
 
 # --------------------------------------------------------------------------- archives

@@ -31,6 +31,7 @@ keeps the Python side to a fraction of its run time.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "read_tile_layers",
     "feature_ids",
     "json_values",
+    "iso_datetimes",
     "prepare_layer",
     "tippecanoe_path",
     "TileLayers",
@@ -150,7 +152,9 @@ _ID_COLUMN["workzones"] = "event_id"
 
 @dataclass
 class TileReport:
-    """What :func:`build_tiles` wrote: features per layer, zoom range, sizes and timings."""
+    """What :func:`build_tiles` wrote: features per layer, zoom range, sizes and timings
+    (``prepare_s`` the layers' features in Python, ``write_s`` their GeoJSONSeq files,
+    ``tippecanoe_s`` tippecanoe from reading them to the finished archive)."""
 
     output: str
     minzoom: int
@@ -158,6 +162,7 @@ class TileReport:
     features: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     prepare_s: float = 0.0
+    write_s: float = 0.0
     tippecanoe_s: float = 0.0
 
 
@@ -223,11 +228,47 @@ def _to_wgs84(gdf: gpd.GeoDataFrame, what: str) -> gpd.GeoDataFrame:
     return gdf.to_crs(4326) if not gdf.crs.equals("EPSG:4326") else gdf
 
 
+def iso_datetimes(s: pd.Series) -> pd.Series:
+    """Datetimes as ``%Y-%m-%dT%H:%M:%S%z`` text (``None`` for missing), vectorised.
+
+    The same text as ``s.dt.strftime("%Y-%m-%dT%H:%M:%S%z")`` (local wall time to the second,
+    then the UTC offset as ``+HHMM``; no offset for naive datetimes) without its per-value
+    Python formatting: numpy writes the wall times, the few distinct offsets are formatted
+    once each. Years outside 1000-9999, which numpy and ``strftime`` pad differently, take
+    ``strftime`` itself.
+    """
+    missing = s.isna().to_numpy(dtype=bool)
+    tz = s.dt.tz
+    wall = s.dt.tz_localize(None) if tz is not None else s
+    years = wall.dt.year.to_numpy(dtype=float, na_value=np.nan)
+    if np.any((years < 1000) | (years > 9999)):
+        text = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return text.astype(object).where(~missing, None)
+    local = np.asarray(wall.to_numpy(), dtype="datetime64")  # in the column's own unit
+    seconds = local.astype("datetime64[s]")  # floor
+    out = np.datetime_as_string(seconds, unit="s").astype(object)
+    if tz is not None:
+        utc = np.asarray(s.dt.tz_convert(None).to_numpy(), dtype="datetime64")
+        offset = (local - utc).astype("timedelta64[s]")
+        codes, uniques = pd.factorize(offset.astype(np.int64)[~missing])
+        suffix = np.array(
+            [
+                dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(seconds=int(o)))).strftime(
+                    "%z"
+                )
+                for o in uniques
+            ],
+            dtype=object,
+        )
+        out[~missing] = out[~missing] + suffix[codes]
+    out[missing] = None
+    return pd.Series(out, index=s.index, dtype=object)
+
+
 def _clean_column(s: pd.Series, decimals: int) -> pd.Series:
     """Attribute values tiles can carry: ISO strings for datetimes, rounded floats."""
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s):
-        out = s.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
-        return out.astype(object).where(s.notna(), None)
+        return iso_datetimes(s)
     if pd.api.types.is_float_dtype(s):
         return s.astype("float64").round(decimals)
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
@@ -399,6 +440,20 @@ def write_geojsonseq(layer: gpd.GeoDataFrame, path: Path) -> int:
     with open(path, "wb") as fh:
         fh.write(memoryview(lines.buffers()[2])[start:end])
     return len(layer)
+
+
+def _write_layers(
+    layers: Mapping[str, gpd.GeoDataFrame], paths: Mapping[str, Path]
+) -> dict[str, int]:
+    """Write every layer's GeoJSONSeq file at once, one thread a layer (up to the cores): Arrow
+    and shapely release the GIL while they format, so the large layers overlap. Returns the
+    features written per layer, in the order of ``layers``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(layers), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tiles-write") as pool:
+        done = {k: pool.submit(write_geojsonseq, frame, paths[k]) for k, frame in layers.items()}
+        return {k: future.result() for k, future in done.items()}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -603,12 +658,13 @@ def build_tiles_report(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        args = _tippecanoe_args(binary, ts, name, attribution, description, work, quiet)
-        for layer, frame in layers.items():
-            path = work / f"{layer}.geojsonl"
-            report.features[layer] = write_geojsonseq(frame, path)
-            args += ["--named-layer", f"{layer}:{path}"]
         report.prepare_s = time.perf_counter() - t0
+        args = _tippecanoe_args(binary, ts, name, attribution, description, work, quiet)
+        paths = {layer: work / f"{layer}.geojsonl" for layer in layers}
+        report.features = _write_layers(layers, paths)
+        for layer, path in paths.items():
+            args += ["--named-layer", f"{layer}:{path}"]
+        report.write_s = time.perf_counter() - t0 - report.prepare_s
         env = dict(os.environ)
         if threads:
             env["TIPPECANOE_MAX_THREADS"] = str(threads)

@@ -110,6 +110,7 @@ def tiles_cmd(
     console.print(table)
     console.print(
         f"z{report.minzoom}-z{report.maxzoom}, {report.bytes / 1e6:.2f} MB in "
-        f"{report.prepare_s + report.tippecanoe_s:.1f} s (tippecanoe {report.tippecanoe_s:.1f} s)"
+        f"{report.prepare_s + report.write_s + report.tippecanoe_s:.1f} s "
+        f"(tippecanoe {report.tippecanoe_s:.1f} s)"
     )
     console.print(f"wrote [bold]{output}[/]")
