@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,59 @@ def test_failed_build_leaves_previous_archive_intact(
         build_tiles(grid, output=out)
     assert out.read_bytes() == b"previous archive"
     assert [p.name for p in tmp_path.iterdir()] == ["risk.pmtiles"]
+
+
+def _children() -> set[int]:
+    """Processes this one started that have not been waited for (Linux)."""
+    out: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            out |= {int(p) for p in (task / "children").read_text().split()}
+    return out
+
+
+def test_work_meanwhile_runs_beside_tippecanoe(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    """``meanwhile`` (the pipeline's black spots) runs in this process while tippecanoe, its
+    own process, builds the tiles, its layers already written; the archive is the one built
+    without it."""
+    seen: list[Any] = []
+
+    def meanwhile() -> None:
+        work = next(tmp_path.glob(".a.pmtiles.*.work"))
+        seen.append((sorted(p.name for p in work.iterdir()), (tmp_path / "a.pmtiles").exists()))
+
+    events = grid_events(grid)
+    build_tiles_report(grid, output=tmp_path / "a.pmtiles", meanwhile=meanwhile, **events)
+    build_tiles_report(grid, output=tmp_path / "b.pmtiles", **events)
+    [(written, archived)] = seen
+    assert written == sorted(f"{k}.geojsonl" for k in ("units", *events))
+    assert not archived  # before tippecanoe's archive is in place
+    assert _all_tiles(tmp_path / "a.pmtiles") == _all_tiles(tmp_path / "b.pmtiles")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pmtiles", "b.pmtiles"]
+
+
+def _all_tiles(path: Path) -> list[Any]:
+    from pmtiles.reader import all_tiles
+
+    with path.open("rb") as fh:
+        return sorted(all_tiles(Reader(MmapSource(fh)).get_bytes), key=lambda t: t[0])
+
+
+def test_failing_meanwhile_stops_tippecanoe(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:
+    """An exception in ``meanwhile`` kills tippecanoe and goes on: no archive, no temporary
+    file and no tippecanoe left running."""
+    out = tmp_path / "risk.pmtiles"
+    out.write_bytes(b"previous archive")
+    before = _children()
+
+    def meanwhile() -> None:
+        raise RuntimeError("black spots failed")
+
+    with pytest.raises(RuntimeError, match="black spots failed"):
+        build_tiles_report(grid, output=out, meanwhile=meanwhile)
+    assert out.read_bytes() == b"previous archive"
+    assert [p.name for p in tmp_path.iterdir()] == ["risk.pmtiles"]
+    assert _children() <= before
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path, grid: gpd.GeoDataFrame) -> None:

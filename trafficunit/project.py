@@ -34,6 +34,7 @@ manifest (:mod:`trafficunit.datafolder`) records sources, mappings, counts and t
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping
@@ -544,11 +545,22 @@ def finish_folder(
 ) -> dict[str, Any]:
     """Tiles (and the basemap from ``basemap_source``, an OSM .pbf), then every table renamed
     into ``folder``, then a fresh manifest (sources are recorded by the caller). Nothing in the
-    folder is replaced if the tiles fail."""
+    folder is replaced if the tiles fail. ``spots``: the black spots, or a function finding
+    them, called while tippecanoe builds the tiles (timed as ``timings["black_spots"]``)."""
     from . import sample
     from .tiles import build_tiles_report
 
     say("tiles", "building tiles")
+    found: list[Any] = []
+    meanwhile = None
+    if callable(spots):
+        find = spots
+
+        def meanwhile() -> None:
+            t = time.perf_counter()
+            found.append(find())
+            timings["black_spots"] = round(time.perf_counter() - t, 3)
+
     all_events = bool(tiles.get("all_events", False))
     accidents = joined.get("accidents")
     tmp_tiles = folder.root / f".{FILES['risk_tiles']}.{os.getpid()}.staged.pmtiles"
@@ -567,8 +579,11 @@ def finish_folder(
             name=str(tiles.get("name") or "trafficunit risk"),
             description=f"trafficunit {name}"
             + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
+            meanwhile=meanwhile,
         )
         timings["tiles"] = round(lap(), 3)
+        if meanwhile is not None:
+            (spots,) = found
         say(
             "tiles",
             f"{report.bytes / 1e6:.2f} MB, {sum(report.features.values()):,} features "

@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -493,9 +493,13 @@ def clean_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int, str]:
-    """Run tippecanoe in its own process group; on any exception, or SIGTERM/SIGHUP to this
-    process, the whole group is killed before the exception goes on (no orphan keeps writing)."""
+def _run_child(
+    args: list[str], env: dict[str, str], binary: Path, meanwhile: Callable[[], Any] | None = None
+) -> tuple[int, str]:
+    """Run tippecanoe in its own process group, ``meanwhile()`` in this process as it runs
+    (its messages read by a thread); on any exception (one of ``meanwhile`` too), or
+    SIGTERM/SIGHUP to this process, the whole group is killed before the exception goes on
+    (no orphan keeps writing)."""
     import signal
     import threading
 
@@ -519,8 +523,15 @@ def _run_child(args: list[str], env: dict[str, str], binary: Path) -> tuple[int,
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, _interrupt)
     try:
-        _, stderr = proc.communicate()
-        return proc.returncode, stderr or ""
+        if meanwhile is None:
+            _, stderr = proc.communicate()
+            return proc.returncode, stderr or ""
+        out: list[Any] = []
+        reader = threading.Thread(target=lambda: out.append(proc.communicate()), daemon=True)
+        reader.start()
+        meanwhile()  # an exception: tippecanoe is killed below, which ends the reader
+        reader.join()
+        return proc.returncode, (out[0][1] if out else "") or ""
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -593,6 +604,7 @@ def build_tiles_report(
     threads: int | None = None,
     quiet: bool = True,
     all_events: bool = False,
+    meanwhile: Callable[[], Any] | None = None,
 ) -> TileReport:
     """Build a PMTiles v3 archive of units (scored or not) and events with tippecanoe.
 
@@ -621,6 +633,10 @@ def build_tiles_report(
         a unit: a city's crash table covers far more than its network, and the rest would
         enlarge the tiles and the map's extent). Events without a ``unit_id`` column (not
         joined) are always kept.
+    meanwhile
+        Work for this process while tippecanoe (its own process) builds the tiles, e.g. the
+        black spots; an exception in it stops tippecanoe and goes on. ``tippecanoe_s`` is
+        then the time until both are done.
 
     Returns
     -------
@@ -669,7 +685,7 @@ def build_tiles_report(
         if threads:
             env["TIPPECANOE_MAX_THREADS"] = str(threads)
         t1 = time.perf_counter()
-        _tippecanoe_into(args, output, env, binary)
+        _tippecanoe_into(args, output, env, binary, meanwhile)
         report.tippecanoe_s = time.perf_counter() - t1
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -706,11 +722,18 @@ def _tippecanoe_args(
     return [*args, "--quiet"] if quiet else args
 
 
-def _tippecanoe_into(args: list[str], output: Path, env: dict[str, str], binary: Path) -> None:
-    """Run tippecanoe into a temporary file renamed onto ``output`` when it succeeded."""
+def _tippecanoe_into(
+    args: list[str],
+    output: Path,
+    env: dict[str, str],
+    binary: Path,
+    meanwhile: Callable[[], Any] | None = None,
+) -> None:
+    """Run tippecanoe into a temporary file renamed onto ``output`` when it succeeded
+    (``meanwhile``: see :func:`_run_child`)."""
     tmp = output.parent / f".{output.name}.{os.getpid()}.tmp.pmtiles"
     try:
-        returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary)
+        returncode, stderr = _run_child([*args, "--output", str(tmp)], env, binary, meanwhile)
         if returncode != 0 or not tmp.exists():
             raise TrafficUnitError(
                 f"tippecanoe failed (exit {returncode}) building {output}: {stderr.strip()[-800:]}"

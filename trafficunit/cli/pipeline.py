@@ -183,9 +183,9 @@ def write_folder(
     period: Any,
 ) -> tuple[Any, Any]:
     """The pipeline's results as a data folder: scored units, joined events, black spots
-    (single process: they need whole roads), tiles and the manifest; the scored units and
-    joined accidents written. A run from files is read back here: its units and joined
-    accidents (for the black spots; the units then dropped), then the scored units."""
+    (single process: they need whole roads; found while tippecanoe builds the tiles), tiles
+    and the manifest; the scored units and joined accidents written. A run from files is read
+    back here: its units, joined accidents and scored units."""
     import shlex
     import sys
     import warnings
@@ -199,21 +199,20 @@ def write_folder(
     parts = isinstance(result.risk, PartitionedFrame)
     joined_acc = result.joined.read() if parts else result.joined
     units = result.units.read() if parts else result.units
-    read_s = lap()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        spots = find_black_spots(units, joined_acc)
-    spots_s = lap()
     crs = units.crs
-    del units
     risk = result.risk.read() if parts else result.risk
     if parts:  # the attributes of a run from files are in its report
         risk.attrs = dict(result.report.get("risk", {}))
-    read_s += lap()
+    read_s = lap()
     timings = {k: float(v) for k, v in result.report["seconds"].items() if k != "total"}
     if parts:
         timings["read results"] = round(read_s, 3)
-    timings["black_spots"] = round(spots_s, 3)
+
+    def spots() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return find_black_spots(units, joined_acc)
+
     joined = {"accidents": joined_acc}
     if result.hazards is not None:
         joined["hazards"] = result.hazards
