@@ -427,7 +427,8 @@ def _score_and_spots(
     risk_cfg: Mapping[str, Any],
     clock: _Clock,
 ) -> tuple[Any, Any]:
-    """Stages risk and black spots."""
+    """Stage risk, and the black spots' function (:func:`finish_folder` calls it while
+    tippecanoe builds the tiles)."""
     from .blackspots import find_black_spots
     from .risk import score
 
@@ -446,14 +447,18 @@ def _score_and_spots(
         )
         period = scored.attrs["rule"].get("period") or []
         clock.done("risk", f"period {' – '.join(str(p)[:10] for p in period)}")
-        clock.say("black_spots", "finding black spots")
-        spots = find_black_spots(
-            units,
-            accidents,
-            profile=risk_cfg.get("profile", "default"),
-            period=_period(risk_cfg.get("spots_period")),
-        )
-        clock.done("black_spots", f"{len(spots):,} black spots")
+    clock.say("black_spots", "finding black spots (while tippecanoe builds the tiles)")
+
+    def spots() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return find_black_spots(
+                units,
+                accidents,
+                profile=risk_cfg.get("profile", "default"),
+                period=_period(risk_cfg.get("spots_period")),
+            )
+
     return scored, spots
 
 
@@ -560,6 +565,7 @@ def finish_folder(
             t = time.perf_counter()
             found.append(find())
             timings["black_spots"] = round(time.perf_counter() - t, 3)
+            say("black_spots", f"{len(found[0]):,} black spots ({timings['black_spots']:.1f} s)")
 
     all_events = bool(tiles.get("all_events", False))
     accidents = joined.get("accidents")
