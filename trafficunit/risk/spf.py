@@ -164,14 +164,13 @@ def _fit_one(
         exposure = exposure * _length_km(units, cfg.min_segment_length_m) ** b
         fixed = {"log_length_km": b}
     if n >= 10 and total >= 5:
-        # the model's own module: statsmodels.api would import the rest of statsmodels
-        from statsmodels.discrete.discrete_model import NegativeBinomial
+        from ._nb2 import nb2_model
 
         exog = np.column_stack([np.ones(n), x])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = NegativeBinomial(y, exog, loglike_method="nb2", exposure=exposure)
+                model = nb2_model(y, exog, exposure)
                 res = model.fit(disp=0, maxiter=200, method="newton")
             params = np.asarray(res.params, dtype=float)
             ok = bool(res.mle_retvals.get("converged", False)) and np.isfinite(params).all()
