@@ -487,17 +487,17 @@ def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, mon
     twice = acc.copy()
     twice.loc[twice.index[far], "event_id"] = twice["event_id"].iloc[0]
     cfg = DistributedSettings(cell_size_m=1000.0)
-    from trafficunit.distributed import _files
+    from trafficunit.distributed import _score
 
-    apart, real = [], _files._ids_apart
-    monkeypatch.setattr(_files, "_ids_apart", lambda paths: apart.append(real(paths)) or apart[-1])
-    fitted, on_workers = [], _files._fit_on_workers
+    apart, real = [], _score._ids_apart
+    monkeypatch.setattr(_score, "_ids_apart", lambda paths: apart.append(real(paths)) or apart[-1])
+    fitted, on_workers = [], _score._fit_on_workers
 
     def fitter(client: Any) -> Any:  # the populations' fits, recorded
         fit = on_workers(client)
         return lambda jobs: fitted.append([job[4] for job in jobs]) or fit(jobs)
 
-    monkeypatch.setattr(_files, "_fit_on_workers", fitter)
+    monkeypatch.setattr(_score, "_fit_on_workers", fitter)
     for n, events in enumerate((acc, twice)):
         files = (tmp_path / "roads.parquet", tmp_path / f"accidents-{n}.parquet")
         events.to_parquet(files[1])
@@ -520,7 +520,7 @@ def test_from_files_score_counts_on_the_workers(client, generated, tmp_path, mon
 
 
 def test_id_hashes():
-    from trafficunit.distributed._files import _id_hashes
+    from trafficunit.distributed._score import _id_hashes
 
     ids = pd.Series(["g1", "g10", "", None, "g1", "é", "g01"], dtype="string")
     h = _id_hashes(ids)
@@ -576,7 +576,7 @@ def test_from_files_builds_largest_cells_first_events_after(
     and the event partitioning that runs beside them at a lower priority: it fills the
     workers a cell no longer keeps busy instead of delaying the cells. So do the joins (by
     the events' bytes), the counting of each cell's accidents after them."""
-    from trafficunit.distributed import _files, _tasks
+    from trafficunit.distributed import _files, _runner, _score, _tasks
 
     roads, acc, _ = generated
     files = (tmp_path / "roads.parquet", tmp_path / "accidents.parquet")
@@ -609,9 +609,9 @@ def test_from_files_builds_largest_cells_first_events_after(
     order = [sizes["roads", c] for c, _ in first]
     assert order == sorted(order, reverse=True) and order[0] > order[-1]
     assert max(events) < min(p for _, p in first)
-    tasks = [(a[0], a[2:], p) for fn, a, p in calls if fn is _files._summarised]
+    tasks = [(a[0], a[2:], p) for fn, a, p in calls if fn is _runner._summarised]
     joins = [(a[1], p) for fn, a, p in tasks if fn is _tasks.join_cell]
-    counts = [(k, p) for k, (fn, _, p) in enumerate(tasks) if fn is _files._tally_part]
+    counts = [(k, p) for k, (fn, _, p) in enumerate(tasks) if fn is _score._tally_part]
     assert len(joins) == len(counts) >= 4
     order = [sizes["events", c] for c, _ in joins]
     assert order == sorted(order, reverse=True) and order[0] > order[-1]

@@ -1,0 +1,308 @@
+"""The score of a run from files (:mod:`._files`).
+
+The workers count each cell's accidents by unit (the rows of one cell, in their order; each
+cell once its join is done, after the joins left to start) while the client reads the units'
+attributes (no geometry) as the joins run; the client sums these counts (one row per unit with
+accidents, no accident row) and scores the units from them in the single-process order, the
+SPF of the largest reference population fitted here and the others on the workers meanwhile
+(the same fits), so parameters and levels are those of the single-process run; the workers
+attach the geometry to each cell's risk rows. Should an event id be in two cells (the single
+run counts its first row only), the client counts all the rows itself instead.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from .._gcpause import gc_paused
+from ..io import atomic_path
+from ..settings import RiskSettings
+from ..timefilter import Period
+from . import _tasks
+from ._parts import _bbox, _cell_name, _read_parts, _write_json, _write_part
+from ._runner import _Pending, _Runner
+
+if TYPE_CHECKING:
+    from ..risk.spf import FitJob, Fitter, SafetyPerformanceFunction
+
+
+class _ScoreInputs:
+    """What the score reads, made ready while the accidents are joined: the tasks counting
+    each cell's accidents by unit (started after its join) and the units' columns in
+    unit_id order with each unit's part; nothing when the run's risk columns are on disk
+    already (a resumed run)."""
+
+    def __init__(self, runner: _Runner, stage: Path, period: Any, cfg: RiskSettings) -> None:
+        self.runner, self.stage, self.period, self.cfg = runner, stage, period, cfg
+        self.parts = sorted((stage / "units").glob("cell-*.parquet"))
+        self.done = (stage / "riskcols" / "attrs.json").exists()
+        self.tallies: list[Path] = []
+        self.jobs: list[tuple[Path, Any, tuple[Any, ...]]] = []
+        self.pending: _Pending = ([], {})
+        self.units: gpd.GeoDataFrame | None = None
+        self.cell = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def start(
+        cls,
+        runner: _Runner,
+        stage: Path,
+        cells: list[tuple[int, int]],
+        period: Any,
+        risk_settings: Any,
+    ) -> _ScoreInputs:
+        """The units' columns read; :meth:`count` then starts the counting of the accidents
+        of cell K of ``cells``."""
+        self = cls(runner, stage, period, risk_settings or RiskSettings())
+        if self.done:
+            return self
+        self._read_units()
+        tally = stage / "tally"
+        self.jobs = [
+            (tally / f"{_cell_name(c)}.json", _tally_part, (p, tally, period, self.cfg))
+            for c, p in ((c, stage / "joined" / f"{_cell_name(c)}.parquet") for c in cells)
+        ]
+        return self
+
+    def count(self, k: int) -> None:
+        """The counting of cell K's accidents started (once its join is done), below the
+        joins: a worker takes a count only when no join is left to start."""
+        if self.done:
+            return
+        self.pending = self.runner.submit([self.jobs[k]], self.pending, priority=-1)
+        self.tallies.append(self.jobs[k][0].with_suffix(".parquet"))
+
+    def _read_units(self) -> None:
+        from ..risk import scoring
+
+        parts = self.parts
+        cols = [c for c in scoring._unit_columns(self.cfg) if c in pq.read_schema(parts[0]).names]
+        frames = [pd.read_parquet(p, columns=cols) for p in parts]
+        units = pd.concat(frames)
+        # each unit's part, as a number; the units in unit_id order (as the build sorts them)
+        cell = np.repeat(np.arange(len(parts)), [len(f) for f in frames])
+        del frames
+        order = units.index.argsort(kind="stable")
+        units, self.cell = units.iloc[order], cell[order]
+        crs = _bbox(parts[0])[1]
+        self.units = gpd.GeoDataFrame(
+            units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
+        )
+
+    def shares(self) -> tuple[list[Path], list[dict[str, Any]]]:
+        """The counts of the cells with joined accidents (``tally/<cell>.parquet``) and the
+        summaries of their counting, once done."""
+        summaries = self.runner.gather("counting accidents", self.pending)
+        kept = sorted(  # in the cells' order, as the parts
+            (p, s) for p, s in zip(self.tallies, summaries, strict=True) if s["rows"] >= 0
+        )
+        return [p for p, _ in kept], [s for _, s in kept]
+
+
+def _score(
+    runner: _Runner, stage: Path, inputs: _ScoreInputs, hazards: Any = None
+) -> dict[str, Any]:
+    """Score: the workers count each cell's accidents by unit, the client sums the counts,
+    fits and levels the units (attributes only, in unit_id order; ``hazards``: joined
+    hazard rows counted as open hazards too); the workers join each cell's risk columns to
+    its units (``risk/<cell>.parquet``)."""
+    marker = stage / "riskcols" / "attrs.json"
+    parts = inputs.parts
+    jobs = [
+        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
+        for p in parts
+    ]
+    if not inputs.done:
+        table, attrs = _score_units(inputs, hazards)
+        cell = inputs.cell
+        # the rows by part (unit_id order within each) taken and written by Arrow: no
+        # pandas copy of the columns per part; each part's task started once its file is
+        # written, while this process writes the next
+        by = np.argsort(cell, kind="stable")
+        starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
+        pending = None
+        for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
+            with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
+                rows = table.take(by[starts[n] : starts[n + 1]])
+                feather.write_feather(rows, tmp, compression="uncompressed")
+            pending = runner.submit(jobs[n : n + 1], pending)
+        _write_json(marker, attrs)
+    else:
+        attrs = json.loads(marker.read_text())
+        pending = runner.submit(jobs)
+    runner.gather("scoring", pending or ([], {}))
+    return attrs
+
+
+def _score_units(inputs: _ScoreInputs, hazards: Any = None) -> tuple[pa.Table, dict[str, Any]]:
+    """The risk columns of every unit in unit_id order and their attributes (the single
+    run's)."""
+    from ..risk import scoring
+
+    period, cfg, u = inputs.period, inputs.cfg, inputs.units
+    assert u is not None
+    tallies, shares = inputs.shares()
+    if _ids_apart([p.with_suffix(".ids.npy") for p in tallies]):
+        counts = [pd.read_parquet(p) for p in tallies]
+        spans = [
+            None if s["period"] is None else Period(*map(pd.Timestamp, s["period"])) for s in shares
+        ]
+        summed = scoring._summed(u, counts, spans, [s["report"] for s in shares], period, cfg)
+        hz = pd.concat([pd.read_parquet(p.with_suffix(".hazards.parquet")) for p in tallies])
+    else:  # an event id in two cells: counted over all the rows, first row kept, as one run
+        jparts = [inputs.stage / "joined" / p.name for p in tallies]
+        jcols = [c for c in scoring._SCORED_COLUMNS if c in pq.read_schema(jparts[0]).names]
+        rows = _read_parts(jparts, jcols)
+        assert rows is not None
+        share = scoring._tally(rows.sort_index(kind="stable").reset_index(drop=True), period, cfg)
+        summed = scoring._summed(u, [share[0]], [share[1]], [share[2]], period, cfg)
+        hz = share[3]
+    assert hz is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hz = hz.sort_index(kind="stable")
+        fitter = _fit_on_workers(inputs.runner.client)
+        risk = scoring._scored(u, *summed, hz, hazards, period is not None, cfg, None, fitter)
+    added = [c for c in risk.columns if c not in u.columns and c != "geometry"]
+    table = pa.Table.from_pandas(pd.DataFrame(risk), columns=added, preserve_index=True)
+    return table, _jsonable_attrs(risk)
+
+
+def _fit_on_workers(client: Any) -> Fitter:
+    """A :data:`~trafficunit.risk.spf.Fitter` that fits the largest population here (its
+    rows are here: nothing to send) and the others on the workers meanwhile, the largest
+    first, each on the worker with the fewest units to fit so far. The fits are those of a
+    single process (:func:`~trafficunit.risk.spf._fit_each`: the same code on the same rows,
+    BLAS on one thread)."""
+
+    def fit(jobs: list[FitJob]) -> list[SafetyPerformanceFunction]:
+        from ..risk.spf import _fit_each
+
+        if not jobs:
+            return []
+        here, *rest = sorted(range(len(jobs)), key=lambda n: -len(jobs[n][1]))
+        load = dict.fromkeys(sorted(client.scheduler_info()["workers"]), 0)
+        futures: dict[int, Any] = {}
+        for n in rest:
+            w = min(load, key=load.__getitem__)
+            load[w] += len(jobs[n][1])
+            [job] = client.scatter([jobs[n]], workers=[w], hash=False)
+            futures[n] = client.submit(_fit_job, job, workers=[w], pure=False)
+        out: list[Any] = [None] * len(jobs)
+        out[here] = _fit_each([jobs[here]])[0]
+        for n, f in futures.items():
+            out[n] = f.result()
+            f.release()
+        return out
+
+    return fit
+
+
+def _fit_job(job: FitJob) -> SafetyPerformanceFunction:
+    """:func:`~trafficunit.risk.spf._fit_one` of ``job`` (a task), the collector paused."""
+    from ..risk.spf import _fit_each
+
+    with gc_paused():
+        return _fit_each([job])[0]
+
+
+@_tasks._cpu
+def _tally_part(joined_part: Path, out_dir: Path, period: Any, cfg: RiskSettings) -> dict[str, Any]:
+    """A cell's accidents counted by unit (``tally/<cell>.parquet``), its hazard rows
+    (``.hazards.parquet``) and the hashes of its event ids (``.ids.npy``); its period and
+    input report (a task)."""
+    from ..risk import scoring
+
+    if not joined_part.exists():  # a cell whose join found no event fragment
+        return {"rows": -1, "period": None, "report": None}
+    names = pq.read_schema(joined_part).names
+    rows = pd.read_parquet(joined_part, columns=[c for c in scoring._SCORED_COLUMNS if c in names])
+    rows = rows.sort_index(kind="stable")
+    counts, per, report, hz = scoring._tally(rows, period, cfg)
+    _write_part(counts, out_dir / joined_part.name)
+    _write_part(hz, out_dir / f"{joined_part.stem}.hazards.parquet")
+    ids = _id_hashes(rows["event_id"]) if "event_id" in rows.columns else np.zeros(0, np.uint64)
+    with atomic_path(out_dir / f"{joined_part.stem}.ids.npy") as tmp, tmp.open("wb") as f:
+        np.save(f, np.sort(ids))  # sorted here: the client merges the cells' runs
+    span = None if per is None else [per.start.isoformat(), per.end.isoformat()]
+    return {"rows": len(rows), "period": span, "report": report}
+
+
+#: The multiplier and length weight of :func:`_id_hashes` (odd 64-bit constants).
+_HASH_P, _HASH_Q = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _id_hashes(ids: pd.Series) -> np.ndarray:
+    """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (``_HASH_P`` for a
+    missing one): equal ids hash equal (two ids may share one)."""
+    arr = pa.array(ids.astype("string").array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]] if data else np.zeros(0, np.uint8)
+    length = np.diff(off)
+    begin = off[:-1] - off[0]
+    k = np.arange(len(chars)) - np.repeat(begin, length)
+    powers = np.cumprod(np.full(int(length.max()) + 1, _HASH_P, dtype=np.uint64))
+    h = length.astype(np.uint64) * _HASH_Q
+    some = length > 0
+    if some.any():  # each id's sum of byte x P^(i + 1), wrapping at 2^64
+        h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
+    h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _HASH_P
+    return np.asarray(pd.unique(h), dtype=np.uint64)
+
+
+def _ids_apart(paths: list[Path]) -> bool:
+    """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is); a
+    stable sort (Timsort) merges their sorted runs."""
+    h = np.sort(np.concatenate([np.load(p) for p in paths]), kind="stable")
+    return not bool((h[1:] == h[:-1]).any())
+
+
+def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
+    from ..risk.measures import _jsonable
+
+    return dict(_jsonable(dict(risk.attrs)))
+
+
+def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """A cell's units with their risk columns (a task): the two Parquet tables side by side,
+    the risk columns before the index as GeoPandas writes them; the geometry stays WKB bytes
+    (the units' GeoParquet metadata holds for the same geometries)."""
+    import pyarrow.compute as pc
+
+    units = pq.read_table(units_part)
+    cols = feather.read_table(cols_dir / f"{units_part.stem}.arrow", memory_map=True)
+    meta = json.loads(units.schema.metadata[b"pandas"])
+    (index,) = meta["index_columns"]
+    if not units.column(index).equals(cols.column(index)):  # the same units, another order
+        cols = cols.take(pc.index_in(units.column(index), value_set=cols.column(index)))
+    at = units.schema.get_field_index(index)
+    names = [n for n in cols.column_names if n != index]
+    for n, name in enumerate(names):
+        units = units.add_column(at + n, cols.schema.field(name), cols.column(name))
+    added = json.loads(cols.schema.metadata[b"pandas"])["columns"]
+    entries = [c for c in meta["columns"] if c["name"] != index]
+    entries += [c for c in added if c["name"] in names]
+    meta["columns"] = entries + [c for c in meta["columns"] if c["name"] == index]
+    units = units.replace_schema_metadata(
+        {**units.schema.metadata, b"pandas": json.dumps(meta).encode()}
+    )
+    with atomic_path(out_dir / units_part.name) as tmp:
+        pq.write_table(units, tmp, **_tasks._table_options(units))
+    return {"rows": units.num_rows}
