@@ -529,6 +529,57 @@ def test_id_hashes():
     assert set(_id_hashes(ids.iloc[3:6])) <= set(h) and len(_id_hashes(ids.iloc[:0])) == 0
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=20), st.text(min_size=200, max_size=400), st.none())))
+def test_hashes_are_the_polynomial_of_the_bytes(ids):
+    """Each id's hash is its length x Q plus its UTF-8 bytes' sum of byte x P^(i + 1), modulo
+    2^64 (``_HASH_P`` for a missing id), whether the ids are alike in length or a few long."""
+    from trafficunit.distributed import _score
+
+    mask = 2**64 - 1
+    p, q = int(_score._HASH_P), int(_score._HASH_Q)
+
+    def reference(text: str | None) -> int:
+        if text is None:
+            return p
+        raw = text.encode()
+        return (len(raw) * q + sum(b * pow(p, i + 1, 2**64) for i, b in enumerate(raw))) & mask
+
+    got = _score._hashes(pd.Series(ids, dtype="string"))
+    assert got.dtype == np.uint64
+    assert [int(v) for v in got] == [reference(t) for t in ids]
+
+
+_IDS = st.text(alphabet="ab-é0", max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.lists(_IDS, unique=True, max_size=30),
+    others=st.lists(st.one_of(_IDS, st.none()), max_size=30),
+    bits=st.sampled_from([3, 6, 64]),
+)
+def test_unit_keys_locate_ids_as_positions_does(units, others, bits):
+    """Unit ids located by their hashes, then compared: the positions of
+    ``risk.measures._positions`` (-1 for ids of no unit, missing ones too), also where an
+    id's hash is a unit's (hashes cut to a few bits); units sharing a hash give no keys."""
+    from trafficunit.distributed import _score
+    from trafficunit.risk.measures import _positions
+
+    real = _score._hashes
+    index = pd.Index(units, dtype="string")
+    ids = pd.Index(list(units[::2]) + others, dtype="string")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_score, "_hashes", lambda ids: real(ids) % np.uint64(2**bits - 1))
+        keys = _score._UnitKeys.of(index)
+        h = _score._hashes(index)
+        got = None if keys is None else keys.positions(ids)
+    if got is None:
+        assert len(set(h.tolist())) < len(h)
+        return
+    assert got.tolist() == _positions(pd.Series(ids), index).tolist()
+
+
 @pytest.mark.slow(family="single process equals Dask")
 def test_from_files_odd_events_same_as_single_process(client, generated, tmp_path):
     """From files, accidents the cells cannot join from coordinates alone (missing, empty, a
@@ -575,7 +626,8 @@ def test_from_files_builds_largest_cells_first_events_after(
     """From files, the build tasks go out largest cell first (by its road fragments' bytes),
     and the event partitioning that runs beside them at a lower priority: it fills the
     workers a cell no longer keeps busy instead of delaying the cells. So do the joins (by
-    the events' bytes), the counting of each cell's accidents after them."""
+    the events' bytes), each counting its cell's accidents once joined; the units' parts are
+    read on the workers below every other task."""
     from trafficunit.distributed import _files, _runner, _score, _tasks
 
     roads, acc, _ = generated
@@ -610,12 +662,16 @@ def test_from_files_builds_largest_cells_first_events_after(
     assert order == sorted(order, reverse=True) and order[0] > order[-1]
     assert max(events) < min(p for _, p in first)
     tasks = [(a[0], a[2:], p) for fn, a, p in calls if fn is _runner._summarised]
-    joins = [(a[1], p) for fn, a, p in tasks if fn is _tasks.join_cell]
-    counts = [(k, p) for k, (fn, _, p) in enumerate(tasks) if fn is _score._tally_part]
-    assert len(joins) == len(counts) >= 4
-    order = [sizes["events", c] for c, _ in joins]
+    joins = [(a[0][1], a[1], p) for fn, a, p in tasks if fn is _score._joined_and_counted]
+    assert len(joins) >= 4 and {p for *_, p in joins} == {0}
+    order = [sizes["events", c] for c, _, _ in joins]
     assert order == sorted(order, reverse=True) and order[0] > order[-1]
-    assert {p for _, p in joins} == {0} and {p for _, p in counts} == {-1}
+    for c, (summary, fn, args), _ in joins:  # each join counts its own cell's accidents
+        assert fn is _score._tally_part and args[0].stem == summary.stem == f"cell-{c[0]}-{c[1]}"
+    assert not [fn for fn, _, _ in tasks if fn is _score._tally_part]  # none counted apart
+    reads = [(a[0], p) for fn, a, p in calls if fn is _score._read_units_part]
+    assert len(reads) == len(list((tmp_path / "o" / "units").glob("*.parquet"))) >= 4
+    assert {p for _, p in reads} == {-2}
 
 
 def test_local_workers_reuse_freed_memory():

@@ -66,7 +66,7 @@ from ._parts import (
     _chunks,
 )
 from ._runner import _Runner, _summarised
-from ._score import _score, _ScoreInputs
+from ._score import _joined_and_counted, _score, _ScoreInputs
 
 if TYPE_CHECKING:
     pass
@@ -176,19 +176,20 @@ def run_files(
         ),
         key=lambda c: -_frag_bytes(stage, c, "events"),
     )
+    # each cell's accidents counted by the task that joins them; the score's inputs made
+    # ready meanwhile: the units' columns read here, their parts on the workers
+    inputs = _ScoreInputs.start(runner, stage, cells, period, risk_settings)
     pending = runner.submit(
         [
             (
                 stage / "joined" / f"{_cell_name(c)}.json",
-                _tasks.join_cell,
-                (stage, c, grid, reach, overhang, area, wkt, jcfg),
+                _joined_and_counted,
+                ((stage, c, grid, reach, overhang, area, wkt, jcfg), inputs.job(k)),
             )
-            for c in cells
+            for k, c in enumerate(cells)
         ]
     )
-    # the score's inputs meanwhile: the units' columns read here, each cell's accidents
-    # counted once joined, after every join (a worker a join no longer keeps busy counts)
-    inputs = _ScoreInputs.start(runner, stage, cells, period, risk_settings)
+    inputs.read()
     joined = runner.gather("joining accidents", pending, each=inputs.count)
     _task_cpu(stats, "join", joined)
     stats.seconds["join"] = time.perf_counter() - t

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 class _ScoreInputs:
     """What the score reads, made ready while the accidents are joined: the tasks counting
     each cell's accidents by unit (started after its join) and the units' columns in
-    unit_id order with each unit's part; nothing when the run's risk columns are on disk
+    unit_id order with each unit's part, the hashes that locate a unit id among them, and the
+    units' parts read on the workers (each held there till its risk rows are written) while
+    this process sums, fits and levels; nothing when the run's risk columns are on disk
     already (a resumed run)."""
 
     def __init__(self, runner: _Runner, stage: Path, period: Any, cfg: RiskSettings) -> None:
@@ -51,6 +53,9 @@ class _ScoreInputs:
         self.pending: _Pending = ([], {})
         self.units: gpd.GeoDataFrame | None = None
         self.cell = np.zeros(0, dtype=np.int64)
+        self.keys: _UnitKeys | None = None
+        self.located: dict[int, tuple[pd.DataFrame, np.ndarray | None]] = {}
+        self.tables: list[Any] = []
 
     @classmethod
     def start(
@@ -61,12 +66,12 @@ class _ScoreInputs:
         period: Any,
         risk_settings: Any,
     ) -> _ScoreInputs:
-        """The units' columns read; :meth:`count` then starts the counting of the accidents
-        of cell K of ``cells``."""
+        """The counting of the accidents of each of ``cells`` planned (:meth:`job`; each
+        cell's join task counts them: :func:`_joined_and_counted`); :meth:`read` then reads
+        the units, :meth:`count` takes the counts of cell K of ``cells``."""
         self = cls(runner, stage, period, risk_settings or RiskSettings())
         if self.done:
             return self
-        self._read_units()
         tally = stage / "tally"
         self.jobs = [
             (tally / f"{_cell_name(c)}.json", _tally_part, (p, tally, period, self.cfg))
@@ -74,13 +79,26 @@ class _ScoreInputs:
         ]
         return self
 
+    def job(self, k: int) -> tuple[Path, Any, tuple[Any, ...]] | None:
+        """The counting of cell K's accidents (summary path, task, arguments), if planned."""
+        return self.jobs[k] if self.jobs else None
+
+    def read(self) -> None:
+        """The units' columns read here and their parts read on the workers, below every
+        other task (while the joins run, then while this process scores)."""
+        if not self.done:
+            self._read_units()
+            self.tables = _prefetched(self.runner.client, self.parts)
+
     def count(self, k: int) -> None:
-        """The counting of cell K's accidents started (once its join is done), below the
-        joins: a worker takes a count only when no join is left to start."""
+        """Cell K's counts (once its join is done) read and located among the units; their
+        counting started first, below the joins, should its join not have counted them."""
         if self.done:
             return
         self.pending = self.runner.submit([self.jobs[k]], self.pending, priority=-1)
         self.tallies.append(self.jobs[k][0].with_suffix(".parquet"))
+        if len(self.tallies) - 1 not in self.pending[1]:  # counted: its summary is on disk
+            self._locate(len(self.tallies) - 1)
 
     def _read_units(self) -> None:
         from ..risk import scoring
@@ -94,6 +112,7 @@ class _ScoreInputs:
         del frames
         order = units.index.argsort(kind="stable")
         units, self.cell = units.iloc[order], cell[order]
+        self.keys = _UnitKeys.of(units.index)
         crs = _bbox(parts[0])[1]
         self.units = gpd.GeoDataFrame(
             units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
@@ -101,12 +120,21 @@ class _ScoreInputs:
 
     def shares(self) -> tuple[list[Path], list[dict[str, Any]]]:
         """The counts of the cells with joined accidents (``tally/<cell>.parquet``) and the
-        summaries of their counting, once done."""
-        summaries = self.runner.gather("counting accidents", self.pending)
+        summaries of their counting, once done; each cell's counts read and located among
+        the units (:attr:`located`, by the tally's position) as its counting is done."""
+        summaries = self.runner.gather("counting accidents", self.pending, each=self._locate)
         kept = sorted(  # in the cells' order, as the parts
             (p, s) for p, s in zip(self.tallies, summaries, strict=True) if s["rows"] >= 0
         )
         return [p for p, _ in kept], [s for _, s in kept]
+
+    def _locate(self, k: int) -> None:
+        """Tally K's counts read and their units' positions in :attr:`units`."""
+        path = self.tallies[k]
+        if k in self.located or not path.exists():  # located, or no joined accidents there
+            return
+        counts = pd.read_parquet(path)
+        self.located[k] = (counts, None if self.keys is None else self.keys.positions(counts.index))
 
 
 def _score(
@@ -118,9 +146,10 @@ def _score(
     its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = inputs.parts
+    held = inputs.tables or [None] * len(parts)  # each part as read on a worker, if it was
     jobs = [
-        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
-        for p in parts
+        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk", t))
+        for p, t in zip(parts, held, strict=True)
     ]
     if not inputs.done:
         table, attrs = _score_units(inputs, hazards)
@@ -141,6 +170,7 @@ def _score(
         attrs = json.loads(marker.read_text())
         pending = runner.submit(jobs)
     runner.gather("scoring", pending or ([], {}))
+    inputs.tables = []  # the parts held on the workers released
     return attrs
 
 
@@ -153,11 +183,14 @@ def _score_units(inputs: _ScoreInputs, hazards: Any = None) -> tuple[pa.Table, d
     assert u is not None
     tallies, shares = inputs.shares()
     if _ids_apart([p.with_suffix(".ids.npy") for p in tallies]):
-        counts = [pd.read_parquet(p) for p in tallies]
+        by_path = {inputs.tallies[k]: v for k, v in inputs.located.items()}
+        counts, pos = zip(*(by_path[p] for p in tallies), strict=True) if tallies else ((), ())
+        known = None if any(p is None for p in pos) else list(pos)
         spans = [
             None if s["period"] is None else Period(*map(pd.Timestamp, s["period"])) for s in shares
         ]
-        summed = scoring._summed(u, counts, spans, [s["report"] for s in shares], period, cfg)
+        reports = [s["report"] for s in shares]
+        summed = scoring._summed(u, list(counts), spans, reports, period, cfg, known)
         hz = pd.concat([pd.read_parquet(p.with_suffix(".hazards.parquet")) for p in tallies])
     else:  # an event id in two cells: counted over all the rows, first row kept, as one run
         jparts = [inputs.stage / "joined" / p.name for p in tallies]
@@ -216,6 +249,20 @@ def _fit_job(job: FitJob) -> SafetyPerformanceFunction:
         return _fit_each([job])[0]
 
 
+def _joined_and_counted(
+    join: tuple[Any, ...], count: tuple[Path, Any, tuple[Any, ...]] | None
+) -> dict[str, Any]:
+    """A cell's join (:func:`~._tasks.join_cell`, its arguments ``join``), then the counting
+    of its accidents (``count``: :func:`_tally_part`'s job, its summary written as its own
+    task's would be) in the same task: the joined rows counted while in the page cache, with no
+    wait for a worker and no counts left when the last join is done."""
+    out: dict[str, Any] = _tasks.join_cell(*join)
+    if count is not None and not count[0].exists():
+        summary, fn, args = count
+        _write_json(summary, fn(*args))
+    return out
+
+
 @_tasks._cpu
 def _tally_part(joined_part: Path, out_dir: Path, period: Any, cfg: RiskSettings) -> dict[str, Any]:
     """A cell's accidents counted by unit (``tally/<cell>.parquet``), its hazard rows
@@ -243,9 +290,13 @@ _HASH_P, _HASH_Q = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 def _id_hashes(ids: pd.Series) -> np.ndarray:
-    """The distinct 64-bit polynomial hashes of the ids' UTF-8 bytes (``_HASH_P`` for a
-    missing one): equal ids hash equal (two ids may share one)."""
-    arr = pa.array(ids.astype("string").array)
+    """The distinct :func:`_hashes` of the ids: equal ids hash equal (two ids may share one)."""
+    return np.asarray(pd.unique(_hashes(ids)), dtype=np.uint64)
+
+
+def _hashes(ids: pd.Series | pd.Index) -> np.ndarray:
+    """Each id's 64-bit polynomial hash of its UTF-8 bytes (``_HASH_P`` for a missing one)."""
+    arr = pa.array(pd.Series(ids).astype("string").array)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
@@ -256,15 +307,83 @@ def _id_hashes(ids: pd.Series) -> np.ndarray:
     data = arr.buffers()[2]
     chars = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]] if data else np.zeros(0, np.uint8)
     length = np.diff(off)
-    begin = off[:-1] - off[0]
-    k = np.arange(len(chars)) - np.repeat(begin, length)
-    powers = np.cumprod(np.full(int(length.max()) + 1, _HASH_P, dtype=np.uint64))
+    width = int(length.max())
+    powers = np.cumprod(np.full(width + 1, _HASH_P, dtype=np.uint64))
     h = length.astype(np.uint64) * _HASH_Q
-    some = length > 0
-    if some.any():  # each id's sum of byte x P^(i + 1), wrapping at 2^64
-        h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
+    # each id's sum of byte x P^(i + 1), wrapping at 2^64 (in any order: the same sum)
+    if n * width <= 4 * len(chars) + 4096:  # ids of similar lengths: a padded matrix, summed
+        padded = np.zeros((n, width), dtype=np.uint8)  # by character position
+        padded[np.arange(width) < length[:, None]] = chars
+        for i in range(width):
+            h += padded[:, i].astype(np.uint64) * powers[i]
+    else:  # a few long ids: the bytes' terms summed id by id
+        begin = off[:-1] - off[0]
+        k = np.arange(len(chars)) - np.repeat(begin, length)
+        some = length > 0
+        if some.any():
+            h[some] += np.add.reduceat(chars.astype(np.uint64) * powers[k], begin[some])
     h[np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _HASH_P
-    return np.asarray(pd.unique(h), dtype=np.uint64)
+    return h
+
+
+class _UnitKeys:
+    """The units' ids by their :func:`_hashes`, sorted: an id located by a binary search of
+    its hash, then compared with the unit's id (the units' hashes are distinct, so an id equal
+    to a unit's has that unit's hash): the positions ``risk.measures._positions`` gives,
+    without a hash table of every unit id per lookup."""
+
+    def __init__(self, hashes: np.ndarray, order: np.ndarray, ids: pa.Array) -> None:
+        self.hashes, self.order, self.ids = hashes, order, ids
+
+    @classmethod
+    def of(cls, index: pd.Index) -> _UnitKeys | None:
+        """The keys of the (unique) ``index``; None should two of its ids share a hash."""
+        h = _hashes(index)
+        order = np.argsort(h, kind="stable")
+        h = h[order]
+        if (h[1:] == h[:-1]).any():
+            return None
+        return cls(h, order, pa.array(pd.Series(index).astype("string").array))
+
+    def positions(self, ids: pd.Index) -> np.ndarray:
+        """Each id's position among the units, -1 where none has it (or it is missing)."""
+        import pyarrow.compute as pc
+
+        if len(ids) == 0 or len(self.hashes) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        h = _hashes(ids)
+        at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+        pos = np.where(self.hashes[at] == h, self.order[at], -1).astype(np.int64)
+        values = pa.array(pd.Series(ids).astype("string").array)
+        same = pc.equal(values, self.ids.take(pa.array(np.maximum(pos, 0))))
+        same = np.asarray(pc.fill_null(same, False).to_numpy(zero_copy_only=False), dtype=bool)
+        pos[~same] = -1
+        return pos
+
+
+def _prefetched(client: Any, parts: list[Path]) -> list[Any]:
+    """The units' parts read on the workers below every other task (:func:`_read_units_part`,
+    futures), as many as a quarter of the workers' memory holds (about four times their
+    files' size each); the others read by their score task."""
+    workers = client.scheduler_info()["workers"].values()
+    limits = [float(w.get("memory_limit") or 0) for w in workers]
+    if not limits or not all(limits):  # no limit set: the machine's memory
+        import psutil
+
+        limits = [float(psutil.virtual_memory().total)]
+    budget = 0.25 * sum(limits)
+    out: list[Any] = []
+    for p in parts:
+        budget -= 4 * p.stat().st_size
+        if budget < 0:
+            break
+        out.append(client.submit(_read_units_part, p, pure=False, priority=-2))
+    return out + [None] * (len(parts) - len(out))
+
+
+def _read_units_part(path: Path) -> pa.Table:
+    """A units' part as an Arrow table (a task; the result stays on its worker)."""
+    return pq.read_table(path)
 
 
 def _ids_apart(paths: list[Path]) -> bool:
@@ -280,13 +399,16 @@ def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
     return dict(_jsonable(dict(risk.attrs)))
 
 
-def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
+def _risk_part(
+    units_part: Path, cols_dir: Path, out_dir: Path, units: pa.Table | None = None
+) -> dict[str, Any]:
     """A cell's units with their risk columns (a task): the two Parquet tables side by side,
     the risk columns before the index as GeoPandas writes them; the geometry stays WKB bytes
-    (the units' GeoParquet metadata holds for the same geometries)."""
+    (the units' GeoParquet metadata holds for the same geometries). ``units``: the part as
+    :func:`_read_units_part` read it, else read here."""
     import pyarrow.compute as pc
 
-    units = pq.read_table(units_part)
+    units = units if units is not None else pq.read_table(units_part)
     cols = feather.read_table(cols_dir / f"{units_part.stem}.arrow", memory_map=True)
     meta = json.loads(units.schema.metadata[b"pandas"])
     (index,) = meta["index_columns"]

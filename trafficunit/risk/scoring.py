@@ -243,10 +243,12 @@ def _summed(
     reports: Sequence[Mapping[str, int]],
     period: Any,
     cfg: RiskSettings,
+    positions: Sequence[np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, Period, dict[str, Any]]:
     """The shares' :func:`_tally` counts summed onto the units ``u`` (those of :func:`_counts`
     over all the rows), the period (the shares' spans joined unless ``period`` is given) and
-    the input report."""
+    the input report; ``positions``: each share's units' positions in ``u`` (as
+    :func:`._positions` gives them), if known."""
     known = [p for p in spans if p is not None]
     if period is not None:
         per = as_period(period)
@@ -256,7 +258,10 @@ def _summed(
         raise ValidationError(_NO_PERIOD)
     report: dict[str, Any] = {k: sum(r[k] for r in reports) for k in reports[0]}
     every = pd.concat(counts)
-    pos = _positions(pd.Series(every.index), u.index)
+    if positions is not None:
+        pos = np.concatenate([np.zeros(0, np.int64), *positions])
+    else:
+        pos = _positions(pd.Series(every.index), u.index)
     ok = pos >= 0
     out = {}
     for col in every.columns.drop("epdo"):
