@@ -16,6 +16,11 @@ scheduler, no data moved): the ratio ``whole / halves`` is the ceiling of what a
 run on two workers can reach here, set by the machine (two busy cores share caches, memory
 bandwidth and the host's scheduling) and by the serial parts of the pipeline. Compare
 ``bench_scale.py``'s ``single / dask`` ratio with it.
+
+It also prints the CPU seconds of each side (all the processes it started): on two cores a
+partitioned run reaches ratio R only if its whole run needs at most ``2 x whole / R``
+CPU-seconds, so a ``whole`` that already keeps more than one core busy (Arrow's threads
+reading and writing Parquet) leaves a partitioned run less room than two cores suggest.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,15 +82,25 @@ def _finish(proc: subprocess.Popen[str], t0: float) -> dict[str, Any]:
     return {"pipeline_s": float(res["seconds"]["total"]), "wall_s": wall}
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended (their children included)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_whole(data: Path, outdir: Path) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    return _finish(_start(data, outdir), t0)
+    t0, c0 = time.perf_counter(), _children_cpu()
+    out = _finish(_start(data, outdir), t0)
+    return out | {"cpu_s": _children_cpu() - c0}
 
 
 def run_halves(halves: list[Path], outdir: Path) -> list[dict[str, Any]]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     procs = [_start(h, outdir) for h in halves]
-    return [_finish(p, t0) for p in procs]
+    out = [_finish(p, t0) for p in procs]
+    out[0]["cpu_s"] = _children_cpu() - c0  # both processes' (the second's 0)
+    out[1]["cpu_s"] = 0.0
+    return out
 
 
 def main() -> None:
@@ -112,7 +128,9 @@ def main() -> None:
             f"round {n + 1}: whole {w['pipeline_s']:.1f} s (process {w['wall_s']:.1f} s); "
             f"halves {p[0]['pipeline_s']:.1f} s and {p[1]['pipeline_s']:.1f} s "
             f"(both processes done after {max(r['wall_s'] for r in p):.1f} s); "
-            f"ceiling {w['pipeline_s'] / slow['pipeline_s']:.2f}x"
+            f"ceiling {w['pipeline_s'] / slow['pipeline_s']:.2f}x; CPU seconds, all processes: "
+            f"whole {w['cpu_s']:.1f} ({w['cpu_s'] / w['wall_s']:.2f} cores busy), halves "
+            f"{p[0]['cpu_s']:.1f}"
         )
     ratios = [
         w["pipeline_s"] / max(r["pipeline_s"] for r in p) for w, p in zip(whole, pairs, strict=True)

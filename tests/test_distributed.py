@@ -626,8 +626,7 @@ def test_from_files_builds_largest_cells_first_events_after(
     """From files, the build tasks go out largest cell first (by its road fragments' bytes),
     and the event partitioning that runs beside them at a lower priority: it fills the
     workers a cell no longer keeps busy instead of delaying the cells. So do the joins (by
-    the events' bytes), each counting its cell's accidents once joined; the units' parts are
-    read on the workers below every other task."""
+    the events' bytes), each counting its cell's accidents once joined."""
     from trafficunit.distributed import _files, _runner, _score, _tasks
 
     roads, acc, _ = generated
@@ -669,9 +668,6 @@ def test_from_files_builds_largest_cells_first_events_after(
     for c, (summary, fn, args), _ in joins:  # each join counts its own cell's accidents
         assert fn is _score._tally_part and args[0].stem == summary.stem == f"cell-{c[0]}-{c[1]}"
     assert not [fn for fn, _, _ in tasks if fn is _score._tally_part]  # none counted apart
-    reads = [(a[0], p) for fn, a, p in calls if fn is _score._read_units_part]
-    assert len(reads) == len(list((tmp_path / "o" / "units").glob("*.parquet"))) >= 4
-    assert {p for _, p in reads} == {-2}
 
 
 def test_local_workers_reuse_freed_memory():

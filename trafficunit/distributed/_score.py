@@ -39,10 +39,8 @@ if TYPE_CHECKING:
 class _ScoreInputs:
     """What the score reads, made ready while the accidents are joined: the tasks counting
     each cell's accidents by unit (started after its join) and the units' columns in
-    unit_id order with each unit's part, the hashes that locate a unit id among them, and the
-    units' parts read on the workers (each held there till its risk rows are written) while
-    this process sums, fits and levels; nothing when the run's risk columns are on disk
-    already (a resumed run)."""
+    unit_id order with each unit's part and the hashes that locate a unit id among them;
+    nothing when the run's risk columns are on disk already (a resumed run)."""
 
     def __init__(self, runner: _Runner, stage: Path, period: Any, cfg: RiskSettings) -> None:
         self.runner, self.stage, self.period, self.cfg = runner, stage, period, cfg
@@ -55,7 +53,6 @@ class _ScoreInputs:
         self.cell = np.zeros(0, dtype=np.int64)
         self.keys: _UnitKeys | None = None
         self.located: dict[int, tuple[pd.DataFrame, np.ndarray | None]] = {}
-        self.tables: list[Any] = []
 
     @classmethod
     def start(
@@ -84,11 +81,9 @@ class _ScoreInputs:
         return self.jobs[k] if self.jobs else None
 
     def read(self) -> None:
-        """The units' columns read here and their parts read on the workers, below every
-        other task (while the joins run, then while this process scores)."""
+        """The units' columns read here (while the joins run)."""
         if not self.done:
             self._read_units()
-            self.tables = _prefetched(self.runner.client, self.parts)
 
     def count(self, k: int) -> None:
         """Cell K's counts (once its join is done) read and located among the units; their
@@ -146,10 +141,9 @@ def _score(
     its units (``risk/<cell>.parquet``)."""
     marker = stage / "riskcols" / "attrs.json"
     parts = inputs.parts
-    held = inputs.tables or [None] * len(parts)  # each part as read on a worker, if it was
     jobs = [
-        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk", t))
-        for p, t in zip(parts, held, strict=True)
+        (stage / "risk" / f"{p.stem}.json", _risk_part, (p, stage / "riskcols", stage / "risk"))
+        for p in parts
     ]
     if not inputs.done:
         table, attrs = _score_units(inputs, hazards)
@@ -170,7 +164,6 @@ def _score(
         attrs = json.loads(marker.read_text())
         pending = runner.submit(jobs)
     runner.gather("scoring", pending or ([], {}))
-    inputs.tables = []  # the parts held on the workers released
     return attrs
 
 
@@ -361,31 +354,6 @@ class _UnitKeys:
         return pos
 
 
-def _prefetched(client: Any, parts: list[Path]) -> list[Any]:
-    """The units' parts read on the workers below every other task (:func:`_read_units_part`,
-    futures), as many as a quarter of the workers' memory holds (about four times their
-    files' size each); the others read by their score task."""
-    workers = client.scheduler_info()["workers"].values()
-    limits = [float(w.get("memory_limit") or 0) for w in workers]
-    if not limits or not all(limits):  # no limit set: the machine's memory
-        import psutil
-
-        limits = [float(psutil.virtual_memory().total)]
-    budget = 0.25 * sum(limits)
-    out: list[Any] = []
-    for p in parts:
-        budget -= 4 * p.stat().st_size
-        if budget < 0:
-            break
-        out.append(client.submit(_read_units_part, p, pure=False, priority=-2))
-    return out + [None] * (len(parts) - len(out))
-
-
-def _read_units_part(path: Path) -> pa.Table:
-    """A units' part as an Arrow table (a task; the result stays on its worker)."""
-    return pq.read_table(path)
-
-
 def _ids_apart(paths: list[Path]) -> bool:
     """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is); a
     stable sort (Timsort) merges their sorted runs."""
@@ -399,16 +367,13 @@ def _jsonable_attrs(risk: pd.DataFrame) -> dict[str, Any]:
     return dict(_jsonable(dict(risk.attrs)))
 
 
-def _risk_part(
-    units_part: Path, cols_dir: Path, out_dir: Path, units: pa.Table | None = None
-) -> dict[str, Any]:
+def _risk_part(units_part: Path, cols_dir: Path, out_dir: Path) -> dict[str, Any]:
     """A cell's units with their risk columns (a task): the two Parquet tables side by side,
     the risk columns before the index as GeoPandas writes them; the geometry stays WKB bytes
-    (the units' GeoParquet metadata holds for the same geometries). ``units``: the part as
-    :func:`_read_units_part` read it, else read here."""
+    (the units' GeoParquet metadata holds for the same geometries)."""
     import pyarrow.compute as pc
 
-    units = units if units is not None else pq.read_table(units_part)
+    units = pq.read_table(units_part)
     cols = feather.read_table(cols_dir / f"{units_part.stem}.arrow", memory_map=True)
     meta = json.loads(units.schema.metadata[b"pandas"])
     (index,) = meta["index_columns"]
