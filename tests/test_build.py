@@ -228,10 +228,30 @@ def test_build_fails_early_and_keeps_the_previous_folder(tmp_path: Path) -> None
 
 
 def test_build_from_a_dict_on_the_embedded_sample_is_the_demo(
-    tmp_path: Path, demo_folder: Path
+    tmp_path: Path, demo_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``build_demo`` (the run's shared build, tests/conftest.py) is a whole folder, and
-    ``tu.build`` of the same project as a dict gives the same counts."""
+    ``tu.build`` of the same project as a dict gives the same counts; the basemap of the
+    extract is built while tippecanoe builds the risk tiles."""
+    from trafficunit import basemap, tiles
+
+    running: list[bool] = []
+    seen: list[bool] = []
+    real_child, real_basemap = tiles._run_child, basemap.build_basemap
+
+    def run_child(*args: Any, **kw: Any) -> Any:
+        running.append(True)
+        try:
+            return real_child(*args, **kw)
+        finally:
+            running.pop()
+
+    def build_basemap(*args: Any, **kw: Any) -> Any:
+        seen.append(bool(running))
+        return real_basemap(*args, **kw)
+
+    monkeypatch.setattr(tiles, "_run_child", run_child)
+    monkeypatch.setattr(basemap, "build_basemap", build_basemap)
     folder = DataFolder(demo_folder)
     manifest = folder.manifest
     assert folder.problems(deep=True) == []
@@ -244,6 +264,9 @@ def test_build_from_a_dict_on_the_embedded_sample_is_the_demo(
         output=tmp_path / "again",
     )
     assert again.manifest["counts"] == manifest["counts"]  # same seed, same folder
+    assert seen == [True]  # beside the tiles' tippecanoe
+    assert again.manifest["basemap"]["bytes"] == again.path("basemap").stat().st_size > 0
+    assert again.manifest["timings_s"]["basemap"] == again.manifest["basemap"]["seconds"] > 0
 
 
 def test_project_toml_as_written_in_the_issue(tmp_path: Path) -> None:

@@ -550,28 +550,50 @@ def finish_folder(
 ) -> dict[str, Any]:
     """Tiles (and the basemap from ``basemap_source``, an OSM .pbf), then every table renamed
     into ``folder``, then a fresh manifest (sources are recorded by the caller). Nothing in the
-    folder is replaced if the tiles fail. ``spots``: the black spots, or a function finding
-    them, called while tippecanoe builds the tiles (timed as ``timings["black_spots"]``)."""
+    folder is replaced if the tiles or the basemap fail. ``spots``: the black spots, or a
+    function finding them. The black spots (a function) and the basemap are made while
+    tippecanoe builds the tiles (timed as ``timings["black_spots"]`` and ``["basemap"]``; the
+    tiles' time includes theirs)."""
     from . import sample
     from .tiles import build_tiles_report
 
     say("tiles", "building tiles")
     found: list[Any] = []
-    meanwhile = None
+    beside: list[Callable[[], None]] = []
     if callable(spots):
         find = spots
 
-        def meanwhile() -> None:
+        def find_spots() -> None:
             t = time.perf_counter()
             found.append(find())
             timings["black_spots"] = round(time.perf_counter() - t, 3)
             say("black_spots", f"{len(found[0]):,} black spots ({timings['black_spots']:.1f} s)")
 
+        beside.append(find_spots)
     all_events = bool(tiles.get("all_events", False))
     accidents = joined.get("accidents")
     tmp_tiles = folder.root / f".{FILES['risk_tiles']}.{os.getpid()}.staged.pmtiles"
     tmp_base = folder.root / f".{FILES['basemap']}.{os.getpid()}.staged.pmtiles"
     basemap: dict[str, Any] | None = None
+    if basemap_source is not None:
+        source = basemap_source
+
+        def build_base() -> None:
+            from .basemap import build_basemap
+
+            nonlocal basemap
+            say("basemap", "building the basemap from the extract")
+            bm = build_basemap(source, tmp_base)
+            timings["basemap"] = round(bm.seconds, 3)
+            basemap = {"bytes": bm.bytes, "seconds": timings["basemap"], "features": bm.features}
+            say("basemap", f"{bm.bytes / 1e6:.2f} MB in {timings['basemap']:.1f} s")
+
+        beside.append(build_base)
+
+    def meanwhile() -> None:
+        for job in beside:
+            job()
+
     try:
         report = build_tiles_report(
             scored,
@@ -585,24 +607,16 @@ def finish_folder(
             name=str(tiles.get("name") or "trafficunit risk"),
             description=f"trafficunit {name}"
             + (" (accidents, hazards and work zones are a GENERATED sample)" if generated else ""),
-            meanwhile=meanwhile,
+            meanwhile=meanwhile if beside else None,
         )
         timings["tiles"] = round(lap(), 3)
-        if meanwhile is not None:
+        if found:
             (spots,) = found
         say(
             "tiles",
             f"{report.bytes / 1e6:.2f} MB, {sum(report.features.values()):,} features "
             f"({timings['tiles']:.1f} s)",
         )
-        if basemap_source is not None:
-            from .basemap import build_basemap
-
-            say("basemap", "building the basemap from the extract")
-            bm = build_basemap(basemap_source, tmp_base)
-            timings["basemap"] = round(lap(), 3)
-            basemap = {"bytes": bm.bytes, "seconds": timings["basemap"], "features": bm.features}
-            say("basemap", f"{bm.bytes / 1e6:.2f} MB in {timings['basemap']:.1f} s")
         # every stage succeeded: now replace the folder's files
         say("write", f"writing {folder.root}")
         folder.write("units", scored)
