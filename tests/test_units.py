@@ -223,6 +223,28 @@ def test_adjacency_and_curvature():
     assert bent["sinuosity"].iloc[0] == pytest.approx(200 / np.hypot(100, 100))
 
 
+def test_unit_geometries_made_in_id_order_equal_the_shuffled_ones(sample_roads):
+    """The geometries made in ``by_id`` order are those made in build order and shuffled."""
+    import pyproj
+
+    from trafficunit._unit_stages import _unit_geometries
+    from trafficunit._validate import transformer
+    from trafficunit.settings import UnitSettings
+    from trafficunit.units import _build
+
+    st = _build(sample_roads, UnitSettings())
+    xy, part = shapely.get_coordinates(st.seg_geoms, return_index=True)
+    x, y = np.r_[xy[:, 0], st.centre[:, 0]], np.r_[xy[:, 1], st.centre[:, 1]]
+    transformer(pyproj.CRS(st.mcrs), pyproj.CRS(st.in_crs)).transform(x, y, inplace=True)
+    n = len(part)
+    made = np.r_[shapely.linestrings(x[:n], y[:n], indices=part), shapely.points(x[n:], y[n:])]
+    shuffled = np.random.default_rng(1).permutation(len(st.by_id))
+    assert len(st.seg_geoms) and len(st.centre)
+    for by_id in (st.by_id, shuffled, shuffled[:100]):
+        got = _unit_geometries(st, by_id)
+        assert (shapely.to_wkb(got) == shapely.to_wkb(made[by_id])).all()
+
+
 def test_metric_crs_given_and_output_crs_kept(sample_roads):
     shenzhen_like = sample_roads.to_crs(3067)
     units = tu.build_units(shenzhen_like, crs="EPSG:3067")
