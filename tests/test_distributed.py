@@ -715,3 +715,33 @@ def test_parts_keep_statistics_but_not_of_wkb(tmp_path):
     assert cols["unit_id"].statistics.min == "u1" and cols["crashes"].statistics.max == 3
     dictionary = {n for n, c in cols.items() if "RLE_DICTIONARY" in c.encodings}
     assert dictionary == {"kind", "unit_id"}
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.Index(["u3", "u1", "u2"], name="unit_id"),
+        pd.MultiIndex.from_arrays([["a", "b", "c"], [3, 1, 2]], names=["cell", "row"]),
+        pd.Index(["u3", "u1", "u2"]),  # unnamed: converted as to_parquet does
+        pd.RangeIndex(3),
+        pd.Index([7, 5, 6], name="kind"),  # a name of a column too
+    ],
+)
+def test_part_table_is_the_one_to_parquet_makes(index):
+    """A GeoDataFrame part converted with its index as plain columns (no index hash table
+    built) is the table geopandas' ``to_parquet`` makes: columns, types, order, metadata."""
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    from trafficunit.distributed._parts import _geo_table
+
+    frame = gpd.GeoDataFrame(
+        {"kind": ["segment", "intersection", None], "crashes": [3, 0, 1], "lit": None},
+        geometry=shapely.points([0.0, 1.0, 2.0], [0.0, 1.0, 2.0]),
+        crs=4326,
+        index=index,
+    )
+    frame["name"] = frame["kind"].astype("string")
+    frame.attrs = {"report": {"units": 3}}
+    got, want = _geo_table(frame), _geopandas_to_arrow(frame)
+    assert got.equals(want, check_metadata=True)
+    assert got.schema.metadata == want.schema.metadata
