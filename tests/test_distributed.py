@@ -627,6 +627,8 @@ def test_from_files_builds_largest_cells_first_events_after(
     and the event partitioning that runs beside them at a lower priority: it fills the
     workers a cell no longer keeps busy instead of delaying the cells. So do the joins (by
     the events' bytes), each counting its cell's accidents once joined."""
+    import pyarrow.parquet as pq
+
     from trafficunit.distributed import _files, _runner, _score, _tasks
 
     roads, acc, _ = generated
@@ -660,6 +662,11 @@ def test_from_files_builds_largest_cells_first_events_after(
     order = [sizes["roads", c] for c, _ in first]
     assert order == sorted(order, reverse=True) and order[0] > order[-1]
     assert max(events) < min(p for _, p in first)
+    # the accidents partitioned by whole row groups, each read once
+    chunks = [a[3] for fn, a, p in calls if a and a[0] is _tasks.partition_events]
+    meta = pq.ParquetFile(files[1]).metadata
+    whole = [(g, 0, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    assert sorted(chunks) == whole and len(whole) >= 2
     tasks = [(a[0], a[2:], p) for fn, a, p in calls if fn is _runner._summarised]
     joins = [(a[0][1], a[1], p) for fn, a, p in tasks if fn is _score._joined_and_counted]
     assert len(joins) >= 4 and {p for *_, p in joins} == {0}

@@ -24,8 +24,10 @@ from ..io import atomic_path
 Chunk = tuple[int, int, int]
 
 
-def _chunks(path: Path, rows: int) -> list[Chunk]:
-    """The file's rows as chunks of at most ``rows`` rows, never across row groups."""
+def _chunks(path: Path, rows: int | None) -> list[Chunk]:
+    """The file's rows as chunks of at most ``rows`` rows (None: whole row groups), never
+    across row groups. A task reads a chunk's whole row group (Parquet decodes no part of
+    one alone): a group cut in K chunks is read, decompressed and decoded K times."""
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception as exc:
@@ -33,7 +35,7 @@ def _chunks(path: Path, rows: int) -> list[Chunk]:
     out: list[Chunk] = []
     for rg in range(meta.num_row_groups):
         n = meta.row_group(rg).num_rows
-        k = max(1, math.ceil(n / max(rows, 1)))
+        k = 1 if rows is None else max(1, math.ceil(n / max(rows, 1)))
         step = math.ceil(n / k)
         out.extend((rg, a, min(a + step, n)) for a in range(0, n, step))
     return out
