@@ -245,6 +245,23 @@ def test_unit_geometries_made_in_id_order_equal_the_shuffled_ones(sample_roads):
         assert (shapely.to_wkb(got) == shapely.to_wkb(made[by_id])).all()
 
 
+def test_unit_refs_are_the_positions_of_from_and_to_unit(sample_roads):
+    """``_unit_refs`` gives the position of each unit's ``from_unit`` and ``to_unit`` among
+    the units (-1 where none), as looking the ids up in the index does."""
+    from trafficunit._unit_stages import _unit_refs
+    from trafficunit.settings import UnitSettings
+    from trafficunit.units import _build
+
+    units = (st := _build(sample_roads, UnitSettings())).units
+    refs = _unit_refs(st)
+    ids = pd.concat([units["from_unit"], units["to_unit"]], ignore_index=True)
+    want = units.index.get_indexer(ids.fillna("-").to_numpy(dtype=object))
+    np.testing.assert_array_equal(refs, want)
+    assert (refs >= 0).sum() > len(units) // 2 and (refs < 0).sum() >= (
+        units["kind"] != "segment"
+    ).sum() * 2
+
+
 def test_metric_crs_given_and_output_crs_kept(sample_roads):
     shenzhen_like = sample_roads.to_crs(3067)
     units = tu.build_units(shenzhen_like, crs="EPSG:3067")

@@ -635,4 +635,15 @@ def _metric_bounds_of(st: _State) -> np.ndarray:
     return np.concatenate([shapely.bounds(st.seg_geoms), np.c_[st.centre, st.centre]])[st.by_id]
 
 
+def _unit_refs(st: _State) -> np.ndarray:
+    """Each unit's ``from_unit`` then each unit's ``to_unit`` as positions among the units
+    (``unit_id`` order; -1: none): the columns' ids without looking them up as text."""
+    by_id = st.by_id
+    rank = np.empty(len(by_id), dtype=np.int64)
+    rank[by_id] = np.arange(len(by_id))
+    none = np.full(len(by_id) - len(st.from_ref), -1, dtype=np.int64)
+    ref = np.r_[np.r_[st.from_ref, none][by_id], np.r_[st.to_ref, none][by_id]]
+    return np.where(ref >= 0, rank[np.maximum(ref, 0)], -1)
+
+
 STAGES = (_nodes, _chain_pieces, _chain_fix, _even_split, _intersections, _adjacency, _assemble)

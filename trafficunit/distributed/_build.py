@@ -10,8 +10,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyproj
 import shapely
 from scipy.sparse import coo_matrix
@@ -28,24 +26,20 @@ from ._staging import _Staging
 # build
 
 
-def _text(values: Any) -> pa.ChunkedArray:
-    """Strings (a pandas column or index) as Arrow strings (no copy of Arrow-backed ones)."""
-    arr = pa.chunked_array([pa.array(getattr(values, "array", values), from_pandas=True)])
-    return arr if arr.type == pa.string() else arr.cast(pa.string())
-
-
 def _context_ok(
     units: gpd.GeoDataFrame,
     bounds: np.ndarray,
     inner: tuple[float, ...],
     merge_m: float,
     key_cols: tuple[str, ...],
+    refs: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whether everything each unit depends on lies inside ``inner`` (see the module docs),
     and the bounds of what it depends on (as far as this build can see).
 
     ``bounds`` are the units' metric bounds. Adjacency comes from ``from_unit``/``to_unit``
-    (a segment's neighbours; an intersection's are the segments pointing at it).
+    (a segment's neighbours; an intersection's are the segments pointing at it), given as
+    positions among the units by ``refs`` (:func:`trafficunit._unit_stages._unit_refs`).
     """
     n = len(units)
     is_seg = (units["kind"] == "segment").to_numpy()
@@ -56,11 +50,9 @@ def _context_ok(
     b[:, :2] -= r[:, None]
     b[:, 2:] += r[:, None]
     # links of the adjacency graph: (segment, unit at its start or end), the start's first
-    refs = pa.chunked_array([*_text(units["from_unit"]).chunks, *_text(units["to_unit"]).chunks])
-    other = pc.index_in(refs, value_set=_text(units.index)).fill_null(-1).to_numpy()
-    link = np.r_[is_seg, is_seg] & (other >= 0)
+    link = np.r_[is_seg, is_seg] & (refs >= 0)
     s = np.flatnonzero(link) % max(n, 1)
-    d = other[link]
+    d = refs[link]
     # segments: the bounds of their run, the segments linked end to end without a junction
     # and with the same chain attributes (a chain is cut where one changes), which holds the
     # segment's chain
@@ -178,7 +170,7 @@ def _build_cell(
     Returns the units, how many units near the cell failed the context check (0: the units
     are exact), the halo the failing ones need at least, and the units' metric bounds.
     """
-    from .._unit_stages import _metric_bounds_of
+    from .._unit_stages import _metric_bounds_of, _unit_refs
     from ..units import _build
 
     unit_cfg = (options.get("settings") or UnitSettings()).with_(
@@ -195,6 +187,7 @@ def _build_cell(
         return gpd.GeoDataFrame(geometry=[], crs=roads.crs), 0, 0.0, np.zeros((0, 4))
     units: gpd.GeoDataFrame = st.units
     bounds = _metric_bounds_of(st)  # the metric lines the build made: nothing to project
+    refs = _unit_refs(st)
     del st
     own = _owned(units, bounds, cell, mcrs)
     if math.isinf(halo):
@@ -203,7 +196,7 @@ def _build_cell(
     inner = (cell[0] - m, cell[1] - m, cell[2] + m, cell[3] + m)
     merge = unit_cfg.junction_merge_m
     keys = tuple(dict.fromkeys([*unit_cfg.split_on, "name", "ref", "oneway"]))
-    ok, support = _context_ok(units, bounds, inner, merge, keys)
+    ok, support = _context_ok(units, bounds, inner, merge, keys, refs)
     # check every unit near the cell, not only those kept: a unit of the whole-network build
     # anchored here appears in this build only if the units around its anchor are exact
     r = pd.to_numeric(units["radius_m"], errors="coerce").max()
