@@ -37,7 +37,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -67,9 +67,6 @@ from ._parts import (
 )
 from ._runner import _Runner, _summarised
 from ._score import _joined_and_counted, _score, _ScoreInputs
-
-if TYPE_CHECKING:
-    pass
 
 #: Rows of an input file a task reads at most.
 _CHUNK_ROWS = 500_000

@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 
 
 class _ScoreInputs:
-    """What the score reads, made ready while the accidents are joined: the tasks counting
-    each cell's accidents by unit (started after its join) and the units' columns in
-    unit_id order with each unit's part and the hashes that locate a unit id among them;
-    nothing when the run's risk columns are on disk already (a resumed run)."""
+    """What the score reads, made ready while the accidents are joined: each cell's
+    accidents counted by unit (by its join task) and located among the units, and the
+    units' columns in unit_id order with each unit's part and the hashes that locate a unit
+    id among them; nothing when the run's risk columns are on disk already (a resumed
+    run)."""
 
     def __init__(self, runner: _Runner, stage: Path, period: Any, cfg: RiskSettings) -> None:
         self.runner, self.stage, self.period, self.cfg = runner, stage, period, cfg
