@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -53,7 +53,7 @@ class _ScoreInputs:
         self.units: gpd.GeoDataFrame | None = None
         self.cell = np.zeros(0, dtype=np.int64)
         self.keys: _UnitKeys | None = None
-        self.located: dict[int, tuple[pd.DataFrame, np.ndarray | None]] = {}
+        self.located: dict[int, _Located] = {}
 
     @classmethod
     def start(
@@ -87,7 +87,8 @@ class _ScoreInputs:
             self._read_units()
 
     def count(self, k: int) -> None:
-        """Cell K's counts (once its join is done) read and located among the units; their
+        """Cell K's counts (once its join is done) read and located among the units, its
+        hazard rows and event id hashes read (:meth:`_locate`); their
         counting started first, below the joins, should its join not have counted them."""
         if self.done:
             return
@@ -125,12 +126,28 @@ class _ScoreInputs:
         return [p for p, _ in kept], [s for _, s in kept]
 
     def _locate(self, k: int) -> None:
-        """Tally K's counts read and their units' positions in :attr:`units`."""
+        """Tally K's counts read with their units' positions in :attr:`units`, its hazard
+        rows and its event ids' hashes (while the other cells are joined)."""
         path = self.tallies[k]
         if k in self.located or not path.exists():  # located, or no joined accidents there
             return
         counts = pd.read_parquet(path)
-        self.located[k] = (counts, None if self.keys is None else self.keys.positions(counts.index))
+        self.located[k] = _Located(
+            counts,
+            None if self.keys is None else self.keys.positions(counts.index),
+            pd.read_parquet(path.with_suffix(".hazards.parquet")),
+            np.load(path.with_suffix(".ids.npy")),
+        )
+
+
+class _Located(NamedTuple):
+    """A cell's counts by unit, their units' positions (None: look them up), its hazard rows
+    and the sorted hashes of its event ids."""
+
+    counts: pd.DataFrame
+    positions: np.ndarray | None
+    hazards: pd.DataFrame
+    ids: np.ndarray
 
 
 def _score(
@@ -176,16 +193,18 @@ def _score_units(inputs: _ScoreInputs, hazards: Any = None) -> tuple[pa.Table, d
     period, cfg, u = inputs.period, inputs.cfg, inputs.units
     assert u is not None
     tallies, shares = inputs.shares()
-    if _ids_apart([p.with_suffix(".ids.npy") for p in tallies]):
-        by_path = {inputs.tallies[k]: v for k, v in inputs.located.items()}
-        counts, pos = zip(*(by_path[p] for p in tallies), strict=True) if tallies else ((), ())
-        known = None if any(p is None for p in pos) else list(pos)
+    by_path = {inputs.tallies[k]: v for k, v in inputs.located.items()}
+    cells = [by_path[p] for p in tallies]  # in the cells' order
+    if _ids_apart([c.ids for c in cells]):
+        pos = [c.positions for c in cells if c.positions is not None]
+        known = pos if len(pos) == len(cells) else None
         spans = [
             None if s["period"] is None else Period(*map(pd.Timestamp, s["period"])) for s in shares
         ]
         reports = [s["report"] for s in shares]
-        summed = scoring._summed(u, list(counts), spans, reports, period, cfg, known)
-        hz = pd.concat([pd.read_parquet(p.with_suffix(".hazards.parquet")) for p in tallies])
+        counts = [c.counts for c in cells]
+        summed = scoring._summed(u, counts, spans, reports, period, cfg, known)
+        hz = pd.concat([c.hazards for c in cells])
     else:  # an event id in two cells: counted over all the rows, first row kept, as one run
         jparts = [inputs.stage / "joined" / p.name for p in tallies]
         jcols = [c for c in scoring._SCORED_COLUMNS if c in pq.read_schema(jparts[0]).names]
@@ -355,10 +374,10 @@ class _UnitKeys:
         return pos
 
 
-def _ids_apart(paths: list[Path]) -> bool:
-    """Whether no event id hash is in two cells' ``.ids.npy`` (so no event id is); a
-    stable sort (Timsort) merges their sorted runs."""
-    h = np.sort(np.concatenate([np.load(p) for p in paths]), kind="stable")
+def _ids_apart(hashes: list[np.ndarray]) -> bool:
+    """Whether no event id hash is in two cells' sorted ``hashes`` (their ``.ids.npy``; so
+    no event id is); a stable sort (Timsort) merges their sorted runs."""
+    h = np.sort(np.concatenate([np.zeros(0, np.uint64), *hashes]), kind="stable")
     return not bool((h[1:] == h[:-1]).any())
 
 
