@@ -1,13 +1,14 @@
 """The score of a run from files (:mod:`._files`).
 
-The workers count each cell's accidents by unit (the rows of one cell, in their order; each
-cell once its join is done, after the joins left to start) while the client reads the units'
-attributes (no geometry) as the joins run; the client sums these counts (one row per unit with
-accidents, no accident row) and scores the units from them in the single-process order, the
-SPF of the largest reference population fitted here and the others on the workers meanwhile
-(the same fits), so parameters and levels are those of the single-process run; the workers
-attach the geometry to each cell's risk rows. Should an event id be in two cells (the single
-run counts its first row only), the client counts all the rows itself instead.
+The task that joins a cell's accidents also counts them by unit (the rows of one cell, in
+their order) while the client reads the units' attributes (no geometry) as the joins run; the
+client locates each cell's counts among the units as its join is done, sums these counts (one
+row per unit with accidents, no accident row) and scores the units from them in the
+single-process order, the SPF of the largest reference population fitted here and the others
+on the workers meanwhile (the same fits), so parameters and levels are those of the
+single-process run; the workers attach the geometry to each cell's risk rows. Should an event
+id be in two cells (the single run counts its first row only), the client counts all the rows
+itself instead.
 """
 
 from __future__ import annotations
