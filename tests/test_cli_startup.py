@@ -66,3 +66,16 @@ def test_unknown_verb_is_one_clear_error() -> None:
     result = CliRunner().invoke(app, ["nope"])
     assert result.exit_code == 2
     assert "nope" in result.output
+
+
+def test_counting_accidents_imports_no_statistics_stack() -> None:
+    # a Dask worker counting a cell's accidents imports the scoring module: scipy.stats and
+    # statsmodels (a third and half a second) wait until a fit or a hot-spot test needs them
+    code = (
+        "import sys\nimport trafficunit.risk.scoring, trafficunit.distributed._score\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('scipy.stats', 'statsmodels'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"

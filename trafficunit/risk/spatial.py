@@ -8,7 +8,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._errors import ValidationError
 from ..settings import RiskSettings
@@ -79,6 +78,8 @@ def hotspots(
         ws = w.assign_self_weight(1.0)
         gi = esda.G_Local(y, ws, transform="B", star=None, permutations=0, n_jobs=1)
     z = np.asarray(gi.Zs, dtype=float)
+    from scipy import stats  # here: scipy.stats takes a third of a second to import
+
     p = 2.0 * stats.norm.sf(np.abs(z))
     out["gi_z"] = z
     out["gi_p"] = p
