@@ -5,6 +5,7 @@ do not move by a bit."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -24,6 +25,16 @@ def _data(seed: int, n: int, k: float, slope: float) -> tuple[np.ndarray, ...]:
     return y.astype(float), x, np.full(n, 3.0)
 
 
+def _fit(model: Any) -> Any:
+    """The model's Newton fit (as the SPF fits it), or the error it raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return model.fit(disp=0, maxiter=200, method="newton")
+        except (np.linalg.LinAlgError, ValueError, OverflowError) as exc:
+            return exc
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -33,12 +44,12 @@ def _data(seed: int, n: int, k: float, slope: float) -> tuple[np.ndarray, ...]:
 )
 def test_fits_equal_statsmodels_to_the_bit(seed: int, n: int, k: float, slope: float) -> None:
     y, x, exposure = _data(seed, n, k, slope)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ours = nb2_model(y, x, exposure).fit(disp=0, maxiter=200, method="newton")
-        theirs = NegativeBinomial(y, x, loglike_method="nb2", exposure=exposure).fit(
-            disp=0, maxiter=200, method="newton"
-        )
+    ours = _fit(nb2_model(y, x, exposure))
+    theirs = _fit(NegativeBinomial(y, x, loglike_method="nb2", exposure=exposure))
+    if isinstance(theirs, Exception):  # a degenerate sample (few counts): the same failure
+        assert type(ours) is type(theirs) and str(ours) == str(theirs)
+        return
+    assert not isinstance(ours, Exception)
     assert np.array_equal(ours.params, theirs.params, equal_nan=True)
     assert ours.mle_retvals["iterations"] == theirs.mle_retvals["iterations"]
     assert ours.mle_retvals["converged"] == theirs.mle_retvals["converged"]

@@ -14,6 +14,7 @@ itself instead.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -30,6 +31,7 @@ from ..io import atomic_path
 from ..settings import RiskSettings
 from ..timefilter import Period
 from . import _tasks
+from ._cluster import _preload
 from ._parts import _bbox, _cell_name, _read_parts, _write_json, _write_part
 from ._runner import _Pending, _Runner
 
@@ -55,6 +57,8 @@ class _ScoreInputs:
         self.cell = np.zeros(0, dtype=np.int64)
         self.keys: _UnitKeys | None = None
         self.located: dict[int, _Located] = {}
+        self.workers: list[str] = []
+        self.warmed = False
 
     @classmethod
     def start(
@@ -72,6 +76,7 @@ class _ScoreInputs:
         if self.done:
             return self
         tally = stage / "tally"
+        self.workers = sorted(runner.client.scheduler_info()["workers"])
         self.jobs = [
             (tally / f"{_cell_name(c)}.json", _tally_part, (p, tally, period, self.cfg))
             for c, p in ((c, stage / "joined" / f"{_cell_name(c)}.parquet") for c in cells)
@@ -97,6 +102,23 @@ class _ScoreInputs:
         self.tallies.append(self.jobs[k][0].with_suffix(".parquet"))
         if len(self.tallies) - 1 not in self.pending[1]:  # counted: its summary is on disk
             self._locate(len(self.tallies) - 1)
+        if not self.warmed and len(self.jobs) - len(self.tallies) < len(self.workers):
+            self._warm_fits()
+
+    def _warm_fits(self) -> None:
+        """statsmodels imported for the fits the score starts with (half a second, cold),
+        once a worker is left without a join: here (a thread) and on each worker (a task of
+        the lowest priority: after its join)."""
+        from distributed import fire_and_forget
+
+        self.warmed = True
+        threading.Thread(target=_preload, args=(_FIT_MODULE,), daemon=True).start()
+        for w in self.workers:
+            fire_and_forget(
+                self.runner.client.submit(
+                    _preload, _FIT_MODULE, workers=[w], pure=False, priority=-2
+                )
+            )
 
     def _read_units(self) -> None:
         from ..risk import scoring
@@ -139,6 +161,10 @@ class _ScoreInputs:
             pd.read_parquet(path.with_suffix(".hazards.parquet")),
             np.load(path.with_suffix(".ids.npy")),
         )
+
+
+#: The module the SPF fits import (:func:`~trafficunit.risk._nb2.nb2_model`).
+_FIT_MODULE = "statsmodels.discrete.discrete_model"
 
 
 class _Located(NamedTuple):
