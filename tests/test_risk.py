@@ -16,6 +16,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import LineString
 from typer.testing import CliRunner
 
@@ -632,3 +634,72 @@ def test_day_and_night_come_from_the_files_light_column() -> None:
     # without a light column: the clock (no location) decides, and says so
     clock = tf.filter_events(pd.DataFrame(ev.drop(columns=["light", "geometry"])), light="night")
     assert set(clock.attrs["time_report"]["light_by"]) == {"clock"}
+
+
+def _keys_per_unit(units: pd.DataFrame, cfg: RiskSettings) -> pd.Series:
+    """The reference populations as strings built unit by unit (the definition)."""
+    others = [c for c in cfg.population if c != "kind"]
+    key = units["kind"].astype(str)
+    if others:
+        rest = units[others[0]].astype("string").fillna("unknown")
+        for c in others[1:]:
+            rest = rest + "/" + units[c].astype("string").fillna("unknown")
+        key = key + ":" + rest.astype(str)
+    else:
+        key = key + ":*"
+    codes, _ = pd.factorize(key)
+    small = np.bincount(codes)[codes] < cfg.min_population
+    return key.where(~small, units["kind"].astype(str) + ":*").rename("reference_population")
+
+
+_CLASSES = ["primary", "residential", "unknown", None, "tertiary"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["segment", "intersection"]),
+            st.sampled_from(_CLASSES),
+            st.sampled_from(["yes", "no", None]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    population=st.sampled_from([("kind",), ("road_class", "kind"), ("road_class", "lit")]),
+    min_population=st.integers(1, 12),
+)
+@example(  # two units without a class and two "unknown": one population of four, kept
+    rows=[("segment", None, "yes")] * 2 + [("segment", "unknown", "yes")] * 2,
+    population=("road_class", "kind"),
+    min_population=3,
+)
+def test_population_keys_equal_keys_built_unit_by_unit(
+    rows: list[tuple[Any, ...]], population: tuple[str, ...], min_population: int
+) -> None:
+    # keys made per distinct combination: the same strings, dtype and pooling (a missing
+    # class and "unknown" share one key, so their units count together)
+    from trafficunit.risk.spf import _population_keys
+
+    units = pd.DataFrame(rows, columns=["kind", "road_class", "lit"])
+    units.index = pd.Index([f"u{i}" for i in range(len(units))], name="unit_id")
+    cfg = RiskSettings(population=population, min_population=min_population)
+    got, want = _population_keys(units, cfg), _keys_per_unit(units, cfg)
+    pd.testing.assert_series_equal(got, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ranks=st.lists(st.integers(1, 4), max_size=40),
+    names=st.lists(st.sampled_from(["red", "#d7191c", "", None]), min_size=4, max_size=4),
+)
+def test_level_names_by_rank_equal_a_column_of_the_strings(
+    ranks: list[int], names: list[Any]
+) -> None:
+    from trafficunit.risk.scoring import _by_rank
+
+    rank = np.asarray(ranks, dtype=np.int64)
+    want, got = pd.DataFrame(index=range(len(rank))), pd.DataFrame(index=range(len(rank)))
+    want["level"] = np.array(names, dtype=object)[rank - 1]
+    got["level"] = _by_rank(names, rank, got.index)
+    pd.testing.assert_frame_equal(got, want)

@@ -357,9 +357,10 @@ def _level_columns(
     rank = np.minimum(crash_rank + hz["hazard_raise"].to_numpy(), len(RISK_LEVELS))
     risk["crash_level_rank"] = crash_rank
     risk["level_rank"] = rank
-    levels = np.array(RISK_LEVELS, dtype=object)
-    risk["level"] = levels[rank - 1]
-    risk["colour"] = np.array([cfg.colours.get(lv) for lv in RISK_LEVELS], dtype=object)[rank - 1]
+    # the four names (and colours) as a column of strings each, taken by rank: no Python
+    # string per unit to convert
+    risk["level"] = _by_rank(list(RISK_LEVELS), rank, risk.index)
+    risk["colour"] = _by_rank([cfg.colours.get(lv) for lv in RISK_LEVELS], rank, risk.index)
     rule["hazard_raise"] = dict(cfg.hazard_raise)
     rule["hazard_text"] = (
         "open hazards raise the level by "
@@ -371,6 +372,18 @@ def _level_columns(
     rule["epdo_weights"] = dict(cfg.epdo_weights)
     rule["epdo_version"] = cfg.epdo_version
     return rule
+
+
+def _by_rank(names: list[Any], rank: np.ndarray, index: pd.Index) -> pd.Series:
+    """``names[rank - 1]`` per unit, as pandas would make the column of those strings."""
+    # the names the units have, as a column of them (the dtype pandas infers from the values
+    # present: strings, or objects if all are None)
+    present = np.bincount(rank - 1, minlength=len(names)) > 0
+    frame = pd.DataFrame(index=range(int(present.sum())))
+    frame["v"] = np.array([n for n, p in zip(names, present, strict=True) if p], dtype=object)
+    out = frame["v"].iloc[(np.cumsum(present) - 1)[rank - 1]]
+    out.index = index
+    return out
 
 
 #: What to do when the data is too sparse for the SPF (documented in :func:`score`).

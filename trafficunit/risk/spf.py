@@ -112,23 +112,39 @@ def _design(units: pd.DataFrame, names: Sequence[str], floor_m: float) -> np.nda
 
 
 def _population_keys(units: pd.DataFrame, cfg: RiskSettings) -> pd.Series:
-    """``kind:class`` per unit, pooled to ``kind:*`` where a population is too small."""
+    """``kind:class`` per unit, pooled to ``kind:*`` where a population is too small.
+
+    The keys are made for each distinct combination of the population's columns (a few)
+    and taken by each unit's combination: no string built per unit."""
     others = [c for c in cfg.population if c != "kind"]
     missing = [c for c in others if c not in units.columns]
     if missing:
         raise ValidationError(f"population columns {missing} are not unit columns")
-    key = units["kind"].astype(str)
+    combo = np.zeros(len(units), dtype=np.int64)
+    for c in ("kind", *others):
+        codes, uniques = pd.factorize(units[c], use_na_sentinel=False)
+        combo = combo * max(len(uniques), 1) + codes
+    combo, distinct = pd.factorize(combo)
+    # factorize numbers the combinations in their order of appearance: each one's first unit
+    # is where the running maximum of the codes grows
+    first = np.flatnonzero(np.r_[True, combo[1:] > np.maximum.accumulate(combo)[:-1]])
+    some = units.iloc[first]  # a unit of each combination
+    key = some["kind"].astype(str)
     if others:
-        rest = units[others[0]].astype("string").fillna("unknown")
+        rest = some[others[0]].astype("string").fillna("unknown")
         for c in others[1:]:
-            rest = rest + "/" + units[c].astype("string").fillna("unknown")
+            rest = rest + "/" + some[c].astype("string").fillna("unknown")
         key = key + ":" + rest.astype(str)
     else:
         key = key + ":*"
-    codes, _ = pd.factorize(key)  # each key's size by its code: no Python object per unit
-    small = np.bincount(codes)[codes] < cfg.min_population
-    pooled = units["kind"].astype(str) + ":*"
-    return key.where(~small, pooled).rename("reference_population")
+    # a key's units: those of every combination with that key (missing and "unknown" alike)
+    codes, _ = pd.factorize(key)
+    small = np.bincount(codes, weights=np.bincount(combo, minlength=len(distinct)))
+    pooled = some["kind"].astype(str) + ":*"
+    keys = key.where(~(small[codes] < cfg.min_population), pooled)
+    out = keys.iloc[combo]
+    out.index = units.index
+    return out.rename("reference_population")
 
 
 def _fit_one(
