@@ -134,9 +134,8 @@ class _ScoreInputs:
         units, self.cell = units.iloc[order], cell[order]
         self.keys = _UnitKeys.of(units.index)
         crs = _bbox(parts[0])[1]
-        self.units = gpd.GeoDataFrame(
-            units, geometry=gpd.GeoSeries([None] * len(units), index=units.index, crs=crs)
-        )
+        none = gpd.array.from_shapely(np.empty(len(units), dtype=object), crs=crs)
+        self.units = gpd.GeoDataFrame(units, geometry=gpd.GeoSeries(none, index=units.index))
 
     def shares(self) -> tuple[list[Path], list[dict[str, Any]]]:
         """The counts of the cells with joined accidents (``tally/<cell>.parquet``) and the
@@ -392,7 +391,12 @@ class _UnitKeys:
         if len(ids) == 0 or len(self.hashes) == 0:
             return np.full(len(ids), -1, dtype=np.int64)
         h = _hashes(ids)
-        at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+        # searched in increasing order (numpy's search starts where the last one ended: a few
+        # cache lines a search instead of a random walk through millions of hashes)
+        order = np.argsort(h)
+        at = np.empty(len(h), dtype=np.intp)
+        at[order] = np.searchsorted(self.hashes, h[order])
+        at = np.minimum(at, len(self.hashes) - 1)
         pos = np.where(self.hashes[at] == h, self.order[at], -1).astype(np.int64)
         values = pa.array(pd.Series(ids).astype("string").array)
         same = pc.equal(values, self.ids.take(pa.array(np.maximum(pos, 0))))
