@@ -194,11 +194,13 @@ def _score(
         cell = inputs.cell
         # the rows by part (unit_id order within each) taken and written by Arrow: no
         # pandas copy of the columns per part; each part's task started once its file is
-        # written, while this process writes the next
+        # written, while this process writes the next, the largest parts first (the workers
+        # finish together)
         by = np.argsort(cell, kind="stable")
         starts = np.searchsorted(cell[by], np.arange(len(parts) + 1))
         pending = None
-        for n, p in enumerate(parts):  # Arrow files: a working copy, written as it is
+        for n in map(int, np.argsort(-np.diff(starts), kind="stable")):
+            p = parts[n]  # Arrow files: a working copy, written as it is
             with atomic_path(stage / "riskcols" / f"{p.stem}.arrow") as tmp:
                 rows = table.take(by[starts[n] : starts[n + 1]])
                 feather.write_feather(rows, tmp, compression="uncompressed")
