@@ -663,7 +663,6 @@ _CLASSES = ["primary", "residential", "unknown", None, "tertiary"]
             st.sampled_from(_CLASSES),
             st.sampled_from(["yes", "no", None]),
         ),
-        min_size=1,
         max_size=60,
     ),
     population=st.sampled_from([("kind",), ("road_class", "kind"), ("road_class", "lit")]),

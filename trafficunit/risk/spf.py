@@ -127,7 +127,7 @@ def _population_keys(units: pd.DataFrame, cfg: RiskSettings) -> pd.Series:
     combo, distinct = pd.factorize(combo)
     # factorize numbers the combinations in their order of appearance: each one's first unit
     # is where the running maximum of the codes grows
-    first = np.flatnonzero(np.r_[True, combo[1:] > np.maximum.accumulate(combo)[:-1]])
+    first = np.flatnonzero(np.diff(np.maximum.accumulate(combo), prepend=-1) > 0)
     some = units.iloc[first]  # a unit of each combination
     key = some["kind"].astype(str)
     if others:
