@@ -758,7 +758,8 @@ def test_part_table_is_the_one_to_parquet_makes(index):
 def test_road_fragments_read_as_geopandas_reads_each(tmp_path, nulls_in_one):
     """A cell's road fragments read as one frame equal each read by geopandas, concatenated,
     each road once (its first copy) in ``_rid`` order; a fragment whose column of nulls has
-    another type is read that way too."""
+    another type is read that way too (its fragments' rows still in the order of the
+    files)."""
     from trafficunit.distributed._parts import _read_parts, _write_part
     from trafficunit.distributed._tasks import _read_roads
 
@@ -774,10 +775,13 @@ def test_road_fragments_read_as_geopandas_reads_each(tmp_path, nulls_in_one):
     paths = [tmp_path / f"{k}.parquet" for k in range(3)]
     _write_part(frag([5, 9, 12], pd.array(["a", None, "c"], dtype="string")), paths[0])
     _write_part(frag([1, 9], None if nulls_in_one else pd.array(["b", "x"], "string")), paths[1])
-    _write_part(frag([2, 3], pd.array(["d", "e"], dtype="string")), paths[2])
+    # road 1 again, other values: its first copy (in the file order) is the one kept
+    _write_part(frag([2, 3, 1], pd.array(["d", "e", "f"], dtype="string")), paths[2])
     got = _read_roads(paths)
     want = _read_parts(paths).drop_duplicates("_rid").sort_values("_rid", kind="stable")
     assert got is not None and got["_rid"].tolist() == [1, 2, 3, 5, 9, 12]
+    first = got["name"].iloc[0]
+    assert first is None if nulls_in_one else first == "b"
     pd.testing.assert_frame_equal(got, want)
     assert got.crs == want.crs and got.crs.to_epsg() == 4326
     assert _read_roads([]) is None

@@ -160,9 +160,13 @@ def _read_parts(paths: list[Path], columns: list[str] | None = None) -> pd.DataF
         gpd.read_parquet(p, columns=columns) if geo else pd.read_parquet(p, columns=columns)
         for p in paths
     ]
+    return _concat_parts(frames) if frames else None
+
+
+def _concat_parts(frames: list[Any]) -> Any:
+    """Parts read as frames, concatenated as :func:`_read_parts` does (the empty ones left
+    out unless all are)."""
     frames = [f for f in frames if len(f)] or frames[:1]
-    if not frames:
-        return None
     if len(frames) == 1:
         return frames[0]
     out = pd.concat(frames)

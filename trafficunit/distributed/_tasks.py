@@ -34,6 +34,7 @@ from ._join import _EVENT_INPUTS, _UNIT_INPUTS, _event_bounds, _inside_area
 from ._parts import (
     Chunk,
     _cell_name,
+    _concat_parts,
     _parquet_options,
     _read_chunk,
     _read_parts,
@@ -175,22 +176,40 @@ def _read_roads(paths: list[Path]) -> gpd.GeoDataFrame | None:
     order, as ``geopandas.read_parquet`` reads each and ``drop_duplicates`` and a stable sort
     make them one. Fragments of one schema (a column of nulls in one is another type: then
     that way) are concatenated, deduplicated and sorted as Arrow tables, their WKB decoded
-    once and their CRS parsed once per process (a parse takes ~10 ms a fragment)."""
-    from geopandas.io.arrow import _arrow_to_geopandas
-
+    once and their CRS parsed once per process (a parse takes 10-30 ms a fragment: a halo
+    retry reads the fragments of every cell its halo meets, a hundred and more)."""
     if not paths:
         return None
     files = [pq.ParquetFile(p) for p in paths]
     if any(not f.schema_arrow.equals(files[0].schema_arrow) for f in files[1:]):
-        roads = _read_parts(paths)
-        assert roads is not None
+        # one frame per schema, then the rows back in the order of the files
+        groups: list[tuple[pa.Schema, list[pa.Table], list[int]]] = []
+        for k, f in enumerate(files):
+            group = next((g for g in groups if g[0].equals(f.schema_arrow)), None)
+            if group is None:
+                groups.append(group := (f.schema_arrow, [], []))
+            group[1].append(f.read())
+            group[2].append(k)
+        rows = np.array([f.metadata.num_rows for f in files], dtype=np.int64)
+        start = np.r_[0, np.cumsum(rows)[:-1]]
+        at = np.concatenate([np.arange(start[k], start[k] + rows[k]) for g in groups for k in g[2]])
+        roads = _concat_parts([_geo_frame(pa.concat_tables(g[1])) for g in groups])
+        roads = roads.iloc[np.argsort(at, kind="stable")]
         return roads.drop_duplicates("_rid").sort_values("_rid", kind="stable")
-    geo = json.loads(files[0].schema_arrow.metadata[b"geo"])
     table = pa.concat_tables([f.read() for f in files])
     rid = table.column("_rid").to_numpy()
     if len(rid) > 1 and not (np.diff(rid) > 0).all():
         _, first = np.unique(rid, return_index=True)  # sorted by _rid, the first of each
         table = table.take(first)
+    return _geo_frame(table)
+
+
+def _geo_frame(table: pa.Table) -> gpd.GeoDataFrame:
+    """A GeoParquet table as ``geopandas.read_parquet`` reads it, its CRS parsed once per
+    process."""
+    from geopandas.io.arrow import _arrow_to_geopandas
+
+    geo = json.loads(table.schema.metadata[b"geo"])
     for name, col in geo["columns"].items():  # parsed here, once: read as a CRS object
         if col.get("crs") is not None:
             col["crs"] = _crs(_column_crs(geo, name, as_geopandas=True))
