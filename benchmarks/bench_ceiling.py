@@ -11,6 +11,10 @@ written once to ``DIR/half-0`` and ``DIR/half-1``). Then, alternately:
   ``single`` mode of ``bench_scale.py``) on the whole city;
 - ``halves``: two such processes at once, one per half, no Dask and nothing shared.
 
+With ``--dask``, each round also runs ``dask``: ``bench_scale.py``'s Dask mode (2 local
+workers, the cluster's start included) on the whole city, so the Dask run and the ceiling are
+measured under the same conditions, and the share of the ceiling it reaches is printed.
+
 ``halves`` is a partitioned run with no partitioning cost at all (no halo, no cells, no
 scheduler, no data moved): the ratio ``whole / halves`` is the ceiling of what any partitioned
 run on two workers can reach here, set by the machine (two busy cores share caches, memory
@@ -66,8 +70,8 @@ def split_halves(data: Path) -> list[Path]:
     return out
 
 
-def _start(data: Path, outdir: Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, str(SCALE), "--run", "single", "--data", str(data)]
+def _start(data: Path, outdir: Path, mode: str = "single") -> subprocess.Popen[str]:
+    cmd = [sys.executable, str(SCALE), "--run", mode, "--data", str(data)]
     cmd += ["--outdir", str(outdir)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -79,7 +83,8 @@ def _finish(proc: subprocess.Popen[str], t0: float) -> dict[str, Any]:
         raise SystemExit(f"a run failed (exit {proc.returncode}):\n{err[-3000:]}")
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     res = json.loads(line[len("RESULT ") :])
-    return {"pipeline_s": float(res["seconds"]["total"]), "wall_s": wall}
+    digests = tuple(res[f"digest_{k}"] for k in ("units", "joined", "risk"))
+    return {"pipeline_s": float(res["seconds"]["total"]), "wall_s": wall, "digests": digests}
 
 
 def _children_cpu() -> float:
@@ -88,9 +93,9 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_whole(data: Path, outdir: Path) -> dict[str, Any]:
+def run_whole(data: Path, outdir: Path, mode: str = "single") -> dict[str, Any]:
     t0, c0 = time.perf_counter(), _children_cpu()
-    out = _finish(_start(data, outdir), t0)
+    out = _finish(_start(data, outdir, mode), t0)
     return out | {"cpu_s": _children_cpu() - c0}
 
 
@@ -108,6 +113,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="a bench_scale.py --data folder")
     ap.add_argument("--repeat", type=int, default=1, help="alternate whole/halves N times")
     ap.add_argument("--outdir", type=Path, default=None, help="where the runs write")
+    ap.add_argument(
+        "--dask", action="store_true", help="also run Dask (2 local workers) in each round"
+    )
     args = ap.parse_args()
     if not (args.data / "roads.parquet").exists():
         raise SystemExit(f"{args.data}: no roads.parquet; run bench_scale.py --data {args.data}")
@@ -115,11 +123,15 @@ def main() -> None:
     if args.outdir is not None:
         args.outdir.mkdir(parents=True, exist_ok=True)
     load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    whole, pairs = [], []
+    whole, pairs, dask = [], [], []
     with tempfile.TemporaryDirectory(dir=args.outdir) as tmp:
         for _ in range(args.repeat):
             whole.append(run_whole(args.data, Path(tmp)))
             pairs.append(run_halves(halves, Path(tmp)))
+            if args.dask:
+                dask.append(run_whole(args.data, Path(tmp), "dask"))
+                if dask[-1]["digests"] != whole[-1]["digests"]:
+                    raise SystemExit(f"dask and single results differ: {dask[-1]} {whole[-1]}")
     load_after = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"\n== one process on the whole city vs two at once on its halves ({args.data})")
     for n, (w, p) in enumerate(zip(whole, pairs, strict=True)):
@@ -132,6 +144,12 @@ def main() -> None:
             f"whole {w['cpu_s']:.1f} ({w['cpu_s'] / w['wall_s']:.2f} cores busy), halves "
             f"{p[0]['cpu_s']:.1f}"
         )
+        if dask:
+            d = dask[n]
+            print(
+                f"  dask {d['pipeline_s']:.1f} s (process {d['wall_s']:.1f} s): whole / dask "
+                f"{w['pipeline_s'] / d['pipeline_s']:.2f}x, {d['cpu_s']:.1f} CPU seconds"
+            )
     ratios = [
         w["pipeline_s"] / max(r["pipeline_s"] for r in p) for w, p in zip(whole, pairs, strict=True)
     ]
@@ -142,6 +160,14 @@ def main() -> None:
         f"{statistics.median(ratios):.2f}x; process wall incl. start: "
         f"{statistics.median(walls):.2f}x"
     )
+    if dask:
+        dr = [w["pipeline_s"] / d["pipeline_s"] for w, d in zip(whole, dask, strict=True)]
+        share = [d / c for d, c in zip(dr, ratios, strict=True)]
+        print(
+            f"dask whole / dask, same rounds, median: {statistics.median(dr):.2f}x "
+            f"({', '.join(f'{v:.2f}' for v in dr)}); share of the round's ceiling: "
+            f"{', '.join(f'{v:.0%}' for v in share)}"
+        )
 
 
 if __name__ == "__main__":
