@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from typing import Any
 
 from fastapi import FastAPI
@@ -202,6 +203,7 @@ def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
     from .supervision import bind_to_parent
 
     bind_to_parent()  # a worker of `trafficunit serve` dies with the main process
+    _one_stop_signal()
     app = create_app(Settings())
     asgi: Any = app
     if proxy_headers:
@@ -214,3 +216,39 @@ def rsgi_from_env(*, proxy_headers: bool = False) -> RSGIApp:
 def rsgi_behind_proxy() -> RSGIApp:
     """:func:`rsgi_from_env` trusting ``X-Forwarded-*`` (``trafficunit serve --proxy-headers``)."""
     return rsgi_from_env(proxy_headers=True)
+
+
+def _one_stop_signal() -> None:
+    """In a Granian worker: only the first SIGINT/SIGTERM starts Granian's shutdown.
+
+    A Ctrl-C in a terminal sends SIGINT to the whole process group (systemd's stop sends
+    SIGTERM to every process of the service), so each worker gets it, and then the main
+    process's SIGTERM. Granian 2.8's worker set its shutdown signal a second time while the
+    shutdown ran and blocked for good there, until the main process killed it after its
+    30 s timeout. Granian's own handling is kept: its worker signals are made as before and
+    each is set once. Called in the worker before Granian installs them (the app factory).
+    """
+    import granian._signals as gs
+
+    make = gs.set_loop_signals
+    if getattr(make, "_trafficunit_once", False):
+        return
+
+    def set_loop_signals(loop: Any) -> Any:
+        event = make(loop)
+        fired = threading.Event()
+
+        def once(signum: int, frame: Any) -> None:
+            if not fired.is_set():
+                fired.set()
+                event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, once, sig, None)
+            except NotImplementedError:  # no loop signals here: Granian used signal.signal
+                signal.signal(sig, once)
+        return event
+
+    set_loop_signals._trafficunit_once = True  # type: ignore[attr-defined]
+    gs.set_loop_signals = set_loop_signals

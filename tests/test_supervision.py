@@ -311,3 +311,25 @@ def test_sigterm_with_an_alert_stream_open_stops_well_before_the_kill_timeout(
             took = time.monotonic() - t0
         # Granian kills a worker that is still busy after 30 s; the stream used to take all 30
         assert took < 20, f"the stop took {took:.1f} s"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_stops_every_worker_at_once(
+    data: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole process group (systemd's stop, SIGTERM to
+    every process of the service): each worker gets it and then the main process's SIGTERM.
+    A worker used to block on the second until Granian killed it after its 30 s timeout."""
+    with serve(data, 2, tmp_path) as s:
+        workers = children(s.proc.pid)
+        assert len(workers) == 2
+        t0 = time.monotonic()
+        os.killpg(s.proc.pid, sig)
+        code = s.proc.wait(timeout=60)
+        took = time.monotonic() - t0
+        wait_for(lambda: not any(alive(w) for w in workers), 30, "the workers exiting")
+        log = s.log_text()
+    assert "refused to gracefully stop" not in log, log[-2000:]
+    assert code == 0, log[-2000:]
+    # the kill timeout is 30 s; a clean stop takes well under a second on an idle machine
+    assert took < 20, f"the stop took {took:.1f} s"
