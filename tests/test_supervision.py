@@ -327,6 +327,7 @@ def test_a_signal_to_the_whole_group_stops_every_worker_at_once(
         os.killpg(s.proc.pid, sig)
         code = s.proc.wait(timeout=60)
         took = time.monotonic() - t0
+        print(f"{signal.Signals(sig).name} to the group: stopped {took:.2f} s after it")
         wait_for(lambda: not any(alive(w) for w in workers), 30, "the workers exiting")
         log = s.log_text()
     assert "refused to gracefully stop" not in log, log[-2000:]
