@@ -228,9 +228,12 @@ def _one_stop_signal() -> None:
     30 s timeout. Granian's own handling is kept: its worker signals are made as before and
     each is set once. Called in the worker before Granian installs them (the app factory).
     """
-    import granian._signals as gs
+    try:
+        import granian._signals as gs
 
-    make = gs.set_loop_signals
+        make = gs.set_loop_signals
+    except (ImportError, AttributeError):  # another Granian: its own handling as it is
+        return
     if getattr(make, "_trafficunit_once", False):
         return
 
